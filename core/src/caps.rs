@@ -1,0 +1,61 @@
+//! Capabilities and limits: transport differences as data, not as forks in ULP code.
+
+use bitflags::bitflags;
+
+bitflags! {
+    /// What a device can do, or how it behaves where transports differ.
+    ///
+    /// A ULP (and the conformance suite) branches on these, never on the provider's name.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct Caps: u64 {
+        /// QPs connect only through the connection manager; hand-driven INIT→RTR→RTS is
+        /// impossible (iWARP).
+        const CM_ONLY_CONNECT = 1 << 0;
+        /// WRs posted while the QP is in ERROR are accepted and completed with a flush error
+        /// (InfiniBand, kernel siw, irdma). Without it a post in ERROR may fail synchronously or,
+        /// worse, be accepted and never complete.
+        const POST_IN_ERROR_FLUSHED = 1 << 1;
+        /// Shared receive queues.
+        const SRQ = 1 << 2;
+        /// SEND with immediate and RDMA WRITE with immediate.
+        const IMMEDIATE_DATA = 1 << 3;
+        /// RDMA READ.
+        const RDMA_READ = 1 << 4;
+        /// RDMA WRITE.
+        const RDMA_WRITE = 1 << 5;
+        /// The QP state machine has a send-queue-drained state (SQD on InfiniBand; CLOSING on
+        /// iWARP is its counterpart but also closes the connection).
+        const SQ_DRAIN_STATE = 1 << 6;
+        /// The provider can inject faults (device reset, unplug, QP fatal, ...) for tests.
+        const FAULT_INJECTION = 1 << 7;
+        /// Zero-length SENDs and RDMA WRITEs are allowed.
+        const ZERO_LENGTH = 1 << 8;
+        /// Inline data in send WRs.
+        const INLINE_DATA = 1 << 9;
+    }
+}
+
+/// Numeric limits of a device, as `ibv_query_device` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeviceLimits {
+    /// Most QPs the device can hold at once.
+    pub max_qp: u32,
+    /// Most outstanding WRs on one send or receive queue.
+    pub max_qp_wr: u32,
+    /// Most scatter/gather entries in one WR.
+    pub max_sge: u32,
+    /// Most CQs.
+    pub max_cq: u32,
+    /// Most entries in one CQ.
+    pub max_cqe: u32,
+    /// Most memory regions.
+    pub max_mr: u32,
+    /// Largest memory region, in bytes.
+    pub max_mr_size: u64,
+    /// Most protection domains.
+    pub max_pd: u32,
+    /// Most bytes of inline data in one send WR.
+    pub max_inline_data: u32,
+    /// Largest message, in bytes.
+    pub max_msg_size: u32,
+}

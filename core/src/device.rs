@@ -1,0 +1,80 @@
+//! [`Device`]: an open RDMA device, its identity, capabilities and ports.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::caps::{Caps, DeviceLimits};
+use crate::error::Result;
+use crate::identity::DeviceIdentity;
+use crate::provider::{Provider, Transport};
+use crate::state::StateModel;
+
+/// What a provider says about a device, before or after opening it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Identity; see [`DeviceIdentity::is_same_device`].
+    pub identity: DeviceIdentity,
+    /// The transport the device speaks.
+    pub transport: Transport,
+    /// The QP state machine of the device's QPs.
+    pub state_model: StateModel,
+    /// What the device can do.
+    pub caps: Caps,
+    /// Its numeric limits.
+    pub limits: DeviceLimits,
+}
+
+/// The link layer of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LinkLayer {
+    /// Native InfiniBand.
+    InfiniBand,
+    /// Ethernet (RoCE, iWARP).
+    Ethernet,
+    /// No physical link (an in-process device).
+    Virtual,
+}
+
+/// The state of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PortState {
+    /// The link is down.
+    Down,
+    /// The link is up but not yet ready for traffic.
+    Initializing,
+    /// Ready for traffic.
+    Active,
+}
+
+/// One port of a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    /// Port number, from 1.
+    pub number: u8,
+    /// Link state.
+    pub state: PortState,
+    /// Link layer.
+    pub link_layer: LinkLayer,
+    /// IP addresses through which the connection manager reaches this port.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// An open RDMA device: allocates protection domains, completion queues and listeners.
+pub trait Device<P: Provider>: Send + Sync {
+    /// What the provider reports about this device.
+    fn info(&self) -> &DeviceInfo;
+
+    /// The device's ports, as they are now.
+    fn ports(&self) -> Result<Vec<PortInfo>>;
+
+    /// Allocates a protection domain.
+    fn alloc_pd(&self) -> Result<P::Pd>;
+
+    /// Creates a completion queue holding at least `depth` completions (`depth` ≥ 1).
+    fn create_cq(&self, depth: u32) -> Result<P::Cq>;
+
+    /// Listens for connection requests at `addr`, which must be one of this device's addresses
+    /// (see [`PortInfo::addresses`]); port 0 picks a free port.
+    fn listen(&self, addr: SocketAddr) -> Result<P::Listener>;
+}

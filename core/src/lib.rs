@@ -1,0 +1,86 @@
+//! # anyverbs: one RDMA verbs API for every transport
+//!
+//! anyverbs lets the authors of RDMA upper-layer protocols (NVMe-oF, iSER, NFS/RDMA, data movers)
+//! write one code path that runs on InfiniBand/RoCE, iWARP and an in-process mock, and that
+//! survives what real NICs do.
+//!
+//! ## Design choices
+//!
+//! - **Static dispatch first.** [`Provider`] bundles the handle types of one transport as
+//!   associated types ([`Provider::Device`], [`Provider::Qp`], ...), so generic ULP code is
+//!   monomorphised per provider. A provider loaded at run time through the C ABI is simply one
+//!   more implementation of the same traits.
+//! - **A surface a C vtable can carry.** No method is generic; arguments and results are plain
+//!   data ([`SendWr`], [`Completion`], [`DeviceInfo`], ...) or handles of the same provider;
+//!   completion buffers belong to the caller ([`CompletionQueue::poll`]).
+//! - **Transport differences are data.** [`Caps`] and [`StateModel`] describe how a device
+//!   behaves (connects only through the CM, flushes posts in ERROR, ...); generic code branches on
+//!   them, never on a provider's name.
+//! - **One state model for two transports.** [`QpState`] has every InfiniBand and iWARP state;
+//!   [`StateModel`] says which apply and which transitions are legal, and who may make them.
+//! - **Errors generic code can act on.** Every call returns [`Error`], whose [`ErrorKind`] says
+//!   what happened (device lost, timed out, busy, ...); the provider's own error is kept as the
+//!   source. A batch post that fails says how many WRs were accepted ([`PostError`]), so nothing
+//!   is ever lost silently.
+//! - **Every wait has a deadline.** [`CompletionQueue::wait`], [`Listener::next_request`],
+//!   [`QueuePair::wait_connected`] and [`QueuePair::drain`] take an [`Instant`](std::time::Instant).
+//! - **Drain is a contract, not a hope.** See [`drain`](mod@drain): deadline-bound, returns a
+//!   [`DrainReport`], and accounts for every WR exactly once.
+//! - **Identity, not names.** A device is recognised by its stable fields only
+//!   ([`DeviceIdentity::is_same_device`]); the kernel reuses names and renumbers indexes.
+//!
+//! ## Handles and their lifetime
+//!
+//! Handles are destroyed explicitly with `destroy(&self)`. Destroying an object that others still
+//! depend on (a PD with MRs or QPs, a CQ used by a QP) fails with [`ErrorKind::Busy`] and changes
+//! nothing; any other call on a destroyed handle fails with [`ErrorKind::Destroyed`]. Dropping a
+//! handle destroys it once nothing depends on it any more.
+//!
+//! ## Example
+//!
+//! ```ignore
+//! fn echo_once<P: anyverbs::Provider>(provider: &P) -> anyverbs::Result<()> {
+//!     use anyverbs::*;
+//!     let dev = provider.open("mock0")?;
+//!     let pd = dev.alloc_pd()?;
+//!     let cq = dev.create_cq(64)?;
+//!     let qp = pd.create_qp(&cq, &cq, &QpInit::default())?;
+//!     // ... connect, post, poll ...
+//!     qp.drain(std::time::Instant::now() + std::time::Duration::from_secs(1))?;
+//!     Ok(())
+//! }
+//! ```
+
+pub mod caps;
+pub mod cm;
+pub mod cq;
+pub mod device;
+pub mod drain;
+pub mod error;
+pub mod identity;
+pub mod mr;
+pub mod pd;
+pub mod provider;
+pub mod qp;
+pub mod state;
+pub mod wr;
+
+pub use caps::{Caps, DeviceLimits};
+pub use cm::{
+    ConnParams, ConnectRequest, Connection, Listener, MAX_ACCEPT_PRIVATE_DATA,
+    MAX_CONNECT_PRIVATE_DATA,
+};
+pub use cq::CompletionQueue;
+pub use device::{Device, DeviceInfo, LinkLayer, PortInfo, PortState};
+pub use drain::{DrainReport, DrainStrategy};
+pub use error::{Error, ErrorKind, PostError, Result};
+pub use identity::{DeviceIdentity, Guid, PciAddress};
+pub use mr::{Access, MemoryRegion};
+pub use pd::ProtectionDomain;
+pub use provider::{Provider, Transport};
+pub use qp::{QpInit, QueuePair};
+pub use state::{Cause, QpState, StateModel};
+pub use wr::{
+    Completion, INLINE_SGES, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList, Sge, WcOpcode,
+    WcStatus,
+};

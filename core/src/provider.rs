@@ -1,0 +1,76 @@
+//! [`Provider`]: one transport implementation, and the bundle of handle types it hands out.
+
+use std::fmt;
+
+use crate::cm::Listener;
+use crate::cq::CompletionQueue;
+use crate::device::{Device, DeviceInfo};
+use crate::error::Result;
+use crate::mr::MemoryRegion;
+use crate::pd::ProtectionDomain;
+use crate::qp::QueuePair;
+
+/// The transport a provider (or one of its devices) speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transport {
+    /// InfiniBand, and RoCE (InfiniBand transport over Ethernet).
+    InfiniBand,
+    /// iWARP (RDMA over TCP); QPs connect only through the connection manager.
+    Iwarp,
+    /// The in-process software transport of `anyverbs-provider-mock`; each mock device emulates
+    /// the state model of InfiniBand or iWARP.
+    Mock,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::InfiniBand => "infiniband",
+            Transport::Iwarp => "iwarp",
+            Transport::Mock => "mock",
+        })
+    }
+}
+
+/// A transport implementation: lists devices and opens them.
+///
+/// The associated types are the handles the provider hands out, so generic ULP code
+/// (`fn serve<P: Provider>(dev: &P::Device)`) is statically dispatched; a provider loaded at run
+/// time is just another implementation of this trait.
+///
+/// Every method of every handle trait takes only plain data and handles of the same provider,
+/// and no method is generic, so the whole surface can be carried by a C function table.
+///
+/// Handles are destroyed explicitly with `destroy(&self)`, which fails with
+/// [`ErrorKind::Busy`](crate::ErrorKind::Busy) while dependants exist (MRs or QPs on a PD, QPs
+/// on a CQ) and is a no-op the second time; any other call on a destroyed handle fails with
+/// [`ErrorKind::Destroyed`](crate::ErrorKind::Destroyed). Dropping a handle destroys it as soon
+/// as it has no dependants left.
+pub trait Provider: Send + Sync + Sized + 'static {
+    /// An open device.
+    type Device: Device<Self>;
+    /// A protection domain.
+    type Pd: ProtectionDomain<Self>;
+    /// A registered memory region.
+    type Mr: MemoryRegion;
+    /// A completion queue.
+    type Cq: CompletionQueue;
+    /// A reliable-connected queue pair.
+    type Qp: QueuePair;
+    /// A listening endpoint of the connection manager.
+    type Listener: Listener<Self>;
+
+    /// Short name of the provider, e.g. `mock`, `ib`, `iwarp`.
+    fn name(&self) -> &str;
+
+    /// The transport this provider speaks.
+    fn transport(&self) -> Transport;
+
+    /// The devices present now.
+    fn devices(&self) -> Result<Vec<DeviceInfo>>;
+
+    /// Opens the device named `name`; [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) if
+    /// there is none.
+    fn open(&self, name: &str) -> Result<Self::Device>;
+}

@@ -1,0 +1,75 @@
+//! [`QueuePair`]: a reliable-connected queue pair.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::cm::{ConnParams, Connection};
+use crate::drain::DrainReport;
+use crate::error::{PostError, Result};
+use crate::state::QpState;
+use crate::wr::{RecvWr, SendWr};
+
+/// Sizes and options of a new QP (`struct ibv_qp_init_attr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QpInit {
+    /// Most send WRs outstanding at once (≥ 1).
+    pub max_send_wr: u32,
+    /// Most receive WRs outstanding at once (≥ 1).
+    pub max_recv_wr: u32,
+    /// Most SGEs in one send WR.
+    pub max_send_sge: u32,
+    /// Most SGEs in one receive WR.
+    pub max_recv_sge: u32,
+    /// Most bytes of inline data in one send WR.
+    pub max_inline_data: u32,
+}
+
+impl Default for QpInit {
+    fn default() -> Self {
+        QpInit {
+            max_send_wr: 64,
+            max_recv_wr: 64,
+            max_send_sge: 4,
+            max_recv_sge: 4,
+            max_inline_data: 0,
+        }
+    }
+}
+
+/// A reliable-connected queue pair.
+pub trait QueuePair: Send + Sync {
+    /// The QP number, unique on its device.
+    fn qp_num(&self) -> u32;
+
+    /// The current state, as the provider tracks it (some devices, e.g. siw, cannot report it).
+    fn state(&self) -> Result<QpState>;
+
+    /// Moves the QP to `to`. Transitions the state model forbids, or that only the connection
+    /// manager or the device may make, fail with
+    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState).
+    fn modify(&self, to: QpState) -> Result<()>;
+
+    /// Posts send WRs in order. On error, the [`PostError`] says how many were posted.
+    fn post_send(&self, wrs: &[SendWr]) -> Result<(), PostError>;
+
+    /// Posts receive WRs in order. On error, the [`PostError`] says how many were posted.
+    fn post_recv(&self, wrs: &[RecvWr]) -> Result<(), PostError>;
+
+    /// Starts connecting to a listener at `remote` (active side). Returns once the request is
+    /// sent; [`wait_connected`](Self::wait_connected) tells the outcome.
+    fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()>;
+
+    /// Waits until the connection started by [`connect`](Self::connect) is established
+    /// (the QP is then ready to send), refused
+    /// ([`ErrorKind::ConnectionRefused`](crate::ErrorKind::ConnectionRefused)), or `deadline`
+    /// passes.
+    fn wait_connected(&self, deadline: Instant) -> Result<Connection>;
+
+    /// Makes sure every WR posted so far has completed and nothing will complete later; see
+    /// [the contract](crate::drain). Never blocks past `deadline`.
+    fn drain(&self, deadline: Instant) -> Result<DrainReport>;
+
+    /// Destroys the QP. Destroying a QP that was not drained is allowed (verbs allows it), but
+    /// its outstanding WRs then never complete.
+    fn destroy(&self) -> Result<()>;
+}
