@@ -1,1 +1,26 @@
-//! suite
+//! # anyverbs-conformance: the suite every anyverbs provider must pass
+//!
+//! A library of named [`Case`]s, each stating what it [`Needs`] from the device; a case the
+//! device cannot run is reported as **not run** with the reason, never as passed. The same cases
+//! run three ways:
+//!
+//! - from a provider crate's own `cargo test`, one test per case, through [`libtest::run`] (the
+//!   object_store pattern: shared test functions, provider differences as data);
+//! - from the `anyverbs-conform` command line, against one provider and one device, with human,
+//!   JSON or JUnit output;
+//! - from any program, through [`run_suite`].
+
+pub mod case;
+pub mod cases;
+pub mod ctx;
+pub mod libtest;
+pub mod report;
+pub mod runner;
+
+pub use case::{Case, CaseError, CaseResult, Needs};
+pub use cases::all_cases;
+pub use ctx::{Ctx, Pair};
+pub use runner::{
+    CaseReport, Outcome, RunEvent, SuiteOptions, SuiteReport, Summary, matches_pattern, run_case,
+    run_suite,
+};

@@ -1,0 +1,10 @@
+//! data cases.
+
+use anyverbs::Provider;
+
+use crate::case::Case;
+
+/// The cases of this group.
+pub fn cases<P: Provider>() -> Vec<Case<P>> {
+    vec![]
+}

@@ -1,0 +1,129 @@
+//! The mock's own error type. It keeps the detail; [`anyverbs::Error`] gets the kind.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyverbs::{ErrorKind, QpState};
+use thiserror::Error;
+
+/// Everything that can go wrong in the mock, with the detail a person needs.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum MockError {
+    /// No device of that name on the fabric.
+    #[error("no mock device named {0:?}")]
+    NoSuchDevice(String),
+    /// The handle was destroyed.
+    #[error("the {0} was destroyed")]
+    Destroyed(&'static str),
+    /// Destroying an object others still use.
+    #[error("the {what} is still used by {users}")]
+    InUse {
+        /// The object.
+        what: &'static str,
+        /// Who uses it.
+        users: String,
+    },
+    /// A size or count outside what is allowed.
+    #[error("{what} must be between {min} and {max}, got {got}")]
+    BadSize {
+        /// What was sized.
+        what: &'static str,
+        /// The value given.
+        got: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A malformed WR or argument.
+    #[error("{0}")]
+    BadArgument(String),
+    /// A queue is full.
+    #[error("the {queue} queue is full ({depth} WRs outstanding)")]
+    QueueFull {
+        /// Which queue.
+        queue: &'static str,
+        /// Its depth.
+        depth: u32,
+    },
+    /// A table of the device is full.
+    #[error("the device has no room for another {0}")]
+    TableFull(&'static str),
+    /// Posting in a state that does not allow it.
+    #[error("cannot post to the {queue} queue of a QP in state {state}")]
+    PostState {
+        /// Which queue.
+        queue: &'static str,
+        /// The QP's state.
+        state: QpState,
+    },
+    /// Posting to a QP that was drained.
+    #[error("the QP was drained; it takes no more WRs")]
+    Drained,
+    /// A transition the state machine forbids.
+    #[error(transparent)]
+    Transition(anyverbs::Error),
+    /// A call that needs a state the QP is not in.
+    #[error("{0}")]
+    WrongState(String),
+    /// The operation is not supported by this device.
+    #[error("{0} is not supported by this device")]
+    Unsupported(&'static str),
+    /// No listener at that address.
+    #[error("nobody listens at {0}")]
+    NotListening(SocketAddr),
+    /// The peer rejected the connection.
+    #[error("the peer rejected the connection")]
+    Rejected,
+    /// No device on the fabric owns that address.
+    #[error("no mock device has address {0}")]
+    NoRoute(IpAddr),
+    /// Somebody already listens there.
+    #[error("{0} is already in use")]
+    AddressInUse(SocketAddr),
+    /// No such connection request.
+    #[error("no pending connection request {0}")]
+    NoSuchRequest(u64),
+    /// A deadline passed.
+    #[error("timed out waiting for {0}")]
+    TimedOut(&'static str),
+    /// The CQ overflowed.
+    #[error("the completion queue overflowed; completions were lost")]
+    CqOverflow,
+}
+
+impl MockError {
+    /// The kind generic code matches on.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            MockError::NoSuchDevice(_) | MockError::NoSuchRequest(_) => ErrorKind::NotFound,
+            MockError::Destroyed(_) => ErrorKind::Destroyed,
+            MockError::InUse { .. } => ErrorKind::Busy,
+            MockError::BadSize { .. } | MockError::BadArgument(_) => ErrorKind::InvalidArgument,
+            MockError::QueueFull { .. } | MockError::TableFull(_) => ErrorKind::ResourceExhausted,
+            MockError::PostState { .. } | MockError::Drained | MockError::WrongState(_) => {
+                ErrorKind::InvalidState
+            }
+            MockError::Transition(e) => e.kind(),
+            MockError::Unsupported(_) => ErrorKind::NotSupported,
+            MockError::NotListening(_) | MockError::Rejected => ErrorKind::ConnectionRefused,
+            MockError::NoRoute(_) => ErrorKind::Unreachable,
+            MockError::AddressInUse(_) => ErrorKind::AddressInUse,
+            MockError::TimedOut(_) => ErrorKind::TimedOut,
+            MockError::CqOverflow => ErrorKind::Overflow,
+        }
+    }
+}
+
+impl From<MockError> for anyverbs::Error {
+    fn from(e: MockError) -> Self {
+        match e {
+            // Already an anyverbs error: pass it on unchanged.
+            MockError::Transition(inner) => inner,
+            e => anyverbs::Error::new(e.kind(), e.to_string()).with_source(e),
+        }
+    }
+}
+
+/// Results inside the mock.
+pub type MockResult<T> = Result<T, MockError>;

@@ -1,0 +1,1526 @@
+//! The fabric: every object of every mock device, behind one lock, and the engine that moves data.
+//!
+//! ## Progress model
+//!
+//! There is no progress thread and no sleep in the data path. A send WR executes while its
+//! `post_send` call holds the lock, if it can: the data is copied into the peer's memory and both
+//! completions are queued before `post_send` returns. A WR that cannot execute yet (the peer has
+//! no receive posted: RNR; the peer does not answer: no ACK) stays at the head of its send queue
+//! with a retry deadline and blocks the WRs behind it, as on a real RC QP. Stalled WRs are retried
+//! whenever anything happens on the fabric: a post, a poll, a wait that wakes at the next retry
+//! deadline. A retry deadline that has passed fails the WR with RNR-retry-exceeded or
+//! transport-retry-exceeded and moves the QP to ERROR.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyverbs::{
+    Access, Cause, Completion, ConnParams, ConnectRequest, Connection, DeviceIdentity, DeviceInfo,
+    DrainReport, DrainStrategy, MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, PostError,
+    QpInit, QpState, RecvWr, SendFlags, SendOp, SendWr, Sge, StateModel, Transport, WcOpcode,
+    WcStatus,
+};
+
+use crate::config::FabricConfig;
+use crate::error::{MockError, MockResult};
+
+/// Ports handed out to `listen(.., 0)` and to the active side of connections.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 40000..=65000;
+
+/// `rnr_retry_count` that means "retry forever".
+const RNR_RETRY_FOREVER: u8 = 7;
+
+/// The fabric shared by every handle of one `MockProvider`.
+pub(crate) struct Fabric {
+    pub(crate) config: FabricConfig,
+    pub(crate) infos: Vec<DeviceInfo>,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+impl Fabric {
+    pub(crate) fn new(config: FabricConfig) -> Fabric {
+        let infos = config
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(index, d)| DeviceInfo {
+                identity: DeviceIdentity {
+                    name: d.name.clone(),
+                    index: index as u32,
+                    node_guid: d.node_guid,
+                    sys_image_guid: d.node_guid,
+                    pci_address: d.pci_address,
+                    vendor_id: 0x00_5054,
+                    vendor_part_id: 1,
+                },
+                transport: Transport::Mock,
+                state_model: d.state_model,
+                caps: d.caps(),
+                limits: d.limits,
+            })
+            .collect();
+        let devices = config.devices.iter().map(|_| DeviceCounts::default()).collect();
+        Fabric {
+            config,
+            infos,
+            state: Mutex::new(State {
+                devices,
+                pds: HashMap::new(),
+                mrs: HashMap::new(),
+                rkeys: HashMap::new(),
+                cqs: HashMap::new(),
+                qps: HashMap::new(),
+                listeners: HashMap::new(),
+                requests: HashMap::new(),
+                stalled: BTreeSet::new(),
+                next_id: 1,
+                next_request: 1,
+                next_port: *EPHEMERAL_PORTS.start(),
+                waiters: 0,
+                rnr_timer: Duration::ZERO,
+                ack_timeout: Duration::ZERO,
+            }),
+            cond: Condvar::new(),
+        }
+        .with_timers()
+    }
+
+    fn with_timers(self) -> Fabric {
+        {
+            let mut st = self.lock();
+            st.rnr_timer = self.config.rnr_timer;
+            st.ack_timeout = self.config.ack_timeout;
+        }
+        self
+    }
+
+    /// Takes the lock. A panic while holding it (a bug) does not make every later call panic.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` under the lock, retries stalled WRs, and wakes waiters if anything may have
+    /// changed.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut st = self.lock();
+        let out = f(&mut st);
+        st.progress(Instant::now());
+        if st.waiters > 0 {
+            self.cond.notify_all();
+        }
+        out
+    }
+
+    /// Waits until `f` returns `Some`, or `deadline` passes. Wakes on every change of the fabric
+    /// and at the next retry deadline of a stalled WR, so retries fail on time.
+    pub(crate) fn wait_until<T>(
+        &self,
+        deadline: Instant,
+        what: &'static str,
+        mut f: impl FnMut(&mut State) -> Option<MockResult<T>>,
+    ) -> MockResult<T> {
+        let mut st = self.lock();
+        loop {
+            let now = Instant::now();
+            if st.progress(now) && st.waiters > 0 {
+                self.cond.notify_all();
+            }
+            if let Some(r) = f(&mut st) {
+                if st.waiters > 0 {
+                    self.cond.notify_all();
+                }
+                return r;
+            }
+            if now >= deadline {
+                return Err(MockError::TimedOut(what));
+            }
+            let wake = st.next_timer().map_or(deadline, |t| t.min(deadline));
+            st.waiters += 1;
+            let timeout = wake.saturating_duration_since(now).max(Duration::from_micros(1));
+            st = match self.cond.wait_timeout(st, timeout) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+            st.waiters -= 1;
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct DeviceCounts {
+    pds: u32,
+    cqs: u32,
+    qps: u32,
+    mrs: u32,
+}
+
+struct PdRec {
+    device: usize,
+    mrs: u32,
+    qps: u32,
+    dropped: bool,
+}
+
+struct MrRec {
+    device: usize,
+    pd: u32,
+    buf: Vec<u8>,
+    addr: u64,
+    access: Access,
+    rkey: u32,
+}
+
+struct CqRec {
+    device: usize,
+    capacity: u32,
+    entries: VecDeque<Completion>,
+    overflowed: bool,
+    users: u32,
+    dropped: bool,
+}
+
+/// Why a connection attempt failed.
+#[derive(Clone, Copy)]
+enum Refusal {
+    NotListening(SocketAddr),
+    Rejected,
+}
+
+enum Conn {
+    Idle,
+    Connecting { request: u64 },
+    Established(Connection),
+    Refused(Refusal),
+}
+
+/// Why the head of a send queue cannot execute yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StallKind {
+    /// The peer has no receive posted.
+    Rnr,
+    /// The peer does not answer.
+    NoAck,
+}
+
+#[derive(Clone, Copy)]
+struct Stall {
+    kind: StallKind,
+    /// When the WR fails if still stalled; `None` retries forever.
+    fail_at: Option<Instant>,
+}
+
+struct SendEntry {
+    wr: SendWr,
+    /// Data copied at post time for `SendFlags::INLINE`.
+    inline: Option<Vec<u8>>,
+    stall: Option<Stall>,
+}
+
+struct QpRec {
+    device: usize,
+    pd: u32,
+    send_cq: u32,
+    recv_cq: u32,
+    init: QpInit,
+    model: StateModel,
+    state: QpState,
+    sq: VecDeque<SendEntry>,
+    rq: VecDeque<RecvWr>,
+    peer: Option<u32>,
+    conn: Conn,
+    params: ConnParams,
+    local_addr: Option<SocketAddr>,
+    drained: bool,
+}
+
+struct ListenerRec {
+    device: usize,
+    queue: VecDeque<u64>,
+}
+
+struct RequestRec {
+    listener: SocketAddr,
+    client: u32,
+    client_addr: SocketAddr,
+    private_data: Vec<u8>,
+}
+
+/// Everything on the fabric.
+pub(crate) struct State {
+    devices: Vec<DeviceCounts>,
+    pds: HashMap<u32, PdRec>,
+    mrs: HashMap<u32, MrRec>,
+    rkeys: HashMap<u32, u32>,
+    cqs: HashMap<u32, CqRec>,
+    qps: HashMap<u32, QpRec>,
+    listeners: HashMap<SocketAddr, ListenerRec>,
+    requests: HashMap<u64, RequestRec>,
+    /// QPs whose send-queue head is waiting for a retry.
+    stalled: BTreeSet<u32>,
+    next_id: u32,
+    next_request: u64,
+    next_port: u16,
+    waiters: usize,
+    rnr_timer: Duration,
+    ack_timeout: Duration,
+}
+
+fn size_check(what: &'static str, got: u64, max: u64) -> MockResult<()> {
+    if got == 0 || got > max {
+        return Err(MockError::BadSize {
+            what,
+            got,
+            min: 1,
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn flush_completion(wr_id: u64, qp_num: u32, opcode: WcOpcode) -> Completion {
+    Completion {
+        wr_id,
+        status: WcStatus::WrFlushError,
+        opcode,
+        qp_num,
+        ..Completion::default()
+    }
+}
+
+impl State {
+    fn alloc_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn alloc_port(&mut self) -> u16 {
+        let p = self.next_port;
+        self.next_port = if p >= *EPHEMERAL_PORTS.end() {
+            *EPHEMERAL_PORTS.start()
+        } else {
+            p + 1
+        };
+        p
+    }
+
+    // ----- protection domains -----
+
+    pub(crate) fn alloc_pd(&mut self, device: usize, max: u32) -> MockResult<u32> {
+        if self.devices[device].pds >= max {
+            return Err(MockError::TableFull("protection domain"));
+        }
+        let id = self.alloc_id();
+        self.devices[device].pds += 1;
+        self.pds.insert(
+            id,
+            PdRec {
+                device,
+                mrs: 0,
+                qps: 0,
+                dropped: false,
+            },
+        );
+        Ok(id)
+    }
+
+    pub(crate) fn destroy_pd(&mut self, id: u32) -> MockResult<()> {
+        let Some(pd) = self.pds.get(&id) else {
+            return Ok(());
+        };
+        if pd.mrs > 0 || pd.qps > 0 {
+            return Err(MockError::InUse {
+                what: "protection domain",
+                users: format!("{} memory regions and {} queue pairs", pd.mrs, pd.qps),
+            });
+        }
+        let device = pd.device;
+        self.pds.remove(&id);
+        self.devices[device].pds -= 1;
+        Ok(())
+    }
+
+    pub(crate) fn drop_pd(&mut self, id: u32) {
+        if self.destroy_pd(id).is_err()
+            && let Some(pd) = self.pds.get_mut(&id)
+        {
+            pd.dropped = true;
+        }
+    }
+
+    fn pd_lost_user(&mut self, id: u32) {
+        if let Some(pd) = self.pds.get(&id)
+            && pd.dropped
+            && pd.mrs == 0
+            && pd.qps == 0
+        {
+            let _ = self.destroy_pd(id);
+        }
+    }
+
+    fn live_pd(&self, id: u32) -> MockResult<&PdRec> {
+        self.pds
+            .get(&id)
+            .filter(|p| !p.dropped)
+            .ok_or(MockError::Destroyed("protection domain"))
+    }
+
+    // ----- memory regions -----
+
+    pub(crate) fn register(
+        &mut self,
+        pd: u32,
+        len: usize,
+        access: Access,
+        max_size: u64,
+        max_mrs: u32,
+    ) -> MockResult<(u32, u32, u64)> {
+        let device = self.live_pd(pd)?.device;
+        size_check("memory region length", len as u64, max_size)?;
+        if access.intersects(Access::REMOTE_WRITE | Access::REMOTE_ATOMIC)
+            && !access.contains(Access::LOCAL_WRITE)
+        {
+            return Err(MockError::BadArgument(
+                "remote write or atomic access requires local write access".into(),
+            ));
+        }
+        if self.devices[device].mrs >= max_mrs {
+            return Err(MockError::TableFull("memory region"));
+        }
+        let lkey = self.alloc_id();
+        let rkey = lkey ^ 0x8000_0000;
+        let buf = vec![0u8; len];
+        let addr = buf.as_ptr() as u64;
+        self.mrs.insert(
+            lkey,
+            MrRec {
+                device,
+                pd,
+                buf,
+                addr,
+                access,
+                rkey,
+            },
+        );
+        self.rkeys.insert(rkey, lkey);
+        self.devices[device].mrs += 1;
+        if let Some(p) = self.pds.get_mut(&pd) {
+            p.mrs += 1;
+        }
+        Ok((lkey, rkey, addr))
+    }
+
+    pub(crate) fn destroy_mr(&mut self, lkey: u32) {
+        if let Some(mr) = self.mrs.remove(&lkey) {
+            self.rkeys.remove(&mr.rkey);
+            self.devices[mr.device].mrs -= 1;
+            if let Some(p) = self.pds.get_mut(&mr.pd) {
+                p.mrs -= 1;
+            }
+            self.pd_lost_user(mr.pd);
+        }
+    }
+
+    pub(crate) fn mr_copy_in(&mut self, lkey: u32, offset: usize, src: &[u8]) -> MockResult<()> {
+        let mr = self
+            .mrs
+            .get_mut(&lkey)
+            .ok_or(MockError::Destroyed("memory region"))?;
+        let end = offset
+            .checked_add(src.len())
+            .filter(|e| *e <= mr.buf.len())
+            .ok_or_else(|| {
+                MockError::BadArgument(format!(
+                    "{} bytes at offset {offset} do not fit in a region of {} bytes",
+                    src.len(),
+                    mr.buf.len()
+                ))
+            })?;
+        mr.buf[offset..end].copy_from_slice(src);
+        Ok(())
+    }
+
+    pub(crate) fn mr_copy_out(&self, lkey: u32, offset: usize, dst: &mut [u8]) -> MockResult<()> {
+        let mr = self
+            .mrs
+            .get(&lkey)
+            .ok_or(MockError::Destroyed("memory region"))?;
+        let end = offset
+            .checked_add(dst.len())
+            .filter(|e| *e <= mr.buf.len())
+            .ok_or_else(|| {
+                MockError::BadArgument(format!(
+                    "{} bytes at offset {offset} do not fit in a region of {} bytes",
+                    dst.len(),
+                    mr.buf.len()
+                ))
+            })?;
+        dst.copy_from_slice(&mr.buf[offset..end]);
+        Ok(())
+    }
+
+    /// Finds the region and offset of a local SGE, checking key, PD, bounds and write access.
+    fn resolve_local(&self, pd: u32, sge: &Sge, need_write: bool) -> Result<(u32, usize), String> {
+        let mr = self
+            .mrs
+            .get(&sge.lkey)
+            .ok_or_else(|| format!("unknown lkey {:#x}", sge.lkey))?;
+        if mr.pd != pd {
+            return Err(format!(
+                "lkey {:#x} belongs to a region of another protection domain",
+                sge.lkey
+            ));
+        }
+        let len = mr.buf.len() as u64;
+        let start = sge.addr.wrapping_sub(mr.addr);
+        if sge.addr < mr.addr || start + u64::from(sge.length) > len {
+            return Err(format!(
+                "{} bytes at {:#x} are outside the region [{:#x}, {:#x})",
+                sge.length,
+                sge.addr,
+                mr.addr,
+                mr.addr + len
+            ));
+        }
+        if need_write && !mr.access.contains(Access::LOCAL_WRITE) {
+            return Err(format!(
+                "lkey {:#x} was registered without local write access",
+                sge.lkey
+            ));
+        }
+        Ok((sge.lkey, start as usize))
+    }
+
+    fn gather(&self, pd: u32, sgl: &[Sge]) -> Result<Vec<u8>, String> {
+        let total: u64 = sgl.iter().map(|s| u64::from(s.length)).sum();
+        let mut data = Vec::with_capacity(total as usize);
+        for sge in sgl {
+            let (lkey, off) = self.resolve_local(pd, sge, false)?;
+            data.extend_from_slice(&self.mrs[&lkey].buf[off..off + sge.length as usize]);
+        }
+        Ok(data)
+    }
+
+    fn scatter(&mut self, pd: u32, sgl: &[Sge], data: &[u8]) -> Result<(), String> {
+        let mut targets = Vec::with_capacity(sgl.len());
+        for sge in sgl {
+            targets.push((self.resolve_local(pd, sge, true)?, sge.length as usize));
+        }
+        let mut rest = data;
+        for ((lkey, off), len) in targets {
+            if rest.is_empty() {
+                break;
+            }
+            let n = len.min(rest.len());
+            let mr = self.mrs.get_mut(&lkey).expect("resolved above");
+            mr.buf[off..off + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// Finds the region of a remote access, checking key, PD, bounds and access rights.
+    fn resolve_remote(
+        &self,
+        pd: u32,
+        addr: u64,
+        rkey: u32,
+        len: u64,
+        need: Access,
+    ) -> Option<(u32, usize)> {
+        let lkey = *self.rkeys.get(&rkey)?;
+        let mr = &self.mrs[&lkey];
+        let start = addr.checked_sub(mr.addr)?;
+        let ok = mr.pd == pd && mr.access.contains(need) && start + len <= mr.buf.len() as u64;
+        ok.then_some((lkey, start as usize))
+    }
+
+    // ----- completion queues -----
+
+    pub(crate) fn create_cq(&mut self, device: usize, depth: u32, max: u32, max_cqe: u32) -> MockResult<u32> {
+        size_check("CQ depth", u64::from(depth), u64::from(max_cqe))?;
+        if self.devices[device].cqs >= max {
+            return Err(MockError::TableFull("completion queue"));
+        }
+        let id = self.alloc_id();
+        self.devices[device].cqs += 1;
+        self.cqs.insert(
+            id,
+            CqRec {
+                device,
+                capacity: depth,
+                entries: VecDeque::with_capacity(depth as usize),
+                overflowed: false,
+                users: 0,
+                dropped: false,
+            },
+        );
+        Ok(id)
+    }
+
+    pub(crate) fn destroy_cq(&mut self, id: u32) -> MockResult<()> {
+        let Some(cq) = self.cqs.get(&id) else {
+            return Ok(());
+        };
+        if cq.users > 0 {
+            return Err(MockError::InUse {
+                what: "completion queue",
+                users: format!("{} queue(s) of live QPs", cq.users),
+            });
+        }
+        let device = cq.device;
+        self.cqs.remove(&id);
+        self.devices[device].cqs -= 1;
+        Ok(())
+    }
+
+    pub(crate) fn drop_cq(&mut self, id: u32) {
+        if self.destroy_cq(id).is_err()
+            && let Some(cq) = self.cqs.get_mut(&id)
+        {
+            cq.dropped = true;
+        }
+    }
+
+    fn cq_lost_user(&mut self, id: u32) {
+        let reap = match self.cqs.get_mut(&id) {
+            Some(cq) => {
+                cq.users -= 1;
+                cq.dropped && cq.users == 0
+            }
+            None => false,
+        };
+        if reap {
+            let _ = self.destroy_cq(id);
+        }
+    }
+
+    fn live_cq(&self, id: u32) -> MockResult<&CqRec> {
+        self.cqs
+            .get(&id)
+            .filter(|c| !c.dropped)
+            .ok_or(MockError::Destroyed("completion queue"))
+    }
+
+    fn push_cqe(&mut self, cq: u32, c: Completion) {
+        if let Some(cq) = self.cqs.get_mut(&cq) {
+            if cq.entries.len() >= cq.capacity as usize {
+                cq.overflowed = true;
+            } else {
+                cq.entries.push_back(c);
+            }
+        }
+    }
+
+    /// Moves up to `out.len()` completions into `out`; `None` if there were none.
+    pub(crate) fn poll(&mut self, cq: u32, out: &mut [Completion]) -> MockResult<usize> {
+        let cq = self
+            .cqs
+            .get_mut(&cq)
+            .filter(|c| !c.dropped)
+            .ok_or(MockError::Destroyed("completion queue"))?;
+        if cq.overflowed {
+            return Err(MockError::CqOverflow);
+        }
+        let n = out.len().min(cq.entries.len());
+        for (slot, c) in out.iter_mut().zip(cq.entries.drain(..n)) {
+            *slot = c;
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn cq_capacity(&self, cq: u32) -> u32 {
+        self.cqs.get(&cq).map_or(0, |c| c.capacity)
+    }
+
+    // ----- queue pairs -----
+
+    pub(crate) fn create_qp(
+        &mut self,
+        pd: u32,
+        send_cq: u32,
+        recv_cq: u32,
+        init: &QpInit,
+        model: StateModel,
+        limits: &anyverbs::DeviceLimits,
+    ) -> MockResult<u32> {
+        let device = self.live_pd(pd)?.device;
+        for cq in [send_cq, recv_cq] {
+            if self.live_cq(cq)?.device != device {
+                return Err(MockError::BadArgument(
+                    "the CQ belongs to another device".into(),
+                ));
+            }
+        }
+        let max_wr = u64::from(limits.max_qp_wr);
+        size_check("max_send_wr", u64::from(init.max_send_wr), max_wr)?;
+        size_check("max_recv_wr", u64::from(init.max_recv_wr), max_wr)?;
+        let max_sge = u64::from(limits.max_sge);
+        size_check("max_send_sge", u64::from(init.max_send_sge), max_sge)?;
+        size_check("max_recv_sge", u64::from(init.max_recv_sge), max_sge)?;
+        if init.max_inline_data > limits.max_inline_data {
+            return Err(MockError::BadSize {
+                what: "max_inline_data",
+                got: u64::from(init.max_inline_data),
+                min: 0,
+                max: u64::from(limits.max_inline_data),
+            });
+        }
+        if self.devices[device].qps >= limits.max_qp {
+            return Err(MockError::TableFull("queue pair"));
+        }
+        let qpn = self.alloc_id() & 0x00ff_ffff;
+        self.devices[device].qps += 1;
+        self.pds.get_mut(&pd).expect("live").qps += 1;
+        self.cqs.get_mut(&send_cq).expect("live").users += 1;
+        self.cqs.get_mut(&recv_cq).expect("live").users += 1;
+        self.qps.insert(
+            qpn,
+            QpRec {
+                device,
+                pd,
+                send_cq,
+                recv_cq,
+                init: *init,
+                model,
+                state: model.initial(),
+                sq: VecDeque::new(),
+                rq: VecDeque::new(),
+                peer: None,
+                conn: Conn::Idle,
+                params: ConnParams::default(),
+                local_addr: None,
+                drained: false,
+            },
+        );
+        Ok(qpn)
+    }
+
+    fn qp(&self, qpn: u32) -> MockResult<&QpRec> {
+        self.qps.get(&qpn).ok_or(MockError::Destroyed("queue pair"))
+    }
+
+    fn qp_mut(&mut self, qpn: u32) -> MockResult<&mut QpRec> {
+        self.qps
+            .get_mut(&qpn)
+            .ok_or(MockError::Destroyed("queue pair"))
+    }
+
+    pub(crate) fn qp_state(&self, qpn: u32) -> MockResult<QpState> {
+        Ok(self.qp(qpn)?.state)
+    }
+
+    pub(crate) fn destroy_qp(&mut self, qpn: u32) {
+        let Some(q) = self.qps.remove(&qpn) else {
+            return;
+        };
+        self.stalled.remove(&qpn);
+        self.devices[q.device].qps -= 1;
+        if let Conn::Connecting { request } = q.conn {
+            self.requests.remove(&request);
+        }
+        self.cq_lost_user(q.send_cq);
+        self.cq_lost_user(q.recv_cq);
+        if let Some(p) = self.pds.get_mut(&q.pd) {
+            p.qps -= 1;
+        }
+        self.pd_lost_user(q.pd);
+        // On iWARP the connection is a TCP stream: destroying one end tears it down and the
+        // peer's QP goes to ERROR. On InfiniBand the peer notices only when it sends.
+        if q.model == StateModel::Iwarp
+            && let Some(peer) = q.peer
+        {
+            self.to_error(peer);
+        }
+    }
+
+    /// Moves a QP to ERROR and flushes both queues.
+    fn to_error(&mut self, qpn: u32) {
+        let Some(q) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        q.state = QpState::Error;
+        self.stalled.remove(&qpn);
+        self.flush(qpn);
+        let q = self.qps.get_mut(&qpn).expect("present");
+        if q.model == StateModel::Iwarp
+            && let Some(peer) = q.peer.take()
+        {
+            if let Some(p) = self.qps.get_mut(&peer) {
+                p.peer = None;
+            }
+            self.to_error(peer);
+        }
+    }
+
+    /// Completes every outstanding WR of a QP with a flush error: sends first, then receives.
+    fn flush(&mut self, qpn: u32) {
+        let q = self.qps.get_mut(&qpn).expect("present");
+        let sends: Vec<SendEntry> = q.sq.drain(..).collect();
+        let recvs: Vec<RecvWr> = q.rq.drain(..).collect();
+        let (scq, rcq) = (q.send_cq, q.recv_cq);
+        for e in sends {
+            self.push_cqe(
+                scq,
+                flush_completion(e.wr.wr_id, qpn, e.wr.op.completion_opcode()),
+            );
+        }
+        for r in recvs {
+            self.push_cqe(rcq, flush_completion(r.wr_id, qpn, WcOpcode::Recv));
+        }
+    }
+
+    pub(crate) fn modify(&mut self, qpn: u32, to: QpState) -> MockResult<()> {
+        let q = self.qp(qpn)?;
+        let (model, from) = (q.model, q.state);
+        if q.drained && to != QpState::Error {
+            return Err(MockError::WrongState(
+                "the QP was drained; it stays in ERROR until destroyed".into(),
+            ));
+        }
+        model
+            .check(from, to, Cause::Modify)
+            .map_err(MockError::Transition)?;
+        match to {
+            QpState::ReadyToReceive if q.peer.is_none() => {
+                return Err(MockError::WrongState(
+                    "RTR needs the remote QP: connect through the connection manager".into(),
+                ));
+            }
+            QpState::Error => self.to_error(qpn),
+            QpState::Reset => {
+                // Verbs: RESET empties both queues without completions.
+                let q = self.qp_mut(qpn)?;
+                q.sq.clear();
+                q.rq.clear();
+                q.state = QpState::Reset;
+                q.conn = Conn::Idle;
+                let peer = q.peer.take();
+                self.stalled.remove(&qpn);
+                if let Some(p) = peer.and_then(|p| self.qps.get_mut(&p))
+                    && p.peer == Some(qpn)
+                {
+                    p.peer = None;
+                }
+            }
+            QpState::Closing if !self.qp(qpn)?.sq.is_empty() => {
+                // siw: closing with sends outstanding moves to ERROR instead.
+                self.to_error(qpn);
+            }
+            QpState::Closing | QpState::Terminate => {
+                let q = self.qp_mut(qpn)?;
+                q.state = to;
+                let recvs: Vec<RecvWr> = q.rq.drain(..).collect();
+                let (rcq, peer) = (q.recv_cq, q.peer.take());
+                for r in recvs {
+                    self.push_cqe(rcq, flush_completion(r.wr_id, qpn, WcOpcode::Recv));
+                }
+                if let Some(peer) = peer {
+                    if let Some(p) = self.qps.get_mut(&peer) {
+                        p.peer = None;
+                    }
+                    self.to_error(peer);
+                }
+            }
+            _ => {
+                self.qp_mut(qpn)?.state = to;
+                if to == QpState::ReadyToSend {
+                    self.run_sq(qpn, Instant::now());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a send WR at post time; returns its inline data, if any.
+    fn validate_send(&self, q: &QpRec, caps: anyverbs::Caps, wr: &SendWr) -> MockResult<Option<Vec<u8>>> {
+        if wr.sgl.len() > q.init.max_send_sge as usize {
+            return Err(MockError::BadArgument(format!(
+                "{} SGEs in a WR; the QP allows {}",
+                wr.sgl.len(),
+                q.init.max_send_sge
+            )));
+        }
+        let imm = matches!(wr.op, SendOp::SendWithImm(_) | SendOp::WriteWithImm(..));
+        if imm && !caps.contains(anyverbs::Caps::IMMEDIATE_DATA) {
+            return Err(MockError::Unsupported("immediate data"));
+        }
+        if wr.total_length() > u64::from(u32::MAX) {
+            return Err(MockError::BadArgument("message longer than 4 GiB".into()));
+        }
+        let is_read = matches!(wr.op, SendOp::Read(_));
+        if wr.flags.contains(SendFlags::INLINE) {
+            if is_read {
+                return Err(MockError::BadArgument(
+                    "an RDMA READ cannot be inline".into(),
+                ));
+            }
+            if wr.total_length() > u64::from(q.init.max_inline_data) {
+                return Err(MockError::BadArgument(format!(
+                    "{} bytes of inline data; the QP allows {}",
+                    wr.total_length(),
+                    q.init.max_inline_data
+                )));
+            }
+        }
+        for (i, sge) in wr.sgl.iter().enumerate() {
+            self.resolve_local(q.pd, sge, is_read)
+                .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
+        }
+        if wr.flags.contains(SendFlags::INLINE) {
+            return Ok(Some(self.gather(q.pd, &wr.sgl).map_err(MockError::BadArgument)?));
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn post_send(
+        &mut self,
+        qpn: u32,
+        wrs: &[SendWr],
+        caps: anyverbs::Caps,
+    ) -> Result<(), PostError> {
+        let mut result = Ok(());
+        for (i, wr) in wrs.iter().enumerate() {
+            if let Err(e) = self.post_one_send(qpn, wr, caps) {
+                result = Err(PostError::new(i, e.into()));
+                break;
+            }
+        }
+        if self.qps.contains_key(&qpn) {
+            self.run_sq(qpn, Instant::now());
+        }
+        result
+    }
+
+    fn post_one_send(&mut self, qpn: u32, wr: &SendWr, caps: anyverbs::Caps) -> MockResult<()> {
+        let q = self.qp(qpn)?;
+        if q.drained {
+            return Err(MockError::Drained);
+        }
+        if !q.model.can_post_send(q.state) {
+            return Err(MockError::PostState {
+                queue: "send",
+                state: q.state,
+            });
+        }
+        let inline = self.validate_send(q, caps, wr)?;
+        if q.state == QpState::Error {
+            // Accepted and flushed at once, as InfiniBand, kernel siw and irdma do.
+            let c = flush_completion(wr.wr_id, qpn, wr.op.completion_opcode());
+            let cq = q.send_cq;
+            self.push_cqe(cq, c);
+            return Ok(());
+        }
+        if q.sq.len() >= q.init.max_send_wr as usize {
+            return Err(MockError::QueueFull {
+                queue: "send",
+                depth: q.init.max_send_wr,
+            });
+        }
+        self.qp_mut(qpn)?.sq.push_back(SendEntry {
+            wr: wr.clone(),
+            inline,
+            stall: None,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn post_recv(&mut self, qpn: u32, wrs: &[RecvWr]) -> Result<(), PostError> {
+        let mut result = Ok(());
+        for (i, wr) in wrs.iter().enumerate() {
+            if let Err(e) = self.post_one_recv(qpn, wr) {
+                result = Err(PostError::new(i, e.into()));
+                break;
+            }
+        }
+        // A peer stalled on RNR may go on now.
+        if let Some(peer) = self.qps.get(&qpn).and_then(|q| q.peer)
+            && self.stalled.contains(&peer)
+        {
+            self.run_sq(peer, Instant::now());
+        }
+        result
+    }
+
+    fn post_one_recv(&mut self, qpn: u32, wr: &RecvWr) -> MockResult<()> {
+        let q = self.qp(qpn)?;
+        if q.drained {
+            return Err(MockError::Drained);
+        }
+        if !q.model.can_post_recv(q.state) {
+            return Err(MockError::PostState {
+                queue: "receive",
+                state: q.state,
+            });
+        }
+        if wr.sgl.len() > q.init.max_recv_sge as usize {
+            return Err(MockError::BadArgument(format!(
+                "{} SGEs in a WR; the QP allows {}",
+                wr.sgl.len(),
+                q.init.max_recv_sge
+            )));
+        }
+        for (i, sge) in wr.sgl.iter().enumerate() {
+            self.resolve_local(q.pd, sge, true)
+                .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
+        }
+        if q.state == QpState::Error {
+            let cq = q.recv_cq;
+            self.push_cqe(cq, flush_completion(wr.wr_id, qpn, WcOpcode::Recv));
+            return Ok(());
+        }
+        if q.rq.len() >= q.init.max_recv_wr as usize {
+            return Err(MockError::QueueFull {
+                queue: "receive",
+                depth: q.init.max_recv_wr,
+            });
+        }
+        self.qp_mut(qpn)?.rq.push_back(wr.clone());
+        Ok(())
+    }
+
+    // ----- the engine -----
+
+    /// Retries every stalled send queue; true if anything changed.
+    pub(crate) fn progress(&mut self, now: Instant) -> bool {
+        if self.stalled.is_empty() {
+            return false;
+        }
+        let before: Vec<u32> = self.stalled.iter().copied().collect();
+        let mut changed = false;
+        for qpn in before {
+            let len = self.qps.get(&qpn).map_or(0, |q| q.sq.len());
+            self.run_sq(qpn, now);
+            changed |= self.qps.get(&qpn).map_or(0, |q| q.sq.len()) != len;
+        }
+        changed
+    }
+
+    /// The earliest retry deadline of a stalled WR.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        self.stalled
+            .iter()
+            .filter_map(|q| self.qps.get(q)?.sq.front()?.stall?.fail_at)
+            .min()
+    }
+
+    /// Executes send WRs from the head of the queue while they can execute.
+    fn run_sq(&mut self, qpn: u32, now: Instant) {
+        loop {
+            let Some(q) = self.qps.get(&qpn) else {
+                self.stalled.remove(&qpn);
+                return;
+            };
+            if q.state != QpState::ReadyToSend || q.sq.is_empty() {
+                if q.sq.is_empty() || q.state != QpState::SendQueueDrained {
+                    self.stalled.remove(&qpn);
+                }
+                return;
+            }
+            if !self.execute_head(qpn, now) {
+                self.stalled.insert(qpn);
+                return;
+            }
+        }
+    }
+
+    /// Marks the head WR stalled (keeping the first stall's deadline); fails it if the deadline
+    /// passed. Returns false (the head did not complete) unless it failed.
+    fn stall(&mut self, qpn: u32, kind: StallKind, now: Instant) -> bool {
+        let (rnr_timer, ack_timeout) = (self.rnr_timer, self.ack_timeout);
+        let q = self.qps.get_mut(&qpn).expect("present");
+        let params = q.params.clone();
+        let head = q.sq.front_mut().expect("non-empty");
+        let stall = match head.stall {
+            Some(s) if s.kind == kind => s,
+            _ => {
+                let fail_at = match kind {
+                    StallKind::Rnr if params.rnr_retry_count >= RNR_RETRY_FOREVER => None,
+                    StallKind::Rnr => Some(now + rnr_timer * u32::from(params.rnr_retry_count)),
+                    StallKind::NoAck => {
+                        Some(now + ack_timeout * (u32::from(params.retry_count) + 1))
+                    }
+                };
+                let s = Stall { kind, fail_at };
+                head.stall = Some(s);
+                s
+            }
+        };
+        match stall.fail_at {
+            Some(t) if now >= t => {
+                let status = match kind {
+                    StallKind::Rnr => WcStatus::RnrRetryExceeded,
+                    StallKind::NoAck => WcStatus::TransportRetryExceeded,
+                };
+                self.fail_head(qpn, status);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Completes the head WR with an error status and moves the QP to ERROR.
+    fn fail_head(&mut self, qpn: u32, status: WcStatus) {
+        let q = self.qps.get_mut(&qpn).expect("present");
+        let e = q.sq.pop_front().expect("non-empty");
+        let cq = q.send_cq;
+        self.push_cqe(
+            cq,
+            Completion {
+                wr_id: e.wr.wr_id,
+                status,
+                opcode: e.wr.op.completion_opcode(),
+                qp_num: qpn,
+                ..Completion::default()
+            },
+        );
+        self.to_error(qpn);
+    }
+
+    /// Completes the head WR successfully.
+    fn complete_head(&mut self, qpn: u32, byte_len: u32) {
+        let q = self.qps.get_mut(&qpn).expect("present");
+        let e = q.sq.pop_front().expect("non-empty");
+        if e.wr.flags.contains(SendFlags::SIGNALED) {
+            let cq = q.send_cq;
+            self.push_cqe(
+                cq,
+                Completion {
+                    wr_id: e.wr.wr_id,
+                    status: WcStatus::Success,
+                    opcode: e.wr.op.completion_opcode(),
+                    byte_len,
+                    qp_num: qpn,
+                    ..Completion::default()
+                },
+            );
+        }
+    }
+
+    /// A responder-side error: the responder's QP goes to ERROR.
+    fn responder_error(&mut self, peer: u32) {
+        self.to_error(peer);
+    }
+
+    /// Tries to execute the head WR. True if it completed (in success or error).
+    fn execute_head(&mut self, qpn: u32, now: Instant) -> bool {
+        let q = &self.qps[&qpn];
+        let head = q.sq.front().expect("non-empty");
+        let (op, pd) = (head.wr.op, q.pd);
+        let peer = q.peer.filter(|p| {
+            self.qps.get(p).is_some_and(|pq| {
+                pq.peer == Some(qpn)
+                    && matches!(
+                        pq.state,
+                        QpState::ReadyToReceive
+                            | QpState::ReadyToSend
+                            | QpState::SendQueueDrained
+                            | QpState::SendQueueError
+                    )
+            })
+        });
+        let Some(peer) = peer else {
+            return self.stall(qpn, StallKind::NoAck, now);
+        };
+        let needs_recv = matches!(
+            op,
+            SendOp::Send | SendOp::SendWithImm(_) | SendOp::WriteWithImm(..)
+        );
+        if needs_recv && self.qps[&peer].rq.is_empty() {
+            return self.stall(qpn, StallKind::Rnr, now);
+        }
+        let head = &self.qps[&qpn].sq.front().expect("non-empty");
+        let local = head.wr.sgl.clone();
+        let payload = match (&head.inline, op) {
+            (_, SendOp::Read(_)) => None,
+            (Some(data), _) => Some(Ok(data.clone())),
+            (None, _) => Some(self.gather(pd, &local)),
+        };
+        let data = match payload {
+            Some(Ok(d)) => d,
+            Some(Err(_)) => {
+                // The region was deregistered after the post.
+                self.fail_head(qpn, WcStatus::LocalProtectionError);
+                return true;
+            }
+            None => Vec::new(),
+        };
+        let peer_pd = self.qps[&peer].pd;
+        match op {
+            SendOp::Send | SendOp::SendWithImm(_) => {
+                let imm = match op {
+                    SendOp::SendWithImm(i) => Some(i),
+                    _ => None,
+                };
+                self.deliver_recv(qpn, peer, &data, imm, WcOpcode::Recv, true);
+                true
+            }
+            SendOp::Write(ra) | SendOp::WriteWithImm(ra, _) => {
+                if !data.is_empty() {
+                    match self.resolve_remote(
+                        peer_pd,
+                        ra.addr,
+                        ra.rkey,
+                        data.len() as u64,
+                        Access::REMOTE_WRITE,
+                    ) {
+                        Some((lkey, off)) => {
+                            let mr = self.mrs.get_mut(&lkey).expect("resolved");
+                            mr.buf[off..off + data.len()].copy_from_slice(&data);
+                        }
+                        None => {
+                            self.fail_head(qpn, WcStatus::RemoteAccessError);
+                            self.responder_error(peer);
+                            return true;
+                        }
+                    }
+                }
+                match op {
+                    SendOp::WriteWithImm(_, imm) => self.deliver_recv(
+                        qpn,
+                        peer,
+                        &[],
+                        Some(imm),
+                        WcOpcode::RecvRdmaWithImm,
+                        false,
+                    ),
+                    _ => self.complete_head(qpn, data.len() as u32),
+                }
+                true
+            }
+            SendOp::Read(ra) => {
+                let len: u64 = local.iter().map(|s| u64::from(s.length)).sum();
+                let Some((lkey, off)) =
+                    self.resolve_remote(peer_pd, ra.addr, ra.rkey, len, Access::REMOTE_READ)
+                else {
+                    self.fail_head(qpn, WcStatus::RemoteAccessError);
+                    self.responder_error(peer);
+                    return true;
+                };
+                let remote = self.mrs[&lkey].buf[off..off + len as usize].to_vec();
+                if self.scatter(pd, &local, &remote).is_err() {
+                    self.fail_head(qpn, WcStatus::LocalProtectionError);
+                    return true;
+                }
+                self.complete_head(qpn, len as u32);
+                true
+            }
+        }
+    }
+
+    /// Consumes the peer's next receive for an incoming SEND (`data` lands in its buffers) or
+    /// WRITE with immediate (`carries_data` false: the data went to the RDMA target).
+    fn deliver_recv(
+        &mut self,
+        qpn: u32,
+        peer: u32,
+        data: &[u8],
+        imm: Option<u32>,
+        opcode: WcOpcode,
+        carries_data: bool,
+    ) {
+        let pq = self.qps.get_mut(&peer).expect("present");
+        let recv = pq.rq.pop_front().expect("checked non-empty");
+        let (peer_pd, peer_rcq) = (pq.pd, pq.recv_cq);
+        let sent_len = self.qps[&qpn]
+            .sq
+            .front()
+            .map_or(0, |e| e.wr.total_length() as u32);
+        let mut recv_completion = Completion {
+            wr_id: recv.wr_id,
+            status: WcStatus::Success,
+            opcode,
+            byte_len: sent_len,
+            imm_data: imm,
+            qp_num: peer,
+            vendor_err: 0,
+        };
+        if carries_data {
+            if data.len() as u64 > recv.total_length() {
+                recv_completion.status = WcStatus::LocalLengthError;
+                recv_completion.byte_len = 0;
+                self.push_cqe(peer_rcq, recv_completion);
+                self.responder_error(peer);
+                self.fail_head(qpn, WcStatus::RemoteInvalidRequest);
+                return;
+            }
+            if self.scatter(peer_pd, &recv.sgl, data).is_err() {
+                recv_completion.status = WcStatus::LocalProtectionError;
+                recv_completion.byte_len = 0;
+                self.push_cqe(peer_rcq, recv_completion);
+                self.responder_error(peer);
+                self.fail_head(qpn, WcStatus::RemoteOperationError);
+                return;
+            }
+        }
+        self.push_cqe(peer_rcq, recv_completion);
+        self.complete_head(qpn, sent_len);
+    }
+
+    // ----- drain -----
+
+    pub(crate) fn drain(&mut self, qpn: u32, start: Instant) -> MockResult<DrainReport> {
+        let q = self.qp(qpn)?;
+        if q.drained {
+            return Ok(DrainReport {
+                strategy: DrainStrategy::AlreadyDrained,
+                flushed_by_device: 0,
+                synthesized: 0,
+                elapsed: start.elapsed(),
+            });
+        }
+        let outstanding = q.sq.len() + q.rq.len();
+        // The mock's device flushes synchronously: after the move to ERROR every outstanding
+        // WR has its flush completion in the CQ, so the provider's outstanding count is zero.
+        self.to_error(qpn);
+        let q = self.qp_mut(qpn)?;
+        debug_assert!(q.sq.is_empty() && q.rq.is_empty());
+        q.drained = true;
+        Ok(DrainReport {
+            strategy: DrainStrategy::WaitForFlush,
+            flushed_by_device: outstanding,
+            synthesized: 0,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    // ----- connection manager -----
+
+    fn device_of_ip(&self, ip: IpAddr, config: &FabricConfig) -> Option<usize> {
+        config.devices.iter().position(|d| d.address == ip)
+    }
+
+    pub(crate) fn listen(
+        &mut self,
+        device: usize,
+        addr: SocketAddr,
+        config: &FabricConfig,
+    ) -> MockResult<SocketAddr> {
+        let own = config.devices[device].address;
+        if !addr.ip().is_unspecified() && addr.ip() != own {
+            return Err(MockError::BadArgument(format!(
+                "{} is not an address of device {}",
+                addr.ip(),
+                config.devices[device].name
+            )));
+        }
+        let mut bound = SocketAddr::new(own, addr.port());
+        if bound.port() == 0 {
+            loop {
+                bound.set_port(self.alloc_port());
+                if !self.listeners.contains_key(&bound) {
+                    break;
+                }
+            }
+        }
+        if self.listeners.contains_key(&bound) {
+            return Err(MockError::AddressInUse(bound));
+        }
+        self.listeners.insert(
+            bound,
+            ListenerRec {
+                device,
+                queue: VecDeque::new(),
+            },
+        );
+        Ok(bound)
+    }
+
+    pub(crate) fn close_listener(&mut self, addr: SocketAddr) {
+        if let Some(l) = self.listeners.remove(&addr) {
+            for id in l.queue {
+                self.refuse(id, Refusal::Rejected);
+            }
+        }
+    }
+
+    fn refuse(&mut self, request: u64, why: Refusal) {
+        if let Some(r) = self.requests.remove(&request)
+            && let Some(q) = self.qps.get_mut(&r.client)
+        {
+            q.conn = Conn::Refused(why);
+        }
+    }
+
+    pub(crate) fn connect(
+        &mut self,
+        qpn: u32,
+        remote: SocketAddr,
+        params: &ConnParams,
+        config: &FabricConfig,
+    ) -> MockResult<()> {
+        check_params(params, MAX_CONNECT_PRIVATE_DATA)?;
+        let q = self.qp(qpn)?;
+        if !matches!(q.conn, Conn::Idle) || !is_fresh(q) {
+            return Err(MockError::WrongState(format!(
+                "connect needs a fresh, unconnected QP; this one is in {}",
+                q.state
+            )));
+        }
+        if self.device_of_ip(remote.ip(), config).is_none() {
+            return Err(MockError::NoRoute(remote.ip()));
+        }
+        let device = q.device;
+        let local = SocketAddr::new(config.devices[device].address, self.alloc_port());
+        let conn = if self.listeners.contains_key(&remote) {
+            let id = self.next_request;
+            self.next_request += 1;
+            self.requests.insert(
+                id,
+                RequestRec {
+                    listener: remote,
+                    client: qpn,
+                    client_addr: local,
+                    private_data: params.private_data.clone(),
+                },
+            );
+            self.listeners
+                .get_mut(&remote)
+                .expect("checked")
+                .queue
+                .push_back(id);
+            Conn::Connecting { request: id }
+        } else {
+            // As with rdma_cm, the refusal arrives asynchronously.
+            Conn::Refused(Refusal::NotListening(remote))
+        };
+        let q = self.qp_mut(qpn)?;
+        q.conn = conn;
+        q.params = params.clone();
+        q.local_addr = Some(local);
+        Ok(())
+    }
+
+    pub(crate) fn next_request(&mut self, listener: SocketAddr) -> Option<MockResult<ConnectRequest>> {
+        let Some(l) = self.listeners.get_mut(&listener) else {
+            return Some(Err(MockError::Destroyed("listener")));
+        };
+        while let Some(id) = l.queue.pop_front() {
+            if let Some(r) = self.requests.get(&id) {
+                return Some(Ok(ConnectRequest {
+                    id,
+                    peer: r.client_addr,
+                    private_data: r.private_data.clone(),
+                }));
+            }
+        }
+        None
+    }
+
+    pub(crate) fn accept(
+        &mut self,
+        listener: SocketAddr,
+        request: u64,
+        server: u32,
+        params: &ConnParams,
+    ) -> MockResult<()> {
+        check_params(params, MAX_ACCEPT_PRIVATE_DATA)?;
+        let l = self
+            .listeners
+            .get(&listener)
+            .ok_or(MockError::Destroyed("listener"))?;
+        let r = self
+            .requests
+            .get(&request)
+            .filter(|r| r.listener == listener)
+            .ok_or(MockError::NoSuchRequest(request))?;
+        let s = self.qp(server)?;
+        if s.device != l.device {
+            return Err(MockError::BadArgument(
+                "the QP belongs to another device than the listener".into(),
+            ));
+        }
+        if !matches!(s.conn, Conn::Idle) || !is_fresh(s) {
+            return Err(MockError::WrongState(format!(
+                "accept needs a fresh, unconnected QP; this one is in {}",
+                s.state
+            )));
+        }
+        let client = r.client;
+        let client_addr = r.client_addr;
+        let client_private = r.private_data.clone();
+        if !self.qps.contains_key(&client) {
+            self.requests.remove(&request);
+            return Err(MockError::BadArgument(format!(
+                "the requester of request {request} went away"
+            )));
+        }
+        self.requests.remove(&request);
+        for (qpn, peer) in [(server, client), (client, server)] {
+            let q = self.qps.get_mut(&qpn).expect("present");
+            for &next in q.model.connect_path() {
+                if q.state != next {
+                    q.model
+                        .check(q.state, next, Cause::Connection)
+                        .map_err(MockError::Transition)?;
+                    q.state = next;
+                }
+            }
+            q.peer = Some(peer);
+        }
+        let s = self.qps.get_mut(&server).expect("present");
+        s.params = params.clone();
+        s.local_addr = Some(listener);
+        s.conn = Conn::Established(Connection {
+            peer: client_addr,
+            peer_qp_num: client,
+            private_data: client_private,
+        });
+        let c = self.qps.get_mut(&client).expect("present");
+        c.conn = Conn::Established(Connection {
+            peer: listener,
+            peer_qp_num: server,
+            private_data: params.private_data.clone(),
+        });
+        Ok(())
+    }
+
+    pub(crate) fn reject(&mut self, listener: SocketAddr, request: u64) -> MockResult<()> {
+        match self.requests.get(&request) {
+            Some(r) if r.listener == listener => {
+                self.refuse(request, Refusal::Rejected);
+                Ok(())
+            }
+            _ => Err(MockError::NoSuchRequest(request)),
+        }
+    }
+
+    pub(crate) fn connection(&mut self, qpn: u32) -> Option<MockResult<Connection>> {
+        let q = match self.qp(qpn) {
+            Ok(q) => q,
+            Err(e) => return Some(Err(e)),
+        };
+        match &q.conn {
+            Conn::Idle => Some(Err(MockError::WrongState(
+                "connect was not called on this QP".into(),
+            ))),
+            Conn::Connecting { .. } => None,
+            Conn::Established(c) => Some(Ok(c.clone())),
+            Conn::Refused(Refusal::NotListening(a)) => Some(Err(MockError::NotListening(*a))),
+            Conn::Refused(Refusal::Rejected) => Some(Err(MockError::Rejected)),
+        }
+    }
+}
+
+fn check_params(params: &ConnParams, max_private: usize) -> MockResult<()> {
+    if params.private_data.len() > max_private {
+        return Err(MockError::BadArgument(format!(
+            "{} bytes of private data; at most {max_private} fit",
+            params.private_data.len()
+        )));
+    }
+    if params.retry_count > 7 || params.rnr_retry_count > 7 {
+        return Err(MockError::BadArgument(
+            "retry counts are 3-bit values (0..=7)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a QP is still in its initial state (or INIT on InfiniBand) and may be connected.
+fn is_fresh(q: &QpRec) -> bool {
+    q.state == q.model.initial() || q.state == QpState::Init
+}

@@ -1,0 +1,57 @@
+//! A mock listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyverbs::{ConnParams, ConnectRequest, Listener, QueuePair, Result};
+
+use crate::fabric::Fabric;
+use crate::{MockProvider, MockQp};
+
+/// A mock listening endpoint.
+pub struct MockListener {
+    fabric: Arc<Fabric>,
+    addr: SocketAddr,
+}
+
+impl MockListener {
+    pub(crate) fn new(fabric: Arc<Fabric>, addr: SocketAddr) -> Self {
+        MockListener { fabric, addr }
+    }
+}
+
+impl Listener<MockProvider> for MockListener {
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn next_request(&self, deadline: Instant) -> Result<ConnectRequest> {
+        Ok(self
+            .fabric
+            .wait_until(deadline, "a connection request", |st| {
+                st.next_request(self.addr)
+            })?)
+    }
+
+    fn accept(&self, request: &ConnectRequest, qp: &MockQp, params: &ConnParams) -> Result<()> {
+        if !Arc::ptr_eq(&self.fabric, qp.fabric()) {
+            return Err(anyverbs::Error::invalid_argument(
+                "the QP belongs to another mock fabric",
+            ));
+        }
+        Ok(self
+            .fabric
+            .with(|st| st.accept(self.addr, request.id, qp.qp_num(), params))?)
+    }
+
+    fn reject(&self, request: &ConnectRequest, _private_data: &[u8]) -> Result<()> {
+        Ok(self.fabric.with(|st| st.reject(self.addr, request.id))?)
+    }
+}
+
+impl Drop for MockListener {
+    fn drop(&mut self) {
+        self.fabric.with(|st| st.close_listener(self.addr));
+    }
+}
