@@ -108,7 +108,7 @@ impl Needs {
         }
         match self.state_model {
             Some(m) if m != model => Some(format!(
-                "written for the {m:?} state model; the device uses {model:?}"
+                "written for the {m} state model; the device uses {model}"
             )),
             _ => None,
         }

@@ -54,6 +54,8 @@ pub struct HumanPrinter<W: Write> {
     strict: bool,
     /// Name of a case whose start was printed and whose result was not yet.
     pending: Option<String>,
+    /// Whether any case line was printed (the summary is then set off by a blank line).
+    printed_case: bool,
     error: Option<io::Error>,
 }
 
@@ -65,6 +67,7 @@ impl<W: Write> HumanPrinter<W> {
             out,
             strict: false,
             pending: None,
+            printed_case: false,
             error: None,
         }
     }
@@ -99,6 +102,7 @@ impl<W: Write> HumanPrinter<W> {
     pub fn observe(&mut self, event: RunEvent<'_>) {
         match event {
             RunEvent::Started { name } => {
+                self.printed_case = true;
                 let unfinished = self.pending.replace(name.to_string());
                 self.emit(|out| {
                     if unfinished.is_some() {
@@ -110,6 +114,7 @@ impl<W: Write> HumanPrinter<W> {
                 });
             }
             RunEvent::Finished(case) => {
+                self.printed_case = true;
                 let pending = self.pending.take();
                 self.emit(|out| {
                     match pending {
@@ -133,11 +138,14 @@ impl<W: Write> HumanPrinter<W> {
         let s = report.summary();
         let strict = self.strict;
         let pending = self.pending.take();
+        let printed_case = self.printed_case;
         self.emit(|out| {
             if pending.is_some() {
                 writeln!(out)?;
             }
-            writeln!(out)?;
+            if printed_case {
+                writeln!(out)?;
+            }
             let failed: Vec<&CaseReport> = report
                 .cases
                 .iter()
@@ -418,6 +426,20 @@ mod tests {
         // The failed case is listed again under "failures:".
         let failures = lines.iter().position(|l| *l == "failures:").unwrap();
         assert_eq!(lines[failures + 1], "    data::send_recv");
+    }
+
+    #[test]
+    fn human_empty_run_has_no_stray_blank_lines() {
+        let mut r = sample();
+        r.cases.clear();
+        r.duration = Duration::from_micros(10);
+        assert_eq!(
+            human(&r, false, true),
+            "running 0 cases against provider mock, device mock0\n\n\
+             0 passed, 0 failed, 0 not run\n\
+             provider mock, device mock0, total time 0.0 ms\n\
+             result: ok\n"
+        );
     }
 
     #[test]

@@ -251,7 +251,10 @@ mod tests {
 
     #[test]
     fn post_error_keeps_kind_and_count_when_converted() {
-        let pe = PostError::new(3, Error::new(ErrorKind::ResourceExhausted, "send queue full"));
+        let pe = PostError::new(
+            3,
+            Error::new(ErrorKind::ResourceExhausted, "send queue full"),
+        );
         let e: Error = pe.into();
         assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
         assert!(e.to_string().contains("work request 3"));

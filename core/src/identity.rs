@@ -189,13 +189,11 @@ mod tests {
 
     #[test]
     fn same_name_on_another_netdev_is_a_different_device() {
-        assert!(
-            !rxe("rxe0", 0, 0x5054_00ff_fe12_3456).is_same_device(&rxe(
-                "rxe0",
-                0,
-                0x5054_00ff_fe99_0001
-            ))
-        );
+        assert!(!rxe("rxe0", 0, 0x5054_00ff_fe12_3456).is_same_device(&rxe(
+            "rxe0",
+            0,
+            0x5054_00ff_fe99_0001
+        )));
     }
 
     #[test]

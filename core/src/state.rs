@@ -80,6 +80,15 @@ pub enum StateModel {
     Iwarp,
 }
 
+impl fmt::Display for StateModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StateModel::InfiniBand => "InfiniBand",
+            StateModel::Iwarp => "iWARP",
+        })
+    }
+}
+
 impl StateModel {
     /// The state a newly created QP is in.
     pub const fn initial(self) -> QpState {
@@ -174,7 +183,7 @@ impl StateModel {
                 Cause::Hardware => "the device",
             };
             Err(Error::invalid_state(format!(
-                "{self:?} QP cannot move from {from} to {to} by {who}"
+                "{self} QP cannot move from {from} to {to} by {who}"
             )))
         }
     }
@@ -196,7 +205,10 @@ impl StateModel {
         use QpState::*;
         match self {
             StateModel::InfiniBand => {
-                matches!(state, ReadyToSend | SendQueueDrained | SendQueueError | Error)
+                matches!(
+                    state,
+                    ReadyToSend | SendQueueDrained | SendQueueError | Error
+                )
             }
             StateModel::Iwarp => matches!(state, ReadyToSend | Error),
         }

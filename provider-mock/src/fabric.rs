@@ -62,7 +62,11 @@ impl Fabric {
                 limits: d.limits,
             })
             .collect();
-        let devices = config.devices.iter().map(|_| DeviceCounts::default()).collect();
+        let devices = config
+            .devices
+            .iter()
+            .map(|_| DeviceCounts::default())
+            .collect();
         Fabric {
             config,
             infos,
@@ -139,7 +143,9 @@ impl Fabric {
             }
             let wake = st.next_timer().map_or(deadline, |t| t.min(deadline));
             st.waiters += 1;
-            let timeout = wake.saturating_duration_since(now).max(Duration::from_micros(1));
+            let timeout = wake
+                .saturating_duration_since(now)
+                .max(Duration::from_micros(1));
             st = match self.cond.wait_timeout(st, timeout) {
                 Ok((g, _)) => g,
                 Err(e) => e.into_inner().0,
@@ -540,7 +546,13 @@ impl State {
 
     // ----- completion queues -----
 
-    pub(crate) fn create_cq(&mut self, device: usize, depth: u32, max: u32, max_cqe: u32) -> MockResult<u32> {
+    pub(crate) fn create_cq(
+        &mut self,
+        device: usize,
+        depth: u32,
+        max: u32,
+        max_cqe: u32,
+    ) -> MockResult<u32> {
         size_check("CQ depth", u64::from(depth), u64::from(max_cqe))?;
         if self.devices[device].cqs >= max {
             return Err(MockError::TableFull("completion queue"));
@@ -733,12 +745,12 @@ impl State {
         if q.model == StateModel::Iwarp
             && let Some(peer) = q.peer
         {
-            self.to_error(peer);
+            self.enter_error(peer);
         }
     }
 
     /// Moves a QP to ERROR and flushes both queues.
-    fn to_error(&mut self, qpn: u32) {
+    fn enter_error(&mut self, qpn: u32) {
         let Some(q) = self.qps.get_mut(&qpn) else {
             return;
         };
@@ -752,7 +764,7 @@ impl State {
             if let Some(p) = self.qps.get_mut(&peer) {
                 p.peer = None;
             }
-            self.to_error(peer);
+            self.enter_error(peer);
         }
     }
 
@@ -790,7 +802,7 @@ impl State {
                     "RTR needs the remote QP: connect through the connection manager".into(),
                 ));
             }
-            QpState::Error => self.to_error(qpn),
+            QpState::Error => self.enter_error(qpn),
             QpState::Reset => {
                 // Verbs: RESET empties both queues without completions.
                 let q = self.qp_mut(qpn)?;
@@ -808,7 +820,7 @@ impl State {
             }
             QpState::Closing if !self.qp(qpn)?.sq.is_empty() => {
                 // siw: closing with sends outstanding moves to ERROR instead.
-                self.to_error(qpn);
+                self.enter_error(qpn);
             }
             QpState::Closing | QpState::Terminate => {
                 let q = self.qp_mut(qpn)?;
@@ -822,7 +834,7 @@ impl State {
                     if let Some(p) = self.qps.get_mut(&peer) {
                         p.peer = None;
                     }
-                    self.to_error(peer);
+                    self.enter_error(peer);
                 }
             }
             _ => {
@@ -836,7 +848,12 @@ impl State {
     }
 
     /// Checks a send WR at post time; returns its inline data, if any.
-    fn validate_send(&self, q: &QpRec, caps: anyverbs::Caps, wr: &SendWr) -> MockResult<Option<Vec<u8>>> {
+    fn validate_send(
+        &self,
+        q: &QpRec,
+        caps: anyverbs::Caps,
+        wr: &SendWr,
+    ) -> MockResult<Option<Vec<u8>>> {
         if wr.sgl.len() > q.init.max_send_sge as usize {
             return Err(MockError::BadArgument(format!(
                 "{} SGEs in a WR; the QP allows {}",
@@ -871,7 +888,9 @@ impl State {
                 .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
         }
         if wr.flags.contains(SendFlags::INLINE) {
-            return Ok(Some(self.gather(q.pd, &wr.sgl).map_err(MockError::BadArgument)?));
+            return Ok(Some(
+                self.gather(q.pd, &wr.sgl).map_err(MockError::BadArgument)?,
+            ));
         }
         Ok(None)
     }
@@ -1064,8 +1083,13 @@ impl State {
 
     /// Completes the head WR with an error status and moves the QP to ERROR.
     fn fail_head(&mut self, qpn: u32, status: WcStatus) {
-        let q = self.qps.get_mut(&qpn).expect("present");
-        let e = q.sq.pop_front().expect("non-empty");
+        let Some(q) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        let Some(e) = q.sq.pop_front() else {
+            debug_assert!(false, "fail_head on an empty send queue");
+            return;
+        };
         let cq = q.send_cq;
         self.push_cqe(
             cq,
@@ -1077,13 +1101,18 @@ impl State {
                 ..Completion::default()
             },
         );
-        self.to_error(qpn);
+        self.enter_error(qpn);
     }
 
     /// Completes the head WR successfully.
     fn complete_head(&mut self, qpn: u32, byte_len: u32) {
-        let q = self.qps.get_mut(&qpn).expect("present");
-        let e = q.sq.pop_front().expect("non-empty");
+        let Some(q) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        let Some(e) = q.sq.pop_front() else {
+            debug_assert!(false, "complete_head on an empty send queue");
+            return;
+        };
         if e.wr.flags.contains(SendFlags::SIGNALED) {
             let cq = q.send_cq;
             self.push_cqe(
@@ -1102,7 +1131,13 @@ impl State {
 
     /// A responder-side error: the responder's QP goes to ERROR.
     fn responder_error(&mut self, peer: u32) {
-        self.to_error(peer);
+        if self
+            .qps
+            .get(&peer)
+            .is_some_and(|q| q.state != QpState::Error)
+        {
+            self.enter_error(peer);
+        }
     }
 
     /// Tries to execute the head WR. True if it completed (in success or error).
@@ -1239,20 +1274,25 @@ impl State {
             vendor_err: 0,
         };
         if carries_data {
-            if data.len() as u64 > recv.total_length() {
-                recv_completion.status = WcStatus::LocalLengthError;
+            let failure = if data.len() as u64 > recv.total_length() {
+                Some((WcStatus::LocalLengthError, WcStatus::RemoteInvalidRequest))
+            } else if self.scatter(peer_pd, &recv.sgl, data).is_err() {
+                Some((
+                    WcStatus::LocalProtectionError,
+                    WcStatus::RemoteOperationError,
+                ))
+            } else {
+                None
+            };
+            if let Some((responder_status, requester_status)) = failure {
+                // The responder's receive completes in error first; then the requester's WR
+                // fails (on iWARP that tears the connection down and flushes the peer too); then
+                // the responder's QP goes to ERROR if it is not there yet.
+                recv_completion.status = responder_status;
                 recv_completion.byte_len = 0;
                 self.push_cqe(peer_rcq, recv_completion);
+                self.fail_head(qpn, requester_status);
                 self.responder_error(peer);
-                self.fail_head(qpn, WcStatus::RemoteInvalidRequest);
-                return;
-            }
-            if self.scatter(peer_pd, &recv.sgl, data).is_err() {
-                recv_completion.status = WcStatus::LocalProtectionError;
-                recv_completion.byte_len = 0;
-                self.push_cqe(peer_rcq, recv_completion);
-                self.responder_error(peer);
-                self.fail_head(qpn, WcStatus::RemoteOperationError);
                 return;
             }
         }
@@ -1275,7 +1315,7 @@ impl State {
         let outstanding = q.sq.len() + q.rq.len();
         // The mock's device flushes synchronously: after the move to ERROR every outstanding
         // WR has its flush completion in the CQ, so the provider's outstanding count is zero.
-        self.to_error(qpn);
+        self.enter_error(qpn);
         let q = self.qp_mut(qpn)?;
         debug_assert!(q.sq.is_empty() && q.rq.is_empty());
         q.drained = true;
@@ -1394,7 +1434,10 @@ impl State {
         Ok(())
     }
 
-    pub(crate) fn next_request(&mut self, listener: SocketAddr) -> Option<MockResult<ConnectRequest>> {
+    pub(crate) fn next_request(
+        &mut self,
+        listener: SocketAddr,
+    ) -> Option<MockResult<ConnectRequest>> {
         let Some(l) = self.listeners.get_mut(&listener) else {
             return Some(Err(MockError::Destroyed("listener")));
         };

@@ -23,9 +23,9 @@ impl MockPd {
 impl ProtectionDomain<MockProvider> for MockPd {
     fn register(&self, len: usize, access: Access) -> Result<MockMr> {
         let limits = self.fabric.infos[self.device].limits;
-        let (lkey, rkey, addr) = self.fabric.with(|st| {
-            st.register(self.id, len, access, limits.max_mr_size, limits.max_mr)
-        })?;
+        let (lkey, rkey, addr) = self
+            .fabric
+            .with(|st| st.register(self.id, len, access, limits.max_mr_size, limits.max_mr))?;
         Ok(MockMr::new(
             Arc::clone(&self.fabric),
             lkey,
@@ -38,7 +38,8 @@ impl ProtectionDomain<MockProvider> for MockPd {
 
     fn create_qp(&self, send_cq: &MockCq, recv_cq: &MockCq, init: &QpInit) -> Result<MockQp> {
         let info = &self.fabric.infos[self.device];
-        if !Arc::ptr_eq(&self.fabric, send_cq.fabric()) || !Arc::ptr_eq(&self.fabric, recv_cq.fabric())
+        if !Arc::ptr_eq(&self.fabric, send_cq.fabric())
+            || !Arc::ptr_eq(&self.fabric, recv_cq.fabric())
         {
             return Err(anyverbs::Error::invalid_argument(
                 "the CQ belongs to another mock fabric",

@@ -42,7 +42,8 @@ impl QueuePair for MockQp {
     }
 
     fn post_send(&self, wrs: &[SendWr]) -> Result<(), PostError> {
-        self.fabric.with(|st| st.post_send(self.qpn, wrs, self.caps))
+        self.fabric
+            .with(|st| st.post_send(self.qpn, wrs, self.caps))
     }
 
     fn post_recv(&self, wrs: &[RecvWr]) -> Result<(), PostError> {

@@ -1,10 +1,407 @@
-//! data cases.
+//! Data movement: SEND/RECV, RDMA WRITE and READ, immediate data, ordering, zero-length
+//! messages, and the error completions of a reliable connection.
 
-use anyverbs::Provider;
+use std::time::Duration;
 
-use crate::case::Case;
+use anyverbs::{
+    Access, Caps, ConnParams, MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair,
+    RecvWr, SendFlags, SendOp, SendWr, StateModel, WcOpcode, WcStatus,
+};
+
+use crate::case::{Case, CaseResult, Needs};
+use crate::ctx::Ctx;
+use crate::{ensure, ensure_eq};
 
 /// The cases of this group.
 pub fn cases<P: Provider>() -> Vec<Case<P>> {
-    vec![]
+    vec![
+        Case {
+            name: "data::send_recv_one_sge",
+            description: "A SEND of one SGE lands in the posted receive; both sides complete \
+                          with success and the receive reports the length.",
+            needs: Needs::NOTHING,
+            run: send_recv_one_sge::<P>,
+        },
+        Case {
+            name: "data::send_recv_many_sges",
+            description: "A SEND gathered from three SGEs scatters into a receive of four SGEs of \
+                          other sizes, byte for byte.",
+            needs: Needs::NOTHING,
+            run: send_recv_many_sges::<P>,
+        },
+        Case {
+            name: "data::rdma_write",
+            description: "An RDMA WRITE lands in remote memory at the given offset, and the \
+                          responder sees no completion.",
+            needs: Needs::caps(Caps::RDMA_WRITE),
+            run: rdma_write::<P>,
+        },
+        Case {
+            name: "data::rdma_read",
+            description: "An RDMA READ copies remote memory into the local scatter list.",
+            needs: Needs::caps(Caps::RDMA_READ),
+            run: rdma_read::<P>,
+        },
+        Case {
+            name: "data::send_with_immediate",
+            description: "SEND with immediate delivers the immediate in the receive completion.",
+            needs: Needs::caps(Caps::IMMEDIATE_DATA),
+            run: send_with_immediate::<P>,
+        },
+        Case {
+            name: "data::write_with_immediate",
+            description: "RDMA WRITE with immediate writes remote memory and consumes a receive \
+                          that reports the immediate and the length, leaving its buffer untouched.",
+            needs: Needs::caps(Caps::IMMEDIATE_DATA.union(Caps::RDMA_WRITE)),
+            run: write_with_immediate::<P>,
+        },
+        Case {
+            name: "data::completion_ordering",
+            description: "Completions of one queue arrive in posting order; unsignaled sends \
+                          that succeed produce none; receives match SENDs in order.",
+            needs: Needs::NOTHING,
+            run: completion_ordering::<P>,
+        },
+        Case {
+            name: "data::zero_length_messages",
+            description: "A SEND with no data completes a receive with length 0, and a \
+                          zero-length RDMA WRITE succeeds.",
+            needs: Needs::caps(Caps::ZERO_LENGTH),
+            run: zero_length_messages::<P>,
+        },
+        Case {
+            name: "data::remote_access_error",
+            description: "An RDMA WRITE to a region registered without remote write access \
+                          completes with a remote access error and leaves the memory untouched.",
+            needs: Needs::caps(Caps::RDMA_WRITE),
+            run: remote_access_error::<P>,
+        },
+        Case {
+            name: "data::rnr_retry_exceeded",
+            description: "A SEND to a peer with no receive posted fails with RNR retry exceeded \
+                          once the retries run out, and the QP moves to ERROR.",
+            needs: Needs::NOTHING,
+            run: rnr_retry_exceeded::<P>,
+        },
+        Case {
+            name: "data::local_length_error",
+            description: "A SEND larger than the receive buffer completes the receive with a \
+                          local length error and fails the send.",
+            needs: Needs::NOTHING,
+            run: local_length_error::<P>,
+        },
+        Case {
+            name: "data::transport_retry_exceeded",
+            description: "A SEND to a peer in ERROR fails with transport retry exceeded once the \
+                          retries run out (InfiniBand: the peer drops the packets silently).",
+            needs: Needs::model(StateModel::InfiniBand),
+            run: transport_retry_exceeded::<P>,
+        },
+    ]
+}
+
+/// A recognisable byte pattern.
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
+}
+
+fn send_recv_one_sge<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let src = ctx.mr_filled(&pair.pd, 256, 0)?;
+    let dst = ctx.mr_filled(&pair.pd, 256, 0)?;
+    let msg = pattern(1, 200);
+    src.write(0, &msg)?;
+    pair.b.post_recv(&[RecvWr::new(7, &[dst.sge(0, 256)])])?;
+    pair.a.post_send(&[SendWr::send(8, &[src.sge(0, 200)])])?;
+    let r = ctx.completion(&pair.cq_b)?;
+    ctx.expect_status(&r, 7, WcStatus::Success)?;
+    ensure_eq!(r.opcode, WcOpcode::Recv, "receive opcode");
+    ensure_eq!(r.byte_len, 200, "received length");
+    ensure_eq!(r.qp_num, pair.b.qp_num(), "receive QP number");
+    ensure_eq!(r.imm_data, None, "immediate data of a plain SEND");
+    let s = ctx.completion(&pair.cq_a)?;
+    ctx.expect_status(&s, 8, WcStatus::Success)?;
+    ensure_eq!(s.opcode, WcOpcode::Send, "send opcode");
+    ensure_eq!(&ctx.contents(&dst)?[..200], &msg[..], "received bytes");
+    Ok(())
+}
+
+fn send_recv_many_sges<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let s1 = ctx.mr_filled(&pair.pd, 256, 0)?;
+    let s2 = ctx.mr_filled(&pair.pd, 128, 0)?;
+    let dst = ctx.mr_filled(&pair.pd, 512, 0xee)?;
+    let (p1, p2, p3) = (pattern(2, 100), pattern(3, 50), pattern(4, 30));
+    s1.write(0, &p1)?;
+    s2.write(10, &p2)?;
+    s1.write(100, &p3)?;
+    // Receive: 4 SGEs of 40, 60, 70 and 100 bytes at scattered offsets (270 bytes of room).
+    let recv = [
+        dst.sge(0, 40),
+        dst.sge(100, 60),
+        dst.sge(200, 70),
+        dst.sge(300, 100),
+    ];
+    pair.b.post_recv(&[RecvWr::new(1, &recv)])?;
+    pair.a.post_send(&[SendWr::send(
+        2,
+        &[s1.sge(0, 100), s2.sge(10, 50), s1.sge(100, 30)],
+    )])?;
+    let r = ctx.completion(&pair.cq_b)?;
+    ctx.expect_status(&r, 1, WcStatus::Success)?;
+    ensure_eq!(r.byte_len, 180, "received length");
+    ctx.expect_status(&ctx.completion(&pair.cq_a)?, 2, WcStatus::Success)?;
+    let sent: Vec<u8> = [p1, p2, p3].concat();
+    let got = ctx.contents(&dst)?;
+    let landed: Vec<u8> = [&got[0..40], &got[100..160], &got[200..270], &got[300..310]].concat();
+    ensure_eq!(landed, sent, "bytes scattered over the receive SGEs");
+    ensure!(
+        got[310..400].iter().all(|b| *b == 0xee),
+        "bytes past the message were overwritten"
+    );
+    Ok(())
+}
+
+fn rdma_write<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let src = ctx.mr_filled(&pair.pd, 256, 0)?;
+    let target = ctx.mr_filled(&pair.pd, 1024, 0x11)?;
+    let msg = pattern(5, 300);
+    let src = if msg.len() > src.len() {
+        ctx.mr_filled(&pair.pd, 512, 0)?
+    } else {
+        src
+    };
+    src.write(0, &msg)?;
+    let wr = SendWr::new(3, SendOp::Write(target.remote(500)), &[src.sge(0, 300)]);
+    pair.a.post_send(&[wr])?;
+    let s = ctx.completion(&pair.cq_a)?;
+    ctx.expect_status(&s, 3, WcStatus::Success)?;
+    ensure_eq!(s.opcode, WcOpcode::RdmaWrite, "opcode");
+    let got = ctx.contents(&target)?;
+    ensure_eq!(&got[500..800], &msg[..], "written bytes");
+    ensure!(
+        got[..500].iter().chain(&got[800..]).all(|b| *b == 0x11),
+        "bytes outside the write target changed"
+    );
+    ctx.expect_quiet(&pair.cq_b, Duration::from_millis(20))
+}
+
+fn rdma_read<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let remote = ctx.mr_filled(&pair.pd, 1024, 0)?;
+    let local = ctx.mr_filled(&pair.pd, 512, 0)?;
+    let msg = pattern(6, 256);
+    remote.write(700, &msg)?;
+    let wr = SendWr::new(
+        4,
+        SendOp::Read(remote.remote(700)),
+        &[local.sge(0, 100), local.sge(200, 156)],
+    );
+    pair.a.post_send(&[wr])?;
+    let s = ctx.completion(&pair.cq_a)?;
+    ctx.expect_status(&s, 4, WcStatus::Success)?;
+    ensure_eq!(s.opcode, WcOpcode::RdmaRead, "opcode");
+    ensure_eq!(s.byte_len, 256, "bytes read");
+    let got = ctx.contents(&local)?;
+    ensure_eq!(
+        [&got[0..100], &got[200..356]].concat(),
+        msg,
+        "bytes read into the scatter list"
+    );
+    ctx.expect_quiet(&pair.cq_b, Duration::from_millis(20))
+}
+
+fn send_with_immediate<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let mr = ctx.mr_filled(&pair.pd, 256, 9)?;
+    pair.b.post_recv(&[RecvWr::new(5, &[mr.sge(128, 128)])])?;
+    pair.a.post_send(&[SendWr::new(
+        6,
+        SendOp::SendWithImm(0xdead_beef),
+        &[mr.sge(0, 16)],
+    )])?;
+    let r = ctx.completion(&pair.cq_b)?;
+    ctx.expect_status(&r, 5, WcStatus::Success)?;
+    ensure_eq!(r.imm_data, Some(0xdead_beef), "immediate data");
+    ensure_eq!(r.byte_len, 16, "length (immediate not counted)");
+    ctx.expect_status(&ctx.completion(&pair.cq_a)?, 6, WcStatus::Success)
+}
+
+fn write_with_immediate<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let src = ctx.mr_filled(&pair.pd, 256, 0)?;
+    let target = ctx.mr_filled(&pair.pd, 256, 0)?;
+    let recv_buf = ctx.mr_filled(&pair.pd, 64, 0x5a)?;
+    let msg = pattern(7, 128);
+    src.write(0, &msg)?;
+    pair.b
+        .post_recv(&[RecvWr::new(9, &[recv_buf.sge(0, 64)])])?;
+    pair.a.post_send(&[SendWr::new(
+        10,
+        SendOp::WriteWithImm(target.remote(64), 42),
+        &[src.sge(0, 128)],
+    )])?;
+    let r = ctx.completion(&pair.cq_b)?;
+    ctx.expect_status(&r, 9, WcStatus::Success)?;
+    ensure_eq!(r.opcode, WcOpcode::RecvRdmaWithImm, "receive opcode");
+    ensure_eq!(r.imm_data, Some(42), "immediate data");
+    ensure_eq!(r.byte_len, 128, "length of the write");
+    ctx.expect_status(&ctx.completion(&pair.cq_a)?, 10, WcStatus::Success)?;
+    ensure_eq!(&ctx.contents(&target)?[64..192], &msg[..], "written bytes");
+    ensure!(
+        ctx.contents(&recv_buf)?.iter().all(|b| *b == 0x5a),
+        "the receive buffer of a WRITE with immediate was written"
+    );
+    Ok(())
+}
+
+fn completion_ordering<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    const N: u64 = 32;
+    let pair = ctx.pair()?;
+    let src = ctx.mr_filled(&pair.pd, 32 * 64, 0)?;
+    let dst = ctx.mr_filled(&pair.pd, 32 * 64, 0)?;
+    for i in 0..N as usize {
+        src.write(i * 64, &pattern(i as u8, 64))?;
+    }
+    let recvs: Vec<RecvWr> = (0..N)
+        .map(|i| RecvWr::new(100 + i, &[dst.sge(i as usize * 64, 64)]))
+        .collect();
+    pair.b.post_recv(&recvs)?;
+    // Every third send is signaled; the last one always is, so the queue is reaped.
+    let sends: Vec<SendWr> = (0..N)
+        .map(|i| {
+            let wr = SendWr::send(200 + i, &[src.sge(i as usize * 64, 64)]);
+            if i % 3 == 0 || i == N - 1 {
+                wr
+            } else {
+                wr.with_flags(SendFlags::empty())
+            }
+        })
+        .collect();
+    let signaled: Vec<u64> = sends
+        .iter()
+        .filter(|w| w.flags.contains(SendFlags::SIGNALED))
+        .map(|w| w.wr_id)
+        .collect();
+    pair.a.post_send(&sends)?;
+    let r = ctx.completions(&pair.cq_b, N as usize)?;
+    let ids: Vec<u64> = r.iter().map(|c| c.wr_id).collect();
+    ensure_eq!(ids, (100..100 + N).collect::<Vec<_>>(), "receive order");
+    ensure!(
+        r.iter().all(|c| c.status == WcStatus::Success),
+        "a receive failed: {r:?}"
+    );
+    let s = ctx.completions(&pair.cq_a, signaled.len())?;
+    let ids: Vec<u64> = s.iter().map(|c| c.wr_id).collect();
+    ensure_eq!(ids, signaled, "send completion order (signaled only)");
+    ctx.expect_quiet(&pair.cq_a, Duration::from_millis(20))?;
+    let got = ctx.contents(&dst)?;
+    for i in 0..N as usize {
+        ensure_eq!(
+            &got[i * 64..(i + 1) * 64],
+            &pattern(i as u8, 64)[..],
+            "message {i} landed in receive {i}"
+        );
+    }
+    Ok(())
+}
+
+fn zero_length_messages<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let mr = ctx.mr_filled(&pair.pd, 64, 0x33)?;
+    pair.b.post_recv(&[RecvWr::new(1, &[mr.sge(0, 64)])])?;
+    pair.a.post_send(&[SendWr::send(2, &[])])?;
+    let r = ctx.completion(&pair.cq_b)?;
+    ctx.expect_status(&r, 1, WcStatus::Success)?;
+    ensure_eq!(r.byte_len, 0, "length of a zero-length SEND");
+    ctx.expect_status(&ctx.completion(&pair.cq_a)?, 2, WcStatus::Success)?;
+    if ctx.info().caps.contains(Caps::RDMA_WRITE) {
+        let wr = SendWr::new(3, SendOp::Write(mr.remote(0)), &[]);
+        pair.a.post_send(&[wr])?;
+        ctx.expect_status(&ctx.completion(&pair.cq_a)?, 3, WcStatus::Success)?;
+    }
+    ensure!(
+        ctx.contents(&mr)?.iter().all(|b| *b == 0x33),
+        "a zero-length message changed memory"
+    );
+    Ok(())
+}
+
+fn remote_access_error<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let src = ctx.mr_filled(&pair.pd, 64, 1)?;
+    let read_only = pair
+        .pd
+        .register(64, Access::LOCAL_WRITE | Access::REMOTE_READ)?;
+    let wr = SendWr::new(4, SendOp::Write(read_only.remote(0)), &[src.sge(0, 64)]);
+    pair.a.post_send(&[wr])?;
+    let s = ctx.completion(&pair.cq_a)?;
+    ctx.expect_status(&s, 4, WcStatus::RemoteAccessError)?;
+    ensure!(
+        ctx.contents(&read_only)?.iter().all(|b| *b == 0),
+        "a refused RDMA WRITE changed the target"
+    );
+    ensure_eq!(
+        pair.a.state()?,
+        QpState::Error,
+        "requester state after the error"
+    );
+    Ok(())
+}
+
+fn rnr_retry_exceeded<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let params = ConnParams {
+        rnr_retry_count: 1,
+        ..ConnParams::default()
+    };
+    let pair = ctx.pair_with(&QpInit::default(), &params, 64)?;
+    let mr = ctx.mr_filled(&pair.pd, 64, 0)?;
+    pair.a.post_send(&[
+        SendWr::send(1, &[mr.sge(0, 8)]),
+        SendWr::send(2, &[mr.sge(8, 8)]),
+    ])?;
+    let got = ctx.completions(&pair.cq_a, 2)?;
+    ctx.expect_status(&got[0], 1, WcStatus::RnrRetryExceeded)?;
+    ctx.expect_status(&got[1], 2, WcStatus::WrFlushError)?;
+    ensure_eq!(pair.a.state()?, QpState::Error, "requester state");
+    Ok(())
+}
+
+fn local_length_error<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let mr = ctx.mr_filled(&pair.pd, 256, 0)?;
+    pair.b.post_recv(&[RecvWr::new(1, &[mr.sge(0, 16)])])?;
+    pair.a.post_send(&[SendWr::send(2, &[mr.sge(64, 64)])])?;
+    let r = ctx.completion(&pair.cq_b)?;
+    ctx.expect_status(&r, 1, WcStatus::LocalLengthError)?;
+    let s = ctx.completion(&pair.cq_a)?;
+    ensure_eq!(s.wr_id, 2, "wr_id of the failed send");
+    // InfiniBand reports a remote invalid request; some devices a remote operation error.
+    ensure!(
+        matches!(
+            s.status,
+            WcStatus::RemoteInvalidRequest | WcStatus::RemoteOperationError
+        ),
+        "requester status {}",
+        s.status
+    );
+    Ok(())
+}
+
+fn transport_retry_exceeded<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let params = ConnParams {
+        retry_count: 1,
+        ..ConnParams::default()
+    };
+    let pair = ctx.pair_with(&QpInit::default(), &params, 64)?;
+    let mr = ctx.mr_filled(&pair.pd, 64, 0)?;
+    pair.b.modify(QpState::Error)?;
+    pair.a.post_send(&[SendWr::send(1, &[mr.sge(0, 8)])])?;
+    let s = ctx.completion(&pair.cq_a)?;
+    ctx.expect_status(&s, 1, WcStatus::TransportRetryExceeded)?;
+    ensure_eq!(pair.a.state()?, QpState::Error, "requester state");
+    Ok(())
 }

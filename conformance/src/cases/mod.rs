@@ -7,6 +7,7 @@ use crate::case::Case;
 pub mod bad_input;
 pub mod data;
 pub mod device;
+pub mod drain;
 pub mod resources;
 pub mod state;
 
@@ -18,5 +19,6 @@ pub fn all_cases<P: Provider>() -> Vec<Case<P>> {
     cases.extend(state::cases::<P>());
     cases.extend(data::cases::<P>());
     cases.extend(bad_input::cases::<P>());
+    cases.extend(drain::cases::<P>());
     cases
 }

@@ -1,10 +1,206 @@
-//! state cases.
+//! The QP state machine: initial state, connection, legal and illegal transitions, ERROR.
 
-use anyverbs::Provider;
+use std::time::Duration;
 
-use crate::case::Case;
+use anyverbs::{
+    Caps, Completion, Device, ErrorKind, MemoryRegion, ProtectionDomain, Provider, QpInit, QpState,
+    QueuePair, RecvWr, SendWr, StateModel, WcStatus,
+};
+
+use crate::case::{Case, CaseResult, Needs};
+use crate::ctx::Ctx;
+use crate::{ensure, ensure_eq};
 
 /// The cases of this group.
 pub fn cases<P: Provider>() -> Vec<Case<P>> {
-    vec![]
+    vec![
+        Case {
+            name: "state::initial_state",
+            description: "A new QP is in the initial state of its model (RESET or IDLE).",
+            needs: Needs::NOTHING,
+            run: initial_state::<P>,
+        },
+        Case {
+            name: "state::connect_reaches_rts",
+            description: "Both ends of a connection are ready to send once it is established.",
+            needs: Needs::NOTHING,
+            run: connect_reaches_rts::<P>,
+        },
+        Case {
+            name: "state::illegal_transitions_rejected",
+            description: "Every transition the state model forbids to the ULP fails with \
+                          InvalidState and leaves the state unchanged, from the initial state and \
+                          from RTS.",
+            needs: Needs::NOTHING,
+            run: illegal_transitions_rejected::<P>,
+        },
+        Case {
+            name: "state::infiniband_reset_to_init",
+            description: "An InfiniBand QP moves RESET→INIT→INIT by modify, and back to RESET.",
+            needs: Needs::model(StateModel::InfiniBand),
+            run: infiniband_reset_to_init::<P>,
+        },
+        Case {
+            name: "state::error_flushes_outstanding",
+            description: "Moving a QP to ERROR completes every posted receive with a flush error, \
+                          in order, exactly once.",
+            needs: Needs::NOTHING,
+            run: error_flushes_outstanding::<P>,
+        },
+        Case {
+            name: "state::post_in_error_is_flushed",
+            description: "On a device that flushes posts in ERROR, a send and a receive posted \
+                          in ERROR each complete with a flush error.",
+            needs: Needs::caps(Caps::POST_IN_ERROR_FLUSHED),
+            run: post_in_error_is_flushed::<P>,
+        },
+        Case {
+            name: "state::sqd_pauses_the_send_queue",
+            description: "In SQD a posted send does not execute; back in RTS it completes.",
+            needs: Needs {
+                caps: Caps::SQ_DRAIN_STATE,
+                state_model: Some(StateModel::InfiniBand),
+            },
+            run: sqd_pauses_the_send_queue::<P>,
+        },
+        Case {
+            name: "state::iwarp_close_with_empty_send_queue",
+            description: "An iWARP QP with an empty send queue moves RTS→CLOSING and flushes its \
+                          receives.",
+            needs: Needs::model(StateModel::Iwarp),
+            run: iwarp_close_with_empty_send_queue::<P>,
+        },
+    ]
+}
+
+fn initial_state<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let dev = ctx.open()?;
+    let pd = dev.alloc_pd()?;
+    let cq = dev.create_cq(8)?;
+    let qp = pd.create_qp(&cq, &cq, &QpInit::default())?;
+    ensure_eq!(
+        qp.state()?,
+        ctx.state_model().initial(),
+        "state of a new QP"
+    );
+    Ok(())
+}
+
+fn connect_reaches_rts<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    ensure_eq!(pair.a.state()?, QpState::ReadyToSend, "active side");
+    ensure_eq!(pair.b.state()?, QpState::ReadyToSend, "passive side");
+    ensure_eq!(
+        pair.connection.peer_qp_num,
+        pair.b.qp_num(),
+        "peer QP number the active side learned"
+    );
+    Ok(())
+}
+
+fn check_illegal_from<Q: QueuePair>(model: StateModel, qp: &Q) -> CaseResult {
+    let from = qp.state()?;
+    for &to in model.states() {
+        if model.allows(from, to, anyverbs::Cause::Modify) {
+            continue;
+        }
+        match qp.modify(to) {
+            Ok(()) => {
+                return Err(crate::CaseError::Failed(format!(
+                    "modify {from}→{to} succeeded; the {model:?} model forbids it"
+                )));
+            }
+            Err(e) => ensure_eq!(e.kind(), ErrorKind::InvalidState, "modify {from}→{to}"),
+        }
+        ensure_eq!(qp.state()?, from, "state after the refused {from}→{to}");
+    }
+    Ok(())
+}
+
+fn illegal_transitions_rejected<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let model = ctx.state_model();
+    let dev = ctx.open()?;
+    let pd = dev.alloc_pd()?;
+    let cq = dev.create_cq(8)?;
+    let fresh = pd.create_qp(&cq, &cq, &QpInit::default())?;
+    check_illegal_from(model, &fresh)?;
+    let pair = ctx.pair()?;
+    check_illegal_from(model, &pair.a)?;
+    Ok(())
+}
+
+fn infiniband_reset_to_init<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let dev = ctx.open()?;
+    let pd = dev.alloc_pd()?;
+    let cq = dev.create_cq(8)?;
+    let qp = pd.create_qp(&cq, &cq, &QpInit::default())?;
+    qp.modify(QpState::Init)?;
+    ensure_eq!(qp.state()?, QpState::Init, "after RESET→INIT");
+    qp.modify(QpState::Init)?;
+    ensure_eq!(qp.state()?, QpState::Init, "after INIT→INIT");
+    qp.modify(QpState::Reset)?;
+    ensure_eq!(qp.state()?, QpState::Reset, "after INIT→RESET");
+    Ok(())
+}
+
+fn error_flushes_outstanding<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let mr = ctx.mr_filled(&pair.pd, 4096, 0)?;
+    let recvs: Vec<RecvWr> = (0..5)
+        .map(|i| RecvWr::new(100 + i, &[mr.sge(i as usize * 64, 64)]))
+        .collect();
+    pair.b.post_recv(&recvs)?;
+    pair.b.modify(QpState::Error)?;
+    ensure_eq!(
+        pair.b.state()?,
+        QpState::Error,
+        "state after modify to ERROR"
+    );
+    let got = ctx.completions(&pair.cq_b, 5)?;
+    for (i, c) in got.iter().enumerate() {
+        ctx.expect_status(c, 100 + i as u64, WcStatus::WrFlushError)?;
+    }
+    ctx.expect_quiet(&pair.cq_b, Duration::from_millis(20))
+}
+
+fn post_in_error_is_flushed<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let mr = ctx.mr_filled(&pair.pd, 256, 1)?;
+    pair.a.modify(QpState::Error)?;
+    pair.a.post_send(&[SendWr::send(1, &[mr.sge(0, 64)])])?;
+    pair.a.post_recv(&[RecvWr::new(2, &[mr.sge(64, 64)])])?;
+    let mut got: Vec<Completion> = ctx.completions(&pair.cq_a, 2)?;
+    got.sort_by_key(|c| c.wr_id);
+    ctx.expect_status(&got[0], 1, WcStatus::WrFlushError)?;
+    ctx.expect_status(&got[1], 2, WcStatus::WrFlushError)?;
+    ctx.expect_quiet(&pair.cq_a, Duration::from_millis(20))
+}
+
+fn sqd_pauses_the_send_queue<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let mr = ctx.mr_filled(&pair.pd, 256, 3)?;
+    pair.b.post_recv(&[RecvWr::new(10, &[mr.sge(128, 64)])])?;
+    pair.a.modify(QpState::SendQueueDrained)?;
+    pair.a.post_send(&[SendWr::send(11, &[mr.sge(0, 64)])])?;
+    ctx.expect_quiet(&pair.cq_a, Duration::from_millis(20))?;
+    ctx.expect_quiet(&pair.cq_b, Duration::from_millis(1))?;
+    pair.a.modify(QpState::ReadyToSend)?;
+    let c = ctx.completion(&pair.cq_a)?;
+    ctx.expect_status(&c, 11, WcStatus::Success)?;
+    let c = ctx.completion(&pair.cq_b)?;
+    ctx.expect_status(&c, 10, WcStatus::Success)
+}
+
+fn iwarp_close_with_empty_send_queue<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let mr = ctx.mr_filled(&pair.pd, 256, 0)?;
+    pair.a.post_recv(&[RecvWr::new(20, &[mr.sge(0, 64)])])?;
+    pair.a.modify(QpState::Closing)?;
+    let state = pair.a.state()?;
+    ensure!(
+        matches!(state, QpState::Closing | QpState::Idle | QpState::Error),
+        "state after RTS→CLOSING is {state}"
+    );
+    let c = ctx.completion(&pair.cq_a)?;
+    ctx.expect_status(&c, 20, WcStatus::WrFlushError)
 }
