@@ -2,10 +2,12 @@
 //!
 //! In the provider crate, add a test target with `harness = false` whose `main` is:
 //!
-//! ```ignore
-//! fn main() {
-//!     anyverbs_conformance::libtest::run(|| my_provider::MyProvider::new(), &["dev0"]);
-//! }
+//! ```no_run
+//! // tests/conformance.rs, the whole of it:
+//! anyverbs_conformance::libtest::run(
+//!     anyverbs_provider_mock::MockProvider::new,
+//!     &["mock0", "mockiw0"],
+//! );
 //! ```
 //!
 //! Each case becomes one test per device, named `<device>/<case>`, so `cargo test -- data::`

@@ -38,16 +38,31 @@
 //!
 //! ## Example
 //!
-//! ```ignore
-//! fn echo_once<P: anyverbs::Provider>(provider: &P) -> anyverbs::Result<()> {
-//!     use anyverbs::*;
-//!     let dev = provider.open("mock0")?;
+//! Generic ULP code is written once against the traits and runs on every provider:
+//!
+//! ```no_run
+//! use std::time::{Duration, Instant};
+//! use anyverbs::{
+//!     Access, CompletionQueue, Device, MemoryRegion, ProtectionDomain, Provider, QpInit,
+//!     QueuePair, RecvWr, Result,
+//! };
+//!
+//! /// Posts one receive and waits for the message that fills it.
+//! fn receive_one<P: Provider>(provider: &P, device: &str, qp_ready: impl Fn(&P::Qp)) -> Result<Vec<u8>> {
+//!     let dev = provider.open(device)?;
 //!     let pd = dev.alloc_pd()?;
 //!     let cq = dev.create_cq(64)?;
 //!     let qp = pd.create_qp(&cq, &cq, &QpInit::default())?;
-//!     // ... connect, post, poll ...
-//!     qp.drain(std::time::Instant::now() + std::time::Duration::from_secs(1))?;
-//!     Ok(())
+//!     let mr = pd.register(4096, Access::LOCAL_WRITE)?;
+//!     qp.post_recv(&[RecvWr::new(1, &[mr.sge(0, 4096)])])?;
+//!     qp_ready(&qp); // connect it: see the `cm` module
+//!     let deadline = Instant::now() + Duration::from_secs(5);
+//!     let mut wc = [anyverbs::Completion::default(); 1];
+//!     cq.wait(&mut wc, deadline)?;
+//!     let mut data = vec![0; wc[0].byte_len as usize];
+//!     mr.read(0, &mut data)?;
+//!     qp.drain(deadline)?; // nothing completes after this: safe to destroy
+//!     Ok(data)
 //! }
 //! ```
 
