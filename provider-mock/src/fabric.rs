@@ -1400,10 +1400,12 @@ impl State {
                 q.state
             )));
         }
-        if self.device_of_ip(remote.ip(), config).is_none() {
-            return Err(MockError::NoRoute(remote.ip()));
-        }
+        // An InfiniBand device cannot reach an iWARP one: they share no wire protocol.
         let device = q.device;
+        match self.device_of_ip(remote.ip(), config) {
+            Some(d) if config.devices[d].state_model == config.devices[device].state_model => {}
+            _ => return Err(MockError::NoRoute(remote.ip())),
+        }
         let local = SocketAddr::new(config.devices[device].address, self.alloc_port());
         let conn = if self.listeners.contains_key(&remote) {
             let id = self.next_request;
