@@ -44,6 +44,18 @@ pub struct Pair<P: Provider> {
     pub device: P::Device,
 }
 
+/// One unconnected QP on the device under test, with its own PD and CQ. Fields drop in order.
+pub struct LoneQp<P: Provider> {
+    /// The QP, in its initial state.
+    pub qp: P::Qp,
+    /// Its CQ (send and receive).
+    pub cq: P::Cq,
+    /// Its PD.
+    pub pd: P::Pd,
+    /// The open device.
+    pub device: P::Device,
+}
+
 impl<'a, P: Provider> Ctx<'a, P> {
     /// A context for running cases against `device` of `provider`, each wait bounded by
     /// `timeout`.
@@ -102,6 +114,15 @@ impl<'a, P: Provider> Ctx<'a, P> {
             .ok_or_else(|| {
                 CaseError::NotRun("the device has no address for the connection manager".into())
             })
+    }
+
+    /// One unconnected QP with default sizes and a CQ of `cq_depth`.
+    pub fn lone_qp(&self, cq_depth: u32) -> Result<LoneQp<P>, CaseError> {
+        let device = self.open()?;
+        let pd = device.alloc_pd()?;
+        let cq = device.create_cq(cq_depth)?;
+        let qp = pd.create_qp(&cq, &cq, &QpInit::default())?;
+        Ok(LoneQp { qp, cq, pd, device })
     }
 
     /// A connected pair of QPs with default sizes.

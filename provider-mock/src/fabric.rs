@@ -286,6 +286,16 @@ fn size_check(what: &'static str, got: u64, max: u64) -> MockResult<()> {
     Ok(())
 }
 
+/// The range of `n` bytes at `offset` in a region of `len` bytes, if it fits.
+fn byte_range(len: usize, offset: usize, n: usize) -> MockResult<std::ops::Range<usize>> {
+    match offset.checked_add(n) {
+        Some(end) if end <= len => Ok(offset..end),
+        _ => Err(MockError::BadArgument(format!(
+            "{n} bytes at offset {offset} do not fit in a region of {len} bytes"
+        ))),
+    }
+}
+
 fn flush_completion(wr_id: u64, qp_num: u32, opcode: WcOpcode) -> Completion {
     Completion {
         wr_id,
@@ -435,17 +445,8 @@ impl State {
             .mrs
             .get_mut(&lkey)
             .ok_or(MockError::Destroyed("memory region"))?;
-        let end = offset
-            .checked_add(src.len())
-            .filter(|e| *e <= mr.buf.len())
-            .ok_or_else(|| {
-                MockError::BadArgument(format!(
-                    "{} bytes at offset {offset} do not fit in a region of {} bytes",
-                    src.len(),
-                    mr.buf.len()
-                ))
-            })?;
-        mr.buf[offset..end].copy_from_slice(src);
+        let range = byte_range(mr.buf.len(), offset, src.len())?;
+        mr.buf[range].copy_from_slice(src);
         Ok(())
     }
 
@@ -454,17 +455,7 @@ impl State {
             .mrs
             .get(&lkey)
             .ok_or(MockError::Destroyed("memory region"))?;
-        let end = offset
-            .checked_add(dst.len())
-            .filter(|e| *e <= mr.buf.len())
-            .ok_or_else(|| {
-                MockError::BadArgument(format!(
-                    "{} bytes at offset {offset} do not fit in a region of {} bytes",
-                    dst.len(),
-                    mr.buf.len()
-                ))
-            })?;
-        dst.copy_from_slice(&mr.buf[offset..end]);
+        dst.copy_from_slice(&mr.buf[byte_range(mr.buf.len(), offset, dst.len())?]);
         Ok(())
     }
 

@@ -132,16 +132,12 @@ fn terminal_and_idempotent<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
 }
 
 fn fresh_qp<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    use anyverbs::{Device, ProtectionDomain};
-    let dev = ctx.open()?;
-    let pd = dev.alloc_pd()?;
-    let cq = dev.create_cq(8)?;
-    let qp = pd.create_qp(&cq, &cq, &QpInit::default())?;
-    let report = qp.drain(ctx.deadline())?;
+    let lone = ctx.lone_qp(8)?;
+    let report = lone.qp.drain(ctx.deadline())?;
     ensure_eq!(
         report.flushed_by_device + report.synthesized,
         0,
         "WRs flushed on a fresh QP"
     );
-    ctx.expect_quiet(&cq, Duration::from_millis(10))
+    ctx.expect_quiet(&lone.cq, Duration::from_millis(10))
 }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyverbs::{
-    Caps, Completion, Device, ErrorKind, MemoryRegion, ProtectionDomain, Provider, QpInit, QpState,
-    QueuePair, RecvWr, SendWr, StateModel, WcStatus,
+    Caps, Completion, ErrorKind, MemoryRegion, Provider, QpState, QueuePair, RecvWr, SendWr,
+    StateModel, WcStatus,
 };
 
 use crate::case::{Case, CaseResult, Needs};
@@ -74,10 +74,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
 }
 
 fn initial_state<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    let dev = ctx.open()?;
-    let pd = dev.alloc_pd()?;
-    let cq = dev.create_cq(8)?;
-    let qp = pd.create_qp(&cq, &cq, &QpInit::default())?;
+    let qp = ctx.lone_qp(8)?.qp;
     ensure_eq!(
         qp.state()?,
         ctx.state_model().initial(),
@@ -119,21 +116,15 @@ fn check_illegal_from<Q: QueuePair>(model: StateModel, qp: &Q) -> CaseResult {
 
 fn illegal_transitions_rejected<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let model = ctx.state_model();
-    let dev = ctx.open()?;
-    let pd = dev.alloc_pd()?;
-    let cq = dev.create_cq(8)?;
-    let fresh = pd.create_qp(&cq, &cq, &QpInit::default())?;
-    check_illegal_from(model, &fresh)?;
+    let fresh = ctx.lone_qp(8)?;
+    check_illegal_from(model, &fresh.qp)?;
     let pair = ctx.pair()?;
     check_illegal_from(model, &pair.a)?;
     Ok(())
 }
 
 fn infiniband_reset_to_init<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    let dev = ctx.open()?;
-    let pd = dev.alloc_pd()?;
-    let cq = dev.create_cq(8)?;
-    let qp = pd.create_qp(&cq, &cq, &QpInit::default())?;
+    let qp = ctx.lone_qp(8)?.qp;
     qp.modify(QpState::Init)?;
     ensure_eq!(qp.state()?, QpState::Init, "after RESET→INIT");
     qp.modify(QpState::Init)?;
