@@ -104,7 +104,8 @@ impl Needs {
     pub fn missing(&self, caps: Caps, model: StateModel) -> Option<String> {
         let lacking = self.caps - caps;
         if !lacking.is_empty() {
-            return Some(format!("device lacks capabilities {lacking:?}"));
+            let names: Vec<&str> = lacking.iter_names().map(|(name, _)| name).collect();
+            return Some(format!("device lacks {}", names.join(", ")));
         }
         match self.state_model {
             Some(m) if m != model => Some(format!(

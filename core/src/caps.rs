@@ -32,6 +32,10 @@ bitflags! {
         const ZERO_LENGTH = 1 << 8;
         /// Inline data in send WRs.
         const INLINE_DATA = 1 << 9;
+        /// A SEND that finds no receive posted is retried (receiver-not-ready) until the RNR
+        /// retry count runs out (InfiniBand). Without it (iWARP) the responder terminates the
+        /// connection at once and both QPs go to ERROR.
+        const RNR_RETRY = 1 << 10;
     }
 }
 

@@ -64,8 +64,11 @@ impl DeviceConfig {
             | Caps::ZERO_LENGTH
             | Caps::INLINE_DATA;
         match self.state_model {
-            StateModel::InfiniBand => common | Caps::IMMEDIATE_DATA | Caps::SQ_DRAIN_STATE,
-            // Like siw: no immediate data, and QPs connect only through the CM.
+            StateModel::InfiniBand => {
+                common | Caps::IMMEDIATE_DATA | Caps::SQ_DRAIN_STATE | Caps::RNR_RETRY
+            }
+            // Like siw: no immediate data, no RNR retries (a SEND without a receive terminates
+            // the connection), and QPs connect only through the CM.
             StateModel::Iwarp => common | Caps::CM_ONLY_CONNECT,
         }
     }

@@ -1156,6 +1156,13 @@ impl State {
             SendOp::Send | SendOp::SendWithImm(_) | SendOp::WriteWithImm(..)
         );
         if needs_recv && self.qps[&peer].rq.is_empty() {
+            if self.qps[&qpn].model == StateModel::Iwarp {
+                // iWARP has no RNR: the responder sends a TERMINATE ("untagged buffer not
+                // available", RFC 5041) and the connection and both QPs go to ERROR.
+                self.fail_head(qpn, WcStatus::RemoteOperationError);
+                self.responder_error(peer);
+                return true;
+            }
             return self.stall(qpn, StallKind::Rnr, now);
         }
         let head = &self.qps[&qpn].sq.front().expect("non-empty");

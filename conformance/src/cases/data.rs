@@ -80,8 +80,15 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             name: "data::rnr_retry_exceeded",
             description: "A SEND to a peer with no receive posted fails with RNR retry exceeded \
                           once the retries run out, and the QP moves to ERROR.",
-            needs: Needs::NOTHING,
+            needs: Needs::caps(Caps::RNR_RETRY),
             run: rnr_retry_exceeded::<P>,
+        },
+        Case {
+            name: "data::send_without_receive_terminates",
+            description: "On a transport without RNR retries, a SEND to a peer with no receive \
+                          posted fails at once and both QPs end in ERROR, their WRs flushed.",
+            needs: Needs::model(StateModel::Iwarp),
+            run: send_without_receive_terminates::<P>,
         },
         Case {
             name: "data::local_length_error",
@@ -367,6 +374,33 @@ fn rnr_retry_exceeded<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     ctx.expect_status(&got[0], 1, WcStatus::RnrRetryExceeded)?;
     ctx.expect_status(&got[1], 2, WcStatus::WrFlushError)?;
     ensure_eq!(pair.a.state()?, QpState::Error, "requester state");
+    Ok(())
+}
+
+fn send_without_receive_terminates<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    if ctx.info().caps.contains(Caps::RNR_RETRY) {
+        return Err(crate::CaseError::NotRun(
+            "the device retries on RNR instead".into(),
+        ));
+    }
+    let pair = ctx.pair()?;
+    let mr = ctx.mr_filled(&pair.pd, 64, 0)?;
+    pair.a.post_recv(&[RecvWr::new(1, &[mr.sge(32, 32)])])?;
+    pair.a.post_send(&[
+        SendWr::send(2, &[mr.sge(0, 8)]),
+        SendWr::send(3, &[mr.sge(8, 8)]),
+    ])?;
+    let mut got = ctx.completions(&pair.cq_a, 3)?;
+    got.sort_by_key(|c| c.wr_id);
+    ensure!(
+        !got[1].status.is_success() && got[1].wr_id == 2,
+        "the SEND without a receive completed with {}",
+        got[1].status
+    );
+    ctx.expect_status(&got[0], 1, WcStatus::WrFlushError)?;
+    ctx.expect_status(&got[2], 3, WcStatus::WrFlushError)?;
+    ensure_eq!(pair.a.state()?, QpState::Error, "requester state");
+    ensure_eq!(pair.b.state()?, QpState::Error, "responder state");
     Ok(())
 }
 
