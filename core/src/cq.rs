@@ -15,7 +15,8 @@ pub trait CompletionQueue: Send + Sync {
     fn poll(&self, out: &mut [Completion]) -> Result<usize>;
 
     /// Like [`poll`](Self::poll), but waits until at least one completion is there or `deadline`
-    /// passes ([`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut)).
+    /// passes ([`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut)). An empty `out` is
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument).
     fn wait(&self, out: &mut [Completion], deadline: Instant) -> Result<usize>;
 
     /// Destroys the CQ; [`ErrorKind::Busy`](crate::ErrorKind::Busy) while a QP uses it.

@@ -70,6 +70,7 @@ pub trait QueuePair: Send + Sync {
     fn drain(&self, deadline: Instant) -> Result<DrainReport>;
 
     /// Destroys the QP. Destroying a QP that was not drained is allowed (verbs allows it), but
-    /// its outstanding WRs then never complete.
+    /// the WRs still outstanding then never complete and their buffers may still be in use by
+    /// the device until it notices: drain first, which is how nothing is lost.
     fn destroy(&self) -> Result<()>;
 }

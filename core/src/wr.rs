@@ -72,7 +72,8 @@ bitflags! {
         const FENCE = 1 << 1;
         /// Ask the peer to raise a solicited event.
         const SOLICITED = 1 << 2;
-        /// Copy the data into the WR at post time; the lkeys are then not checked.
+        /// Copy the data into the WR at post time. On hardware the lkeys are then not checked;
+        /// the mock still requires the SGEs to name a registered region.
         const INLINE = 1 << 3;
     }
 }
@@ -232,7 +233,9 @@ pub struct Completion {
     pub status: WcStatus,
     /// Operation.
     pub opcode: WcOpcode,
-    /// Bytes received (receives, RDMA READ); 0 where not meaningful.
+    /// Bytes transferred. Meaningful for receives (the incoming message's length, immediate
+    /// data not counted) and RDMA READ; for SEND and RDMA WRITE verbs leaves it undefined
+    /// (the mock reports the length), so portable code must not rely on it there.
     pub byte_len: u32,
     /// Immediate data, for receives consumed by an operation that carried it.
     pub imm_data: Option<u32>,

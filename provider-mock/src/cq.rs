@@ -37,6 +37,11 @@ impl CompletionQueue for MockCq {
     }
 
     fn wait(&self, out: &mut [Completion], deadline: Instant) -> Result<usize> {
+        if out.is_empty() {
+            return Err(anyverbs::Error::invalid_argument(
+                "wait needs room for at least one completion",
+            ));
+        }
         Ok(self
             .fabric
             .wait_until(deadline, "a completion", |st| match st.poll(self.id, out) {

@@ -90,6 +90,12 @@ pub enum MockError {
     /// The CQ overflowed.
     #[error("the completion queue overflowed; completions were lost")]
     CqOverflow,
+    /// A drain could not deliver every flush completion: the CQ overflowed.
+    #[error("drain lost {lost} flush completion(s): the completion queue overflowed")]
+    DrainOverflow {
+        /// How many completions were lost.
+        lost: u64,
+    },
 }
 
 impl MockError {
@@ -110,7 +116,7 @@ impl MockError {
             MockError::NoRoute(_) => ErrorKind::Unreachable,
             MockError::AddressInUse(_) => ErrorKind::AddressInUse,
             MockError::TimedOut(_) => ErrorKind::TimedOut,
-            MockError::CqOverflow => ErrorKind::Overflow,
+            MockError::CqOverflow | MockError::DrainOverflow { .. } => ErrorKind::Overflow,
         }
     }
 }

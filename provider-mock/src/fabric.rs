@@ -80,7 +80,11 @@ impl Fabric {
                 listeners: HashMap::new(),
                 requests: HashMap::new(),
                 stalled: BTreeSet::new(),
-                next_id: 1,
+                next_pd: 1,
+                next_cq: 1,
+                next_lkey: 1,
+                next_qpn: 1,
+                pending_cq_errors: Vec::new(),
                 next_request: 1,
                 next_port: *EPHEMERAL_PORTS.start(),
                 waiters: 0,
@@ -184,6 +188,8 @@ struct CqRec {
     capacity: u32,
     entries: VecDeque<Completion>,
     overflowed: bool,
+    /// Completions lost to overflow.
+    lost: u64,
     users: u32,
     dropped: bool,
 }
@@ -193,6 +199,8 @@ struct CqRec {
 enum Refusal {
     NotListening(SocketAddr),
     Rejected,
+    /// The QP left its fresh state (ERROR, RESET) while connecting.
+    Abandoned,
 }
 
 enum Conn {
@@ -240,6 +248,11 @@ struct QpRec {
     params: ConnParams,
     local_addr: Option<SocketAddr>,
     drained: bool,
+    /// The device's largest message.
+    max_msg_size: u32,
+    /// Unsignaled send WRs that completed successfully since the last signaled completion.
+    /// As on hardware, they keep their send-queue slot until a later signaled WR completes.
+    unsignaled_done: u32,
 }
 
 struct ListenerRec {
@@ -266,12 +279,29 @@ pub(crate) struct State {
     requests: HashMap<u64, RequestRec>,
     /// QPs whose send-queue head is waiting for a retry.
     stalled: BTreeSet<u32>,
-    next_id: u32,
+    next_pd: u32,
+    next_cq: u32,
+    next_lkey: u32,
+    next_qpn: u32,
+    /// CQs that overflowed since the last progress step: their QPs go to ERROR.
+    pending_cq_errors: Vec<u32>,
     next_request: u64,
     next_port: u16,
     waiters: usize,
     rnr_timer: Duration,
     ack_timeout: Duration,
+}
+
+/// The next number from `counter` in `1..=max` that `live` does not use. The tables are bounded by
+/// the device limits, far below `max`, so a free number always exists.
+fn next_free<V>(counter: &mut u32, max: u32, live: &HashMap<u32, V>) -> u32 {
+    loop {
+        let n = *counter;
+        *counter = if n >= max { 1 } else { n + 1 };
+        if n != 0 && !live.contains_key(&n) {
+            return n;
+        }
+    }
 }
 
 fn size_check(what: &'static str, got: u64, max: u64) -> MockResult<()> {
@@ -307,12 +337,6 @@ fn flush_completion(wr_id: u64, qp_num: u32, opcode: WcOpcode) -> Completion {
 }
 
 impl State {
-    fn alloc_id(&mut self) -> u32 {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        id
-    }
-
     fn alloc_port(&mut self) -> u16 {
         let p = self.next_port;
         self.next_port = if p >= *EPHEMERAL_PORTS.end() {
@@ -329,7 +353,7 @@ impl State {
         if self.devices[device].pds >= max {
             return Err(MockError::TableFull("protection domain"));
         }
-        let id = self.alloc_id();
+        let id = next_free(&mut self.next_pd, u32::MAX, &self.pds);
         self.devices[device].pds += 1;
         self.pds.insert(
             id,
@@ -406,7 +430,8 @@ impl State {
         if self.devices[device].mrs >= max_mrs {
             return Err(MockError::TableFull("memory region"));
         }
-        let lkey = self.alloc_id();
+        // lkeys stay below 2^31 so that rkeys (lkey with the top bit set) never collide.
+        let lkey = next_free(&mut self.next_lkey, 0x7fff_ffff, &self.mrs);
         let rkey = lkey ^ 0x8000_0000;
         let buf = vec![0u8; len];
         let addr = buf.as_ptr() as u64;
@@ -473,7 +498,11 @@ impl State {
         }
         let len = mr.buf.len() as u64;
         let start = sge.addr.wrapping_sub(mr.addr);
-        if sge.addr < mr.addr || start + u64::from(sge.length) > len {
+        let fits = sge.addr >= mr.addr
+            && start
+                .checked_add(u64::from(sge.length))
+                .is_some_and(|end| end <= len);
+        if !fits {
             return Err(format!(
                 "{} bytes at {:#x} are outside the region [{:#x}, {:#x})",
                 sge.length,
@@ -531,7 +560,11 @@ impl State {
         let lkey = *self.rkeys.get(&rkey)?;
         let mr = &self.mrs[&lkey];
         let start = addr.checked_sub(mr.addr)?;
-        let ok = mr.pd == pd && mr.access.contains(need) && start + len <= mr.buf.len() as u64;
+        let ok = mr.pd == pd
+            && mr.access.contains(need)
+            && start
+                .checked_add(len)
+                .is_some_and(|end| end <= mr.buf.len() as u64);
         ok.then_some((lkey, start as usize))
     }
 
@@ -548,7 +581,7 @@ impl State {
         if self.devices[device].cqs >= max {
             return Err(MockError::TableFull("completion queue"));
         }
-        let id = self.alloc_id();
+        let id = next_free(&mut self.next_cq, u32::MAX, &self.cqs);
         self.devices[device].cqs += 1;
         self.cqs.insert(
             id,
@@ -557,6 +590,7 @@ impl State {
                 capacity: depth,
                 entries: VecDeque::with_capacity(depth as usize),
                 overflowed: false,
+                lost: 0,
                 users: 0,
                 dropped: false,
             },
@@ -608,14 +642,53 @@ impl State {
             .ok_or(MockError::Destroyed("completion queue"))
     }
 
-    fn push_cqe(&mut self, cq: u32, c: Completion) {
-        if let Some(cq) = self.cqs.get_mut(&cq) {
+    /// Queues a completion. A full CQ overflows: the completion is lost, the CQ reports
+    /// `Overflow` from then on, and (at the next progress step) every QP using it goes to
+    /// ERROR, as a CQ error event does on hardware.
+    fn push_cqe(&mut self, id: u32, c: Completion) {
+        if let Some(cq) = self.cqs.get_mut(&id) {
             if cq.entries.len() >= cq.capacity as usize {
+                if !cq.overflowed {
+                    self.pending_cq_errors.push(id);
+                }
                 cq.overflowed = true;
+                cq.lost += 1;
             } else {
                 cq.entries.push_back(c);
             }
         }
+    }
+
+    /// Completions lost to overflow so far on the CQs of a QP.
+    fn lost_completions(&self, qpn: u32) -> u64 {
+        self.qps.get(&qpn).map_or(0, |q| {
+            let lost = |id: u32| self.cqs.get(&id).map_or(0, |c| c.lost);
+            if q.send_cq == q.recv_cq {
+                lost(q.send_cq)
+            } else {
+                lost(q.send_cq) + lost(q.recv_cq)
+            }
+        })
+    }
+
+    /// Moves every QP that uses an overflowed CQ to ERROR.
+    fn fail_overflowed_cqs(&mut self) -> bool {
+        if self.pending_cq_errors.is_empty() {
+            return false;
+        }
+        let cqs = std::mem::take(&mut self.pending_cq_errors);
+        let victims: Vec<u32> = self
+            .qps
+            .iter()
+            .filter(|(_, q)| {
+                q.state != QpState::Error && (cqs.contains(&q.send_cq) || cqs.contains(&q.recv_cq))
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for qpn in victims {
+            self.enter_error(qpn);
+        }
+        true
     }
 
     /// Moves up to `out.len()` completions into `out`; `None` if there were none.
@@ -675,7 +748,11 @@ impl State {
         if self.devices[device].qps >= limits.max_qp {
             return Err(MockError::TableFull("queue pair"));
         }
-        let qpn = self.alloc_id() & 0x00ff_ffff;
+        // QP numbers are 24 bits; 0 and 1 are special in InfiniBand (SMI, GSI).
+        let mut qpn = next_free(&mut self.next_qpn, 0x00ff_ffff, &self.qps);
+        if qpn < 2 {
+            qpn = next_free(&mut self.next_qpn, 0x00ff_ffff, &self.qps);
+        }
         self.devices[device].qps += 1;
         self.pds.get_mut(&pd).expect("live").qps += 1;
         self.cqs.get_mut(&send_cq).expect("live").users += 1;
@@ -697,6 +774,8 @@ impl State {
                 params: ConnParams::default(),
                 local_addr: None,
                 drained: false,
+                unsignaled_done: 0,
+                max_msg_size: limits.max_msg_size,
             },
         );
         Ok(qpn)
@@ -740,8 +819,19 @@ impl State {
         }
     }
 
+    /// Withdraws a connection request the QP has pending; the listener never sees it.
+    fn abandon_connect(&mut self, qpn: u32) {
+        if let Some(q) = self.qps.get_mut(&qpn)
+            && let Conn::Connecting { request } = q.conn
+        {
+            q.conn = Conn::Refused(Refusal::Abandoned);
+            self.requests.remove(&request);
+        }
+    }
+
     /// Moves a QP to ERROR and flushes both queues.
     fn enter_error(&mut self, qpn: u32) {
+        self.abandon_connect(qpn);
         let Some(q) = self.qps.get_mut(&qpn) else {
             return;
         };
@@ -762,6 +852,7 @@ impl State {
     /// Completes every outstanding WR of a QP with a flush error: sends first, then receives.
     fn flush(&mut self, qpn: u32) {
         let q = self.qps.get_mut(&qpn).expect("present");
+        q.unsignaled_done = 0;
         let sends: Vec<SendEntry> = q.sq.drain(..).collect();
         let recvs: Vec<RecvWr> = q.rq.drain(..).collect();
         let (scq, rcq) = (q.send_cq, q.recv_cq);
@@ -796,9 +887,11 @@ impl State {
             QpState::Error => self.enter_error(qpn),
             QpState::Reset => {
                 // Verbs: RESET empties both queues without completions.
+                self.abandon_connect(qpn);
                 let q = self.qp_mut(qpn)?;
                 q.sq.clear();
                 q.rq.clear();
+                q.unsignaled_done = 0;
                 q.state = QpState::Reset;
                 q.conn = Conn::Idle;
                 let peer = q.peer.take();
@@ -856,8 +949,12 @@ impl State {
         if imm && !caps.contains(anyverbs::Caps::IMMEDIATE_DATA) {
             return Err(MockError::Unsupported("immediate data"));
         }
-        if wr.total_length() > u64::from(u32::MAX) {
-            return Err(MockError::BadArgument("message longer than 4 GiB".into()));
+        if wr.total_length() > u64::from(q.max_msg_size) {
+            return Err(MockError::BadArgument(format!(
+                "a {}-byte message; the device allows {}",
+                wr.total_length(),
+                q.max_msg_size
+            )));
         }
         let is_read = matches!(wr.op, SendOp::Read(_));
         if wr.flags.contains(SendFlags::INLINE) {
@@ -924,7 +1021,7 @@ impl State {
             self.push_cqe(cq, c);
             return Ok(());
         }
-        if q.sq.len() >= q.init.max_send_wr as usize {
+        if q.sq.len() + q.unsignaled_done as usize >= q.init.max_send_wr as usize {
             return Err(MockError::QueueFull {
                 queue: "send",
                 depth: q.init.max_send_wr,
@@ -996,11 +1093,12 @@ impl State {
 
     /// Retries every stalled send queue; true if anything changed.
     pub(crate) fn progress(&mut self, now: Instant) -> bool {
+        let failed = self.fail_overflowed_cqs();
         if self.stalled.is_empty() {
-            return false;
+            return failed;
         }
         let before: Vec<u32> = self.stalled.iter().copied().collect();
-        let mut changed = false;
+        let mut changed = failed;
         for qpn in before {
             let len = self.qps.get(&qpn).map_or(0, |q| q.sq.len());
             self.run_sq(qpn, now);
@@ -1024,10 +1122,13 @@ impl State {
                 self.stalled.remove(&qpn);
                 return;
             };
-            if q.state != QpState::ReadyToSend || q.sq.is_empty() {
-                if q.sq.is_empty() || q.state != QpState::SendQueueDrained {
-                    self.stalled.remove(&qpn);
-                }
+            // In SQD the WR in progress (a head already stalled on a retry) still finishes or
+            // fails; WRs that have not started wait for the return to RTS.
+            let in_progress = q.sq.front().is_some_and(|e| e.stall.is_some());
+            let may_run = q.state == QpState::ReadyToSend
+                || (q.state == QpState::SendQueueDrained && in_progress);
+            if !may_run || q.sq.is_empty() {
+                self.stalled.remove(&qpn);
                 return;
             }
             if !self.execute_head(qpn, now) {
@@ -1104,7 +1205,10 @@ impl State {
             debug_assert!(false, "complete_head on an empty send queue");
             return;
         };
-        if e.wr.flags.contains(SendFlags::SIGNALED) {
+        if !e.wr.flags.contains(SendFlags::SIGNALED) {
+            q.unsignaled_done += 1;
+        } else {
+            q.unsignaled_done = 0;
             let cq = q.send_cq;
             self.push_cqe(
                 cq,
@@ -1224,6 +1328,11 @@ impl State {
                 }
                 true
             }
+            SendOp::Read(_) if local.iter().all(|s| s.length == 0) => {
+                // A zero-length READ touches no remote memory, so the rkey is not checked.
+                self.complete_head(qpn, 0);
+                true
+            }
             SendOp::Read(ra) => {
                 let len: u64 = local.iter().map(|s| u64::from(s.length)).sum();
                 let Some((lkey, off)) =
@@ -1311,12 +1420,17 @@ impl State {
             });
         }
         let outstanding = q.sq.len() + q.rq.len();
+        let lost_before = self.lost_completions(qpn);
         // The mock's device flushes synchronously: after the move to ERROR every outstanding
         // WR has its flush completion in the CQ, so the provider's outstanding count is zero.
         self.enter_error(qpn);
+        let lost = self.lost_completions(qpn) - lost_before;
         let q = self.qp_mut(qpn)?;
         debug_assert!(q.sq.is_empty() && q.rq.is_empty());
         q.drained = true;
+        if lost > 0 {
+            return Err(MockError::DrainOverflow { lost });
+        }
         Ok(DrainReport {
             strategy: DrainStrategy::WaitForFlush,
             flushed_by_device: outstanding,
@@ -1485,23 +1599,34 @@ impl State {
         let client = r.client;
         let client_addr = r.client_addr;
         let client_private = r.private_data.clone();
-        if !self.qps.contains_key(&client) {
+        let client_waits = self
+            .qps
+            .get(&client)
+            .is_some_and(|c| matches!(c.conn, Conn::Connecting { request: id } if id == request));
+        if !client_waits {
             self.requests.remove(&request);
             return Err(MockError::BadArgument(format!(
                 "the requester of request {request} went away"
             )));
         }
-        self.requests.remove(&request);
-        for (qpn, peer) in [(server, client), (client, server)] {
-            let q = self.qps.get_mut(&qpn).expect("present");
+        // Check both connect paths before changing anything, so a refused accept leaves both
+        // QPs as they were.
+        for qpn in [server, client] {
+            let q = &self.qps[&qpn];
+            let mut state = q.state;
             for &next in q.model.connect_path() {
-                if q.state != next {
+                if state != next {
                     q.model
-                        .check(q.state, next, Cause::Connection)
+                        .check(state, next, Cause::Connection)
                         .map_err(MockError::Transition)?;
-                    q.state = next;
+                    state = next;
                 }
             }
+        }
+        self.requests.remove(&request);
+        for (qpn, peer) in [(server, client), (client, server)] {
+            let q = self.qps.get_mut(&qpn).expect("checked above");
+            q.state = QpState::ReadyToSend;
             q.peer = Some(peer);
         }
         let s = self.qps.get_mut(&server).expect("present");
@@ -1544,6 +1669,9 @@ impl State {
             Conn::Established(c) => Some(Ok(c.clone())),
             Conn::Refused(Refusal::NotListening(a)) => Some(Err(MockError::NotListening(*a))),
             Conn::Refused(Refusal::Rejected) => Some(Err(MockError::Rejected)),
+            Conn::Refused(Refusal::Abandoned) => Some(Err(MockError::WrongState(
+                "the connection attempt was abandoned: the QP was moved to ERROR or RESET".into(),
+            ))),
         }
     }
 }
