@@ -234,3 +234,158 @@ fn concurrent_senders_and_pollers_lose_nothing() {
         );
     }
 }
+
+#[test]
+fn drain_fails_when_a_flush_is_lost_to_cq_overflow() {
+    let p = MockProvider::new();
+    let a = end(&p, "mock0", 2);
+    let mr = a.pd.register(1024, Access::LOCAL_WRITE).unwrap();
+    a.qp.modify(QpState::Init).unwrap();
+    let recvs: Vec<RecvWr> = (0..4)
+        .map(|i| RecvWr::new(i, &[mr.sge(i as usize * 64, 64)]))
+        .collect();
+    a.qp.post_recv(&recvs).unwrap();
+    let e = a.qp.drain(soon()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+}
+
+#[test]
+fn overflow_moves_every_qp_on_the_cq_to_error() {
+    let p = MockProvider::new();
+    let dev = p.open("mock0").unwrap();
+    let pd = dev.alloc_pd().unwrap();
+    let small = dev.create_cq(1).unwrap();
+    let other = dev.create_cq(16).unwrap();
+    let q1 = pd.create_qp(&small, &small, &QpInit::default()).unwrap();
+    let q2 = pd.create_qp(&other, &small, &QpInit::default()).unwrap();
+    let mr = pd.register(256, Access::LOCAL_WRITE).unwrap();
+    for q in [&q1, &q2] {
+        q.modify(QpState::Init).unwrap();
+        q.post_recv(&[RecvWr::new(1, &[mr.sge(0, 64)])]).unwrap();
+    }
+    q1.modify(QpState::Error).unwrap(); // one flush fills the CQ
+    q2.modify(QpState::Init).unwrap(); // any call is a progress step
+    q1.post_recv(&[RecvWr::new(2, &[mr.sge(64, 64)])]).unwrap(); // second flush: overflow
+    let mut wc = [Completion::default(); 4];
+    assert_eq!(small.poll(&mut wc).unwrap_err().kind(), ErrorKind::Overflow);
+    assert_eq!(
+        q2.state().unwrap(),
+        QpState::Error,
+        "a CQ error fails its QPs"
+    );
+}
+
+#[test]
+fn numbers_are_never_reused_while_live() {
+    let p = MockProvider::new();
+    let dev = p.open("mock0").unwrap();
+    let pd = dev.alloc_pd().unwrap();
+    let cq = dev.create_cq(16).unwrap();
+    let keep = pd.create_qp(&cq, &cq, &QpInit::default()).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..2000 {
+        let q = pd.create_qp(&cq, &cq, &QpInit::default()).unwrap();
+        assert!(q.qp_num() >= 2 && q.qp_num() != keep.qp_num());
+        seen.insert(q.qp_num());
+    }
+    assert_eq!(seen.len(), 2000, "fresh numbers while older ones are freed");
+    assert_eq!(keep.state().unwrap(), QpState::Reset);
+}
+
+#[test]
+fn a_connecting_qp_moved_to_error_withdraws_its_request() {
+    let p = MockProvider::new();
+    let a = end(&p, "mock0", 16);
+    let b = end(&p, "mock0", 16);
+    let addr = b.dev.ports().unwrap()[0].addresses[0];
+    let listener = b.dev.listen(SocketAddr::new(addr, 0)).unwrap();
+    a.qp.connect(listener.local_addr(), &ConnParams::default())
+        .unwrap();
+    a.qp.modify(QpState::Reset).unwrap();
+    let e = listener
+        .next_request(Instant::now() + Duration::from_millis(20))
+        .unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::TimedOut,
+        "the withdrawn request is gone"
+    );
+    let e = a.qp.wait_connected(soon()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidState);
+    // The server QP was never touched and can take another connection.
+    let c = end(&p, "mock0", 16);
+    c.qp.connect(listener.local_addr(), &ConnParams::default())
+        .unwrap();
+    let req = listener.next_request(soon()).unwrap();
+    listener
+        .accept(&req, &b.qp, &ConnParams::default())
+        .unwrap();
+    c.qp.wait_connected(soon()).unwrap();
+}
+
+#[test]
+fn unsignaled_sends_hold_their_slots_until_a_signaled_one_completes() {
+    let p = MockProvider::new();
+    let dev = p.open("mock0").unwrap();
+    let pd = dev.alloc_pd().unwrap();
+    let (cq_a, cq_b) = (dev.create_cq(64).unwrap(), dev.create_cq(64).unwrap());
+    let init = QpInit {
+        max_send_wr: 4,
+        ..QpInit::default()
+    };
+    let a = End {
+        qp: pd.create_qp(&cq_a, &cq_a, &init).unwrap(),
+        cq: cq_a,
+        pd: dev.alloc_pd().unwrap(),
+        dev: p.open("mock0").unwrap(),
+    };
+    let b_qp = pd.create_qp(&cq_b, &cq_b, &QpInit::default()).unwrap();
+    let listener = dev
+        .listen(SocketAddr::new(dev.ports().unwrap()[0].addresses[0], 0))
+        .unwrap();
+    a.qp.connect(listener.local_addr(), &ConnParams::default())
+        .unwrap();
+    let req = listener.next_request(soon()).unwrap();
+    listener
+        .accept(&req, &b_qp, &ConnParams::default())
+        .unwrap();
+    a.qp.wait_connected(soon()).unwrap();
+    let mr = pd.register(1024, Access::LOCAL_WRITE).unwrap();
+    let recvs: Vec<RecvWr> = (0..16)
+        .map(|i| RecvWr::new(i, &[mr.sge(512, 64)]))
+        .collect();
+    b_qp.post_recv(&recvs).unwrap();
+    let unsignaled =
+        |id| SendWr::send(id, &[mr.sge(0, 8)]).with_flags(anyverbs::SendFlags::empty());
+    for id in 0..4 {
+        a.qp.post_send(&[unsignaled(id)]).unwrap();
+    }
+    let e = a.qp.post_send(&[unsignaled(4)]).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        ErrorKind::ResourceExhausted,
+        "never-signaled sends fill the queue"
+    );
+    // As on hardware, a ULP that never signals can never post again; drain still works.
+    a.qp.drain(soon()).unwrap();
+}
+
+#[test]
+fn a_wr_in_progress_finishes_in_sqd() {
+    let p = MockProvider::new();
+    let a = end(&p, "mock0", 16);
+    let b = end(&p, "mock0", 16);
+    let params = ConnParams {
+        rnr_retry_count: 2,
+        ..ConnParams::default()
+    };
+    connect(&a, &b, &params);
+    let mr = a.pd.register(64, Access::LOCAL_WRITE).unwrap();
+    a.qp.post_send(&[SendWr::send(1, &[mr.sge(0, 8)])]).unwrap(); // stalls on RNR
+    a.qp.modify(QpState::SendQueueDrained).unwrap();
+    let start = Instant::now();
+    let mut wc = [Completion::default(); 1];
+    assert_eq!(a.cq.wait(&mut wc, soon()).unwrap(), 1);
+    assert_eq!(wc[0].status, WcStatus::RnrRetryExceeded);
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
