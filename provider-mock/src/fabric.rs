@@ -68,7 +68,6 @@ impl Fabric {
             .map(|_| DeviceCounts::default())
             .collect();
         Fabric {
-            config,
             infos,
             state: Mutex::new(State {
                 devices,
@@ -88,21 +87,12 @@ impl Fabric {
                 next_request: 1,
                 next_port: *EPHEMERAL_PORTS.start(),
                 waiters: 0,
-                rnr_timer: Duration::ZERO,
-                ack_timeout: Duration::ZERO,
+                rnr_timer: config.rnr_timer,
+                ack_timeout: config.ack_timeout,
             }),
+            config,
             cond: Condvar::new(),
         }
-        .with_timers()
-    }
-
-    fn with_timers(self) -> Fabric {
-        {
-            let mut st = self.lock();
-            st.rnr_timer = self.config.rnr_timer;
-            st.ack_timeout = self.config.ack_timeout;
-        }
-        self
     }
 
     /// Takes the lock. A panic while holding it (a bug) does not make every later call panic.
@@ -292,13 +282,13 @@ pub(crate) struct State {
     ack_timeout: Duration,
 }
 
-/// The next number from `counter` in `1..=max` that `live` does not use. The tables are bounded by
-/// the device limits, far below `max`, so a free number always exists.
-fn next_free<V>(counter: &mut u32, max: u32, live: &HashMap<u32, V>) -> u32 {
+/// The next number from `counter` in `min..=max` (`min` ≥ 1) that `live` does not use. The
+/// tables are bounded by the device limits, far below the range, so a free number always exists.
+fn next_free<V>(counter: &mut u32, min: u32, max: u32, live: &HashMap<u32, V>) -> u32 {
     loop {
-        let n = *counter;
-        *counter = if n >= max { 1 } else { n + 1 };
-        if n != 0 && !live.contains_key(&n) {
+        let n = (*counter).clamp(min, max);
+        *counter = if n >= max { min } else { n + 1 };
+        if !live.contains_key(&n) {
             return n;
         }
     }
@@ -353,7 +343,7 @@ impl State {
         if self.devices[device].pds >= max {
             return Err(MockError::TableFull("protection domain"));
         }
-        let id = next_free(&mut self.next_pd, u32::MAX, &self.pds);
+        let id = next_free(&mut self.next_pd, 1, u32::MAX, &self.pds);
         self.devices[device].pds += 1;
         self.pds.insert(
             id,
@@ -431,7 +421,7 @@ impl State {
             return Err(MockError::TableFull("memory region"));
         }
         // lkeys stay below 2^31 so that rkeys (lkey with the top bit set) never collide.
-        let lkey = next_free(&mut self.next_lkey, 0x7fff_ffff, &self.mrs);
+        let lkey = next_free(&mut self.next_lkey, 1, 0x7fff_ffff, &self.mrs);
         let rkey = lkey ^ 0x8000_0000;
         let buf = vec![0u8; len];
         let addr = buf.as_ptr() as u64;
@@ -581,7 +571,7 @@ impl State {
         if self.devices[device].cqs >= max {
             return Err(MockError::TableFull("completion queue"));
         }
-        let id = next_free(&mut self.next_cq, u32::MAX, &self.cqs);
+        let id = next_free(&mut self.next_cq, 1, u32::MAX, &self.cqs);
         self.devices[device].cqs += 1;
         self.cqs.insert(
             id,
@@ -749,10 +739,7 @@ impl State {
             return Err(MockError::TableFull("queue pair"));
         }
         // QP numbers are 24 bits; 0 and 1 are special in InfiniBand (SMI, GSI).
-        let mut qpn = next_free(&mut self.next_qpn, 0x00ff_ffff, &self.qps);
-        if qpn < 2 {
-            qpn = next_free(&mut self.next_qpn, 0x00ff_ffff, &self.qps);
-        }
+        let qpn = next_free(&mut self.next_qpn, 2, 0x00ff_ffff, &self.qps);
         self.devices[device].qps += 1;
         self.pds.get_mut(&pd).expect("live").qps += 1;
         self.cqs.get_mut(&send_cq).expect("live").users += 1;
