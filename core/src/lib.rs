@@ -87,7 +87,7 @@ pub use cm::{
 };
 pub use cq::CompletionQueue;
 pub use device::{Device, DeviceInfo, LinkLayer, PortInfo, PortState};
-pub use drain::{DrainReport, DrainStrategy};
+pub use drain::{DrainPlan, DrainReport, DrainStrategy, Fallback};
 pub use error::{Error, ErrorKind, PostError, Result};
 pub use identity::{DeviceIdentity, Guid, PciAddress};
 pub use mr::{Access, MemoryRegion};

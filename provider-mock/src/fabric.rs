@@ -1399,12 +1399,7 @@ impl State {
     pub(crate) fn drain(&mut self, qpn: u32, start: Instant) -> MockResult<DrainReport> {
         let q = self.qp(qpn)?;
         if q.drained {
-            return Ok(DrainReport {
-                strategy: DrainStrategy::AlreadyDrained,
-                flushed_by_device: 0,
-                synthesized: 0,
-                elapsed: start.elapsed(),
-            });
+            return Ok(DrainReport::already_drained(start.elapsed()));
         }
         let outstanding = q.sq.len() + q.rq.len();
         let lost_before = self.lost_completions(qpn);
@@ -1420,8 +1415,9 @@ impl State {
         }
         Ok(DrainReport {
             strategy: DrainStrategy::WaitForFlush,
-            flushed_by_device: outstanding,
+            completed_by_device: outstanding,
             synthesized: 0,
+            fallback: None,
             elapsed: start.elapsed(),
         })
     }

@@ -1,0 +1,616 @@
+//! [`Ledger`]: a provider's record of every WR it posted for the ULP on one QP.
+//!
+//! A provider admits each WR into the ledger before posting it and gives the device the
+//! [`Token`] the ledger returns instead of the ULP's `wr_id`. Every completion the device
+//! produces then passes through [`Ledger::resolve`], which
+//!
+//! - gives the completion back its `wr_id` (and a meaningful opcode: devices fill in garbage for
+//!   flushed WRs — rxe reports a flushed receive as a SEND),
+//! - swallows the completions of the provider's own marker WRs, so a ULP's poll never sees them,
+//! - retires unsignaled sends that succeeded silently when a later WR of the queue completes,
+//! - and drops every completion that arrives after the QP was drained, so none can reach the
+//!   ULP late.
+//!
+//! Because the ledger knows what is outstanding, it can also synthesize the flush completions a
+//! device failed to produce ([`Ledger::settle`], [`Ledger::synthesize_all`]) and enforce the
+//! queue depths the ULP asked for, leaving the slots the provider reserved for markers free.
+//!
+//! The ledger is plain data: the provider keeps it under whatever lock guards the QP and calls
+//! it from its post, poll and drain paths.
+
+use std::collections::VecDeque;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::wr::{Completion, RecvWr, SendFlags, SendWr, WcOpcode, WcStatus};
+
+/// One of the two work queues of a QP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkQueue {
+    /// The send queue.
+    Send,
+    /// The receive queue.
+    Recv,
+}
+
+impl WorkQueue {
+    /// Both queues, send first.
+    pub const BOTH: [WorkQueue; 2] = [WorkQueue::Send, WorkQueue::Recv];
+
+    fn index(self) -> usize {
+        match self {
+            WorkQueue::Send => 0,
+            WorkQueue::Recv => 1,
+        }
+    }
+}
+
+/// The `wr_id` a provider gives the device for a WR it posts: which queue, whether it is a
+/// marker, and a sequence number. The ULP's own `wr_id` stays in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(u64);
+
+const RECV_BIT: u64 = 1 << 63;
+const MARKER_BIT: u64 = 1 << 62;
+const SEQ_MASK: u64 = MARKER_BIT - 1;
+
+impl Token {
+    fn new(queue: WorkQueue, marker: bool, seq: u64) -> Token {
+        let q = if queue == WorkQueue::Recv {
+            RECV_BIT
+        } else {
+            0
+        };
+        let m = if marker { MARKER_BIT } else { 0 };
+        Token(q | m | (seq & SEQ_MASK))
+    }
+
+    /// The value to put in the device WR's `wr_id`.
+    pub fn wr_id(self) -> u64 {
+        self.0
+    }
+
+    /// The token a device completion carries in its `wr_id`.
+    pub fn from_wr_id(wr_id: u64) -> Token {
+        Token(wr_id)
+    }
+
+    /// The queue the WR was posted on.
+    pub fn queue(self) -> WorkQueue {
+        if self.0 & RECV_BIT != 0 {
+            WorkQueue::Recv
+        } else {
+            WorkQueue::Send
+        }
+    }
+
+    /// Whether this is a marker the provider posted for a drain.
+    pub fn is_marker(self) -> bool {
+        self.0 & MARKER_BIT != 0
+    }
+
+    fn seq(self) -> u64 {
+        self.0 & SEQ_MASK
+    }
+}
+
+struct Entry {
+    seq: u64,
+    wr_id: u64,
+    opcode: WcOpcode,
+    signaled: bool,
+    /// The device accepted the WR but will never complete it (posted in ERROR on a device that
+    /// drops such WRs).
+    doomed: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    None,
+    Pending(u64),
+    Done,
+}
+
+struct Queue {
+    /// Outstanding WRs in posting order (sequence numbers ascending).
+    entries: VecDeque<Entry>,
+    next_seq: u64,
+    depth: u32,
+    marker: Marker,
+}
+
+impl Queue {
+    fn new(depth: u32) -> Queue {
+        Queue {
+            entries: VecDeque::new(),
+            next_seq: 0,
+            depth,
+            marker: Marker::None,
+        }
+    }
+
+    fn position(&self, seq: u64) -> Option<usize> {
+        self.entries.binary_search_by_key(&seq, |e| e.seq).ok()
+    }
+
+    /// Retires, without a completion, the unsignaled WRs at the head that were posted before
+    /// `seq`: a later WR of the queue completed, so they completed (successfully) too.
+    fn retire_silent_before(&mut self, seq: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.seq < seq && !e.signaled && !e.doomed)
+        {
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// Where a QP's drain stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DrainPhase {
+    /// Not drained; posts are accepted.
+    Open,
+    /// A drain is running; posts are refused.
+    Draining,
+    /// A drain could not finish (the hardware QP could not be stopped); posts are refused and
+    /// the next drain starts over.
+    Interrupted,
+    /// Drained: posts are refused, late completions are dropped.
+    Drained,
+}
+
+/// What [`Ledger::begin_drain`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DrainStart {
+    /// This caller drains; the ledger now refuses posts.
+    Start,
+    /// Another caller's drain is running.
+    InProgress,
+    /// The QP is drained already.
+    Done,
+}
+
+/// A provider's record of the WRs it posted on one QP; see the [module docs](self).
+pub struct Ledger {
+    qp_num: u32,
+    queues: [Queue; 2],
+    phase: DrainPhase,
+    /// WRs outstanding when the current drain started.
+    at_start: usize,
+    /// Flush completions synthesized during the current drain.
+    synthesized: usize,
+    /// Completions dropped because they belonged to nothing outstanding.
+    stale: u64,
+}
+
+impl Ledger {
+    /// A ledger for QP `qp_num` whose queues hold `send_depth` and `recv_depth` WRs (the depths
+    /// the ULP asked for; markers do not count against them).
+    pub fn new(qp_num: u32, send_depth: u32, recv_depth: u32) -> Ledger {
+        Ledger {
+            qp_num,
+            queues: [Queue::new(send_depth), Queue::new(recv_depth)],
+            phase: DrainPhase::Open,
+            at_start: 0,
+            synthesized: 0,
+            stale: 0,
+        }
+    }
+
+    /// The QP this ledger belongs to.
+    pub fn qp_num(&self) -> u32 {
+        self.qp_num
+    }
+
+    /// Where the QP's drain stands.
+    pub fn phase(&self) -> DrainPhase {
+        self.phase
+    }
+
+    /// WRs outstanding on `queue`.
+    pub fn outstanding(&self, queue: WorkQueue) -> usize {
+        self.queues[queue.index()].entries.len()
+    }
+
+    /// WRs outstanding on both queues.
+    pub fn outstanding_total(&self) -> usize {
+        self.outstanding(WorkQueue::Send) + self.outstanding(WorkQueue::Recv)
+    }
+
+    /// Completions dropped so far because nothing outstanding matched them (late completions
+    /// after a drain, duplicates from a faulty device).
+    pub fn stale(&self) -> u64 {
+        self.stale
+    }
+
+    fn admit(
+        &mut self,
+        queue: WorkQueue,
+        wr_id: u64,
+        opcode: WcOpcode,
+        signaled: bool,
+    ) -> Result<Token> {
+        if self.phase != DrainPhase::Open {
+            return Err(Error::invalid_state(
+                "the QP is drained (or being drained): it accepts no more work requests",
+            ));
+        }
+        let q = &mut self.queues[queue.index()];
+        if q.entries.len() >= q.depth as usize {
+            let name = match queue {
+                WorkQueue::Send => "send",
+                WorkQueue::Recv => "receive",
+            };
+            return Err(Error::new(
+                ErrorKind::ResourceExhausted,
+                format!(
+                    "the {name} queue is full: {} work requests outstanding",
+                    q.depth
+                ),
+            ));
+        }
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.entries.push_back(Entry {
+            seq,
+            wr_id,
+            opcode,
+            signaled,
+            doomed: false,
+        });
+        Ok(Token::new(queue, false, seq))
+    }
+
+    /// Records a send WR about to be posted; returns the token to post it with. Fails with
+    /// `InvalidState` once a drain has started and `ResourceExhausted` when the queue is full.
+    pub fn admit_send(&mut self, wr: &SendWr) -> Result<Token> {
+        self.admit(
+            WorkQueue::Send,
+            wr.wr_id,
+            wr.op.completion_opcode(),
+            wr.flags.contains(SendFlags::SIGNALED),
+        )
+    }
+
+    /// Records a receive WR about to be posted; returns the token to post it with.
+    pub fn admit_recv(&mut self, wr: &RecvWr) -> Result<Token> {
+        self.admit(WorkQueue::Recv, wr.wr_id, WcOpcode::Recv, true)
+    }
+
+    fn entry_mut(&mut self, token: Token) -> Option<&mut Entry> {
+        let q = &mut self.queues[token.queue().index()];
+        let i = q.position(token.seq())?;
+        q.entries.get_mut(i)
+    }
+
+    /// Forgets a WR the device refused to accept: it will never complete.
+    pub fn withdraw(&mut self, token: Token) {
+        let q = &mut self.queues[token.queue().index()];
+        if let Some(i) = q.position(token.seq()) {
+            q.entries.remove(i);
+        }
+    }
+
+    /// Notes that the device accepted a WR it will never complete (a post in ERROR on a device
+    /// that drops such WRs): the drain synthesizes its flush instead of waiting for it.
+    pub fn doom(&mut self, token: Token) {
+        if let Some(e) = self.entry_mut(token) {
+            e.doomed = true;
+        }
+    }
+
+    /// Whether any outstanding WR on `queue` is doomed.
+    pub fn has_doomed(&self, queue: WorkQueue) -> bool {
+        self.queues[queue.index()].entries.iter().any(|e| e.doomed)
+    }
+
+    /// Places a marker behind every WR outstanding on `queue` and returns its token, or `None`
+    /// when nothing is outstanding (no marker is needed). The marker completes when its
+    /// completion is [resolved](Self::resolve) or the queue is [settled](Self::settle).
+    pub fn arm_marker(&mut self, queue: WorkQueue) -> Option<Token> {
+        let q = &mut self.queues[queue.index()];
+        if q.entries.is_empty() {
+            return None;
+        }
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.marker = Marker::Pending(seq);
+        Some(Token::new(queue, true, seq))
+    }
+
+    /// Whether a marker armed on `queue` has not completed yet.
+    pub fn marker_pending(&self, queue: WorkQueue) -> bool {
+        matches!(self.queues[queue.index()].marker, Marker::Pending(_))
+    }
+
+    /// Turns a completion from the device into the ULP's completion, or `None` when the ULP must
+    /// not see it (a marker, or a completion for nothing outstanding, e.g. after the drain).
+    pub fn resolve(&mut self, device: &Completion) -> Option<Completion> {
+        if self.phase == DrainPhase::Drained {
+            self.stale += 1;
+            return None;
+        }
+        let token = Token::from_wr_id(device.wr_id);
+        let queue = token.queue();
+        let q = &mut self.queues[queue.index()];
+        if token.is_marker() {
+            if q.marker == Marker::Pending(token.seq()) {
+                q.marker = Marker::Done;
+                q.retire_silent_before(token.seq());
+            } else {
+                self.stale += 1;
+            }
+            return None;
+        }
+        let Some(i) = q.position(token.seq()) else {
+            self.stale += 1;
+            return None;
+        };
+        let entry = q.entries.remove(i).expect("found above");
+        if queue == WorkQueue::Send {
+            q.retire_silent_before(entry.seq);
+        }
+        let opcode = match queue {
+            WorkQueue::Send => entry.opcode,
+            WorkQueue::Recv if device.status == WcStatus::Success => device.opcode,
+            WorkQueue::Recv => WcOpcode::Recv,
+        };
+        Some(Completion {
+            wr_id: entry.wr_id,
+            opcode,
+            ..*device
+        })
+    }
+
+    fn flush_of(&self, e: &Entry) -> Completion {
+        Completion {
+            wr_id: e.wr_id,
+            status: WcStatus::WrFlushError,
+            opcode: e.opcode,
+            qp_num: self.qp_num,
+            ..Completion::default()
+        }
+    }
+
+    /// Settles `queue` once the device has finished with every WR on it and each completion it
+    /// produced has been [resolved](Self::resolve): unsignaled sends retire silently (they
+    /// succeeded), every other WR still outstanding gets a synthesized flush completion in `out`,
+    /// and a pending marker completes. Returns how many completions were synthesized.
+    pub fn settle(&mut self, queue: WorkQueue, out: &mut Vec<Completion>) -> usize {
+        let q = &mut self.queues[queue.index()];
+        let entries: Vec<Entry> = q.entries.drain(..).collect();
+        if q.marker != Marker::None {
+            q.marker = Marker::Done;
+        }
+        let before = out.len();
+        for e in entries
+            .iter()
+            .filter(|e| e.signaled || e.doomed || queue == WorkQueue::Recv)
+        {
+            out.push(self.flush_of(e));
+        }
+        let n = out.len() - before;
+        self.synthesized += n;
+        n
+    }
+
+    /// Synthesizes a flush completion into `out` for every WR still outstanding on either
+    /// queue, unsignaled ones included (whether they ran is unknown), and completes pending
+    /// markers. Call it only once the device can no longer touch the QP (its hardware QP is
+    /// destroyed, or the device is dead). Returns how many completions were synthesized.
+    pub fn synthesize_all(&mut self, out: &mut Vec<Completion>) -> usize {
+        let before = out.len();
+        for queue in WorkQueue::BOTH {
+            let q = &mut self.queues[queue.index()];
+            let entries: Vec<Entry> = q.entries.drain(..).collect();
+            if q.marker != Marker::None {
+                q.marker = Marker::Done;
+            }
+            out.extend(entries.iter().map(|e| self.flush_of(e)));
+        }
+        let n = out.len() - before;
+        self.synthesized += n;
+        n
+    }
+
+    /// Starts a drain if none ran yet: from now on posts are refused.
+    pub fn begin_drain(&mut self) -> DrainStart {
+        match self.phase {
+            DrainPhase::Open | DrainPhase::Interrupted => {
+                if self.phase == DrainPhase::Open {
+                    self.at_start = self.outstanding_total();
+                    self.synthesized = 0;
+                }
+                self.phase = DrainPhase::Draining;
+                DrainStart::Start
+            }
+            DrainPhase::Draining => DrainStart::InProgress,
+            DrainPhase::Drained => DrainStart::Done,
+        }
+    }
+
+    /// Ends a drain that could not finish; the next drain starts over, posts stay refused.
+    pub fn interrupt_drain(&mut self) {
+        if self.phase == DrainPhase::Draining {
+            self.phase = DrainPhase::Interrupted;
+        }
+    }
+
+    /// Ends a successful drain: every later completion is dropped. Returns the WRs outstanding
+    /// when it started and how many of them were synthesized.
+    pub fn finish_drain(&mut self) -> (usize, usize) {
+        self.phase = DrainPhase::Drained;
+        (self.at_start, self.synthesized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wr::Sge;
+
+    fn send(id: u64, signaled: bool) -> SendWr {
+        let wr = SendWr::send(
+            id,
+            &[Sge {
+                addr: 0,
+                length: 1,
+                lkey: 1,
+            }],
+        );
+        if signaled {
+            wr
+        } else {
+            wr.with_flags(SendFlags::empty())
+        }
+    }
+
+    fn device(token: Token, status: WcStatus, opcode: WcOpcode) -> Completion {
+        Completion {
+            wr_id: token.wr_id(),
+            status,
+            opcode,
+            qp_num: 7,
+            ..Completion::default()
+        }
+    }
+
+    #[test]
+    fn resolve_restores_wr_id_and_repairs_flush_opcode() {
+        let mut l = Ledger::new(7, 4, 4);
+        let t = l.admit_recv(&RecvWr::new(42, &[])).unwrap();
+        // rxe reports a flushed receive as a SEND.
+        let c = l
+            .resolve(&device(t, WcStatus::WrFlushError, WcOpcode::Send))
+            .unwrap();
+        assert_eq!(
+            (c.wr_id, c.opcode, c.status),
+            (42, WcOpcode::Recv, WcStatus::WrFlushError)
+        );
+        assert_eq!(l.outstanding(WorkQueue::Recv), 0);
+        // The same completion again is stale.
+        assert!(
+            l.resolve(&device(t, WcStatus::WrFlushError, WcOpcode::Send))
+                .is_none()
+        );
+        assert_eq!(l.stale(), 1);
+    }
+
+    #[test]
+    fn duplicate_ulp_wr_ids_stay_distinct() {
+        let mut l = Ledger::new(7, 4, 4);
+        let a = l.admit_send(&send(5, true)).unwrap();
+        let b = l.admit_send(&send(5, true)).unwrap();
+        assert_ne!(a, b);
+        assert!(
+            l.resolve(&device(a, WcStatus::Success, WcOpcode::Send))
+                .is_some()
+        );
+        assert_eq!(l.outstanding(WorkQueue::Send), 1);
+        assert!(
+            l.resolve(&device(b, WcStatus::Success, WcOpcode::Send))
+                .is_some()
+        );
+        assert_eq!(l.outstanding(WorkQueue::Send), 0);
+    }
+
+    #[test]
+    fn signaled_completion_retires_earlier_unsignaled_sends() {
+        let mut l = Ledger::new(7, 8, 4);
+        l.admit_send(&send(1, false)).unwrap();
+        l.admit_send(&send(2, false)).unwrap();
+        let t = l.admit_send(&send(3, true)).unwrap();
+        l.admit_send(&send(4, false)).unwrap();
+        let c = l
+            .resolve(&device(t, WcStatus::Success, WcOpcode::Send))
+            .unwrap();
+        assert_eq!(c.wr_id, 3);
+        assert_eq!(l.outstanding(WorkQueue::Send), 1, "only wr 4 is left");
+    }
+
+    #[test]
+    fn depth_excludes_markers_and_refuses_the_one_too_many() {
+        let mut l = Ledger::new(7, 2, 1);
+        l.admit_send(&send(1, true)).unwrap();
+        l.admit_send(&send(2, true)).unwrap();
+        let e = l.admit_send(&send(3, true)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+        assert!(l.arm_marker(WorkQueue::Send).is_some());
+        assert_eq!(l.outstanding(WorkQueue::Send), 2);
+    }
+
+    #[test]
+    fn marker_is_swallowed_and_retires_silent_sends() {
+        let mut l = Ledger::new(7, 8, 4);
+        l.admit_send(&send(1, false)).unwrap();
+        assert_eq!(l.begin_drain(), DrainStart::Start);
+        let m = l.arm_marker(WorkQueue::Send).unwrap();
+        assert!(m.is_marker());
+        assert!(l.marker_pending(WorkQueue::Send));
+        assert!(
+            l.resolve(&device(m, WcStatus::WrFlushError, WcOpcode::RdmaWrite))
+                .is_none()
+        );
+        assert!(!l.marker_pending(WorkQueue::Send));
+        assert_eq!(l.outstanding(WorkQueue::Send), 0);
+    }
+
+    #[test]
+    fn no_marker_on_an_empty_queue() {
+        let mut l = Ledger::new(7, 8, 4);
+        assert!(l.arm_marker(WorkQueue::Recv).is_none());
+        assert!(!l.marker_pending(WorkQueue::Recv));
+    }
+
+    #[test]
+    fn settle_retires_unsignaled_and_synthesizes_the_rest() {
+        let mut l = Ledger::new(7, 8, 4);
+        l.admit_send(&send(1, false)).unwrap();
+        l.admit_send(&send(2, true)).unwrap();
+        let doomed = l.admit_send(&send(3, false)).unwrap();
+        l.doom(doomed);
+        l.admit_recv(&RecvWr::new(9, &[])).unwrap();
+        l.begin_drain();
+        let mut out = Vec::new();
+        assert_eq!(l.settle(WorkQueue::Send, &mut out), 2);
+        assert_eq!(l.settle(WorkQueue::Recv, &mut out), 1);
+        let ids: Vec<u64> = out.iter().map(|c| c.wr_id).collect();
+        assert_eq!(ids, [2, 3, 9]);
+        assert!(out.iter().all(|c| c.status == WcStatus::WrFlushError));
+        assert_eq!(out[2].opcode, WcOpcode::Recv);
+        assert_eq!(l.finish_drain(), (4, 3));
+    }
+
+    #[test]
+    fn synthesize_all_covers_unsignaled_and_then_drops_late_completions() {
+        let mut l = Ledger::new(7, 8, 4);
+        let t = l.admit_send(&send(1, false)).unwrap();
+        l.admit_recv(&RecvWr::new(2, &[])).unwrap();
+        l.begin_drain();
+        let mut out = Vec::new();
+        assert_eq!(l.synthesize_all(&mut out), 2);
+        assert_eq!(l.finish_drain(), (2, 2));
+        assert!(
+            l.resolve(&device(t, WcStatus::WrFlushError, WcOpcode::Send))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn posts_are_refused_once_the_drain_starts_and_withdraw_forgets() {
+        let mut l = Ledger::new(7, 8, 4);
+        let t = l.admit_send(&send(1, true)).unwrap();
+        l.withdraw(t);
+        assert_eq!(l.outstanding(WorkQueue::Send), 0);
+        assert_eq!(l.begin_drain(), DrainStart::Start);
+        assert_eq!(l.begin_drain(), DrainStart::InProgress);
+        let e = l.admit_recv(&RecvWr::new(1, &[])).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidState);
+        l.interrupt_drain();
+        assert_eq!(l.phase(), DrainPhase::Interrupted);
+        assert!(l.admit_send(&send(2, true)).is_err());
+        assert_eq!(l.begin_drain(), DrainStart::Start);
+        l.finish_drain();
+        assert_eq!(l.begin_drain(), DrainStart::Done);
+    }
+}
