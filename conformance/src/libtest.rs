@@ -12,7 +12,8 @@
 //!
 //! Each case becomes one test per device, named `<device>/<case>`, so `cargo test -- data::`
 //! filters as usual. A case the device cannot run is reported as ignored, with the reason in its
-//! name.
+//! name. [`run_targets`] also takes, per device, cases to skip, each with its written reason
+//! (as rustls does for the BoGo suite): they show as ignored with that reason.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +23,39 @@ use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::cases::all_cases;
 use crate::ctx::Ctx;
-use crate::runner::{Outcome, run_case};
+use crate::runner::{Outcome, matches_pattern, run_case};
+
+/// One device to run the suite against, with the cases it skips and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The device's name.
+    pub device: &'a str,
+    /// `(pattern, reason)`: cases whose names match the pattern (see
+    /// [`matches_pattern`](crate::runner::matches_pattern)) are not run on this device.
+    pub skip: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Target<'a> {
+    /// Every case on `device`.
+    pub const fn all(device: &'a str) -> Target<'a> {
+        Target { device, skip: &[] }
+    }
+}
 
 /// Runs every case against each of `devices` of a provider made by `make` (called once per
 /// case, so a provider whose instances are independent, like the mock's fabrics, isolates every
 /// case), then exits with libtest's exit code.
 pub fn run<P, F>(make: F, devices: &[&str]) -> !
+where
+    P: Provider,
+    F: Fn() -> P + Send + Sync + 'static,
+{
+    let targets: Vec<Target<'_>> = devices.iter().map(|d| Target::all(d)).collect();
+    run_targets(make, &targets)
+}
+
+/// Like [`run`], with cases skipped per device for a written reason.
+pub fn run_targets<P, F>(make: F, targets: &[Target<'_>]) -> !
 where
     P: Provider,
     F: Fn() -> P + Send + Sync + 'static,
@@ -39,12 +67,18 @@ where
         .devices()
         .unwrap_or_else(|e| panic!("provider {} cannot list devices: {e}", probe.name()));
     let mut trials = Vec::new();
-    for &device in devices {
+    for target in targets {
+        let device = target.device;
         let Some(info) = listed.iter().find(|d| d.identity.name == device) else {
             panic!("provider {} has no device {device:?}", probe.name());
         };
         for case in all_cases::<P>() {
-            let ignored = case.needs.missing(info.caps, info.state_model);
+            let skipped = target
+                .skip
+                .iter()
+                .find(|(pattern, _)| matches_pattern(case.name, pattern))
+                .map(|(_, reason)| reason.to_string());
+            let ignored = skipped.or_else(|| case.needs.missing(info.caps, info.state_model));
             let name = match &ignored {
                 Some(reason) => format!("{device}/{} (not run: {reason})", case.name),
                 None => format!("{device}/{}", case.name),

@@ -3,7 +3,114 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use anyverbs::{Caps, DeviceLimits, Guid, PciAddress, StateModel};
+use anyverbs::{Caps, DeviceLimits, DrainPlan, Guid, PciAddress, QpState, StateModel};
+
+/// How a mock device behaves where real devices disagree: what happens to WRs posted in ERROR,
+/// whether and when a move to ERROR flushes, and whether the device works at all. Each one
+/// reproduces a behaviour observed on real hardware (see the crate docs), reports the
+/// capabilities that describe it, and is drained with the plan a real provider for that hardware
+/// must use ([`Personality::drain_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Personality {
+    /// An InfiniBand/RoCE HCA (mlx5): ERROR flushes at once, and so are WRs posted in ERROR.
+    Ib,
+    /// Soft-RoCE (rxe): a send posted in ERROR is flushed at once, but a receive posted in ERROR
+    /// completes only when the QP is moved to ERROR again.
+    Rxe,
+    /// iWARP with kernel siw semantics: WRs posted in ERROR are flushed at once.
+    IwarpKernel,
+    /// User-space siw: WRs posted in ERROR are accepted and never complete, not even after
+    /// another move to ERROR.
+    Siw,
+    /// Chelsio's user-space provider (cxgb4): a post in ERROR fails synchronously with EINVAL.
+    Cxgb4,
+    /// Alibaba erdma: a post in ERROR fails synchronously with EIO; the hardware ignores WRs
+    /// after ERROR, so a marker must go in before the transition.
+    Erdma,
+    /// Intel irdma: WRs posted in ERROR are accepted and flushed later by the flush worker;
+    /// flushes arrive asynchronously ([`FabricConfig::flush_delay`]).
+    Irdma,
+    /// A NIC seen to accept a marker posted in ERROR and never complete it (Intel X722): the
+    /// first WR posted in ERROR on each queue is lost; flushes arrive asynchronously.
+    LostMarker,
+    /// A device in fatal error that nobody told the provider about (rxe and siw never raise
+    /// DEVICE_FATAL): connections still come up, but no WR ever executes or flushes.
+    Dead,
+}
+
+impl Personality {
+    /// Every personality.
+    pub const ALL: [Personality; 9] = [
+        Personality::Ib,
+        Personality::Rxe,
+        Personality::IwarpKernel,
+        Personality::Siw,
+        Personality::Cxgb4,
+        Personality::Erdma,
+        Personality::Irdma,
+        Personality::LostMarker,
+        Personality::Dead,
+    ];
+
+    /// The QP state machine of the transport the personality belongs to.
+    pub fn state_model(self) -> StateModel {
+        match self {
+            Personality::Ib | Personality::Rxe | Personality::Dead => StateModel::InfiniBand,
+            _ => StateModel::Iwarp,
+        }
+    }
+
+    /// The capabilities a device with this personality reports.
+    pub fn caps(self) -> Caps {
+        let common = Caps::RDMA_READ | Caps::RDMA_WRITE | Caps::ZERO_LENGTH | Caps::INLINE_DATA;
+        let ib = common | Caps::IMMEDIATE_DATA | Caps::SQ_DRAIN_STATE | Caps::RNR_RETRY;
+        // Like siw: no immediate data, no RNR retries (a SEND without a receive terminates the
+        // connection), and QPs connect only through the CM.
+        let iwarp = common | Caps::CM_ONLY_CONNECT;
+        match self {
+            Personality::Ib => ib | Caps::POST_IN_ERROR_FLUSHED,
+            Personality::Rxe | Personality::Dead => ib,
+            Personality::IwarpKernel | Personality::Irdma => iwarp | Caps::POST_IN_ERROR_FLUSHED,
+            Personality::Siw
+            | Personality::Cxgb4
+            | Personality::Erdma
+            | Personality::LostMarker => iwarp,
+        }
+    }
+
+    /// How the provider drains a QP of such a device that is in `state`.
+    pub fn drain_plan(self, state: QpState) -> DrainPlan {
+        match self {
+            // The Linux algorithm works where posts in ERROR are flushed (irdma flushes them
+            // later, which the wait covers). The dead device looks like an HCA to the provider;
+            // its markers never complete and the drain falls back at the deadline.
+            Personality::Ib | Personality::IwarpKernel | Personality::Irdma | Personality::Dead => {
+                DrainPlan::ErrorThenMarker {
+                    repeat_error_for_recv: false,
+                }
+            }
+            Personality::Rxe => DrainPlan::ErrorThenMarker {
+                repeat_error_for_recv: true,
+            },
+            // Markers posted in ERROR never complete: wait for the device's queues to empty.
+            Personality::Siw | Personality::LostMarker => DrainPlan::WaitForFlush,
+            // Posts in ERROR are refused: the marker lives in the provider.
+            Personality::Cxgb4 => DrainPlan::FlushMarker,
+            // Markers must go in before ERROR; once the QP is in ERROR already, the device has
+            // flushed what it had and nothing more can be posted.
+            Personality::Erdma if state == QpState::Error => DrainPlan::WaitForFlush,
+            Personality::Erdma => DrainPlan::MarkerThenError,
+        }
+    }
+
+    /// A WR posted in ERROR that the device accepts but will never complete, as the provider
+    /// knows from the device's documented behaviour (user-space siw). The X722's lost marker is
+    /// a fault the provider cannot foresee.
+    pub fn drops_posts_in_error(self) -> bool {
+        self == Personality::Siw
+    }
+}
 
 /// One mock device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +121,8 @@ pub struct DeviceConfig {
     pub node_guid: Guid,
     /// PCI address, if the device pretends to be a PCI function.
     pub pci_address: Option<PciAddress>,
-    /// Which QP state machine the device's QPs follow.
-    pub state_model: StateModel,
+    /// How the device behaves; decides its state model and capabilities.
+    pub personality: Personality,
     /// The device's IP address, through which the connection manager reaches it.
     pub address: IpAddr,
     /// Limits.
@@ -23,54 +130,46 @@ pub struct DeviceConfig {
 }
 
 impl DeviceConfig {
-    /// A device that behaves like an InfiniBand/RoCE HCA.
-    pub fn infiniband(name: &str, n: u8) -> Self {
+    /// Device number `n` with `personality`: InfiniBand devices get 10.0.0.`n`, iWARP ones
+    /// 10.0.1.`n`, and GUIDs and PCI addresses that differ between the two.
+    pub fn new(name: &str, personality: Personality, n: u8) -> Self {
+        let (guid_base, bus, net) = match personality.state_model() {
+            StateModel::InfiniBand => (0x5054_00ff_fe00_0000, 0x10, 0),
+            StateModel::Iwarp => (0x5054_00ff_fe01_0000, 0x20, 1),
+        };
         DeviceConfig {
             name: name.to_string(),
-            node_guid: Guid(0x5054_00ff_fe00_0000 | u64::from(n)),
+            node_guid: Guid(guid_base | u64::from(n)),
             pci_address: Some(PciAddress {
                 domain: 0,
-                bus: 0x10 + n,
+                bus: bus + n,
                 device: 0,
                 function: 0,
             }),
-            state_model: StateModel::InfiniBand,
-            address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)),
+            personality,
+            address: IpAddr::V4(Ipv4Addr::new(10, 0, net, n)),
             limits: DEFAULT_LIMITS,
         }
     }
 
-    /// A device that behaves like an iWARP RNIC (kernel siw / irdma semantics).
+    /// A device that behaves like an InfiniBand/RoCE HCA.
+    pub fn infiniband(name: &str, n: u8) -> Self {
+        DeviceConfig::new(name, Personality::Ib, n)
+    }
+
+    /// A device that behaves like an iWARP RNIC with kernel siw semantics.
     pub fn iwarp(name: &str, n: u8) -> Self {
-        DeviceConfig {
-            node_guid: Guid(0x5054_00ff_fe01_0000 | u64::from(n)),
-            pci_address: Some(PciAddress {
-                domain: 0,
-                bus: 0x20 + n,
-                device: 0,
-                function: 0,
-            }),
-            state_model: StateModel::Iwarp,
-            address: IpAddr::V4(Ipv4Addr::new(10, 0, 1, n)),
-            ..DeviceConfig::infiniband(name, n)
-        }
+        DeviceConfig::new(name, Personality::IwarpKernel, n)
+    }
+
+    /// The QP state machine of the device.
+    pub fn state_model(&self) -> StateModel {
+        self.personality.state_model()
     }
 
     /// The capabilities this configuration gives the device.
     pub fn caps(&self) -> Caps {
-        let common = Caps::POST_IN_ERROR_FLUSHED
-            | Caps::RDMA_READ
-            | Caps::RDMA_WRITE
-            | Caps::ZERO_LENGTH
-            | Caps::INLINE_DATA;
-        match self.state_model {
-            StateModel::InfiniBand => {
-                common | Caps::IMMEDIATE_DATA | Caps::SQ_DRAIN_STATE | Caps::RNR_RETRY
-            }
-            // Like siw: no immediate data, no RNR retries (a SEND without a receive terminates
-            // the connection), and QPs connect only through the CM.
-            StateModel::Iwarp => common | Caps::CM_ONLY_CONNECT,
-        }
+        self.personality.caps()
     }
 }
 
@@ -97,19 +196,34 @@ pub struct FabricConfig {
     pub rnr_timer: Duration,
     /// How long a requester waits for an acknowledgement before a transport retry.
     pub ack_timeout: Duration,
+    /// How long devices that flush asynchronously ([`Personality::Irdma`],
+    /// [`Personality::LostMarker`]) take to deliver flush completions.
+    pub flush_delay: Duration,
 }
 
 impl Default for FabricConfig {
-    /// `mock0` and `mock1` (InfiniBand) and `mockiw0` (iWARP), with 1 ms RNR and ACK timers.
+    /// `mock0` and `mock1` (InfiniBand HCAs), `mockiw0` (iWARP, kernel siw semantics), and one
+    /// device per other personality: `mockrxe0`, `mockdead0` (InfiniBand state model),
+    /// `mocksiw0`, `mockcxgb0`, `mockerdma0`, `mockirdma0`, `mocklost0` (iWARP). 1 ms RNR and
+    /// ACK timers, 2 ms asynchronous flushes.
     fn default() -> Self {
+        use Personality::*;
         FabricConfig {
             devices: vec![
-                DeviceConfig::infiniband("mock0", 1),
-                DeviceConfig::infiniband("mock1", 2),
-                DeviceConfig::iwarp("mockiw0", 1),
+                DeviceConfig::new("mock0", Ib, 1),
+                DeviceConfig::new("mock1", Ib, 2),
+                DeviceConfig::new("mockiw0", IwarpKernel, 1),
+                DeviceConfig::new("mockrxe0", Rxe, 3),
+                DeviceConfig::new("mockdead0", Dead, 4),
+                DeviceConfig::new("mocksiw0", Siw, 2),
+                DeviceConfig::new("mockcxgb0", Cxgb4, 3),
+                DeviceConfig::new("mockerdma0", Erdma, 4),
+                DeviceConfig::new("mockirdma0", Irdma, 5),
+                DeviceConfig::new("mocklost0", LostMarker, 6),
             ],
             rnr_timer: Duration::from_millis(1),
             ack_timeout: Duration::from_millis(1),
+            flush_delay: Duration::from_millis(2),
         }
     }
 }

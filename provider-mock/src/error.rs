@@ -57,6 +57,18 @@ pub enum MockError {
         /// The QP's state.
         state: QpState,
     },
+    /// The device refuses WRs posted while the QP is in ERROR (cxgb4: EINVAL, erdma: EIO).
+    #[error("the device refuses work requests while the QP is in ERROR ({errno})")]
+    PostRefusedInError {
+        /// The errno the real provider returns.
+        errno: &'static str,
+    },
+    /// Moving an iWARP QP to CLOSING with sends outstanding.
+    #[error(
+        "{0} send WR(s) outstanding: an iWARP QP may enter CLOSING only with an empty send queue \
+         (siw raises QP_FATAL and loses them); drain or wait for the completions first"
+    )]
+    ClosingWithSends(usize),
     /// Posting to a QP that was drained.
     #[error("the QP was drained; it takes no more WRs")]
     Drained,
@@ -107,9 +119,11 @@ impl MockError {
             MockError::InUse { .. } => ErrorKind::Busy,
             MockError::BadSize { .. } | MockError::BadArgument(_) => ErrorKind::InvalidArgument,
             MockError::QueueFull { .. } | MockError::TableFull(_) => ErrorKind::ResourceExhausted,
-            MockError::PostState { .. } | MockError::Drained | MockError::WrongState(_) => {
-                ErrorKind::InvalidState
-            }
+            MockError::PostState { .. }
+            | MockError::PostRefusedInError { .. }
+            | MockError::ClosingWithSends(_)
+            | MockError::Drained
+            | MockError::WrongState(_) => ErrorKind::InvalidState,
             MockError::Transition(e) => e.kind(),
             MockError::Unsupported(_) => ErrorKind::NotSupported,
             MockError::NotListening(_) | MockError::Rejected => ErrorKind::ConnectionRefused,

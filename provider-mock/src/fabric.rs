@@ -16,14 +16,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use anyverbs::drain::{DrainPhase, DrainStart, Ledger, WaitFor, WorkQueue};
 use anyverbs::{
     Access, Cause, Completion, ConnParams, ConnectRequest, Connection, DeviceIdentity, DeviceInfo,
-    DrainReport, DrainStrategy, MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, PostError,
-    QpInit, QpState, RecvWr, SendFlags, SendOp, SendWr, Sge, StateModel, Transport, WcOpcode,
-    WcStatus,
+    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, PostError, QpInit, QpState, RecvWr,
+    RemoteAddr, SendFlags, SendOp, SendWr, Sge, StateModel, Transport, WcOpcode, WcStatus,
 };
 
-use crate::config::FabricConfig;
+use crate::config::{FabricConfig, Personality};
 use crate::error::{MockError, MockResult};
 
 /// Ports handed out to `listen(.., 0)` and to the active side of connections.
@@ -57,7 +57,7 @@ impl Fabric {
                     vendor_part_id: 1,
                 },
                 transport: Transport::Mock,
-                state_model: d.state_model,
+                state_model: d.state_model(),
                 caps: d.caps(),
                 limits: d.limits,
             })
@@ -86,9 +86,11 @@ impl Fabric {
                 pending_cq_errors: Vec::new(),
                 next_request: 1,
                 next_port: *EPHEMERAL_PORTS.start(),
+                delayed: Vec::new(),
                 waiters: 0,
                 rnr_timer: config.rnr_timer,
                 ack_timeout: config.ack_timeout,
+                flush_delay: config.flush_delay,
             }),
             config,
             cond: Condvar::new(),
@@ -223,21 +225,39 @@ struct SendEntry {
     stall: Option<Stall>,
 }
 
+/// A completion the device delivers later (asynchronous flushes).
+struct Delayed {
+    due: Instant,
+    cq: u32,
+    queue: WorkQueue,
+    completion: Completion,
+}
+
+/// A QP as the provider and the simulated device see it. The device's half works with the
+/// ledger's tokens as `wr_id`s; the provider's half is the ledger.
 struct QpRec {
     device: usize,
     pd: u32,
     send_cq: u32,
     recv_cq: u32,
+    /// The device's queue sizes: the ULP's, plus one slot per queue for the drain's marker.
     init: QpInit,
     model: StateModel,
+    personality: Personality,
     state: QpState,
     sq: VecDeque<SendEntry>,
     rq: VecDeque<RecvWr>,
+    /// WRs the device accepted in ERROR and has not processed: never on user-space siw and for
+    /// the X722's lost marker, until the next move to ERROR for receives on rxe.
+    parked: Vec<(WorkQueue, u64)>,
+    /// [`Personality::LostMarker`]: the next WR posted in ERROR on each queue is lost.
+    lose_next: [bool; 2],
+    /// The provider's record of what it posted for the ULP.
+    ledger: Ledger,
     peer: Option<u32>,
     conn: Conn,
     params: ConnParams,
     local_addr: Option<SocketAddr>,
-    drained: bool,
     /// The device's largest message.
     max_msg_size: u32,
     /// Unsignaled send WRs that completed successfully since the last signaled completion.
@@ -277,9 +297,12 @@ pub(crate) struct State {
     pending_cq_errors: Vec<u32>,
     next_request: u64,
     next_port: u16,
+    /// Completions the devices deliver later, in the order they were produced.
+    delayed: Vec<Delayed>,
     waiters: usize,
     rnr_timer: Duration,
     ack_timeout: Duration,
+    flush_delay: Duration,
 }
 
 /// The next number from `counter` in `min..=max` (`min` ≥ 1) that `live` does not use. The
@@ -632,10 +655,22 @@ impl State {
             .ok_or(MockError::Destroyed("completion queue"))
     }
 
-    /// Queues a completion. A full CQ overflows: the completion is lost, the CQ reports
-    /// `Overflow` from then on, and (at the next progress step) every QP using it goes to
-    /// ERROR, as a CQ error event does on hardware.
+    /// Delivers a completion the device produced: the QP's ledger turns it into the ULP's
+    /// completion, or swallows it (a drain marker; anything for a WR no longer outstanding).
+    /// Swallowed completions never occupy the CQ: the provider reserves their slots.
     fn push_cqe(&mut self, id: u32, c: Completion) {
+        let Some(q) = self.qps.get_mut(&c.qp_num) else {
+            return;
+        };
+        if let Some(ulp) = q.ledger.resolve(&c) {
+            self.push_resolved(id, ulp);
+        }
+    }
+
+    /// Queues a completion for the ULP. A full CQ overflows: the completion is lost, the CQ
+    /// reports `Overflow` from then on, and (at the next progress step) every QP using it goes
+    /// to ERROR, as a CQ error event does on hardware.
+    fn push_resolved(&mut self, id: u32, c: Completion) {
         if let Some(cq) = self.cqs.get_mut(&id) {
             if cq.entries.len() >= cq.capacity as usize {
                 if !cq.overflowed {
@@ -650,7 +685,7 @@ impl State {
     }
 
     /// Completions lost to overflow so far on the CQs of a QP.
-    fn lost_completions(&self, qpn: u32) -> u64 {
+    pub(crate) fn lost_completions(&self, qpn: u32) -> u64 {
         self.qps.get(&qpn).map_or(0, |q| {
             let lost = |id: u32| self.cqs.get(&id).map_or(0, |c| c.lost);
             if q.send_cq == q.recv_cq {
@@ -710,7 +745,7 @@ impl State {
         send_cq: u32,
         recv_cq: u32,
         init: &QpInit,
-        model: StateModel,
+        personality: Personality,
         limits: &anyverbs::DeviceLimits,
     ) -> MockResult<u32> {
         let device = self.live_pd(pd)?.device;
@@ -744,6 +779,7 @@ impl State {
         self.pds.get_mut(&pd).expect("live").qps += 1;
         self.cqs.get_mut(&send_cq).expect("live").users += 1;
         self.cqs.get_mut(&recv_cq).expect("live").users += 1;
+        let model = personality.state_model();
         self.qps.insert(
             qpn,
             QpRec {
@@ -751,16 +787,23 @@ impl State {
                 pd,
                 send_cq,
                 recv_cq,
-                init: *init,
+                init: QpInit {
+                    max_send_wr: init.max_send_wr + 1,
+                    max_recv_wr: init.max_recv_wr + 1,
+                    ..*init
+                },
                 model,
+                personality,
                 state: model.initial(),
                 sq: VecDeque::new(),
                 rq: VecDeque::new(),
+                parked: Vec::new(),
+                lose_next: [false; 2],
+                ledger: Ledger::new(qpn, init.max_send_wr, init.max_recv_wr),
                 peer: None,
                 conn: Conn::Idle,
                 params: ConnParams::default(),
                 local_addr: None,
-                drained: false,
                 unsignaled_done: 0,
                 max_msg_size: limits.max_msg_size,
             },
@@ -787,6 +830,7 @@ impl State {
             return;
         };
         self.stalled.remove(&qpn);
+        self.delayed.retain(|d| d.completion.qp_num != qpn);
         self.devices[q.device].qps -= 1;
         if let Conn::Connecting { request } = q.conn {
             self.requests.remove(&request);
@@ -822,6 +866,9 @@ impl State {
         let Some(q) = self.qps.get_mut(&qpn) else {
             return;
         };
+        if q.state != QpState::Error {
+            q.lose_next = [true; 2];
+        }
         q.state = QpState::Error;
         self.stalled.remove(&qpn);
         self.flush(qpn);
@@ -836,28 +883,143 @@ impl State {
         }
     }
 
-    /// Completes every outstanding WR of a QP with a flush error: sends first, then receives.
+    /// Completes every outstanding WR of a QP with a flush error, sends first, then receives:
+    /// at once, or after the flush delay on devices that flush asynchronously. A dead device
+    /// flushes nothing. On rxe this also flushes the receives posted while in ERROR.
     fn flush(&mut self, qpn: u32) {
         let q = self.qps.get_mut(&qpn).expect("present");
+        if q.personality == Personality::Dead {
+            return;
+        }
         q.unsignaled_done = 0;
-        let sends: Vec<SendEntry> = q.sq.drain(..).collect();
-        let recvs: Vec<RecvWr> = q.rq.drain(..).collect();
-        let (scq, rcq) = (q.send_cq, q.recv_cq);
-        for e in sends {
-            self.push_cqe(
-                scq,
-                flush_completion(e.wr.wr_id, qpn, e.wr.op.completion_opcode()),
+        let mut flushes: Vec<(WorkQueue, Completion)> =
+            q.sq.drain(..)
+                .map(|e| {
+                    let c = flush_completion(e.wr.wr_id, qpn, e.wr.op.completion_opcode());
+                    (WorkQueue::Send, c)
+                })
+                .collect();
+        flushes.extend(q.rq.drain(..).map(|r| {
+            (
+                WorkQueue::Recv,
+                flush_completion(r.wr_id, qpn, WcOpcode::Recv),
+            )
+        }));
+        if q.personality == Personality::Rxe {
+            let (recvs, rest): (Vec<_>, Vec<_>) = q
+                .parked
+                .drain(..)
+                .partition(|(queue, _)| *queue == WorkQueue::Recv);
+            q.parked = rest;
+            flushes.extend(
+                recvs
+                    .into_iter()
+                    .map(|(_, id)| (WorkQueue::Recv, flush_completion(id, qpn, WcOpcode::Recv))),
             );
         }
-        for r in recvs {
-            self.push_cqe(rcq, flush_completion(r.wr_id, qpn, WcOpcode::Recv));
+        for (queue, c) in flushes {
+            self.emit(qpn, queue, c);
         }
+    }
+
+    /// Delivers a flush completion now, or after the flush delay where the device flushes
+    /// asynchronously.
+    fn emit(&mut self, qpn: u32, queue: WorkQueue, c: Completion) {
+        let q = &self.qps[&qpn];
+        let cq = match queue {
+            WorkQueue::Send => q.send_cq,
+            WorkQueue::Recv => q.recv_cq,
+        };
+        if matches!(q.personality, Personality::Irdma | Personality::LostMarker) {
+            self.delayed.push(Delayed {
+                due: Instant::now() + self.flush_delay,
+                cq,
+                queue,
+                completion: c,
+            });
+        } else {
+            self.push_cqe(cq, c);
+        }
+    }
+
+    /// What the device does with a WR posted while the QP is in ERROR; `wr_id` is the
+    /// provider's token.
+    fn post_in_error(
+        &mut self,
+        qpn: u32,
+        queue: WorkQueue,
+        wr_id: u64,
+        opcode: WcOpcode,
+    ) -> MockResult<()> {
+        let q = self.qps.get_mut(&qpn).expect("present");
+        let i = match queue {
+            WorkQueue::Send => 0,
+            WorkQueue::Recv => 1,
+        };
+        match q.personality {
+            Personality::Cxgb4 => Err(MockError::PostRefusedInError { errno: "EINVAL" }),
+            Personality::Erdma => Err(MockError::PostRefusedInError { errno: "EIO" }),
+            Personality::Siw => {
+                q.parked.push((queue, wr_id));
+                Ok(())
+            }
+            Personality::Rxe if queue == WorkQueue::Recv => {
+                q.parked.push((queue, wr_id));
+                Ok(())
+            }
+            Personality::LostMarker if q.lose_next[i] => {
+                q.lose_next[i] = false;
+                q.parked.push((queue, wr_id));
+                Ok(())
+            }
+            Personality::Dead => {
+                // Accepted; the device never looks at it again.
+                q.parked.push((queue, wr_id));
+                Ok(())
+            }
+            _ => {
+                self.emit(qpn, queue, flush_completion(wr_id, qpn, opcode));
+                Ok(())
+            }
+        }
+    }
+
+    /// WRs on `queue` the device has not finished with and still will (parked ones aside):
+    /// its ring and its pending asynchronous flushes.
+    fn busy(&self, qpn: u32, queue: WorkQueue) -> usize {
+        let Some(q) = self.qps.get(&qpn) else {
+            return 0;
+        };
+        let ring = match queue {
+            WorkQueue::Send => q.sq.len(),
+            WorkQueue::Recv => q.rq.len(),
+        };
+        ring + self
+            .delayed
+            .iter()
+            .filter(|d| d.completion.qp_num == qpn && d.queue == queue)
+            .count()
+    }
+
+    /// Delivers the delayed completions that are due; true if any were.
+    fn fire_delayed(&mut self, now: Instant) -> bool {
+        if !self.delayed.iter().any(|d| d.due <= now) {
+            return false;
+        }
+        let (due, later): (Vec<Delayed>, Vec<Delayed>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|d| d.due <= now);
+        self.delayed = later;
+        for d in due {
+            self.push_cqe(d.cq, d.completion);
+        }
+        true
     }
 
     pub(crate) fn modify(&mut self, qpn: u32, to: QpState) -> MockResult<()> {
         let q = self.qp(qpn)?;
         let (model, from) = (q.model, q.state);
-        if q.drained && to != QpState::Error {
+        if q.ledger.phase() != DrainPhase::Open && to != QpState::Error {
             return Err(MockError::WrongState(
                 "the QP was drained; it stays in ERROR until destroyed".into(),
             ));
@@ -875,9 +1037,12 @@ impl State {
             QpState::Reset => {
                 // Verbs: RESET empties both queues without completions.
                 self.abandon_connect(qpn);
+                self.delayed.retain(|d| d.completion.qp_num != qpn);
                 let q = self.qp_mut(qpn)?;
                 q.sq.clear();
                 q.rq.clear();
+                q.parked.clear();
+                q.ledger.discard_all();
                 q.unsignaled_done = 0;
                 q.state = QpState::Reset;
                 q.conn = Conn::Idle;
@@ -890,8 +1055,8 @@ impl State {
                 }
             }
             QpState::Closing if !self.qp(qpn)?.sq.is_empty() => {
-                // siw: closing with sends outstanding moves to ERROR instead.
-                self.enter_error(qpn);
+                // The provider refuses what siw would turn into QP_FATAL and lost sends.
+                return Err(MockError::ClosingWithSends(self.qp(qpn)?.sq.len()));
             }
             QpState::Closing | QpState::Terminate => {
                 let q = self.qp_mut(qpn)?;
@@ -970,6 +1135,8 @@ impl State {
         Ok(None)
     }
 
+    /// Posts send WRs for the ULP: each is admitted to the ledger, then posted to the device
+    /// under its token.
     pub(crate) fn post_send(
         &mut self,
         qpn: u32,
@@ -978,8 +1145,8 @@ impl State {
     ) -> Result<(), PostError> {
         let mut result = Ok(());
         for (i, wr) in wrs.iter().enumerate() {
-            if let Err(e) = self.post_one_send(qpn, wr, caps) {
-                result = Err(PostError::new(i, e.into()));
+            if let Err(e) = self.admit_and_post_send(qpn, wr, caps) {
+                result = Err(PostError::new(i, e));
                 break;
             }
         }
@@ -989,24 +1156,47 @@ impl State {
         result
     }
 
-    fn post_one_send(&mut self, qpn: u32, wr: &SendWr, caps: anyverbs::Caps) -> MockResult<()> {
-        let q = self.qp(qpn)?;
-        if q.drained {
-            return Err(MockError::Drained);
+    fn admit_and_post_send(
+        &mut self,
+        qpn: u32,
+        wr: &SendWr,
+        caps: anyverbs::Caps,
+    ) -> anyverbs::Result<()> {
+        let q = self.qp_mut(qpn)?;
+        let in_error = q.state == QpState::Error;
+        let token = q.ledger.admit_send(wr)?;
+        let device_wr = SendWr {
+            wr_id: token.wr_id(),
+            ..wr.clone()
+        };
+        match self.device_post_send(qpn, device_wr, caps) {
+            Ok(()) => {
+                let q = self.qp_mut(qpn)?;
+                if in_error && q.personality.drops_posts_in_error() {
+                    q.ledger.doom(token);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.qp_mut(qpn)?.ledger.withdraw(token);
+                Err(e.into())
+            }
         }
+    }
+
+    /// The device's post: `wr.wr_id` is the provider's token.
+    fn device_post_send(&mut self, qpn: u32, wr: SendWr, caps: anyverbs::Caps) -> MockResult<()> {
+        let q = self.qp(qpn)?;
         if !q.model.can_post_send(q.state) {
             return Err(MockError::PostState {
                 queue: "send",
                 state: q.state,
             });
         }
-        let inline = self.validate_send(q, caps, wr)?;
+        let inline = self.validate_send(q, caps, &wr)?;
         if q.state == QpState::Error {
-            // Accepted and flushed at once, as InfiniBand, kernel siw and irdma do.
-            let c = flush_completion(wr.wr_id, qpn, wr.op.completion_opcode());
-            let cq = q.send_cq;
-            self.push_cqe(cq, c);
-            return Ok(());
+            let opcode = wr.op.completion_opcode();
+            return self.post_in_error(qpn, WorkQueue::Send, wr.wr_id, opcode);
         }
         if q.sq.len() + q.unsignaled_done as usize >= q.init.max_send_wr as usize {
             return Err(MockError::QueueFull {
@@ -1015,7 +1205,7 @@ impl State {
             });
         }
         self.qp_mut(qpn)?.sq.push_back(SendEntry {
-            wr: wr.clone(),
+            wr,
             inline,
             stall: None,
         });
@@ -1025,8 +1215,8 @@ impl State {
     pub(crate) fn post_recv(&mut self, qpn: u32, wrs: &[RecvWr]) -> Result<(), PostError> {
         let mut result = Ok(());
         for (i, wr) in wrs.iter().enumerate() {
-            if let Err(e) = self.post_one_recv(qpn, wr) {
-                result = Err(PostError::new(i, e.into()));
+            if let Err(e) = self.admit_and_post_recv(qpn, wr) {
+                result = Err(PostError::new(i, e));
                 break;
             }
         }
@@ -1039,11 +1229,32 @@ impl State {
         result
     }
 
-    fn post_one_recv(&mut self, qpn: u32, wr: &RecvWr) -> MockResult<()> {
-        let q = self.qp(qpn)?;
-        if q.drained {
-            return Err(MockError::Drained);
+    fn admit_and_post_recv(&mut self, qpn: u32, wr: &RecvWr) -> anyverbs::Result<()> {
+        let q = self.qp_mut(qpn)?;
+        let in_error = q.state == QpState::Error;
+        let token = q.ledger.admit_recv(wr)?;
+        let device_wr = RecvWr {
+            wr_id: token.wr_id(),
+            ..wr.clone()
+        };
+        match self.device_post_recv(qpn, device_wr) {
+            Ok(()) => {
+                let q = self.qp_mut(qpn)?;
+                if in_error && q.personality.drops_posts_in_error() {
+                    q.ledger.doom(token);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.qp_mut(qpn)?.ledger.withdraw(token);
+                Err(e.into())
+            }
         }
+    }
+
+    /// The device's post: `wr.wr_id` is the provider's token.
+    fn device_post_recv(&mut self, qpn: u32, wr: RecvWr) -> MockResult<()> {
+        let q = self.qp(qpn)?;
         if !q.model.can_post_recv(q.state) {
             return Err(MockError::PostState {
                 queue: "receive",
@@ -1062,9 +1273,7 @@ impl State {
                 .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
         }
         if q.state == QpState::Error {
-            let cq = q.recv_cq;
-            self.push_cqe(cq, flush_completion(wr.wr_id, qpn, WcOpcode::Recv));
-            return Ok(());
+            return self.post_in_error(qpn, WorkQueue::Recv, wr.wr_id, WcOpcode::Recv);
         }
         if q.rq.len() >= q.init.max_recv_wr as usize {
             return Err(MockError::QueueFull {
@@ -1072,7 +1281,7 @@ impl State {
                 depth: q.init.max_recv_wr,
             });
         }
-        self.qp_mut(qpn)?.rq.push_back(wr.clone());
+        self.qp_mut(qpn)?.rq.push_back(wr);
         Ok(())
     }
 
@@ -1080,7 +1289,8 @@ impl State {
 
     /// Retries every stalled send queue; true if anything changed.
     pub(crate) fn progress(&mut self, now: Instant) -> bool {
-        let failed = self.fail_overflowed_cqs();
+        let fired = self.fire_delayed(now);
+        let failed = self.fail_overflowed_cqs() || fired;
         if self.stalled.is_empty() {
             return failed;
         }
@@ -1094,11 +1304,12 @@ impl State {
         changed
     }
 
-    /// The earliest retry deadline of a stalled WR.
+    /// The earliest retry deadline of a stalled WR or due time of a delayed completion.
     pub(crate) fn next_timer(&self) -> Option<Instant> {
         self.stalled
             .iter()
             .filter_map(|q| self.qps.get(q)?.sq.front()?.stall?.fail_at)
+            .chain(self.delayed.iter().map(|d| d.due))
             .min()
     }
 
@@ -1109,6 +1320,10 @@ impl State {
                 self.stalled.remove(&qpn);
                 return;
             };
+            if q.personality == Personality::Dead {
+                // Nothing ever executes on a dead device.
+                return;
+            }
             // In SQD the WR in progress (a head already stalled on a retry) still finishes or
             // fails; WRs that have not started wait for the return to RTS.
             let in_progress = q.sq.front().is_some_and(|e| e.stall.is_some());
@@ -1394,32 +1609,139 @@ impl State {
         self.complete_head(qpn, sent_len);
     }
 
-    // ----- drain -----
+    // ----- drain: the provider's primitives (see `MockQp::drain`) -----
 
-    pub(crate) fn drain(&mut self, qpn: u32, start: Instant) -> MockResult<DrainReport> {
-        let q = self.qp(qpn)?;
-        if q.drained {
-            return Ok(DrainReport::already_drained(start.elapsed()));
+    pub(crate) fn begin_drain(&mut self, qpn: u32) -> MockResult<DrainStart> {
+        Ok(self.qp_mut(qpn)?.ledger.begin_drain())
+    }
+
+    pub(crate) fn interrupt_drain(&mut self, qpn: u32) {
+        if let Some(q) = self.qps.get_mut(&qpn) {
+            q.ledger.interrupt_drain();
         }
-        let outstanding = q.sq.len() + q.rq.len();
-        let lost_before = self.lost_completions(qpn);
-        // The mock's device flushes synchronously: after the move to ERROR every outstanding
-        // WR has its flush completion in the CQ, so the provider's outstanding count is zero.
-        self.enter_error(qpn);
-        let lost = self.lost_completions(qpn) - lost_before;
+    }
+
+    /// Ends the drain; returns the WRs outstanding when it started and how many were
+    /// synthesized.
+    pub(crate) fn finish_drain(&mut self, qpn: u32) -> MockResult<(usize, usize)> {
+        Ok(self.qp_mut(qpn)?.ledger.finish_drain())
+    }
+
+    /// Moves the device's QP to ERROR, through INIT from RESET as the hardware requires.
+    pub(crate) fn drain_enter_error(&mut self, qpn: u32) -> MockResult<()> {
         let q = self.qp_mut(qpn)?;
-        debug_assert!(q.sq.is_empty() && q.rq.is_empty());
-        q.drained = true;
-        if lost > 0 {
-            return Err(MockError::DrainOverflow { lost });
+        if q.state == QpState::Reset {
+            q.state = QpState::Init;
         }
-        Ok(DrainReport {
-            strategy: DrainStrategy::WaitForFlush,
-            completed_by_device: outstanding,
-            synthesized: 0,
-            fallback: None,
-            elapsed: start.elapsed(),
+        self.enter_error(qpn);
+        Ok(())
+    }
+
+    /// Arms a marker on `queue` and posts it to the device: a signaled zero-length RDMA WRITE
+    /// (it touches no remote memory) or a receive without SGEs.
+    pub(crate) fn drain_post_marker(
+        &mut self,
+        qpn: u32,
+        queue: WorkQueue,
+        caps: anyverbs::Caps,
+    ) -> MockResult<bool> {
+        let Some(token) = self.qp_mut(qpn)?.ledger.arm_marker(queue) else {
+            return Ok(false);
+        };
+        match queue {
+            WorkQueue::Send => {
+                let marker = SendWr::new(
+                    token.wr_id(),
+                    SendOp::Write(RemoteAddr { addr: 0, rkey: 0 }),
+                    &[],
+                );
+                self.device_post_send(qpn, marker, caps)?;
+                self.run_sq(qpn, Instant::now());
+            }
+            WorkQueue::Recv => {
+                self.device_post_recv(qpn, RecvWr::new(token.wr_id(), &[]))?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Arms a marker that lives only in the provider.
+    pub(crate) fn drain_arm_flush_marker(
+        &mut self,
+        qpn: u32,
+        queue: WorkQueue,
+    ) -> MockResult<bool> {
+        Ok(self.qp_mut(qpn)?.ledger.arm_marker(queue).is_some())
+    }
+
+    /// Whether what the drain waits for holds.
+    pub(crate) fn drain_condition(&self, qpn: u32, what: WaitFor) -> MockResult<bool> {
+        let q = self.qp(qpn)?;
+        Ok(match what {
+            WaitFor::Marker(queue) => !q.ledger.marker_pending(queue),
+            WaitFor::DeviceIdle(queue) => self.busy(qpn, queue) == 0,
         })
+    }
+
+    fn cq_of(q: &QpRec, queue: WorkQueue) -> u32 {
+        match queue {
+            WorkQueue::Send => q.send_cq,
+            WorkQueue::Recv => q.recv_cq,
+        }
+    }
+
+    /// Settles `queue` in the ledger and delivers what it synthesized.
+    pub(crate) fn drain_settle(&mut self, qpn: u32, queue: WorkQueue) -> MockResult<()> {
+        let q = self.qp_mut(qpn)?;
+        let mut out = Vec::new();
+        q.ledger.settle(queue, &mut out);
+        let cq = Self::cq_of(q, queue);
+        for c in out {
+            self.push_resolved(cq, c);
+        }
+        Ok(())
+    }
+
+    /// Synthesizes and delivers a flush for everything still outstanding.
+    pub(crate) fn drain_synthesize(&mut self, qpn: u32) -> MockResult<()> {
+        for queue in WorkQueue::BOTH {
+            let q = self.qp_mut(qpn)?;
+            let mut out = Vec::new();
+            q.ledger.synthesize(queue, &mut out);
+            let cq = Self::cq_of(q, queue);
+            for c in out {
+                self.push_resolved(cq, c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Destroys the QP in the device, keeping the provider's record: the device forgets every
+    /// WR (no completion), drops pending flushes, and the connection goes down as it does when
+    /// a QP is destroyed.
+    pub(crate) fn stop_device_qp(&mut self, qpn: u32) -> MockResult<()> {
+        self.qp(qpn)?;
+        self.abandon_connect(qpn);
+        self.delayed.retain(|d| d.completion.qp_num != qpn);
+        self.stalled.remove(&qpn);
+        let q = self.qp_mut(qpn)?;
+        q.state = QpState::Error;
+        q.sq.clear();
+        q.rq.clear();
+        q.parked.clear();
+        q.unsignaled_done = 0;
+        let (model, peer) = (q.model, q.peer.take());
+        // On iWARP the connection is a TCP stream and goes down with the QP; on InfiniBand the
+        // peer notices only when it sends.
+        if let Some(peer) = peer
+            && model == StateModel::Iwarp
+        {
+            if let Some(p) = self.qps.get_mut(&peer) {
+                p.peer = None;
+            }
+            self.enter_error(peer);
+        }
+        Ok(())
     }
 
     // ----- connection manager -----
@@ -1498,7 +1820,7 @@ impl State {
         // An InfiniBand device cannot reach an iWARP one: they share no wire protocol.
         let device = q.device;
         match self.device_of_ip(remote.ip(), config) {
-            Some(d) if config.devices[d].state_model == config.devices[device].state_model => {}
+            Some(d) if config.devices[d].state_model() == config.devices[device].state_model() => {}
             _ => return Err(MockError::NoRoute(remote.ip())),
         }
         let local = SocketAddr::new(config.devices[device].address, self.alloc_port());

@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use anyverbs::{DeviceInfo, Provider, Result, Transport};
 
-pub use config::{DEFAULT_LIMITS, DeviceConfig, FabricConfig};
+pub use config::{DEFAULT_LIMITS, DeviceConfig, FabricConfig, Personality};
 pub use cq::MockCq;
 pub use device::MockDevice;
 pub use error::MockError;

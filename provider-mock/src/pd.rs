@@ -38,6 +38,7 @@ impl ProtectionDomain<MockProvider> for MockPd {
 
     fn create_qp(&self, send_cq: &MockCq, recv_cq: &MockCq, init: &QpInit) -> Result<MockQp> {
         let info = &self.fabric.infos[self.device];
+        let personality = self.fabric.config.devices[self.device].personality;
         if !Arc::ptr_eq(&self.fabric, send_cq.fabric())
             || !Arc::ptr_eq(&self.fabric, recv_cq.fabric())
         {
@@ -51,11 +52,16 @@ impl ProtectionDomain<MockProvider> for MockPd {
                 send_cq.id(),
                 recv_cq.id(),
                 init,
-                info.state_model,
+                personality,
                 &info.limits,
             )
         })?;
-        Ok(MockQp::new(Arc::clone(&self.fabric), qpn, info.caps))
+        Ok(MockQp::new(
+            Arc::clone(&self.fabric),
+            qpn,
+            info.caps,
+            personality,
+        ))
     }
 
     fn destroy(&self) -> Result<()> {

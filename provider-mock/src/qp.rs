@@ -1,14 +1,17 @@
-//! A mock queue pair.
+//! A mock queue pair, and how the provider drains it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyverbs::drain::{self, DrainStart, DrainTarget, WaitFor, WorkQueue};
 use anyverbs::{
     Caps, ConnParams, Connection, DrainReport, PostError, QpState, QueuePair, RecvWr, Result,
     SendWr,
 };
 
+use crate::config::Personality;
+use crate::error::MockError;
 use crate::fabric::Fabric;
 
 /// A mock reliable-connected queue pair.
@@ -16,11 +19,17 @@ pub struct MockQp {
     fabric: Arc<Fabric>,
     qpn: u32,
     caps: Caps,
+    personality: Personality,
 }
 
 impl MockQp {
-    pub(crate) fn new(fabric: Arc<Fabric>, qpn: u32, caps: Caps) -> Self {
-        MockQp { fabric, qpn, caps }
+    pub(crate) fn new(fabric: Arc<Fabric>, qpn: u32, caps: Caps, personality: Personality) -> Self {
+        MockQp {
+            fabric,
+            qpn,
+            caps,
+            personality,
+        }
     }
 
     pub(crate) fn fabric(&self) -> &Arc<Fabric> {
@@ -61,15 +70,109 @@ impl QueuePair for MockQp {
             .wait_until(deadline, "the connection", |st| st.connection(self.qpn))?)
     }
 
-    fn drain(&self, _deadline: Instant) -> Result<DrainReport> {
-        // The mock never has to wait: its flushes are synchronous (see the crate docs).
+    /// Drains with the plan of the device's [`Personality`], through
+    /// [`anyverbs::drain::engine::run`].
+    fn drain(&self, deadline: Instant) -> Result<DrainReport> {
         let start = Instant::now();
-        Ok(self.fabric.with(|st| st.drain(self.qpn, start))?)
+        let qpn = self.qpn;
+        let started = self.fabric.wait_until(
+            deadline,
+            "another drain of this QP to finish",
+            |st| match st.begin_drain(qpn) {
+                Ok(DrainStart::Start) => Some(Ok(true)),
+                Ok(DrainStart::Done) => Some(Ok(false)),
+                Ok(DrainStart::InProgress) => None,
+                Err(e) => Some(Err(e)),
+            },
+        )?;
+        if !started {
+            return Ok(DrainReport::already_drained(start.elapsed()));
+        }
+        let (plan, lost_before) = {
+            let st = self.fabric.lock();
+            let state = st.qp_state(qpn)?;
+            (self.personality.drain_plan(state), st.lost_completions(qpn))
+        };
+        let fallback = match drain::engine::run(&Drainer(self), plan, deadline) {
+            Ok(fallback) => fallback,
+            Err(e) => {
+                self.fabric.with(|st| st.interrupt_drain(qpn));
+                return Err(e);
+            }
+        };
+        let (at_start, synthesized, lost) = self.fabric.with(|st| {
+            let (at_start, synthesized) = st.finish_drain(qpn)?;
+            let lost = st.lost_completions(qpn) - lost_before;
+            Ok::<_, MockError>((at_start, synthesized, lost))
+        })?;
+        if lost > 0 {
+            return Err(MockError::DrainOverflow { lost }.into());
+        }
+        Ok(DrainReport {
+            strategy: plan.strategy(),
+            completed_by_device: at_start.saturating_sub(synthesized),
+            synthesized,
+            fallback,
+            elapsed: start.elapsed(),
+        })
     }
 
     fn destroy(&self) -> Result<()> {
         self.fabric.with(|st| st.destroy_qp(self.qpn));
         Ok(())
+    }
+}
+
+/// The provider's drain primitives on the simulated device (private: only `drain` uses them).
+struct Drainer<'a>(&'a MockQp);
+
+impl DrainTarget for Drainer<'_> {
+    fn enter_error(&self) -> Result<()> {
+        Ok(self.0.fabric.with(|st| st.drain_enter_error(self.0.qpn))?)
+    }
+
+    fn post_marker(&self, queue: WorkQueue) -> Result<bool> {
+        Ok(self
+            .0
+            .fabric
+            .with(|st| st.drain_post_marker(self.0.qpn, queue, self.0.caps))?)
+    }
+
+    fn arm_flush_marker(&self, queue: WorkQueue) -> Result<bool> {
+        Ok(self
+            .0
+            .fabric
+            .with(|st| st.drain_arm_flush_marker(self.0.qpn, queue))?)
+    }
+
+    fn wait(&self, what: WaitFor, deadline: Instant) -> Result<bool> {
+        let r = self.0.fabric.wait_until(deadline, "the drain", |st| {
+            match st.drain_condition(self.0.qpn, what) {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            }
+        });
+        match r {
+            Ok(()) => Ok(true),
+            Err(MockError::TimedOut(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn settle(&self, queue: WorkQueue) -> Result<()> {
+        Ok(self
+            .0
+            .fabric
+            .with(|st| st.drain_settle(self.0.qpn, queue))?)
+    }
+
+    fn stop_hardware(&self) -> Result<()> {
+        Ok(self.0.fabric.with(|st| st.stop_device_qp(self.0.qpn))?)
+    }
+
+    fn synthesize_rest(&self) -> Result<()> {
+        Ok(self.0.fabric.with(|st| st.drain_synthesize(self.0.qpn))?)
     }
 }
 

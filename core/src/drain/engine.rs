@@ -90,7 +90,7 @@ pub trait DrainTarget {
     fn stop_hardware(&self) -> Result<()>;
 
     /// Synthesizes a flush completion for every WR still outstanding and delivers each to its
-    /// queue's CQ (see [`Ledger::synthesize_all`](super::Ledger::synthesize_all)).
+    /// queue's CQ (see [`Ledger::synthesize`](super::Ledger::synthesize)).
     fn synthesize_rest(&self) -> Result<()>;
 }
 

@@ -12,7 +12,7 @@
 //!   ULP late.
 //!
 //! Because the ledger knows what is outstanding, it can also synthesize the flush completions a
-//! device failed to produce ([`Ledger::settle`], [`Ledger::synthesize_all`]) and enforce the
+//! device failed to produce ([`Ledger::settle`], [`Ledger::synthesize`]) and enforce the
 //! queue depths the ULP asked for, leaving the slots the provider reserved for markers free.
 //!
 //! The ledger is plain data: the provider keeps it under whatever lock guards the QP and calls
@@ -394,22 +394,30 @@ impl Ledger {
         n
     }
 
-    /// Synthesizes a flush completion into `out` for every WR still outstanding on either
-    /// queue, unsignaled ones included (whether they ran is unknown), and completes pending
-    /// markers. Call it only once the device can no longer touch the QP (its hardware QP is
-    /// destroyed, or the device is dead). Returns how many completions were synthesized.
-    pub fn synthesize_all(&mut self, out: &mut Vec<Completion>) -> usize {
-        let before = out.len();
-        for queue in WorkQueue::BOTH {
-            let q = &mut self.queues[queue.index()];
-            let entries: Vec<Entry> = q.entries.drain(..).collect();
-            if q.marker != Marker::None {
-                q.marker = Marker::Done;
-            }
-            out.extend(entries.iter().map(|e| self.flush_of(e)));
+    /// Synthesizes a flush completion into `out` for every WR still outstanding on `queue`,
+    /// unsignaled ones included (whether they ran is unknown), and completes a pending marker.
+    /// Call it only once the device can no longer touch the QP (its hardware QP is destroyed, or
+    /// the device is dead). Returns how many completions were synthesized.
+    pub fn synthesize(&mut self, queue: WorkQueue, out: &mut Vec<Completion>) -> usize {
+        let q = &mut self.queues[queue.index()];
+        let entries: Vec<Entry> = q.entries.drain(..).collect();
+        if q.marker != Marker::None {
+            q.marker = Marker::Done;
         }
-        let n = out.len() - before;
-        self.synthesized += n;
+        out.extend(entries.iter().map(|e| self.flush_of(e)));
+        self.synthesized += entries.len();
+        entries.len()
+    }
+
+    /// Forgets every outstanding WR without a completion: the QP was moved to RESET, which in
+    /// verbs discards both queues silently. Returns how many were discarded.
+    pub fn discard_all(&mut self) -> usize {
+        let mut n = 0;
+        for q in &mut self.queues {
+            n += q.entries.len();
+            q.entries.clear();
+            q.marker = Marker::None;
+        }
         n
     }
 
@@ -582,13 +590,14 @@ mod tests {
     }
 
     #[test]
-    fn synthesize_all_covers_unsignaled_and_then_drops_late_completions() {
+    fn synthesize_covers_unsignaled_and_then_drops_late_completions() {
         let mut l = Ledger::new(7, 8, 4);
         let t = l.admit_send(&send(1, false)).unwrap();
         l.admit_recv(&RecvWr::new(2, &[])).unwrap();
         l.begin_drain();
         let mut out = Vec::new();
-        assert_eq!(l.synthesize_all(&mut out), 2);
+        assert_eq!(l.synthesize(WorkQueue::Send, &mut out), 1);
+        assert_eq!(l.synthesize(WorkQueue::Recv, &mut out), 1);
         assert_eq!(l.finish_drain(), (2, 2));
         assert!(
             l.resolve(&device(t, WcStatus::WrFlushError, WcOpcode::Send))
