@@ -12,8 +12,9 @@ bitflags! {
         /// impossible (iWARP).
         const CM_ONLY_CONNECT = 1 << 0;
         /// WRs posted while the QP is in ERROR are accepted and completed with a flush error
-        /// (InfiniBand, kernel siw, irdma). Without it a post in ERROR may fail synchronously or,
-        /// worse, be accepted and never complete.
+        /// (InfiniBand, kernel siw, irdma). Without it a post in ERROR may fail synchronously
+        /// (cxgb4, erdma) or be accepted and never complete on its own (user-space siw, rxe
+        /// receives, X722): only `QueuePair::drain` then accounts for it.
         const POST_IN_ERROR_FLUSHED = 1 << 1;
         /// Shared receive queues.
         const SRQ = 1 << 2;

@@ -46,7 +46,10 @@ pub trait QueuePair: Send + Sync {
 
     /// Moves the QP to `to`. Transitions the state model forbids, or that only the connection
     /// manager or the device may make, fail with
-    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState).
+    /// [`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState); so does moving an iWARP QP
+    /// to CLOSING while sends are outstanding (siw turns that into QP_FATAL and lost WRs), and
+    /// anything but ERROR once a drain has started. Moving to RESET discards both queues
+    /// without completions, as in verbs.
     fn modify(&self, to: QpState) -> Result<()>;
 
     /// Posts send WRs in order. On error, the [`PostError`] says how many were posted.
@@ -66,7 +69,9 @@ pub trait QueuePair: Send + Sync {
     fn wait_connected(&self, deadline: Instant) -> Result<Connection>;
 
     /// Makes sure every WR posted so far has completed and nothing will complete later; see
-    /// [the contract](crate::drain). Never blocks past `deadline`.
+    /// [the contract](crate::drain). Never blocks past `deadline`: if the device has not
+    /// finished by then, the provider stops the hardware QP and synthesizes the missing flush
+    /// completions ([`DrainReport::fallback`](crate::DrainReport::fallback)).
     fn drain(&self, deadline: Instant) -> Result<DrainReport>;
 
     /// Destroys the QP. Destroying a QP that was not drained is allowed (verbs allows it), but

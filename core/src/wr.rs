@@ -223,8 +223,10 @@ pub enum WcOpcode {
 
 /// One completion, as written by `CompletionQueue::poll` into the caller's buffer.
 ///
-/// For a flushed WR ([`WcStatus::WrFlushError`]) only `wr_id`, `status` and `qp_num` are
-/// meaningful: real devices leave the opcode undefined (rxe reports SEND for a flushed receive).
+/// For a flushed WR ([`WcStatus::WrFlushError`]) only `wr_id`, `status`, `opcode` and `qp_num`
+/// are meaningful. Devices leave the opcode of a flushed WR undefined (rxe reports SEND for a
+/// flushed receive); providers that keep a [`Ledger`](crate::drain::Ledger) fill in the opcode of
+/// the WR that was posted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Completion {
     /// The `wr_id` of the WR this completes.

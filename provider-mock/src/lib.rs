@@ -21,9 +21,15 @@
 //!   [`anyverbs::StateModel`]; posting where the state does not allow it fails synchronously.
 //! - **Its own error type.** [`MockError`] keeps the detail and maps to an
 //!   [`anyverbs::ErrorKind`]; it travels as the source of the [`anyverbs::Error`].
-//! - **Drain.** The default devices flush synchronously when a QP moves to ERROR, so `drain`
-//!   moves the QP to ERROR and checks that its count of outstanding WRs is zero
-//!   ([`anyverbs::DrainStrategy::WaitForFlush`]).
+//! - **Personalities.** Each device has a [`Personality`] that reproduces what one real device
+//!   does where devices disagree — WRs posted in ERROR flushed, refused, delayed or never
+//!   completed; flushes synchronous or asynchronous; or a device that silently died — and
+//!   reports the capabilities that describe it. The default fabric has one device per
+//!   personality (see [`FabricConfig`]).
+//! - **Provider and device, apart.** Each QP has the device's half (rings holding WRs under the
+//!   provider's tokens) and the provider's half, an [`anyverbs::drain::Ledger`]. `drain` runs
+//!   [`anyverbs::drain::engine::run`] with the plan of the device's personality
+//!   ([`Personality::drain_plan`]), exactly as a real provider for that hardware must.
 //!
 //! Differences from hardware, on purpose: inline SGEs must still name a registered region (the
 //! mock never dereferences raw addresses), and invalid local SGEs are refused synchronously at
@@ -61,8 +67,8 @@ pub struct MockProvider {
 }
 
 impl MockProvider {
-    /// A fabric with the default devices: `mock0` and `mock1` (InfiniBand state model) and
-    /// `mockiw0` (iWARP state model).
+    /// A fabric with the default devices: `mock0` and `mock1` (InfiniBand HCAs), `mockiw0`
+    /// (iWARP), and one device per other [`Personality`] (see [`FabricConfig::default`]).
     pub fn new() -> Self {
         Self::with_config(FabricConfig::default())
     }
