@@ -69,10 +69,27 @@ macro_rules! ensure_eq {
 }
 
 /// What a case needs from the device; a device that lacks it reports the case as not run.
+///
+/// Built from the constructors and combined with the `and_*` methods, all `const`:
+///
+/// ```
+/// use anyverbs::{Caps, StateModel};
+/// use anyverbs_conformance::Needs;
+///
+/// // Runs only on InfiniBand-model devices with SQD ...
+/// const SQD: Needs = Needs::caps(Caps::SQ_DRAIN_STATE).and_model(StateModel::InfiniBand);
+/// // ... and only on devices whose posts in ERROR are *not* known to be flushed.
+/// const NO_FLUSH: Needs = Needs::lacks(Caps::POST_IN_ERROR_FLUSHED);
+/// assert!(NO_FLUSH.missing(Caps::POST_IN_ERROR_FLUSHED, StateModel::Iwarp).is_some());
+/// assert!(SQD.missing(Caps::SQ_DRAIN_STATE, StateModel::InfiniBand).is_none());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Needs {
     /// Capabilities the device must have.
     pub caps: Caps,
+    /// Capabilities the device must *not* have: the case is about how devices without them
+    /// behave.
+    pub lacks: Caps,
     /// The QP state model the case is written for, if it is specific to one.
     pub state_model: Option<StateModel>,
 }
@@ -81,37 +98,78 @@ impl Needs {
     /// Needs nothing beyond the basics every provider has.
     pub const NOTHING: Needs = Needs {
         caps: Caps::empty(),
+        lacks: Caps::empty(),
         state_model: None,
     };
 
     /// Needs these capabilities.
     pub const fn caps(caps: Caps) -> Needs {
-        Needs {
-            caps,
-            state_model: None,
-        }
+        Needs::NOTHING.and_caps(caps)
+    }
+
+    /// Runs only on devices that have none of these capabilities.
+    pub const fn lacks(caps: Caps) -> Needs {
+        Needs::NOTHING.and_lacks(caps)
     }
 
     /// Needs a device of this state model.
     pub const fn model(state_model: StateModel) -> Needs {
+        Needs::NOTHING.and_model(state_model)
+    }
+
+    /// These needs, and also the capabilities `caps`.
+    pub const fn and_caps(self, caps: Caps) -> Needs {
         Needs {
-            caps: Caps::empty(),
-            state_model: Some(state_model),
+            caps: self.caps.union(caps),
+            ..self
         }
     }
 
-    /// Why a device with `caps` and `model` cannot run the case, or `None` if it can.
+    /// These needs, and also a device that has none of `caps`.
+    pub const fn and_lacks(self, caps: Caps) -> Needs {
+        Needs {
+            lacks: self.lacks.union(caps),
+            ..self
+        }
+    }
+
+    /// These needs, on a device of `state_model`.
+    pub const fn and_model(self, state_model: StateModel) -> Needs {
+        Needs {
+            state_model: Some(state_model),
+            ..self
+        }
+    }
+
+    /// Why a device with `caps` and `model` cannot run the case, or `None` if it can. Every
+    /// reason is given, separated by `; `.
     pub fn missing(&self, caps: Caps, model: StateModel) -> Option<String> {
+        fn names(caps: Caps) -> String {
+            caps.iter_names()
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        let mut reasons = Vec::new();
         let lacking = self.caps - caps;
         if !lacking.is_empty() {
-            let names: Vec<&str> = lacking.iter_names().map(|(name, _)| name).collect();
-            return Some(format!("device lacks {}", names.join(", ")));
+            reasons.push(format!("device lacks {}", names(lacking)));
         }
-        match self.state_model {
-            Some(m) if m != model => Some(format!(
+        let unwanted = self.lacks & caps;
+        if !unwanted.is_empty() {
+            reasons.push(format!("the device has {}", names(unwanted)));
+        }
+        if let Some(m) = self.state_model
+            && m != model
+        {
+            reasons.push(format!(
                 "written for the {m} state model; the device uses {model}"
-            )),
-            _ => None,
+            ));
+        }
+        if reasons.is_empty() {
+            None
+        } else {
+            Some(reasons.join("; "))
         }
     }
 }

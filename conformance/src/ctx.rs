@@ -1,13 +1,16 @@
 //! What a case gets to work with: the provider, the device under test, and helpers that build
-//! the usual fixtures (a connected pair of QPs, registered memory) and wait with deadlines.
+//! the usual fixtures (a connected pair of QPs, registered memory), wait with deadlines, drain a
+//! QP and collect what it completed, and check that every `wr_id` was seen exactly once.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyverbs::{
-    Access, CompletionQueue, ConnParams, Connection, Device, DeviceInfo, Listener, MemoryRegion,
-    ProtectionDomain, Provider, QpInit, QueuePair, WcStatus,
+    Access, CompletionQueue, ConnParams, Connection, Device, DeviceInfo, DrainReport, Listener,
+    MemoryRegion, ProtectionDomain, Provider, QpInit, QueuePair, WcStatus,
 };
 use anyverbs::{Completion, StateModel};
 
@@ -98,6 +101,17 @@ impl<'a, P: Provider> Ctx<'a, P> {
         Instant::now() + self.timeout
     }
 
+    /// The deadline to give a drain: [`DRAIN_BUDGET`] (1 s) from now, or `timeout` if that is
+    /// shorter.
+    ///
+    /// Shorter than [`deadline`](Self::deadline) on purpose: a drain on a device that never
+    /// flushes (a dead device, a lost marker) returns only at its deadline, after stopping the
+    /// hardware QP and synthesizing the completions, so every drain a case makes costs up to its
+    /// whole budget there. A second is far more than any device that does flush needs.
+    pub fn drain_deadline(&self) -> Instant {
+        Instant::now() + self.timeout.min(DRAIN_BUDGET)
+    }
+
     /// Opens the device under test.
     pub fn open(&self) -> Result<P::Device, CaseError> {
         Ok(self.provider.open(self.device)?)
@@ -138,17 +152,12 @@ impl<'a, P: Provider> Ctx<'a, P> {
         cq_depth: u32,
     ) -> Result<Pair<P>, CaseError> {
         let device = self.open()?;
-        let addr = self.address(&device)?;
         let pd = device.alloc_pd()?;
         let cq_a = device.create_cq(cq_depth)?;
         let cq_b = device.create_cq(cq_depth)?;
         let a = pd.create_qp(&cq_a, &cq_a, init)?;
         let b = pd.create_qp(&cq_b, &cq_b, init)?;
-        let listener = device.listen(addr)?;
-        a.connect(listener.local_addr(), params)?;
-        let request = listener.next_request(self.deadline())?;
-        listener.accept(&request, &b, params)?;
-        let connection = a.wait_connected(self.deadline())?;
+        let (listener, connection) = self.connect(&device, &a, &b, params)?;
         Ok(Pair {
             a,
             b,
@@ -159,6 +168,24 @@ impl<'a, P: Provider> Ctx<'a, P> {
             connection,
             device,
         })
+    }
+
+    /// Connects two QPs of `device` through the connection manager: `active` connects to a
+    /// fresh listener on the device's address, and `passive` is accepted from it. Returns the
+    /// listener (keep it as long as the connection) and what `active` learned.
+    pub fn connect(
+        &self,
+        device: &P::Device,
+        active: &P::Qp,
+        passive: &P::Qp,
+        params: &ConnParams,
+    ) -> Result<(P::Listener, Connection), CaseError> {
+        let listener = device.listen(self.address(device)?)?;
+        active.connect(listener.local_addr(), params)?;
+        let request = listener.next_request(self.deadline())?;
+        listener.accept(&request, passive, params)?;
+        let connection = active.wait_connected(self.deadline())?;
+        Ok((listener, connection))
     }
 
     /// Registers `len` bytes with `access` in `pd`.
@@ -239,10 +266,300 @@ impl<'a, P: Provider> Ctx<'a, P> {
         Ok(())
     }
 
-    /// Drains both QPs of a pair, then checks that nothing more completes.
+    /// Drains both QPs of a pair, each with a [`drain_deadline`](Self::drain_deadline).
     pub fn drain_pair(&self, pair: &Pair<P>) -> CaseResult {
-        pair.a.drain(self.deadline())?;
-        pair.b.drain(self.deadline())?;
+        pair.a.drain(self.drain_deadline())?;
+        pair.b.drain(self.drain_deadline())?;
         Ok(())
+    }
+
+    /// Everything `cq` holds right now: polls until it comes back empty, without waiting for
+    /// more.
+    pub fn poll_all(&self, cq: &P::Cq) -> Result<Vec<Completion>, CaseError> {
+        let mut got = Vec::new();
+        poll_into(cq, &mut got, self.deadline())?;
+        Ok(got)
+    }
+
+    /// Drains `qp` with a [`drain_deadline`](Self::drain_deadline) and collects every
+    /// completion from its CQs; see [`drain_and_collect_by`](Self::drain_and_collect_by).
+    pub fn drain_and_collect(&self, qp: &P::Qp, cqs: &[&P::Cq]) -> Result<Drained, CaseError> {
+        self.drain_and_collect_by(qp, cqs, self.drain_deadline())
+    }
+
+    /// Drains `qp` by `deadline`, then collects every completion its CQs `cqs` hold, and checks
+    /// the clauses of the drain contract that hold for any drain that returned `Ok`:
+    ///
+    /// - it returned by `deadline` (give or take [`DRAIN_SLACK`]; clauses 1 and 5);
+    /// - its report's `elapsed` is no longer than the wall time measured around the call
+    ///   (clause 6);
+    /// - once each CQ has been polled empty, no completion of `qp` appears on any of them for
+    ///   [`QUIET_AFTER_DRAIN`]: everything was in the CQs when the drain returned (clauses 2
+    ///   and 3).
+    ///
+    /// Completions of other QPs sharing the CQs are collected too (they are the caller's to
+    /// judge; tell them apart by `qp_num`), including any that arrive in the quiet window. The
+    /// caller checks the `wr_id`s with [`expect_each_once`](Self::expect_each_once) and the
+    /// report's totals; completions it polled before the drain belong in that check too.
+    pub fn drain_and_collect_by(
+        &self,
+        qp: &P::Qp,
+        cqs: &[&P::Cq],
+        deadline: Instant,
+    ) -> Result<Drained, CaseError> {
+        let start = Instant::now();
+        let report = qp
+            .drain(deadline)
+            .map_err(|e| CaseError::Failed(format!("drain failed: {e}")))?;
+        let returned = Instant::now();
+        let wall = returned - start;
+        if returned > deadline + DRAIN_SLACK {
+            return Err(CaseError::Failed(format!(
+                "drain returned {:?} after its deadline ({report})",
+                returned - deadline
+            )));
+        }
+        if report.elapsed > wall {
+            return Err(CaseError::Failed(format!(
+                "the drain report says it took {:?}, but the call took {wall:?}",
+                report.elapsed
+            )));
+        }
+        let mut completions = Vec::new();
+        for cq in cqs {
+            poll_into(*cq, &mut completions, self.deadline())?;
+        }
+        let qp_num = qp.qp_num();
+        let until = Instant::now() + QUIET_AFTER_DRAIN;
+        let mut late = Vec::new();
+        loop {
+            for cq in cqs {
+                poll_into(*cq, &mut late, self.deadline())?;
+            }
+            if Instant::now() >= until {
+                break;
+            }
+            thread::sleep(Duration::from_micros(500));
+        }
+        let of_qp: Vec<&Completion> = late.iter().filter(|c| c.qp_num == qp_num).collect();
+        if !of_qp.is_empty() {
+            return Err(CaseError::Failed(format!(
+                "completions of QP {qp_num} appeared after its drain returned and its CQs were \
+                 polled empty ({report}): {of_qp:?}"
+            )));
+        }
+        completions.extend(late);
+        Ok(Drained {
+            report,
+            wall,
+            returned,
+            completions,
+        })
+    }
+
+    /// Checks a set of completions against what a case expects of each `wr_id`: every
+    /// [`must`](Expected::must) id exactly once, every [`may`](Expected::may) id at most once,
+    /// each with one of the statuses allowed for it, no id twice and no other id at all (and,
+    /// with [`Expected::on_qp`], each on the right QP). The failure lists every discrepancy.
+    pub fn expect_each_once(&self, completions: &[Completion], expected: &Expected) -> CaseResult {
+        expected.check(completions)
+    }
+}
+
+/// The longest drain budget [`Ctx::drain_deadline`] gives.
+pub const DRAIN_BUDGET: Duration = Duration::from_secs(1);
+
+/// How long after its deadline a drain may return before the suite says it blocked past it:
+/// scheduling, and the stop-and-synthesize work a fallback does once the deadline has passed.
+pub const DRAIN_SLACK: Duration = Duration::from_millis(150);
+
+/// How long [`Ctx::drain_and_collect`] watches the CQs for late completions after a drain.
+pub const QUIET_AFTER_DRAIN: Duration = Duration::from_millis(40);
+
+/// A flush error: what a WR that never executed completes with.
+pub const FLUSHED: &[WcStatus] = &[WcStatus::WrFlushError];
+
+/// Success: what a WR that executed completes with.
+pub const SUCCEEDED: &[WcStatus] = &[WcStatus::Success];
+
+/// Success or a flush error: for a WR that may or may not have executed before the QP left RTS.
+pub const SUCCEEDED_OR_FLUSHED: &[WcStatus] = &[WcStatus::Success, WcStatus::WrFlushError];
+
+/// Polls `cq` into `out` until it comes back empty; fails if it is still producing at
+/// `deadline`.
+fn poll_into<C: CompletionQueue>(
+    cq: &C,
+    out: &mut Vec<Completion>,
+    deadline: Instant,
+) -> CaseResult {
+    let mut buf = [Completion::default(); 32];
+    loop {
+        let n = cq.poll(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.extend_from_slice(&buf[..n]);
+        if Instant::now() >= deadline {
+            return Err(CaseError::Failed(format!(
+                "the CQ never ran dry ({} completions polled)",
+                out.len()
+            )));
+        }
+    }
+}
+
+/// What [`Ctx::drain_and_collect`] saw: the drain's report, how long the call took, and every
+/// completion its CQs held afterwards.
+#[derive(Debug, Clone)]
+pub struct Drained {
+    /// What the drain reported.
+    pub report: DrainReport,
+    /// The wall time of the `drain` call, measured by the suite.
+    pub wall: Duration,
+    /// When the `drain` call returned.
+    pub returned: Instant,
+    /// Every completion polled from the CQs after the drain, in the order polled (CQ by CQ).
+    pub completions: Vec<Completion>,
+}
+
+/// What a case expects to see of each `wr_id`, for [`Ctx::expect_each_once`].
+///
+/// ```
+/// use anyverbs::{Completion, WcStatus};
+/// use anyverbs_conformance::ctx::{Expected, FLUSHED, SUCCEEDED_OR_FLUSHED};
+///
+/// let expected = Expected::new()
+///     .must([1, 2], FLUSHED) // exactly once each, flushed
+///     .may([3], FLUSHED) // an unsignaled send: at most once, and never a success
+///     .must([4], SUCCEEDED_OR_FLUSHED);
+/// let c = |wr_id, status| Completion { wr_id, status, ..Completion::default() };
+/// let flushed = WcStatus::WrFlushError;
+/// assert!(expected.check(&[c(1, flushed), c(4, WcStatus::Success), c(2, flushed)]).is_ok());
+/// assert!(expected.check(&[c(1, flushed), c(2, flushed)]).is_err()); // 4 is missing
+/// assert!(expected.check(&[c(1, flushed), c(1, flushed), c(2, flushed)]).is_err()); // 1 twice
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    qp_num: Option<u32>,
+    rules: BTreeMap<u64, Rule>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    required: bool,
+    statuses: &'static [WcStatus],
+}
+
+impl Expected {
+    /// Expects nothing at all: any completion fails the check.
+    pub fn new() -> Expected {
+        Expected::default()
+    }
+
+    /// Each of `ids` must be seen exactly once, with one of `statuses`.
+    ///
+    /// # Panics
+    ///
+    /// If an id was already listed (a bug in the case).
+    pub fn must(self, ids: impl IntoIterator<Item = u64>, statuses: &'static [WcStatus]) -> Self {
+        self.rule(ids, true, statuses)
+    }
+
+    /// Each of `ids` may be seen at most once, and then with one of `statuses`.
+    ///
+    /// # Panics
+    ///
+    /// If an id was already listed (a bug in the case).
+    pub fn may(self, ids: impl IntoIterator<Item = u64>, statuses: &'static [WcStatus]) -> Self {
+        self.rule(ids, false, statuses)
+    }
+
+    /// Every completion must carry QP number `qp_num`.
+    pub fn on_qp(mut self, qp_num: u32) -> Self {
+        self.qp_num = Some(qp_num);
+        self
+    }
+
+    fn rule(
+        mut self,
+        ids: impl IntoIterator<Item = u64>,
+        required: bool,
+        statuses: &'static [WcStatus],
+    ) -> Self {
+        for id in ids {
+            let old = self.rules.insert(id, Rule { required, statuses });
+            assert!(old.is_none(), "wr_id {id} listed twice in an Expected");
+        }
+        self
+    }
+
+    /// How many ids must be seen.
+    pub fn required(&self) -> usize {
+        self.rules.values().filter(|r| r.required).count()
+    }
+
+    /// Checks `completions`; see [`Ctx::expect_each_once`].
+    pub fn check(&self, completions: &[Completion]) -> CaseResult {
+        const SHOWN: usize = 12;
+        let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut problems: Vec<String> = Vec::new();
+        for c in completions {
+            let times = seen.entry(c.wr_id).or_insert(0);
+            *times += 1;
+            match self.rules.get(&c.wr_id) {
+                None => {
+                    problems.push(format!(
+                        "unexpected wr_id {} ({}, QP {})",
+                        c.wr_id, c.status, c.qp_num
+                    ));
+                    continue;
+                }
+                Some(rule) => {
+                    if *times == 2 {
+                        problems.push(format!("wr_id {} seen more than once", c.wr_id));
+                    }
+                    if !rule.statuses.contains(&c.status) {
+                        problems.push(format!(
+                            "wr_id {} completed with {}; expected one of {:?}",
+                            c.wr_id, c.status, rule.statuses
+                        ));
+                    }
+                }
+            }
+            if let Some(qp_num) = self.qp_num
+                && c.qp_num != qp_num
+            {
+                problems.push(format!(
+                    "wr_id {} carries QP number {}; expected {qp_num}",
+                    c.wr_id, c.qp_num
+                ));
+            }
+        }
+        let missing: Vec<u64> = self
+            .rules
+            .iter()
+            .filter(|(id, r)| r.required && !seen.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{} wr_ids never completed: {:?}{}",
+                missing.len(),
+                &missing[..missing.len().min(SHOWN)],
+                if missing.len() > SHOWN { " ..." } else { "" }
+            ));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let mut msg = format!(
+            "{} completions do not account for each wr_id exactly once: ",
+            completions.len()
+        );
+        msg.push_str(&problems[..problems.len().min(SHOWN)].join("; "));
+        if problems.len() > SHOWN {
+            let _ = write!(msg, "; and {} more", problems.len() - SHOWN);
+        }
+        Err(CaseError::Failed(msg))
     }
 }

@@ -31,7 +31,7 @@ pub struct Target<'a> {
     /// The device's name.
     pub device: &'a str,
     /// `(pattern, reason)`: cases whose names match the pattern (see
-    /// [`matches_pattern`](crate::runner::matches_pattern)) are not run on this device.
+    /// [`matches_pattern`]) are not run on this device.
     pub skip: &'a [(&'a str, &'a str)],
 }
 

@@ -57,10 +57,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
         Case {
             name: "state::sqd_pauses_the_send_queue",
             description: "In SQD a posted send does not execute; back in RTS it completes.",
-            needs: Needs {
-                caps: Caps::SQ_DRAIN_STATE,
-                state_model: Some(StateModel::InfiniBand),
-            },
+            needs: Needs::caps(Caps::SQ_DRAIN_STATE).and_model(StateModel::InfiniBand),
             run: sqd_pauses_the_send_queue::<P>,
         },
         Case {
