@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyverbs::{
     Caps, Completion, CompletionQueue, ConnParams, Device, DrainReport, DrainStrategy, ErrorKind,
-    Fallback, MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr,
-    SendFlags, SendOp, SendWr, Sge, StateModel,
+    MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendFlags,
+    SendOp, SendWr, Sge, StateModel,
 };
 
 use crate::case::{Case, CaseError, CaseResult, Needs};
@@ -665,7 +665,6 @@ fn racing_drains<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
             .collect()
     });
     let mut reports = Vec::new();
-    let mut timed_out = 0;
     for (r, returned) in &results {
         ensure!(
             *returned <= deadline + crate::ctx::DRAIN_SLACK,
@@ -674,9 +673,8 @@ fn racing_drains<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         );
         match r {
             Ok(report) => reports.push(*report),
-            // The contract allows TimedOut to a caller whose deadline passes while the other
-            // thread's drain is still running: only when that drain ran to its deadline.
-            Err(e) if e.kind() == ErrorKind::TimedOut => timed_out += 1,
+            // With the same deadline, the drain doing the work finishes by it (even when it has
+            // to fall back), so the waiting one sees it finish rather than timing out.
             Err(e) => return Err(CaseError::Failed(format!("a racing drain failed: {e}"))),
         }
     }
@@ -686,17 +684,8 @@ fn racing_drains<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         .collect();
     ensure!(
         !worked.is_empty(),
-        "neither racing drain did the work: {reports:?} ({timed_out} timed out)"
+        "neither racing drain did the work: {reports:?}"
     );
-    if timed_out > 0 {
-        ensure!(
-            reports
-                .iter()
-                .any(|r| r.fallback == Some(Fallback::DeadlinePassed)),
-            "a racing drain timed out although the other finished before the deadline: \
-             {reports:?}"
-        );
-    }
     for r in &reports {
         if r.strategy == DrainStrategy::AlreadyDrained {
             ensure_eq!(

@@ -8,9 +8,13 @@
 //! hardware and synthesizes the rest, so its only errors are those of the stop and the
 //! synthesis themselves.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{DrainStrategy, Fallback, WorkQueue};
+
+/// The most time [`run`] keeps back before the deadline for stopping the hardware QP and
+/// synthesizing, should the plan not finish.
+pub const FALLBACK_RESERVE: Duration = Duration::from_millis(10);
 use crate::error::Result;
 
 /// The algorithm a provider uses to drain QPs of one device; see the
@@ -96,12 +100,19 @@ pub trait DrainTarget {
 
 /// Carries out `plan` on `target` by `deadline`. Returns `None` when the plan finished, or why
 /// it had to fall back to stopping the hardware and synthesizing.
+///
+/// The plan's waits end a little before `deadline` (a tenth of the time left, at most
+/// [`FALLBACK_RESERVE`]), so that stopping the hardware and synthesizing still fit before it: a
+/// drain on a dead device returns by its deadline, and a second caller waiting for it with the
+/// same deadline sees it finish.
 pub fn run<T: DrainTarget + ?Sized>(
     target: &T,
     plan: DrainPlan,
     deadline: Instant,
 ) -> Result<Option<Fallback>> {
-    let fallback = match attempt(target, plan, deadline) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let wait_until = deadline - (left / 10).min(FALLBACK_RESERVE);
+    let fallback = match attempt(target, plan, wait_until) {
         Ok(true) => return Ok(None),
         Ok(false) if plan == DrainPlan::Synthesize => None,
         Ok(false) => Some(Fallback::DeadlinePassed),
