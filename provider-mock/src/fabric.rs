@@ -671,17 +671,7 @@ impl State {
     /// reports `Overflow` from then on, and (at the next progress step) every QP using it goes
     /// to ERROR, as a CQ error event does on hardware.
     fn push_resolved(&mut self, id: u32, c: Completion) {
-        if let Some(cq) = self.cqs.get_mut(&id) {
-            if cq.entries.len() >= cq.capacity as usize {
-                if !cq.overflowed {
-                    self.pending_cq_errors.push(id);
-                }
-                cq.overflowed = true;
-                cq.lost += 1;
-            } else {
-                cq.entries.push_back(c);
-            }
-        }
+        self.push_resolved_all(id, std::iter::once(c));
     }
 
     /// Completions lost to overflow so far on the CQs of a QP.
@@ -917,8 +907,43 @@ impl State {
                     .map(|(_, id)| (WorkQueue::Recv, flush_completion(id, qpn, WcOpcode::Recv))),
             );
         }
+        if matches!(q.personality, Personality::Irdma | Personality::LostMarker) {
+            for (queue, c) in flushes {
+                self.emit(qpn, queue, c);
+            }
+            return;
+        }
+        // Synchronous flush: resolve through the ledger while the QP is at hand, then deliver
+        // to each CQ in one go.
+        let (scq, rcq) = (q.send_cq, q.recv_cq);
+        let (mut to_send_cq, mut to_recv_cq) = (Vec::new(), Vec::new());
         for (queue, c) in flushes {
-            self.emit(qpn, queue, c);
+            if let Some(ulp) = q.ledger.resolve(&c) {
+                match queue {
+                    WorkQueue::Send => to_send_cq.push(ulp),
+                    WorkQueue::Recv => to_recv_cq.push(ulp),
+                }
+            }
+        }
+        self.push_resolved_all(scq, to_send_cq);
+        self.push_resolved_all(rcq, to_recv_cq);
+    }
+
+    /// [`push_resolved`](Self::push_resolved) for many completions, in order.
+    fn push_resolved_all(&mut self, id: u32, completions: impl IntoIterator<Item = Completion>) {
+        let Some(cq) = self.cqs.get_mut(&id) else {
+            return;
+        };
+        for c in completions {
+            if cq.entries.len() >= cq.capacity as usize {
+                if !cq.overflowed {
+                    self.pending_cq_errors.push(id);
+                }
+                cq.overflowed = true;
+                cq.lost += 1;
+            } else {
+                cq.entries.push_back(c);
+            }
         }
     }
 

@@ -129,7 +129,11 @@ impl Queue {
     }
 
     fn position(&self, seq: u64) -> Option<usize> {
-        self.entries.binary_search_by_key(&seq, |e| e.seq).ok()
+        // Completions arrive in posting order, so the match is nearly always at the front.
+        match self.entries.front() {
+            Some(e) if e.seq == seq => Some(0),
+            _ => self.entries.binary_search_by_key(&seq, |e| e.seq).ok(),
+        }
     }
 
     /// Retires, without a completion, the unsignaled WRs at the head that were posted before
