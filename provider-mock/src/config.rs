@@ -15,8 +15,9 @@ use anyverbs::{Caps, DeviceLimits, DrainPlan, Guid, PciAddress, QpState, StateMo
 pub enum Personality {
     /// An InfiniBand/RoCE HCA (mlx5): ERROR flushes at once, and so are WRs posted in ERROR.
     Ib,
-    /// Soft-RoCE (rxe): a send posted in ERROR is flushed at once, but a receive posted in ERROR
-    /// completes only when the QP is moved to ERROR again.
+    /// Soft-RoCE (rxe): the flushes of a move to ERROR arrive asynchronously
+    /// ([`FabricConfig::flush_delay`]); a send posted in ERROR is flushed at once, but a receive
+    /// posted in ERROR completes only when the QP is moved to ERROR again.
     Rxe,
     /// iWARP with kernel siw semantics: WRs posted in ERROR are flushed at once.
     IwarpKernel,
@@ -102,6 +103,15 @@ impl Personality {
             Personality::Erdma if state == QpState::Error => DrainPlan::WaitForFlush,
             Personality::Erdma => DrainPlan::MarkerThenError,
         }
+    }
+
+    /// Whether the device delivers the flushes of a move to ERROR (and of WRs posted in ERROR)
+    /// after [`FabricConfig::flush_delay`] rather than at once.
+    pub fn flushes_asynchronously(self) -> bool {
+        matches!(
+            self,
+            Personality::Rxe | Personality::Irdma | Personality::LostMarker
+        )
     }
 
     /// A WR posted in ERROR that the device accepts but will never complete, as the provider
@@ -196,8 +206,8 @@ pub struct FabricConfig {
     pub rnr_timer: Duration,
     /// How long a requester waits for an acknowledgement before a transport retry.
     pub ack_timeout: Duration,
-    /// How long devices that flush asynchronously ([`Personality::Irdma`],
-    /// [`Personality::LostMarker`]) take to deliver flush completions.
+    /// How long devices that flush asynchronously
+    /// ([`Personality::flushes_asynchronously`]) take to deliver flush completions.
     pub flush_delay: Duration,
 }
 
@@ -205,7 +215,7 @@ impl Default for FabricConfig {
     /// `mock0` and `mock1` (InfiniBand HCAs), `mockiw0` (iWARP, kernel siw semantics), and one
     /// device per other personality: `mockrxe0`, `mockdead0` (InfiniBand state model),
     /// `mocksiw0`, `mockcxgb0`, `mockerdma0`, `mockirdma0`, `mocklost0` (iWARP). 1 ms RNR and
-    /// ACK timers, 2 ms asynchronous flushes.
+    /// ACK timers, 2 ms asynchronous flushes (rxe really takes about 1 ms).
     fn default() -> Self {
         use Personality::*;
         FabricConfig {

@@ -907,7 +907,7 @@ impl State {
                     .map(|(_, id)| (WorkQueue::Recv, flush_completion(id, qpn, WcOpcode::Recv))),
             );
         }
-        if matches!(q.personality, Personality::Irdma | Personality::LostMarker) {
+        if q.personality.flushes_asynchronously() {
             for (queue, c) in flushes {
                 self.emit(qpn, queue, c);
             }
@@ -955,7 +955,7 @@ impl State {
             WorkQueue::Send => q.send_cq,
             WorkQueue::Recv => q.recv_cq,
         };
-        if matches!(q.personality, Personality::Irdma | Personality::LostMarker) {
+        if q.personality.flushes_asynchronously() {
             self.delayed.push(Delayed {
                 due: Instant::now() + self.flush_delay,
                 cq,
@@ -990,6 +990,30 @@ impl State {
             }
             Personality::Rxe if queue == WorkQueue::Recv => {
                 q.parked.push((queue, wr_id));
+                Ok(())
+            }
+            Personality::Rxe => {
+                // A send posted in ERROR completes at once on rxe, though its flushes on the
+                // move to ERROR take a while; completions of one queue stay in order.
+                let cq = q.send_cq;
+                let c = flush_completion(wr_id, qpn, opcode);
+                match self
+                    .delayed
+                    .iter()
+                    .rev()
+                    .find(|d| d.completion.qp_num == qpn && d.queue == queue)
+                {
+                    Some(last) => {
+                        let due = last.due;
+                        self.delayed.push(Delayed {
+                            due,
+                            cq,
+                            queue,
+                            completion: c,
+                        });
+                    }
+                    None => self.push_cqe(cq, c),
+                }
                 Ok(())
             }
             Personality::LostMarker if q.lose_next[i] => {

@@ -181,3 +181,39 @@ impl Drop for MockQp {
         self.fabric.with(|st| st.destroy_qp(self.qpn));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use anyverbs::{
+        Access, Device, DrainPlan, Fallback, MemoryRegion, ProtectionDomain, Provider, QpInit,
+        QpState, QueuePair, RecvWr, drain,
+    };
+
+    use super::Drainer;
+    use crate::MockProvider;
+
+    /// The rxe fact behind `repeat_error_for_recv`: a receive marker posted in ERROR completes
+    /// only after another move to ERROR, so without the repetition the drain falls back.
+    #[test]
+    fn rxe_receive_marker_needs_the_repeated_error() {
+        for (repeat, expected) in [(true, None), (false, Some(Fallback::DeadlinePassed))] {
+            let p = MockProvider::new();
+            let dev = p.open("mockrxe0").unwrap();
+            let pd = dev.alloc_pd().unwrap();
+            let cq = dev.create_cq(16).unwrap();
+            let qp = pd.create_qp(&cq, &cq, &QpInit::default()).unwrap();
+            let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+            qp.modify(QpState::Init).unwrap();
+            qp.post_recv(&[RecvWr::new(1, &[mr.sge(0, 8)])]).unwrap();
+            qp.fabric.with(|st| st.begin_drain(qp.qpn)).unwrap();
+            let plan = DrainPlan::ErrorThenMarker {
+                repeat_error_for_recv: repeat,
+            };
+            let deadline = std::time::Instant::now() + Duration::from_millis(100);
+            let fallback = drain::engine::run(&Drainer(&qp), plan, deadline).unwrap();
+            assert_eq!(fallback, expected, "repeat_error_for_recv: {repeat}");
+        }
+    }
+}

@@ -138,7 +138,7 @@ const ROWS: [Row; 9] = [
     Row {
         device: "mockrxe0",
         personality: Personality::Rxe,
-        error_flushes: Flushed,
+        error_flushes: FlushedLate,
         first_marker: PerQueue {
             send: Flushed,
             recv: Never,
@@ -816,7 +816,8 @@ fn naive_marker_drain(row: &Row) {
     let mut watch = Watch::new();
     for (queue, id) in pending {
         let fate = if row.re_error_completes.get(queue) {
-            Flushed
+            // Flushed as the move to ERROR flushes: at once, or late.
+            row.error_flushes
         } else {
             Never
         };
