@@ -1739,28 +1739,30 @@ impl State {
         }
     }
 
-    /// Settles `queue` in the ledger and delivers what it synthesized.
-    pub(crate) fn drain_settle(&mut self, qpn: u32, queue: WorkQueue) -> MockResult<()> {
+    /// Runs `f` on the QP's ledger and delivers the completions it writes to `queue`'s CQ.
+    fn deliver_from_ledger(
+        &mut self,
+        qpn: u32,
+        queue: WorkQueue,
+        f: impl FnOnce(&mut Ledger, &mut Vec<Completion>) -> usize,
+    ) -> MockResult<()> {
         let q = self.qp_mut(qpn)?;
         let mut out = Vec::new();
-        q.ledger.settle(queue, &mut out);
+        f(&mut q.ledger, &mut out);
         let cq = Self::cq_of(q, queue);
-        for c in out {
-            self.push_resolved(cq, c);
-        }
+        self.push_resolved_all(cq, out);
         Ok(())
+    }
+
+    /// Settles `queue` in the ledger and delivers what it synthesized.
+    pub(crate) fn drain_settle(&mut self, qpn: u32, queue: WorkQueue) -> MockResult<()> {
+        self.deliver_from_ledger(qpn, queue, |l, out| l.settle(queue, out))
     }
 
     /// Synthesizes and delivers a flush for everything still outstanding.
     pub(crate) fn drain_synthesize(&mut self, qpn: u32) -> MockResult<()> {
         for queue in WorkQueue::BOTH {
-            let q = self.qp_mut(qpn)?;
-            let mut out = Vec::new();
-            q.ledger.synthesize(queue, &mut out);
-            let cq = Self::cq_of(q, queue);
-            for c in out {
-                self.push_resolved(cq, c);
-            }
+            self.deliver_from_ledger(qpn, queue, |l, out| l.synthesize(queue, out))?;
         }
         Ok(())
     }

@@ -241,6 +241,57 @@ fn post_stalled_sends<P: Provider>(
     Ok(ids.collect())
 }
 
+/// A connected pair whose QP `a` has receives and, where sends stall on RNR, sends outstanding.
+struct Busy<P: Provider> {
+    pair: Pair<P>,
+    mr: P::Mr,
+    recvs: Range<u64>,
+    sends: Vec<u64>,
+}
+
+impl<P: Provider> Busy<P> {
+    /// `recvs` receives and (where sends stall) `sends` sends on `a`, every other send
+    /// unsignaled if `mix_unsignaled`, with CQs of `cq_depth`.
+    fn new(
+        ctx: &Ctx<'_, P>,
+        cq_depth: u32,
+        recvs: u64,
+        sends: u64,
+        mix_unsignaled: bool,
+    ) -> Result<Busy<P>, CaseError> {
+        let pair = ctx.pair_with(&QpInit::default(), &stalling_params(), cq_depth)?;
+        let mr = ctx.mr_filled(&pair.pd, SLOTS_LEN, 5)?;
+        post_recvs(&pair.a, &mr, RECV..RECV + recvs)?;
+        let sends = post_stalled_sends(ctx, &pair.a, &mr, SEND..SEND + sends, mix_unsignaled)?;
+        Ok(Busy {
+            pair,
+            mr,
+            recvs: RECV..RECV + recvs,
+            sends,
+        })
+    }
+
+    /// Drains `a` by `deadline` and checks the report and that every outstanding WR — they
+    /// certainly never ran, signaled or not — was flushed exactly once.
+    fn drain_all_flushed(&self, ctx: &Ctx<'_, P>, deadline: Instant) -> Result<Drained, CaseError> {
+        let a = &self.pair.a;
+        let d = ctx.drain_and_collect_by(a, &[&self.pair.cq_a], deadline)?;
+        let outstanding = self.recvs.clone().count() + self.sends.len();
+        expect_first_report(&d.report, Outstanding::Exactly(outstanding))?;
+        let expected = Expected::new()
+            .on_qp(a.qp_num())
+            .must(self.recvs.clone(), FLUSHED)
+            .must(self.sends.iter().copied(), FLUSHED);
+        ctx.expect_each_once(&d.completions, &expected)?;
+        Ok(d)
+    }
+
+    /// [`expect_terminal`] on `a`.
+    fn expect_terminal(&self, ctx: &Ctx<'_, P>) -> CaseResult {
+        expect_terminal(ctx, &self.pair.a, &[&self.pair.cq_a], slot(&self.mr, 0))
+    }
+}
+
 /// How many WRs were outstanding when a drain started, for checking its report.
 #[derive(Debug, Clone, Copy)]
 enum Outstanding {
@@ -351,19 +402,10 @@ fn expect_already_drained<Q: QueuePair>(qp: &Q, deadline: Instant) -> CaseResult
 // ----- clause 2: every WR exactly once -----
 
 fn accounts_for_every_wr<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    let pair = ctx.pair_with(&QpInit::default(), &stalling_params(), 256)?;
-    let mr = ctx.mr_filled(&pair.pd, SLOTS_LEN, 5)?;
-    post_recvs(&pair.a, &mr, RECV..RECV + 8)?;
     // Signaled and unsignaled alike: a WR that never executed completes with a flush error.
-    let sends = post_stalled_sends(ctx, &pair.a, &mr, SEND..SEND + 8, true)?;
-    let d = ctx.drain_and_collect(&pair.a, &[&pair.cq_a])?;
-    expect_first_report(&d.report, Outstanding::Exactly(8 + sends.len()))?;
-    let expected = Expected::new()
-        .on_qp(pair.a.qp_num())
-        .must(RECV..RECV + 8, FLUSHED)
-        .must(sends, FLUSHED);
-    ctx.expect_each_once(&d.completions, &expected)?;
-    expect_terminal(ctx, &pair.a, &[&pair.cq_a], slot(&mr, 0))
+    let busy = Busy::new(ctx, 256, 8, 8, true)?;
+    busy.drain_all_flushed(ctx, ctx.drain_deadline())?;
+    busy.expect_terminal(ctx)
 }
 
 fn unsignaled_successes_not_repeated<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
@@ -399,38 +441,19 @@ fn unsignaled_successes_not_repeated<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResul
 // ----- clauses 1 and 5: the deadline -----
 
 fn returns_by_short_deadline<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    let pair = ctx.pair_with(&QpInit::default(), &stalling_params(), 256)?;
-    let mr = ctx.mr_filled(&pair.pd, SLOTS_LEN, 5)?;
-    post_recvs(&pair.a, &mr, RECV..RECV + 8)?;
-    let sends = post_stalled_sends(ctx, &pair.a, &mr, SEND..SEND + 4, false)?;
+    let busy = Busy::new(ctx, 64, 8, 4, false)?;
     // `drain_and_collect_by` fails the case if the drain returns later than the deadline plus
     // a little slack.
-    let deadline = Instant::now() + Duration::from_millis(300);
-    let d = ctx.drain_and_collect_by(&pair.a, &[&pair.cq_a], deadline)?;
-    expect_first_report(&d.report, Outstanding::Exactly(8 + sends.len()))?;
-    let expected = Expected::new()
-        .on_qp(pair.a.qp_num())
-        .must(RECV..RECV + 8, FLUSHED)
-        .must(sends, FLUSHED);
-    ctx.expect_each_once(&d.completions, &expected)?;
-    expect_terminal(ctx, &pair.a, &[&pair.cq_a], slot(&mr, 0))
+    busy.drain_all_flushed(ctx, Instant::now() + Duration::from_millis(300))?;
+    busy.expect_terminal(ctx)
 }
 
 // ----- clause 3: terminal -----
 
 fn qp_is_terminal_after_drain<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    let pair = ctx.pair_with(&QpInit::default(), &stalling_params(), 64)?;
-    let mr = ctx.mr_filled(&pair.pd, SLOTS_LEN, 0)?;
-    post_recvs(&pair.a, &mr, RECV..RECV + 2)?;
-    let sends = post_stalled_sends(ctx, &pair.a, &mr, SEND..SEND + 2, false)?;
-    let d = ctx.drain_and_collect(&pair.a, &[&pair.cq_a])?;
-    expect_first_report(&d.report, Outstanding::Exactly(2 + sends.len()))?;
-    ctx.expect_each_once(
-        &d.completions,
-        &Expected::new()
-            .must(RECV..RECV + 2, FLUSHED)
-            .must(sends, FLUSHED),
-    )?;
+    let busy = Busy::new(ctx, 64, 2, 2, false)?;
+    busy.drain_all_flushed(ctx, ctx.drain_deadline())?;
+    let pair = &busy.pair;
     for &to in ctx.state_model().states() {
         if to == QpState::Error {
             continue;
@@ -453,24 +476,15 @@ fn qp_is_terminal_after_drain<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
             "state after the refused move to {to}"
         );
     }
-    expect_terminal(ctx, &pair.a, &[&pair.cq_a], slot(&mr, 0))
+    busy.expect_terminal(ctx)
 }
 
 // ----- clause 4: twice, every state, races -----
 
 fn second_drain_is_a_no_op<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    let pair = ctx.pair_with(&QpInit::default(), &stalling_params(), 64)?;
-    let mr = ctx.mr_filled(&pair.pd, SLOTS_LEN, 0)?;
-    post_recvs(&pair.a, &mr, RECV..RECV + 4)?;
-    let sends = post_stalled_sends(ctx, &pair.a, &mr, SEND..SEND + 2, false)?;
-    let d = ctx.drain_and_collect(&pair.a, &[&pair.cq_a])?;
-    expect_first_report(&d.report, Outstanding::Exactly(4 + sends.len()))?;
-    ctx.expect_each_once(
-        &d.completions,
-        &Expected::new()
-            .must(RECV..RECV + 4, FLUSHED)
-            .must(sends, FLUSHED),
-    )?;
+    let busy = Busy::new(ctx, 64, 4, 2, false)?;
+    busy.drain_all_flushed(ctx, ctx.drain_deadline())?;
+    let pair = &busy.pair;
     // A deadline in the past: there is nothing to wait for, so it does not matter.
     expect_already_drained(&pair.a, Instant::now())?;
     let again = ctx.drain_and_collect(&pair.a, &[&pair.cq_a])?;
@@ -484,7 +498,7 @@ fn second_drain_is_a_no_op<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         "completions after draining a drained QP: {:?}",
         again.completions
     );
-    expect_terminal(ctx, &pair.a, &[&pair.cq_a], slot(&mr, 0))
+    busy.expect_terminal(ctx)
 }
 
 fn from_initial_state<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
