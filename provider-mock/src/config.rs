@@ -98,10 +98,11 @@ impl Personality {
             Personality::Siw | Personality::LostMarker => DrainPlan::WaitForFlush,
             // Posts in ERROR are refused: the marker lives in the provider.
             Personality::Cxgb4 => DrainPlan::FlushMarker,
-            // Markers must go in before ERROR; once the QP is in ERROR already, the device has
-            // flushed what it had and nothing more can be posted.
-            Personality::Erdma if state == QpState::Error => DrainPlan::WaitForFlush,
-            Personality::Erdma => DrainPlan::MarkerThenError,
+            // The send marker must go in before ERROR, which only RTS allows. In any other
+            // state no send can be posted (or be outstanding unseen): ERROR and the device's
+            // own flush are enough.
+            Personality::Erdma if state == QpState::ReadyToSend => DrainPlan::MarkerThenError,
+            Personality::Erdma => DrainPlan::WaitForFlush,
         }
     }
 

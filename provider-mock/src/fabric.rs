@@ -180,8 +180,6 @@ struct CqRec {
     capacity: u32,
     entries: VecDeque<Completion>,
     overflowed: bool,
-    /// Completions lost to overflow.
-    lost: u64,
     users: u32,
     dropped: bool,
 }
@@ -254,6 +252,8 @@ struct QpRec {
     lose_next: [bool; 2],
     /// The provider's record of what it posted for the ULP.
     ledger: Ledger,
+    /// Completions of this QP lost to CQ overflow.
+    lost: u64,
     peer: Option<u32>,
     conn: Conn,
     params: ConnParams,
@@ -603,7 +603,6 @@ impl State {
                 capacity: depth,
                 entries: VecDeque::with_capacity(depth as usize),
                 overflowed: false,
-                lost: 0,
                 users: 0,
                 dropped: false,
             },
@@ -674,16 +673,9 @@ impl State {
         self.push_resolved_all(id, std::iter::once(c));
     }
 
-    /// Completions lost to overflow so far on the CQs of a QP.
+    /// Completions of a QP lost to CQ overflow since it was created.
     pub(crate) fn lost_completions(&self, qpn: u32) -> u64 {
-        self.qps.get(&qpn).map_or(0, |q| {
-            let lost = |id: u32| self.cqs.get(&id).map_or(0, |c| c.lost);
-            if q.send_cq == q.recv_cq {
-                lost(q.send_cq)
-            } else {
-                lost(q.send_cq) + lost(q.recv_cq)
-            }
-        })
+        self.qps.get(&qpn).map_or(0, |q| q.lost)
     }
 
     /// Moves every QP that uses an overflowed CQ to ERROR.
@@ -790,6 +782,7 @@ impl State {
                 parked: Vec::new(),
                 lose_next: [false; 2],
                 ledger: Ledger::new(qpn, init.max_send_wr, init.max_recv_wr),
+                lost: 0,
                 peer: None,
                 conn: Conn::Idle,
                 params: ConnParams::default(),
@@ -940,7 +933,9 @@ impl State {
                     self.pending_cq_errors.push(id);
                 }
                 cq.overflowed = true;
-                cq.lost += 1;
+                if let Some(q) = self.qps.get_mut(&c.qp_num) {
+                    q.lost += 1;
+                }
             } else {
                 cq.entries.push_back(c);
             }
@@ -1220,9 +1215,9 @@ impl State {
         };
         match self.device_post_send(qpn, device_wr, caps) {
             Ok(()) => {
-                let q = self.qp_mut(qpn)?;
-                if in_error && q.personality.drops_posts_in_error() {
-                    q.ledger.doom(token);
+                // A WR posted in ERROR can never succeed: never retire it silently.
+                if in_error {
+                    self.qp_mut(qpn)?.ledger.doom(token);
                 }
                 Ok(())
             }
@@ -1288,9 +1283,9 @@ impl State {
         };
         match self.device_post_recv(qpn, device_wr) {
             Ok(()) => {
-                let q = self.qp_mut(qpn)?;
-                if in_error && q.personality.drops_posts_in_error() {
-                    q.ledger.doom(token);
+                // A WR posted in ERROR can never succeed: never retire it silently.
+                if in_error {
+                    self.qp_mut(qpn)?.ledger.doom(token);
                 }
                 Ok(())
             }

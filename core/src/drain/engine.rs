@@ -27,8 +27,9 @@ pub enum DrainPlan {
         /// ERROR completes only when the QP is moved to ERROR again.
         repeat_error_for_recv: bool,
     },
-    /// A marker on each busy queue while the QP still runs, then ERROR, then wait for the
-    /// markers (for devices that ignore WRs posted in ERROR).
+    /// A marker on the send queue while the QP still runs, then ERROR, then wait for the marker
+    /// and for the device to flush the receive queue (for devices that ignore WRs posted in
+    /// ERROR).
     MarkerThenError,
     /// ERROR, then wait until the device has finished with both queues, then settle them from
     /// the ledger.
@@ -140,11 +141,13 @@ fn attempt<T: DrainTarget + ?Sized>(t: &T, plan: DrainPlan, deadline: Instant) -
             wait_all(t, busy, WaitFor::Marker, deadline)
         }
         DrainPlan::MarkerThenError => {
-            for (i, q) in WorkQueue::BOTH.into_iter().enumerate() {
-                busy[i] = t.post_marker(q)?;
-            }
+            // Only the send queue gets a marker before ERROR: a receive marker on a live QP
+            // could be consumed by an incoming SEND, whose data would then be lost unseen. The
+            // receive queue is flushed by ERROR and waited for like WaitForFlush.
+            let send_busy = t.post_marker(WorkQueue::Send)?;
             t.enter_error()?;
-            wait_all(t, busy, WaitFor::Marker, deadline)
+            Ok(wait_all(t, [send_busy, false], WaitFor::Marker, deadline)?
+                && wait_all(t, [false, true], WaitFor::DeviceIdle, deadline)?)
         }
         DrainPlan::WaitForFlush => {
             t.enter_error()?;
@@ -282,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn marker_then_error_posts_before_the_transition_and_skips_empty_queues() {
+    fn marker_then_error_marks_only_the_send_queue_before_the_transition() {
         let t = Script {
             outstanding: [true, false],
             ..Script::default()
@@ -290,7 +293,14 @@ mod tests {
         assert_eq!(run(&t, DrainPlan::MarkerThenError, soon()).unwrap(), None);
         assert_eq!(
             t.steps(),
-            ["marker Send", "error", "wait Marker(Send)", "settle Send"]
+            [
+                "marker Send",
+                "error",
+                "wait Marker(Send)",
+                "settle Send",
+                "wait DeviceIdle(Recv)",
+                "settle Recv"
+            ]
         );
     }
 

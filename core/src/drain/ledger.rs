@@ -295,8 +295,9 @@ impl Ledger {
         }
     }
 
-    /// Notes that the device accepted a WR it will never complete (a post in ERROR on a device
-    /// that drops such WRs): the drain synthesizes its flush instead of waiting for it.
+    /// Notes that a WR can never succeed (it was posted while the QP was in ERROR): it is never
+    /// retired silently as an unsignaled success, and a drain that settles its queue gives it a
+    /// flush completion if the device did not.
     pub fn doom(&mut self, token: Token) {
         if let Some(e) = self.entry_mut(token) {
             e.doomed = true;

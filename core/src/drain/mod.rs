@@ -48,7 +48,7 @@
 //! | plan | steps | for |
 //! |---|---|---|
 //! | [`ErrorThenMarker`](DrainPlan::ErrorThenMarker) | ERROR, marker on each busy queue, wait for the markers (repeat ERROR after a receive marker where receives posted in ERROR wait for it) | InfiniBand/RoCE, irdma; rxe with the repeat |
-//! | [`MarkerThenError`](DrainPlan::MarkerThenError) | marker first, then ERROR, wait for the markers | devices that ignore WRs posted in ERROR (erdma) |
+//! | [`MarkerThenError`](DrainPlan::MarkerThenError) | send marker first, then ERROR, wait for it and for the receive queue's flush (a receive marker on a live QP could swallow an incoming SEND) | devices that ignore WRs posted in ERROR (erdma) |
 //! | [`WaitForFlush`](DrainPlan::WaitForFlush) | ERROR, wait until the device's queues are empty, settle the rest from the ledger | devices whose posts in ERROR never complete (user-space siw, X722) |
 //! | [`FlushMarker`](DrainPlan::FlushMarker) | ERROR, a provider-side marker per busy queue (refused at once on an empty queue) that completes when the device has flushed everything before it | devices that refuse posts in ERROR (Chelsio) |
 //! | [`Synthesize`](DrainPlan::Synthesize) | stop the hardware, synthesize every completion | a device known to be dead |
@@ -89,7 +89,8 @@ pub enum DrainStrategy {
     /// completions (the InfiniBand algorithm; repeats the ERROR transition where receives posted
     /// in ERROR need it).
     ErrorThenMarker,
-    /// Post the marker first, then move to ERROR (for devices that ignore WRs posted in ERROR).
+    /// Post a send marker first, then move to ERROR (for devices that ignore WRs posted in
+    /// ERROR); the receive queue is waited for as in `WaitForFlush`.
     MarkerThenError,
     /// Move to ERROR, then place a provider-side marker behind each busy queue's WRs (refused at
     /// once when the queue is empty); it completes when the device has flushed every WR before

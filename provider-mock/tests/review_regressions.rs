@@ -1,0 +1,128 @@
+//! Regression tests for drain bugs found in review: each failed before its fix.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyverbs::{
+    Access, Completion, CompletionQueue, ConnParams, Device, ErrorKind, Listener, MemoryRegion,
+    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendFlags, SendWr, WcStatus,
+};
+use anyverbs_provider_mock::{MockCq, MockDevice, MockListener, MockPd, MockProvider, MockQp};
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_millis(500)
+}
+
+fn poll_all(cq: &MockCq) -> Vec<(u64, WcStatus)> {
+    let mut got = Vec::new();
+    let mut buf = [Completion::default(); 64];
+    loop {
+        let n = cq.poll(&mut buf).expect("poll");
+        if n == 0 {
+            return got;
+        }
+        got.extend(buf[..n].iter().map(|c| (c.wr_id, c.status)));
+    }
+}
+
+/// Fields drop in order: QPs before CQs before the PD.
+struct Pair {
+    a: MockQp,
+    b: MockQp,
+    _listener: MockListener,
+    cq_a: MockCq,
+    cq_b: MockCq,
+    pd: MockPd,
+    _device: MockDevice,
+}
+
+fn pair(p: &MockProvider, device: &str) -> Pair {
+    let d = p.open(device).unwrap();
+    let pd = d.alloc_pd().unwrap();
+    let (cq_a, cq_b) = (d.create_cq(64).unwrap(), d.create_cq(64).unwrap());
+    let a = pd.create_qp(&cq_a, &cq_a, &QpInit::default()).unwrap();
+    let b = pd.create_qp(&cq_b, &cq_b, &QpInit::default()).unwrap();
+    let addr = SocketAddr::new(d.ports().unwrap()[0].addresses[0], 0);
+    let listener = d.listen(addr).unwrap();
+    a.connect(listener.local_addr(), &ConnParams::default())
+        .unwrap();
+    let request = listener.next_request(soon()).unwrap();
+    listener
+        .accept(&request, &b, &ConnParams::default())
+        .unwrap();
+    a.wait_connected(soon()).unwrap();
+    Pair {
+        a,
+        b,
+        _listener: listener,
+        cq_a,
+        cq_b,
+        pd,
+        _device: d,
+    }
+}
+
+/// The X722 loses the first WR posted in ERROR. An unsignaled send lost that way never ran, so
+/// the drain must give it a flush completion instead of retiring it as a silent success —
+/// alone, and with a signaled WR behind it whose flush used to retire it.
+#[test]
+fn an_unsignaled_send_posted_in_error_is_never_a_silent_success() {
+    for with_signaled_behind in [false, true] {
+        let p = MockProvider::new();
+        let x = pair(&p, "mocklost0");
+        let mr = x.pd.register(64, Access::LOCAL_WRITE).unwrap();
+        x.a.modify(QpState::Error).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        poll_all(&x.cq_a);
+        let mut wrs = vec![SendWr::send(111, &[mr.sge(0, 8)]).with_flags(SendFlags::empty())];
+        if with_signaled_behind {
+            wrs.push(SendWr::send(222, &[mr.sge(0, 8)]));
+        }
+        x.a.post_send(&wrs).unwrap();
+        let report = x.a.drain(soon()).unwrap();
+        let got = poll_all(&x.cq_a);
+        assert!(
+            got.contains(&(111, WcStatus::WrFlushError)),
+            "with a signaled WR behind: {with_signaled_behind}; {report}; got {got:?}"
+        );
+    }
+}
+
+/// Completions lost to CQ overflow before the drain was called break "every WR completes
+/// exactly once": the drain must say so.
+#[test]
+fn overflow_before_the_drain_is_reported() {
+    let p = MockProvider::new();
+    let d = p.open("mock0").unwrap();
+    let pd = d.alloc_pd().unwrap();
+    let cq = d.create_cq(2).unwrap();
+    let qp = pd.create_qp(&cq, &cq, &QpInit::default()).unwrap();
+    let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+    qp.modify(QpState::Init).unwrap();
+    let recvs: Vec<RecvWr> = (0..4).map(|i| RecvWr::new(i, &[mr.sge(0, 8)])).collect();
+    qp.post_recv(&recvs).unwrap();
+    qp.modify(QpState::Error).unwrap(); // four flushes into a CQ of two
+    let e = qp.drain(soon()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overflow);
+}
+
+/// erdma drains with a marker only in RTS; after a graceful CLOSING no send can be posted, so
+/// the drain must not fall back and must not report a send that succeeded as flushed.
+#[test]
+fn erdma_drain_after_closing_needs_no_fallback() {
+    let p = MockProvider::new();
+    let x = pair(&p, "mockerdma0");
+    let mr = x.pd.register(64, Access::LOCAL_WRITE).unwrap();
+    x.b.post_recv(&[RecvWr::new(9, &[mr.sge(0, 8)])]).unwrap();
+    x.a.post_send(&[SendWr::send(5, &[mr.sge(0, 8)]).with_flags(SendFlags::empty())])
+        .unwrap();
+    assert_eq!(poll_all(&x.cq_b), [(9, WcStatus::Success)]);
+    x.a.modify(QpState::Closing).unwrap();
+    let report = x.a.drain(soon()).unwrap();
+    assert_eq!(report.fallback, None, "{report}");
+    assert_eq!(
+        poll_all(&x.cq_a),
+        [],
+        "the unsignaled send succeeded: {report}"
+    );
+}
