@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyverbs::drain::{DrainPhase, DrainStart, Ledger, WaitFor, WorkQueue};
+use anyverbs::drain::{DrainPhase, DrainStart, Ledger, Token, WaitFor, WorkQueue};
 use anyverbs::{
     Access, Cause, Completion, ConnParams, ConnectRequest, Connection, DeviceIdentity, DeviceInfo,
     MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, PostError, QpInit, QpState, RecvWr,
@@ -1206,16 +1206,33 @@ impl State {
         wr: &SendWr,
         caps: anyverbs::Caps,
     ) -> anyverbs::Result<()> {
+        self.through_ledger(
+            qpn,
+            |ledger| ledger.admit_send(wr),
+            |st, token| {
+                let device_wr = SendWr {
+                    wr_id: token.wr_id(),
+                    ..wr.clone()
+                };
+                st.device_post_send(qpn, device_wr, caps)
+            },
+        )
+    }
+
+    /// Admits one WR to the QP's ledger and posts it to the device under its token: a WR the
+    /// device refuses is withdrawn, one posted in ERROR is doomed (it can never succeed, so it
+    /// is never retired silently).
+    fn through_ledger(
+        &mut self,
+        qpn: u32,
+        admit: impl FnOnce(&mut Ledger) -> anyverbs::Result<Token>,
+        post: impl FnOnce(&mut Self, Token) -> MockResult<()>,
+    ) -> anyverbs::Result<()> {
         let q = self.qp_mut(qpn)?;
         let in_error = q.state == QpState::Error;
-        let token = q.ledger.admit_send(wr)?;
-        let device_wr = SendWr {
-            wr_id: token.wr_id(),
-            ..wr.clone()
-        };
-        match self.device_post_send(qpn, device_wr, caps) {
+        let token = admit(&mut q.ledger)?;
+        match post(self, token) {
             Ok(()) => {
-                // A WR posted in ERROR can never succeed: never retire it silently.
                 if in_error {
                     self.qp_mut(qpn)?.ledger.doom(token);
                 }
@@ -1274,26 +1291,17 @@ impl State {
     }
 
     fn admit_and_post_recv(&mut self, qpn: u32, wr: &RecvWr) -> anyverbs::Result<()> {
-        let q = self.qp_mut(qpn)?;
-        let in_error = q.state == QpState::Error;
-        let token = q.ledger.admit_recv(wr)?;
-        let device_wr = RecvWr {
-            wr_id: token.wr_id(),
-            ..wr.clone()
-        };
-        match self.device_post_recv(qpn, device_wr) {
-            Ok(()) => {
-                // A WR posted in ERROR can never succeed: never retire it silently.
-                if in_error {
-                    self.qp_mut(qpn)?.ledger.doom(token);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.qp_mut(qpn)?.ledger.withdraw(token);
-                Err(e.into())
-            }
-        }
+        self.through_ledger(
+            qpn,
+            |ledger| ledger.admit_recv(wr),
+            |st, token| {
+                let device_wr = RecvWr {
+                    wr_id: token.wr_id(),
+                    ..wr.clone()
+                };
+                st.device_post_recv(qpn, device_wr)
+            },
+        )
     }
 
     /// The device's post: `wr.wr_id` is the provider's token.
