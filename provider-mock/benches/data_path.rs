@@ -32,16 +32,17 @@
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyverbs::{
-    Access, Completion, CompletionQueue, ConnParams, Device, Listener, MemoryRegion,
-    ProtectionDomain, Provider, QpInit, QueuePair, RecvWr, SendWr, WcOpcode, WcStatus,
+    Access, Completion, CompletionQueue, Device, MemoryRegion, ProtectionDomain, Provider, QpInit,
+    QueuePair, RecvWr, SendWr, WcOpcode, WcStatus,
 };
 use anyverbs_provider_mock::{
     MockCq, MockDevice, MockListener, MockMr, MockPd, MockProvider, MockQp,
 };
+mod common;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Bytes per message.
@@ -73,25 +74,12 @@ impl MockPair {
         let deadline = Instant::now() + Duration::from_secs(5);
         let provider = MockProvider::new();
         let device = provider.open("mock0").expect("open mock0");
-        let ip = *device
-            .ports()
-            .expect("ports of mock0")
-            .iter()
-            .flat_map(|p| p.addresses.iter())
-            .next()
-            .expect("mock0 has an address");
         let pd = device.alloc_pd().expect("alloc_pd");
         let cq_a = device.create_cq(256).expect("create_cq a");
         let cq_b = device.create_cq(256).expect("create_cq b");
         let init = QpInit::default();
-        let a = pd.create_qp(&cq_a, &cq_a, &init).expect("create_qp a");
-        let b = pd.create_qp(&cq_b, &cq_b, &init).expect("create_qp b");
-        let params = ConnParams::default();
-        let listener = device.listen(SocketAddr::new(ip, 0)).expect("listen");
-        a.connect(listener.local_addr(), &params).expect("connect");
-        let request = listener.next_request(deadline).expect("next_request");
-        listener.accept(&request, &b, &params).expect("accept");
-        a.wait_connected(deadline).expect("wait_connected");
+        let (a, b, listener) =
+            common::connected_pair(&device, &pd, (&cq_a, &cq_b), &init, deadline);
 
         let src = pd
             .register(MSG * BATCH, Access::LOCAL_WRITE)

@@ -43,17 +43,17 @@
 //! on `a`. Read the results as ratios strategy / `floor` of the same group.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyverbs::{
-    Access, Completion, CompletionQueue, ConnParams, Device, DrainPlan, DrainStrategy, Listener,
-    MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, WcOpcode,
-    WcStatus,
+    Access, Completion, CompletionQueue, Device, DrainPlan, DrainStrategy, MemoryRegion,
+    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, WcOpcode, WcStatus,
 };
 use anyverbs_provider_mock::{
     FabricConfig, MockCq, MockDevice, MockListener, MockMr, MockPd, MockProvider, MockQp,
 };
+mod common;
+
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
 /// Numbers of receive WRs outstanding when the drain starts.
@@ -145,13 +145,6 @@ impl Fixture {
             ..FabricConfig::default()
         });
         let device = provider.open(device_name).expect("open the device");
-        let ip = *device
-            .ports()
-            .expect("ports")
-            .iter()
-            .flat_map(|p| p.addresses.iter())
-            .next()
-            .expect("the device has an address");
         let pd = device.alloc_pd().expect("alloc_pd");
         let cq_a = device.create_cq(CQ_DEPTH).expect("create_cq a");
         let cq_b = device.create_cq(CQ_DEPTH).expect("create_cq b");
@@ -162,14 +155,8 @@ impl Fixture {
             max_recv_sge: 1,
             max_inline_data: 0,
         };
-        let a = pd.create_qp(&cq_a, &cq_a, &init).expect("create_qp a");
-        let b = pd.create_qp(&cq_b, &cq_b, &init).expect("create_qp b");
-        let params = ConnParams::default();
-        let listener = device.listen(SocketAddr::new(ip, 0)).expect("listen");
-        a.connect(listener.local_addr(), &params).expect("connect");
-        let request = listener.next_request(deadline).expect("next_request");
-        listener.accept(&request, &b, &params).expect("accept");
-        a.wait_connected(deadline).expect("wait_connected");
+        let (a, b, listener) =
+            common::connected_pair(&device, &pd, (&cq_a, &cq_b), &init, deadline);
 
         let mr = pd
             .register(MAX_N * SLOT, Access::LOCAL_WRITE)
