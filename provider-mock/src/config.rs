@@ -114,13 +114,6 @@ impl Personality {
             Personality::Rxe | Personality::Irdma | Personality::LostMarker
         )
     }
-
-    /// A WR posted in ERROR that the device accepts but will never complete, as the provider
-    /// knows from the device's documented behaviour (user-space siw). The X722's lost marker is
-    /// a fault the provider cannot foresee.
-    pub fn drops_posts_in_error(self) -> bool {
-        self == Personality::Siw
-    }
 }
 
 /// One mock device.

@@ -69,8 +69,8 @@ pub enum MockError {
          (siw raises QP_FATAL and loses them); drain or wait for the completions first"
     )]
     ClosingWithSends(usize),
-    /// Posting to a QP that was drained.
-    #[error("the QP was drained; it takes no more WRs")]
+    /// Moving a drained (or draining) QP out of ERROR.
+    #[error("the QP was drained; it stays in ERROR until destroyed")]
     Drained,
     /// A transition the state machine forbids.
     #[error(transparent)]

@@ -1064,9 +1064,7 @@ impl State {
         let q = self.qp(qpn)?;
         let (model, from) = (q.model, q.state);
         if q.ledger.phase() != DrainPhase::Open && to != QpState::Error {
-            return Err(MockError::WrongState(
-                "the QP was drained; it stays in ERROR until destroyed".into(),
-            ));
+            return Err(MockError::Drained);
         }
         model
             .check(from, to, Cause::Modify)

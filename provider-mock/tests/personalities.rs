@@ -950,11 +950,6 @@ fn drain_plan_and_report_per_personality() {
 
 fn posts_in_error(row: &Row) {
     let dev = row.device;
-    assert_eq!(
-        row.personality.drops_posts_in_error(),
-        row.drops_posts_in_error,
-        "{dev}"
-    );
     let p = Pair::default_on(row);
     let mut book = Book::new(dev, &p.a);
     post_receives(&p, &mut book);
