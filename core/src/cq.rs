@@ -7,6 +7,9 @@ use crate::wr::Completion;
 
 /// A completion queue. The caller owns the buffer completions are written into.
 pub trait CompletionQueue: Send + Sync {
+    /// The CQ's number, unique on its device (named by [`DeviceEvent::CqError`](crate::DeviceEvent::CqError)).
+    fn cq_num(&self) -> u32;
+
     /// Number of completions the CQ holds.
     fn capacity(&self) -> u32;
 

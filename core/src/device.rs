@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::caps::{Caps, DeviceLimits};
 use crate::error::Result;
+use crate::event::{DeviceEvent, EventStream};
 use crate::identity::DeviceIdentity;
 use crate::provider::{Provider, Transport};
 use crate::state::StateModel;
@@ -60,7 +61,14 @@ pub struct PortInfo {
     pub addresses: Vec<IpAddr>,
 }
 
-/// An open RDMA device: allocates protection domains, completion queues and listeners.
+/// An open RDMA device: allocates protection domains, completion queues and listeners, and
+/// reports lifecycle events.
+///
+/// Once the device is lost (removed, or a fatal error such as a reset) every handle obtained
+/// from it is dead: every call fails with [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost)
+/// without blocking, and only `destroy` succeeds. Accessors of data fixed at creation
+/// ([`info`](Self::info), `qp_num`, `lkey`, ...) keep returning it. A device that comes back is
+/// a new device: open it again.
 pub trait Device<P: Provider>: Send + Sync {
     /// What the provider reports about this device.
     fn info(&self) -> &DeviceInfo;
@@ -77,4 +85,9 @@ pub trait Device<P: Provider>: Send + Sync {
     /// Listens for connection requests at `addr`, which must be one of this device's addresses
     /// (see [`PortInfo::addresses`]); port 0 picks a free port.
     fn listen(&self, addr: SocketAddr) -> Result<P::Listener>;
+
+    /// A stream of this device's events from now on (see [`event`](crate::event)). Each call
+    /// subscribes a new stream; every stream gets every event. On a lost device, fails with
+    /// [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost).
+    fn events(&self) -> Result<EventStream<DeviceEvent>>;
 }

@@ -5,7 +5,9 @@ use std::fmt;
 use crate::cm::Listener;
 use crate::cq::CompletionQueue;
 use crate::device::{Device, DeviceInfo};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::event::{EventStream, MonitorEvent};
+use crate::fault::Fault;
 use crate::mr::MemoryRegion;
 use crate::pd::ProtectionDomain;
 use crate::qp::QueuePair;
@@ -73,4 +75,19 @@ pub trait Provider: Send + Sync + Sized + 'static {
     /// Opens the device named `name`; [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) if
     /// there is none.
     fn open(&self, name: &str) -> Result<Self::Device>;
+
+    /// A stream of devices added and removed, from now on (see [`event`](crate::event)).
+    /// Subscribe before listing or opening devices, so that nothing happens unseen in between.
+    fn monitor(&self) -> Result<EventStream<MonitorEvent>>;
+
+    /// Injects `fault` into the device named `name`, for tests. Providers that can report
+    /// [`Caps::FAULT_INJECTION`](crate::Caps::FAULT_INJECTION); the default fails with
+    /// [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported).
+    fn inject(&self, name: &str, fault: &Fault) -> Result<()> {
+        let _ = fault;
+        Err(Error::not_supported(format!(
+            "provider {} cannot inject faults into {name}",
+            self.name()
+        )))
+    }
 }
