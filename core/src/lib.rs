@@ -80,6 +80,7 @@ pub mod pd;
 pub mod provider;
 pub mod qp;
 pub mod state;
+pub mod supervisor;
 pub mod wr;
 
 pub use caps::{Caps, DeviceLimits};
@@ -99,6 +100,10 @@ pub use pd::ProtectionDomain;
 pub use provider::{Provider, Transport};
 pub use qp::{QpInit, QueuePair};
 pub use state::{Cause, QpState, StateModel};
+pub use supervisor::{
+    DeviceSelector, Link, QpFailureAction, Service, StopReason, Supervisor, SupervisorConfig,
+    SupervisorEvent,
+};
 pub use wr::{
     Completion, INLINE_SGES, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList, Sge, WcOpcode,
     WcStatus,

@@ -1,0 +1,474 @@
+//! The supervisor's thread: watches the device, the monitor and the service's links, and makes
+//! the decisions the module docs list.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, info_span, warn};
+
+use super::{
+    GiveUp, Link, LossCause, QpFailureAction, Service, Shared, StopReason, SupervisorConfig,
+    SupervisorEvent, SupervisorReport, SupervisorState,
+};
+use crate::device::Device;
+use crate::error::{Error, ErrorKind};
+use crate::event::{DeviceEvent, EventStream, MonitorEvent};
+use crate::identity::DeviceIdentity;
+use crate::provider::Provider;
+use crate::supervisor::DeviceSelector;
+
+/// Where the service is, with what each phase holds.
+enum Phase<P: Provider> {
+    /// Nothing runs and nothing is scheduled: before the first start, and for a moment between
+    /// a stop and the next decision.
+    Idle,
+    /// The device is absent (never seen yet, or lost); give up at `give_up_at`.
+    Waiting { give_up_at: Option<Instant> },
+    /// The service runs on `device`, whose events arrive on `events`.
+    Running {
+        /// The supervisor's own handle, held while the service runs and dropped at its stop.
+        _device: P::Device,
+        events: EventStream<DeviceEvent>,
+        identity: DeviceIdentity,
+    },
+    /// Stopped after a connection failure or a failed start; the next attempt is at `retry_at`.
+    Backoff {
+        retry_at: Instant,
+        attempt: u32,
+        outage_since: Instant,
+    },
+    /// The thread ends.
+    Done,
+}
+
+pub(crate) struct Driver<P: Provider, S> {
+    provider: Arc<P>,
+    selector: DeviceSelector,
+    /// The identity followed, once known (never changes except by an adopted replacement).
+    pinned: Option<DeviceIdentity>,
+    service: S,
+    config: SupervisorConfig,
+    monitor: EventStream<MonitorEvent>,
+    shared: Arc<Shared>,
+    phase: Phase<P>,
+    /// Number of starts so far; links of older starts are ignored.
+    generation: u64,
+}
+
+impl<P: Provider, S: Service<P>> Driver<P, S> {
+    pub(crate) fn new(
+        provider: Arc<P>,
+        selector: DeviceSelector,
+        service: S,
+        config: SupervisorConfig,
+        monitor: EventStream<MonitorEvent>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let pinned = match &selector {
+            DeviceSelector::Identity(identity) => Some(identity.clone()),
+            DeviceSelector::Name(_) => None,
+        };
+        Driver {
+            provider,
+            selector,
+            pinned,
+            service,
+            config,
+            monitor,
+            shared,
+            phase: Phase::Idle,
+            generation: 0,
+        }
+    }
+
+    /// The thread's body: returns the service once shut down or given up.
+    pub(crate) fn run(mut self) -> S {
+        let span = info_span!("supervisor", device = %self.selector.name());
+        let _entered = span.enter();
+        self.try_start(None);
+        loop {
+            if self.shared.lock().shutdown {
+                self.shut_down();
+                break;
+            }
+            if matches!(self.phase, Phase::Done) {
+                break;
+            }
+            let seen = self.shared.wakeup.generation();
+            self.step();
+            if matches!(self.phase, Phase::Done) {
+                break;
+            }
+            if self.shared.lock().shutdown {
+                continue;
+            }
+            let until = self.next_timer();
+            self.config.clock.wait(&self.shared.wakeup, seen, until);
+        }
+        self.service
+    }
+
+    /// Handles everything that is waiting: monitor events, device events, link reports, timers.
+    fn step(&mut self) {
+        loop {
+            match self.monitor.try_recv() {
+                Ok(Some(event)) => self.on_monitor(event),
+                Ok(None) => break,
+                Err(e) if e.kind() == ErrorKind::Overflow => {
+                    warn!(error = %e, "monitor events were dropped");
+                }
+                Err(e) => {
+                    // The provider is gone: nothing will ever come back.
+                    warn!(error = %e, "the device monitor ended");
+                    break;
+                }
+            }
+            if matches!(self.phase, Phase::Done) {
+                return;
+            }
+        }
+        self.drain_device_events();
+        self.take_link_reports();
+        self.fire_timers();
+    }
+
+    fn drain_device_events(&mut self) {
+        loop {
+            let Phase::Running { events, .. } = &self.phase else {
+                return;
+            };
+            match events.try_recv() {
+                Ok(Some(event)) => self.on_device_event(event),
+                Ok(None) => return,
+                Err(e) if e.kind() == ErrorKind::Overflow => {
+                    warn!(error = %e, "device events were dropped");
+                }
+                Err(e) => {
+                    // The stream ended without a fatal/removed event we saw: the device is gone.
+                    self.lose_device(if e.kind() == ErrorKind::DeviceLost {
+                        LossCause::Removed
+                    } else {
+                        LossCause::Vanished
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_device_event(&mut self, event: DeviceEvent) {
+        match &event {
+            DeviceEvent::DeviceFatal => self.lose_device(LossCause::Fatal),
+            DeviceEvent::DeviceRemoved => self.lose_device(LossCause::Removed),
+            e if e.is_qp_failure() => {
+                if self.service.on_qp_failure(&event) == QpFailureAction::Restart {
+                    self.connection_lost(event.to_string());
+                } else {
+                    info!(event = %event, "QP failure left to the service");
+                }
+            }
+            _ => info!(event = %event, "device event"),
+        }
+    }
+
+    fn take_link_reports(&mut self) {
+        let reports = std::mem::take(&mut self.shared.lock().reports);
+        for (generation, reason) in reports {
+            if generation == self.generation && matches!(self.phase, Phase::Running { .. }) {
+                self.connection_lost(reason);
+            } else {
+                info!(generation, reason = %reason, "stale connection report ignored");
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.config.clock.now();
+        match self.phase {
+            Phase::Waiting {
+                give_up_at: Some(at),
+            } if now >= at => self.give_up(GiveUp::WindowExpired),
+            Phase::Backoff {
+                retry_at,
+                attempt,
+                outage_since,
+            } if now >= retry_at => self.try_start(Some((attempt, outage_since))),
+            _ => {}
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Waiting { give_up_at } => give_up_at,
+            Phase::Backoff { retry_at, .. } => Some(retry_at),
+            _ => None,
+        }
+    }
+
+    fn on_monitor(&mut self, event: MonitorEvent) {
+        match event {
+            MonitorEvent::Removed(identity) => {
+                if let Phase::Running { identity: ours, .. } = &self.phase
+                    && *ours == identity
+                {
+                    self.lose_device(LossCause::Removed);
+                } else if let Phase::Backoff { .. } = self.phase
+                    && self.follows(&identity)
+                {
+                    // Lost while stopped between attempts: wait for it instead.
+                    self.report(SupervisorEvent::DeviceLost {
+                        device: identity,
+                        cause: LossCause::Removed,
+                    });
+                    self.wait_for_device();
+                }
+            }
+            MonitorEvent::Added(info) => {
+                let identity = info.identity.clone();
+                if self.follows(&identity) {
+                    match &self.phase {
+                        Phase::Running { identity: ours, .. } if *ours == identity => {}
+                        Phase::Running { .. } => {
+                            // A new incarnation while we hold the old one: the old one is dead.
+                            self.lose_device(LossCause::Vanished);
+                            self.returned(identity);
+                        }
+                        Phase::Waiting { .. } | Phase::Backoff { .. } | Phase::Idle => {
+                            self.returned(identity)
+                        }
+                        Phase::Done => {}
+                    }
+                } else if matches!(self.phase, Phase::Waiting { .. })
+                    && identity.name == self.selector.name()
+                {
+                    match self.pinned.clone() {
+                        None => self.try_start(None),
+                        Some(expected) => {
+                            let adopted = self.service.accept_replacement(&expected, &info);
+                            self.report(SupervisorEvent::ForeignDevice {
+                                expected,
+                                found: identity.clone(),
+                                adopted,
+                            });
+                            if adopted {
+                                self.pinned = Some(identity);
+                                self.try_start(None);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `identity` is the device this supervisor follows.
+    fn follows(&self, identity: &DeviceIdentity) -> bool {
+        self.pinned
+            .as_ref()
+            .is_some_and(|p| p.is_same_device(identity))
+    }
+
+    fn returned(&mut self, identity: DeviceIdentity) {
+        self.report(SupervisorEvent::DeviceReturned { device: identity });
+        self.try_start(None);
+    }
+
+    /// Stops the running service after the device was lost, releases the device and waits.
+    fn lose_device(&mut self, cause: LossCause) {
+        let Phase::Running { identity, .. } = &self.phase else {
+            return;
+        };
+        self.report(SupervisorEvent::DeviceLost {
+            device: identity.clone(),
+            cause,
+        });
+        self.stop(StopReason::DeviceLost(cause));
+        self.wait_for_device();
+    }
+
+    fn connection_lost(&mut self, reason: String) {
+        self.report(SupervisorEvent::ConnectionLost {
+            reason: reason.clone(),
+        });
+        self.stop(StopReason::ConnectionLost(reason));
+        let now = self.config.clock.now();
+        self.schedule_restart(0, now);
+    }
+
+    /// Calls [`Service::stop`] if the service runs, then drops the device handle and its event
+    /// stream, so that a removal waiting for the process's objects can finish.
+    fn stop(&mut self, reason: StopReason) {
+        if let Phase::Running { .. } = self.phase {
+            let deadline = Instant::now() + self.config.stop_deadline;
+            self.service.stop(&reason, deadline);
+            // Dropping the phase drops the device handle and its stream.
+            self.phase = Phase::Idle;
+            self.report(SupervisorEvent::Stopped { reason });
+        }
+    }
+
+    /// Waits for the device, within the return window from now (unless already waiting: a
+    /// failed attempt to start on a returning device does not extend the window).
+    fn wait_for_device(&mut self) {
+        if let Phase::Waiting { .. } = self.phase {
+            return;
+        }
+        let give_up_at = self
+            .config
+            .return_window
+            .map(|w| self.config.clock.now() + w);
+        self.phase = Phase::Waiting { give_up_at };
+        self.set_state(SupervisorState::WaitingForDevice);
+        let device = self
+            .pinned
+            .as_ref()
+            .map_or_else(|| self.selector.name().to_string(), |p| p.to_string());
+        self.report(SupervisorEvent::WaitingForDevice { device, give_up_at });
+    }
+
+    fn schedule_restart(&mut self, attempt: u32, outage_since: Instant) {
+        let now = self.config.clock.now();
+        if let Some(loss) = self.config.loss_timeout
+            && now.saturating_duration_since(outage_since) >= loss
+        {
+            self.give_up(GiveUp::LossTimeout);
+            return;
+        }
+        let delay = self.config.reconnect_delay_for(attempt);
+        self.phase = Phase::Backoff {
+            retry_at: now + delay,
+            attempt,
+            outage_since,
+        };
+        self.set_state(SupervisorState::Reconnecting);
+        self.report(SupervisorEvent::RestartScheduled { attempt, delay });
+    }
+
+    /// The device to start on now, if it is present: the followed identity, or the selector's
+    /// name before the first start.
+    fn find_device(&self) -> Option<DeviceIdentity> {
+        let devices = match self.provider.devices() {
+            Ok(devices) => devices,
+            Err(e) => {
+                warn!(error = %e, "cannot list devices");
+                return None;
+            }
+        };
+        devices
+            .into_iter()
+            .map(|d| d.identity)
+            .find(|d| match &self.pinned {
+                Some(p) => p.is_same_device(d),
+                None => d.name == self.selector.name(),
+            })
+    }
+
+    /// Starts the service if the device is present; `retry` is the restart attempt and the
+    /// start of the outage when this is a scheduled retry.
+    fn try_start(&mut self, retry: Option<(u32, Instant)>) {
+        if matches!(self.phase, Phase::Running { .. } | Phase::Done) {
+            return;
+        }
+        let Some(identity) = self.find_device() else {
+            self.wait_for_device();
+            return;
+        };
+        let opened = self.provider.open(&identity.name).and_then(|device| {
+            // The name may have moved to another device between the listing and the open.
+            let found = device.info().identity.clone();
+            let same = match &self.pinned {
+                Some(p) => p.is_same_device(&found),
+                None => found.name == self.selector.name(),
+            };
+            if !same {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{} is now another device", identity.name),
+                ));
+            }
+            let events = device.events()?;
+            events.notify(&self.shared.wakeup);
+            Ok((device, events, found))
+        });
+        let (device, events, identity) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                info!(error = %e, "the device went away before it could be started on");
+                self.wait_for_device();
+                return;
+            }
+        };
+        self.pinned.get_or_insert_with(|| identity.clone());
+        self.generation += 1;
+        let link = Link {
+            shared: Arc::clone(&self.shared),
+            generation: self.generation,
+        };
+        match self.service.start(&device, &link) {
+            Ok(()) => {
+                self.phase = Phase::Running {
+                    _device: device,
+                    events,
+                    identity: identity.clone(),
+                };
+                self.set_state(SupervisorState::Running(identity.clone()));
+                self.report(SupervisorEvent::Started {
+                    device: identity,
+                    generation: self.generation,
+                });
+            }
+            Err(e) => {
+                self.report(SupervisorEvent::StartFailed {
+                    device: identity,
+                    kind: e.kind(),
+                    message: e.message().to_string(),
+                });
+                let deadline = Instant::now() + self.config.stop_deadline;
+                self.service.stop(&StopReason::StartFailed, deadline);
+                drop((device, events));
+                self.report(SupervisorEvent::Stopped {
+                    reason: StopReason::StartFailed,
+                });
+                if matches!(e.kind(), ErrorKind::DeviceLost | ErrorKind::NotFound) {
+                    self.wait_for_device();
+                } else {
+                    let now = self.config.clock.now();
+                    let (attempt, since) = retry.map_or((0, now), |(a, s)| (a + 1, s));
+                    self.schedule_restart(attempt, since);
+                }
+            }
+        }
+    }
+
+    fn give_up(&mut self, reason: GiveUp) {
+        self.stop(StopReason::Shutdown);
+        self.phase = Phase::Done;
+        self.set_state(SupervisorState::GaveUp(reason));
+        self.report(SupervisorEvent::GaveUp { reason });
+    }
+
+    fn shut_down(&mut self) {
+        self.stop(StopReason::Shutdown);
+        self.phase = Phase::Done;
+        self.set_state(SupervisorState::ShutDown);
+        self.report(SupervisorEvent::ShutDown);
+    }
+
+    fn set_state(&self, state: SupervisorState) {
+        self.shared.lock().state = Some(state);
+    }
+
+    fn report(&self, event: SupervisorEvent) {
+        match &event {
+            SupervisorEvent::GaveUp { .. }
+            | SupervisorEvent::StartFailed { .. }
+            | SupervisorEvent::DeviceLost { .. }
+            | SupervisorEvent::ForeignDevice { .. } => warn!(event = %event, "supervisor"),
+            _ => info!(event = %event, "supervisor"),
+        }
+        self.shared.events.publish(SupervisorReport {
+            at: self.config.clock.now(),
+            event,
+        });
+    }
+}
