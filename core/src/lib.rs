@@ -28,6 +28,11 @@
 //!   [`DrainReport`], and accounts for every WR exactly once.
 //! - **Identity, not names.** A device is recognised by its stable fields only
 //!   ([`DeviceIdentity::is_same_device`]); the kernel reuses names and renumbers indexes.
+//! - **A reset is a hot-remove.** A device that resets or is removed is gone: its
+//!   [`event`](mod@event) stream says so, every handle of it fails with
+//!   [`ErrorKind::DeviceLost`] without blocking, and a device that comes back is a new device.
+//!   The [`supervisor`] turns that into one code path for ULPs: stop, release, and restart only
+//!   when the same device returns, within a window.
 //!
 //! ## Handles and their lifetime
 //!

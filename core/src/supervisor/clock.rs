@@ -20,7 +20,7 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Instant;
 
     /// Waits until `wakeup`'s generation differs from `seen`, or this clock reaches `until`,
-    /// or at most [`MAX_IDLE`] of real time passes (so nothing waits forever).
+    /// or at most one second of real time passes (so nothing waits forever).
     fn wait(&self, wakeup: &Arc<Wakeup>, seen: u64, until: Option<Instant>);
 }
 

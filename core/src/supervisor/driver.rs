@@ -108,8 +108,11 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         self.service
     }
 
-    /// Handles everything that is waiting: monitor events, device events, link reports, timers.
+    /// Handles everything that is waiting: device events first (they say *how* the device was
+    /// lost: a reset's DeviceFatal comes before the monitor's removal), then monitor events,
+    /// link reports and timers.
     fn step(&mut self) {
+        self.drain_device_events();
         loop {
             match self.monitor.try_recv() {
                 Ok(Some(event)) => self.on_monitor(event),
@@ -127,7 +130,6 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
                 return;
             }
         }
-        self.drain_device_events();
         self.take_link_reports();
         self.fire_timers();
     }

@@ -33,7 +33,7 @@
 //! connections, worker threads) and drops all of it in [`stop`](Service::stop). The supervisor
 //! calls them on its own thread, `stop` after every `start` (also a failed one), never two
 //! `start`s in a row. After a device loss every call on the old handles fails at once with
-//! [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost), so `stop` never blocks on a dead
+//! [`ErrorKind::DeviceLost`], so `stop` never blocks on a dead
 //! device; releasing promptly matters, because drivers that cannot disassociate (rxe, siw)
 //! finish the removal — and can bring the device back — only once the process has closed every
 //! object of it.
@@ -138,7 +138,7 @@ pub enum LossCause {
     Fatal,
     /// [`DeviceEvent::DeviceRemoved`], or the monitor reported the device removed.
     Removed,
-    /// A call failed with [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost) or the device
+    /// A call failed with [`ErrorKind::DeviceLost`] or the device
     /// vanished before anything announced it.
     Vanished,
 }
