@@ -62,9 +62,14 @@ impl Personality {
         }
     }
 
-    /// The capabilities a device with this personality reports.
+    /// The capabilities a device with this personality reports. Every mock device can have
+    /// faults injected ([`Caps::FAULT_INJECTION`], see [`MockProvider`](crate::MockProvider)).
     pub fn caps(self) -> Caps {
-        let common = Caps::RDMA_READ | Caps::RDMA_WRITE | Caps::ZERO_LENGTH | Caps::INLINE_DATA;
+        let common = Caps::RDMA_READ
+            | Caps::RDMA_WRITE
+            | Caps::ZERO_LENGTH
+            | Caps::INLINE_DATA
+            | Caps::FAULT_INJECTION;
         let ib = common | Caps::IMMEDIATE_DATA | Caps::SQ_DRAIN_STATE | Caps::RNR_RETRY;
         // Like siw: no immediate data, no RNR retries (a SEND without a receive terminates the
         // connection), and QPs connect only through the CM.

@@ -10,12 +10,20 @@ use crate::fabric::Fabric;
 /// A mock completion queue.
 pub struct MockCq {
     fabric: Arc<Fabric>,
+    /// The device incarnation it was created on.
+    dev: u32,
     id: u32,
+    capacity: u32,
 }
 
 impl MockCq {
-    pub(crate) fn new(fabric: Arc<Fabric>, id: u32) -> Self {
-        MockCq { fabric, id }
+    pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, id: u32, capacity: u32) -> Self {
+        MockCq {
+            fabric,
+            dev,
+            id,
+            capacity,
+        }
     }
 
     pub(crate) fn id(&self) -> u32 {
@@ -28,12 +36,18 @@ impl MockCq {
 }
 
 impl CompletionQueue for MockCq {
+    fn cq_num(&self) -> u32 {
+        self.id
+    }
+
     fn capacity(&self) -> u32 {
-        self.fabric.lock().cq_capacity(self.id)
+        self.capacity
     }
 
     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
-        Ok(self.fabric.with(|st| st.poll(self.id, out))?)
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.poll(self.id, out))?)
     }
 
     fn wait(&self, out: &mut [Completion], deadline: Instant) -> Result<usize> {
@@ -44,9 +58,11 @@ impl CompletionQueue for MockCq {
         }
         Ok(self
             .fabric
-            .wait_until(deadline, "a completion", |st| match st.poll(self.id, out) {
-                Ok(0) => None,
-                other => Some(other),
+            .wait_live(self.dev, deadline, "a completion", |st| {
+                match st.poll(self.id, out) {
+                    Ok(0) => None,
+                    other => Some(other),
+                }
             })?)
     }
 

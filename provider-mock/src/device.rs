@@ -2,55 +2,66 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use anyverbs::{Device, DeviceInfo, LinkLayer, PortInfo, PortState, Result};
+use anyverbs::{Device, DeviceEvent, DeviceInfo, EventStream, PortInfo, Result};
 
 use crate::fabric::Fabric;
 use crate::{MockCq, MockListener, MockPd, MockProvider};
 
-/// An open mock device.
+/// An open mock device: one incarnation of a configured device. Once that incarnation is lost
+/// (reset, unplugged) every call fails with `DeviceLost`, also after the device came back as a
+/// new incarnation; [`info`](Device::info) keeps returning what it was.
 pub struct MockDevice {
     fabric: Arc<Fabric>,
-    index: usize,
+    /// The incarnation (its kernel index).
+    dev: u32,
+    info: DeviceInfo,
 }
 
 impl MockDevice {
-    pub(crate) fn new(fabric: Arc<Fabric>, index: usize) -> Self {
-        MockDevice { fabric, index }
+    pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, info: DeviceInfo) -> Self {
+        MockDevice { fabric, dev, info }
     }
 }
 
 impl Device<MockProvider> for MockDevice {
     fn info(&self) -> &DeviceInfo {
-        &self.fabric.infos[self.index]
+        &self.info
     }
 
     fn ports(&self) -> Result<Vec<PortInfo>> {
-        Ok(vec![PortInfo {
-            number: 1,
-            state: PortState::Active,
-            link_layer: LinkLayer::Virtual,
-            addresses: vec![self.fabric.config.devices[self.index].address],
-        }])
+        Ok(self.fabric.lock().ports(self.dev, Instant::now())?)
     }
 
     fn alloc_pd(&self) -> Result<MockPd> {
-        let max = self.info().limits.max_pd;
-        let id = self.fabric.with(|st| st.alloc_pd(self.index, max))?;
-        Ok(MockPd::new(Arc::clone(&self.fabric), self.index, id))
+        let id = self
+            .fabric
+            .with_live(self.dev, |st| st.alloc_pd(self.dev))?;
+        Ok(MockPd::new(Arc::clone(&self.fabric), self.dev, id))
     }
 
     fn create_cq(&self, depth: u32) -> Result<MockCq> {
-        let limits = self.info().limits;
         let id = self
             .fabric
-            .with(|st| st.create_cq(self.index, depth, limits.max_cq, limits.max_cqe))?;
-        Ok(MockCq::new(Arc::clone(&self.fabric), id))
+            .with_live(self.dev, |st| st.create_cq(self.dev, depth))?;
+        Ok(MockCq::new(Arc::clone(&self.fabric), self.dev, id, depth))
     }
 
     fn listen(&self, addr: SocketAddr) -> Result<MockListener> {
-        let fabric = &self.fabric;
-        let bound = fabric.with(|st| st.listen(self.index, addr, &fabric.config))?;
-        Ok(MockListener::new(Arc::clone(fabric), bound))
+        let bound = self
+            .fabric
+            .with_live(self.dev, |st| st.listen(self.dev, addr))?;
+        Ok(MockListener::new(Arc::clone(&self.fabric), self.dev, bound))
+    }
+
+    fn events(&self) -> Result<EventStream<DeviceEvent>> {
+        self.fabric.lock().subscribe_device(self.dev)
+    }
+}
+
+impl Drop for MockDevice {
+    fn drop(&mut self) {
+        self.fabric.with(|st| st.close_device_handle(self.dev));
     }
 }

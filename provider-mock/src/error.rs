@@ -9,9 +9,25 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum MockError {
-    /// No device of that name on the fabric.
+    /// No device of that name on the fabric, or it is absent (unplugged, resetting).
     #[error("no mock device named {0:?}")]
     NoSuchDevice(String),
+    /// The device the handle belongs to was reset or unplugged: every handle of it is dead.
+    #[error("device {device} {reason}: its handles are dead, only destroy works")]
+    DeviceLost {
+        /// The device's name.
+        device: String,
+        /// What happened to it, e.g. `was reset`.
+        reason: &'static str,
+    },
+    /// No QP of that number on the device (fault injection).
+    #[error("device {device} has no queue pair {qp_num}")]
+    NoSuchQp {
+        /// The device's name.
+        device: String,
+        /// The QP number asked for.
+        qp_num: u32,
+    },
     /// The handle was destroyed.
     #[error("the {0} was destroyed")]
     Destroyed(&'static str),
@@ -114,7 +130,10 @@ impl MockError {
     /// The kind generic code matches on.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            MockError::NoSuchDevice(_) | MockError::NoSuchRequest(_) => ErrorKind::NotFound,
+            MockError::NoSuchDevice(_)
+            | MockError::NoSuchRequest(_)
+            | MockError::NoSuchQp { .. } => ErrorKind::NotFound,
+            MockError::DeviceLost { .. } => ErrorKind::DeviceLost,
             MockError::Destroyed(_) => ErrorKind::Destroyed,
             MockError::InUse { .. } => ErrorKind::Busy,
             MockError::BadSize { .. } | MockError::BadArgument(_) => ErrorKind::InvalidArgument,

@@ -10,21 +10,28 @@
 //! whenever anything happens on the fabric: a post, a poll, a wait that wakes at the next retry
 //! deadline. A retry deadline that has passed fails the WR with RNR-retry-exceeded or
 //! transport-retry-exceeded and moves the QP to ERROR.
+//!
+//! Device lifecycle (incarnations, loss and return, injected faults) lives in [`lifecycle`];
+//! the engine consults it where a device may not work: a lost or stalled device executes and
+//! completes nothing, and a QP whose connection was cut gets no ACKs.
+
+pub(crate) mod lifecycle;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use anyverbs::drain::{DrainPhase, DrainStart, Ledger, Token, WaitFor, WorkQueue};
 use anyverbs::{
-    Access, Cause, Completion, ConnParams, ConnectRequest, Connection, DeviceIdentity, DeviceInfo,
-    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, PostError, QpInit, QpState, RecvWr,
-    RemoteAddr, SendFlags, SendOp, SendWr, Sge, StateModel, Transport, WcOpcode, WcStatus,
+    Access, Cause, Completion, ConnParams, ConnectRequest, Connection, DeviceEvent, EventHub,
+    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MonitorEvent, PostError, QpInit, QpState,
+    RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, Sge, StateModel, WcOpcode, WcStatus,
 };
 
 use crate::config::{FabricConfig, Personality};
 use crate::error::{MockError, MockResult};
+use lifecycle::{Incarnation, Shutdown, Slot};
 
 /// Ports handed out to `listen(.., 0)` and to the active side of connections.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 40000..=65000;
@@ -35,42 +42,31 @@ const RNR_RETRY_FOREVER: u8 = 7;
 /// The fabric shared by every handle of one `MockProvider`.
 pub(crate) struct Fabric {
     pub(crate) config: FabricConfig,
-    pub(crate) infos: Vec<DeviceInfo>,
     state: Mutex<State>,
     cond: Condvar,
+    /// The fabric itself, for timer threads (which must not keep it alive).
+    me: Weak<Fabric>,
+    /// Ends the timer threads when the fabric is dropped.
+    shutdown: Arc<Shutdown>,
+}
+
+impl Drop for Fabric {
+    fn drop(&mut self) {
+        self.shutdown.signal();
+    }
 }
 
 impl Fabric {
-    pub(crate) fn new(config: FabricConfig) -> Fabric {
-        let infos = config
-            .devices
-            .iter()
-            .enumerate()
-            .map(|(index, d)| DeviceInfo {
-                identity: DeviceIdentity {
-                    name: d.name.clone(),
-                    index: index as u32,
-                    node_guid: d.node_guid,
-                    sys_image_guid: d.node_guid,
-                    pci_address: d.pci_address,
-                    vendor_id: 0x00_5054,
-                    vendor_part_id: 1,
-                },
-                transport: Transport::Mock,
-                state_model: d.state_model(),
-                caps: d.caps(),
-                limits: d.limits,
-            })
-            .collect();
-        let devices = config
-            .devices
-            .iter()
-            .map(|_| DeviceCounts::default())
-            .collect();
-        Fabric {
-            infos,
+    pub(crate) fn new(config: FabricConfig) -> Arc<Fabric> {
+        let (slots, incarnations) = lifecycle::initial_devices(&config);
+        Arc::new_cyclic(|me| Fabric {
             state: Mutex::new(State {
-                devices,
+                slots,
+                incarnations,
+                monitor: EventHub::new(),
+                lifecycle_pending: false,
+                stalled_devices: 0,
+                timers: Vec::new(),
                 pds: HashMap::new(),
                 mrs: HashMap::new(),
                 rkeys: HashMap::new(),
@@ -94,7 +90,9 @@ impl Fabric {
             }),
             config,
             cond: Condvar::new(),
-        }
+            me: me.clone(),
+            shutdown: Arc::default(),
+        })
     }
 
     /// Takes the lock. A panic while holding it (a bug) does not make every later call panic.
@@ -111,7 +109,38 @@ impl Fabric {
         if st.waiters > 0 {
             self.cond.notify_all();
         }
+        let timers = st.take_timers();
+        drop(st);
+        self.arm_timers(timers);
         out
+    }
+
+    /// [`with`](Self::with) for a call on a handle of incarnation `dev`: fails with
+    /// `DeviceLost` once the device is lost.
+    pub(crate) fn with_live<T>(
+        &self,
+        dev: u32,
+        f: impl FnOnce(&mut State) -> MockResult<T>,
+    ) -> MockResult<T> {
+        self.with(|st| {
+            st.check_live(dev)?;
+            f(st)
+        })
+    }
+
+    /// [`wait_until`](Self::wait_until) for a call on a handle of incarnation `dev`: fails with
+    /// `DeviceLost` as soon as the device is lost, also while waiting.
+    pub(crate) fn wait_live<T>(
+        &self,
+        dev: u32,
+        deadline: Instant,
+        what: &'static str,
+        mut f: impl FnMut(&mut State) -> Option<MockResult<T>>,
+    ) -> MockResult<T> {
+        self.wait_until(deadline, what, |st| match st.check_live(dev) {
+            Ok(()) => f(st),
+            Err(e) => Some(Err(e)),
+        })
     }
 
     /// Waits until `f` returns `Some`, or `deadline` passes. Wakes on every change of the fabric
@@ -128,10 +157,15 @@ impl Fabric {
             if st.progress(now) && st.waiters > 0 {
                 self.cond.notify_all();
             }
+            // Rare (a timer a fault's progress step asked for): arm it before waiting.
+            self.arm_timers(st.take_timers());
             if let Some(r) = f(&mut st) {
                 if st.waiters > 0 {
                     self.cond.notify_all();
                 }
+                let timers = st.take_timers();
+                drop(st);
+                self.arm_timers(timers);
                 return r;
             }
             if now >= deadline {
@@ -151,23 +185,16 @@ impl Fabric {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct DeviceCounts {
-    pds: u32,
-    cqs: u32,
-    qps: u32,
-    mrs: u32,
-}
-
+/// `device` fields below name the incarnation the object was created on.
 struct PdRec {
-    device: usize,
+    device: u32,
     mrs: u32,
     qps: u32,
     dropped: bool,
 }
 
 struct MrRec {
-    device: usize,
+    device: u32,
     pd: u32,
     buf: Vec<u8>,
     addr: u64,
@@ -176,7 +203,7 @@ struct MrRec {
 }
 
 struct CqRec {
-    device: usize,
+    device: u32,
     capacity: u32,
     entries: VecDeque<Completion>,
     overflowed: bool,
@@ -191,6 +218,8 @@ enum Refusal {
     Rejected,
     /// The QP left its fresh state (ERROR, RESET) while connecting.
     Abandoned,
+    /// The listener's device was lost before the request was answered.
+    Unreachable(SocketAddr),
 }
 
 enum Conn {
@@ -226,6 +255,8 @@ struct SendEntry {
 /// A completion the device delivers later (asynchronous flushes).
 struct Delayed {
     due: Instant,
+    /// The incarnation that delivers it.
+    device: u32,
     cq: u32,
     queue: WorkQueue,
     completion: Completion,
@@ -234,7 +265,7 @@ struct Delayed {
 /// A QP as the provider and the simulated device see it. The device's half works with the
 /// ledger's tokens as `wr_id`s; the provider's half is the ledger.
 struct QpRec {
-    device: usize,
+    device: u32,
     pd: u32,
     send_cq: u32,
     recv_cq: u32,
@@ -263,23 +294,43 @@ struct QpRec {
     /// Unsignaled send WRs that completed successfully since the last signaled completion.
     /// As on hardware, they keep their send-queue slot until a later signaled WR completes.
     unsignaled_done: u32,
+    /// The connection was cut (the peer's device was lost, or `Fault::LosePeer`): no ACK ever
+    /// comes back, and the peer hears nothing from this QP.
+    peer_lost: bool,
+    /// `DeviceEvent::Disconnected` was published for this QP.
+    disconnect_reported: bool,
+    /// Completions (under the provider's tokens) a stalled device owes, delivered on resume.
+    held: Vec<(WorkQueue, Completion)>,
 }
 
 struct ListenerRec {
-    device: usize,
+    device: u32,
     queue: VecDeque<u64>,
 }
 
 struct RequestRec {
     listener: SocketAddr,
     client: u32,
+    /// The incarnation of the requesting QP.
+    client_device: u32,
     client_addr: SocketAddr,
     private_data: Vec<u8>,
 }
 
 /// Everything on the fabric.
 pub(crate) struct State {
-    devices: Vec<DeviceCounts>,
+    /// One per configured device.
+    slots: Vec<Slot>,
+    /// Every incarnation of every device, indexed by its kernel index.
+    incarnations: Vec<Incarnation>,
+    /// Devices added and removed.
+    monitor: EventHub<MonitorEvent>,
+    /// Whether a device return or port recovery is pending (see [`State::lifecycle`]).
+    lifecycle_pending: bool,
+    /// How many live incarnations are stalled (`Fault::Stall`).
+    stalled_devices: usize,
+    /// Progress steps asked for at these instants, not yet armed.
+    timers: Vec<Instant>,
     pds: HashMap<u32, PdRec>,
     mrs: HashMap<u32, MrRec>,
     rkeys: HashMap<u32, u32>,
@@ -362,12 +413,13 @@ impl State {
 
     // ----- protection domains -----
 
-    pub(crate) fn alloc_pd(&mut self, device: usize, max: u32) -> MockResult<u32> {
-        if self.devices[device].pds >= max {
+    pub(crate) fn alloc_pd(&mut self, device: u32) -> MockResult<u32> {
+        let inc = self.inc(device);
+        if inc.live.pds >= inc.info.limits.max_pd {
             return Err(MockError::TableFull("protection domain"));
         }
         let id = next_free(&mut self.next_pd, 1, u32::MAX, &self.pds);
-        self.devices[device].pds += 1;
+        self.inc_mut(device).live.pds += 1;
         self.pds.insert(
             id,
             PdRec {
@@ -392,7 +444,7 @@ impl State {
         }
         let device = pd.device;
         self.pds.remove(&id);
-        self.devices[device].pds -= 1;
+        self.inc_mut(device).live.pds -= 1;
         Ok(())
     }
 
@@ -428,11 +480,10 @@ impl State {
         pd: u32,
         len: usize,
         access: Access,
-        max_size: u64,
-        max_mrs: u32,
     ) -> MockResult<(u32, u32, u64)> {
         let device = self.live_pd(pd)?.device;
-        size_check("memory region length", len as u64, max_size)?;
+        let limits = self.inc(device).info.limits;
+        size_check("memory region length", len as u64, limits.max_mr_size)?;
         if access.intersects(Access::REMOTE_WRITE | Access::REMOTE_ATOMIC)
             && !access.contains(Access::LOCAL_WRITE)
         {
@@ -440,7 +491,7 @@ impl State {
                 "remote write or atomic access requires local write access".into(),
             ));
         }
-        if self.devices[device].mrs >= max_mrs {
+        if self.inc(device).live.mrs >= limits.max_mr {
             return Err(MockError::TableFull("memory region"));
         }
         // lkeys stay below 2^31 so that rkeys (lkey with the top bit set) never collide.
@@ -460,7 +511,7 @@ impl State {
             },
         );
         self.rkeys.insert(rkey, lkey);
-        self.devices[device].mrs += 1;
+        self.inc_mut(device).live.mrs += 1;
         if let Some(p) = self.pds.get_mut(&pd) {
             p.mrs += 1;
         }
@@ -470,7 +521,7 @@ impl State {
     pub(crate) fn destroy_mr(&mut self, lkey: u32) {
         if let Some(mr) = self.mrs.remove(&lkey) {
             self.rkeys.remove(&mr.rkey);
-            self.devices[mr.device].mrs -= 1;
+            self.inc_mut(mr.device).live.mrs -= 1;
             if let Some(p) = self.pds.get_mut(&mr.pd) {
                 p.mrs -= 1;
             }
@@ -583,19 +634,15 @@ impl State {
 
     // ----- completion queues -----
 
-    pub(crate) fn create_cq(
-        &mut self,
-        device: usize,
-        depth: u32,
-        max: u32,
-        max_cqe: u32,
-    ) -> MockResult<u32> {
-        size_check("CQ depth", u64::from(depth), u64::from(max_cqe))?;
-        if self.devices[device].cqs >= max {
+    pub(crate) fn create_cq(&mut self, device: u32, depth: u32) -> MockResult<u32> {
+        let inc = self.inc(device);
+        let limits = inc.info.limits;
+        size_check("CQ depth", u64::from(depth), u64::from(limits.max_cqe))?;
+        if inc.live.cqs >= limits.max_cq {
             return Err(MockError::TableFull("completion queue"));
         }
         let id = next_free(&mut self.next_cq, 1, u32::MAX, &self.cqs);
-        self.devices[device].cqs += 1;
+        self.inc_mut(device).live.cqs += 1;
         self.cqs.insert(
             id,
             CqRec {
@@ -622,7 +669,7 @@ impl State {
         }
         let device = cq.device;
         self.cqs.remove(&id);
-        self.devices[device].cqs -= 1;
+        self.inc_mut(device).live.cqs -= 1;
         Ok(())
     }
 
@@ -678,7 +725,7 @@ impl State {
         self.qps.get(&qpn).map_or(0, |q| q.lost)
     }
 
-    /// Moves every QP that uses an overflowed CQ to ERROR.
+    /// Moves every QP that uses an overflowed CQ to ERROR, then reports the CQ error.
     fn fail_overflowed_cqs(&mut self) -> bool {
         if self.pending_cq_errors.is_empty() {
             return false;
@@ -694,6 +741,11 @@ impl State {
             .collect();
         for qpn in victims {
             self.enter_error(qpn);
+        }
+        for cq_num in cqs {
+            if let Some(cq) = self.cqs.get(&cq_num) {
+                self.publish(cq.device, DeviceEvent::CqError { cq_num });
+            }
         }
         true
     }
@@ -715,10 +767,6 @@ impl State {
         Ok(n)
     }
 
-    pub(crate) fn cq_capacity(&self, cq: u32) -> u32 {
-        self.cqs.get(&cq).map_or(0, |c| c.capacity)
-    }
-
     // ----- queue pairs -----
 
     pub(crate) fn create_qp(
@@ -727,12 +775,15 @@ impl State {
         send_cq: u32,
         recv_cq: u32,
         init: &QpInit,
-        personality: Personality,
-        limits: &anyverbs::DeviceLimits,
     ) -> MockResult<u32> {
         let device = self.live_pd(pd)?.device;
+        let inc = self.inc(device);
+        let limits = inc.info.limits;
+        let personality = self.slots[inc.slot].config.personality;
         for cq in [send_cq, recv_cq] {
-            if self.live_cq(cq)?.device != device {
+            let cq_device = self.live_cq(cq)?.device;
+            self.check_live(cq_device)?;
+            if cq_device != device {
                 return Err(MockError::BadArgument(
                     "the CQ belongs to another device".into(),
                 ));
@@ -752,12 +803,12 @@ impl State {
                 max: u64::from(limits.max_inline_data),
             });
         }
-        if self.devices[device].qps >= limits.max_qp {
+        if self.inc(device).live.qps >= limits.max_qp {
             return Err(MockError::TableFull("queue pair"));
         }
         // QP numbers are 24 bits; 0 and 1 are special in InfiniBand (SMI, GSI).
         let qpn = next_free(&mut self.next_qpn, 2, 0x00ff_ffff, &self.qps);
-        self.devices[device].qps += 1;
+        self.inc_mut(device).live.qps += 1;
         self.pds.get_mut(&pd).expect("live").qps += 1;
         self.cqs.get_mut(&send_cq).expect("live").users += 1;
         self.cqs.get_mut(&recv_cq).expect("live").users += 1;
@@ -789,6 +840,9 @@ impl State {
                 local_addr: None,
                 unsignaled_done: 0,
                 max_msg_size: limits.max_msg_size,
+                peer_lost: false,
+                disconnect_reported: false,
+                held: Vec::new(),
             },
         );
         Ok(qpn)
@@ -814,7 +868,7 @@ impl State {
         };
         self.stalled.remove(&qpn);
         self.delayed.retain(|d| d.completion.qp_num != qpn);
-        self.devices[q.device].qps -= 1;
+        self.inc_mut(q.device).live.qps -= 1;
         if let Conn::Connecting { request } = q.conn {
             self.requests.remove(&request);
         }
@@ -825,8 +879,10 @@ impl State {
         }
         self.pd_lost_user(q.pd);
         // On iWARP the connection is a TCP stream: destroying one end tears it down and the
-        // peer's QP goes to ERROR. On InfiniBand the peer notices only when it sends.
+        // peer's QP goes to ERROR. On InfiniBand the peer notices only when it sends. A cut
+        // connection tells the peer nothing.
         if q.model == StateModel::Iwarp
+            && !q.peer_lost
             && let Some(peer) = q.peer
         {
             self.enter_error(peer);
@@ -857,6 +913,7 @@ impl State {
         self.flush(qpn);
         let q = self.qps.get_mut(&qpn).expect("present");
         if q.model == StateModel::Iwarp
+            && !q.peer_lost
             && let Some(peer) = q.peer.take()
         {
             if let Some(p) = self.qps.get_mut(&peer) {
@@ -868,12 +925,15 @@ impl State {
 
     /// Completes every outstanding WR of a QP with a flush error, sends first, then receives:
     /// at once, or after the flush delay on devices that flush asynchronously. A dead device
-    /// flushes nothing. On rxe this also flushes the receives posted while in ERROR.
+    /// (the personality, or a lost incarnation) flushes nothing; a stalled one holds the flushes
+    /// until it resumes. On rxe this also flushes the receives posted while in ERROR.
     fn flush(&mut self, qpn: u32) {
         let q = self.qps.get_mut(&qpn).expect("present");
-        if q.personality == Personality::Dead {
+        let inc = &self.incarnations[q.device as usize];
+        if q.personality == Personality::Dead || inc.lost.is_some() {
             return;
         }
+        let stalled = inc.stalled;
         q.unsignaled_done = 0;
         let mut flushes: Vec<(WorkQueue, Completion)> =
             q.sq.drain(..)
@@ -899,6 +959,10 @@ impl State {
                     .into_iter()
                     .map(|(_, id)| (WorkQueue::Recv, flush_completion(id, qpn, WcOpcode::Recv))),
             );
+        }
+        if stalled {
+            q.held.extend(flushes);
+            return;
         }
         if q.personality.flushes_asynchronously() {
             for (queue, c) in flushes {
@@ -943,16 +1007,24 @@ impl State {
     }
 
     /// Delivers a flush completion now, or after the flush delay where the device flushes
-    /// asynchronously.
+    /// asynchronously; a stalled device holds it until it resumes, a lost one drops it.
     fn emit(&mut self, qpn: u32, queue: WorkQueue, c: Completion) {
-        let q = &self.qps[&qpn];
-        let cq = match queue {
-            WorkQueue::Send => q.send_cq,
-            WorkQueue::Recv => q.recv_cq,
+        let Some(q) = self.qps.get_mut(&qpn) else {
+            return;
         };
+        let inc = &self.incarnations[q.device as usize];
+        if inc.lost.is_some() {
+            return;
+        }
+        if inc.stalled {
+            q.held.push((queue, c));
+            return;
+        }
+        let cq = Self::cq_of(q, queue);
         if q.personality.flushes_asynchronously() {
             self.delayed.push(Delayed {
                 due: Instant::now() + self.flush_delay,
+                device: q.device,
                 cq,
                 queue,
                 completion: c,
@@ -990,8 +1062,12 @@ impl State {
             Personality::Rxe => {
                 // A send posted in ERROR completes at once on rxe, though its flushes on the
                 // move to ERROR take a while; completions of one queue stay in order.
-                let cq = q.send_cq;
+                let (cq, device) = (q.send_cq, q.device);
                 let c = flush_completion(wr_id, qpn, opcode);
+                if !self.working(device) {
+                    self.emit(qpn, queue, c);
+                    return Ok(());
+                }
                 match self
                     .delayed
                     .iter()
@@ -1002,6 +1078,7 @@ impl State {
                         let due = last.due;
                         self.delayed.push(Delayed {
                             due,
+                            device,
                             cq,
                             queue,
                             completion: c,
@@ -1038,21 +1115,32 @@ impl State {
             WorkQueue::Send => q.sq.len(),
             WorkQueue::Recv => q.rq.len(),
         };
-        ring + self
-            .delayed
-            .iter()
-            .filter(|d| d.completion.qp_num == qpn && d.queue == queue)
-            .count()
+        ring + q.held.iter().filter(|(held, _)| *held == queue).count()
+            + self
+                .delayed
+                .iter()
+                .filter(|d| d.completion.qp_num == qpn && d.queue == queue)
+                .count()
+    }
+
+    /// Whether a delayed completion is held back by its stalled device.
+    fn held_by_stall(&self, d: &Delayed) -> bool {
+        self.stalled_devices > 0 && self.incarnations[d.device as usize].stalled
+    }
+
+    /// Whether a delayed completion is due: its time came and its device is not stalled.
+    fn is_due(&self, d: &Delayed, now: Instant) -> bool {
+        d.due <= now && !self.held_by_stall(d)
     }
 
     /// Delivers the delayed completions that are due; true if any were.
     fn fire_delayed(&mut self, now: Instant) -> bool {
-        if !self.delayed.iter().any(|d| d.due <= now) {
+        if !self.delayed.iter().any(|d| self.is_due(d, now)) {
             return false;
         }
         let (due, later): (Vec<Delayed>, Vec<Delayed>) = std::mem::take(&mut self.delayed)
             .into_iter()
-            .partition(|d| d.due <= now);
+            .partition(|d| self.is_due(d, now));
         self.delayed = later;
         for d in due {
             self.push_cqe(d.cq, d.completion);
@@ -1084,10 +1172,13 @@ impl State {
                 q.sq.clear();
                 q.rq.clear();
                 q.parked.clear();
+                q.held.clear();
                 q.ledger.discard_all();
                 q.unsignaled_done = 0;
                 q.state = QpState::Reset;
                 q.conn = Conn::Idle;
+                q.peer_lost = false;
+                q.disconnect_reported = false;
                 let peer = q.peer.take();
                 self.stalled.remove(&qpn);
                 if let Some(p) = peer.and_then(|p| self.qps.get_mut(&p))
@@ -1104,11 +1195,17 @@ impl State {
                 let q = self.qp_mut(qpn)?;
                 q.state = to;
                 let recvs: Vec<RecvWr> = q.rq.drain(..).collect();
-                let (rcq, peer) = (q.recv_cq, q.peer.take());
+                let (rcq, peer, cut) = (q.recv_cq, q.peer.take(), q.peer_lost);
+                let working = self.working(self.qp(qpn)?.device);
                 for r in recvs {
-                    self.push_cqe(rcq, flush_completion(r.wr_id, qpn, WcOpcode::Recv));
+                    let c = flush_completion(r.wr_id, qpn, WcOpcode::Recv);
+                    if working {
+                        self.push_cqe(rcq, c);
+                    } else {
+                        self.emit(qpn, WorkQueue::Recv, c);
+                    }
                 }
-                if let Some(peer) = peer {
+                if let Some(peer) = peer.filter(|_| !cut) {
                     if let Some(p) = self.qps.get_mut(&peer) {
                         p.peer = None;
                     }
@@ -1339,7 +1436,8 @@ impl State {
 
     /// Retries every stalled send queue; true if anything changed.
     pub(crate) fn progress(&mut self, now: Instant) -> bool {
-        let fired = self.fire_delayed(now);
+        let lifecycle = self.lifecycle(now);
+        let fired = self.fire_delayed(now) || lifecycle;
         let failed = self.fail_overflowed_cqs() || fired;
         if self.stalled.is_empty() {
             return failed;
@@ -1358,8 +1456,15 @@ impl State {
     pub(crate) fn next_timer(&self) -> Option<Instant> {
         self.stalled
             .iter()
-            .filter_map(|q| self.qps.get(q)?.sq.front()?.stall?.fail_at)
-            .chain(self.delayed.iter().map(|d| d.due))
+            .filter_map(|q| self.qps.get(q))
+            .filter(|q| self.working(q.device))
+            .filter_map(|q| q.sq.front()?.stall?.fail_at)
+            .chain(
+                self.delayed
+                    .iter()
+                    .filter(|d| !self.held_by_stall(d))
+                    .map(|d| d.due),
+            )
             .min()
     }
 
@@ -1372,6 +1477,17 @@ impl State {
             };
             if q.personality == Personality::Dead {
                 // Nothing ever executes on a dead device.
+                return;
+            }
+            let inc = &self.incarnations[q.device as usize];
+            if !inc.working() {
+                // Nothing executes on a lost device; a stalled one is retried (from `progress`)
+                // until it resumes.
+                if inc.stalled && !q.sq.is_empty() {
+                    self.stalled.insert(qpn);
+                } else {
+                    self.stalled.remove(&qpn);
+                }
                 return;
             }
             // In SQD the WR in progress (a head already stalled on a retry) still finishes or
@@ -1409,6 +1525,13 @@ impl State {
                 };
                 let s = Stall { kind, fail_at };
                 head.stall = Some(s);
+                // Nobody may be calling when a cut connection fails: make sure it fails on time
+                // (and reports it) anyway.
+                if q.peer_lost
+                    && let Some(t) = fail_at
+                {
+                    self.timers.push(t);
+                }
                 s
             }
         };
@@ -1419,9 +1542,24 @@ impl State {
                     StallKind::NoAck => WcStatus::TransportRetryExceeded,
                 };
                 self.fail_head(qpn, status);
+                if kind == StallKind::NoAck {
+                    self.report_disconnect(qpn);
+                }
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Publishes `Disconnected` once for a QP whose cut connection just failed it.
+    fn report_disconnect(&mut self, qpn: u32) {
+        if let Some(q) = self.qps.get_mut(&qpn)
+            && q.peer_lost
+            && !q.disconnect_reported
+        {
+            q.disconnect_reported = true;
+            let device = q.device;
+            self.publish(device, DeviceEvent::Disconnected { qp_num: qpn });
         }
     }
 
@@ -1492,17 +1630,20 @@ impl State {
         let q = &self.qps[&qpn];
         let head = q.sq.front().expect("non-empty");
         let (op, pd) = (head.wr.op, q.pd);
+        // A cut connection, or a peer on a lost or stalled device: no ACK comes back.
         let peer = q.peer.filter(|p| {
-            self.qps.get(p).is_some_and(|pq| {
-                pq.peer == Some(qpn)
-                    && matches!(
-                        pq.state,
-                        QpState::ReadyToReceive
-                            | QpState::ReadyToSend
-                            | QpState::SendQueueDrained
-                            | QpState::SendQueueError
-                    )
-            })
+            !q.peer_lost
+                && self.qps.get(p).is_some_and(|pq| {
+                    pq.peer == Some(qpn)
+                        && self.incarnations[pq.device as usize].working()
+                        && matches!(
+                            pq.state,
+                            QpState::ReadyToReceive
+                                | QpState::ReadyToSend
+                                | QpState::SendQueueDrained
+                                | QpState::SendQueueError
+                        )
+                })
         });
         let Some(peer) = peer else {
             return self.stall(qpn, StallKind::NoAck, now);
@@ -1781,8 +1922,9 @@ impl State {
         q.sq.clear();
         q.rq.clear();
         q.parked.clear();
+        q.held.clear();
         q.unsignaled_done = 0;
-        let (model, peer) = (q.model, q.peer.take());
+        let (model, peer) = (q.model, q.peer.take().filter(|_| !q.peer_lost));
         // On iWARP the connection is a TCP stream and goes down with the QP; on InfiniBand the
         // peer notices only when it sends.
         if let Some(peer) = peer
@@ -1798,22 +1940,22 @@ impl State {
 
     // ----- connection manager -----
 
-    fn device_of_ip(&self, ip: IpAddr, config: &FabricConfig) -> Option<usize> {
-        config.devices.iter().position(|d| d.address == ip)
+    /// The present device that owns `ip`.
+    fn device_of_ip(&self, ip: IpAddr) -> Option<u32> {
+        self.slots
+            .iter()
+            .find(|s| s.config.address == ip)
+            .and_then(|s| s.present())
     }
 
-    pub(crate) fn listen(
-        &mut self,
-        device: usize,
-        addr: SocketAddr,
-        config: &FabricConfig,
-    ) -> MockResult<SocketAddr> {
-        let own = config.devices[device].address;
+    pub(crate) fn listen(&mut self, device: u32, addr: SocketAddr) -> MockResult<SocketAddr> {
+        let config = &self.slots[self.inc(device).slot].config;
+        let own = config.address;
         if !addr.ip().is_unspecified() && addr.ip() != own {
             return Err(MockError::BadArgument(format!(
                 "{} is not an address of device {}",
                 addr.ip(),
-                config.devices[device].name
+                config.name
             )));
         }
         let mut bound = SocketAddr::new(own, addr.port());
@@ -1835,11 +1977,13 @@ impl State {
                 queue: VecDeque::new(),
             },
         );
+        self.inc_mut(device).live.listeners += 1;
         Ok(bound)
     }
 
     pub(crate) fn close_listener(&mut self, addr: SocketAddr) {
         if let Some(l) = self.listeners.remove(&addr) {
+            self.inc_mut(l.device).live.listeners -= 1;
             for id in l.queue {
                 self.refuse(id, Refusal::Rejected);
             }
@@ -1859,7 +2003,6 @@ impl State {
         qpn: u32,
         remote: SocketAddr,
         params: &ConnParams,
-        config: &FabricConfig,
     ) -> MockResult<()> {
         check_params(params, MAX_CONNECT_PRIVATE_DATA)?;
         let q = self.qp(qpn)?;
@@ -1869,13 +2012,16 @@ impl State {
                 q.state
             )));
         }
-        // An InfiniBand device cannot reach an iWARP one: they share no wire protocol.
+        // An InfiniBand device cannot reach an iWARP one: they share no wire protocol. An absent
+        // device cannot be reached at all.
         let device = q.device;
-        match self.device_of_ip(remote.ip(), config) {
-            Some(d) if config.devices[d].state_model() == config.devices[device].state_model() => {}
+        let own = &self.slots[self.inc(device).slot].config;
+        let (own_model, own_address) = (own.state_model(), own.address);
+        match self.device_of_ip(remote.ip()) {
+            Some(d) if self.inc(d).info.state_model == own_model => {}
             _ => return Err(MockError::NoRoute(remote.ip())),
         }
-        let local = SocketAddr::new(config.devices[device].address, self.alloc_port());
+        let local = SocketAddr::new(own_address, self.alloc_port());
         let conn = if self.listeners.contains_key(&remote) {
             let id = self.next_request;
             self.next_request += 1;
@@ -1884,6 +2030,7 @@ impl State {
                 RequestRec {
                     listener: remote,
                     client: qpn,
+                    client_device: device,
                     client_addr: local,
                     private_data: params.private_data.clone(),
                 },
@@ -2029,6 +2176,7 @@ impl State {
             Conn::Refused(Refusal::Abandoned) => Some(Err(MockError::WrongState(
                 "the connection attempt was abandoned: the QP was moved to ERROR or RESET".into(),
             ))),
+            Conn::Refused(Refusal::Unreachable(a)) => Some(Err(MockError::NoRoute(a.ip()))),
         }
     }
 }

@@ -34,6 +34,56 @@
 //! Differences from hardware, on purpose: inline SGEs must still name a registered region (the
 //! mock never dereferences raw addresses), and invalid local SGEs are refused synchronously at
 //! post time instead of completing with a local protection error.
+//!
+//! ## Lifecycle and fault injection
+//!
+//! Every mock device reports [`Caps::FAULT_INJECTION`](anyverbs::Caps::FAULT_INJECTION), and
+//! [`Provider::inject`] implements every [`Fault`]; injection is safe while other threads post
+//! and poll.
+//!
+//! - **Incarnations.** Each configured device is present or absent; each time it appears it is a
+//!   new device with a new kernel index (never reused; the initial devices are numbered in
+//!   configuration order) and its own [`DeviceInfo`]. [`Provider::devices`] lists the present
+//!   ones, [`Provider::open`] opens the current one (`NotFound` while absent), and every handle
+//!   belongs to the incarnation it was made on.
+//! - **A lost device** (`Reset`, `Unplug`) publishes `DeviceFatal` or `DeviceRemoved` as its
+//!   last [`DeviceEvent`](anyverbs::DeviceEvent), and the monitor reports it `Removed`. Every
+//!   call on its handles fails at once with `DeviceLost`, and waits already blocked in it wake
+//!   with `DeviceLost`; `destroy` and drop still work (keeping their usual order: a PD with MRs
+//!   or QPs is still `Busy`), and accessors of fixed data (`info`, `qp_num`, `lkey`, `cq_num`,
+//!   `capacity`, `local_addr`) keep answering. It executes and completes nothing more. QPs on
+//!   other devices connected to it get no more ACKs: their sends fail with
+//!   transport-retry-exceeded after the ACK timeout, the QP goes to ERROR, and `Disconnected`
+//!   is published on their device (an idle QP notices at its next send); requests waiting at
+//!   its listeners fail with `Unreachable`.
+//! - **Coming back.** A reset device comes back with the same identity (same GUIDs and PCI
+//!   address, a new index) once `down_for` has passed *and* every object of its earlier
+//!   incarnations — device handles, PDs, MRs, CQs, QPs, listeners — has been released, as the
+//!   kernel's unregistration waits for the process; `Replug` likewise, as soon as the objects are
+//!   released. `ReplugOther` brings a different device (other node and system-image GUIDs)
+//!   under the same name; a later `Replug` always restores the configured identity. The monitor
+//!   reports each return as `Added`. [`MockProvider::live_objects`] shows what a return waits
+//!   for, and serves leak tests.
+//! - **Port flap.** `PortDown` now, [`PortState::Down`](anyverbs::PortState::Down) from
+//!   `ports()`, then `PortActive` after `down_for`. The data path keeps working meanwhile: the
+//!   port state is reported, not enforced.
+//! - **`KillQp`** moves one QP to ERROR exactly as a move to ERROR does (flushes per
+//!   personality; on iWARP the connection goes down with it) and publishes `QpFatal`.
+//! - **`LosePeer`** cuts the QP's connection silently at both ends: sends outstanding and posted
+//!   later on either QP get no ACK, fail with transport-retry-exceeded after the ACK timeout, the
+//!   QP goes to ERROR (its other WRs flushed) and `Disconnected` is published for it. The peer is
+//!   not told and stays as it is until it sends.
+//! - **`Stall`** makes the device silently execute and complete nothing (flushes included; peers
+//!   sending to it get no ACKs); `Resume` delivers what it held back and goes on. Drains on a
+//!   stalled device fall back at their deadline, like on the dead personality.
+//! - Injecting into an absent device allows only `Replug` and `ReplugOther` (`InvalidState`
+//!   otherwise, and for `Replug` on a present, resetting or already replugged device); an
+//!   unknown device name, QP number or port is `NotFound` or `InvalidArgument`.
+//!
+//! The mock still has no progress thread: devices that come back, ports that come up and sends
+//! to lost peers that fail are handled on every call into the fabric, and a short-lived timer
+//! thread per pending change makes sure they also happen (and their events arrive) when nobody
+//! calls. Timer threads end after their one step, or at once when the provider is dropped.
 
 mod config;
 mod cq;
@@ -46,13 +96,15 @@ mod pd;
 mod qp;
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use anyverbs::{DeviceInfo, Provider, Result, Transport};
+use anyverbs::{DeviceInfo, EventStream, Fault, MonitorEvent, Provider, Result, Transport};
 
 pub use config::{DEFAULT_LIMITS, DeviceConfig, FabricConfig, Personality};
 pub use cq::MockCq;
 pub use device::MockDevice;
 pub use error::MockError;
+pub use fabric::lifecycle::LiveObjects;
 pub use listener::MockListener;
 pub use mr::MockMr;
 pub use pd::MockPd;
@@ -76,8 +128,17 @@ impl MockProvider {
     /// A fabric laid out by `config`.
     pub fn with_config(config: FabricConfig) -> Self {
         MockProvider {
-            fabric: Arc::new(Fabric::new(config)),
+            fabric: Fabric::new(config),
         }
+    }
+
+    /// The objects of the device named `name` not yet released, over all its incarnations: a
+    /// test aid for leak tests (after dropping everything, [`LiveObjects::total`] is 0), and
+    /// what a reset or unplugged device waits for before it comes back.
+    /// [`ErrorKind::NotFound`](anyverbs::ErrorKind::NotFound) for a name the fabric was not
+    /// configured with.
+    pub fn live_objects(&self, name: &str) -> Result<LiveObjects> {
+        Ok(self.fabric.lock().live_objects(name)?)
     }
 }
 
@@ -90,7 +151,7 @@ impl Default for MockProvider {
 impl std::fmt::Debug for MockProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockProvider")
-            .field("devices", &self.fabric.infos.len())
+            .field("devices", &self.fabric.config.devices.len())
             .finish()
     }
 }
@@ -112,16 +173,24 @@ impl Provider for MockProvider {
     }
 
     fn devices(&self) -> Result<Vec<DeviceInfo>> {
-        Ok(self.fabric.infos.clone())
+        Ok(self.fabric.with(|st| st.present_devices()))
     }
 
     fn open(&self, name: &str) -> Result<MockDevice> {
-        let index = self
+        let (dev, info) = self.fabric.with(|st| st.open_device(name))?;
+        Ok(MockDevice::new(Arc::clone(&self.fabric), dev, info))
+    }
+
+    fn monitor(&self) -> Result<EventStream<MonitorEvent>> {
+        self.fabric.lock().subscribe_monitor()
+    }
+
+    /// Injects `fault` into the device named `name`; every [`Fault`] is supported (see
+    /// "Lifecycle and fault injection" in the crate docs). Safe while other threads post and
+    /// poll.
+    fn inject(&self, name: &str, fault: &Fault) -> Result<()> {
+        Ok(self
             .fabric
-            .infos
-            .iter()
-            .position(|d| d.identity.name == name)
-            .ok_or_else(|| MockError::NoSuchDevice(name.to_string()))?;
-        Ok(MockDevice::new(Arc::clone(&self.fabric), index))
+            .with(|st| st.inject(name, fault, Instant::now()))?)
     }
 }

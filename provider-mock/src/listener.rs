@@ -12,12 +12,14 @@ use crate::{MockProvider, MockQp};
 /// A mock listening endpoint.
 pub struct MockListener {
     fabric: Arc<Fabric>,
+    /// The device incarnation it listens on.
+    dev: u32,
     addr: SocketAddr,
 }
 
 impl MockListener {
-    pub(crate) fn new(fabric: Arc<Fabric>, addr: SocketAddr) -> Self {
-        MockListener { fabric, addr }
+    pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, addr: SocketAddr) -> Self {
+        MockListener { fabric, dev, addr }
     }
 }
 
@@ -29,7 +31,7 @@ impl Listener<MockProvider> for MockListener {
     fn next_request(&self, deadline: Instant) -> Result<ConnectRequest> {
         Ok(self
             .fabric
-            .wait_until(deadline, "a connection request", |st| {
+            .wait_live(self.dev, deadline, "a connection request", |st| {
                 st.next_request(self.addr)
             })?)
     }
@@ -40,13 +42,16 @@ impl Listener<MockProvider> for MockListener {
                 "the QP belongs to another mock fabric",
             ));
         }
-        Ok(self
-            .fabric
-            .with(|st| st.accept(self.addr, request.id, qp.qp_num(), params))?)
+        Ok(self.fabric.with_live(self.dev, |st| {
+            st.check_live(qp.dev())?;
+            st.accept(self.addr, request.id, qp.qp_num(), params)
+        })?)
     }
 
     fn reject(&self, request: &ConnectRequest, _private_data: &[u8]) -> Result<()> {
-        Ok(self.fabric.with(|st| st.reject(self.addr, request.id))?)
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.reject(self.addr, request.id))?)
     }
 }
 

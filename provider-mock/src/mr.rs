@@ -9,6 +9,8 @@ use crate::fabric::Fabric;
 /// A mock memory region: zeroed memory owned by the fabric.
 pub struct MockMr {
     fabric: Arc<Fabric>,
+    /// The device incarnation it was registered on.
+    dev: u32,
     lkey: u32,
     rkey: u32,
     addr: u64,
@@ -19,6 +21,7 @@ pub struct MockMr {
 impl MockMr {
     pub(crate) fn new(
         fabric: Arc<Fabric>,
+        dev: u32,
         lkey: u32,
         rkey: u32,
         addr: u64,
@@ -27,6 +30,7 @@ impl MockMr {
     ) -> Self {
         MockMr {
             fabric,
+            dev,
             lkey,
             rkey,
             addr,
@@ -58,11 +62,15 @@ impl MemoryRegion for MockMr {
     }
 
     fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
-        Ok(self.fabric.lock().mr_copy_in(self.lkey, offset, src)?)
+        let mut st = self.fabric.lock();
+        st.check_live(self.dev)?;
+        Ok(st.mr_copy_in(self.lkey, offset, src)?)
     }
 
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
-        Ok(self.fabric.lock().mr_copy_out(self.lkey, offset, dst)?)
+        let st = self.fabric.lock();
+        st.check_live(self.dev)?;
+        Ok(st.mr_copy_out(self.lkey, offset, dst)?)
     }
 
     fn destroy(&self) -> Result<()> {

@@ -10,24 +10,25 @@ use crate::{MockCq, MockMr, MockProvider, MockQp};
 /// A mock protection domain.
 pub struct MockPd {
     fabric: Arc<Fabric>,
-    device: usize,
+    /// The device incarnation it was allocated on.
+    dev: u32,
     id: u32,
 }
 
 impl MockPd {
-    pub(crate) fn new(fabric: Arc<Fabric>, device: usize, id: u32) -> Self {
-        MockPd { fabric, device, id }
+    pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, id: u32) -> Self {
+        MockPd { fabric, dev, id }
     }
 }
 
 impl ProtectionDomain<MockProvider> for MockPd {
     fn register(&self, len: usize, access: Access) -> Result<MockMr> {
-        let limits = self.fabric.infos[self.device].limits;
         let (lkey, rkey, addr) = self
             .fabric
-            .with(|st| st.register(self.id, len, access, limits.max_mr_size, limits.max_mr))?;
+            .with_live(self.dev, |st| st.register(self.id, len, access))?;
         Ok(MockMr::new(
             Arc::clone(&self.fabric),
+            self.dev,
             lkey,
             rkey,
             addr,
@@ -37,8 +38,6 @@ impl ProtectionDomain<MockProvider> for MockPd {
     }
 
     fn create_qp(&self, send_cq: &MockCq, recv_cq: &MockCq, init: &QpInit) -> Result<MockQp> {
-        let info = &self.fabric.infos[self.device];
-        let personality = self.fabric.config.devices[self.device].personality;
         if !Arc::ptr_eq(&self.fabric, send_cq.fabric())
             || !Arc::ptr_eq(&self.fabric, recv_cq.fabric())
         {
@@ -46,20 +45,15 @@ impl ProtectionDomain<MockProvider> for MockPd {
                 "the CQ belongs to another mock fabric",
             ));
         }
-        let qpn = self.fabric.with(|st| {
-            st.create_qp(
-                self.id,
-                send_cq.id(),
-                recv_cq.id(),
-                init,
-                personality,
-                &info.limits,
-            )
+        let (qpn, caps, personality) = self.fabric.with_live(self.dev, |st| {
+            let qpn = st.create_qp(self.id, send_cq.id(), recv_cq.id(), init)?;
+            Ok((qpn, st.caps(self.dev), st.personality(self.dev)))
         })?;
         Ok(MockQp::new(
             Arc::clone(&self.fabric),
+            self.dev,
             qpn,
-            info.caps,
+            caps,
             personality,
         ))
     }

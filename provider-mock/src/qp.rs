@@ -11,21 +11,30 @@ use anyverbs::{
 };
 
 use crate::config::Personality;
-use crate::error::MockError;
-use crate::fabric::Fabric;
+use crate::error::{MockError, MockResult};
+use crate::fabric::{Fabric, State};
 
 /// A mock reliable-connected queue pair.
 pub struct MockQp {
     fabric: Arc<Fabric>,
+    /// The device incarnation it was created on.
+    dev: u32,
     qpn: u32,
     caps: Caps,
     personality: Personality,
 }
 
 impl MockQp {
-    pub(crate) fn new(fabric: Arc<Fabric>, qpn: u32, caps: Caps, personality: Personality) -> Self {
+    pub(crate) fn new(
+        fabric: Arc<Fabric>,
+        dev: u32,
+        qpn: u32,
+        caps: Caps,
+        personality: Personality,
+    ) -> Self {
         MockQp {
             fabric,
+            dev,
             qpn,
             caps,
             personality,
@@ -35,6 +44,17 @@ impl MockQp {
     pub(crate) fn fabric(&self) -> &Arc<Fabric> {
         &self.fabric
     }
+
+    pub(crate) fn dev(&self) -> u32 {
+        self.dev
+    }
+
+    /// The QP's state, checking that its device is alive.
+    fn live_state(&self) -> Result<QpState> {
+        let st = self.fabric.lock();
+        st.check_live(self.dev)?;
+        Ok(st.qp_state(self.qpn)?)
+    }
 }
 
 impl QueuePair for MockQp {
@@ -43,31 +63,43 @@ impl QueuePair for MockQp {
     }
 
     fn state(&self) -> Result<QpState> {
-        Ok(self.fabric.lock().qp_state(self.qpn)?)
+        self.live_state()
     }
 
     fn modify(&self, to: QpState) -> Result<()> {
-        Ok(self.fabric.with(|st| st.modify(self.qpn, to))?)
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.modify(self.qpn, to))?)
     }
 
     fn post_send(&self, wrs: &[SendWr]) -> Result<(), PostError> {
-        self.fabric
-            .with(|st| st.post_send(self.qpn, wrs, self.caps))
+        self.fabric.with(|st| {
+            st.check_live(self.dev)
+                .map_err(|e| PostError::new(0, e.into()))?;
+            st.post_send(self.qpn, wrs, self.caps)
+        })
     }
 
     fn post_recv(&self, wrs: &[RecvWr]) -> Result<(), PostError> {
-        self.fabric.with(|st| st.post_recv(self.qpn, wrs))
+        self.fabric.with(|st| {
+            st.check_live(self.dev)
+                .map_err(|e| PostError::new(0, e.into()))?;
+            st.post_recv(self.qpn, wrs)
+        })
     }
 
     fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {
-        let fabric = &self.fabric;
-        Ok(fabric.with(|st| st.connect(self.qpn, remote, params, &fabric.config))?)
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.connect(self.qpn, remote, params))?)
     }
 
     fn wait_connected(&self, deadline: Instant) -> Result<Connection> {
         Ok(self
             .fabric
-            .wait_until(deadline, "the connection", |st| st.connection(self.qpn))?)
+            .wait_live(self.dev, deadline, "the connection", |st| {
+                st.connection(self.qpn)
+            })?)
     }
 
     /// Drains with the plan of the device's [`Personality`], through
@@ -75,7 +107,8 @@ impl QueuePair for MockQp {
     fn drain(&self, deadline: Instant) -> Result<DrainReport> {
         let start = Instant::now();
         let qpn = self.qpn;
-        let started = self.fabric.wait_until(
+        let started = self.fabric.wait_live(
+            self.dev,
             deadline,
             "another drain of this QP to finish",
             |st| match st.begin_drain(qpn) {
@@ -88,9 +121,13 @@ impl QueuePair for MockQp {
         if !started {
             return Ok(DrainReport::already_drained(start.elapsed()));
         }
-        let plan = self
-            .personality
-            .drain_plan(self.fabric.lock().qp_state(qpn)?);
+        let plan = match self.live_state() {
+            Ok(state) => self.personality.drain_plan(state),
+            Err(e) => {
+                self.fabric.with(|st| st.interrupt_drain(qpn));
+                return Err(e);
+            }
+        };
         let fallback = match drain::engine::run(&Drainer(self), plan, deadline) {
             Ok(fallback) => fallback,
             Err(e) => {
@@ -98,7 +135,7 @@ impl QueuePair for MockQp {
                 return Err(e);
             }
         };
-        let (at_start, synthesized, lost) = self.fabric.with(|st| {
+        let (at_start, synthesized, lost) = self.fabric.with_live(self.dev, |st| {
             let (at_start, synthesized) = st.finish_drain(qpn)?;
             // Any completion of this QP lost to overflow, before or during the drain, breaks
             // "every WR completes exactly once".
@@ -128,31 +165,28 @@ struct Drainer<'a>(&'a MockQp);
 
 impl DrainTarget for Drainer<'_> {
     fn enter_error(&self) -> Result<()> {
-        Ok(self.0.fabric.with(|st| st.drain_enter_error(self.0.qpn))?)
+        Ok(self.live(|st, qpn| st.drain_enter_error(qpn))?)
     }
 
     fn post_marker(&self, queue: WorkQueue) -> Result<bool> {
-        Ok(self
-            .0
-            .fabric
-            .with(|st| st.drain_post_marker(self.0.qpn, queue, self.0.caps))?)
+        Ok(self.live(|st, qpn| st.drain_post_marker(qpn, queue, self.0.caps))?)
     }
 
     fn arm_flush_marker(&self, queue: WorkQueue) -> Result<bool> {
-        Ok(self
-            .0
-            .fabric
-            .with(|st| st.drain_arm_flush_marker(self.0.qpn, queue))?)
+        Ok(self.live(|st, qpn| st.drain_arm_flush_marker(qpn, queue))?)
     }
 
     fn wait(&self, what: WaitFor, deadline: Instant) -> Result<bool> {
-        let r = self.0.fabric.wait_until(deadline, "the drain", |st| {
-            match st.drain_condition(self.0.qpn, what) {
-                Ok(true) => Some(Ok(())),
-                Ok(false) => None,
-                Err(e) => Some(Err(e)),
-            }
-        });
+        let r = self
+            .0
+            .fabric
+            .wait_live(self.0.dev, deadline, "the drain", |st| {
+                match st.drain_condition(self.0.qpn, what) {
+                    Ok(true) => Some(Ok(())),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            });
         match r {
             Ok(()) => Ok(true),
             Err(MockError::TimedOut(_)) => Ok(false),
@@ -161,18 +195,22 @@ impl DrainTarget for Drainer<'_> {
     }
 
     fn settle(&self, queue: WorkQueue) -> Result<()> {
-        Ok(self
-            .0
-            .fabric
-            .with(|st| st.drain_settle(self.0.qpn, queue))?)
+        Ok(self.live(|st, qpn| st.drain_settle(qpn, queue))?)
     }
 
     fn stop_hardware(&self) -> Result<()> {
-        Ok(self.0.fabric.with(|st| st.stop_device_qp(self.0.qpn))?)
+        Ok(self.live(|st, qpn| st.stop_device_qp(qpn))?)
     }
 
     fn synthesize_rest(&self) -> Result<()> {
-        Ok(self.0.fabric.with(|st| st.drain_synthesize(self.0.qpn))?)
+        Ok(self.live(|st, qpn| st.drain_synthesize(qpn))?)
+    }
+}
+
+impl Drainer<'_> {
+    /// Runs one drain step on the QP, failing with `DeviceLost` once its device is lost.
+    fn live<T>(&self, f: impl FnOnce(&mut State, u32) -> MockResult<T>) -> MockResult<T> {
+        self.0.fabric.with_live(self.0.dev, |st| f(st, self.0.qpn))
     }
 }
 
