@@ -336,7 +336,11 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
             self.give_up(GiveUp::LossTimeout);
             return;
         }
-        let delay = self.config.reconnect_delay_for(attempt);
+        // The last attempt is made at the loss timeout itself, not one whole delay after it.
+        let mut delay = self.config.reconnect_delay_for(attempt);
+        if let Some(loss) = self.config.loss_timeout {
+            delay = delay.min((outage_since + loss).saturating_duration_since(now));
+        }
         self.phase = Phase::Backoff {
             retry_at: now + delay,
             attempt,
