@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyverbs::{
-    Access, CompletionQueue, ConnParams, Connection, Device, DeviceInfo, DrainReport, Listener,
-    MemoryRegion, ProtectionDomain, Provider, QpInit, QueuePair, WcStatus,
+    Access, CompletionQueue, ConnParams, Connection, Device, DeviceInfo, DrainReport, Error,
+    ErrorKind, Listener, MemoryRegion, ProtectionDomain, Provider, QpInit, QueuePair, WcStatus,
 };
 use anyverbs::{Completion, StateModel};
 
@@ -18,7 +19,7 @@ use crate::case::{CaseError, CaseResult};
 
 /// The context of one case run.
 pub struct Ctx<'a, P: Provider> {
-    provider: &'a P,
+    provider: Arc<P>,
     device: &'a str,
     info: DeviceInfo,
     timeout: Duration,
@@ -47,6 +48,76 @@ pub struct Pair<P: Provider> {
     pub device: P::Device,
 }
 
+/// Two QPs of one device connected to each other, built on a device handle the caller keeps
+/// (see [`loopback`]): a [`Pair`] without the device. Fields drop in order, QPs before CQs
+/// before the PD.
+pub struct Loopback<P: Provider> {
+    /// Active side.
+    pub a: P::Qp,
+    /// Passive side.
+    pub b: P::Qp,
+    /// The listener `b` was accepted from.
+    pub listener: P::Listener,
+    /// CQ of `a` (send and receive).
+    pub cq_a: P::Cq,
+    /// CQ of `b` (send and receive).
+    pub cq_b: P::Cq,
+    /// The PD of both QPs.
+    pub pd: P::Pd,
+    /// What `a` learned when it connected.
+    pub connection: Connection,
+}
+
+/// The first address of `device` the connection manager can reach, with port 0 (any port), or
+/// `None` if it has none.
+pub fn device_address<P: Provider>(device: &P::Device) -> anyverbs::Result<Option<SocketAddr>> {
+    Ok(device
+        .ports()?
+        .iter()
+        .flat_map(|p| p.addresses.iter())
+        .next()
+        .map(|ip| SocketAddr::new(*ip, 0)))
+}
+
+/// Connects two fresh QPs of `device` to each other through the connection manager, waiting
+/// until `deadline` at most: what [`Ctx::pair_with`] builds, on a device handle the caller
+/// already holds and without a [`Ctx`] — for code that runs outside a case's thread, such as a
+/// service under a supervisor. Errors keep their kind (a lost device is
+/// [`ErrorKind::DeviceLost`]); a device without an address is [`ErrorKind::NotSupported`].
+pub fn loopback<P: Provider>(
+    device: &P::Device,
+    init: &QpInit,
+    params: &ConnParams,
+    cq_depth: u32,
+    deadline: Instant,
+) -> anyverbs::Result<Loopback<P>> {
+    let addr = device_address::<P>(device)?.ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotSupported,
+            "the device has no address for the connection manager",
+        )
+    })?;
+    let pd = device.alloc_pd()?;
+    let cq_a = device.create_cq(cq_depth)?;
+    let cq_b = device.create_cq(cq_depth)?;
+    let a = pd.create_qp(&cq_a, &cq_a, init)?;
+    let b = pd.create_qp(&cq_b, &cq_b, init)?;
+    let listener = device.listen(addr)?;
+    a.connect(listener.local_addr(), params)?;
+    let request = listener.next_request(deadline)?;
+    listener.accept(&request, &b, params)?;
+    let connection = a.wait_connected(deadline)?;
+    Ok(Loopback {
+        a,
+        b,
+        listener,
+        cq_a,
+        cq_b,
+        pd,
+        connection,
+    })
+}
+
 /// One unconnected QP on the device under test, with its own PD and CQ. Fields drop in order.
 pub struct LoneQp<P: Provider> {
     /// The QP, in its initial state.
@@ -61,9 +132,10 @@ pub struct LoneQp<P: Provider> {
 
 impl<'a, P: Provider> Ctx<'a, P> {
     /// A context for running cases against `device` of `provider`, each wait bounded by
-    /// `timeout`.
+    /// `timeout`. Give every case a provider of its own: lifecycle cases reset and unplug the
+    /// device.
     pub fn new(
-        provider: &'a P,
+        provider: Arc<P>,
         device: &'a str,
         info: DeviceInfo,
         timeout: Duration,
@@ -78,7 +150,18 @@ impl<'a, P: Provider> Ctx<'a, P> {
 
     /// The provider under test.
     pub fn provider(&self) -> &P {
-        self.provider
+        &self.provider
+    }
+
+    /// The provider under test, shared: for what must hold on to it, such as a
+    /// [`Supervisor`](anyverbs::Supervisor).
+    pub fn shared_provider(&self) -> Arc<P> {
+        Arc::clone(&self.provider)
+    }
+
+    /// The longest any single wait in a case may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Name of the device under test.
@@ -119,15 +202,9 @@ impl<'a, P: Provider> Ctx<'a, P> {
 
     /// The first address of the device the connection manager can reach, or not-run.
     pub fn address(&self, device: &P::Device) -> Result<SocketAddr, CaseError> {
-        device
-            .ports()?
-            .iter()
-            .flat_map(|p| p.addresses.iter())
-            .next()
-            .map(|ip| SocketAddr::new(*ip, 0))
-            .ok_or_else(|| {
-                CaseError::NotRun("the device has no address for the connection manager".into())
-            })
+        device_address::<P>(device)?.ok_or_else(|| {
+            CaseError::NotRun("the device has no address for the connection manager".into())
+        })
     }
 
     /// One unconnected QP with default sizes and a CQ of `cq_depth`.
@@ -219,7 +296,7 @@ impl<'a, P: Provider> Ctx<'a, P> {
             let want = (n - got.len()).min(buf.len());
             match cq.wait(&mut buf[..want], deadline) {
                 Ok(k) => got.extend_from_slice(&buf[..k]),
-                Err(e) if e.kind() == anyverbs::ErrorKind::TimedOut => {
+                Err(e) if e.kind() == ErrorKind::TimedOut => {
                     return Err(CaseError::Failed(format!(
                         "expected {n} completions, got {} before the deadline: {got:?}",
                         got.len()

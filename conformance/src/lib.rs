@@ -19,7 +19,7 @@ pub mod runner;
 
 pub use case::{Case, CaseError, CaseResult, Needs};
 pub use cases::all_cases;
-pub use ctx::{Ctx, LoneQp, Pair};
+pub use ctx::{Ctx, LoneQp, Loopback, Pair, loopback};
 pub use runner::{
     CaseReport, Outcome, RunEvent, SuiteOptions, SuiteReport, Summary, matches_pattern, run_case,
     run_suite,

@@ -88,8 +88,8 @@ where
             let info = info.clone();
             trials.push(
                 Trial::test(name, move || {
-                    let provider = make();
-                    let ctx = Ctx::new(&provider, &device, info, Duration::from_secs(10));
+                    let provider = Arc::new(make());
+                    let ctx = Ctx::new(provider, &device, info, Duration::from_secs(10));
                     match run_case(&ctx, &case).outcome {
                         Outcome::Passed => Ok(()),
                         Outcome::Failed(m) => Err(Failed::from(m)),

@@ -12,6 +12,8 @@
 //! `run` runs every case of the suite (or, with `--case`, those whose name matches a glob such
 //! as `data::*`, or contains the pattern if it has no wildcard) against `--device`, by default
 //! the provider's first device. `--timeout` bounds every single wait inside a case (default 5 s).
+//! Every case runs on a fresh instance of the provider, so a case that resets or unplugs the
+//! device leaves nothing behind for the next.
 //!
 //! Output:
 //! - `--format human` (the default) prints each case as it runs and a summary at the end, to
@@ -128,7 +130,8 @@ trait KnownProvider {
     fn name(&self) -> &'static str;
     /// Makes the provider and writes its section of `list` to `out`.
     fn list(&self, out: &mut dyn Write) -> io::Result<()>;
-    /// Makes the provider and runs the suite as `args` say; returns the exit status.
+    /// Makes the provider and runs the suite as `args` say, each case on a fresh provider;
+    /// returns the exit status.
     fn run(&self, args: &RunArgs) -> i32;
 }
 
@@ -154,7 +157,7 @@ impl<P: Provider> KnownProvider for Registered<P> {
 
     fn run(&self, args: &RunArgs) -> i32 {
         match (self.make)() {
-            Ok(provider) => run(provider, args),
+            Ok(provider) => run(provider, self.make, args),
             Err(e) => {
                 error(format_args!("cannot start provider {}: {e}", self.name));
                 EXIT_USAGE
@@ -239,9 +242,10 @@ fn create_output(path: &Path) -> Result<Sink, String> {
         .map_err(|e| format!("cannot create output file {}: {e}", path.display()))
 }
 
-/// Runs the suite against the device of `provider` that `args` select, prints the report in the
-/// chosen format, and returns the exit status (see the crate documentation).
-fn run<P: Provider>(provider: P, args: &RunArgs) -> i32 {
+/// Runs the suite against the device of `provider` that `args` select, each case on a fresh
+/// provider from `make` (cases reset and unplug the device), prints the report in the chosen
+/// format, and returns the exit status (see the crate documentation).
+fn run<P: Provider>(provider: P, make: fn() -> anyverbs::Result<P>, args: &RunArgs) -> i32 {
     let devices = match provider.devices() {
         Ok(d) => d,
         Err(e) => {
@@ -318,7 +322,7 @@ fn run<P: Provider>(provider: P, args: &RunArgs) -> i32 {
     if let Some(p) = printer.as_mut() {
         p.start(provider.name(), &device, selected);
     }
-    let report = match run_suite(&provider, &cases, &options, &mut |event| {
+    let report = match run_suite(&make, &cases, &options, &mut |event| {
         if let Some(p) = printer.as_mut() {
             p.observe(event);
         }

@@ -1,6 +1,7 @@
 //! Runs cases against one device of one provider and collects a [`SuiteReport`].
 
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyverbs::Provider;
@@ -173,17 +174,21 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Runs every selected case of `cases` against the device named in `options`.
+/// Runs every selected case of `cases` against the device named in `options`, each on a fresh
+/// provider made by `make` (so a case that resets or unplugs the device, or leaves anything
+/// behind, cannot affect the next one).
 ///
-/// Fails (before running anything) only if the device cannot be found.
+/// Fails (before running anything) only if the first provider cannot be made or the device
+/// cannot be found. A case whose own provider cannot be made fails with the reason.
 pub fn run_suite<P: Provider>(
-    provider: &P,
+    make: &dyn Fn() -> anyverbs::Result<P>,
     cases: &[Case<P>],
     options: &SuiteOptions,
     observer: &mut dyn FnMut(RunEvent<'_>),
 ) -> anyverbs::Result<SuiteReport> {
     let start = Instant::now();
-    let info = provider
+    let probe = make()?;
+    let info = probe
         .devices()?
         .into_iter()
         .find(|d| d.identity.name == options.device)
@@ -192,12 +197,13 @@ pub fn run_suite<P: Provider>(
                 anyverbs::ErrorKind::NotFound,
                 format!(
                     "provider {} has no device named {:?}",
-                    provider.name(),
+                    probe.name(),
                     options.device
                 ),
             )
         })?;
-    let ctx = Ctx::new(provider, &options.device, info, options.case_timeout);
+    let provider_name = probe.name().to_string();
+    drop(probe);
     let mut reports = Vec::new();
     for case in cases {
         if let Some(p) = &options.pattern
@@ -206,12 +212,28 @@ pub fn run_suite<P: Provider>(
             continue;
         }
         observer(RunEvent::Started { name: case.name });
-        let report = run_case(&ctx, case);
+        let report = match make() {
+            Ok(provider) => {
+                let ctx = Ctx::new(
+                    Arc::new(provider),
+                    &options.device,
+                    info.clone(),
+                    options.case_timeout,
+                );
+                run_case(&ctx, case)
+            }
+            Err(e) => CaseReport {
+                name: case.name.to_string(),
+                description: case.description.to_string(),
+                outcome: Outcome::Failed(format!("cannot make a fresh provider for the case: {e}")),
+                duration: Duration::ZERO,
+            },
+        };
         observer(RunEvent::Finished(&report));
         reports.push(report);
     }
     Ok(SuiteReport {
-        provider: provider.name().to_string(),
+        provider: provider_name,
         device: options.device.clone(),
         cases: reports,
         duration: start.elapsed(),
@@ -221,6 +243,49 @@ pub fn run_suite<P: Provider>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::cell::Cell;
+
+    use anyverbs::Fault;
+    use anyverbs_provider_mock::MockProvider;
+
+    use crate::case::{CaseResult, Needs};
+
+    fn unplug(ctx: &Ctx<'_, MockProvider>) -> CaseResult {
+        ctx.provider().inject(ctx.device_name(), &Fault::Unplug)?;
+        Ok(())
+    }
+
+    fn open(ctx: &Ctx<'_, MockProvider>) -> CaseResult {
+        ctx.open().map(drop)
+    }
+
+    #[test]
+    fn every_case_gets_a_fresh_provider() {
+        let case = |name, run| Case {
+            name,
+            description: "",
+            needs: Needs::NOTHING,
+            run,
+        };
+        let cases = [
+            case("unplug", unplug as fn(&Ctx<'_, MockProvider>) -> CaseResult),
+            case("open", open),
+        ];
+        let made = Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            Ok(MockProvider::new())
+        };
+        let report = run_suite(&make, &cases, &SuiteOptions::new("mock0"), &mut |_| {}).unwrap();
+        let outcomes: Vec<&Outcome> = report.cases.iter().map(|c| &c.outcome).collect();
+        assert_eq!(outcomes, [&Outcome::Passed, &Outcome::Passed]);
+        assert_eq!(
+            made.get(),
+            3,
+            "one provider to find the device, then one per case"
+        );
+    }
 
     #[test]
     fn patterns_are_globs_or_substrings() {

@@ -4,8 +4,15 @@
 
 use anyverbs_conformance::libtest::{Target, run_targets};
 
-/// Why the dead device runs only the drain cases: they are what must hold on it.
+/// Why the dead device skips every case that needs a WR to execute or complete: the drain cases,
+/// and the lifecycle cases that need no data to flow, are what must hold on it.
 const DEAD: &str = "no WR ever executes on a dead device";
+/// A killed QP's receives are flushed, and the other pair's messages pass: neither happens there.
+const DEAD_FLUSH: &str = "a dead device produces no flush completions and passes no data";
+/// The SEND to a lost peer must complete with transport-retry-exceeded: nothing completes there.
+const DEAD_SEND: &str = "a dead device completes no SEND, not even with an error";
+/// The supervised test service checks on every start that a message passes.
+const DEAD_SERVICE: &str = "the supervised test service needs a message to pass on every start";
 
 fn main() {
     run_targets(
@@ -26,6 +33,10 @@ fn main() {
                     ("bad_input::*", DEAD),
                     ("state::error_flushes_outstanding", DEAD),
                     ("state::sqd_pauses_the_send_queue", DEAD),
+                    ("lifecycle::kill_qp_touches_nothing_else", DEAD_FLUSH),
+                    ("lifecycle::lose_peer_events", DEAD_SEND),
+                    ("lifecycle::stall_completes_nothing_until_resume", DEAD),
+                    ("recovery::*", DEAD_SERVICE),
                 ],
             },
         ],

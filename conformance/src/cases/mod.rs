@@ -8,6 +8,8 @@ pub mod bad_input;
 pub mod data;
 pub mod device;
 pub mod drain;
+pub mod lifecycle;
+pub mod recovery;
 pub mod resources;
 pub mod state;
 
@@ -20,5 +22,7 @@ pub fn all_cases<P: Provider>() -> Vec<Case<P>> {
     cases.extend(data::cases::<P>());
     cases.extend(bad_input::cases::<P>());
     cases.extend(drain::cases::<P>());
+    cases.extend(lifecycle::cases::<P>());
+    cases.extend(recovery::cases::<P>());
     cases
 }
