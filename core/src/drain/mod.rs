@@ -17,9 +17,13 @@
 //! 4. It is correct in every QP state, with empty or full queues, when called twice or from two
 //!    threads at once, and while another thread posts: a post that races the drain either is
 //!    covered by clause 2 or fails synchronously with [`ErrorKind::InvalidState`].
-//! 5. On a dead device (no flush completion will ever come) it still returns by the deadline,
-//!    with every outstanding WR accounted for by synthesized flush completions, and the report
-//!    says so ([`DrainReport::fallback`]).
+//! 5. On a device that silently stopped working (no flush completion will ever come, and nobody
+//!    said so) it still returns by the deadline, with every outstanding WR accounted for by
+//!    synthesized flush completions, and the report says so ([`DrainReport::fallback`]). A device
+//!    known to be *lost* (removed, or a fatal error: see [`event`](crate::event)) is different:
+//!    every call on its handles, `drain` included, fails at once with
+//!    [`ErrorKind::DeviceLost`]; nothing of it will ever complete, and it no longer touches any
+//!    buffer, so the ULP owns the buffers of every outstanding WR again.
 //! 6. The [`DrainReport`] says which strategy ran, how many WRs the device completed and how many
 //!    the provider synthesized, and how long it took.
 //!
@@ -51,7 +55,7 @@
 //! | [`MarkerThenError`](DrainPlan::MarkerThenError) | send marker first, then ERROR, wait for it and for the receive queue's flush (a receive marker on a live QP could swallow an incoming SEND) | devices that ignore WRs posted in ERROR (erdma) |
 //! | [`WaitForFlush`](DrainPlan::WaitForFlush) | ERROR, wait until the device's queues are empty, settle the rest from the ledger | devices whose posts in ERROR never complete (user-space siw, X722) |
 //! | [`FlushMarker`](DrainPlan::FlushMarker) | ERROR, a provider-side marker per busy queue (refused at once on an empty queue) that completes when the device has flushed everything before it | devices that refuse posts in ERROR (Chelsio) |
-//! | [`Synthesize`](DrainPlan::Synthesize) | stop the hardware, synthesize every completion | a device known to be dead |
+//! | [`Synthesize`](DrainPlan::Synthesize) | stop the hardware, synthesize every completion | a device the provider knows has stopped working while its handles live on (a hung device it detected) |
 //!
 //! Every plan rests on the provider's [`Ledger`]: its record of each WR it posted for the ULP,
 //! tagged with a [`Token`] in place of the ULP's `wr_id`. The ledger turns device completions
