@@ -59,10 +59,15 @@ impl Drop for Fabric {
 impl Fabric {
     pub(crate) fn new(config: FabricConfig) -> Arc<Fabric> {
         let (slots, incarnations) = lifecycle::initial_devices(&config);
+        let next_index = incarnations.len() as u32;
         Arc::new_cyclic(|me| Fabric {
             state: Mutex::new(State {
                 slots,
-                incarnations,
+                incarnations: incarnations
+                    .into_iter()
+                    .map(|i| (i.info.identity.index, i))
+                    .collect(),
+                next_index,
                 monitor: EventHub::new(),
                 lifecycle_pending: false,
                 stalled_devices: 0,
@@ -321,8 +326,12 @@ struct RequestRec {
 pub(crate) struct State {
     /// One per configured device.
     slots: Vec<Slot>,
-    /// Every incarnation of every device, indexed by its kernel index.
-    incarnations: Vec<Incarnation>,
+    /// The incarnations of every device that are present or still have objects, by kernel
+    /// index. A lost incarnation is forgotten once its last object is released (nothing can name
+    /// it any more), so a fabric that resets forever does not grow.
+    incarnations: HashMap<u32, Incarnation>,
+    /// The kernel index of the next incarnation: indexes are never reused.
+    next_index: u32,
     /// Devices added and removed.
     monitor: EventHub<MonitorEvent>,
     /// Whether a device return or port recovery is pending (see [`State::lifecycle`]).
@@ -929,7 +938,7 @@ impl State {
     /// until it resumes. On rxe this also flushes the receives posted while in ERROR.
     fn flush(&mut self, qpn: u32) {
         let q = self.qps.get_mut(&qpn).expect("present");
-        let inc = &self.incarnations[q.device as usize];
+        let inc = &self.incarnations[&q.device];
         if q.personality == Personality::Dead || inc.lost.is_some() {
             return;
         }
@@ -1012,7 +1021,7 @@ impl State {
         let Some(q) = self.qps.get_mut(&qpn) else {
             return;
         };
-        let inc = &self.incarnations[q.device as usize];
+        let inc = &self.incarnations[&q.device];
         if inc.lost.is_some() {
             return;
         }
@@ -1125,7 +1134,7 @@ impl State {
 
     /// Whether a delayed completion is held back by its stalled device.
     fn held_by_stall(&self, d: &Delayed) -> bool {
-        self.stalled_devices > 0 && self.incarnations[d.device as usize].stalled
+        self.stalled_devices > 0 && self.inc(d.device).stalled
     }
 
     /// Whether a delayed completion is due: its time came and its device is not stalled.
@@ -1479,7 +1488,7 @@ impl State {
                 // Nothing ever executes on a dead device.
                 return;
             }
-            let inc = &self.incarnations[q.device as usize];
+            let inc = self.inc(q.device);
             if !inc.working() {
                 // Nothing executes on a lost device; a stalled one is retried (from `progress`)
                 // until it resumes.
@@ -1635,7 +1644,7 @@ impl State {
             !q.peer_lost
                 && self.qps.get(p).is_some_and(|pq| {
                     pq.peer == Some(qpn)
-                        && self.incarnations[pq.device as usize].working()
+                        && self.inc(pq.device).working()
                         && matches!(
                             pq.state,
                             QpState::ReadyToReceive

@@ -274,18 +274,23 @@ impl Fabric {
 impl State {
     // ----- incarnations -----
 
+    /// The incarnation `dev` of a live object: objects keep their incarnation from being
+    /// forgotten, so it is always there.
     pub(super) fn inc(&self, dev: u32) -> &Incarnation {
-        &self.incarnations[dev as usize]
+        &self.incarnations[&dev]
     }
 
+    /// [`inc`](Self::inc), mutable.
     pub(super) fn inc_mut(&mut self, dev: u32) -> &mut Incarnation {
-        &mut self.incarnations[dev as usize]
+        self.incarnations
+            .get_mut(&dev)
+            .expect("an incarnation with live objects is never forgotten")
     }
 
     /// `DeviceLost` unless the incarnation `dev` is alive. Every call on a handle checks this
     /// first.
     pub(crate) fn check_live(&self, dev: u32) -> MockResult<()> {
-        match self.incarnations.get(dev as usize) {
+        match self.incarnations.get(&dev) {
             Some(inc) => match inc.lost {
                 None => Ok(()),
                 Some(loss) => Err(MockError::DeviceLost {
@@ -293,9 +298,11 @@ impl State {
                     reason: loss.reason(),
                 }),
             },
+            // Forgotten: lost, and every object of it released since (a handle destroyed on a
+            // device that was then lost, called again).
             None => Err(MockError::DeviceLost {
-                device: format!("#{dev}"),
-                reason: "is unknown",
+                device: format!("with index {dev}"),
+                reason: "is gone",
             }),
         }
     }
@@ -485,8 +492,19 @@ impl State {
         }
     }
 
-    /// Whether every object of every incarnation of `slot` has been released.
-    fn released(&self, slot: usize) -> bool {
+    /// Whether every object of every incarnation of `slot` has been released. Forgets the lost
+    /// incarnations whose objects all are.
+    fn released(&mut self, slot: usize) -> bool {
+        let incarnations = &mut self.incarnations;
+        self.slots[slot].incarnations.retain(|dev| {
+            let forget = incarnations
+                .get(dev)
+                .is_none_or(|inc| inc.lost.is_some() && inc.live.total() == 0);
+            if forget {
+                incarnations.remove(dev);
+            }
+            !forget
+        });
         self.slots[slot]
             .incarnations
             .iter()
@@ -495,10 +513,11 @@ impl State {
 
     /// The slot's device appears as a new incarnation with a new index.
     fn come_back(&mut self, slot: usize, node_guid: Guid) {
-        let dev = self.incarnations.len() as u32;
+        let dev = self.next_index;
+        self.next_index += 1;
         let info = device_info(&self.slots[slot].config, dev, node_guid);
         self.monitor.publish(MonitorEvent::Added(info.clone()));
-        self.incarnations.push(Incarnation::new(slot, info));
+        self.incarnations.insert(dev, Incarnation::new(slot, info));
         let s = &mut self.slots[slot];
         s.incarnations.push(dev);
         s.presence = Presence::Present(dev);
@@ -777,5 +796,30 @@ mod tests {
         eventually("the timer threads end with the provider", || {
             timer_threads() == 0
         });
+    }
+
+    #[test]
+    fn released_incarnations_are_forgotten_so_endless_returns_do_not_grow_the_fabric() {
+        use anyverbs::{CompletionQueue, Device, ErrorKind};
+        let p = MockProvider::new();
+        let slots = p.devices().unwrap().len();
+        // A handle destroyed on a device that is then lost and forgotten still answers, with
+        // DeviceLost, and does not panic.
+        let dev = p.open("mock0").unwrap();
+        let cq = dev.create_cq(4).unwrap();
+        cq.destroy().unwrap();
+        drop(dev);
+        for _ in 0..100 {
+            let dev = p.open("mock0").unwrap();
+            let pd = dev.alloc_pd().unwrap();
+            p.inject("mock0", &Fault::Unplug).unwrap();
+            p.inject("mock0", &Fault::Replug).unwrap();
+            drop((pd, dev));
+            // The return happens on the next call into the fabric once everything is released.
+            assert_eq!(p.devices().unwrap().len(), slots);
+        }
+        assert_eq!(p.fabric.lock().incarnations.len(), slots);
+        let mut out = [anyverbs::Completion::default(); 1];
+        assert_eq!(cq.poll(&mut out).unwrap_err().kind(), ErrorKind::DeviceLost);
     }
 }
