@@ -404,7 +404,8 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
                 return;
             }
         };
-        self.pinned.get_or_insert_with(|| identity.clone());
+        // Follow the newest incarnation (same stable fields, current index), so reports name it.
+        self.pinned = Some(identity.clone());
         self.generation += 1;
         let link = Link {
             shared: Arc::clone(&self.shared),

@@ -251,6 +251,9 @@ impl Link {
     /// Reports that the service's connection failed: the supervisor stops the service and starts
     /// it again after the reconnect delay.
     pub fn connection_lost(&self, reason: impl Into<String>) {
+        if self.generation == 0 {
+            return; // detached: nobody listens
+        }
         self.shared
             .lock()
             .reports
@@ -258,7 +261,21 @@ impl Link {
         self.shared.wakeup.notify();
     }
 
-    /// Which start this link belongs to (1 for the first).
+    /// A link to no supervisor, whose reports go nowhere: for calling [`Service::start`]
+    /// directly, in a service's own tests and benchmarks.
+    pub fn detached() -> Link {
+        Link {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner::default()),
+                wakeup: Wakeup::new(),
+                events: EventHub::new(),
+            }),
+            generation: 0,
+        }
+    }
+
+    /// Which start this link belongs to (1 for the first; 0 for a [detached](Self::detached)
+    /// link).
     pub fn generation(&self) -> u64 {
         self.generation
     }
