@@ -13,9 +13,9 @@
 //!   by identity, opens it and calls `start()`; the client connects and sends. Timed: from the
 //!   device's return (the monitor's `Added`, read by the bench, or the supervisor's
 //!   `DeviceReturned`, whichever is earlier) to the first echo's completion.
-//! - `b_direct_start`: the baseline, what the service itself costs: a supervisor is spawned on
-//!   the present device, and the time runs from `start()` being entered on the freshly opened
-//!   device to the first echo. No loss, no waiting, no identity check: only the ULP's start
+//! - `b_direct_start`: the baseline, what the service itself costs: the bench opens the device
+//!   and calls the client's `start()` itself (with a [`Link::detached`]), timed from the call to
+//!   the first echo. No loss, no waiting, no identity check: only the ULP's start
 //!   (PD, CQ, MR, QP, connect through the CM, worker thread) and one round trip.
 //!
 //! The supervisor's overhead is (a) − (b): noticing the return, matching identities, opening
@@ -23,11 +23,6 @@
 //! at the end gives their medians, the difference and ratio, and the split of (a) itself into
 //! "return → start() entered" (the supervisor) and "start() entered → first echo" (the service),
 //! taken from the same iterations.
-//!
-//! Why (b) runs under a supervisor too: `start()` takes a [`Link`], which only a supervisor can
-//! make, so the baseline is timed from the moment `start()` is entered — everything the
-//! supervisor did before (spawning its thread, opening the device) is outside the measurement,
-//! exactly as if the bench had called `start()` itself on a fresh device handle.
 //!
 //! Read the medians. Both (a) and (b) spawn the client's worker thread inside the measured
 //! span, and on a small VM a freshly spawned thread can wait milliseconds to run when the other
@@ -238,19 +233,22 @@ fn supervised_restart(
     }
 }
 
-/// (b): a fresh client started on the present device, timed from start().
+/// (b): a fresh client's `start()` called directly (no supervisor) on a freshly opened device,
+/// timed from the call.
 fn direct_start(bed: &Bed) -> Sample {
     let connections = bed.log.summary().connections;
-    let (client, entered) = bed.client();
-    wait_event(client.events(), |e| {
-        matches!(e, SupervisorEvent::Started { .. })
-    });
+    let mut client: EchoClient<MockProvider> =
+        EchoClient::new(bed.config.client.clone(), Arc::clone(&bed.log));
+    let device = bed
+        .provider
+        .open(&bed.config.client_device)
+        .expect("open the client's device");
+    let started = Instant::now();
+    Service::<MockProvider>::start(&mut client, &device, &Link::detached())
+        .expect("the client starts");
     let summary = bed.first_echo_after(connections);
-    let started = lock(&entered).expect("start() was entered");
     let first = summary.first_echo_at.expect("first echo");
-    client
-        .shutdown(Instant::now() + STEP)
-        .expect("the client shuts down");
+    Service::<MockProvider>::stop(&mut client, &StopReason::Shutdown, Instant::now() + STEP);
     Sample {
         total: first - started,
         supervisor: Duration::ZERO,
