@@ -67,8 +67,9 @@ pub struct PortInfo {
 /// Once the device is lost (removed, or a fatal error such as a reset) every handle obtained
 /// from it is dead: every call fails with [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost)
 /// without blocking, and only `destroy` succeeds. Accessors of data fixed at creation
-/// ([`info`](Self::info), `qp_num`, `lkey`, ...) keep returning it. A device that comes back is
-/// a new device: open it again.
+/// ([`info`](Self::info), `qp_num`, `lkey`, ...) keep returning it, and a memory region's
+/// [`read`](crate::MemoryRegion::read) and [`write`](crate::MemoryRegion::write) keep working
+/// (its memory is the host's). A device that comes back is a new device: open it again.
 pub trait Device<P: Provider>: Send + Sync {
     /// What the provider reports about this device.
     fn info(&self) -> &DeviceInfo;

@@ -106,7 +106,7 @@ pub use provider::{Provider, Transport};
 pub use qp::{QpInit, QueuePair};
 pub use state::{Cause, QpState, StateModel};
 pub use supervisor::{
-    DeviceSelector, Link, QpFailureAction, Service, StopReason, Supervisor, SupervisorConfig,
+    DeviceSelector, FailureAction, Link, Service, StopReason, Supervisor, SupervisorConfig,
     SupervisorEvent,
 };
 pub use wr::{

@@ -45,7 +45,10 @@ pub trait MemoryRegion: Send + Sync {
     /// Access rights it was registered with.
     fn access(&self) -> Access;
 
-    /// Copies `src` into the region at `offset`.
+    /// Copies `src` into the region at `offset`. The region's memory is host memory, so this
+    /// and [`read`](Self::read) keep working after the device is lost — the one exception to
+    /// "every call fails with `DeviceLost`": data that arrived before the loss is not lost with
+    /// the device.
     fn write(&self, offset: usize, src: &[u8]) -> Result<()>;
 
     /// Copies from the region at `offset` into `dst`.

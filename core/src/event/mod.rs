@@ -133,6 +133,14 @@ impl DeviceEvent {
     }
 }
 
+impl DeviceEvent {
+    /// Whether the event says a QP or a CQ failed: a [QP failure](Self::is_qp_failure), or
+    /// [`CqError`](Self::CqError) (a CQ error moves every QP using the CQ to ERROR).
+    pub fn is_failure(&self) -> bool {
+        self.is_qp_failure() || matches!(self, DeviceEvent::CqError { .. })
+    }
+}
+
 impl fmt::Display for DeviceEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -2,15 +2,15 @@
 //! the decisions the module docs list.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{info, info_span, warn};
 
 use super::{
-    GiveUp, Link, LossCause, QpFailureAction, Service, Shared, StopReason, SupervisorConfig,
+    FailureAction, GiveUp, Link, LossCause, Service, Shared, StopReason, SupervisorConfig,
     SupervisorEvent, SupervisorReport, SupervisorState,
 };
-use crate::device::Device;
+use crate::device::{Device, DeviceInfo};
 use crate::error::{Error, ErrorKind};
 use crate::event::{DeviceEvent, EventStream, MonitorEvent};
 use crate::identity::DeviceIdentity;
@@ -105,6 +105,10 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
             let until = self.next_timer();
             self.config.clock.wait(&self.shared.wakeup, seen, until);
         }
+        // Readers get every decision, then the end of the stream instead of waiting for more.
+        self.shared
+            .events
+            .close(ErrorKind::Destroyed, "the supervisor has finished");
         self.service
     }
 
@@ -162,11 +166,11 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         match &event {
             DeviceEvent::DeviceFatal => self.lose_device(LossCause::Fatal),
             DeviceEvent::DeviceRemoved => self.lose_device(LossCause::Removed),
-            e if e.is_qp_failure() => {
-                if self.service.on_qp_failure(&event) == QpFailureAction::Restart {
+            e if e.is_failure() => {
+                if self.service.on_failure(&event) == FailureAction::Restart {
                     self.connection_lost(event.to_string());
                 } else {
-                    info!(event = %event, "QP failure left to the service");
+                    info!(event = %event, "failure left to the service");
                 }
             }
             _ => info!(event = %event, "device event"),
@@ -213,6 +217,9 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
                 if let Phase::Running { identity: ours, .. } = &self.phase
                     && *ours == identity
                 {
+                    // The device's own stream says how it was lost (a reset's DeviceFatal may
+                    // have arrived while the monitor was being read); removal otherwise.
+                    self.drain_device_events();
                     self.lose_device(LossCause::Removed);
                 } else if let Phase::Backoff { .. } = self.phase
                     && self.follows(&identity)
@@ -245,21 +252,42 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
                 {
                     match self.pinned.clone() {
                         None => self.try_start(None),
-                        Some(expected) => {
-                            let adopted = self.service.accept_replacement(&expected, &info);
-                            self.report(SupervisorEvent::ForeignDevice {
-                                expected,
-                                found: identity.clone(),
-                                adopted,
-                            });
-                            if adopted {
-                                self.pinned = Some(identity);
-                                self.try_start(None);
-                            }
-                        }
+                        Some(expected) => self.foreign(expected, info),
                     }
                 }
             }
+        }
+    }
+
+    /// When the followed device is absent but another device holds its name (found at spawn, or
+    /// when the wait begins), reports it once and asks the service, as for one that is added.
+    fn report_foreign_present(&mut self) {
+        let Some(expected) = self.pinned.clone() else {
+            return;
+        };
+        let Ok(devices) = self.provider.devices() else {
+            return;
+        };
+        if let Some(info) = devices
+            .into_iter()
+            .find(|d| d.identity.name == expected.name && !expected.is_same_device(&d.identity))
+        {
+            self.foreign(expected, info);
+        }
+    }
+
+    /// A different device under the followed one's name: report it, and adopt it if the service
+    /// accepts it.
+    fn foreign(&mut self, expected: DeviceIdentity, info: DeviceInfo) {
+        let adopted = self.service.accept_replacement(&expected, &info);
+        self.report(SupervisorEvent::ForeignDevice {
+            expected,
+            found: info.identity.clone(),
+            adopted,
+        });
+        if adopted {
+            self.pinned = Some(info.identity);
+            self.try_start(None);
         }
     }
 
@@ -301,11 +329,31 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
     /// stream, so that a removal waiting for the process's objects can finish.
     fn stop(&mut self, reason: StopReason) {
         if let Phase::Running { .. } = self.phase {
-            let deadline = Instant::now() + self.config.stop_deadline;
-            self.service.stop(&reason, deadline);
+            self.service.stop(&reason, self.stop_deadline());
             // Dropping the phase drops the device handle and its stream.
             self.phase = Phase::Idle;
             self.report(SupervisorEvent::Stopped { reason });
+        }
+    }
+
+    /// The drain deadline for [`Service::stop`]: real time, and never past the end of time.
+    fn stop_deadline(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(self.config.stop_deadline)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+    }
+
+    /// After a start could not be made or failed because the device seemed gone: wait for its
+    /// return if it is really absent, else (a start that failed on a present device, e.g. a
+    /// connection request withdrawn under it) retry after the reconnect delay — a present device
+    /// is never announced again, so waiting for it would wait for nothing.
+    fn retry_or_wait(&mut self, retry: Option<(u32, Instant)>) {
+        if self.find_device().is_some() {
+            let now = self.config.clock.now();
+            let (attempt, since) = retry.map_or((0, now), |(a, s)| (a + 1, s));
+            self.schedule_restart(attempt, since);
+        } else {
+            self.wait_for_device();
         }
     }
 
@@ -318,7 +366,7 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         let give_up_at = self
             .config
             .return_window
-            .map(|w| self.config.clock.now() + w);
+            .and_then(|w| self.config.clock.now().checked_add(w));
         self.phase = Phase::Waiting { give_up_at };
         self.set_state(SupervisorState::WaitingForDevice);
         let device = self
@@ -338,11 +386,18 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         }
         // The last attempt is made at the loss timeout itself, not one whole delay after it.
         let mut delay = self.config.reconnect_delay_for(attempt);
-        if let Some(loss) = self.config.loss_timeout {
-            delay = delay.min((outage_since + loss).saturating_duration_since(now));
+        if let Some(loss) = self.config.loss_timeout
+            && let Some(end) = outage_since.checked_add(loss)
+        {
+            delay = delay.min(end.saturating_duration_since(now));
         }
+        let Some(retry_at) = now.checked_add(delay) else {
+            // A delay past the end of time: never retry, wait for the device's return instead.
+            self.wait_for_device();
+            return;
+        };
         self.phase = Phase::Backoff {
-            retry_at: now + delay,
+            retry_at,
             attempt,
             outage_since,
         };
@@ -376,7 +431,11 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
             return;
         }
         let Some(identity) = self.find_device() else {
+            let was_waiting = matches!(self.phase, Phase::Waiting { .. });
             self.wait_for_device();
+            if !was_waiting {
+                self.report_foreign_present();
+            }
             return;
         };
         let opened = self.provider.open(&identity.name).and_then(|device| {
@@ -400,7 +459,7 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
             Ok(opened) => opened,
             Err(e) => {
                 info!(error = %e, "the device went away before it could be started on");
-                self.wait_for_device();
+                self.retry_or_wait(retry);
                 return;
             }
         };
@@ -430,14 +489,14 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
                     kind: e.kind(),
                     message: e.message().to_string(),
                 });
-                let deadline = Instant::now() + self.config.stop_deadline;
-                self.service.stop(&StopReason::StartFailed, deadline);
+                self.service
+                    .stop(&StopReason::StartFailed, self.stop_deadline());
                 drop((device, events));
                 self.report(SupervisorEvent::Stopped {
                     reason: StopReason::StartFailed,
                 });
                 if matches!(e.kind(), ErrorKind::DeviceLost | ErrorKind::NotFound) {
-                    self.wait_for_device();
+                    self.retry_or_wait(retry);
                 } else {
                     let now = self.config.clock.now();
                     let (attempt, since) = retry.map_or((0, now), |(a, s)| (a + 1, s));

@@ -12,7 +12,7 @@
 //! | a device is added that [`is_same_device`](DeviceIdentity::is_same_device) as the lost one | restarts at once ([`Service::start`] on the new handle) |
 //! | a *different* device is added under the same name | no restart: reports [`SupervisorEvent::ForeignDevice`] and asks [`Service::accept_replacement`] |
 //! | the device does not return within [`SupervisorConfig::return_window`] (10 minutes by default) | gives up ([`GiveUp::WindowExpired`]) |
-//! | a connection fails ([`Service::on_qp_failure`] says so, or the ULP calls [`Link::connection_lost`]) | stop, then start again after [`SupervisorConfig::reconnect_delay`], backing off, until [`SupervisorConfig::loss_timeout`] ([`GiveUp::LossTimeout`]) |
+//! | a connection fails ([`Service::on_failure`] says so, or the ULP calls [`Link::connection_lost`]) | stop, then start again after [`SupervisorConfig::reconnect_delay`], backing off, until [`SupervisorConfig::loss_timeout`] ([`GiveUp::LossTimeout`]) |
 //! | the device comes back while a reconnect is pending | restarts at once, not at the next tick |
 //!
 //! The defaults follow the kernel's NVMe-oF host: a 10 s reconnect delay and a 600 s controller
@@ -76,8 +76,8 @@ impl DeviceSelector {
 /// The supervisor's policy.
 #[derive(Clone)]
 pub struct SupervisorConfig {
-    /// How long to wait for a lost device to come back before giving up; `None` waits forever.
-    /// Default: 10 minutes.
+    /// How long to wait for a lost device to come back before giving up; `None` waits forever
+    /// (so does a duration too large to add to an `Instant`). Default: 10 minutes.
     pub return_window: Option<Duration>,
     /// The drain deadline handed to [`Service::stop`], from the moment it is called (real time).
     /// Default: 1 s.
@@ -89,7 +89,8 @@ pub struct SupervisorConfig {
     /// Default: 10 s (a fixed delay, as the kernel's).
     pub max_reconnect_delay: Duration,
     /// How long after a connection failure to keep trying before giving up; `None` tries
-    /// forever. Default: 600 s, the kernel's NVMe-oF `ctrl_loss_tmo`.
+    /// forever (so does a duration too large to add to an `Instant`). The clock restarts at
+    /// every successful start, as the kernel's NVMe-oF `ctrl_loss_tmo` does. Default: 600 s.
     pub loss_timeout: Option<Duration>,
     /// The clock of the timers above. Default: [`SystemClock`].
     pub clock: Arc<dyn Clock>,
@@ -197,9 +198,9 @@ impl fmt::Display for GiveUp {
     }
 }
 
-/// What the supervisor does about a QP failure ([`Service::on_qp_failure`]).
+/// What the supervisor does about a QP or CQ failure ([`Service::on_failure`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QpFailureAction {
+pub enum FailureAction {
     /// Nothing: the QP is not the service's, or the service recovers it itself (a server
     /// dropping one client's connection).
     Ignore,
@@ -211,13 +212,15 @@ pub enum QpFailureAction {
 pub trait Service<P: Provider>: Send + 'static {
     /// Builds the service's resources and connections on `device`. `link` reports connection
     /// failures the service detects itself (a completion with transport-retry-exceeded, a peer
-    /// that stopped answering); keep a clone in worker threads.
+    /// that stopped answering); keep a clone in worker threads. Every wait in here needs a
+    /// deadline: the supervisor handles nothing else (a device loss, a shutdown) until `start`
+    /// returns.
     ///
-    /// On error, the supervisor calls [`stop`](Self::stop) (to drop whatever was built) and then
-    /// waits for the device if the error is
+    /// On error, the supervisor calls [`stop`](Self::stop) (to drop whatever was built), then
+    /// retries after the reconnect delay — or, if the error is
     /// [`DeviceLost`](crate::ErrorKind::DeviceLost) or
-    /// [`NotFound`](crate::ErrorKind::NotFound), and retries after the reconnect delay
-    /// otherwise.
+    /// [`NotFound`](crate::ErrorKind::NotFound) and the device is indeed absent, waits for it to
+    /// come back.
     fn start(&mut self, device: &P::Device, link: &Link) -> Result<()>;
 
     /// Drains what can be drained by `deadline` and drops everything [`start`](Self::start)
@@ -225,10 +228,11 @@ pub trait Service<P: Provider>: Send + 'static {
     /// call fails at once, so this is quick.
     fn stop(&mut self, reason: &StopReason, deadline: Instant);
 
-    /// A QP on the device failed ([`DeviceEvent::is_qp_failure`]): say whether the whole
-    /// service must restart. Return [`QpFailureAction::Ignore`] for QPs that are not the
-    /// service's — other services may run on the same device.
-    fn on_qp_failure(&mut self, event: &DeviceEvent) -> QpFailureAction;
+    /// A QP or a CQ on the device failed ([`DeviceEvent::is_failure`]: QP fatal, request or
+    /// access error, disconnected, CQ error): say whether the whole service must restart.
+    /// Return [`FailureAction::Ignore`] for QPs and CQs that are not the service's — other
+    /// services may run on the same device.
+    fn on_failure(&mut self, event: &DeviceEvent) -> FailureAction;
 
     /// A different device appeared under the name of the lost one. Return true to adopt it
     /// (restart on it and follow its identity from then on). The default refuses: a swapped
@@ -532,7 +536,8 @@ impl<S: Send + 'static> Supervisor<S> {
 
     /// Stops the service ([`StopReason::Shutdown`]), ends the thread and returns the service.
     /// Fails with [`ErrorKind::TimedOut`] if the thread has not ended by `deadline` (it then
-    /// finishes on its own), and with [`ErrorKind::Other`] if the service panicked.
+    /// finishes on its own), and with [`ErrorKind::Other`] if the thread panicked (in a call
+    /// of the service, or a bug of the supervisor).
     pub fn shutdown(mut self, deadline: Instant) -> Result<S> {
         self.shared.lock().shutdown = true;
         self.shared.wakeup.notify();
@@ -548,9 +553,12 @@ impl<S: Send + 'static> Supervisor<S> {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        thread
-            .join()
-            .map_err(|_| Error::new(ErrorKind::Other, "the supervised service panicked"))
+        thread.join().map_err(|_| {
+            Error::new(
+                ErrorKind::Other,
+                "the supervisor thread panicked (in the service or in the supervisor)",
+            )
+        })
     }
 }
 
