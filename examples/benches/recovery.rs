@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyverbs::supervisor::{Link, QpFailureAction, Service, StopReason, SupervisorReport};
+use anyverbs::supervisor::{FailureAction, Link, Service, StopReason, SupervisorReport};
 use anyverbs::{
     DeviceEvent, DeviceIdentity, DeviceInfo, DeviceSelector, EventStream, Fault, MonitorEvent,
     Provider, Result, Supervisor, SupervisorEvent,
@@ -77,8 +77,8 @@ impl<P: Provider, S: Service<P>> Service<P> for Timed<S> {
         self.inner.stop(reason, deadline)
     }
 
-    fn on_qp_failure(&mut self, event: &DeviceEvent) -> QpFailureAction {
-        self.inner.on_qp_failure(event)
+    fn on_failure(&mut self, event: &DeviceEvent) -> FailureAction {
+        self.inner.on_failure(event)
     }
 
     fn accept_replacement(&mut self, lost: &DeviceIdentity, candidate: &DeviceInfo) -> bool {

@@ -37,9 +37,9 @@
 //!    CQ, the client on its CQ) for at most a poll interval, and check a stop flag in between.
 //! 7. **Whose failure is it.** A failed client connection is the server's own business: it
 //!    drains and drops that connection and keeps serving the others
-//!    ([`on_qp_failure`](Service::on_qp_failure) returns [`QpFailureAction::Ignore`]). The
+//!    ([`on_failure`](Service::on_failure) returns [`FailureAction::Ignore`]). The
 //!    client's only connection failing is the client's failure: the device's event makes the
-//!    supervisor restart it ([`QpFailureAction::Restart`]), and what only the client can see — an
+//!    supervisor restart it ([`FailureAction::Restart`]), and what only the client can see — an
 //!    error completion, an echo that never comes (the server died after taking the message, so
 //!    no WR of the client's is left to fail) — it reports through
 //!    [`Link::connection_lost`].
@@ -57,7 +57,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyverbs::supervisor::{Link, QpFailureAction, Service, StopReason};
+use anyverbs::supervisor::{FailureAction, Link, Service, StopReason};
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, ConnectRequest, Device, DeviceEvent, Error,
     ErrorKind, Listener, MemoryRegion, ProtectionDomain, Provider, QpInit, QueuePair, RecvWr,
@@ -299,14 +299,25 @@ impl<P: Provider> Service<P> for EchoServer<P> {
         drop(running.core);
     }
 
-    fn on_qp_failure(&mut self, event: &DeviceEvent) -> QpFailureAction {
+    fn on_failure(&mut self, event: &DeviceEvent) -> FailureAction {
         // One client's connection failed (its peer vanished, the QP hit a fatal error). That is
         // the server's own business: drop that connection and keep serving the others. The
-        // whole service restarts only for what breaks the server itself.
-        if let (Some(running), Some(qp_num)) = (&self.running, event.qp_num()) {
-            lock(&running.core.failed_qps).push(qp_num);
+        // whole service restarts only for what breaks the server itself: an error of the CQ
+        // every connection shares.
+        let Some(running) = &self.running else {
+            return FailureAction::Ignore;
+        };
+        match *event {
+            DeviceEvent::CqError { cq_num } if cq_num == running.core.cq.cq_num() => {
+                FailureAction::Restart
+            }
+            _ => {
+                if let Some(qp_num) = event.qp_num() {
+                    lock(&running.core.failed_qps).push(qp_num);
+                }
+                FailureAction::Ignore
+            }
         }
-        QpFailureAction::Ignore
     }
 }
 
@@ -334,7 +345,7 @@ struct ServerCore<P: Provider> {
     state_model: StateModel,
     config: ServerConfig,
     stop: AtomicBool,
-    /// QPs the device reported failed ([`Service::on_qp_failure`]), for the echoer to drop.
+    /// QPs the device reported failed ([`Service::on_failure`]), for the echoer to drop.
     failed_qps: Mutex<Vec<u32>>,
     link: Link,
     stats: Arc<ServerStats>,
@@ -778,14 +789,21 @@ impl<P: Provider> Service<P> for EchoClient<P> {
         drop(running.session);
     }
 
-    fn on_qp_failure(&mut self, event: &DeviceEvent) -> QpFailureAction {
-        // The client's only connection failed: restart (reconnect). Another service's QP on
-        // the same device is none of our business.
-        match (&self.running, event.qp_num()) {
-            (Some(running), Some(qp_num)) if qp_num == running.session.qp.qp_num() => {
-                QpFailureAction::Restart
-            }
-            _ => QpFailureAction::Ignore,
+    fn on_failure(&mut self, event: &DeviceEvent) -> FailureAction {
+        // The client's only connection failed (its QP, or the CQ under it): restart
+        // (reconnect). Another service's QP or CQ on the same device is none of our business.
+        let Some(running) = &self.running else {
+            return FailureAction::Ignore;
+        };
+        let session = &running.session;
+        let ours = match *event {
+            DeviceEvent::CqError { cq_num } => cq_num == session.cq.cq_num(),
+            _ => event.qp_num() == Some(session.qp.qp_num()),
+        };
+        if ours {
+            FailureAction::Restart
+        } else {
+            FailureAction::Ignore
         }
     }
 }

@@ -925,10 +925,15 @@ impl State {
             && !q.peer_lost
             && let Some(peer) = q.peer.take()
         {
-            if let Some(p) = self.qps.get_mut(&peer) {
+            let peer_device = self.qps.get_mut(&peer).and_then(|p| {
                 p.peer = None;
-            }
+                (!std::mem::replace(&mut p.disconnect_reported, true)).then_some(p.device)
+            });
             self.enter_error(peer);
+            // As siw's RDMA_CM_EVENT_DISCONNECTED: the end that did not close hears of it.
+            if let Some(dev) = peer_device {
+                self.publish(dev, DeviceEvent::Disconnected { qp_num: peer });
+            }
         }
     }
 

@@ -28,7 +28,6 @@ impl ProtectionDomain<MockProvider> for MockPd {
             .with_live(self.dev, |st| st.register(self.id, len, access))?;
         Ok(MockMr::new(
             Arc::clone(&self.fabric),
-            self.dev,
             lkey,
             rkey,
             addr,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyverbs::supervisor::{GiveUp, LossCause, ManualClock, SupervisorReport, SupervisorState};
 use anyverbs::{
     Access, Caps, Completion, CompletionQueue, ConnParams, Device, DeviceEvent, DeviceIdentity,
-    DeviceInfo, DeviceSelector, Error, ErrorKind, EventStream, Fault, Link, MemoryRegion,
-    ProtectionDomain, Provider, QpFailureAction, QpInit, QueuePair, RecvWr, SendWr, Service,
+    DeviceInfo, DeviceSelector, Error, ErrorKind, EventStream, FailureAction, Fault, Link,
+    MemoryRegion, ProtectionDomain, Provider, QpInit, QueuePair, RecvWr, SendWr, Service,
     StopReason, Supervisor, SupervisorConfig, SupervisorEvent, WcStatus,
 };
 
@@ -114,7 +114,7 @@ struct Log<P: Provider> {
     /// Every stop, with its reason.
     stops: Vec<StopReason>,
     /// Every QP failure the supervisor asked about, with the answer.
-    qp_failures: Vec<(DeviceEvent, QpFailureAction)>,
+    qp_failures: Vec<(DeviceEvent, FailureAction)>,
     /// What the service runs now.
     running: Option<Running<P>>,
 }
@@ -264,15 +264,15 @@ impl<P: Provider> Service<P> for Probe<P> {
         }
     }
 
-    fn on_qp_failure(&mut self, event: &DeviceEvent) -> QpFailureAction {
+    fn on_failure(&mut self, event: &DeviceEvent) -> FailureAction {
         let mut log = lock(&self.log);
         let ours = event
             .qp_num()
             .is_some_and(|n| log.running.as_ref().is_some_and(|r| r.owns(n)));
         let action = if ours {
-            QpFailureAction::Restart
+            FailureAction::Restart
         } else {
-            QpFailureAction::Ignore
+            FailureAction::Ignore
         };
         log.qp_failures.push((event.clone(), action));
         action
@@ -899,7 +899,7 @@ fn qp_fatal_restarts_only_its_service<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResu
         ensure!(
             log.qp_failures
                 .iter()
-                .all(|(_, action)| *action == QpFailureAction::Ignore),
+                .all(|(_, action)| *action == FailureAction::Ignore),
             "the untouched service was asked to restart for {:?}",
             log.qp_failures
         );

@@ -31,7 +31,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyverbs::{
     Caps, DeviceEvent, DeviceIdentity, DeviceInfo, ErrorKind, EventHub, EventStream, Fault, Guid,
@@ -113,6 +113,9 @@ pub(super) struct Incarnation {
     pub(super) stalled: bool,
     /// While port 1 is down ([`Fault::FlapPort`]): when it comes back.
     port_down_until: Option<Instant>,
+    /// When the timer armed for the port's return fires (one at a time, however often the
+    /// flap is extended).
+    port_timer_at: Option<Instant>,
     events: EventHub<DeviceEvent>,
     /// Objects created on this incarnation and not yet released; the device limits count them.
     pub(super) live: LiveObjects,
@@ -126,6 +129,7 @@ impl Incarnation {
             lost: None,
             stalled: false,
             port_down_until: None,
+            port_timer_at: None,
             events: EventHub::new(),
             live: LiveObjects::default(),
         }
@@ -211,6 +215,13 @@ pub(super) fn initial_devices(config: &FabricConfig) -> (Vec<Slot>, Vec<Incarnat
         });
     }
     (slots, incarnations)
+}
+
+/// `now + d`, or a century from now when `d` is too large to add (a fault that lasts
+/// "forever").
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -537,10 +548,18 @@ impl State {
                     match inc.port_down_until {
                         Some(until) if now >= until => {
                             inc.port_down_until = None;
+                            inc.port_timer_at = None;
                             inc.events.publish(DeviceEvent::PortActive { port: 1 });
                             changed = true;
                         }
-                        Some(_) => pending = true,
+                        Some(until) => {
+                            pending = true;
+                            // The armed timer fired before an extended flap's end: re-arm.
+                            if inc.port_timer_at.is_none_or(|at| now >= at) {
+                                inc.port_timer_at = Some(until);
+                                self.wake_at(until);
+                            }
+                        }
                         None => {}
                     }
                 }
@@ -572,7 +591,7 @@ impl State {
             Fault::Reset { down_for } => {
                 let node_guid = self.inc(dev).info.identity.node_guid;
                 self.lose(dev, Loss::Reset, now);
-                let not_before = now + down_for;
+                let not_before = later(now, down_for);
                 self.slots[slot].presence = Presence::Resetting(Return {
                     not_before,
                     node_guid,
@@ -595,22 +614,36 @@ impl State {
                         "{name} has one port, port 1; there is no port {port}"
                     )));
                 }
-                let until = now + down_for;
+                let until = later(now, down_for);
                 let inc = self.inc_mut(dev);
-                match inc.port_down_until {
-                    Some(t) => inc.port_down_until = Some(t.max(until)),
+                let extended = match inc.port_down_until {
+                    Some(t) if t >= until => false,
+                    Some(_) => true,
                     None => {
-                        inc.port_down_until = Some(until);
                         inc.events.publish(DeviceEvent::PortDown { port });
+                        true
+                    }
+                };
+                // A flap within a longer one changes nothing. An extension needs no timer of its
+                // own: the armed one re-arms for the new end when it fires early.
+                if extended {
+                    inc.port_down_until = Some(until);
+                    let arm = inc.port_timer_at.is_none();
+                    if arm {
+                        inc.port_timer_at = Some(until);
+                    }
+                    self.lifecycle_pending = true;
+                    if arm {
+                        self.wake_at(until);
                     }
                 }
-                self.lifecycle_pending = true;
-                self.wake_at(until);
             }
             Fault::KillQp { qp_num } => {
                 self.qp_on(dev, qp_num)?;
-                self.enter_error(qp_num);
+                // The fatal error first, then what follows from it (on iWARP the peer's
+                // Disconnected); the lock is held throughout, so nobody sees the QP before ERROR.
                 self.publish(dev, DeviceEvent::QpFatal { qp_num });
+                self.enter_error(qp_num);
             }
             Fault::LosePeer { qp_num } => self.lose_peer(dev, qp_num, now)?,
             Fault::Stall => {
@@ -778,6 +811,24 @@ mod tests {
         eventually("the timer thread ends after the return", || {
             timer_threads() == 0
         });
+
+        // Flapping a port that is down, over and over, arms one timer, not one per flap.
+        for _ in 0..50 {
+            let flap = Fault::FlapPort {
+                port: 1,
+                down_for: Duration::from_secs(3600),
+            };
+            p.inject("mockiw0", &flap).unwrap();
+        }
+        eventually("one timer for the flapping port", || timer_threads() == 1);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(timer_threads(), 1, "one timer for the flapping port");
+        drop((p, monitor));
+        eventually("the port's timer ends with the provider", || {
+            timer_threads() == 0
+        });
+        let p = MockProvider::new();
+        let monitor = p.monitor().unwrap();
 
         let hour = Duration::from_secs(3600);
         p.inject("mock0", &Fault::Reset { down_for: hour }).unwrap();
