@@ -338,6 +338,48 @@ fn expect_destroyed(what: &str, destroy: impl Fn() -> anyverbs::Result<()>) -> C
 }
 
 /// The one event that says the device is gone after `fault`.
+/// After `fault` (a reset or an unplug) of the device `old`: its stream's last event is the loss
+/// event (DeviceFatal for a reset, DeviceRemoved otherwise) with no other loss event before it,
+/// the stream then ends, `events()` fails with DeviceLost, and the monitor reports `old`
+/// removed.
+fn expect_loss<P: Provider>(
+    ctx: &Ctx<'_, P>,
+    device: &P::Device,
+    events: &EventStream<DeviceEvent>,
+    monitor: &EventStream<MonitorEvent>,
+    fault: &Fault,
+    old: &anyverbs::DeviceIdentity,
+) -> CaseResult {
+    let last = loss_event(fault);
+    let what = format!("the {fault}");
+    let (_, before) = await_event(
+        events,
+        &format!("{last} after {what}"),
+        |e| *e == last,
+        ctx.deadline(),
+    )?;
+    ensure!(
+        !before.iter().any(DeviceEvent::is_device_lost),
+        "{what} reported {} before {last}",
+        list(&before)
+    );
+    expect_stream_ended(events, &format!("{last}"), ctx.deadline())?;
+    expect_lost(&format!("device.events() after {what}"), || device.events())?;
+    let name = ctx.device_name();
+    let (removed, _) = await_event(
+        monitor,
+        &format!("the monitor reporting {name} removed after {what}"),
+        |e| removed_named(e, name),
+        ctx.deadline(),
+    )?;
+    ensure_eq!(
+        removed.identity(),
+        old,
+        "identity the monitor reports removed"
+    );
+    Ok(())
+}
+
 fn loss_event(fault: &Fault) -> DeviceEvent {
     match fault {
         Fault::Reset { .. } => DeviceEvent::DeviceFatal,
@@ -636,31 +678,14 @@ fn reset_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
 
     let injected = Instant::now();
     inject(ctx, &Fault::Reset { down_for: DOWN_FOR })?;
-    let (_, before) = await_event(
+    expect_loss(
+        ctx,
+        &device,
         &events,
-        "DeviceFatal after a reset",
-        |e| *e == DeviceEvent::DeviceFatal,
-        ctx.deadline(),
-    )?;
-    ensure!(
-        !before.iter().any(DeviceEvent::is_device_lost),
-        "a reset reported {} before DeviceFatal",
-        list(&before)
-    );
-    expect_stream_ended(&events, "DeviceFatal", ctx.deadline())?;
-    expect_lost("device.events() after a reset", || device.events())?;
-
-    let (removed, _) = await_event(
         &monitor,
-        &format!("the monitor reporting {name} removed after a reset"),
-        |e| removed_named(e, name),
-        ctx.deadline(),
-    )?;
-    ensure_eq!(
-        removed.identity(),
+        &Fault::Reset { down_for: DOWN_FOR },
         &old,
-        "identity the monitor reports removed"
-    );
+    )?;
 
     let held = expect_no_event(
         &monitor,
@@ -724,30 +749,7 @@ fn unplug_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let events = device.events()?;
 
     inject(ctx, &Fault::Unplug)?;
-    let (_, before) = await_event(
-        &events,
-        "DeviceRemoved after an unplug",
-        |e| *e == DeviceEvent::DeviceRemoved,
-        ctx.deadline(),
-    )?;
-    ensure!(
-        !before.iter().any(DeviceEvent::is_device_lost),
-        "an unplug reported {} before DeviceRemoved",
-        list(&before)
-    );
-    expect_stream_ended(&events, "DeviceRemoved", ctx.deadline())?;
-    expect_lost("device.events() after an unplug", || device.events())?;
-    let (removed, _) = await_event(
-        &monitor,
-        &format!("the monitor reporting {name} removed after an unplug"),
-        |e| removed_named(e, name),
-        ctx.deadline(),
-    )?;
-    ensure_eq!(
-        removed.identity(),
-        &old,
-        "identity the monitor reports removed"
-    );
+    expect_loss(ctx, &device, &events, &monitor, &Fault::Unplug, &old)?;
     drop(events);
     drop(device);
 
