@@ -714,27 +714,40 @@ fn reset_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         "the device came back {:?} after the reset, before down_for ({DOWN_FOR:?})",
         injected.elapsed()
     );
+    expect_same_device_back(ctx, &old, &back, "the reset")
+}
+
+/// The device `back` that returned after `what` is `old` by the identity rule, with a new index;
+/// the provider lists it (and only it) under the name, and it opens and works.
+fn expect_same_device_back<P: Provider>(
+    ctx: &Ctx<'_, P>,
+    old: &anyverbs::DeviceIdentity,
+    back: &anyverbs::DeviceIdentity,
+    what: &str,
+) -> CaseResult {
+    let name = ctx.device_name();
     ensure!(
-        old.is_same_device(&back),
-        "the device back after a reset is not the same device by the identity rule: before \
+        old.is_same_device(back),
+        "the device back after {what} is not the same device by the identity rule: before \
          {old}, after {back}"
     );
     ensure!(
         back.index != old.index,
-        "the device came back with its old index {}; a re-added device gets a new one ({back})",
+        "the device came back after {what} with its old index {}; a re-added device gets a new \
+         one ({back})",
         old.index
     );
     let listed = ctx.provider().devices()?;
     let listed: Vec<_> = listed.iter().filter(|d| d.identity.name == name).collect();
     ensure!(
-        listed.len() == 1 && listed[0].identity == back,
-        "after the reset the provider lists {listed:?} for {name}; expected just {back}"
+        listed.len() == 1 && listed[0].identity == *back,
+        "after {what} the provider lists {listed:?} for {name}; expected just {back}"
     );
     let reopened = ctx.open()?;
-    ensure_eq!(
-        &reopened.info().identity,
-        &back,
-        "identity of the device opened after the reset"
+    ensure!(
+        reopened.info().identity == *back,
+        "the device opened after {what} is {}; the monitor announced {back}",
+        reopened.info().identity
     );
     reopened.alloc_pd()?;
     reopened.events()?;
@@ -815,24 +828,7 @@ fn replug_returns_the_same_device<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         ctx.deadline(),
     )?
     .identity;
-    ensure!(
-        old.is_same_device(&back),
-        "the replugged device is not the same device by the identity rule: before {old}, \
-         after {back}"
-    );
-    ensure!(
-        back.index != old.index,
-        "the replugged device kept its old index {}; a re-added device gets a new one",
-        old.index
-    );
-    let reopened = ctx.open()?;
-    ensure_eq!(
-        &reopened.info().identity,
-        &back,
-        "identity of the device opened after the replug"
-    );
-    reopened.alloc_pd()?;
-    Ok(())
+    expect_same_device_back(ctx, &old, &back, "the replug")
 }
 
 fn replug_other_is_a_different_device<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
