@@ -158,6 +158,19 @@ struct HubInner<E> {
     closed: Option<Closed>,
 }
 
+impl<E> HubInner<E> {
+    /// Ends every stream with `closed` (each returns its queued events first) and refuses later
+    /// subscriptions.
+    fn end_streams(&mut self, closed: Closed) {
+        for shared in self.subscribers.drain(..).filter_map(|s| s.upgrade()) {
+            let mut queue = lock(&shared.queue);
+            queue.closed = Some(closed.clone());
+            shared.changed(&mut queue);
+        }
+        self.closed = Some(closed);
+    }
+}
+
 impl<E: Clone + Send + 'static> Default for EventHub<E> {
     fn default() -> Self {
         Self::new()
@@ -229,16 +242,10 @@ impl<E: Clone + Send + 'static> EventHub<E> {
         if inner.closed.is_some() {
             return;
         }
-        let closed = Closed {
+        inner.end_streams(Closed {
             kind,
             message: message.into(),
-        };
-        for shared in inner.subscribers.drain(..).filter_map(|s| s.upgrade()) {
-            let mut queue = lock(&shared.queue);
-            queue.closed = Some(closed.clone());
-            shared.changed(&mut queue);
-        }
-        inner.closed = Some(closed);
+        });
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -257,17 +264,11 @@ impl<E: Clone + Send + 'static> EventHub<E> {
 impl<E> Drop for EventHub<E> {
     fn drop(&mut self) {
         let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-        if inner.closed.is_some() {
-            return;
-        }
-        let closed = Closed {
-            kind: ErrorKind::Destroyed,
-            message: "the event source is gone".into(),
-        };
-        for shared in inner.subscribers.drain(..).filter_map(|s| s.upgrade()) {
-            let mut queue = lock(&shared.queue);
-            queue.closed = Some(closed.clone());
-            shared.changed(&mut queue);
+        if inner.closed.is_none() {
+            inner.end_streams(Closed {
+                kind: ErrorKind::Destroyed,
+                message: "the event source is gone".into(),
+            });
         }
     }
 }

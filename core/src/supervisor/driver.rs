@@ -349,12 +349,17 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
     /// is never announced again, so waiting for it would wait for nothing.
     fn retry_or_wait(&mut self, retry: Option<(u32, Instant)>) {
         if self.find_device().is_some() {
-            let now = self.config.clock.now();
-            let (attempt, since) = retry.map_or((0, now), |(a, s)| (a + 1, s));
-            self.schedule_restart(attempt, since);
+            self.retry_later(retry);
         } else {
             self.wait_for_device();
         }
+    }
+
+    /// Schedules the attempt after `retry` (the first of a new outage if this was no retry).
+    fn retry_later(&mut self, retry: Option<(u32, Instant)>) {
+        let now = self.config.clock.now();
+        let (attempt, since) = retry.map_or((0, now), |(a, s)| (a + 1, s));
+        self.schedule_restart(attempt, since);
     }
 
     /// Waits for the device, within the return window from now (unless already waiting: a
@@ -418,10 +423,16 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         devices
             .into_iter()
             .map(|d| d.identity)
-            .find(|d| match &self.pinned {
-                Some(p) => p.is_same_device(d),
-                None => d.name == self.selector.name(),
-            })
+            .find(|d| self.is_target(d))
+    }
+
+    /// Whether `identity` is the device to run on: the followed identity once known, the
+    /// selector's name before the first start.
+    fn is_target(&self, identity: &DeviceIdentity) -> bool {
+        match &self.pinned {
+            Some(p) => p.is_same_device(identity),
+            None => identity.name == self.selector.name(),
+        }
     }
 
     /// Starts the service if the device is present; `retry` is the restart attempt and the
@@ -441,11 +452,7 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         let opened = self.provider.open(&identity.name).and_then(|device| {
             // The name may have moved to another device between the listing and the open.
             let found = device.info().identity.clone();
-            let same = match &self.pinned {
-                Some(p) => p.is_same_device(&found),
-                None => found.name == self.selector.name(),
-            };
-            if !same {
+            if !self.is_target(&found) {
                 return Err(Error::new(
                     ErrorKind::NotFound,
                     format!("{} is now another device", identity.name),
@@ -498,9 +505,7 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
                 if matches!(e.kind(), ErrorKind::DeviceLost | ErrorKind::NotFound) {
                     self.retry_or_wait(retry);
                 } else {
-                    let now = self.config.clock.now();
-                    let (attempt, since) = retry.map_or((0, now), |(a, s)| (a + 1, s));
-                    self.schedule_restart(attempt, since);
+                    self.retry_later(retry);
                 }
             }
         }
