@@ -434,12 +434,7 @@ impl State {
         // Connections: the peers on other devices stop hearing from this one (both ends are
         // marked, so destroying the dead end does not tear the survivor down either); requests
         // this device's QPs made are withdrawn.
-        let dead_qps: Vec<u32> = self
-            .qps
-            .iter()
-            .filter(|(_, q)| q.device == dev)
-            .map(|(n, _)| *n)
-            .collect();
+        let dead_qps = self.qps_of(dev);
         self.requests.retain(|_, r| r.client_device != dev);
         let mut survivors = Vec::new();
         for &qpn in &dead_qps {
@@ -735,6 +730,15 @@ impl State {
         Ok(())
     }
 
+    /// The numbers of the QPs of incarnation `dev`.
+    fn qps_of(&self, dev: u32) -> Vec<u32> {
+        self.qps
+            .iter()
+            .filter(|(_, q)| q.device == dev)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
     /// [`Fault::Resume`]: what the stalled device held back proceeds.
     fn resume(&mut self, dev: u32, now: Instant) {
         let inc = self.inc_mut(dev);
@@ -743,12 +747,7 @@ impl State {
         }
         inc.stalled = false;
         self.stalled_devices -= 1;
-        let qpns: Vec<u32> = self
-            .qps
-            .iter()
-            .filter(|(_, q)| q.device == dev)
-            .map(|(n, _)| *n)
-            .collect();
+        let qpns = self.qps_of(dev);
         for qpn in qpns {
             let q = self.qps.get_mut(&qpn).expect("listed");
             // Retry timers did not run while the device hung: a waiting head starts afresh.
