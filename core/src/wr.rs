@@ -16,7 +16,10 @@ pub type SgList = SmallVec<[Sge; INLINE_SGES]>;
 
 /// One scatter/gather entry: `length` bytes at virtual address `addr` inside the memory region
 /// whose local key is `lkey`.
+///
+/// `#[repr(C)]`: the plugin ABI passes scatter lists as arrays of `Sge` without copying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
 pub struct Sge {
     /// Start address, inside the region (`MemoryRegion::addr() + offset`).
     pub addr: u64,

@@ -112,6 +112,10 @@ pub use qp::MockQp;
 
 use fabric::Fabric;
 
+// The mock as a run-time plugin: `libanyverbs_provider_mock.so`, each instance a fresh fabric
+// with the default devices.
+anyverbs::export_provider!(MockProvider, || Ok(MockProvider::new()));
+
 /// The mock provider: one isolated fabric of mock devices.
 #[derive(Clone)]
 pub struct MockProvider {

@@ -144,6 +144,22 @@ impl<E> Shared<E> {
     fn sync_readiness(&self, _queue: &mut Queue<E>) {}
 }
 
+/// What [`EventStream::recv_next`] found.
+pub(crate) enum Next<E> {
+    /// An event.
+    Event(E),
+    /// This many events were dropped because the reader fell behind.
+    Missed(u64),
+}
+
+/// The error a reader gets once after `missed` events were dropped.
+fn missed_error(missed: u64) -> Error {
+    Error::new(
+        ErrorKind::Overflow,
+        format!("{missed} events were dropped because the reader fell behind"),
+    )
+}
+
 /// The sending side of a broadcast channel of events: every [`EventStream`] subscribed to it
 /// receives every event published after it subscribed.
 ///
@@ -234,6 +250,43 @@ impl<E: Clone + Send + 'static> EventHub<E> {
         });
     }
 
+    /// Tells every live subscriber that `missed` events were dropped before it could see them
+    /// (used where events are relayed from another stream that overflowed). Ignored once the
+    /// hub is closed.
+    pub(crate) fn publish_missed(&self, missed: u64) {
+        let inner = lock(&self.inner);
+        if inner.closed.is_some() || missed == 0 {
+            return;
+        }
+        for shared in inner.subscribers.iter().filter_map(Weak::upgrade) {
+            let mut queue = lock(&shared.queue);
+            queue.missed = queue.missed.saturating_add(missed);
+            shared.changed(&mut queue);
+        }
+    }
+
+    /// Publishes `event` and closes the hub as one step, so that no reader can see the event
+    /// without the end right behind it (used where a relayed stream's last event is known).
+    pub(crate) fn publish_and_close(&self, event: E, kind: ErrorKind, message: impl Into<String>) {
+        let mut inner = lock(&self.inner);
+        if inner.closed.is_some() {
+            return;
+        }
+        let closed = Closed {
+            kind,
+            message: message.into(),
+        };
+        for shared in inner.subscribers.iter().filter_map(Weak::upgrade) {
+            let mut queue = lock(&shared.queue);
+            if queue.items.len() >= EVENT_QUEUE_CAPACITY {
+                queue.items.pop_front();
+                queue.missed += 1;
+            }
+            queue.items.push_back(event.clone());
+        }
+        inner.end_streams(closed);
+    }
+
     /// Ends every stream: each returns the events still queued, then fails with `kind` and
     /// `message` at once, without blocking. Later subscriptions fail the same way; a second close
     /// is ignored.
@@ -321,10 +374,7 @@ impl<E> EventStream<E> {
     fn take(&self, queue: &mut Queue<E>) -> Result<Option<E>> {
         let result = if queue.missed > 0 {
             let missed = std::mem::take(&mut queue.missed);
-            Err(Error::new(
-                ErrorKind::Overflow,
-                format!("{missed} events were dropped because the reader fell behind"),
-            ))
+            Err(missed_error(missed))
         } else if let Some(event) = queue.items.pop_front() {
             Ok(Some(event))
         } else if let Some(closed) = &queue.closed {
@@ -334,6 +384,23 @@ impl<E> EventStream<E> {
         };
         self.shared.sync_readiness(queue);
         result
+    }
+
+    /// Like [`recv`](Self::recv), but reports missed events as their count rather than as an
+    /// error, so that the plugin boundary can carry the count across exactly.
+    pub(crate) fn recv_next(&self, deadline: Instant) -> Result<Next<E>> {
+        let missed = {
+            let mut queue = lock(&self.shared.queue);
+            let missed = std::mem::take(&mut queue.missed);
+            if missed > 0 {
+                self.shared.sync_readiness(&mut queue);
+            }
+            missed
+        };
+        if missed > 0 {
+            return Ok(Next::Missed(missed));
+        }
+        self.recv(deadline).map(Next::Event)
     }
 
     /// Also notifies `wakeup` whenever an event arrives or the stream ends (and once now if

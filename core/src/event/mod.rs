@@ -25,6 +25,7 @@
 
 mod channel;
 
+pub(crate) use channel::Next;
 pub use channel::{EVENT_QUEUE_CAPACITY, EventHub, EventStream, Wakeup};
 
 use std::fmt;

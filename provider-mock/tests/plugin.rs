@@ -1,0 +1,95 @@
+//! The mock loaded as a plugin (`libanyverbs_provider_mock.so`, through the loader) gives the
+//! same conformance results as the mock linked in, on every device personality.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyverbs::plugin::{Plugin, plugin_file_name};
+use anyverbs::{LoadedProvider, Provider};
+use anyverbs_conformance::{Outcome, SuiteOptions, SuiteReport, all_cases, run_suite};
+use anyverbs_provider_mock::MockProvider;
+
+/// The plugin cargo built beside this test binary (`target/<profile>/deps/`).
+fn mock_plugin() -> Plugin {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().expect("the test binary's directory");
+    let path: PathBuf = dir.join(plugin_file_name("anyverbs_provider_mock"));
+    Plugin::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run<P: Provider>(make: &dyn Fn() -> anyverbs::Result<P>, device: &str) -> SuiteReport {
+    let options = SuiteOptions {
+        case_timeout: Duration::from_secs(5),
+        ..SuiteOptions::new(device)
+    };
+    run_suite(make, &all_cases::<P>(), &options, &mut |_| {}).expect("the suite runs")
+}
+
+/// Case names with their outcome kinds and not-run reasons; failure texts may differ only in
+/// how an error's source chain is printed, so a failure compares by kind.
+fn outcomes(report: &SuiteReport) -> Vec<(String, String)> {
+    report
+        .cases
+        .iter()
+        .map(|c| {
+            let outcome = match &c.outcome {
+                Outcome::Passed => "passed".to_string(),
+                Outcome::NotRun(reason) => format!("not run: {reason}"),
+                Outcome::Failed(m) => {
+                    eprintln!("{}: {m}", c.name);
+                    "failed".to_string()
+                }
+                #[allow(unreachable_patterns)]
+                _ => format!("{:?}", c.outcome),
+            };
+            (c.name.clone(), outcome)
+        })
+        .collect()
+}
+
+#[test]
+fn the_plugin_passes_the_whole_suite_exactly_as_the_linked_mock_does() {
+    let plugin = mock_plugin();
+    assert_eq!(
+        plugin.abi_version(),
+        (
+            anyverbs::plugin::abi::ABI_MAJOR,
+            anyverbs::plugin::abi::ABI_MINOR
+        )
+    );
+    assert_eq!(plugin.name(), "anyverbs-provider-mock");
+    let loaded = plugin.instantiate().unwrap();
+    let devices: Vec<String> = loaded
+        .devices()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.identity.name)
+        .collect();
+    let linked_devices: Vec<String> = MockProvider::new()
+        .devices()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.identity.name)
+        .collect();
+    assert_eq!(devices, linked_devices);
+    for device in &devices {
+        let linked = run(&|| Ok(MockProvider::new()), device);
+        let through_plugin = run(
+            &|| plugin.instantiate().map_err(anyverbs::Error::from),
+            device,
+        );
+        let (a, b) = (outcomes(&linked), outcomes(&through_plugin));
+        assert_eq!(a.len(), b.len());
+        for (l, p) in a.iter().zip(&b) {
+            assert_eq!(l, p, "on {device}: linked vs plugin");
+        }
+        if device != "mockdead0" {
+            let failed: Vec<_> = b.iter().filter(|(_, o)| o == "failed").collect();
+            assert!(
+                failed.is_empty(),
+                "on {device}, through the plugin: {failed:?}"
+            );
+        }
+        let _: Option<LoadedProvider> = None;
+    }
+}
