@@ -8,8 +8,11 @@
 //!
 //! - **Static dispatch first.** [`Provider`] bundles the handle types of one transport as
 //!   associated types ([`Provider::Device`], [`Provider::Qp`], ...), so generic ULP code is
-//!   monomorphised per provider. A provider loaded at run time through the C ABI is simply one
-//!   more implementation of the same traits.
+//!   monomorphised per provider. A provider loaded at run time through the C ABI
+//!   ([`plugin`]) is simply one more implementation of the same traits: [`LoadedProvider`].
+//! - **Providers are plugins, too.** One line, [`export_provider!`], turns any provider into a
+//!   shared object with a versioned C ABI; [`Plugin::find`] and [`Plugin::load`] open one and
+//!   say exactly what is wrong with a bad one ([`LoadError`]).
 //! - **A surface a C vtable can carry.** No method is generic; arguments and results are plain
 //!   data ([`SendWr`], [`Completion`], [`DeviceInfo`], ...) or handles of the same provider;
 //!   completion buffers belong to the caller ([`CompletionQueue::poll`]).

@@ -19,6 +19,20 @@
 //!
 //! Plugins are never unloaded: a library whose thread-locals or statics are still referenced
 //! after `dlclose` crashes the process later.
+//!
+//! ```no_run
+//! use anyverbs::{Plugin, Provider};
+//!
+//! // `libanyverbs_provider_mock.so` (or `libmock.so`) from ANYVERBS_PROVIDER_PATH or the default
+//! // directories; `Plugin::load(path)` takes a file instead.
+//! let plugin = Plugin::find("mock")?;
+//! println!("{} {}, ABI {:?}", plugin.name(), plugin.version(), plugin.abi_version());
+//! let provider = plugin.instantiate()?; // a `LoadedProvider`: a `Provider` like any other
+//! for device in provider.devices()? {
+//!     println!("{}", device.identity.name);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod abi;
 mod convert;
