@@ -7,12 +7,16 @@
 //! - from a provider crate's own `cargo test`, one test per case, through [`libtest::run`] (the
 //!   object_store pattern: shared test functions, provider differences as data);
 //! - from the `anyverbs-conform` command line, against one provider and one device, with human,
-//!   JSON or JUnit output;
+//!   JSON or JUnit output, optionally with an [expectations file](expect) of the cases the
+//!   provider is known not to pass, and optionally [each case in a child process](isolate) so a
+//!   crashing or hanging provider costs one case;
 //! - from any program, through [`run_suite`].
 
 pub mod case;
 pub mod cases;
 pub mod ctx;
+pub mod expect;
+pub mod isolate;
 pub mod libtest;
 pub mod report;
 pub mod runner;
@@ -20,7 +24,8 @@ pub mod runner;
 pub use case::{Case, CaseError, CaseResult, Needs};
 pub use cases::all_cases;
 pub use ctx::{Ctx, LoneQp, Loopback, Pair, loopback};
+pub use expect::{ExpectError, Expectation, Expectations};
 pub use runner::{
-    CaseReport, Outcome, RunEvent, SuiteOptions, SuiteReport, Summary, matches_pattern, run_case,
-    run_suite,
+    CaseReport, Outcome, RunEvent, SuiteOptions, SuiteReport, Summary, Verdict, matches_pattern,
+    run_case, run_suite,
 };

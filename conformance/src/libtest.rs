@@ -94,6 +94,7 @@ where
                         Outcome::Passed => Ok(()),
                         Outcome::Failed(m) => Err(Failed::from(m)),
                         Outcome::NotRun(m) => Err(Failed::from(format!("not run: {m}"))),
+                        Outcome::Crashed(m) => Err(Failed::from(format!("crashed: {m}"))),
                     }
                 })
                 .with_ignored_flag(ignored.is_some()),

@@ -4,6 +4,7 @@
 //! anyverbs-conform list
 //! anyverbs-conform run --provider NAME [--device NAME] [--case PATTERN] [--strict]
 //!                      [--format human|json|junit] [--output FILE] [--timeout SECS]
+//!                      [--expect FILE] [--isolate]
 //! ```
 //!
 //! `list` shows the providers built into this binary (for now only `mock`) and, for each, its
@@ -24,9 +25,37 @@
 //! A `--case` pattern that matches no case runs nothing and succeeds (like a `cargo test` filter),
 //! with a warning on standard error.
 //!
-//! Exit status: `0` when no case failed (and, with `--strict`, every case ran); `1` when a case
-//! failed (or, with `--strict`, did not run); `2` for usage and setup errors (unknown provider or
-//! device, unwritable output file, ...), with a message on standard error.
+//! `--expect FILE` reads the cases the provider is known not to pass, each with a written reason
+//! (the BoGo / fabtests exclude-list convention). The file is UTF-8 text; blank lines and lines
+//! starting with `#` are ignored; every other line is `<pattern> <reason...>`: the first
+//! whitespace-separated token is an exact case name or a glob (`*`, `?`; unlike `--case`, never
+//! a substring), the rest of the line is the reason, which is required. A line without a reason,
+//! or whose pattern matches no case of the suite, is a usage error naming `FILE:LINE`. If several
+//! lines match a case, the first applies. Listed cases still run: one that fails, does not run or
+//! crashes is an expected failure (`XFAIL`, shown with the written reason and the actual failure)
+//! and does not fail the run, even with `--strict`; one that passes is an unexpected pass
+//! (`XPASS ... expectation out of date: <reason>`) and fails the run, so the file stays true.
+//! For example:
+//!
+//! ```text
+//! # mockdead0: no WR ever executes.
+//! data::*                          no WR ever executes on a dead device
+//! state::error_flushes_outstanding a dead device produces no flush completions
+//! ```
+//!
+//! `--isolate` runs each case in a child process: the binary runs itself as
+//! `anyverbs-conform run --provider=P --device=D --timeout=T --format json --case=NAME --exact`
+//! (`--provider` passed on verbatim, `--device` the device chosen by the parent) and reads the
+//! child's JSON report. A child killed by a signal, exiting without a usable report, or still
+//! running after 6 × `--timeout` + 10 s (it is then killed) makes its case `CRASH`, with the
+//! signal, exit status or time and the last lines of its standard error, and the run goes on. A
+//! crash fails the run unless the case is listed in `--expect`. The hidden flag `--exact` makes
+//! `--case` an exact case name.
+//!
+//! Exit status: `0` when no case failed, crashed or passed unexpectedly (and, with `--strict`,
+//! every case ran or was expected to fail); `1` otherwise; `2` for usage and setup errors
+//! (unknown provider or device, bad expectations file, unwritable output file, ...), with a
+//! message on standard error.
 //!
 //! Examples:
 //!
@@ -34,17 +63,21 @@
 //! anyverbs-conform run --provider mock
 //! anyverbs-conform run --provider mock --device mockiw0 --strict
 //! anyverbs-conform run --provider mock --case 'data::*' --format junit --output conform.xml
+//! anyverbs-conform run --provider mock --device mockdead0 --expect mockdead0.expect --isolate
 //! ```
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command as Process, ExitCode};
 use std::time::Duration;
 
 use anyverbs::{DeviceInfo, Provider};
 use anyverbs_conformance::report::{self, HumanPrinter};
-use anyverbs_conformance::{SuiteOptions, all_cases, matches_pattern, run_suite};
+use anyverbs_conformance::{
+    Expectations, RunEvent, SuiteOptions, all_cases, isolate, matches_pattern, run_suite,
+};
 use anyverbs_provider_mock::MockProvider;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -99,6 +132,17 @@ struct RunArgs {
     /// Longest any single wait inside a case may take, in seconds.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_timeout)]
     timeout: Duration,
+    /// Expectations file: cases known not to pass, one `<case or glob> <reason>` a line. They
+    /// still run; failing is then expected (XFAIL), passing fails the run (XPASS).
+    #[arg(long, value_name = "FILE")]
+    expect: Option<PathBuf>,
+    /// Run each case in a child process, so a crash or hang is reported as CRASH for that case
+    /// and the run goes on (a child is killed after 6 × --timeout + 10 s).
+    #[arg(long)]
+    isolate: bool,
+    /// Treat --case as an exact case name (used for the child processes of --isolate).
+    #[arg(long, hide = true, requires = "case")]
+    exact: bool,
 }
 
 /// Output formats of `run`.
@@ -278,6 +322,48 @@ fn run<P: Provider>(provider: P, make: fn() -> anyverbs::Result<P>, args: &RunAr
         }
     };
 
+    // Which cases run, and which are expected not to pass; both before the output file is
+    // created, so a usage error leaves it alone.
+    let cases = all_cases::<P>();
+    let expectations = match &args.expect {
+        Some(path) => {
+            let names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+            match Expectations::load(path, &names) {
+                Ok(e) => e,
+                Err(e) => {
+                    error(format_args!("{e}"));
+                    return EXIT_USAGE;
+                }
+            }
+        }
+        None => Expectations::none(),
+    };
+    let selected: Vec<_> = cases
+        .into_iter()
+        .filter(|c| match &args.case {
+            None => true,
+            Some(name) if args.exact => c.name == name,
+            Some(pattern) => matches_pattern(c.name, pattern),
+        })
+        .collect();
+    if selected.is_empty()
+        && let Some(pattern) = &args.case
+    {
+        eprintln!("anyverbs-conform: warning: no case matches {pattern:?}; nothing to run");
+    }
+
+    // With --isolate, this program runs each case in a child process.
+    let isolated_exe = match args.isolate.then(std::env::current_exe) {
+        None => None,
+        Some(Ok(exe)) => Some(exe),
+        Some(Err(e)) => {
+            error(format_args!(
+                "--isolate: cannot find this program to run the cases: {e}"
+            ));
+            return EXIT_USAGE;
+        }
+    };
+
     // Where the human progress and the final document go.
     let (progress, document): (Option<Sink>, Option<Sink>) = match (args.format, &args.output) {
         (Format::Human, None) => (Some(Box::new(io::stdout())), None),
@@ -298,41 +384,46 @@ fn run<P: Provider>(provider: P, make: fn() -> anyverbs::Result<P>, args: &RunAr
         },
     };
 
-    let cases = all_cases::<P>();
-    let selected = cases
-        .iter()
-        .filter(|c| {
-            args.case
-                .as_deref()
-                .is_none_or(|p| matches_pattern(c.name, p))
-        })
-        .count();
-    if selected == 0
-        && let Some(pattern) = &args.case
-    {
-        eprintln!("anyverbs-conform: warning: no case matches {pattern:?}; nothing to run");
-    }
-    let options = SuiteOptions {
-        device: device.clone(),
-        pattern: args.case.clone(),
-        case_timeout: args.timeout,
-    };
-
     let mut printer = progress.map(|out| HumanPrinter::new(out).strict(args.strict));
     if let Some(p) = printer.as_mut() {
-        p.start(provider.name(), &device, selected);
+        p.start(provider.name(), &device, selected.len());
     }
-    let report = match run_suite(&make, &cases, &options, &mut |event| {
-        if let Some(p) = printer.as_mut() {
-            p.observe(event);
-        }
-    }) {
-        Ok(r) => r,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
+    // The printer sees each case with its expectation; the report gets them all at the end.
+    let mut observe = |event: RunEvent<'_>| {
+        let Some(p) = printer.as_mut() else { return };
+        match event {
+            RunEvent::Finished(case) if !expectations.is_empty() => {
+                let mut case = case.clone();
+                expectations.apply(&mut case);
+                p.observe(RunEvent::Finished(&case));
+            }
+            event => p.observe(event),
         }
     };
+    let mut report = if let Some(exe) = &isolated_exe {
+        isolate::run_isolated(
+            provider.name(),
+            &device,
+            &selected,
+            isolate::child_deadline(args.timeout),
+            &mut |case| child_command(exe, args, &device, case),
+            &mut observe,
+        )
+    } else {
+        let options = SuiteOptions {
+            device: device.clone(),
+            pattern: None,
+            case_timeout: args.timeout,
+        };
+        match run_suite(&make, &selected, &options, &mut observe) {
+            Ok(r) => r,
+            Err(e) => {
+                error(format_args!("{e}"));
+                return EXIT_USAGE;
+            }
+        }
+    };
+    expectations.apply_all(&mut report);
 
     if let Some(p) = printer
         && let Err(e) = p.finish(&report)
@@ -362,6 +453,31 @@ fn run<P: Provider>(provider: P, make: fn() -> anyverbs::Result<P>, args: &RunAr
     } else {
         EXIT_FAILED
     }
+}
+
+/// The command that runs one case, named exactly, in a child process for `--isolate`: this
+/// program (`exe`) with `run`, the same `--provider` (verbatim) and `--timeout`, the device
+/// chosen by the parent, `--format json`, and `--case NAME --exact`. The `--opt=value` form
+/// keeps a value that starts with `-` a value.
+fn child_command(exe: &Path, args: &RunArgs, device: &str, case: &str) -> Process {
+    let arg = |name: &str, value: &std::ffi::OsStr| {
+        let mut a = OsString::from(name);
+        a.push("=");
+        a.push(value);
+        a
+    };
+    let mut command = Process::new(exe);
+    command
+        .arg("run")
+        .arg(arg("--provider", args.provider.as_ref()))
+        .arg(arg("--device", device.as_ref()))
+        .arg(arg(
+            "--timeout",
+            args.timeout.as_secs_f64().to_string().as_ref(),
+        ))
+        .args(["--format", "json", "--exact"])
+        .arg(arg("--case", case.as_ref()));
+    command
 }
 
 /// Parses the command line and runs the subcommand.

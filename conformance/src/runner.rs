@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::case::{Case, CaseError};
 use crate::ctx::Ctx;
+use crate::expect::Expectation;
 
 /// How a case ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,32 +21,170 @@ pub enum Outcome {
     Failed(String),
     /// The case could not run on this device; the reason says why.
     NotRun(String),
+    /// The process running the case died or hung (only with `--isolate`, where each case runs
+    /// in a child process; see [`isolate`](crate::isolate)); the reason says how: the signal,
+    /// the exit status or the time after which it was killed, and the end of its stderr.
+    /// Counted as a failure.
+    Crashed(String),
 }
 
 impl Outcome {
-    /// A short label: `ok`, `FAILED`, `not run`.
+    /// A short label: `ok`, `FAILED`, `not run`, `CRASH`.
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Passed => "ok",
             Outcome::Failed(_) => "FAILED",
             Outcome::NotRun(_) => "not run",
+            Outcome::Crashed(_) => "CRASH",
+        }
+    }
+
+    /// The name of the outcome in the JSON report: `passed`, `failed`, `not_run`, `crashed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed(_) => "failed",
+            Outcome::NotRun(_) => "not_run",
+            Outcome::Crashed(_) => "crashed",
+        }
+    }
+
+    /// The reason, for every outcome but [`Passed`](Outcome::Passed).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Outcome::Passed => None,
+            Outcome::Failed(r) | Outcome::NotRun(r) | Outcome::Crashed(r) => Some(r),
         }
     }
 }
 
+/// What a case's result means for the run, once its [`Expectation`] (if any) is taken into
+/// account; see [`CaseReport::verdict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Passed, and not expected to fail.
+    Passed,
+    /// Failed, and not expected to.
+    Failed,
+    /// Did not run, and not expected to fail.
+    NotRun,
+    /// Crashed (see [`Outcome::Crashed`]), and not expected to fail.
+    Crashed,
+    /// Expected to fail, and failed, did not run or crashed. Does not fail the run, even with
+    /// `--strict`.
+    ExpectedFailure,
+    /// Expected to fail, but passed: the expectation is out of date. Fails the run.
+    UnexpectedPass,
+}
+
+impl Verdict {
+    /// A short label for people: `ok`, `FAILED`, `not run`, `CRASH`, `XFAIL`, `XPASS`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Passed => "ok",
+            Verdict::Failed => "FAILED",
+            Verdict::NotRun => "not run",
+            Verdict::Crashed => "CRASH",
+            Verdict::ExpectedFailure => "XFAIL",
+            Verdict::UnexpectedPass => "XPASS",
+        }
+    }
+
+    /// The name in the JSON report (the case's `outcome` field): `passed`, `failed`, `not_run`,
+    /// `crashed`, `expected_failure`, `unexpected_pass`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Failed => "failed",
+            Verdict::NotRun => "not_run",
+            Verdict::Crashed => "crashed",
+            Verdict::ExpectedFailure => "expected_failure",
+            Verdict::UnexpectedPass => "unexpected_pass",
+        }
+    }
+
+    /// Whether a case with this verdict fails the run whatever `--strict` says: failed,
+    /// crashed, or passed unexpectedly.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Verdict::Failed | Verdict::Crashed | Verdict::UnexpectedPass
+        )
+    }
+}
+
 /// The result of one case.
-#[derive(Debug, Clone, Serialize)]
+///
+/// Its JSON form (see [`report::to_json`](crate::report::to_json)) has `name`, `description`,
+/// `outcome` (the [`Verdict`]'s name), `reason` (absent for a pass), `actual_outcome` and
+/// `expectation` (both only for a case listed in an expectations file) and `duration`.
+#[derive(Debug, Clone)]
 pub struct CaseReport {
     /// Case name.
     pub name: String,
     /// What the case checks.
     pub description: String,
     /// How it ended.
-    #[serde(flatten)]
     pub outcome: Outcome,
     /// How long it ran.
-    #[serde(serialize_with = "serialize_secs")]
     pub duration: Duration,
+    /// The line of the expectations file (`--expect`) that lists the case as known not to
+    /// pass, if any; see [`Expectations::apply`](crate::expect::Expectations::apply).
+    pub expectation: Option<Expectation>,
+}
+
+impl CaseReport {
+    /// What the outcome means for the run, given the expectation.
+    pub fn verdict(&self) -> Verdict {
+        match (&self.outcome, self.expectation.is_some()) {
+            (Outcome::Passed, false) => Verdict::Passed,
+            (Outcome::Failed(_), false) => Verdict::Failed,
+            (Outcome::NotRun(_), false) => Verdict::NotRun,
+            (Outcome::Crashed(_), false) => Verdict::Crashed,
+            (Outcome::Passed, true) => Verdict::UnexpectedPass,
+            (_, true) => Verdict::ExpectedFailure,
+        }
+    }
+
+    /// Why the case ended as its [`verdict`](Self::verdict) says: the outcome's reason (for an
+    /// expected failure, the actual failure's), `expectation out of date: <written reason>` for
+    /// an unexpected pass, nothing for a pass.
+    pub fn reason(&self) -> Option<String> {
+        match (&self.outcome, &self.expectation) {
+            (Outcome::Passed, Some(e)) => Some(format!("expectation out of date: {}", e.reason)),
+            (outcome, _) => outcome.reason().map(str::to_string),
+        }
+    }
+}
+
+/// The JSON form of a [`CaseReport`], with fixed field names.
+#[derive(Serialize)]
+struct CaseJson<'a> {
+    name: &'a str,
+    description: &'a str,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actual_outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expectation: Option<&'a Expectation>,
+    duration: f64,
+}
+
+impl Serialize for CaseReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        CaseJson {
+            name: &self.name,
+            description: &self.description,
+            outcome: self.verdict().name(),
+            reason: self.reason(),
+            actual_outcome: self.expectation.as_ref().map(|_| self.outcome.name()),
+            expectation: self.expectation.as_ref(),
+            duration: self.duration.as_secs_f64(),
+        }
+        .serialize(s)
+    }
 }
 
 /// The result of a run.
@@ -62,33 +201,52 @@ pub struct SuiteReport {
     pub duration: Duration,
 }
 
-/// Counts of a [`SuiteReport`].
+/// Counts of a [`SuiteReport`], by [`Verdict`].
+///
+/// Every case counts in exactly one of `passed`, `failed`, `not_run` and `expected_failures`.
+/// `failed` counts every case that fails the run whatever `--strict` says, so it includes the
+/// `crashed` and `unexpected_passes` cases, which are also counted on their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Summary {
-    /// Cases that passed.
+    /// Cases that passed (and were not expected to fail).
     pub passed: usize,
-    /// Cases that failed.
+    /// Cases that fail the run: failed, crashed or passed unexpectedly.
     pub failed: usize,
-    /// Cases that did not run.
+    /// Cases that did not run (and were not expected to fail).
     pub not_run: usize,
+    /// Of `failed`, the cases that crashed.
+    pub crashed: usize,
+    /// Cases expected to fail (failed, not run or crashed) that did; they do not fail the run.
+    pub expected_failures: usize,
+    /// Of `failed`, the cases expected to fail that passed.
+    pub unexpected_passes: usize,
 }
 
 impl SuiteReport {
-    /// Counts by outcome.
+    /// Counts by verdict.
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for c in &self.cases {
-            match c.outcome {
-                Outcome::Passed => s.passed += 1,
-                Outcome::Failed(_) => s.failed += 1,
-                Outcome::NotRun(_) => s.not_run += 1,
+            match c.verdict() {
+                Verdict::Passed => s.passed += 1,
+                Verdict::Failed => s.failed += 1,
+                Verdict::NotRun => s.not_run += 1,
+                Verdict::Crashed => {
+                    s.failed += 1;
+                    s.crashed += 1;
+                }
+                Verdict::ExpectedFailure => s.expected_failures += 1,
+                Verdict::UnexpectedPass => {
+                    s.failed += 1;
+                    s.unexpected_passes += 1;
+                }
             }
         }
         s
     }
 
-    /// Whether the run counts as a success: nothing failed, and with `strict`, nothing was left
-    /// unrun.
+    /// Whether the run counts as a success: nothing failed, crashed or passed unexpectedly, and
+    /// with `strict`, nothing was left unrun (an expected failure never fails the run).
     pub fn is_success(&self, strict: bool) -> bool {
         let s = self.summary();
         s.failed == 0 && (!strict || s.not_run == 0)
@@ -161,6 +319,7 @@ pub fn run_case<P: Provider>(ctx: &Ctx<'_, P>, case: &Case<P>) -> CaseReport {
         description: case.description.to_string(),
         outcome,
         duration: start.elapsed(),
+        expectation: None,
     }
 }
 
@@ -227,6 +386,7 @@ pub fn run_suite<P: Provider>(
                 description: case.description.to_string(),
                 outcome: Outcome::Failed(format!("cannot make a fresh provider for the case: {e}")),
                 duration: Duration::ZERO,
+                expectation: None,
             },
         };
         observer(RunEvent::Finished(&report));

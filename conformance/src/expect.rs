@@ -1,0 +1,359 @@
+//! Expectations files (`anyverbs-conform run --expect FILE`): the cases of the suite that one
+//! provider is known not to pass, each with a written reason (the convention of BoringSSL's
+//! BoGo and libfabric's fabtests exclude lists).
+//!
+//! # Format
+//!
+//! UTF-8 text, one expectation a line:
+//!
+//! ```text
+//! # mockdead0 never executes a WR: every data case times out.
+//! data::*                   no WR ever executes on a dead device
+//! state::error_flushes_outstanding   a dead device produces no flush completions
+//! ```
+//!
+//! - A blank line, or a line whose first non-blank character is `#`, is ignored. A `#` later in
+//!   a line is part of the reason.
+//! - Every other line is `<pattern> <reason...>`: the first whitespace-separated token is the
+//!   pattern, the rest of the line (trimmed) the reason. The reason is required: a line with a
+//!   pattern alone is an error.
+//! - A pattern is an exact case name, or a glob if it has a wildcard (`*` any run of
+//!   characters, `?` one character; see [`pattern_matches`]). Unlike `--case`, a pattern without a
+//!   wildcard is **not** a substring: `data::send` lists no case but `data::send` itself.
+//! - A pattern must match at least one case of the whole suite (not only of the cases selected
+//!   with `--case`): a pattern that matches nothing is an error, so a typo cannot silently list
+//!   nothing.
+//! - If several lines match a case, the first one applies.
+//!
+//! Errors name the file and the line (`FILE:LINE: message`).
+//!
+//! # Meaning
+//!
+//! Listed cases still run. A listed case that fails, does not run or crashes is an **expected
+//! failure** (`XFAIL`): reported with the written reason and the actual failure, and it does not
+//! fail the run, even with `--strict`. A listed case that passes is an **unexpected pass**
+//! (`XPASS`, "expectation out of date"): it fails the run, like pytest's strict `xfail`, so the
+//! file is kept up to date. See [`Verdict`](crate::runner::Verdict).
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::runner::{CaseReport, SuiteReport};
+
+/// Whether a case name matches an expectation's pattern: a glob (`*` any run, `?` one
+/// character) if the pattern has wildcards, the exact name otherwise.
+pub fn pattern_matches(name: &str, pattern: &str) -> bool {
+    if pattern.contains(['*', '?']) {
+        wildmatch::WildMatch::new(pattern).matches(name)
+    } else {
+        name == pattern
+    }
+}
+
+/// One line of an expectations file: the cases it lists and why they are expected to fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expectation {
+    /// The pattern as written (see [`pattern_matches`]).
+    pub pattern: String,
+    /// Why the cases are expected not to pass, as written.
+    pub reason: String,
+    /// The file, as named on the command line.
+    pub file: String,
+    /// The line number in the file, from 1.
+    pub line: usize,
+}
+
+impl Expectation {
+    /// Where it was written: `FILE:LINE`.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
+/// An error in an expectations file, or reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectError {
+    /// The file, as named on the command line.
+    pub file: String,
+    /// The line at fault, from 1, if the error is on one line.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ExpectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ExpectError {}
+
+/// The expectations of one provider, in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectations {
+    entries: Vec<Expectation>,
+}
+
+impl Expectations {
+    /// No expectations: every case counts as it ends.
+    pub fn none() -> Self {
+        Expectations::default()
+    }
+
+    /// Parses the text of an expectations file named `file` (used in errors and in each
+    /// [`Expectation`]), checking every pattern against the names of all the cases of the suite.
+    ///
+    /// The format is described in the [module documentation](self): blank lines and lines
+    /// starting with `#` are ignored; every other line is `<pattern> <reason...>`, the reason
+    /// required; a pattern is an exact case name or a glob and must match at least one of
+    /// `case_names`.
+    pub fn parse(text: &str, file: &str, case_names: &[&str]) -> Result<Self, ExpectError> {
+        let mut entries = Vec::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let err = |message: String| ExpectError {
+                file: file.to_string(),
+                line: Some(line),
+                message,
+            };
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let (pattern, reason) = match trimmed.split_once(char::is_whitespace) {
+                Some((p, r)) => (p, r.trim()),
+                None => (trimmed, ""),
+            };
+            if reason.is_empty() {
+                return Err(err(format!(
+                    "expectation for {pattern:?} has no reason: write why the case is expected \
+                     not to pass after the pattern"
+                )));
+            }
+            if !case_names.iter().any(|name| pattern_matches(name, pattern)) {
+                let hint = if pattern.contains(['*', '?']) {
+                    ""
+                } else {
+                    " (a pattern without `*` or `?` is an exact case name)"
+                };
+                return Err(err(format!(
+                    "pattern {pattern:?} matches no case of the suite{hint}; \
+                     `anyverbs-conform run --format json` lists the case names"
+                )));
+            }
+            entries.push(Expectation {
+                pattern: pattern.to_string(),
+                reason: reason.to_string(),
+                file: file.to_string(),
+                line,
+            });
+        }
+        Ok(Expectations { entries })
+    }
+
+    /// Reads and parses the expectations file at `path` (see [`parse`](Self::parse)); errors
+    /// name the file as `path` displays.
+    pub fn load(path: &Path, case_names: &[&str]) -> Result<Self, ExpectError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ExpectError {
+            file: file.clone(),
+            line: None,
+            message: if e.kind() == std::io::ErrorKind::InvalidData {
+                "not UTF-8 text".to_string()
+            } else {
+                format!("cannot read the expectations file: {e}")
+            },
+        })?;
+        Expectations::parse(&text, &file, case_names)
+    }
+
+    /// The expectations, in file order.
+    pub fn entries(&self) -> &[Expectation] {
+        &self.entries
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The first expectation whose pattern matches the case named `name`.
+    pub fn find(&self, name: &str) -> Option<&Expectation> {
+        self.entries
+            .iter()
+            .find(|e| pattern_matches(name, &e.pattern))
+    }
+
+    /// Sets the case's [`expectation`](CaseReport::expectation) to the one that lists it, or to
+    /// none.
+    pub fn apply(&self, case: &mut CaseReport) {
+        case.expectation = self.find(&case.name).cloned();
+    }
+
+    /// [`apply`](Self::apply) to every case of the report.
+    pub fn apply_all(&self, report: &mut SuiteReport) {
+        for case in &mut report.cases {
+            self.apply(case);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    use crate::runner::{Outcome, Verdict};
+
+    const NAMES: &[&str] = &[
+        "data::send",
+        "data::send_recv",
+        "data::rdma_read",
+        "device::listing",
+    ];
+
+    fn parse(text: &str) -> Result<Expectations, ExpectError> {
+        Expectations::parse(text, "x.expect", NAMES)
+    }
+
+    fn case(name: &str, outcome: Outcome) -> CaseReport {
+        CaseReport {
+            name: name.to_string(),
+            description: String::new(),
+            outcome,
+            duration: Duration::ZERO,
+            expectation: None,
+        }
+    }
+
+    #[test]
+    fn parses_patterns_reasons_comments_and_blank_lines() {
+        let e = parse(
+            "# comment\n\n   \n  # indented comment\n\
+             data::send   the reason  # with a hash \r\n\
+             \tdata::r*\tread is not implemented\n",
+        )
+        .unwrap();
+        assert_eq!(
+            e.entries(),
+            [
+                Expectation {
+                    pattern: "data::send".into(),
+                    reason: "the reason  # with a hash".into(),
+                    file: "x.expect".into(),
+                    line: 5,
+                },
+                Expectation {
+                    pattern: "data::r*".into(),
+                    reason: "read is not implemented".into(),
+                    file: "x.expect".into(),
+                    line: 6,
+                },
+            ]
+        );
+        assert_eq!(e.entries()[1].location(), "x.expect:6");
+        assert!(parse("").unwrap().is_empty());
+        assert!(parse("# only a comment\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_line_without_a_reason_is_an_error_naming_file_and_line() {
+        for text in ["\n# c\ndata::send\n", "\n# c\ndata::send   \t \n"] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.line, Some(3), "{err}");
+            let msg = err.to_string();
+            assert!(msg.starts_with("x.expect:3: "), "{msg}");
+            assert!(msg.contains("no reason"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_pattern_matching_no_case_is_an_error_naming_file_and_line() {
+        for pattern in ["data::sned", "nosuch::*", "data::rdma"] {
+            let err = parse(&format!("data::send ok\n{pattern} why\n")).unwrap_err();
+            assert_eq!(err.line, Some(2), "{err}");
+            assert!(err.to_string().starts_with("x.expect:2: pattern "), "{err}");
+            assert!(err.to_string().contains(pattern), "{err}");
+        }
+    }
+
+    #[test]
+    fn patterns_are_exact_names_or_globs_never_substrings() {
+        assert!(pattern_matches("data::send", "data::send"));
+        assert!(!pattern_matches("data::send_recv", "data::send"));
+        assert!(!pattern_matches("data::send", "send"));
+        assert!(pattern_matches("data::send_recv", "data::send*"));
+        assert!(pattern_matches("data::send_recv", "data::send_rec?"));
+        assert!(!pattern_matches("device::listing", "data::*"));
+    }
+
+    #[test]
+    fn first_matching_line_applies() {
+        let e = parse("data::send_recv first\ndata::* second\n").unwrap();
+        assert_eq!(e.find("data::send_recv").unwrap().reason, "first");
+        assert_eq!(e.find("data::send").unwrap().reason, "second");
+        assert!(e.find("device::listing").is_none());
+    }
+
+    #[test]
+    fn apply_sets_verdicts() {
+        let e = parse("data::* not yet\n").unwrap();
+        let mut report = SuiteReport {
+            provider: "p".into(),
+            device: "d".into(),
+            cases: vec![
+                case("data::send", Outcome::Failed("no completion".into())),
+                case("data::rdma_read", Outcome::Passed),
+                case("data::send_recv", Outcome::NotRun("lacks X".into())),
+                case("device::listing", Outcome::Passed),
+            ],
+            duration: Duration::ZERO,
+        };
+        e.apply_all(&mut report);
+        let verdicts: Vec<Verdict> = report.cases.iter().map(CaseReport::verdict).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::ExpectedFailure,
+                Verdict::UnexpectedPass,
+                Verdict::ExpectedFailure,
+                Verdict::Passed
+            ]
+        );
+        assert_eq!(
+            report.cases[1].reason().as_deref(),
+            Some("expectation out of date: not yet")
+        );
+        assert_eq!(report.cases[0].reason().as_deref(), Some("no completion"));
+        let s = report.summary();
+        assert_eq!(
+            (s.passed, s.failed, s.not_run, s.expected_failures),
+            (1, 1, 0, 2)
+        );
+        assert_eq!(s.unexpected_passes, 1);
+        assert!(!report.is_success(false));
+        report.cases.remove(1);
+        assert!(report.is_success(true), "expected failures pass --strict");
+        // Applying no expectations clears them.
+        Expectations::none().apply_all(&mut report);
+        assert!(report.cases.iter().all(|c| c.expectation.is_none()));
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let err = Expectations::load(Path::new("/no/such/dir/x.expect"), NAMES).unwrap_err();
+        assert_eq!(err.line, None);
+        assert!(
+            err.to_string()
+                .starts_with("/no/such/dir/x.expect: cannot read"),
+            "{err}"
+        );
+    }
+}
