@@ -2,13 +2,23 @@
 //!
 //! ```text
 //! anyverbs-conform list
-//! anyverbs-conform run --provider NAME [--device NAME] [--case PATTERN] [--strict]
+//! anyverbs-conform run --provider NAME|PATH [--device NAME] [--case PATTERN] [--strict]
 //!                      [--format human|json|junit] [--output FILE] [--timeout SECS]
 //!                      [--expect FILE] [--isolate]
 //! ```
 //!
-//! `list` shows the providers built into this binary (for now only `mock`) and, for each, its
-//! transport and devices: name, transport, QP state model and node GUID.
+//! `--provider` selects the provider under test: a path (anything with a `/`, or ending in
+//! `.so`) loads that plugin file; a name selects a provider built into this binary (`mock`), or
+//! else the plugin of that name in the search path (`ANYVERBS_PROVIDER_PATH`, then
+//! `/usr/local/lib/anyverbs:/usr/lib/anyverbs`; the name `foo` matches
+//! `libanyverbs_provider_foo.so` or `libfoo.so`). A plugin that cannot be loaded is a usage
+//! error whose message says what is wrong with the file (not a shared object, wrong
+//! architecture, ABI mismatch, ...).
+//!
+//! `list` shows the providers built into this binary, then every shared object in the plugin
+//! search path — with its package, version, plugin ABI version and file, or the reason it cannot
+//! be loaded — and, for each provider, its transport and devices: name, transport, QP state
+//! model and node GUID.
 //!
 //! `run` runs every case of the suite (or, with `--case`, those whose name matches a glob such
 //! as `data::*`, or contains the pattern if it has no wildcard) against `--device`, by default
@@ -64,6 +74,8 @@
 //! anyverbs-conform run --provider mock --device mockiw0 --strict
 //! anyverbs-conform run --provider mock --case 'data::*' --format junit --output conform.xml
 //! anyverbs-conform run --provider mock --device mockdead0 --expect mockdead0.expect --isolate
+//! anyverbs-conform run --provider target/debug/libanyverbs_provider_mock.so --isolate
+//! ANYVERBS_PROVIDER_PATH=target/debug anyverbs-conform run --provider anyverbs_provider_mock
 //! ```
 
 use std::ffi::OsString;
@@ -73,7 +85,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitCode};
 use std::time::Duration;
 
-use anyverbs::{DeviceInfo, Provider};
+use anyverbs::plugin::search_path;
+use anyverbs::{DeviceInfo, LoadedProvider, Plugin, Provider};
 use anyverbs_conformance::report::{self, HumanPrinter};
 use anyverbs_conformance::{
     Expectations, RunEvent, SuiteOptions, all_cases, isolate, matches_pattern, run_suite,
@@ -100,7 +113,7 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the providers built into this binary, with their devices.
+    /// List the built-in providers and the plugins in the search path, with their devices.
     List,
     /// Run the suite against one device of one provider.
     Run(RunArgs),
@@ -109,8 +122,9 @@ enum Command {
 /// Arguments of `run`.
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Provider to test (see `list`).
-    #[arg(long, short = 'p', value_name = "NAME")]
+    /// Provider to test: a built-in name, a plugin name from the search path, or a plugin
+    /// file's path (see `list`).
+    #[arg(long, short = 'p', value_name = "NAME|PATH")]
     provider: String,
     /// Device to test [default: the provider's first device].
     #[arg(long, short = 'd', value_name = "NAME")]
@@ -168,10 +182,10 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 /// A provider this binary can test, with its type erased so that providers of different types
-/// share one table (see [`providers`]).
+/// (built in, or loaded from a plugin) share one interface.
 trait KnownProvider {
     /// The name `--provider` selects it by.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// Makes the provider and writes its section of `list` to `out`.
     fn list(&self, out: &mut dyn Write) -> io::Result<()>;
     /// Makes the provider and runs the suite as `args` say, each case on a fresh provider;
@@ -179,7 +193,7 @@ trait KnownProvider {
     fn run(&self, args: &RunArgs) -> i32;
 }
 
-/// A [`KnownProvider`] made by a constructor function.
+/// A provider linked into this binary, made by a constructor function.
 struct Registered<P> {
     /// The name `--provider` selects it by.
     name: &'static str,
@@ -188,20 +202,20 @@ struct Registered<P> {
 }
 
 impl<P: Provider> KnownProvider for Registered<P> {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         self.name
     }
 
     fn list(&self, out: &mut dyn Write) -> io::Result<()> {
         match (self.make)() {
-            Ok(provider) => list_provider(self.name, &provider, out),
-            Err(e) => writeln!(out, "{}: unavailable: {e}", self.name),
+            Ok(provider) => list_provider(&format!("{} (built in)", self.name), &provider, out),
+            Err(e) => writeln!(out, "{} (built in): unavailable: {e}", self.name),
         }
     }
 
     fn run(&self, args: &RunArgs) -> i32 {
         match (self.make)() {
-            Ok(provider) => run(provider, self.make, args),
+            Ok(provider) => run(provider, &self.make, args),
             Err(e) => {
                 error(format_args!("cannot start provider {}: {e}", self.name));
                 EXIT_USAGE
@@ -210,12 +224,108 @@ impl<P: Provider> KnownProvider for Registered<P> {
     }
 }
 
-/// Every provider this binary knows, by name. A new provider (or a plugin loader) adds an entry.
-fn providers() -> Vec<Box<dyn KnownProvider>> {
+/// A provider loaded from a plugin through `anyverbs::plugin`.
+struct Loaded {
+    /// The plugin.
+    plugin: Plugin,
+}
+
+impl Loaded {
+    /// How `list` and errors name the plugin: package, version, ABI and file.
+    fn title(&self) -> String {
+        let (major, minor) = self.plugin.abi_version();
+        format!(
+            "{} {} (plugin, ABI {major}.{minor}, {})",
+            self.plugin.name(),
+            self.plugin.version(),
+            self.plugin.path().display()
+        )
+    }
+
+    /// A fresh provider instance.
+    fn make(&self) -> anyverbs::Result<LoadedProvider> {
+        self.plugin.instantiate().map_err(anyverbs::Error::from)
+    }
+}
+
+impl KnownProvider for Loaded {
+    fn name(&self) -> &str {
+        self.plugin.name()
+    }
+
+    fn list(&self, out: &mut dyn Write) -> io::Result<()> {
+        match self.make() {
+            Ok(provider) => list_provider(&self.title(), &provider, out),
+            Err(e) => writeln!(out, "{}: unavailable: {e}", self.title()),
+        }
+    }
+
+    fn run(&self, args: &RunArgs) -> i32 {
+        match self.make() {
+            Ok(provider) => run(provider, &|| self.make(), args),
+            Err(e) => {
+                error(format_args!("{e}"));
+                EXIT_USAGE
+            }
+        }
+    }
+}
+
+/// The providers linked into this binary, by name.
+fn built_in() -> Vec<Box<dyn KnownProvider>> {
     vec![Box::new(Registered {
         name: "mock",
         make: || Ok(MockProvider::new()),
     })]
+}
+
+/// Whether `--provider` names a file rather than a provider: it has a directory part or ends
+/// like a shared object.
+fn is_path(spec: &str) -> bool {
+    spec.contains(std::path::MAIN_SEPARATOR) || spec.ends_with(std::env::consts::DLL_SUFFIX)
+}
+
+/// The provider `--provider` selects: a plugin file for a path; otherwise a built-in provider
+/// of that name, or else a plugin of that name from the search path.
+fn resolve(spec: &str) -> Result<Box<dyn KnownProvider>, String> {
+    if is_path(spec) {
+        return Plugin::load(spec)
+            .map(|plugin| Box::new(Loaded { plugin }) as Box<dyn KnownProvider>)
+            .map_err(|e| e.to_string());
+    }
+    if let Some(p) = built_in().into_iter().find(|p| p.name() == spec) {
+        return Ok(p);
+    }
+    Plugin::find(spec)
+        .map(|plugin| Box::new(Loaded { plugin }) as Box<dyn KnownProvider>)
+        .map_err(|e| {
+            let names: Vec<String> = built_in().iter().map(|p| p.name().to_string()).collect();
+            format!(
+                "unknown provider {spec:?}: not built in (built in: {}), and {e}",
+                names.join(", ")
+            )
+        })
+}
+
+/// `list`: the built-in providers, then every shared object in the plugin search path, loaded
+/// or with the reason it cannot be.
+fn list(out: &mut dyn Write) -> io::Result<()> {
+    for p in built_in() {
+        p.list(out)?;
+    }
+    let dirs = search_path();
+    let found = Plugin::available_in(&dirs);
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    if found.is_empty() {
+        return writeln!(out, "no plugins in {}", shown.join(":"));
+    }
+    for f in found {
+        match f.plugin {
+            Ok(plugin) => Loaded { plugin }.list(out)?,
+            Err(e) => writeln!(out, "{}: cannot load: {e}", f.path.display())?,
+        }
+    }
+    Ok(())
 }
 
 /// Prints an error message on standard error.
@@ -289,7 +399,7 @@ fn create_output(path: &Path) -> Result<Sink, String> {
 /// Runs the suite against the device of `provider` that `args` select, each case on a fresh
 /// provider from `make` (cases reset and unplug the device), prints the report in the chosen
 /// format, and returns the exit status (see the crate documentation).
-fn run<P: Provider>(provider: P, make: fn() -> anyverbs::Result<P>, args: &RunArgs) -> i32 {
+fn run<P: Provider>(provider: P, make: &dyn Fn() -> anyverbs::Result<P>, args: &RunArgs) -> i32 {
     let devices = match provider.devices() {
         Ok(d) => d,
         Err(e) => {
@@ -415,7 +525,7 @@ fn run<P: Provider>(provider: P, make: fn() -> anyverbs::Result<P>, args: &RunAr
             pattern: None,
             case_timeout: args.timeout,
         };
-        match run_suite(&make, &selected, &options, &mut observe) {
+        match run_suite(make, &selected, &options, &mut observe) {
             Ok(r) => r,
             Err(e) => {
                 error(format_args!("{e}"));
@@ -483,12 +593,10 @@ fn child_command(exe: &Path, args: &RunArgs, device: &str, case: &str) -> Proces
 /// Parses the command line and runs the subcommand.
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let known = providers();
     let code = match cli.command {
         Command::List => {
             let mut out = io::stdout().lock();
-            let listed = known.iter().try_for_each(|p| p.list(&mut out));
-            match listed.and_then(|()| out.flush()) {
+            match list(&mut out).and_then(|()| out.flush()) {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
                     error(format_args!("cannot write the list: {e}"));
@@ -496,15 +604,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run(args) => match known.iter().find(|p| p.name() == args.provider) {
-            Some(p) => p.run(&args),
-            None => {
-                let names: Vec<&str> = known.iter().map(|p| p.name()).collect();
-                error(format_args!(
-                    "unknown provider {:?}; known providers: {}",
-                    args.provider,
-                    names.join(", ")
-                ));
+        Command::Run(args) => match resolve(&args.provider) {
+            Ok(p) => p.run(&args),
+            Err(e) => {
+                error(format_args!("{e}"));
                 EXIT_USAGE
             }
         },
