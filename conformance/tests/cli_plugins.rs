@@ -179,3 +179,74 @@ fn a_provider_that_cannot_be_loaded_is_a_usage_error_saying_why() {
         assert!(err.contains(says), "--provider {provider}: {}", show(&o));
     }
 }
+
+#[test]
+fn isolate_reports_a_provider_that_kills_the_process_as_crash_and_goes_on() {
+    // The mock, except that creating a CQ aborts the process.
+    let crashing = mock_plugin()
+        .parent()
+        .unwrap()
+        .join(anyverbs::plugin::plugin_file_name(
+            "anyverbs_fixture_crashing",
+        ));
+    assert!(
+        crashing.is_file(),
+        "no crashing plugin at {}",
+        crashing.display()
+    );
+    let crashing = crashing.to_str().unwrap();
+
+    // Without isolation the first case that creates a CQ takes the whole run down.
+    let o = conform(
+        &[
+            "run",
+            "--provider",
+            crashing,
+            "--device",
+            "mock0",
+            "--case",
+            "resources::*",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), None, "killed by a signal: {}", show(&o));
+
+    // With it, every such case is a CRASH naming the signal, and the others still pass.
+    let o = conform(
+        &[
+            "run",
+            "--provider",
+            crashing,
+            "--device",
+            "mock0",
+            "--isolate",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let cases = outcomes(&o);
+    let of = |name: &str| {
+        cases
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no case {name} in {}", show(&o)))
+    };
+    let listing = of("device::listing");
+    assert_eq!(listing.1, "passed", "{listing:?}");
+    let crashed = of("data::send_recv_one_sge");
+    assert_eq!(crashed.1, "crashed", "{crashed:?}");
+    assert!(crashed.2.contains("SIGABRT"), "{crashed:?}");
+    let all_crashes = cases.iter().filter(|(_, o, _)| o == "crashed").count();
+    assert!(all_crashes > 40, "{all_crashes} crashes: {}", show(&o));
+    assert_eq!(
+        cases.len(),
+        outcomes(&conform(
+            &["run", "--provider", "mock", "--format", "json"],
+            None
+        ))
+        .len(),
+        "the run went on after the first crash"
+    );
+}
