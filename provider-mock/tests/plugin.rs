@@ -28,9 +28,12 @@ fn run<P: Provider>(make: &dyn Fn() -> anyverbs::Result<P>, device: &str) -> Sui
     run_suite(make, &all_cases::<P>(), &options, &mut |_| {}).expect("the suite runs")
 }
 
+/// Each case's name and outcome, in run order.
+type Outcomes = Vec<(String, String)>;
+
 /// Case names with their outcome kinds and not-run reasons; failure texts may differ only in
 /// how an error's source chain is printed, so a failure compares by kind.
-fn outcomes(report: &SuiteReport) -> Vec<(String, String)> {
+fn outcomes(report: &SuiteReport) -> Outcomes {
     report
         .cases
         .iter()
@@ -74,25 +77,24 @@ fn the_plugin_passes_the_whole_suite_exactly_as_the_linked_mock_does() {
     assert_eq!(devices, linked_devices);
     // Every device in its own thread: the runs are independent (each case gets fresh
     // providers), and most of the time goes into waiting.
-    let results: Vec<(String, Vec<(String, String)>, Vec<(String, String)>)> =
-        std::thread::scope(|scope| {
-            let runs: Vec<_> = devices
-                .iter()
-                .map(|device| {
-                    scope.spawn(move || {
-                        let linked = run(&|| Ok(MockProvider::new()), device);
-                        let through_plugin = run(
-                            &|| plugin.instantiate().map_err(anyverbs::Error::from),
-                            device,
-                        );
-                        (device.clone(), outcomes(&linked), outcomes(&through_plugin))
-                    })
+    let results: Vec<(String, Outcomes, Outcomes)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = devices
+            .iter()
+            .map(|device| {
+                scope.spawn(move || {
+                    let linked = run(&|| Ok(MockProvider::new()), device);
+                    let through_plugin = run(
+                        &|| plugin.instantiate().map_err(anyverbs::Error::from),
+                        device,
+                    );
+                    (device.clone(), outcomes(&linked), outcomes(&through_plugin))
                 })
-                .collect();
-            runs.into_iter()
-                .map(|r| r.join().expect("a suite run panicked"))
-                .collect()
-        });
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("a suite run panicked"))
+            .collect()
+    });
     for (device, a, b) in &results {
         assert_eq!(a.len(), b.len());
         for (l, p) in a.iter().zip(b) {

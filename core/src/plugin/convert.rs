@@ -4,6 +4,7 @@
 //! caller's chosen kind (InvalidArgument on the plugin side, where the loader sent it; Other on
 //! the loader side, where a provider broke the ABI), never undefined behaviour.
 
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
@@ -20,10 +21,13 @@ use crate::mr::Access;
 use crate::provider::Transport;
 use crate::state::{QpState, StateModel};
 use crate::wr::{
-    Completion, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, Sge, WcOpcode, WcStatus,
+    Completion, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList, Sge, WcOpcode, WcStatus,
 };
 
-/// The error for a value the ABI does not define.
+/// The error for a value the ABI does not define. Cold: the data path's conversions inline
+/// their checks and call this only for a value that is wrong.
+#[cold]
+#[inline(never)]
 pub(crate) fn unknown(kind: ErrorKind, what: &str, value: impl std::fmt::Display) -> Error {
     Error::new(
         kind,
@@ -31,15 +35,18 @@ pub(crate) fn unknown(kind: ErrorKind, what: &str, value: impl std::fmt::Display
     )
 }
 
-/// Defines a pair of functions mapping a fieldless enum to ABI codes and back.
+/// Defines a pair of functions mapping a fieldless enum to ABI codes and back. Both are
+/// `#[inline]`: the data path converts a status and an opcode per completion.
 macro_rules! codes {
     ($to:ident, $from:ident, $what:literal, $ty:ty { $($variant:path = $code:literal,)* }) => {
+        #[inline]
         pub(crate) fn $to(value: $ty) -> u32 {
             match value {
                 $($variant => $code,)*
             }
         }
 
+        #[inline]
         pub(crate) fn $from(code: u32, kind: ErrorKind) -> Result<$ty> {
             match code {
                 $($code => Ok($variant),)*
@@ -314,6 +321,7 @@ pub(crate) unsafe fn port_from(port: &abi::PortInfo, kind: ErrorKind) -> Result<
 }
 
 /// A send WR in ABI form, borrowing its scatter list.
+#[inline]
 pub(crate) fn send_wr(wr: &SendWr) -> abi::SendWr {
     let (opcode, remote, imm) = match wr.op {
         SendOp::Send => (1, RemoteAddr::default(), 0),
@@ -338,6 +346,7 @@ pub(crate) fn send_wr(wr: &SendWr) -> abi::SendWr {
 ///
 /// # Safety
 /// `sgl` must point to `count` readable SGEs (or `count` be 0).
+#[inline]
 unsafe fn sges<'a>(sgl: *const Sge, count: usize) -> &'a [Sge] {
     if count == 0 || sgl.is_null() {
         &[]
@@ -347,11 +356,27 @@ unsafe fn sges<'a>(sgl: *const Sge, count: usize) -> &'a [Sge] {
     }
 }
 
-/// A send WR from ABI form.
+/// A send WR from ABI form (the data path decodes in place, with [`send_wr_into`]).
 ///
 /// # Safety
 /// `wr.sgl` must point to `wr.sge_count` readable SGEs.
+#[cfg(test)]
 pub(crate) unsafe fn send_wr_from(wr: &abi::SendWr) -> Result<SendWr> {
+    let mut slot = MaybeUninit::uninit();
+    // SAFETY: forwarded to the caller.
+    unsafe { send_wr_into(wr, &mut slot)? };
+    // SAFETY: `send_wr_into` initialised the slot, as its success says.
+    Ok(unsafe { slot.assume_init() })
+}
+
+/// Decodes a send WR from ABI form into `slot`, which is initialised on success and left as it
+/// was on error. Built in place, with its scatter list filled in place: the data path decodes
+/// every WR of every post, and a WR built elsewhere and moved in costs several copies of it.
+///
+/// # Safety
+/// `wr.sgl` must point to `wr.sge_count` readable SGEs.
+#[inline]
+pub(crate) unsafe fn send_wr_into(wr: &abi::SendWr, slot: &mut MaybeUninit<SendWr>) -> Result<()> {
     let remote = RemoteAddr {
         addr: wr.remote_addr,
         rkey: wr.rkey,
@@ -366,17 +391,31 @@ pub(crate) unsafe fn send_wr_from(wr: &abi::SendWr) -> Result<SendWr> {
     };
     let flags = SendFlags::from_bits(wr.flags)
         .ok_or_else(|| unknown(ErrorKind::InvalidArgument, "send flags", wr.flags))?;
-    // SAFETY: forwarded to the caller.
-    let sgl = unsafe { sges(wr.sgl, wr.sge_count) };
-    Ok(SendWr {
+    let out = slot.write(SendWr {
         wr_id: wr.wr_id,
         op,
-        sgl: sgl.into(),
+        sgl: SgList::new(),
         flags,
-    })
+    });
+    // SAFETY: forwarded to the caller.
+    fill_sgl(&mut out.sgl, unsafe { sges(wr.sgl, wr.sge_count) });
+    Ok(())
+}
+
+/// Copies `sges` into the empty list `sgl`, in place. One SGE is the usual case: a push each
+/// beats a `memcpy` call of a length unknown at compile time.
+#[inline]
+fn fill_sgl(sgl: &mut SgList, sges: &[Sge]) {
+    if sges.len() > sgl.inline_size() {
+        sgl.reserve_exact(sges.len());
+    }
+    for sge in sges {
+        sgl.push(*sge);
+    }
 }
 
 /// A receive WR in ABI form, borrowing its scatter list.
+#[inline]
 pub(crate) fn recv_wr(wr: &RecvWr) -> abi::RecvWr {
     abi::RecvWr {
         wr_id: wr.wr_id,
@@ -385,19 +424,23 @@ pub(crate) fn recv_wr(wr: &RecvWr) -> abi::RecvWr {
     }
 }
 
-/// A receive WR from ABI form.
+/// Decodes a receive WR from ABI form into `slot`, which is initialised afterwards; in place,
+/// as [`send_wr_into`] does.
 ///
 /// # Safety
 /// `wr.sgl` must point to `wr.sge_count` readable SGEs.
-pub(crate) unsafe fn recv_wr_from(wr: &abi::RecvWr) -> RecvWr {
-    RecvWr {
+#[inline]
+pub(crate) unsafe fn recv_wr_into(wr: &abi::RecvWr, slot: &mut MaybeUninit<RecvWr>) {
+    let out = slot.write(RecvWr {
         wr_id: wr.wr_id,
-        // SAFETY: forwarded to the caller.
-        sgl: unsafe { sges(wr.sgl, wr.sge_count) }.into(),
-    }
+        sgl: SgList::new(),
+    });
+    // SAFETY: forwarded to the caller.
+    fill_sgl(&mut out.sgl, unsafe { sges(wr.sgl, wr.sge_count) });
 }
 
 /// A completion in ABI form.
+#[inline]
 pub(crate) fn completion(wc: &Completion) -> abi::Completion {
     abi::Completion {
         wr_id: wc.wr_id,
@@ -412,6 +455,7 @@ pub(crate) fn completion(wc: &Completion) -> abi::Completion {
 }
 
 /// A completion from ABI form.
+#[inline]
 pub(crate) fn completion_from(wc: &abi::Completion) -> Result<Completion> {
     Ok(Completion {
         wr_id: wc.wr_id,

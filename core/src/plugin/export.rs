@@ -8,6 +8,7 @@
 //! traits promise.
 
 use std::ffi::CStr;
+use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use smallvec::SmallVec;
@@ -23,7 +24,7 @@ use crate::mr::MemoryRegion;
 use crate::pd::ProtectionDomain;
 use crate::provider::Provider;
 use crate::qp::{QpInit, QueuePair};
-use crate::wr::{Completion, RecvWr, SendWr};
+use crate::wr::{Completion, RecvWr, SendWr, WcOpcode, WcStatus};
 
 /// A `&'static CStr` from a NUL-terminated literal, for the table's names. Fails to compile
 /// (in a const) if the literal has no NUL at its end or one inside.
@@ -75,19 +76,32 @@ unsafe fn hand_out<T, R>(out: *mut *mut R, tag: u64, value: T) -> Result<()> {
 /// # Safety
 /// `raw` must be null or a pointer this module handed out (and not yet released, which the tag
 /// check catches on a best-effort basis only: a released box may have been reused).
+#[inline]
 unsafe fn object<'a, T, R>(raw: *const R, tag: u64, what: &str) -> Result<&'a T> {
     if raw.is_null() {
-        return Err(Error::invalid_argument(format!("null {what} handle")));
+        return Err(bad_handle(raw.cast(), what));
     }
     // SAFETY: the caller guarantees that `raw` came from `hand_out` as a `Handle<T>`; reading
     // the tag first is how a handle of another kind is refused before its value is touched.
     let handle = unsafe { &*raw.cast::<Handle<T>>() };
     if handle.tag != tag {
-        return Err(Error::invalid_argument(format!(
-            "unknown {what} handle {raw:p} (of another kind, or released)"
-        )));
+        return Err(bad_handle(raw.cast(), what));
     }
     Ok(&handle.value)
+}
+
+/// The error for a null handle or one of the wrong kind; out of line, as every call checks its
+/// handle and hardly any fails.
+#[cold]
+#[inline(never)]
+fn bad_handle(raw: *const u8, what: &str) -> Error {
+    if raw.is_null() {
+        Error::invalid_argument(format!("null {what} handle"))
+    } else {
+        Error::invalid_argument(format!(
+            "unknown {what} handle {raw:p} (of another kind, or released)"
+        ))
+    }
 }
 
 /// Releases a handle: drops the provider's object. Panics in the object's `Drop` are caught.
@@ -590,10 +604,23 @@ unsafe extern "C" fn cq_free<P: Provider>(cq: *mut abi::RawCq) {
 /// How many completions one ABI poll converts at a time.
 const POLL_CHUNK: usize = 32;
 
+/// What the poll buffer holds before the provider writes into it: any completion would do, and
+/// a constant is stored in two moves where `Completion::default()` is built field by field.
+const BLANK: Completion = Completion {
+    wr_id: 0,
+    status: WcStatus::Success,
+    opcode: WcOpcode::Send,
+    byte_len: 0,
+    imm_data: None,
+    qp_num: 0,
+    vendor_err: 0,
+};
+
 /// Polls (or, with a deadline, waits) and converts the completions into the caller's buffer.
 ///
 /// # Safety
 /// `out` must be writable for `capacity` completions; `count` as for [`put`].
+#[inline]
 unsafe fn poll_into<C: CompletionQueue>(
     cq: &C,
     out: *mut abi::Completion,
@@ -604,14 +631,28 @@ unsafe fn poll_into<C: CompletionQueue>(
     if out.is_null() && capacity > 0 {
         return Err(Error::invalid_argument("null completion buffer"));
     }
-    let mut wc = [Completion::default(); POLL_CHUNK];
+    // Only the entries the caller has room for are initialised: clearing all of them on every
+    // poll would cost a single-completion poll more than the call itself.
     let want = capacity.min(POLL_CHUNK);
+    let mut buf = [MaybeUninit::<Completion>::uninit(); POLL_CHUNK];
+    for slot in &mut buf[..want] {
+        slot.write(BLANK);
+    }
+    // SAFETY: the first `want` entries were initialised just above.
+    let wc = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<Completion>(), want) };
     let n = match deadline {
-        None => cq.poll(&mut wc[..want])?,
-        Some(deadline) => cq.wait(&mut wc[..want], deadline)?,
+        None => cq.poll(wc)?,
+        Some(deadline) => cq.wait(wc, deadline)?,
     };
-    for (i, c) in wc[..n].iter().enumerate() {
-        // SAFETY: `i < n <= capacity`, and the caller guarantees `capacity` slots.
+    let Some(polled) = wc.get(..n) else {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!("the provider's CQ reported {n} completions for room for {want}"),
+        ));
+    };
+    for (i, c) in polled.iter().enumerate() {
+        // SAFETY: `i < n <= want <= capacity` (`polled` is `n` of the `want` entries), and the
+        // caller guarantees `capacity` slots.
         unsafe { out.add(i).write(convert::completion(c)) };
     }
     // SAFETY: forwarded to the caller.
@@ -690,27 +731,68 @@ unsafe extern "C" fn qp_modify<P: Provider>(
     }
 }
 
+/// How many WRs a post decodes into a buffer on the stack; a longer batch goes to the heap.
+const POST_INLINE: usize = 16;
+
+/// The WRs of one post decoded so far: the first `len` of `slots` are initialised, and dropped
+/// with this (also when the provider's post panics).
+struct Decoded<'a, W> {
+    slots: &'a mut [MaybeUninit<W>],
+    len: usize,
+}
+
+impl<W> Decoded<'_, W> {
+    fn as_slice(&self) -> &[W] {
+        // SAFETY: the first `len` slots are initialised, and `MaybeUninit<W>` has the layout of
+        // `W`.
+        unsafe { std::slice::from_raw_parts(self.slots.as_ptr().cast::<W>(), self.len) }
+    }
+}
+
+impl<W> Drop for Decoded<'_, W> {
+    fn drop(&mut self) {
+        let done: *mut [MaybeUninit<W>] = &mut self.slots[..self.len];
+        // SAFETY: the first `len` slots are initialised WRs, dropped once, here.
+        unsafe { std::ptr::drop_in_place(done as *mut [W]) };
+    }
+}
+
 /// Posts a batch decoded from the ABI: the WRs before the first that cannot be decoded are
 /// posted, and that one is refused, so the count of accepted WRs stays exact.
-fn post_decoded<W>(
-    decoded: impl Iterator<Item = Result<W>>,
+///
+/// `decode` builds each WR in place, in its slot of the batch, and initialises the slot exactly
+/// when it returns `Ok`: a WR built elsewhere and moved in would be copied several times over,
+/// on every post. Should `decode` panic, the WR it was building is leaked, never dropped
+/// half-built.
+#[inline]
+fn post_decoded<R, W>(
+    raw: &[R],
+    decode: impl Fn(&R, &mut MaybeUninit<W>) -> Result<()>,
     post: impl FnOnce(&[W]) -> Result<(), PostError>,
 ) -> Result<(), PostError> {
-    let mut batch: SmallVec<[W; 16]> = SmallVec::new();
+    let mut inline = [const { MaybeUninit::<W>::uninit() }; POST_INLINE];
+    let mut heap = Vec::new();
+    let slots = if raw.len() <= POST_INLINE {
+        &mut inline[..raw.len()]
+    } else {
+        heap.resize_with(raw.len(), MaybeUninit::uninit);
+        &mut heap[..]
+    };
+    let mut batch = Decoded { slots, len: 0 };
     let mut refused = None;
-    for wr in decoded {
-        match wr {
-            Ok(wr) => batch.push(wr),
+    for wr in raw {
+        match decode(wr, &mut batch.slots[batch.len]) {
+            Ok(()) => batch.len += 1,
             Err(e) => {
                 refused = Some(e);
                 break;
             }
         }
     }
-    post(&batch)?;
+    post(batch.as_slice())?;
     match refused {
         None => Ok(()),
-        Some(e) => Err(PostError::new(batch.len(), e)),
+        Some(e) => Err(PostError::new(batch.len, e)),
     }
 }
 
@@ -763,7 +845,9 @@ unsafe extern "C" fn qp_post_send<P: Provider>(
                 std::slice::from_raw_parts(wrs, count)
             };
             post_decoded(
-                raw.iter().map(|w| convert::send_wr_from(w)),
+                raw,
+                // SAFETY: each WR's scatter list is readable, as the ABI documents.
+                |w, slot| convert::send_wr_into(w, slot),
                 |b: &[SendWr]| qp.post_send(b),
             )
         })
@@ -787,7 +871,12 @@ unsafe extern "C" fn qp_post_recv<P: Provider>(
                 std::slice::from_raw_parts(wrs, count)
             };
             post_decoded(
-                raw.iter().map(|w| Ok(convert::recv_wr_from(w))),
+                raw,
+                |w, slot| {
+                    // SAFETY: each WR's scatter list is readable, as the ABI documents.
+                    convert::recv_wr_into(w, slot);
+                    Ok(())
+                },
                 |b: &[RecvWr]| qp.post_recv(b),
             )
         })

@@ -9,8 +9,6 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smallvec::SmallVec;
-
 use super::abi::{self, ErrorBuf, Functions, STATUS_OK, Status};
 use super::convert;
 use super::loader::Plugin;
@@ -30,6 +28,11 @@ use crate::wr::{Completion, RecvWr, SendWr};
 
 /// The error of a failed call: its kind from the status, its text from the plugin.
 pub(crate) fn status_error(status: Status, text: String) -> Error {
+    let text = if text.trim().is_empty() {
+        "the provider gave no message".to_string()
+    } else {
+        text
+    };
     match abi::error_kind_from_code(status) {
         Some(kind) => Error::new(kind, text),
         None => Error::new(
@@ -44,6 +47,7 @@ pub(crate) fn status_error(status: Status, text: String) -> Error {
 struct ErrorSlot(MaybeUninit<ErrorBuf>);
 
 impl ErrorSlot {
+    #[inline]
     fn new() -> Self {
         let mut slot = MaybeUninit::<ErrorBuf>::uninit();
         // SAFETY: writes the `len` field of the uninitialised buffer in place; `message` stays
@@ -57,10 +61,19 @@ impl ErrorSlot {
     }
 
     /// The result of a call that returned `status`.
+    #[inline]
     fn result(&self, status: Status) -> Result<()> {
         if status == STATUS_OK {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(self.error(status))
         }
+    }
+
+    /// The error of a call that failed with `status`.
+    #[cold]
+    #[inline(never)]
+    fn error(&self, status: Status) -> Error {
         let buf = self.0.as_ptr();
         // SAFETY: `len` was initialised by `new` and possibly overwritten by the plugin.
         let len = (unsafe { (&raw const (*buf).len).read() } as usize).min(abi::ERROR_MESSAGE_MAX);
@@ -68,10 +81,7 @@ impl ErrorSlot {
         // `ErrorBuf`); the first `len` bytes are therefore initialised.
         let bytes =
             unsafe { std::slice::from_raw_parts((&raw const (*buf).message).cast::<u8>(), len) };
-        Err(status_error(
-            status,
-            String::from_utf8_lossy(bytes).into_owned(),
-        ))
+        status_error(status, String::from_utf8_lossy(bytes).into_owned())
     }
 }
 
@@ -668,6 +678,7 @@ const POLL_CHUNK: usize = 32;
 
 impl LoadedCq {
     /// Polls, or with a timeout waits, into `out` through a buffer of ABI completions.
+    #[inline]
     fn poll_with(&self, out: &mut [Completion], timeout_ns: Option<u64>) -> Result<usize> {
         let mut raw = [MaybeUninit::<abi::Completion>::uninit(); POLL_CHUNK];
         let capacity = out.len().min(POLL_CHUNK);
@@ -717,6 +728,26 @@ impl CompletionQueue for LoadedCq {
     }
 }
 
+/// How many WRs a post converts into a buffer on the stack; a longer batch goes through a `Vec`.
+const POST_INLINE: usize = 16;
+
+/// Hands `f` the ABI forms of `items`, converted into an uninitialised buffer on the stack (a
+/// `Vec` for more than [`POST_INLINE`] items): no clearing, no per-item capacity checks.
+#[inline]
+fn with_abi<T, U: Copy, R>(items: &[T], convert: impl Fn(&T) -> U, f: impl FnOnce(&[U]) -> R) -> R {
+    if items.len() > POST_INLINE {
+        let raw: Vec<U> = items.iter().map(convert).collect();
+        return f(&raw);
+    }
+    let mut buf = [MaybeUninit::<U>::uninit(); POST_INLINE];
+    for (slot, item) in buf.iter_mut().zip(items) {
+        slot.write(convert(item));
+    }
+    // SAFETY: `items.len() <= POST_INLINE`, and the loop above initialised that many entries.
+    let raw = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<U>(), items.len()) };
+    f(raw)
+}
+
 /// A queue pair of a loaded provider.
 pub struct LoadedQp {
     handle: Handle<abi::RawQp>,
@@ -724,10 +755,12 @@ pub struct LoadedQp {
 }
 
 impl LoadedQp {
-    /// Finishes a post: the plugin's count of accepted WRs, checked against the batch.
+    /// Finishes a post: the plugin's count of accepted WRs, checked against the batch. The slot
+    /// is borrowed: moving it would copy its 484 bytes on every post.
+    #[inline]
     fn posted(
         &self,
-        err: ErrorSlot,
+        err: &ErrorSlot,
         status: Status,
         accepted: usize,
         len: usize,
@@ -756,38 +789,40 @@ impl QueuePair for LoadedQp {
     }
 
     fn post_send(&self, wrs: &[SendWr]) -> Result<(), PostError> {
-        let raw: SmallVec<[abi::SendWr; 16]> = wrs.iter().map(convert::send_wr).collect();
-        let mut accepted = 0;
-        let mut err = ErrorSlot::new();
-        // SAFETY: a live QP handle; `raw` and the scatter lists it points into (in `wrs`) live
-        // across the call; the out pointers are to locals.
-        let status = unsafe {
-            (self.handle.shared.f.qp_post_send)(
-                self.handle.ptr(),
-                raw.as_ptr(),
-                raw.len(),
-                &mut accepted,
-                err.ptr(),
-            )
-        };
-        self.posted(err, status, accepted, wrs.len())
+        with_abi(wrs, convert::send_wr, |raw| {
+            let mut accepted = 0;
+            let mut err = ErrorSlot::new();
+            // SAFETY: a live QP handle; `raw` and the scatter lists it points into (in `wrs`)
+            // live across the call; the out pointers are to locals.
+            let status = unsafe {
+                (self.handle.shared.f.qp_post_send)(
+                    self.handle.ptr(),
+                    raw.as_ptr(),
+                    raw.len(),
+                    &mut accepted,
+                    err.ptr(),
+                )
+            };
+            self.posted(&err, status, accepted, wrs.len())
+        })
     }
 
     fn post_recv(&self, wrs: &[RecvWr]) -> Result<(), PostError> {
-        let raw: SmallVec<[abi::RecvWr; 16]> = wrs.iter().map(convert::recv_wr).collect();
-        let mut accepted = 0;
-        let mut err = ErrorSlot::new();
-        // SAFETY: as for `post_send`.
-        let status = unsafe {
-            (self.handle.shared.f.qp_post_recv)(
-                self.handle.ptr(),
-                raw.as_ptr(),
-                raw.len(),
-                &mut accepted,
-                err.ptr(),
-            )
-        };
-        self.posted(err, status, accepted, wrs.len())
+        with_abi(wrs, convert::recv_wr, |raw| {
+            let mut accepted = 0;
+            let mut err = ErrorSlot::new();
+            // SAFETY: as for `post_send`.
+            let status = unsafe {
+                (self.handle.shared.f.qp_post_recv)(
+                    self.handle.ptr(),
+                    raw.as_ptr(),
+                    raw.len(),
+                    &mut accepted,
+                    err.ptr(),
+                )
+            };
+            self.posted(&err, status, accepted, wrs.len())
+        })
     }
 
     fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {
