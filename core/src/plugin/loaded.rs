@@ -770,6 +770,42 @@ impl LoadedQp {
     }
 }
 
+impl LoadedQp {
+    /// Posts a batch through `entry` (`qp_post_send` or `qp_post_recv`), each WR converted to its
+    /// ABI form by `to_abi`.
+    #[inline]
+    fn post<W, A: Copy>(
+        &self,
+        wrs: &[W],
+        to_abi: fn(&W) -> A,
+        entry: unsafe extern "C" fn(
+            *const abi::RawQp,
+            *const A,
+            usize,
+            *mut usize,
+            *mut ErrorBuf,
+        ) -> Status,
+    ) -> Result<(), PostError> {
+        with_abi(wrs, to_abi, |raw| {
+            let mut accepted = 0;
+            let mut err = ErrorSlot::new();
+            // SAFETY: `entry` is this plugin's post function for WRs of this ABI form; a live
+            // QP handle; `raw` and the scatter lists it points into (in `wrs`) live across the
+            // call; the out pointers are to locals.
+            let status = unsafe {
+                entry(
+                    self.handle.ptr(),
+                    raw.as_ptr(),
+                    raw.len(),
+                    &mut accepted,
+                    err.ptr(),
+                )
+            };
+            self.posted(&err, status, accepted, wrs.len())
+        })
+    }
+}
+
 impl QueuePair for LoadedQp {
     fn qp_num(&self) -> u32 {
         self.qp_num
@@ -789,40 +825,11 @@ impl QueuePair for LoadedQp {
     }
 
     fn post_send(&self, wrs: &[SendWr]) -> Result<(), PostError> {
-        with_abi(wrs, convert::send_wr, |raw| {
-            let mut accepted = 0;
-            let mut err = ErrorSlot::new();
-            // SAFETY: a live QP handle; `raw` and the scatter lists it points into (in `wrs`)
-            // live across the call; the out pointers are to locals.
-            let status = unsafe {
-                (self.handle.shared.f.qp_post_send)(
-                    self.handle.ptr(),
-                    raw.as_ptr(),
-                    raw.len(),
-                    &mut accepted,
-                    err.ptr(),
-                )
-            };
-            self.posted(&err, status, accepted, wrs.len())
-        })
+        self.post(wrs, convert::send_wr, self.handle.shared.f.qp_post_send)
     }
 
     fn post_recv(&self, wrs: &[RecvWr]) -> Result<(), PostError> {
-        with_abi(wrs, convert::recv_wr, |raw| {
-            let mut accepted = 0;
-            let mut err = ErrorSlot::new();
-            // SAFETY: as for `post_send`.
-            let status = unsafe {
-                (self.handle.shared.f.qp_post_recv)(
-                    self.handle.ptr(),
-                    raw.as_ptr(),
-                    raw.len(),
-                    &mut accepted,
-                    err.ptr(),
-                )
-            };
-            self.posted(&err, status, accepted, wrs.len())
-        })
+        self.post(wrs, convert::recv_wr, self.handle.shared.f.qp_post_recv)
     }
 
     fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {
