@@ -135,7 +135,8 @@ fn list_shows_mock_and_its_devices() {
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let out = stdout(&o);
     assert!(
-        out.lines().any(|l| l.starts_with("mock (built in): transport ")),
+        out.lines()
+            .any(|l| l.starts_with("mock (built in): transport ")),
         "{out}"
     );
     for (device, model) in [
