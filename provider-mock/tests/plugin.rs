@@ -109,3 +109,44 @@ fn the_plugin_passes_the_whole_suite_exactly_as_the_linked_mock_does() {
         }
     }
 }
+
+#[test]
+fn a_relayed_event_stream_ends_when_the_provider_and_its_handles_are_gone() {
+    use anyverbs::{Device, ErrorKind};
+    use std::time::Instant;
+
+    // As with the linked mock: once the program lets go of the provider and every handle, the
+    // stream ends with Destroyed instead of waiting forever for events that cannot come.
+    let linked = MockProvider::new();
+    let device = linked.open("mock0").unwrap();
+    let linked_events = device.events().unwrap();
+    drop((device, linked));
+    let linked_end = linked_events
+        .recv(Instant::now() + Duration::from_secs(2))
+        .unwrap_err();
+
+    let loaded = mock_plugin().instantiate().unwrap();
+    let device = loaded.open("mock0").unwrap();
+    let events = device.events().unwrap();
+    // While the provider is held, the stream is alive: a wait times out.
+    let e = events
+        .recv(Instant::now() + Duration::from_millis(50))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+    drop((device, loaded));
+    let start = Instant::now();
+    let end = events
+        .recv(Instant::now() + Duration::from_secs(2))
+        .unwrap_err();
+    assert_eq!(end.kind(), ErrorKind::Destroyed, "{end}");
+    assert_eq!(
+        end.kind(),
+        linked_end.kind(),
+        "{end} vs linked {linked_end}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -276,15 +276,19 @@ impl<E: Clone + Send + 'static> EventHub<E> {
             kind,
             message: message.into(),
         };
-        for shared in inner.subscribers.iter().filter_map(Weak::upgrade) {
+        // The event and the end go into each queue under one lock, so no reader sees one
+        // without the other.
+        for shared in inner.subscribers.drain(..).filter_map(|s| s.upgrade()) {
             let mut queue = lock(&shared.queue);
             if queue.items.len() >= EVENT_QUEUE_CAPACITY {
                 queue.items.pop_front();
                 queue.missed += 1;
             }
             queue.items.push_back(event.clone());
+            queue.closed = Some(closed.clone());
+            shared.changed(&mut queue);
         }
-        inner.end_streams(closed);
+        inner.closed = Some(closed);
     }
 
     /// Ends every stream: each returns the events still queued, then fails with `kind` and
@@ -389,18 +393,31 @@ impl<E> EventStream<E> {
     /// Like [`recv`](Self::recv), but reports missed events as their count rather than as an
     /// error, so that the plugin boundary can carry the count across exactly.
     pub(crate) fn recv_next(&self, deadline: Instant) -> Result<Next<E>> {
-        let missed = {
-            let mut queue = lock(&self.shared.queue);
-            let missed = std::mem::take(&mut queue.missed);
-            if missed > 0 {
+        // One locked loop, so that events dropped while waiting are reported as a count too,
+        // never as an error.
+        let mut queue = lock(&self.shared.queue);
+        loop {
+            if queue.missed > 0 {
+                let missed = std::mem::take(&mut queue.missed);
                 self.shared.sync_readiness(&mut queue);
+                return Ok(Next::Missed(missed));
             }
-            missed
-        };
-        if missed > 0 {
-            return Ok(Next::Missed(missed));
+            if let Some(event) = queue.items.pop_front() {
+                self.shared.sync_readiness(&mut queue);
+                return Ok(Next::Event(event));
+            }
+            if let Some(closed) = &queue.closed {
+                return Err(Error::new(closed.kind, closed.message.clone()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::timed_out("no event before the deadline"));
+            }
+            queue = match self.shared.cond.wait_timeout(queue, deadline - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
         }
-        self.recv(deadline).map(Next::Event)
     }
 
     /// Also notifies `wakeup` whenever an event arrives or the stream ends (and once now if
@@ -484,6 +501,59 @@ mod tests {
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn recv_next_reports_dropped_events_as_a_count_also_while_waiting() {
+        // The plugin relay reads with `recv_next`: an overflow must come as a count, never as
+        // an error (which would end the relayed stream), however it falls around a wait.
+        let hub = EventHub::new();
+        let s = hub.subscribe().unwrap();
+        for i in 0..EVENT_QUEUE_CAPACITY + 5 {
+            hub.publish(i);
+        }
+        assert!(matches!(s.recv_next(soon()), Ok(Next::Missed(5))));
+        assert!(matches!(s.recv_next(soon()), Ok(Next::Event(5))));
+        for _ in 6..EVENT_QUEUE_CAPACITY + 5 {
+            assert!(matches!(s.recv_next(soon()), Ok(Next::Event(_))));
+        }
+        // An overflow while the reader waits: events and counts, never an error, add up to the
+        // burst.
+        let (mut events, mut missed) = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                for i in 0..EVENT_QUEUE_CAPACITY + 3 {
+                    hub.publish(i);
+                }
+            });
+            match s.recv_next(soon()) {
+                Ok(Next::Event(_)) => (1, 0),
+                Ok(Next::Missed(n)) => (0, n),
+                Err(e) => panic!("an error while waiting: {e}"),
+            }
+        });
+        loop {
+            match s.recv_next(Instant::now()) {
+                Ok(Next::Event(_)) => events += 1,
+                Ok(Next::Missed(n)) => missed += n,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(events + missed, (EVENT_QUEUE_CAPACITY + 3) as u64);
+    }
+
+    #[test]
+    fn publish_and_close_delivers_the_event_with_the_end_right_behind_it() {
+        let hub = EventHub::new();
+        let s = hub.subscribe().unwrap();
+        hub.publish_and_close(7, ErrorKind::DeviceLost, "gone");
+        assert_eq!(s.try_recv().unwrap(), Some(7));
+        assert_eq!(s.try_recv().unwrap_err().kind(), ErrorKind::DeviceLost);
+        assert!(hub.is_closed());
+        assert_eq!(hub.subscribe().unwrap_err().kind(), ErrorKind::DeviceLost);
     }
 
     #[test]

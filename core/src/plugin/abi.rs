@@ -132,6 +132,25 @@ impl ErrorBuf {
     }
 }
 
+/// Writes `text` into the buffer at `buf`, cut to fit at a character boundary, through raw
+/// pointers only: the caller's buffer may be uninitialised apart from `len` (the loader does not
+/// clear 480 bytes on every call), and no reference to it is made.
+///
+/// # Safety
+/// `buf` must be valid for writes of an `ErrorBuf`.
+pub unsafe fn write_error(buf: *mut ErrorBuf, text: &str) {
+    let mut end = text.len().min(ERROR_MESSAGE_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    // SAFETY: `buf` is writable (the caller's guarantee) and `end <= ERROR_MESSAGE_MAX`, the
+    // length of `message`; the bytes are written before `len` announces them.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), (&raw mut (*buf).message).cast::<u8>(), end);
+        (&raw mut (*buf).len).write(end as u32);
+    }
+}
+
 /// The layout every table starts with, the same in every ABI major.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -456,16 +456,37 @@ pub(crate) fn completion(wc: &Completion) -> abi::Completion {
 
 /// A completion from ABI form.
 #[inline]
-pub(crate) fn completion_from(wc: &abi::Completion) -> Result<Completion> {
-    Ok(Completion {
+pub(crate) fn completion_from(wc: &abi::Completion) -> Completion {
+    // A completion was already taken off the provider's CQ: dropping it would lose its WR for
+    // good. A status or opcode this ABI does not define (a provider of a newer minor, or a
+    // broken one) becomes a `General` error completion that keeps its `wr_id`, so the program
+    // can still reclaim the WR's buffers.
+    let decoded = (
+        wc_status_from(wc.status, ErrorKind::Other),
+        wc_opcode_from(wc.opcode, ErrorKind::Other),
+    );
+    let (status, opcode) = match decoded {
+        (Ok(status), Ok(opcode)) => (status, opcode),
+        (_, opcode) => {
+            tracing::warn!(
+                wr_id = wc.wr_id,
+                status = wc.status,
+                opcode = wc.opcode,
+                "a plugin returned a completion with a status or opcode the ABI does not define; \
+                 reported as a general error"
+            );
+            (WcStatus::General, opcode.unwrap_or_default())
+        }
+    };
+    Completion {
         wr_id: wc.wr_id,
-        status: wc_status_from(wc.status, ErrorKind::Other)?,
-        opcode: wc_opcode_from(wc.opcode, ErrorKind::Other)?,
+        status,
+        opcode,
         byte_len: wc.byte_len,
         imm_data: (wc.has_imm != 0).then_some(wc.imm_data),
         qp_num: wc.qp_num,
         vendor_err: wc.vendor_err,
-    })
+    }
 }
 
 /// Access bits from the ABI; unknown bits are refused.
@@ -756,7 +777,7 @@ mod tests {
     }
 
     #[test]
-    fn completions_round_trip_and_unknown_statuses_are_errors() {
+    fn completions_round_trip_and_unknown_statuses_become_general_errors() {
         let wc = Completion {
             wr_id: 3,
             status: WcStatus::RnrRetryExceeded,
@@ -766,15 +787,15 @@ mod tests {
             qp_num: 12,
             vendor_err: 0x81,
         };
-        assert_eq!(completion_from(&completion(&wc)).unwrap(), wc);
+        assert_eq!(completion_from(&completion(&wc)), wc);
+        // An unknown status or opcode is kept as a general error with its WR, never dropped.
         let mut raw = completion(&wc);
         raw.status = 200;
-        assert!(
-            completion_from(&raw)
-                .unwrap_err()
-                .message()
-                .contains("status 200")
-        );
+        let kept = completion_from(&raw);
+        assert_eq!((kept.wr_id, kept.status), (3, WcStatus::General));
+        let mut raw = completion(&wc);
+        raw.opcode = 77;
+        assert_eq!(completion_from(&raw).status, WcStatus::General);
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub const fn c_str(s: &'static str) -> &'static CStr {
 
 /// A handle as the plugin hands it out: the provider's object behind a tag saying what it is.
 /// The tag catches a handle of the wrong kind, or one already released, before it is used.
+///
+/// `#[repr(C)]` puts the tag first, so it can be read through a pointer to any handle before
+/// the handle's kind is known.
+#[repr(C)]
 struct Handle<T> {
     tag: u64,
     value: T,
@@ -81,13 +85,14 @@ unsafe fn object<'a, T, R>(raw: *const R, tag: u64, what: &str) -> Result<&'a T>
     if raw.is_null() {
         return Err(bad_handle(raw.cast(), what));
     }
-    // SAFETY: the caller guarantees that `raw` came from `hand_out` as a `Handle<T>`; reading
-    // the tag first is how a handle of another kind is refused before its value is touched.
-    let handle = unsafe { &*raw.cast::<Handle<T>>() };
-    if handle.tag != tag {
+    // SAFETY: the caller guarantees that `raw` came from `hand_out`, as a handle of some kind;
+    // every kind starts with its `u64` tag (`#[repr(C)]`), which is read before the handle is
+    // taken to be of kind `T`.
+    if unsafe { raw.cast::<u64>().read() } != tag {
         return Err(bad_handle(raw.cast(), what));
     }
-    Ok(&handle.value)
+    // SAFETY: the tag says the handle is a `Handle<T>`.
+    Ok(unsafe { &(*raw.cast::<Handle<T>>()).value })
 }
 
 /// The error for a null handle or one of the wrong kind; out of line, as every call checks its
@@ -154,8 +159,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// `err` must be null or valid for a write.
 unsafe fn fail(err: *mut ErrorBuf, e: &Error) -> Status {
     if !err.is_null() {
-        // SAFETY: the caller guarantees `err` is writable.
-        unsafe { (*err).set(&describe(e)) };
+        // SAFETY: the caller guarantees `err` is writable (its message bytes may be
+        // uninitialised; `write_error` writes through raw pointers only).
+        unsafe { abi::write_error(err, &describe(e)) };
     }
     abi::error_kind_code(e.kind())
 }
@@ -789,7 +795,11 @@ fn post_decoded<R, W>(
             }
         }
     }
-    post(batch.as_slice())?;
+    // When the very first WR is refused, nothing is posted: the provider's answer to an empty
+    // post must not replace the reason.
+    if batch.len > 0 || refused.is_none() {
+        post(batch.as_slice())?;
+    }
     match refused {
         None => Ok(()),
         Some(e) => Err(PostError::new(batch.len, e)),

@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::abi::{self, ErrorBuf, Functions, STATUS_OK, Status};
@@ -109,6 +109,10 @@ struct Shared {
     transport: Transport,
     /// Addresses of the plugin handles held now, to refuse a handle the plugin hands out twice.
     live: Mutex<HashSet<usize>>,
+    /// Alive while the program holds the provider or any handle of it (each holds a strong
+    /// reference); event relays hold only this weak one, and end their streams when it dies,
+    /// as a linked provider's streams end when the provider and its handles are gone.
+    users: Weak<()>,
 }
 
 impl Drop for Shared {
@@ -151,6 +155,7 @@ impl Shared {
             shared: Arc::clone(self),
             raw: Raw(ptr),
             free,
+            user: self.users.upgrade(),
         })
     }
 
@@ -164,6 +169,9 @@ struct Handle<T> {
     shared: Arc<Shared>,
     raw: Raw<T>,
     free: unsafe extern "C" fn(*mut T),
+    /// Keeps the program's hold on the provider (see [`Shared::users`]); `None` for the
+    /// handles of event relays.
+    user: Option<Arc<()>>,
 }
 
 impl<T> Handle<T> {
@@ -259,6 +267,8 @@ fn name_item(name: &abi::Bytes) -> Result<String> {
 #[derive(Clone)]
 pub struct LoadedProvider {
     shared: Arc<Shared>,
+    /// The program's hold on the provider (see [`Shared::users`]); held, never read.
+    _user: Arc<()>,
 }
 
 impl std::fmt::Debug for LoadedProvider {
@@ -289,7 +299,9 @@ impl LoadedProvider {
         let transport =
             convert::transport_from(unsafe { (f.provider_transport)(raw) }, ErrorKind::Other)
                 .unwrap_or(Transport::Mock);
+        let user = Arc::new(());
         LoadedProvider {
+            _user: Arc::clone(&user),
             shared: Arc::new(Shared {
                 plugin,
                 f,
@@ -298,6 +310,7 @@ impl LoadedProvider {
                 name,
                 transport,
                 live: Mutex::new(HashSet::new()),
+                users: Arc::downgrade(&user),
             }),
         }
     }
@@ -405,13 +418,15 @@ const PUMP_POLL: Duration = Duration::from_millis(50);
 /// Relays a plugin's event stream into a stream of this program: a thread waits in the plugin
 /// and publishes what it gets, so the stream offers everything a provider's own does
 /// (deadlines, the readiness fd, wakeups, missed-event notices). The thread ends, and releases
-/// the plugin's stream, when the stream ends or its reader drops it.
+/// the plugin's stream, when the stream ends, its reader drops it, or the program lets go of
+/// the provider and every handle of it (the stream then ends with `Destroyed`, as a linked
+/// provider's does).
 ///
 /// `is_last` says which events end a stream (a device's loss): the relay publishes such an event
 /// and the end in one step, as the provider's own stream does, so no reader ever sees the event
 /// without the end right behind it.
 fn pump<S: 'static, E>(
-    stream: Handle<S>,
+    mut stream: Handle<S>,
     is_last: fn(&E) -> bool,
     recv: impl Fn(&Handle<S>, u64) -> Result<Pumped<E>> + Send + 'static,
 ) -> Result<EventStream<E>>
@@ -421,8 +436,15 @@ where
     let hub = EventHub::new();
     let reader = hub.subscribe()?;
     let timeout_ns = PUMP_POLL.as_nanos() as u64;
+    // The relay must not keep the provider in use: it watches the program's hold instead.
+    stream.user = None;
+    let users = stream.shared.users.clone();
     let run = move || {
         while hub.subscribers() > 0 {
+            if users.strong_count() == 0 {
+                hub.close(ErrorKind::Destroyed, "the event source is gone");
+                break;
+            }
             match recv(&stream, timeout_ns) {
                 Ok(Pumped::Event(e)) if is_last(&e) => {
                     // The provider's stream ends right after this event; take its message if it
@@ -439,6 +461,8 @@ where
                 Ok(Pumped::Event(e)) => hub.publish(e),
                 Ok(Pumped::Missed(n)) => hub.publish_missed(n),
                 Err(e) if e.kind() == ErrorKind::TimedOut => {}
+                // A provider that reports dropped events as an error: the stream goes on.
+                Err(e) if e.kind() == ErrorKind::Overflow => hub.publish_missed(1),
                 Err(e) => {
                     hub.close(e.kind(), e.message());
                     break;
@@ -700,7 +724,7 @@ impl LoadedCq {
         }
         for (slot, raw) in out.iter_mut().zip(&raw[..n]) {
             // SAFETY: the plugin wrote the first `n` entries, as its count says.
-            *slot = convert::completion_from(unsafe { raw.assume_init_ref() })?;
+            *slot = convert::completion_from(unsafe { raw.assume_init_ref() });
         }
         Ok(n)
     }
@@ -842,7 +866,9 @@ impl QueuePair for LoadedQp {
     }
 
     fn wait_connected(&self, deadline: Instant) -> Result<Connection> {
-        let mut out = MaybeUninit::<abi::Connection>::uninit();
+        // Zeroed, not uninitialised: a plugin that reports success without writing it must
+        // give a wrong value at worst, never undefined behaviour.
+        let mut out = MaybeUninit::<abi::Connection>::zeroed();
         call!(
             self.handle.shared.f,
             qp_wait_connected(
@@ -851,7 +877,8 @@ impl QueuePair for LoadedQp {
                 out.as_mut_ptr()
             )
         )?;
-        // SAFETY: the plugin wrote the connection, as its success status says.
+        // SAFETY: all-zero bytes are a valid `abi::Connection` (integers and byte arrays only),
+        // and the plugin may only have written a connection over them.
         convert::connection_from(unsafe { out.assume_init_ref() })
     }
 
@@ -881,7 +908,8 @@ impl Listener<LoadedProvider> for LoadedListener {
     }
 
     fn next_request(&self, deadline: Instant) -> Result<ConnectRequest> {
-        let mut out = MaybeUninit::<abi::ConnectRequest>::uninit();
+        // Zeroed for the same reason as in `wait_connected`.
+        let mut out = MaybeUninit::<abi::ConnectRequest>::zeroed();
         call!(
             self.handle.shared.f,
             listener_next_request(
@@ -890,7 +918,8 @@ impl Listener<LoadedProvider> for LoadedListener {
                 out.as_mut_ptr()
             )
         )?;
-        // SAFETY: the plugin wrote the request, as its success status says.
+        // SAFETY: all-zero bytes are a valid `abi::ConnectRequest` (integers and byte arrays
+        // only), and the plugin may only have written a request over them.
         convert::connect_request_from(unsafe { out.assume_init_ref() }, ErrorKind::Other)
     }
 
