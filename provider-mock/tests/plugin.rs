@@ -28,24 +28,25 @@ fn run<P: Provider>(make: &dyn Fn() -> anyverbs::Result<P>, device: &str) -> Sui
     run_suite(make, &all_cases::<P>(), &options, &mut |_| {}).expect("the suite runs")
 }
 
-/// Each case's name and outcome, in run order.
-type Outcomes = Vec<(String, String)>;
+/// Each case's name, outcome kind (with the reason of a case that did not run) and failure
+/// message, in run order.
+type Outcomes = Vec<(String, String, String)>;
 
-/// Case names with their outcome kinds and not-run reasons; failure texts may differ only in
-/// how an error's source chain is printed, so a failure compares by kind.
+/// What [`outcomes`] compares: failure texts may differ in how an error's source chain is
+/// printed, so a failure compares by kind and its message is only shown.
 fn outcomes(report: &SuiteReport) -> Outcomes {
     report
         .cases
         .iter()
         .map(|c| {
-            let outcome = match &c.outcome {
-                Outcome::Passed => "passed".to_string(),
-                Outcome::NotRun(reason) => format!("not run: {reason}"),
-                Outcome::Failed(_) => "failed".to_string(),
+            let (outcome, message) = match &c.outcome {
+                Outcome::Passed => ("passed".to_string(), String::new()),
+                Outcome::NotRun(reason) => (format!("not run: {reason}"), String::new()),
+                Outcome::Failed(m) => ("failed".to_string(), m.clone()),
                 #[allow(unreachable_patterns)]
-                _ => format!("{:?}", c.outcome),
+                other => (format!("{other:?}"), String::new()),
             };
-            (c.name.clone(), outcome)
+            (c.name.clone(), outcome, message)
         })
         .collect()
 }
@@ -75,33 +76,42 @@ fn the_plugin_passes_the_whole_suite_exactly_as_the_linked_mock_does() {
         .map(|d| d.identity.name)
         .collect();
     assert_eq!(devices, linked_devices);
-    // Every device in its own thread: the runs are independent (each case gets fresh
-    // providers), and most of the time goes into waiting.
+    // The dead device only waits out deadlines, so it runs beside the others; the working
+    // devices run one after the other, so that timing-sensitive cases (the supervisor's) do not
+    // compete for two cores with ten suites at once.
+    let suite = |device: &str| {
+        let linked = run(&|| Ok(MockProvider::new()), device);
+        let through_plugin = run(
+            &|| plugin.instantiate().map_err(anyverbs::Error::from),
+            device,
+        );
+        (
+            device.to_string(),
+            outcomes(&linked),
+            outcomes(&through_plugin),
+        )
+    };
     let results: Vec<(String, Outcomes, Outcomes)> = std::thread::scope(|scope| {
-        let runs: Vec<_> = devices
+        let dead = scope.spawn(|| suite("mockdead0"));
+        let mut results: Vec<_> = devices
             .iter()
-            .map(|device| {
-                scope.spawn(move || {
-                    let linked = run(&|| Ok(MockProvider::new()), device);
-                    let through_plugin = run(
-                        &|| plugin.instantiate().map_err(anyverbs::Error::from),
-                        device,
-                    );
-                    (device.clone(), outcomes(&linked), outcomes(&through_plugin))
-                })
-            })
+            .filter(|d| *d != "mockdead0")
+            .map(|d| suite(d))
             .collect();
-        runs.into_iter()
-            .map(|r| r.join().expect("a suite run panicked"))
-            .collect()
+        results.push(dead.join().expect("the dead device's run panicked"));
+        results
     });
+    assert_eq!(results.len(), devices.len());
     for (device, a, b) in &results {
         assert_eq!(a.len(), b.len());
-        for (l, p) in a.iter().zip(b) {
-            assert_eq!(l, p, "on {device}: linked vs plugin");
+        for ((name, linked, why_l), (_, loaded, why_p)) in a.iter().zip(b) {
+            assert_eq!(
+                linked, loaded,
+                "{name} on {device}: linked {linked} {why_l:?}, plugin {loaded} {why_p:?}"
+            );
         }
         if device != "mockdead0" {
-            let failed: Vec<_> = b.iter().filter(|(_, o)| o == "failed").collect();
+            let failed: Vec<_> = b.iter().filter(|(_, o, _)| o == "failed").collect();
             assert!(
                 failed.is_empty(),
                 "on {device}, through the plugin: {failed:?}"

@@ -1076,11 +1076,17 @@ fn event_fd_readable<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         Some(DeviceEvent::QpFatal { qp_num }),
         "the event waiting when the fd was readable"
     );
-    while let Some(e) = events.try_recv()? {
-        ensure!(
-            !e.is_device_lost(),
-            "killing a QP reported {e:?} on the device"
-        );
+    // Events are asynchronous (a device's arrive through the kernel, a plugin's through a
+    // relay): read what else the kill caused until the stream has been quiet for a while.
+    loop {
+        match events.recv(Instant::now() + EVENTS_QUIET) {
+            Ok(e) => ensure!(
+                !e.is_device_lost(),
+                "killing a QP reported {e:?} on the device"
+            ),
+            Err(e) if e.kind() == ErrorKind::TimedOut => break,
+            Err(e) => return Err(e.into()),
+        }
     }
     ensure!(
         !readable(fd, Duration::ZERO)?,
@@ -1091,7 +1097,13 @@ fn event_fd_readable<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         readable(fd, wait)?,
         "the event fd did not become readable within {wait:?} of an unplug"
     );
-    let got = events.try_recv()?;
+    // A QP event of the kill may still arrive first; the device's removal must follow.
+    let mut got = events.try_recv()?;
+    while let Some(e) = &got
+        && e.is_qp_failure()
+    {
+        got = events.recv(Instant::now() + wait).map(Some)?;
+    }
     ensure_eq!(
         got,
         Some(DeviceEvent::DeviceRemoved),
@@ -1119,6 +1131,12 @@ fn event_fd_readable<P: Provider>(_ctx: &Ctx<'_, P>) -> CaseResult {
         "event stream file descriptors exist on Unix only".into(),
     ))
 }
+
+/// How long a stream must stay quiet before a case takes it that a fault's events have all
+/// arrived (events are asynchronous: a real device's come through the kernel, a plugin's through
+/// a relay thread).
+#[cfg(unix)]
+const EVENTS_QUIET: Duration = Duration::from_millis(200);
 
 /// Asks `poll(2)`, as an event loop would, whether `fd` becomes readable within `wait`.
 #[cfg(unix)]
