@@ -32,137 +32,22 @@
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyverbs::{
-    Access, Completion, CompletionQueue, Device, MemoryRegion, ProtectionDomain, Provider, QpInit,
-    QueuePair, RecvWr, SendWr, WcOpcode, WcStatus,
-};
-use anyverbs_provider_mock::{
-    MockCq, MockDevice, MockListener, MockMr, MockPd, MockProvider, MockQp,
-};
-mod common;
+use anyverbs::{Completion, MemoryRegion};
+use anyverbs_provider_mock::MockProvider;
+
+#[path = "common/bed.rs"]
+mod bed;
+
+use bed::{BATCH, Bed, MSG};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-/// Bytes per message.
-const MSG: usize = 64;
-/// Messages per iteration of the batched benches.
-const BATCH: usize = 16;
-/// Polls of both CQs without progress after which a completion is declared lost.
-const SPIN_LIMIT: u32 = 1_000_000;
-
 // ----- the mock -----
 
-/// Two connected QPs on `mock0`, each with its own CQ, and the regions they send from and
-/// receive into. Fields drop in order: QPs first, the device last.
-struct MockPair {
-    a: MockQp,
-    b: MockQp,
-    _listener: MockListener,
-    src: MockMr,
-    dst: MockMr,
-    cq_a: MockCq,
-    cq_b: MockCq,
-    _pd: MockPd,
-    _device: MockDevice,
-    _provider: MockProvider,
-}
-
-impl MockPair {
-    fn new() -> MockPair {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let provider = MockProvider::new();
-        let device = provider.open("mock0").expect("open mock0");
-        let pd = device.alloc_pd().expect("alloc_pd");
-        let cq_a = device.create_cq(256).expect("create_cq a");
-        let cq_b = device.create_cq(256).expect("create_cq b");
-        let init = QpInit::default();
-        let (a, b, listener) =
-            common::connected_pair(&device, &pd, (&cq_a, &cq_b), &init, deadline);
-
-        let src = pd
-            .register(MSG * BATCH, Access::LOCAL_WRITE)
-            .expect("register src");
-        let pattern: Vec<u8> = (0..MSG * BATCH).map(|i| i as u8).collect();
-        src.write(0, &pattern).expect("fill src");
-        let dst = pd
-            .register(MSG * BATCH, Access::LOCAL_WRITE)
-            .expect("register dst");
-        MockPair {
-            a,
-            b,
-            _listener: listener,
-            src,
-            dst,
-            cq_a,
-            cq_b,
-            _pd: pd,
-            _device: device,
-            _provider: provider,
-        }
-    }
-
-    /// `n` receive WRs, each into its own 64-byte slot of `dst`, with `wr_id`s 0..n.
-    fn recv_wrs(&self, n: usize) -> Vec<RecvWr> {
-        (0..n)
-            .map(|i| RecvWr::new(i as u64, &[self.dst.sge(i * MSG, MSG as u32)]))
-            .collect()
-    }
-
-    /// `n` signaled SENDs, each of its own 64-byte slot of `src`, with `wr_id`s 0..n.
-    fn send_wrs(&self, n: usize) -> Vec<SendWr> {
-        (0..n)
-            .map(|i| SendWr::send(i as u64, &[self.src.sge(i * MSG, MSG as u32)]))
-            .collect()
-    }
-
-    /// Posts `recv` on `b` and `send` on `a` (same length), then polls both CQs in batches of
-    /// up to `out.len()` until every send and receive completion has been seen and checked.
-    fn round(&self, recv: &[RecvWr], send: &[SendWr], out: &mut [Completion]) {
-        let n = send.len();
-        self.b.post_recv(recv).expect("post_recv on b");
-        self.a.post_send(send).expect("post_send on a");
-        let (mut got_a, mut got_b) = (0, 0);
-        let mut spins = 0;
-        while got_a < n || got_b < n {
-            if got_a < n {
-                let want = (n - got_a).min(out.len());
-                let k = self.cq_a.poll(&mut out[..want]).expect("poll cq_a");
-                for c in &out[..k] {
-                    check(c, got_a as u64, WcOpcode::Send, "send");
-                    got_a += 1;
-                }
-            }
-            if got_b < n {
-                let want = (n - got_b).min(out.len());
-                let k = self.cq_b.poll(&mut out[..want]).expect("poll cq_b");
-                for c in &out[..k] {
-                    check(c, got_b as u64, WcOpcode::Recv, "recv");
-                    assert_eq!(c.byte_len, MSG as u32, "recv byte_len: {c:?}");
-                    got_b += 1;
-                }
-            }
-            spins += 1;
-            assert!(
-                spins <= SPIN_LIMIT,
-                "completions lost: after {n} SENDs, {got_a} send and {got_b} recv completions \
-                 arrived in {SPIN_LIMIT} polls"
-            );
-        }
-    }
-}
-
-/// Panics unless `c` is the successful completion of WR `wr_id` with `opcode`.
-fn check(c: &Completion, wr_id: u64, opcode: WcOpcode, what: &str) {
-    assert!(
-        c.status == WcStatus::Success && c.opcode == opcode && c.wr_id == wr_id,
-        "{what} completion: expected wr_id {wr_id}, {opcode:?}, success; got {c:?}"
-    );
-}
-
 /// Times `n` messages per iteration through the mock.
-fn bench_mock(b: &mut criterion::Bencher<'_>, pair: &MockPair, n: usize) {
+fn bench_mock(b: &mut criterion::Bencher<'_>, pair: &Bed<MockProvider>, n: usize) {
     let recv = pair.recv_wrs(n);
     let send = pair.send_wrs(n);
     let mut out = [Completion::default(); BATCH];
@@ -316,7 +201,7 @@ fn send_recv_64b(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .sample_size(30);
 
-    let pair = MockPair::new();
+    let pair = Bed::new(MockProvider::new());
     group.throughput(Throughput::Elements(1));
     group.bench_function("mock/unbatched", |b| bench_mock(b, &pair, 1));
     group.bench_function("baseline/vecdeque_unbatched", |b| bench_baseline(b, 1));

@@ -48,24 +48,17 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyverbs::plugin::{Plugin, plugin_file_name};
-use anyverbs::{
-    Access, Completion, CompletionQueue, ConnParams, LoadedProvider, MemoryRegion,
-    ProtectionDomain, Provider, QpInit, QueuePair, RecvWr, SendWr, WcOpcode, WcStatus,
-};
-use anyverbs_conformance::loopback;
+use anyverbs::{Completion, LoadedProvider, MemoryRegion, Provider};
 use anyverbs_provider_mock::MockProvider;
 use criterion::{Bencher, Criterion, Throughput};
 
-/// Bytes per message.
-const MSG: usize = 64;
-/// Messages per iteration of the batched group.
-const BATCH: usize = 16;
-/// Polls of both CQs without progress after which a completion is declared lost.
-const SPIN_LIMIT: u32 = 1_000_000;
+#[path = "common/bed.rs"]
+mod bed;
+
+use bed::{BATCH, Bed, MSG};
+
 /// Samples per benchmark.
 const SAMPLES: usize = 50;
-/// Longest the connection set-up may take.
-const SETUP: Duration = Duration::from_secs(5);
 
 /// The mock as a plugin, from the cdylib cargo built beside this bench binary.
 fn mock_plugin() -> Plugin {
@@ -73,114 +66,6 @@ fn mock_plugin() -> Plugin {
     let dir = exe.parent().expect("the bench binary's directory");
     let path: PathBuf = dir.join(plugin_file_name("anyverbs_provider_mock"));
     Plugin::load(&path).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Two connected QPs on `mock0` of provider `P`, each with its own CQ, and the regions they send
-/// from and receive into. Fields drop in order: QPs first, the provider last.
-struct Bed<P: Provider> {
-    a: P::Qp,
-    b: P::Qp,
-    _listener: P::Listener,
-    src: P::Mr,
-    dst: P::Mr,
-    cq_a: P::Cq,
-    cq_b: P::Cq,
-    _pd: P::Pd,
-    _device: P::Device,
-    _provider: P,
-}
-
-impl<P: Provider> Bed<P> {
-    fn new(provider: P) -> Bed<P> {
-        let device = provider.open("mock0").expect("open mock0");
-        let pair = loopback::<P>(
-            &device,
-            &QpInit::default(),
-            &ConnParams::default(),
-            256,
-            Instant::now() + SETUP,
-        )
-        .expect("connect a loopback pair on mock0");
-        let src = pair
-            .pd
-            .register(MSG * BATCH, Access::LOCAL_WRITE)
-            .expect("register src");
-        let pattern: Vec<u8> = (0..MSG * BATCH).map(|i| i as u8).collect();
-        src.write(0, &pattern).expect("fill src");
-        let dst = pair
-            .pd
-            .register(MSG * BATCH, Access::LOCAL_WRITE)
-            .expect("register dst");
-        Bed {
-            a: pair.a,
-            b: pair.b,
-            _listener: pair.listener,
-            src,
-            dst,
-            cq_a: pair.cq_a,
-            cq_b: pair.cq_b,
-            _pd: pair.pd,
-            _device: device,
-            _provider: provider,
-        }
-    }
-
-    /// `n` receive WRs, each into its own 64-byte slot of `dst`, with `wr_id`s 0..n.
-    fn recv_wrs(&self, n: usize) -> Vec<RecvWr> {
-        (0..n)
-            .map(|i| RecvWr::new(i as u64, &[self.dst.sge(i * MSG, MSG as u32)]))
-            .collect()
-    }
-
-    /// `n` signaled SENDs, each of its own 64-byte slot of `src`, with `wr_id`s 0..n.
-    fn send_wrs(&self, n: usize) -> Vec<SendWr> {
-        (0..n)
-            .map(|i| SendWr::send(i as u64, &[self.src.sge(i * MSG, MSG as u32)]))
-            .collect()
-    }
-
-    /// Posts `recv` on `b` and `send` on `a` (same length), then polls both CQs in batches of
-    /// up to `out.len()` until every send and receive completion has been seen and checked.
-    fn round(&self, recv: &[RecvWr], send: &[SendWr], out: &mut [Completion]) {
-        let n = send.len();
-        self.b.post_recv(recv).expect("post_recv on b");
-        self.a.post_send(send).expect("post_send on a");
-        let (mut got_a, mut got_b) = (0, 0);
-        let mut spins = 0;
-        while got_a < n || got_b < n {
-            if got_a < n {
-                let want = (n - got_a).min(out.len());
-                let k = self.cq_a.poll(&mut out[..want]).expect("poll cq_a");
-                for c in &out[..k] {
-                    check(c, got_a as u64, WcOpcode::Send, "send");
-                    got_a += 1;
-                }
-            }
-            if got_b < n {
-                let want = (n - got_b).min(out.len());
-                let k = self.cq_b.poll(&mut out[..want]).expect("poll cq_b");
-                for c in &out[..k] {
-                    check(c, got_b as u64, WcOpcode::Recv, "recv");
-                    assert_eq!(c.byte_len, MSG as u32, "recv byte_len: {c:?}");
-                    got_b += 1;
-                }
-            }
-            spins += 1;
-            assert!(
-                spins <= SPIN_LIMIT,
-                "completions lost: after {n} SENDs, {got_a} send and {got_b} recv completions \
-                 arrived in {SPIN_LIMIT} polls"
-            );
-        }
-    }
-}
-
-/// Panics unless `c` is the successful completion of WR `wr_id` with `opcode`.
-fn check(c: &Completion, wr_id: u64, opcode: WcOpcode, what: &str) {
-    assert!(
-        c.status == WcStatus::Success && c.opcode == opcode && c.wr_id == wr_id,
-        "{what} completion: expected wr_id {wr_id}, {opcode:?}, success; got {c:?}"
-    );
 }
 
 /// Times `n` messages per iteration on `bed`, and records the time per iteration of each call in
