@@ -142,17 +142,28 @@ pub(crate) fn bytes(s: &[u8]) -> abi::Bytes {
     abi::Bytes::new(s)
 }
 
+/// The array an ABI pointer and count borrow; a null pointer or a zero count is empty.
+///
+/// # Safety
+/// `ptr` must point to `len` readable values that outlive `'a` (or `len` must be 0, or `ptr`
+/// null).
+#[inline]
+pub(crate) unsafe fn array<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if len == 0 || ptr.is_null() {
+        &[]
+    } else {
+        // SAFETY: the caller guarantees `len` readable values at `ptr` for `'a`.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
 /// The slice an ABI `Bytes` borrows.
 ///
 /// # Safety
-/// `b.ptr` must point to `b.len` readable bytes that outlive `'a` (or `b.len` must be 0).
+/// As for [`array`], with `b.ptr` and `b.len`.
 pub(crate) unsafe fn slice<'a>(b: abi::Bytes) -> &'a [u8] {
-    if b.len == 0 || b.ptr.is_null() {
-        &[]
-    } else {
-        // SAFETY: the caller guarantees `len` readable bytes at `ptr` for `'a`.
-        unsafe { std::slice::from_raw_parts(b.ptr, b.len) }
-    }
+    // SAFETY: forwarded to the caller.
+    unsafe { array(b.ptr, b.len) }
 }
 
 /// An owned string from ABI bytes; `what` names it in the error for invalid UTF-8.
@@ -303,12 +314,8 @@ pub(crate) unsafe fn device_info_from(
 /// # Safety
 /// `port.addresses` must point to `port.address_count` readable addresses (or the count be 0).
 pub(crate) unsafe fn port_from(port: &abi::PortInfo, kind: ErrorKind) -> Result<PortInfo> {
-    let addresses = if port.address_count == 0 || port.addresses.is_null() {
-        &[][..]
-    } else {
-        // SAFETY: the caller guarantees the array.
-        unsafe { std::slice::from_raw_parts(port.addresses, port.address_count) }
-    };
+    // SAFETY: the caller guarantees the array.
+    let addresses = unsafe { array(port.addresses, port.address_count) };
     Ok(PortInfo {
         number: port.number,
         state: port_state_from(port.state, kind)?,
@@ -339,20 +346,6 @@ pub(crate) fn send_wr(wr: &SendWr) -> abi::SendWr {
         imm_data: imm,
         sgl: wr.sgl.as_ptr(),
         sge_count: wr.sgl.len(),
-    }
-}
-
-/// The scatter list an ABI WR borrows.
-///
-/// # Safety
-/// `sgl` must point to `count` readable SGEs (or `count` be 0).
-#[inline]
-unsafe fn sges<'a>(sgl: *const Sge, count: usize) -> &'a [Sge] {
-    if count == 0 || sgl.is_null() {
-        &[]
-    } else {
-        // SAFETY: the caller guarantees the array.
-        unsafe { std::slice::from_raw_parts(sgl, count) }
     }
 }
 
@@ -398,7 +391,7 @@ pub(crate) unsafe fn send_wr_into(wr: &abi::SendWr, slot: &mut MaybeUninit<SendW
         flags,
     });
     // SAFETY: forwarded to the caller.
-    fill_sgl(&mut out.sgl, unsafe { sges(wr.sgl, wr.sge_count) });
+    fill_sgl(&mut out.sgl, unsafe { array(wr.sgl, wr.sge_count) });
     Ok(())
 }
 
@@ -436,7 +429,7 @@ pub(crate) unsafe fn recv_wr_into(wr: &abi::RecvWr, slot: &mut MaybeUninit<RecvW
         sgl: SgList::new(),
     });
     // SAFETY: forwarded to the caller.
-    fill_sgl(&mut out.sgl, unsafe { sges(wr.sgl, wr.sge_count) });
+    fill_sgl(&mut out.sgl, unsafe { array(wr.sgl, wr.sge_count) });
 }
 
 /// A completion in ABI form.

@@ -849,11 +849,7 @@ unsafe extern "C" fn qp_post_send<P: Provider>(
     unsafe {
         guard_post(accepted, err, || {
             let qp = object::<P::Qp, _>(qp, tag::QP, "QP").map_err(|e| PostError::new(0, e))?;
-            let raw = if count == 0 || wrs.is_null() {
-                &[][..]
-            } else {
-                std::slice::from_raw_parts(wrs, count)
-            };
+            let raw = convert::array(wrs, count);
             post_decoded(
                 raw,
                 // SAFETY: each WR's scatter list is readable, as the ABI documents.
@@ -875,11 +871,7 @@ unsafe extern "C" fn qp_post_recv<P: Provider>(
     unsafe {
         guard_post(accepted, err, || {
             let qp = object::<P::Qp, _>(qp, tag::QP, "QP").map_err(|e| PostError::new(0, e))?;
-            let raw = if count == 0 || wrs.is_null() {
-                &[][..]
-            } else {
-                std::slice::from_raw_parts(wrs, count)
-            };
+            let raw = convert::array(wrs, count);
             post_decoded(
                 raw,
                 |w, slot| {
