@@ -115,6 +115,6 @@ pub use supervisor::{
     SupervisorEvent,
 };
 pub use wr::{
-    Completion, INLINE_SGES, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList, Sge, WcOpcode,
-    WcStatus,
+    Completion, INLINE_SGES, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList, Sge, WcFlags,
+    WcOpcode, WcStatus,
 };

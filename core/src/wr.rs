@@ -1,9 +1,13 @@
 //! Work requests (what a ULP posts) and completions (what it polls).
 //!
-//! All plain data: no pointers to Rust objects, no lifetimes, so they cross a C ABI unchanged in
-//! meaning. A scatter/gather list holds up to [`INLINE_SGES`] entries without allocating.
+//! All plain data with a fixed `#[repr(C)]` layout, so they cross the plugin ABI without being
+//! converted: a WR borrows its scatter list (as `ibv_send_wr` points to its `ibv_sge` array), and
+//! a [`Completion`] is written by a loaded plugin straight into the caller's buffer. [`Sge`] has
+//! the layout of `struct ibv_sge`. [`SgList`] is an owned scatter list for code that keeps one.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
 
 use bitflags::bitflags;
 use smallvec::SmallVec;
@@ -11,13 +15,11 @@ use smallvec::SmallVec;
 /// How many SGEs a [`SgList`] holds before it allocates.
 pub const INLINE_SGES: usize = 4;
 
-/// A scatter/gather list.
+/// An owned scatter/gather list, for code that keeps one (a WR only borrows its list).
 pub type SgList = SmallVec<[Sge; INLINE_SGES]>;
 
 /// One scatter/gather entry: `length` bytes at virtual address `addr` inside the memory region
-/// whose local key is `lkey`.
-///
-/// `#[repr(C)]`: the plugin ABI passes scatter lists as arrays of `Sge` without copying.
+/// whose local key is `lkey`. The layout of `struct ibv_sge`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
 pub struct Sge {
@@ -65,9 +67,22 @@ impl SendOp {
     }
 }
 
+/// How a [`SendWr`] stores its [`SendOp`]: the operation's code, operands beside it. The values
+/// are the plugin ABI's opcodes; 0 is not an operation, so a zeroed WR is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub(crate) enum OpCode {
+    Send = 1,
+    SendWithImm = 2,
+    Write = 3,
+    WriteWithImm = 4,
+    Read = 5,
+}
+
 bitflags! {
     /// Flags of a send WR.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    #[repr(transparent)]
     pub struct SendFlags: u32 {
         /// Produce a completion on success too (errors always produce one).
         const SIGNALED = 1 << 0;
@@ -81,100 +96,282 @@ bitflags! {
     }
 }
 
-/// A send-queue work request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendWr {
+/// A WR's scatter list: borrowed (a pointer and a count, with the lifetime of the slice), or a
+/// single SGE held in the WR itself (a null pointer and a count of 1), so that a WR of one
+/// buffer needs nothing to outlive it.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct SgRef<'a> {
+    ptr: *const Sge,
+    len: usize,
+    one: Sge,
+    _borrow: PhantomData<&'a [Sge]>,
+}
+
+impl<'a> SgRef<'a> {
+    const fn borrowed(sgl: &'a [Sge]) -> Self {
+        SgRef {
+            ptr: sgl.as_ptr(),
+            len: sgl.len(),
+            one: Sge {
+                addr: 0,
+                length: 0,
+                lkey: 0,
+            },
+            _borrow: PhantomData,
+        }
+    }
+
+    const fn single(sge: Sge) -> Self {
+        SgRef {
+            ptr: std::ptr::null(),
+            len: 1,
+            one: sge,
+            _borrow: PhantomData,
+        }
+    }
+
+    fn get(&self) -> &[Sge] {
+        if self.len == 0 {
+            &[]
+        } else if self.ptr.is_null() {
+            // Built by `single`, or checked by the plugin ABI: a null pointer comes with a
+            // count of exactly 1.
+            std::slice::from_ref(&self.one)
+        } else {
+            // SAFETY: built from a `&'a [Sge]` (`borrowed`), or by the plugin ABI from a WR
+            // whose pointer it checked to be aligned and which its caller guarantees points to
+            // `len` readable SGEs for the call, the lifetime of the WR it hands out.
+            unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        }
+    }
+}
+
+// SAFETY: an `SgRef` is a shared borrow of `[Sge]` or an `Sge` (plain data), both `Send` and
+// `Sync`.
+unsafe impl Send for SgRef<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for SgRef<'_> {}
+
+/// A send-queue work request. It borrows its scatter list, which need only live until the post
+/// returns: posting copies what the device needs, as verbs does. A WR of a single SGE
+/// ([`single`](Self::single)) holds it and borrows nothing.
+///
+/// `#[repr(C)]`, with the layout of the plugin ABI's send WR: a batch crosses into a plugin as
+/// it is.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct SendWr<'a> {
     /// The ULP's identifier, returned in the completion.
     pub wr_id: u64,
-    /// What to do.
-    pub op: SendOp,
-    /// Local memory: source of SEND/WRITE, destination of READ.
-    pub sgl: SgList,
+    pub(crate) sgl: SgRef<'a>,
+    pub(crate) remote_addr: u64,
+    pub(crate) rkey: u32,
+    pub(crate) imm_data: u32,
+    pub(crate) opcode: OpCode,
     /// Flags.
     pub flags: SendFlags,
 }
 
-impl SendWr {
+impl<'a> SendWr<'a> {
     /// A signaled SEND of `sgl`.
-    pub fn send(wr_id: u64, sgl: &[Sge]) -> Self {
+    pub const fn send(wr_id: u64, sgl: &'a [Sge]) -> Self {
         Self::new(wr_id, SendOp::Send, sgl)
     }
 
-    /// A signaled WR of any operation.
-    pub fn new(wr_id: u64, op: SendOp, sgl: &[Sge]) -> Self {
+    /// A signaled WR of any operation; `sgl` is the local memory: source of SEND and WRITE,
+    /// destination of READ.
+    pub const fn new(wr_id: u64, op: SendOp, sgl: &'a [Sge]) -> Self {
+        Self::with_sgl(wr_id, op, SgRef::borrowed(sgl))
+    }
+
+    /// A signaled WR of any operation on the one SGE `sge`, which the WR holds.
+    pub const fn single(wr_id: u64, op: SendOp, sge: Sge) -> SendWr<'static> {
+        SendWr::with_sgl(wr_id, op, SgRef::single(sge))
+    }
+
+    const fn with_sgl(wr_id: u64, op: SendOp, sgl: SgRef<'a>) -> Self {
+        let none = RemoteAddr { addr: 0, rkey: 0 };
+        let (opcode, remote, imm_data) = match op {
+            SendOp::Send => (OpCode::Send, none, 0),
+            SendOp::SendWithImm(imm) => (OpCode::SendWithImm, none, imm),
+            SendOp::Write(r) => (OpCode::Write, r, 0),
+            SendOp::WriteWithImm(r, imm) => (OpCode::WriteWithImm, r, imm),
+            SendOp::Read(r) => (OpCode::Read, r, 0),
+        };
         SendWr {
             wr_id,
-            op,
-            sgl: SgList::from_slice(sgl),
+            sgl,
+            remote_addr: remote.addr,
+            rkey: remote.rkey,
+            imm_data,
+            opcode,
             flags: SendFlags::SIGNALED,
         }
     }
 
     /// The same WR with other flags.
-    pub fn with_flags(mut self, flags: SendFlags) -> Self {
+    pub const fn with_flags(mut self, flags: SendFlags) -> Self {
         self.flags = flags;
         self
     }
 
+    /// What to do.
+    pub const fn op(&self) -> SendOp {
+        let remote = RemoteAddr {
+            addr: self.remote_addr,
+            rkey: self.rkey,
+        };
+        match self.opcode {
+            OpCode::Send => SendOp::Send,
+            OpCode::SendWithImm => SendOp::SendWithImm(self.imm_data),
+            OpCode::Write => SendOp::Write(remote),
+            OpCode::WriteWithImm => SendOp::WriteWithImm(remote, self.imm_data),
+            OpCode::Read => SendOp::Read(remote),
+        }
+    }
+
+    /// The completion opcode this WR produces on the requester.
+    pub const fn completion_opcode(&self) -> WcOpcode {
+        match self.opcode {
+            OpCode::Send | OpCode::SendWithImm => WcOpcode::Send,
+            OpCode::Write | OpCode::WriteWithImm => WcOpcode::RdmaWrite,
+            OpCode::Read => WcOpcode::RdmaRead,
+        }
+    }
+
+    /// Local memory: source of SEND and WRITE, destination of READ.
+    pub fn sgl(&self) -> &[Sge] {
+        self.sgl.get()
+    }
+
     /// Total bytes described by the scatter list.
     pub fn total_length(&self) -> u64 {
-        self.sgl.iter().map(|s| u64::from(s.length)).sum()
+        self.sgl().iter().map(|s| u64::from(s.length)).sum()
     }
 }
 
-/// A receive-queue work request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecvWr {
-    /// The ULP's identifier, returned in the completion.
-    pub wr_id: u64,
-    /// Where incoming data lands.
-    pub sgl: SgList,
+impl fmt::Debug for SendWr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendWr")
+            .field("wr_id", &self.wr_id)
+            .field("op", &self.op())
+            .field("sgl", &self.sgl())
+            .field("flags", &self.flags)
+            .finish()
+    }
 }
 
-impl RecvWr {
+impl PartialEq for SendWr<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.wr_id == other.wr_id
+            && self.op() == other.op()
+            && self.sgl() == other.sgl()
+            && self.flags == other.flags
+    }
+}
+
+impl Eq for SendWr<'_> {}
+
+impl Hash for SendWr<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.wr_id, self.op(), self.sgl(), self.flags).hash(state);
+    }
+}
+
+/// A receive-queue work request. It borrows its scatter list, which need only live until the
+/// post returns; a WR of a single SGE ([`single`](Self::single)) holds it.
+///
+/// `#[repr(C)]`, with the layout of the plugin ABI's receive WR.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct RecvWr<'a> {
+    /// The ULP's identifier, returned in the completion.
+    pub wr_id: u64,
+    pub(crate) sgl: SgRef<'a>,
+}
+
+impl<'a> RecvWr<'a> {
     /// A receive into `sgl`.
-    pub fn new(wr_id: u64, sgl: &[Sge]) -> Self {
+    pub const fn new(wr_id: u64, sgl: &'a [Sge]) -> Self {
         RecvWr {
             wr_id,
-            sgl: SgList::from_slice(sgl),
+            sgl: SgRef::borrowed(sgl),
         }
+    }
+
+    /// A receive into the one SGE `sge`, which the WR holds.
+    pub const fn single(wr_id: u64, sge: Sge) -> RecvWr<'static> {
+        RecvWr {
+            wr_id,
+            sgl: SgRef::single(sge),
+        }
+    }
+
+    /// Where incoming data lands.
+    pub fn sgl(&self) -> &[Sge] {
+        self.sgl.get()
     }
 
     /// Total bytes the scatter list can take.
     pub fn total_length(&self) -> u64 {
-        self.sgl.iter().map(|s| u64::from(s.length)).sum()
+        self.sgl().iter().map(|s| u64::from(s.length)).sum()
     }
 }
 
-/// The status of a completion.
+impl fmt::Debug for RecvWr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvWr")
+            .field("wr_id", &self.wr_id)
+            .field("sgl", &self.sgl())
+            .finish()
+    }
+}
+
+impl PartialEq for RecvWr<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.wr_id == other.wr_id && self.sgl() == other.sgl()
+    }
+}
+
+impl Eq for RecvWr<'_> {}
+
+impl Hash for RecvWr<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.wr_id, self.sgl()).hash(state);
+    }
+}
+
+/// The status of a completion. The values are the plugin ABI's codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
+#[repr(u32)]
 pub enum WcStatus {
     /// The WR completed successfully.
     #[default]
-    Success,
+    Success = 0,
     /// The WR was flushed because the QP is in ERROR; it did nothing.
-    WrFlushError,
+    WrFlushError = 1,
     /// A receive buffer was too small for the incoming message, or a length was wrong.
-    LocalLengthError,
+    LocalLengthError = 2,
     /// A QP-level consistency error on the local side.
-    LocalQpOperationError,
+    LocalQpOperationError = 3,
     /// A local SGE refers to memory the WR may not use (bad lkey, bounds, PD, access).
-    LocalProtectionError,
+    LocalProtectionError = 4,
     /// The remote side refused access to its memory (bad rkey, bounds, access flags).
-    RemoteAccessError,
+    RemoteAccessError = 5,
     /// The remote side could not complete the operation.
-    RemoteOperationError,
+    RemoteOperationError = 6,
     /// The remote side considered the request invalid (e.g. its receive buffer was too small).
-    RemoteInvalidRequest,
+    RemoteInvalidRequest = 7,
     /// The peer had no receive posted, for more retries than allowed.
-    RnrRetryExceeded,
+    RnrRetryExceeded = 8,
     /// The peer did not answer, for more retries than allowed (peer gone or in error).
-    TransportRetryExceeded,
+    TransportRetryExceeded = 9,
     /// The device hit a fatal error.
-    Fatal,
+    Fatal = 10,
     /// A provider-specific error that fits none of the above.
-    General,
+    General = 11,
 }
 
 impl WcStatus {
@@ -208,20 +405,31 @@ impl fmt::Display for WcStatus {
     }
 }
 
-/// What a completion completes.
+/// What a completion completes. The values are the plugin ABI's codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u32)]
 pub enum WcOpcode {
     /// A SEND (with or without immediate).
     #[default]
-    Send,
+    Send = 0,
     /// An RDMA WRITE (with or without immediate), on the requester.
-    RdmaWrite,
+    RdmaWrite = 1,
     /// An RDMA READ.
-    RdmaRead,
+    RdmaRead = 2,
     /// A receive consumed by a SEND.
-    Recv,
+    Recv = 3,
     /// A receive consumed by an RDMA WRITE with immediate.
-    RecvRdmaWithImm,
+    RecvRdmaWithImm = 4,
+}
+
+bitflags! {
+    /// Flags of a completion (`ibv_wc_flags`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    #[repr(transparent)]
+    pub struct WcFlags: u32 {
+        /// [`Completion::imm_data`] holds immediate data.
+        const WITH_IMM = 1 << 0;
+    }
 }
 
 /// One completion, as written by `CompletionQueue::poll` into the caller's buffer.
@@ -230,7 +438,11 @@ pub enum WcOpcode {
 /// are meaningful. Devices leave the opcode of a flushed WR undefined (rxe reports SEND for a
 /// flushed receive); providers that keep a [`Ledger`](crate::drain::Ledger) fill in the opcode of
 /// the WR that was posted.
+///
+/// `#[repr(C)]`, with the layout of the plugin ABI's completion: a loaded plugin polls straight
+/// into the caller's buffer. All zeros is a valid completion (the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
 pub struct Completion {
     /// The `wr_id` of the WR this completes.
     pub wr_id: u64,
@@ -242,10 +454,30 @@ pub struct Completion {
     /// data not counted) and RDMA READ; for SEND and RDMA WRITE verbs leaves it undefined
     /// (the mock reports the length), so portable code must not rely on it there.
     pub byte_len: u32,
-    /// Immediate data, for receives consumed by an operation that carried it.
-    pub imm_data: Option<u32>,
+    /// Immediate data, meaningful only with [`WcFlags::WITH_IMM`]; [`imm`](Self::imm) reads
+    /// both.
+    pub imm_data: u32,
+    /// Flags.
+    pub flags: WcFlags,
     /// Number of the QP the WR was posted to.
     pub qp_num: u32,
     /// Provider-specific detail of an error status; 0 when there is none.
     pub vendor_err: u32,
+}
+
+impl Completion {
+    /// The immediate data, for receives consumed by an operation that carried it.
+    pub const fn imm(&self) -> Option<u32> {
+        if self.flags.contains(WcFlags::WITH_IMM) {
+            Some(self.imm_data)
+        } else {
+            None
+        }
+    }
+
+    /// Sets (or with `None` clears) the immediate data and its flag.
+    pub fn set_imm(&mut self, imm: Option<u32>) {
+        self.flags.set(WcFlags::WITH_IMM, imm.is_some());
+        self.imm_data = imm.unwrap_or(0);
+    }
 }

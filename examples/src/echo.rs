@@ -446,7 +446,7 @@ impl<P: Provider> ServerCore<P> {
         // connection.
         ready_for_receives(&qp, self.state_model)?;
         let recvs: Vec<RecvWr> = (0..u64::from(slots))
-            .map(|slot| RecvWr::new(slot, &[mr.sge(self.slot_offset(slot), max)]))
+            .map(|slot| RecvWr::single(slot, mr.sge(self.slot_offset(slot), max)))
             .collect();
         let qp_num = qp.qp_num();
         let conn: ServerConn<P> = ServerConn { qp, mr, client_id };
@@ -736,7 +736,7 @@ impl<P: Provider> Service<P> for EchoClient<P> {
         });
         ready_for_receives(&session.qp, device.info().state_model)?;
         let recvs: Vec<RecvWr> = (0..CLIENT_RECV_SLOTS)
-            .map(|slot| RecvWr::new(u64::from(slot), &[session.recv_sge(slot, size)]))
+            .map(|slot| RecvWr::single(u64::from(slot), session.recv_sge(slot, size)))
             .collect();
         session.qp.post_recv(&recvs)?;
         // The hello carries our id, so the server can drop our previous connection if it still

@@ -162,7 +162,7 @@ impl Fixture {
             .register(MAX_N * SLOT, Access::LOCAL_WRITE)
             .expect("register");
         let wrs: Vec<RecvWr> = (0..n)
-            .map(|i| RecvWr::new(i as u64, &[mr.sge(i * SLOT, SLOT as u32)]))
+            .map(|i| RecvWr::single(i as u64, mr.sge(i * SLOT, SLOT as u32)))
             .collect();
         if n > 0 {
             a.post_recv(&wrs).expect("post_recv on a");

@@ -26,7 +26,7 @@ use anyverbs::drain::{DrainPhase, DrainStart, Ledger, Token, WaitFor, WorkQueue}
 use anyverbs::{
     Access, Cause, Completion, ConnParams, ConnectRequest, Connection, DeviceEvent, EventHub,
     MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MonitorEvent, PostError, QpInit, QpState,
-    RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, Sge, StateModel, WcOpcode, WcStatus,
+    RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList, Sge, StateModel, WcOpcode, WcStatus,
 };
 
 use crate::config::{FabricConfig, Personality};
@@ -250,8 +250,44 @@ struct Stall {
     fail_at: Option<Instant>,
 }
 
+/// A send WR as the simulated device holds it: its own copy (a posted WR only borrows its
+/// scatter list), under the provider's token.
+struct DeviceSend {
+    wr_id: u64,
+    op: SendOp,
+    sgl: SgList,
+    flags: SendFlags,
+}
+
+impl DeviceSend {
+    fn new(wr_id: u64, wr: &SendWr) -> Self {
+        DeviceSend {
+            wr_id,
+            op: wr.op(),
+            sgl: SgList::from_slice(wr.sgl()),
+            flags: wr.flags,
+        }
+    }
+
+    fn total_length(&self) -> u64 {
+        self.sgl.iter().map(|s| u64::from(s.length)).sum()
+    }
+}
+
+/// A receive WR as the simulated device holds it, under the provider's token.
+struct DeviceRecv {
+    wr_id: u64,
+    sgl: SgList,
+}
+
+impl DeviceRecv {
+    fn total_length(&self) -> u64 {
+        self.sgl.iter().map(|s| u64::from(s.length)).sum()
+    }
+}
+
 struct SendEntry {
-    wr: SendWr,
+    wr: DeviceSend,
     /// Data copied at post time for `SendFlags::INLINE`.
     inline: Option<Vec<u8>>,
     stall: Option<Stall>,
@@ -280,7 +316,7 @@ struct QpRec {
     personality: Personality,
     state: QpState,
     sq: VecDeque<SendEntry>,
-    rq: VecDeque<RecvWr>,
+    rq: VecDeque<DeviceRecv>,
     /// WRs the device accepted in ERROR and has not processed: never on user-space siw and for
     /// the X722's lost marker, until the next move to ERROR for receives on rxe.
     parked: Vec<(WorkQueue, u64)>,
@@ -1208,7 +1244,7 @@ impl State {
             QpState::Closing | QpState::Terminate => {
                 let q = self.qp_mut(qpn)?;
                 q.state = to;
-                let recvs: Vec<RecvWr> = q.rq.drain(..).collect();
+                let recvs: Vec<DeviceRecv> = q.rq.drain(..).collect();
                 let (rcq, peer, cut) = (q.recv_cq, q.peer.take(), q.peer_lost);
                 let working = self.working(self.qp(qpn)?.device);
                 for r in recvs {
@@ -1243,14 +1279,14 @@ impl State {
         caps: anyverbs::Caps,
         wr: &SendWr,
     ) -> MockResult<Option<Vec<u8>>> {
-        if wr.sgl.len() > q.init.max_send_sge as usize {
+        if wr.sgl().len() > q.init.max_send_sge as usize {
             return Err(MockError::BadArgument(format!(
                 "{} SGEs in a WR; the QP allows {}",
-                wr.sgl.len(),
+                wr.sgl().len(),
                 q.init.max_send_sge
             )));
         }
-        let imm = matches!(wr.op, SendOp::SendWithImm(_) | SendOp::WriteWithImm(..));
+        let imm = matches!(wr.op(), SendOp::SendWithImm(_) | SendOp::WriteWithImm(..));
         if imm && !caps.contains(anyverbs::Caps::IMMEDIATE_DATA) {
             return Err(MockError::Unsupported("immediate data"));
         }
@@ -1261,7 +1297,7 @@ impl State {
                 q.max_msg_size
             )));
         }
-        let is_read = matches!(wr.op, SendOp::Read(_));
+        let is_read = matches!(wr.op(), SendOp::Read(_));
         if wr.flags.contains(SendFlags::INLINE) {
             if is_read {
                 return Err(MockError::BadArgument(
@@ -1276,13 +1312,14 @@ impl State {
                 )));
             }
         }
-        for (i, sge) in wr.sgl.iter().enumerate() {
+        for (i, sge) in wr.sgl().iter().enumerate() {
             self.resolve_local(q.pd, sge, is_read)
                 .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
         }
         if wr.flags.contains(SendFlags::INLINE) {
             return Ok(Some(
-                self.gather(q.pd, &wr.sgl).map_err(MockError::BadArgument)?,
+                self.gather(q.pd, wr.sgl())
+                    .map_err(MockError::BadArgument)?,
             ));
         }
         Ok(None)
@@ -1318,13 +1355,7 @@ impl State {
         self.through_ledger(
             qpn,
             |ledger| ledger.admit_send(wr),
-            |st, token| {
-                let device_wr = SendWr {
-                    wr_id: token.wr_id(),
-                    ..wr.clone()
-                };
-                st.device_post_send(qpn, device_wr, caps)
-            },
+            |st, token| st.device_post_send(qpn, token.wr_id(), wr, caps),
         )
     }
 
@@ -1354,8 +1385,14 @@ impl State {
         }
     }
 
-    /// The device's post: `wr.wr_id` is the provider's token.
-    fn device_post_send(&mut self, qpn: u32, wr: SendWr, caps: anyverbs::Caps) -> MockResult<()> {
+    /// The device's post of `wr` under the provider's token `wr_id`.
+    fn device_post_send(
+        &mut self,
+        qpn: u32,
+        wr_id: u64,
+        wr: &SendWr,
+        caps: anyverbs::Caps,
+    ) -> MockResult<()> {
         let q = self.qp(qpn)?;
         if !q.model.can_post_send(q.state) {
             return Err(MockError::PostState {
@@ -1363,10 +1400,10 @@ impl State {
                 state: q.state,
             });
         }
-        let inline = self.validate_send(q, caps, &wr)?;
+        let inline = self.validate_send(q, caps, wr)?;
         if q.state == QpState::Error {
-            let opcode = wr.op.completion_opcode();
-            return self.post_in_error(qpn, WorkQueue::Send, wr.wr_id, opcode);
+            let opcode = wr.completion_opcode();
+            return self.post_in_error(qpn, WorkQueue::Send, wr_id, opcode);
         }
         if q.sq.len() + q.unsignaled_done as usize >= q.init.max_send_wr as usize {
             return Err(MockError::QueueFull {
@@ -1375,7 +1412,7 @@ impl State {
             });
         }
         self.qp_mut(qpn)?.sq.push_back(SendEntry {
-            wr,
+            wr: DeviceSend::new(wr_id, wr),
             inline,
             stall: None,
         });
@@ -1403,18 +1440,12 @@ impl State {
         self.through_ledger(
             qpn,
             |ledger| ledger.admit_recv(wr),
-            |st, token| {
-                let device_wr = RecvWr {
-                    wr_id: token.wr_id(),
-                    ..wr.clone()
-                };
-                st.device_post_recv(qpn, device_wr)
-            },
+            |st, token| st.device_post_recv(qpn, token.wr_id(), wr),
         )
     }
 
-    /// The device's post: `wr.wr_id` is the provider's token.
-    fn device_post_recv(&mut self, qpn: u32, wr: RecvWr) -> MockResult<()> {
+    /// The device's post of `wr` under the provider's token `wr_id`.
+    fn device_post_recv(&mut self, qpn: u32, wr_id: u64, wr: &RecvWr) -> MockResult<()> {
         let q = self.qp(qpn)?;
         if !q.model.can_post_recv(q.state) {
             return Err(MockError::PostState {
@@ -1422,19 +1453,19 @@ impl State {
                 state: q.state,
             });
         }
-        if wr.sgl.len() > q.init.max_recv_sge as usize {
+        if wr.sgl().len() > q.init.max_recv_sge as usize {
             return Err(MockError::BadArgument(format!(
                 "{} SGEs in a WR; the QP allows {}",
-                wr.sgl.len(),
+                wr.sgl().len(),
                 q.init.max_recv_sge
             )));
         }
-        for (i, sge) in wr.sgl.iter().enumerate() {
+        for (i, sge) in wr.sgl().iter().enumerate() {
             self.resolve_local(q.pd, sge, true)
                 .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
         }
         if q.state == QpState::Error {
-            return self.post_in_error(qpn, WorkQueue::Recv, wr.wr_id, WcOpcode::Recv);
+            return self.post_in_error(qpn, WorkQueue::Recv, wr_id, WcOpcode::Recv);
         }
         if q.rq.len() >= q.init.max_recv_wr as usize {
             return Err(MockError::QueueFull {
@@ -1442,7 +1473,10 @@ impl State {
                 depth: q.init.max_recv_wr,
             });
         }
-        self.qp_mut(qpn)?.rq.push_back(wr);
+        self.qp_mut(qpn)?.rq.push_back(DeviceRecv {
+            wr_id,
+            sgl: SgList::from_slice(wr.sgl()),
+        });
         Ok(())
     }
 
@@ -1783,10 +1817,10 @@ impl State {
             status: WcStatus::Success,
             opcode,
             byte_len: sent_len,
-            imm_data: imm,
             qp_num: peer,
-            vendor_err: 0,
+            ..Completion::default()
         };
+        recv_completion.set_imm(imm);
         if carries_data {
             let failure = if data.len() as u64 > recv.total_length() {
                 Some((WcStatus::LocalLengthError, WcStatus::RemoteInvalidRequest))
@@ -1860,11 +1894,11 @@ impl State {
                     SendOp::Write(RemoteAddr { addr: 0, rkey: 0 }),
                     &[],
                 );
-                self.device_post_send(qpn, marker, caps)?;
+                self.device_post_send(qpn, token.wr_id(), &marker, caps)?;
                 self.run_sq(qpn, Instant::now());
             }
             WorkQueue::Recv => {
-                self.device_post_recv(qpn, RecvWr::new(token.wr_id(), &[]))?;
+                self.device_post_recv(qpn, token.wr_id(), &RecvWr::new(token.wr_id(), &[]))?;
             }
         }
         Ok(true)

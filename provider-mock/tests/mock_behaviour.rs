@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, Device, ErrorKind, Listener, MemoryRegion,
-    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendWr, WcStatus,
+    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendOp, SendWr, WcStatus,
 };
 use anyverbs_provider_mock::{MockCq, MockDevice, MockPd, MockProvider, MockQp};
 
@@ -103,7 +103,7 @@ fn cq_overflow_is_reported_not_hidden() {
     let mr = a.pd.register(1024, Access::LOCAL_WRITE).unwrap();
     a.qp.modify(QpState::Init).unwrap(); // RESET takes no receives and cannot go to ERROR
     let recvs: Vec<RecvWr> = (0..8)
-        .map(|i| RecvWr::new(i, &[mr.sge(i as usize * 64, 64)]))
+        .map(|i| RecvWr::single(i, mr.sge(i as usize * 64, 64)))
         .collect();
     a.qp.post_recv(&recvs).unwrap();
     // Eight flush completions into a CQ of four.
@@ -194,7 +194,7 @@ fn concurrent_senders_and_pollers_lose_nothing() {
             let a = Arc::clone(&a);
             thread::spawn(move || {
                 for i in 0..PER_THREAD {
-                    let wr = SendWr::send(t * 1_000_000 + i, &[sge_src]);
+                    let wr = SendWr::single(t * 1_000_000 + i, SendOp::Send, sge_src);
                     loop {
                         match a.qp.post_send(std::slice::from_ref(&wr)) {
                             Ok(()) => break,
@@ -242,7 +242,7 @@ fn drain_fails_when_a_flush_is_lost_to_cq_overflow() {
     let mr = a.pd.register(1024, Access::LOCAL_WRITE).unwrap();
     a.qp.modify(QpState::Init).unwrap();
     let recvs: Vec<RecvWr> = (0..4)
-        .map(|i| RecvWr::new(i, &[mr.sge(i as usize * 64, 64)]))
+        .map(|i| RecvWr::single(i, mr.sge(i as usize * 64, 64)))
         .collect();
     a.qp.post_recv(&recvs).unwrap();
     let e = a.qp.drain(soon()).unwrap_err();
@@ -352,11 +352,12 @@ fn unsignaled_sends_hold_their_slots_until_a_signaled_one_completes() {
     a.qp.wait_connected(soon()).unwrap();
     let mr = pd.register(1024, Access::LOCAL_WRITE).unwrap();
     let recvs: Vec<RecvWr> = (0..16)
-        .map(|i| RecvWr::new(i, &[mr.sge(512, 64)]))
+        .map(|i| RecvWr::single(i, mr.sge(512, 64)))
         .collect();
     b_qp.post_recv(&recvs).unwrap();
-    let unsignaled =
-        |id| SendWr::send(id, &[mr.sge(0, 8)]).with_flags(anyverbs::SendFlags::empty());
+    let unsignaled = |id| {
+        SendWr::single(id, SendOp::Send, mr.sge(0, 8)).with_flags(anyverbs::SendFlags::empty())
+    };
     for id in 0..4 {
         a.qp.post_send(&[unsignaled(id)]).unwrap();
     }

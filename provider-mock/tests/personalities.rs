@@ -453,8 +453,8 @@ fn post_receives(p: &Pair, book: &mut Book) -> Vec<u64> {
 }
 
 /// A SEND of 8 bytes, signaled or not.
-fn send_wr(p: &Pair, id: u64, signaled: bool) -> SendWr {
-    let wr = SendWr::send(id, &[p.send_sge()]);
+fn send_wr(p: &Pair, id: u64, signaled: bool) -> SendWr<'static> {
+    let wr = SendWr::single(id, SendOp::Send, p.send_sge());
     if signaled {
         wr
     } else {

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, Device, ErrorKind, Listener, MemoryRegion,
-    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendFlags, SendWr, WcStatus,
+    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendFlags, SendOp, SendWr,
+    WcStatus,
 };
 use anyverbs_provider_mock::{MockCq, MockDevice, MockListener, MockPd, MockProvider, MockQp};
 
@@ -74,9 +75,10 @@ fn an_unsignaled_send_posted_in_error_is_never_a_silent_success() {
         x.a.modify(QpState::Error).unwrap();
         std::thread::sleep(Duration::from_millis(10));
         poll_all(&x.cq_a);
-        let mut wrs = vec![SendWr::send(111, &[mr.sge(0, 8)]).with_flags(SendFlags::empty())];
+        let mut wrs =
+            vec![SendWr::single(111, SendOp::Send, mr.sge(0, 8)).with_flags(SendFlags::empty())];
         if with_signaled_behind {
-            wrs.push(SendWr::send(222, &[mr.sge(0, 8)]));
+            wrs.push(SendWr::single(222, SendOp::Send, mr.sge(0, 8)));
         }
         x.a.post_send(&wrs).unwrap();
         let report = x.a.drain(soon()).unwrap();
@@ -99,7 +101,7 @@ fn overflow_before_the_drain_is_reported() {
     let qp = pd.create_qp(&cq, &cq, &QpInit::default()).unwrap();
     let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
     qp.modify(QpState::Init).unwrap();
-    let recvs: Vec<RecvWr> = (0..4).map(|i| RecvWr::new(i, &[mr.sge(0, 8)])).collect();
+    let recvs: Vec<RecvWr> = (0..4).map(|i| RecvWr::single(i, mr.sge(0, 8))).collect();
     qp.post_recv(&recvs).unwrap();
     qp.modify(QpState::Error).unwrap(); // four flushes into a CQ of two
     let e = qp.drain(soon()).unwrap_err();

@@ -334,13 +334,13 @@ fn connect<P: Provider>(
 }
 
 /// A signaled SEND of source slot `slot`.
-fn send_wr(wr_id: u64, src: &impl MemoryRegion, slot: usize) -> SendWr {
-    SendWr::send(wr_id, &[src.sge(slot * SLOT, MSG)])
+fn send_wr(wr_id: u64, src: &impl MemoryRegion, slot: usize) -> SendWr<'static> {
+    SendWr::single(wr_id, SendOp::Send, src.sge(slot * SLOT, MSG))
 }
 
 /// A receive into destination slot `slot`.
-fn recv_wr(wr_id: u64, dst: &impl MemoryRegion, slot: usize) -> RecvWr {
-    RecvWr::new(wr_id, &[dst.sge(slot * SLOT, MSG)])
+fn recv_wr(wr_id: u64, dst: &impl MemoryRegion, slot: usize) -> RecvWr<'static> {
+    RecvWr::single(wr_id, dst.sge(slot * SLOT, MSG))
 }
 
 /// Slot `slot` of `mr` cut into `n` contiguous SGEs (one SGE if `n` exceeds the slot's bytes).
@@ -536,9 +536,10 @@ fn too_many_sges_send<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let p = &fx.pair;
     let mut books = Books::default();
     p.b.post_recv(&[recv_wr(200, &fx.dst, 0), recv_wr(201, &fx.dst, 1)])?;
+    let too_many = tiny_sges(&fx.src, max + 1);
     let wrs = [
         send_wr(100, &fx.src, 0),
-        SendWr::send(101, &tiny_sges(&fx.src, max + 1)),
+        SendWr::send(101, &too_many),
         send_wr(102, &fx.src, 2),
     ];
     refused(
@@ -561,9 +562,10 @@ fn too_many_sges_recv<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let fx = fixture(ctx, &init, &ConnParams::default())?;
     let p = &fx.pair;
     let mut books = Books::default();
+    let too_many = tiny_sges(&fx.dst, max + 1);
     let wrs = [
         recv_wr(200, &fx.dst, 0),
-        RecvWr::new(201, &tiny_sges(&fx.dst, max + 1)),
+        RecvWr::new(201, &too_many),
         recv_wr(202, &fx.dst, 2),
     ];
     refused(
@@ -687,7 +689,7 @@ fn send_sge_fault<P: Provider>(ctx: &Ctx<'_, P>, fault: Fault) -> CaseResult {
     let bad = bad_sge(ctx, p, &fx.src, 1, fault)?;
     let wrs = [
         send_wr(100, &fx.src, 0),
-        SendWr::send(101, &[bad.sge]),
+        SendWr::single(101, SendOp::Send, bad.sge),
         send_wr(102, &fx.src, 2),
     ];
     let what = format!("a send WR with a bad SGE ({fault:?})");
@@ -732,7 +734,7 @@ fn recv_sge_fault<P: Provider>(ctx: &Ctx<'_, P>, fault: Fault) -> CaseResult {
     let bad = bad_sge(ctx, p, &fx.dst, 1, fault)?;
     let wrs = [
         recv_wr(200, &fx.dst, 0),
-        RecvWr::new(201, &[bad.sge]),
+        RecvWr::single(201, bad.sge),
         recv_wr(202, &fx.dst, 2),
     ];
     let what = format!("a receive WR with a bad SGE ({fault:?})");
@@ -832,7 +834,7 @@ fn rdma_write_fault<P: Provider>(ctx: &Ctx<'_, P>, fault: Remote) -> CaseResult 
     let mut books = Books::default();
     let target = ctx.mr_filled(&p.pd, 4 * SLOT, 0)?;
     let bad = bad_remote(ctx, &p.pd, &target, fault)?;
-    let write = |id, op, slot: usize| SendWr::new(id, op, &[fx.src.sge(slot * SLOT, MSG)]);
+    let write = |id, op, slot: usize| SendWr::single(id, op, fx.src.sge(slot * SLOT, MSG));
     let wrs = [
         write(100, SendOp::Write(target.remote(0)), 0),
         write(101, SendOp::Write(bad), 1),
@@ -874,7 +876,7 @@ fn rdma_read_fault<P: Provider>(ctx: &Ctx<'_, P>, fault: Remote) -> CaseResult {
     }
     let bad = bad_remote(ctx, &p.pd, &source, fault)?;
     let read = |id, from, slot: usize| {
-        SendWr::new(id, SendOp::Read(from), &[fx.dst.sge(slot * SLOT, MSG)])
+        SendWr::single(id, SendOp::Read(from), fx.dst.sge(slot * SLOT, MSG))
     };
     let wrs = [
         read(100, source.remote(0), 0),

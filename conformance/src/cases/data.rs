@@ -127,7 +127,7 @@ fn send_recv_one_sge<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     ensure_eq!(r.opcode, WcOpcode::Recv, "receive opcode");
     ensure_eq!(r.byte_len, 200, "received length");
     ensure_eq!(r.qp_num, pair.b.qp_num(), "receive QP number");
-    ensure_eq!(r.imm_data, None, "immediate data of a plain SEND");
+    ensure_eq!(r.imm(), None, "immediate data of a plain SEND");
     let s = ctx.completion(&pair.cq_a)?;
     ctx.expect_status(&s, 8, WcStatus::Success)?;
     ensure_eq!(s.opcode, WcOpcode::Send, "send opcode");
@@ -182,7 +182,7 @@ fn rdma_write<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         src
     };
     src.write(0, &msg)?;
-    let wr = SendWr::new(3, SendOp::Write(target.remote(500)), &[src.sge(0, 300)]);
+    let wr = SendWr::single(3, SendOp::Write(target.remote(500)), src.sge(0, 300));
     pair.a.post_send(&[wr])?;
     let s = ctx.completion(&pair.cq_a)?;
     ctx.expect_status(&s, 3, WcStatus::Success)?;
@@ -202,11 +202,8 @@ fn rdma_read<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let local = ctx.mr_filled(&pair.pd, 512, 0)?;
     let msg = pattern(6, 256);
     remote.write(700, &msg)?;
-    let wr = SendWr::new(
-        4,
-        SendOp::Read(remote.remote(700)),
-        &[local.sge(0, 100), local.sge(200, 156)],
-    );
+    let sgl = [local.sge(0, 100), local.sge(200, 156)];
+    let wr = SendWr::new(4, SendOp::Read(remote.remote(700)), &sgl);
     pair.a.post_send(&[wr])?;
     let s = ctx.completion(&pair.cq_a)?;
     ctx.expect_status(&s, 4, WcStatus::Success)?;
@@ -232,7 +229,7 @@ fn send_with_immediate<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     )])?;
     let r = ctx.completion(&pair.cq_b)?;
     ctx.expect_status(&r, 5, WcStatus::Success)?;
-    ensure_eq!(r.imm_data, Some(0xdead_beef), "immediate data");
+    ensure_eq!(r.imm(), Some(0xdead_beef), "immediate data");
     ensure_eq!(r.byte_len, 16, "length (immediate not counted)");
     ctx.expect_status(&ctx.completion(&pair.cq_a)?, 6, WcStatus::Success)
 }
@@ -254,7 +251,7 @@ fn write_with_immediate<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let r = ctx.completion(&pair.cq_b)?;
     ctx.expect_status(&r, 9, WcStatus::Success)?;
     ensure_eq!(r.opcode, WcOpcode::RecvRdmaWithImm, "receive opcode");
-    ensure_eq!(r.imm_data, Some(42), "immediate data");
+    ensure_eq!(r.imm(), Some(42), "immediate data");
     ensure_eq!(r.byte_len, 128, "length of the write");
     ctx.expect_status(&ctx.completion(&pair.cq_a)?, 10, WcStatus::Success)?;
     ensure_eq!(&ctx.contents(&target)?[64..192], &msg[..], "written bytes");
@@ -274,13 +271,13 @@ fn completion_ordering<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         src.write(i * 64, &pattern(i as u8, 64))?;
     }
     let recvs: Vec<RecvWr> = (0..N)
-        .map(|i| RecvWr::new(100 + i, &[dst.sge(i as usize * 64, 64)]))
+        .map(|i| RecvWr::single(100 + i, dst.sge(i as usize * 64, 64)))
         .collect();
     pair.b.post_recv(&recvs)?;
     // Every third send is signaled; the last one always is, so the queue is reaped.
     let sends: Vec<SendWr> = (0..N)
         .map(|i| {
-            let wr = SendWr::send(200 + i, &[src.sge(i as usize * 64, 64)]);
+            let wr = SendWr::single(200 + i, SendOp::Send, src.sge(i as usize * 64, 64));
             if i % 3 == 0 || i == N - 1 {
                 wr
             } else {
@@ -343,7 +340,7 @@ fn remote_access_error<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let read_only = pair
         .pd
         .register(64, Access::LOCAL_WRITE | Access::REMOTE_READ)?;
-    let wr = SendWr::new(4, SendOp::Write(read_only.remote(0)), &[src.sge(0, 64)]);
+    let wr = SendWr::single(4, SendOp::Write(read_only.remote(0)), src.sge(0, 64));
     pair.a.post_send(&[wr])?;
     let s = ctx.completion(&pair.cq_a)?;
     ctx.expect_status(&s, 4, WcStatus::RemoteAccessError)?;

@@ -207,7 +207,7 @@ const SLOTS_LEN: usize = 32 * 64;
 
 /// Posts one receive per id of `ids` on `qp`, in one batch.
 fn post_recvs<Q: QueuePair, M: MemoryRegion>(qp: &Q, mr: &M, ids: Range<u64>) -> CaseResult {
-    let wrs: Vec<RecvWr> = ids.map(|id| RecvWr::new(id, &[slot(mr, id)])).collect();
+    let wrs: Vec<RecvWr> = ids.map(|id| RecvWr::single(id, slot(mr, id))).collect();
     qp.post_recv(&wrs)?;
     Ok(())
 }
@@ -229,7 +229,7 @@ fn post_stalled_sends<P: Provider>(
     let wrs: Vec<SendWr> = ids
         .clone()
         .map(|id| {
-            let wr = SendWr::send(id, &[slot(mr, id)]);
+            let wr = SendWr::single(id, SendOp::Send, slot(mr, id));
             if mix_unsignaled && id % 2 == 1 {
                 wr.with_flags(SendFlags::empty())
             } else {
@@ -417,7 +417,7 @@ fn unsignaled_successes_not_repeated<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResul
     let writes: Vec<SendWr> = WRITES
         .map(|id| {
             let off = (id - SEND) as usize * 64;
-            SendWr::new(id, SendOp::Write(target.remote(off)), &[src.sge(off, 64)])
+            SendWr::single(id, SendOp::Write(target.remote(off)), src.sge(off, 64))
                 .with_flags(SendFlags::empty())
         })
         .collect();
@@ -855,7 +855,7 @@ fn shared_cq_other_qp_untouched<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
 
     // y's receives are still posted: its peer's SENDs land in them.
     let msgs: Vec<SendWr> = (PEER_SEND..PEER_SEND + 2)
-        .map(|id| SendWr::send(id, &[mr.sge(0, 32)]))
+        .map(|id| SendWr::single(id, SendOp::Send, mr.sge(0, 32)))
         .collect();
     yp.post_send(&msgs)?;
     let mut sent = Vec::new();

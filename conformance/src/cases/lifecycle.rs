@@ -1227,7 +1227,7 @@ fn drain_on_stalled_device<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
 
     inject(ctx, &Fault::Stall)?;
     let recvs: Vec<RecvWr> = (1..=4u64)
-        .map(|id| RecvWr::new(id, &[mr.sge(64 * id as usize, 64)]))
+        .map(|id| RecvWr::single(id, mr.sge(64 * id as usize, 64)))
         .collect();
     pair.a.post_recv(&recvs)?;
     pair.a.post_send(&[SendWr::send(10, &[mr.sge(0, 64)])])?;

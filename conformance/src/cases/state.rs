@@ -135,7 +135,7 @@ fn error_flushes_outstanding<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let pair = ctx.pair()?;
     let mr = ctx.mr_filled(&pair.pd, 4096, 0)?;
     let recvs: Vec<RecvWr> = (0..5)
-        .map(|i| RecvWr::new(100 + i, &[mr.sge(i as usize * 64, 64)]))
+        .map(|i| RecvWr::single(100 + i, mr.sge(i as usize * 64, 64)))
         .collect();
     pair.b.post_recv(&recvs)?;
     pair.b.modify(QpState::Error)?;

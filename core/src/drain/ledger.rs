@@ -271,7 +271,7 @@ impl Ledger {
         self.admit(
             WorkQueue::Send,
             wr.wr_id,
-            wr.op.completion_opcode(),
+            wr.completion_opcode(),
             wr.flags.contains(SendFlags::SIGNALED),
         )
     }
@@ -462,7 +462,7 @@ mod tests {
     use super::*;
     use crate::wr::Sge;
 
-    fn send(id: u64, signaled: bool) -> SendWr {
+    fn send(id: u64, signaled: bool) -> SendWr<'static> {
         let wr = SendWr::send(
             id,
             &[Sge {

@@ -32,7 +32,8 @@
 use std::ffi::{c_char, c_void};
 
 use crate::error::ErrorKind;
-use crate::wr::Sge;
+/// The SGE crosses as it is: `#[repr(C)]`, the layout of `struct ibv_sge`.
+pub use crate::wr::Sge;
 
 /// The ABI major version this crate implements. Loader and plugin must agree on it.
 pub const ABI_MAJOR: u16 = 1;
@@ -319,62 +320,109 @@ pub struct Sink<T> {
     pub put: unsafe extern "C" fn(ctx: *mut c_void, item: *const T),
 }
 
-/// A send work request (see [`SendWr`](crate::SendWr)). The SGEs are [`Sge`] itself, which is
-/// `#[repr(C)]`.
+/// A send work request: the layout of [`SendWr`](crate::SendWr), which crosses as it is. The
+/// SGEs are [`Sge`] itself (the layout of `struct ibv_sge`).
+///
+/// The scatter list is `sge_count` SGEs at `sgl`, except that a null `sgl` is an empty list
+/// when `sge_count` is 0 and the one SGE `sge` (in the WR itself) when it is 1.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct SendWr {
     /// The ULP's identifier.
     pub wr_id: u64,
-    /// Operation: 1 SEND, 2 SEND with immediate, 3 WRITE, 4 WRITE with immediate, 5 READ.
-    pub opcode: u32,
-    /// [`SendFlags`](crate::SendFlags) bits.
-    pub flags: u32,
+    /// The scatter/gather list, or null (see the type's documentation).
+    pub sgl: *const Sge,
+    /// Its length.
+    pub sge_count: usize,
+    /// The one SGE of a list whose `sgl` is null and `sge_count` 1; otherwise unused.
+    pub sge: Sge,
     /// Remote address of WRITE and READ.
     pub remote_addr: u64,
     /// Remote key of WRITE and READ.
     pub rkey: u32,
     /// Immediate data of the `with immediate` operations.
     pub imm_data: u32,
-    /// The scatter/gather list.
-    pub sgl: *const Sge,
-    /// Its length.
-    pub sge_count: usize,
+    /// Operation: 1 SEND, 2 SEND with immediate, 3 WRITE, 4 WRITE with immediate, 5 READ;
+    /// anything else is refused.
+    pub opcode: u32,
+    /// [`SendFlags`](crate::SendFlags) bits; an unknown bit is refused.
+    pub flags: u32,
 }
 
-/// A receive work request (see [`RecvWr`](crate::RecvWr)).
+/// A receive work request: the layout of [`RecvWr`](crate::RecvWr); its scatter list is given
+/// as a [`SendWr`]'s.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct RecvWr {
     /// The ULP's identifier.
     pub wr_id: u64,
-    /// The scatter/gather list.
+    /// The scatter/gather list, or null.
     pub sgl: *const Sge,
     /// Its length.
     pub sge_count: usize,
+    /// The one SGE of a list whose `sgl` is null and `sge_count` 1; otherwise unused.
+    pub sge: Sge,
 }
 
-/// A completion (see [`Completion`](crate::Completion)).
+/// A completion: the layout of [`Completion`](crate::Completion), which the plugin writes
+/// straight into the caller's buffer. All zeros is a valid completion.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Completion {
     /// The WR's identifier.
     pub wr_id: u64,
-    /// [`WcStatus`](crate::WcStatus) code (see `convert`).
+    /// [`WcStatus`](crate::WcStatus) code: its discriminant, 0 success to 11 general error.
     pub status: u32,
-    /// [`WcOpcode`](crate::WcOpcode) code.
+    /// [`WcOpcode`](crate::WcOpcode) code: its discriminant, 0 SEND to 4 receive of a WRITE
+    /// with immediate.
     pub opcode: u32,
     /// Bytes transferred.
     pub byte_len: u32,
-    /// 1 if `imm_data` is present.
-    pub has_imm: u32,
     /// Immediate data.
     pub imm_data: u32,
+    /// [`WcFlags`](crate::WcFlags) bits (1: `imm_data` is present).
+    pub flags: u32,
     /// QP number.
     pub qp_num: u32,
     /// Vendor error.
     pub vendor_err: u32,
 }
+
+/// The data path's types cross the ABI as they are, so their layouts must be the ABI's, field
+/// by field; a change to either breaks the build here.
+const _: () = {
+    use std::mem::{align_of, offset_of, size_of};
+    type CoreSend = crate::wr::SendWr<'static>;
+    type CoreRecv = crate::wr::RecvWr<'static>;
+    type CoreWc = crate::wr::Completion;
+    assert!(size_of::<SendWr>() == size_of::<CoreSend>());
+    assert!(align_of::<SendWr>() == align_of::<CoreSend>());
+    assert!(offset_of!(SendWr, wr_id) == offset_of!(CoreSend, wr_id));
+    assert!(offset_of!(SendWr, sgl) == offset_of!(CoreSend, sgl));
+    assert!(offset_of!(SendWr, sge_count) == offset_of!(CoreSend, sgl) + size_of::<usize>());
+    assert!(offset_of!(SendWr, sge) == offset_of!(CoreSend, sgl) + 2 * size_of::<usize>());
+    assert!(size_of::<crate::wr::SgRef<'static>>() == 2 * size_of::<usize>() + size_of::<Sge>());
+    assert!(offset_of!(SendWr, remote_addr) == offset_of!(CoreSend, remote_addr));
+    assert!(offset_of!(SendWr, rkey) == offset_of!(CoreSend, rkey));
+    assert!(offset_of!(SendWr, imm_data) == offset_of!(CoreSend, imm_data));
+    assert!(offset_of!(SendWr, opcode) == offset_of!(CoreSend, opcode));
+    assert!(offset_of!(SendWr, flags) == offset_of!(CoreSend, flags));
+    assert!(size_of::<RecvWr>() == size_of::<CoreRecv>());
+    assert!(align_of::<RecvWr>() == align_of::<CoreRecv>());
+    assert!(offset_of!(RecvWr, wr_id) == offset_of!(CoreRecv, wr_id));
+    assert!(offset_of!(RecvWr, sgl) == offset_of!(CoreRecv, sgl));
+    assert!(offset_of!(RecvWr, sge) == offset_of!(CoreRecv, sgl) + 2 * size_of::<usize>());
+    assert!(size_of::<Completion>() == size_of::<CoreWc>());
+    assert!(align_of::<Completion>() == align_of::<CoreWc>());
+    assert!(offset_of!(Completion, wr_id) == offset_of!(CoreWc, wr_id));
+    assert!(offset_of!(Completion, status) == offset_of!(CoreWc, status));
+    assert!(offset_of!(Completion, opcode) == offset_of!(CoreWc, opcode));
+    assert!(offset_of!(Completion, byte_len) == offset_of!(CoreWc, byte_len));
+    assert!(offset_of!(Completion, imm_data) == offset_of!(CoreWc, imm_data));
+    assert!(offset_of!(Completion, flags) == offset_of!(CoreWc, flags));
+    assert!(offset_of!(Completion, qp_num) == offset_of!(CoreWc, qp_num));
+    assert!(offset_of!(Completion, vendor_err) == offset_of!(CoreWc, vendor_err));
+};
 
 /// QP sizes (see [`QpInit`](crate::QpInit)).
 #[repr(C)]
@@ -620,7 +668,9 @@ table! {
 
     /// Releases a CQ.
     cq_free: fn(cq: *mut RawCq);
-    /// Polls up to `capacity` completions into `out`; the count goes to `count`.
+    /// Polls up to `capacity` completions into `out`, oldest first; the count goes to `count`.
+    /// `out` holds `capacity` valid completions (all zeros will do) and the plugin overwrites
+    /// only the first `count`.
     cq_poll: fn(cq: *const RawCq, out: *mut Completion, capacity: usize, count: *mut usize, err: Err) -> Status;
     /// Like `cq_poll`, waiting up to `timeout_ns` for the first.
     cq_wait: fn(cq: *const RawCq, out: *mut Completion, capacity: usize, timeout_ns: u64, count: *mut usize, err: Err) -> Status;

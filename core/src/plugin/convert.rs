@@ -4,7 +4,6 @@
 //! caller's chosen kind (InvalidArgument on the plugin side, where the loader sent it; Other on
 //! the loader side, where a provider broke the ABI), never undefined behaviour.
 
-use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
@@ -20,9 +19,7 @@ use crate::identity::{DeviceIdentity, Guid, PciAddress};
 use crate::mr::Access;
 use crate::provider::Transport;
 use crate::state::{QpState, StateModel};
-use crate::wr::{
-    Completion, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList, Sge, WcOpcode, WcStatus,
-};
+use crate::wr::{RecvWr, SendFlags, SendWr, Sge, WcOpcode, WcStatus};
 
 /// The error for a value the ABI does not define. Cold: the data path's conversions inline
 /// their checks and call this only for a value that is wrong.
@@ -90,29 +87,6 @@ codes!(qp_state_code, qp_state_from, "QP state code", QpState {
     QpState::Idle = 8,
     QpState::Closing = 9,
     QpState::Terminate = 10,
-});
-
-codes!(wc_status_code, wc_status_from, "completion status", WcStatus {
-    WcStatus::Success = 0,
-    WcStatus::WrFlushError = 1,
-    WcStatus::LocalLengthError = 2,
-    WcStatus::LocalQpOperationError = 3,
-    WcStatus::LocalProtectionError = 4,
-    WcStatus::RemoteAccessError = 5,
-    WcStatus::RemoteOperationError = 6,
-    WcStatus::RemoteInvalidRequest = 7,
-    WcStatus::RnrRetryExceeded = 8,
-    WcStatus::TransportRetryExceeded = 9,
-    WcStatus::Fatal = 10,
-    WcStatus::General = 11,
-});
-
-codes!(wc_opcode_code, wc_opcode_from, "completion opcode", WcOpcode {
-    WcOpcode::Send = 0,
-    WcOpcode::RdmaWrite = 1,
-    WcOpcode::RdmaRead = 2,
-    WcOpcode::Recv = 3,
-    WcOpcode::RecvRdmaWithImm = 4,
 });
 
 codes!(strategy_code, strategy_from, "drain strategy", DrainStrategy {
@@ -327,158 +301,143 @@ pub(crate) unsafe fn port_from(port: &abi::PortInfo, kind: ErrorKind) -> Result<
     })
 }
 
-/// A send WR in ABI form, borrowing its scatter list.
+/// The largest scatter list a slice can describe.
+const MAX_SGES: usize = isize::MAX as usize / std::mem::size_of::<Sge>();
+
+/// Whether the scatter list of a WR from the ABI is one [`SgRef`](crate::wr) may hold: a null
+/// pointer is empty (count 0) or the WR's own SGE (count 1); any other pointer must be aligned
+/// and the count one a slice can have.
 #[inline]
-pub(crate) fn send_wr(wr: &SendWr) -> abi::SendWr {
-    let (opcode, remote, imm) = match wr.op {
-        SendOp::Send => (1, RemoteAddr::default(), 0),
-        SendOp::SendWithImm(imm) => (2, RemoteAddr::default(), imm),
-        SendOp::Write(r) => (3, r, 0),
-        SendOp::WriteWithImm(r, imm) => (4, r, imm),
-        SendOp::Read(r) => (5, r, 0),
-    };
-    abi::SendWr {
-        wr_id: wr.wr_id,
-        opcode,
-        flags: wr.flags.bits(),
-        remote_addr: remote.addr,
-        rkey: remote.rkey,
-        imm_data: imm,
-        sgl: wr.sgl.as_ptr(),
-        sge_count: wr.sgl.len(),
+fn sgl_ok(sgl: *const Sge, count: usize) -> bool {
+    if sgl.is_null() {
+        count <= 1
+    } else {
+        sgl.is_aligned() && count <= MAX_SGES
     }
 }
 
-/// A send WR from ABI form (the data path decodes in place, with [`send_wr_into`]).
+/// The error for a scatter list [`sgl_ok`] refuses.
+fn sgl_refusal(sgl: *const Sge, count: usize) -> Error {
+    Error::invalid_argument(format!(
+        "a WR's scatter list of {count} SGEs at {sgl:p} is null, misaligned or too long (a \
+         null list is empty or the WR's own SGE)"
+    ))
+}
+
+/// Whether a send WR from the ABI holds only values [`SendWr`] allows.
+#[inline]
+fn send_wr_ok(wr: &abi::SendWr) -> bool {
+    (1..=5).contains(&wr.opcode)
+        && wr.flags & !SendFlags::all().bits() == 0
+        && sgl_ok(wr.sgl, wr.sge_count)
+}
+
+/// Why [`send_wrs`] refused `wr`.
+#[cold]
+#[inline(never)]
+pub(crate) fn send_wr_refusal(wr: &abi::SendWr) -> Error {
+    if !(1..=5).contains(&wr.opcode) {
+        unknown(ErrorKind::InvalidArgument, "send opcode", wr.opcode)
+    } else if SendFlags::from_bits(wr.flags).is_none() {
+        unknown(ErrorKind::InvalidArgument, "send flags", wr.flags)
+    } else {
+        sgl_refusal(wr.sgl, wr.sge_count)
+    }
+}
+
+/// Why [`recv_wrs`] refused `wr`.
+#[cold]
+#[inline(never)]
+pub(crate) fn recv_wr_refusal(wr: &abi::RecvWr) -> Error {
+    sgl_refusal(wr.sgl, wr.sge_count)
+}
+
+/// The send WRs of a post, as the crate's own type, without copying: the longest prefix of
+/// `wrs` that the ABI defines ([`send_wr_refusal`] tells what is wrong with the WR after it).
 ///
 /// # Safety
-/// `wr.sgl` must point to `wr.sge_count` readable SGEs.
-#[cfg(test)]
-pub(crate) unsafe fn send_wr_from(wr: &abi::SendWr) -> Result<SendWr> {
-    let mut slot = MaybeUninit::uninit();
-    // SAFETY: forwarded to the caller.
-    unsafe { send_wr_into(wr, &mut slot)? };
-    // SAFETY: `send_wr_into` initialised the slot, as its success says.
-    Ok(unsafe { slot.assume_init() })
+/// Every WR's non-null `sgl` must point to `sge_count` readable SGEs that outlive `'a` (the
+/// ABI's rule for a post: they live across the call).
+#[inline]
+pub(crate) unsafe fn send_wrs<'a>(wrs: &'a [abi::SendWr]) -> &'a [SendWr<'a>] {
+    let valid = wrs
+        .iter()
+        .position(|wr| !send_wr_ok(wr))
+        .unwrap_or(wrs.len());
+    // SAFETY: `abi::SendWr` and `SendWr` have the same layout (asserted in `abi`), and the
+    // first `valid` WRs hold values `SendWr` allows: an opcode 1 to 5 (the discriminants of
+    // `OpCode`), flags within `SendFlags`, and a scatter list `SgRef` may hold, readable for
+    // `'a` as the caller guarantees.
+    unsafe { std::slice::from_raw_parts(wrs.as_ptr().cast::<SendWr<'a>>(), valid) }
 }
 
-/// Decodes a send WR from ABI form into `slot`, which is initialised on success and left as it
-/// was on error. Built in place, with its scatter list filled in place: the data path decodes
-/// every WR of every post, and a WR built elsewhere and moved in costs several copies of it.
+/// The receive WRs of a post, as the crate's own type, without copying; as [`send_wrs`].
 ///
 /// # Safety
-/// `wr.sgl` must point to `wr.sge_count` readable SGEs.
+/// As for [`send_wrs`].
 #[inline]
-pub(crate) unsafe fn send_wr_into(wr: &abi::SendWr, slot: &mut MaybeUninit<SendWr>) -> Result<()> {
-    let remote = RemoteAddr {
-        addr: wr.remote_addr,
-        rkey: wr.rkey,
-    };
-    let op = match wr.opcode {
-        1 => SendOp::Send,
-        2 => SendOp::SendWithImm(wr.imm_data),
-        3 => SendOp::Write(remote),
-        4 => SendOp::WriteWithImm(remote, wr.imm_data),
-        5 => SendOp::Read(remote),
-        other => return Err(unknown(ErrorKind::InvalidArgument, "send opcode", other)),
-    };
-    let flags = SendFlags::from_bits(wr.flags)
-        .ok_or_else(|| unknown(ErrorKind::InvalidArgument, "send flags", wr.flags))?;
-    let out = slot.write(SendWr {
-        wr_id: wr.wr_id,
-        op,
-        sgl: SgList::new(),
-        flags,
-    });
-    // SAFETY: forwarded to the caller.
-    fill_sgl(&mut out.sgl, unsafe { array(wr.sgl, wr.sge_count) });
-    Ok(())
+pub(crate) unsafe fn recv_wrs<'a>(wrs: &'a [abi::RecvWr]) -> &'a [RecvWr<'a>] {
+    let valid = wrs
+        .iter()
+        .position(|wr| !sgl_ok(wr.sgl, wr.sge_count))
+        .unwrap_or(wrs.len());
+    // SAFETY: `abi::RecvWr` and `RecvWr` have the same layout (asserted in `abi`), and the
+    // first `valid` WRs have scatter lists `SgRef` may hold, readable for `'a` as the caller
+    // guarantees.
+    unsafe { std::slice::from_raw_parts(wrs.as_ptr().cast::<RecvWr<'a>>(), valid) }
 }
 
-/// Copies `sges` into the empty list `sgl`, in place. One SGE is the usual case: a push each
-/// beats a `memcpy` call of a length unknown at compile time.
+/// The send WRs of a post in ABI form: the same memory.
 #[inline]
-fn fill_sgl(sgl: &mut SgList, sges: &[Sge]) {
-    if sges.len() > sgl.inline_size() {
-        sgl.reserve_exact(sges.len());
-    }
-    for sge in sges {
-        sgl.push(*sge);
-    }
+pub(crate) fn send_wrs_abi(wrs: &[SendWr<'_>]) -> *const abi::SendWr {
+    wrs.as_ptr().cast()
 }
 
-/// A receive WR in ABI form, borrowing its scatter list.
+/// The receive WRs of a post in ABI form: the same memory.
 #[inline]
-pub(crate) fn recv_wr(wr: &RecvWr) -> abi::RecvWr {
-    abi::RecvWr {
-        wr_id: wr.wr_id,
-        sgl: wr.sgl.as_ptr(),
-        sge_count: wr.sgl.len(),
-    }
+pub(crate) fn recv_wrs_abi(wrs: &[RecvWr<'_>]) -> *const abi::RecvWr {
+    wrs.as_ptr().cast()
 }
 
-/// Decodes a receive WR from ABI form into `slot`, which is initialised afterwards; in place,
-/// as [`send_wr_into`] does.
+/// The largest [`WcStatus`] code.
+const LAST_WC_STATUS: u32 = WcStatus::General as u32;
+/// The largest [`WcOpcode`] code.
+const LAST_WC_OPCODE: u32 = WcOpcode::RecvRdmaWithImm as u32;
+
+/// Makes the `n` completions a plugin just wrote at `out` valid [`Completion`]s, in place.
+///
+/// A completion was already taken off the provider's CQ: dropping it would lose its WR for
+/// good. A status or opcode this ABI does not define (a provider of a newer minor, or a broken
+/// one) becomes a `General` error completion that keeps its `wr_id`, so the program can still
+/// reclaim the WR's buffers.
 ///
 /// # Safety
-/// `wr.sgl` must point to `wr.sge_count` readable SGEs.
+/// `out` must be valid for reads and writes of `n` completions.
 #[inline]
-pub(crate) unsafe fn recv_wr_into(wr: &abi::RecvWr, slot: &mut MaybeUninit<RecvWr>) {
-    let out = slot.write(RecvWr {
-        wr_id: wr.wr_id,
-        sgl: SgList::new(),
-    });
-    // SAFETY: forwarded to the caller.
-    fill_sgl(&mut out.sgl, unsafe { array(wr.sgl, wr.sge_count) });
-}
-
-/// A completion in ABI form.
-#[inline]
-pub(crate) fn completion(wc: &Completion) -> abi::Completion {
-    abi::Completion {
-        wr_id: wc.wr_id,
-        status: wc_status_code(wc.status),
-        opcode: wc_opcode_code(wc.opcode),
-        byte_len: wc.byte_len,
-        has_imm: u32::from(wc.imm_data.is_some()),
-        imm_data: wc.imm_data.unwrap_or(0),
-        qp_num: wc.qp_num,
-        vendor_err: wc.vendor_err,
-    }
-}
-
-/// A completion from ABI form.
-#[inline]
-pub(crate) fn completion_from(wc: &abi::Completion) -> Completion {
-    // A completion was already taken off the provider's CQ: dropping it would lose its WR for
-    // good. A status or opcode this ABI does not define (a provider of a newer minor, or a
-    // broken one) becomes a `General` error completion that keeps its `wr_id`, so the program
-    // can still reclaim the WR's buffers.
-    let decoded = (
-        wc_status_from(wc.status, ErrorKind::Other),
-        wc_opcode_from(wc.opcode, ErrorKind::Other),
-    );
-    let (status, opcode) = match decoded {
-        (Ok(status), Ok(opcode)) => (status, opcode),
-        (_, opcode) => {
-            tracing::warn!(
-                wr_id = wc.wr_id,
-                status = wc.status,
-                opcode = wc.opcode,
-                "a plugin returned a completion with a status or opcode the ABI does not define; \
-                 reported as a general error"
-            );
-            (WcStatus::General, opcode.unwrap_or_default())
+pub(crate) unsafe fn check_completions(out: *mut abi::Completion, n: usize) {
+    for i in 0..n {
+        // SAFETY: `i < n`, as the caller guarantees; read and written as `abi::Completion`,
+        // whose fields take any value.
+        let wc = unsafe { &mut *out.add(i) };
+        if wc.status > LAST_WC_STATUS || wc.opcode > LAST_WC_OPCODE {
+            undefined_completion(wc);
         }
-    };
-    Completion {
-        wr_id: wc.wr_id,
-        status,
-        opcode,
-        byte_len: wc.byte_len,
-        imm_data: (wc.has_imm != 0).then_some(wc.imm_data),
-        qp_num: wc.qp_num,
-        vendor_err: wc.vendor_err,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn undefined_completion(wc: &mut abi::Completion) {
+    tracing::warn!(
+        wr_id = wc.wr_id,
+        status = wc.status,
+        opcode = wc.opcode,
+        "a plugin returned a completion with a status or opcode the ABI does not define; \
+         reported as a general error"
+    );
+    wc.status = WcStatus::General as u32;
+    if wc.opcode > LAST_WC_OPCODE {
+        wc.opcode = WcOpcode::default() as u32;
     }
 }
 
@@ -743,52 +702,140 @@ mod tests {
     }
 
     #[test]
-    fn send_wrs_round_trip_and_unknown_opcodes_are_refused() {
+    fn send_wrs_cross_as_they_are_and_the_first_bad_one_ends_the_batch() {
+        use crate::wr::{RemoteAddr, SendOp};
         let sge = [Sge {
             addr: 0x1000,
             length: 64,
             lkey: 7,
         }];
         let remote = RemoteAddr { addr: 9, rkey: 3 };
-        for op in [
+        let wrs: Vec<SendWr> = [
             SendOp::Send,
             SendOp::SendWithImm(5),
             SendOp::Write(remote),
             SendOp::WriteWithImm(remote, 6),
             SendOp::Read(remote),
-        ] {
-            let wr = SendWr::new(42, op, &sge).with_flags(SendFlags::SIGNALED | SendFlags::FENCE);
-            // SAFETY: the ABI form borrows `wr`, which lives across the call.
-            assert_eq!(unsafe { send_wr_from(&send_wr(&wr)) }.unwrap(), wr);
-        }
-        let mut raw = send_wr(&SendWr::send(1, &sge));
-        raw.opcode = 77;
+        ]
+        .into_iter()
+        .map(|op| SendWr::new(42, op, &sge).with_flags(SendFlags::SIGNALED | SendFlags::FENCE))
+        .collect();
+        // SAFETY: the ABI form is the WRs' own memory, which (with `sge`) lives across the call.
+        let raw = unsafe { std::slice::from_raw_parts(send_wrs_abi(&wrs), wrs.len()) };
         // SAFETY: as above.
-        let err = unsafe { send_wr_from(&raw) }.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert!(err.message().contains("send opcode 77"), "{err}");
+        let back = unsafe { send_wrs(raw) };
+        assert_eq!(back, &wrs[..]);
+        assert_eq!(back[3].op(), SendOp::WriteWithImm(remote, 6));
+        assert_eq!(back[0].sgl(), &sge);
+
+        for (field, value, what) in [
+            ("opcode", 0, "send opcode 0"),
+            ("opcode", 77, "send opcode 77"),
+            ("flags", 1 << 9, "send flags 512"),
+        ] {
+            let mut raw = raw.to_vec();
+            match field {
+                "opcode" => raw[2].opcode = value,
+                _ => raw[2].flags = value,
+            }
+            // SAFETY: as above.
+            let ok = unsafe { send_wrs(&raw) };
+            assert_eq!(ok.len(), 2);
+            let err = send_wr_refusal(&raw[2]);
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+            assert!(err.message().contains(what), "{err}");
+        }
+        let mut raw = raw.to_vec();
+        (raw[1].sgl, raw[1].sge_count) = (std::ptr::null(), 2);
+        // SAFETY: as above; the null list of two is refused before it is read.
+        let ok = unsafe { send_wrs(&raw) };
+        assert_eq!(ok.len(), 1);
+        assert!(send_wr_refusal(&raw[1]).message().contains("null"));
+        // A null list of one is the WR's own SGE; of none, empty.
+        raw[1].sge_count = 1;
+        raw[1].sge = Sge {
+            addr: 5,
+            length: 6,
+            lkey: 7,
+        };
+        raw[2].sge_count = 0;
+        raw[2].sgl = std::ptr::null();
+        // SAFETY: as above.
+        let ok = unsafe { send_wrs(&raw) };
+        assert_eq!(ok.len(), raw.len());
+        assert_eq!(ok[1].sgl(), &[raw[1].sge]);
+        assert_eq!(ok[2].sgl(), &[]);
+        // A WR of one SGE holds it, and crosses with it.
+        let one = [SendWr::single(9, SendOp::Read(remote), sge[0])];
+        // SAFETY: as above.
+        let raw = unsafe { std::slice::from_raw_parts(send_wrs_abi(&one), 1) };
+        assert!(raw[0].sgl.is_null());
+        // SAFETY: as above.
+        let back = unsafe { send_wrs(raw) };
+        assert_eq!(
+            (back[0].sgl(), back[0].op()),
+            (&sge[..], SendOp::Read(remote))
+        );
     }
 
     #[test]
-    fn completions_round_trip_and_unknown_statuses_become_general_errors() {
-        let wc = Completion {
+    fn recv_wrs_cross_as_they_are_and_a_misaligned_list_is_refused() {
+        let sges = [Sge::default(); 2];
+        let wrs = [
+            RecvWr::new(1, &sges),
+            RecvWr::new(2, &sges[1..]),
+            RecvWr::single(3, sges[0]),
+        ];
+        // SAFETY: the ABI form is the WRs' own memory, which lives across the call.
+        let mut raw = unsafe { std::slice::from_raw_parts(recv_wrs_abi(&wrs), 3) }.to_vec();
+        // SAFETY: as above.
+        let back = unsafe { recv_wrs(&raw) };
+        assert_eq!(back, &wrs[..]);
+        raw[1].sgl = raw[1].sgl.cast::<u8>().wrapping_add(1).cast();
+        // SAFETY: as above; the misaligned list is refused before it is read.
+        let ok = unsafe { recv_wrs(&raw) };
+        assert_eq!(ok.len(), 1);
+        assert_eq!(recv_wr_refusal(&raw[1]).kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn completions_with_undefined_codes_become_general_errors_in_place() {
+        let mut wc = crate::wr::Completion {
             wr_id: 3,
             status: WcStatus::RnrRetryExceeded,
             opcode: WcOpcode::RecvRdmaWithImm,
             byte_len: 10,
-            imm_data: Some(0xfeed),
+            qp_num: 12,
+            vendor_err: 0x81,
+            ..Default::default()
+        };
+        wc.set_imm(Some(0xfeed));
+        let good = abi::Completion {
+            wr_id: 3,
+            status: 8,
+            opcode: 4,
+            byte_len: 10,
+            imm_data: 0xfeed,
+            flags: 1,
             qp_num: 12,
             vendor_err: 0x81,
         };
-        assert_eq!(completion_from(&completion(&wc)), wc);
-        // An unknown status or opcode is kept as a general error with its WR, never dropped.
-        let mut raw = completion(&wc);
-        raw.status = 200;
-        let kept = completion_from(&raw);
-        assert_eq!((kept.wr_id, kept.status), (3, WcStatus::General));
-        let mut raw = completion(&wc);
-        raw.opcode = 77;
-        assert_eq!(completion_from(&raw).status, WcStatus::General);
+        let mut raw = [good, good, good];
+        raw[1].status = 200;
+        raw[2].opcode = 77;
+        // SAFETY: three completions, readable and writable.
+        unsafe { check_completions(raw.as_mut_ptr(), 3) };
+        // SAFETY: `check_completions` made all three valid, and the layouts are the same.
+        let back: &[crate::wr::Completion] =
+            unsafe { std::slice::from_raw_parts(raw.as_ptr().cast(), 3) };
+        assert_eq!(back[0], wc);
+        assert_eq!(back[0].imm(), Some(0xfeed));
+        assert_eq!((back[1].wr_id, back[1].status), (3, WcStatus::General));
+        assert_eq!(back[1].opcode, WcOpcode::RecvRdmaWithImm);
+        assert_eq!(
+            (back[2].status, back[2].opcode),
+            (WcStatus::General, WcOpcode::Send)
+        );
     }
 
     #[test]

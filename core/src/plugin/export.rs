@@ -8,7 +8,6 @@
 //! traits promise.
 
 use std::ffi::CStr;
-use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use smallvec::SmallVec;
@@ -24,7 +23,7 @@ use crate::mr::MemoryRegion;
 use crate::pd::ProtectionDomain;
 use crate::provider::Provider;
 use crate::qp::{QpInit, QueuePair};
-use crate::wr::{Completion, RecvWr, SendWr, WcOpcode, WcStatus};
+use crate::wr::Completion;
 
 /// A `&'static CStr` from a NUL-terminated literal, for the table's names. Fails to compile
 /// (in a const) if the literal has no NUL at its end or one inside.
@@ -607,62 +606,132 @@ unsafe extern "C" fn cq_free<P: Provider>(cq: *mut abi::RawCq) {
     unsafe { release::<P::Cq, _>(cq, tag::CQ) }
 }
 
-/// How many completions one ABI poll converts at a time.
-const POLL_CHUNK: usize = 32;
-
-/// What the poll buffer holds before the provider writes into it: any completion would do, and
-/// a constant is stored in two moves where `Completion::default()` is built field by field.
-const BLANK: Completion = Completion {
-    wr_id: 0,
-    status: WcStatus::Success,
-    opcode: WcOpcode::Send,
-    byte_len: 0,
-    imm_data: None,
-    qp_num: 0,
-    vendor_err: 0,
-};
-
-/// Polls (or, with a deadline, waits) and converts the completions into the caller's buffer.
+/// The data path (polls and posts) runs with panics caught like every call, but its closures
+/// return the status itself and every error leaves through a cold, out-of-line function: the
+/// happy path then moves no `Error` around, which would cost a post or poll more than the
+/// crossing does.
 ///
 /// # Safety
-/// `out` must be writable for `capacity` completions; `count` as for [`put`].
+/// `err` must be null or valid for a write; so must `accepted`, written with 0 on a panic (null
+/// for calls that accept nothing).
 #[inline]
+unsafe fn guard_data_path(
+    err: *mut ErrorBuf,
+    accepted: *mut usize,
+    f: impl FnOnce() -> Status,
+) -> Status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(status) => status,
+        // SAFETY: forwarded to the caller.
+        Err(payload) => unsafe { data_path_panicked(err, accepted, payload) },
+    }
+}
+
+/// A panic on the data path: after it nothing is known about the batch, so none is reported
+/// accepted, which is what the caller must then assume for the WRs it still owns.
+///
+/// # Safety
+/// As for [`guard_data_path`].
+#[cold]
+#[inline(never)]
+unsafe fn data_path_panicked(
+    err: *mut ErrorBuf,
+    accepted: *mut usize,
+    payload: Box<dyn std::any::Any + Send>,
+) -> Status {
+    let e = Error::new(
+        ErrorKind::Other,
+        format!("the provider panicked: {}", panic_message(&*payload)),
+    );
+    // SAFETY: forwarded to the caller.
+    unsafe { failed(err, accepted, 0, e) }
+}
+
+/// The status of a data-path call that failed with `e` after accepting `n` WRs (written through
+/// `accepted` unless it is null); the message goes into the caller's buffer.
+///
+/// # Safety
+/// As for [`guard_data_path`].
+#[cold]
+#[inline(never)]
+unsafe fn failed(err: *mut ErrorBuf, accepted: *mut usize, n: usize, e: Error) -> Status {
+    if !accepted.is_null() {
+        // SAFETY: non-null and writable, as the caller guarantees.
+        unsafe { accepted.write(n) };
+    }
+    // SAFETY: forwarded to the caller.
+    unsafe { fail(err, &e) }
+}
+
+/// Polls (or, with a deadline, waits) straight into the caller's buffer.
+///
+/// # Safety
+/// `cq` as the ABI documents; `out` must hold `capacity` valid completions, readable and
+/// writable (the ABI's rule for `cq_poll`); `count` and `err` null or writable.
+#[inline(always)]
 unsafe fn poll_into<C: CompletionQueue>(
-    cq: &C,
+    cq: *const abi::RawCq,
     out: *mut abi::Completion,
     capacity: usize,
     deadline: Option<std::time::Instant>,
     count: *mut usize,
-) -> Result<()> {
-    if out.is_null() && capacity > 0 {
-        return Err(Error::invalid_argument("null completion buffer"));
-    }
-    // Only the entries the caller has room for are initialised: clearing all of them on every
-    // poll would cost a single-completion poll more than the call itself.
-    let want = capacity.min(POLL_CHUNK);
-    let mut buf = [MaybeUninit::<Completion>::uninit(); POLL_CHUNK];
-    for slot in &mut buf[..want] {
-        slot.write(BLANK);
-    }
-    // SAFETY: the first `want` entries were initialised just above.
-    let wc = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<Completion>(), want) };
-    let n = match deadline {
-        None => cq.poll(wc)?,
-        Some(deadline) => cq.wait(wc, deadline)?,
-    };
-    let Some(polled) = wc.get(..n) else {
-        return Err(Error::new(
-            ErrorKind::Other,
-            format!("the provider's CQ reported {n} completions for room for {want}"),
-        ));
-    };
-    for (i, c) in polled.iter().enumerate() {
-        // SAFETY: `i < n <= want <= capacity` (`polled` is `n` of the `want` entries), and the
-        // caller guarantees `capacity` slots.
-        unsafe { out.add(i).write(convert::completion(c)) };
-    }
+    err: *mut ErrorBuf,
+) -> Status {
+    let null = std::ptr::null_mut();
     // SAFETY: forwarded to the caller.
-    unsafe { put(count, n) }
+    let cq = match unsafe { object::<C, _>(cq, tag::CQ, "CQ") } {
+        Ok(cq) => cq,
+        // SAFETY: forwarded to the caller.
+        Err(e) => return unsafe { failed(err, null, 0, e) },
+    };
+    if count.is_null() || capacity > 0 && (out.is_null() || !out.is_aligned()) {
+        // SAFETY: forwarded to the caller.
+        return unsafe { failed(err, null, 0, bad_poll_buffer(out, count)) };
+    }
+    let wc: &mut [Completion] = if capacity == 0 {
+        &mut []
+    } else {
+        // SAFETY: `abi::Completion` and `Completion` have the same layout (asserted in `abi`),
+        // and the caller guarantees `capacity` valid completions at `out` (non-null and
+        // aligned, as checked), which stay borrowed for this call only.
+        unsafe { std::slice::from_raw_parts_mut(out.cast::<Completion>(), capacity) }
+    };
+    let polled = match deadline {
+        None => cq.poll(wc),
+        Some(deadline) => cq.wait(wc, deadline),
+    };
+    match polled {
+        Ok(n) if n <= capacity => {
+            // SAFETY: non-null (checked above) and writable, as the caller guarantees.
+            unsafe { count.write(n) };
+            STATUS_OK
+        }
+        // SAFETY: forwarded to the caller.
+        Ok(n) => unsafe { failed(err, null, 0, overfull(n, capacity)) },
+        // SAFETY: forwarded to the caller.
+        Err(e) => unsafe { failed(err, null, 0, e) },
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_poll_buffer(out: *mut abi::Completion, count: *mut usize) -> Error {
+    if count.is_null() {
+        Error::invalid_argument("null result pointer")
+    } else {
+        Error::invalid_argument(format!(
+            "the completion buffer {out:p} is null or misaligned"
+        ))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn overfull(n: usize, capacity: usize) -> Error {
+    Error::new(
+        ErrorKind::Other,
+        format!("the provider's CQ reported {n} completions for room for {capacity}"),
+    )
 }
 
 unsafe extern "C" fn cq_poll<P: Provider>(
@@ -674,9 +743,8 @@ unsafe extern "C" fn cq_poll<P: Provider>(
 ) -> Status {
     // SAFETY: handle, buffers and pointers as the ABI documents.
     unsafe {
-        guard(err, || {
-            let cq = object::<P::Cq, _>(cq, tag::CQ, "CQ")?;
-            poll_into(cq, out, capacity, None, count)
+        guard_data_path(err, std::ptr::null_mut(), || {
+            poll_into::<P::Cq>(cq, out, capacity, None, count, err)
         })
     }
 }
@@ -691,10 +759,9 @@ unsafe extern "C" fn cq_wait<P: Provider>(
 ) -> Status {
     // SAFETY: handle, buffers and pointers as the ABI documents.
     unsafe {
-        guard(err, || {
-            let cq = object::<P::Cq, _>(cq, tag::CQ, "CQ")?;
+        guard_data_path(err, std::ptr::null_mut(), || {
             let deadline = convert::deadline_in(timeout_ns);
-            poll_into(cq, out, capacity, Some(deadline), count)
+            poll_into::<P::Cq>(cq, out, capacity, Some(deadline), count, err)
         })
     }
 }
@@ -737,105 +804,96 @@ unsafe extern "C" fn qp_modify<P: Provider>(
     }
 }
 
-/// How many WRs a post decodes into a buffer on the stack; a longer batch goes to the heap.
-const POST_INLINE: usize = 16;
+/// A WR in ABI form that crosses as the crate's own WR type.
+trait AbiWr: Sized {
+    /// The crate's own WR type, of the same layout.
+    type Wr<'a>
+    where
+        Self: 'a;
 
-/// The WRs of one post decoded so far: the first `len` of `slots` are initialised, and dropped
-/// with this (also when the provider's post panics).
-struct Decoded<'a, W> {
-    slots: &'a mut [MaybeUninit<W>],
-    len: usize,
+    /// The longest prefix of `wrs` that the ABI defines, as the crate's own WRs.
+    ///
+    /// # Safety
+    /// The scatter lists of `wrs` must be readable for `'a`.
+    unsafe fn valid<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>];
+
+    /// Why [`valid`](Self::valid) stopped before this WR.
+    fn refusal(&self) -> Error;
 }
 
-impl<W> Decoded<'_, W> {
-    fn as_slice(&self) -> &[W] {
-        // SAFETY: the first `len` slots are initialised, and `MaybeUninit<W>` has the layout of
-        // `W`.
-        unsafe { std::slice::from_raw_parts(self.slots.as_ptr().cast::<W>(), self.len) }
-    }
-}
+impl AbiWr for abi::SendWr {
+    type Wr<'a> = crate::wr::SendWr<'a>;
 
-impl<W> Drop for Decoded<'_, W> {
-    fn drop(&mut self) {
-        let done: *mut [MaybeUninit<W>] = &mut self.slots[..self.len];
-        // SAFETY: the first `len` slots are initialised WRs, dropped once, here.
-        unsafe { std::ptr::drop_in_place(done as *mut [W]) };
+    unsafe fn valid<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
+        // SAFETY: forwarded to the caller.
+        unsafe { convert::send_wrs(wrs) }
     }
-}
 
-/// Posts a batch decoded from the ABI: the WRs before the first that cannot be decoded are
-/// posted, and that one is refused, so the count of accepted WRs stays exact.
-///
-/// `decode` builds each WR in place, in its slot of the batch, and initialises the slot exactly
-/// when it returns `Ok`: a WR built elsewhere and moved in would be copied several times over,
-/// on every post. Should `decode` panic, the WR it was building is leaked, never dropped
-/// half-built.
-#[inline]
-fn post_decoded<R, W>(
-    raw: &[R],
-    decode: impl Fn(&R, &mut MaybeUninit<W>) -> Result<()>,
-    post: impl FnOnce(&[W]) -> Result<(), PostError>,
-) -> Result<(), PostError> {
-    let mut inline = [const { MaybeUninit::<W>::uninit() }; POST_INLINE];
-    let mut heap = Vec::new();
-    let slots = if raw.len() <= POST_INLINE {
-        &mut inline[..raw.len()]
-    } else {
-        heap.resize_with(raw.len(), MaybeUninit::uninit);
-        &mut heap[..]
-    };
-    let mut batch = Decoded { slots, len: 0 };
-    let mut refused = None;
-    for wr in raw {
-        match decode(wr, &mut batch.slots[batch.len]) {
-            Ok(()) => batch.len += 1,
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
-        }
-    }
-    // When the very first WR is refused, nothing is posted: the provider's answer to an empty
-    // post must not replace the reason.
-    if batch.len > 0 || refused.is_none() {
-        post(batch.as_slice())?;
-    }
-    match refused {
-        None => Ok(()),
-        Some(e) => Err(PostError::new(batch.len, e)),
+    fn refusal(&self) -> Error {
+        convert::send_wr_refusal(self)
     }
 }
 
-/// Runs a post with panics caught; stores how many WRs were accepted, also on error.
+impl AbiWr for abi::RecvWr {
+    type Wr<'a> = crate::wr::RecvWr<'a>;
+
+    unsafe fn valid<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
+        // SAFETY: forwarded to the caller.
+        unsafe { convert::recv_wrs(wrs) }
+    }
+
+    fn refusal(&self) -> Error {
+        convert::recv_wr_refusal(self)
+    }
+}
+
+/// Posts a batch from the ABI, the WRs as they are: all of them, or those before the first
+/// that breaks the ABI, which is then refused, so the count of accepted WRs stays exact.
 ///
 /// # Safety
-/// `accepted` and `err` must be null or valid for a write.
-unsafe fn guard_post(
+/// `qp` as the ABI documents; `wrs` null or `count` readable WRs whose scatter lists are
+/// readable across the call; `accepted` and `err` null or writable.
+#[inline(always)]
+unsafe fn post_batch<Q: QueuePair, A: AbiWr>(
+    qp: *const abi::RawQp,
+    (wrs, count): (*const A, usize),
     accepted: *mut usize,
     err: *mut ErrorBuf,
-    f: impl FnOnce() -> Result<(), PostError>,
+    post: impl for<'a> FnOnce(&Q, &[A::Wr<'a>]) -> Result<(), PostError>,
 ) -> Status {
-    let outcome = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        // After a panic nothing is known about the batch; report none accepted, which is what
-        // the caller must then assume for the WRs it still owns.
-        Err(PostError::new(
-            0,
-            Error::new(
-                ErrorKind::Other,
-                format!("the provider panicked: {}", panic_message(&*payload)),
-            ),
-        ))
-    });
-    let (n, status) = match outcome {
-        Ok(()) => (usize::MAX, STATUS_OK),
+    // SAFETY: forwarded to the caller.
+    let qp = match unsafe { object::<Q, _>(qp, tag::QP, "QP") } {
+        Ok(qp) => qp,
         // SAFETY: forwarded to the caller.
-        Err(e) => (e.accepted, unsafe { fail(err, &e.error) }),
+        Err(e) => return unsafe { failed(err, accepted, 0, e) },
     };
-    if !accepted.is_null() && n != usize::MAX {
-        // SAFETY: non-null and writable, as the caller guarantees.
-        unsafe { accepted.write(n) };
+    if wrs.is_null() && count > 0 {
+        // SAFETY: forwarded to the caller.
+        return unsafe { failed(err, accepted, 0, null_batch(count)) };
     }
-    status
+    // SAFETY: `count` readable WRs (or none), as the caller guarantees.
+    let raw = unsafe { convert::array(wrs, count) };
+    // SAFETY: the scatter lists are readable across the call, as the caller guarantees.
+    let ok = unsafe { A::valid(raw) };
+    // When the very first WR is refused, nothing is posted: the provider's answer to an empty
+    // post must not replace the reason.
+    if (!ok.is_empty() || ok.len() == raw.len())
+        && let Err(e) = post(qp, ok)
+    {
+        // SAFETY: forwarded to the caller.
+        return unsafe { failed(err, accepted, e.accepted, e.error) };
+    }
+    match raw.get(ok.len()) {
+        None => STATUS_OK,
+        // SAFETY: forwarded to the caller.
+        Some(bad) => unsafe { failed(err, accepted, ok.len(), bad.refusal()) },
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn null_batch(count: usize) -> Error {
+    Error::invalid_argument(format!("a post of {count} WRs from a null array"))
 }
 
 unsafe extern "C" fn qp_post_send<P: Provider>(
@@ -845,17 +903,11 @@ unsafe extern "C" fn qp_post_send<P: Provider>(
     accepted: *mut usize,
     err: *mut ErrorBuf,
 ) -> Status {
-    // SAFETY: handle, `count` readable WRs at `wrs` and pointers as the ABI documents.
+    // SAFETY: handle, `count` readable WRs at `wrs` with readable scatter lists, and pointers
+    // as the ABI documents.
     unsafe {
-        guard_post(accepted, err, || {
-            let qp = object::<P::Qp, _>(qp, tag::QP, "QP").map_err(|e| PostError::new(0, e))?;
-            let raw = convert::array(wrs, count);
-            post_decoded(
-                raw,
-                // SAFETY: each WR's scatter list is readable, as the ABI documents.
-                |w, slot| convert::send_wr_into(w, slot),
-                |b: &[SendWr]| qp.post_send(b),
-            )
+        guard_data_path(err, accepted, || {
+            post_batch::<P::Qp, _>(qp, (wrs, count), accepted, err, |qp, b| qp.post_send(b))
         })
     }
 }
@@ -867,20 +919,10 @@ unsafe extern "C" fn qp_post_recv<P: Provider>(
     accepted: *mut usize,
     err: *mut ErrorBuf,
 ) -> Status {
-    // SAFETY: handle, `count` readable WRs at `wrs` and pointers as the ABI documents.
+    // SAFETY: as for `qp_post_send`.
     unsafe {
-        guard_post(accepted, err, || {
-            let qp = object::<P::Qp, _>(qp, tag::QP, "QP").map_err(|e| PostError::new(0, e))?;
-            let raw = convert::array(wrs, count);
-            post_decoded(
-                raw,
-                |w, slot| {
-                    // SAFETY: each WR's scatter list is readable, as the ABI documents.
-                    convert::recv_wr_into(w, slot);
-                    Ok(())
-                },
-                |b: &[RecvWr]| qp.post_recv(b),
-            )
+        guard_data_path(err, accepted, || {
+            post_batch::<P::Qp, _>(qp, (wrs, count), accepted, err, |qp, b| qp.post_recv(b))
         })
     }
 }

@@ -523,6 +523,7 @@ impl Device<LoadedProvider> for LoadedDevice {
         )?;
         Ok(LoadedCq {
             handle: self.handle.shared.adopt(raw, self.f().cq_free, "CQ")?,
+            f: self.f(),
             info,
         })
     }
@@ -632,6 +633,7 @@ impl ProtectionDomain<LoadedProvider> for LoadedPd {
         )?;
         Ok(LoadedQp {
             handle: shared.adopt(raw, shared.f.qp_free, "QP")?,
+            f: shared.f,
             qp_num,
         })
     }
@@ -694,39 +696,46 @@ impl MemoryRegion for LoadedMr {
 /// A completion queue of a loaded provider.
 pub struct LoadedCq {
     handle: Handle<abi::RawCq>,
+    /// The plugin's functions, also reachable through the handle: kept here too, one load
+    /// nearer the data path's calls.
+    f: &'static Functions,
     info: abi::CqInfo,
 }
 
-/// How many completions one call into the plugin returns at most.
-const POLL_CHUNK: usize = 32;
-
 impl LoadedCq {
-    /// Polls, or with a timeout waits, into `out` through a buffer of ABI completions.
+    /// Polls, or with a timeout waits, straight into `out`.
     #[inline]
     fn poll_with(&self, out: &mut [Completion], timeout_ns: Option<u64>) -> Result<usize> {
-        let mut raw = [MaybeUninit::<abi::Completion>::uninit(); POLL_CHUNK];
-        let capacity = out.len().min(POLL_CHUNK);
+        let capacity = out.len();
+        let buf = out.as_mut_ptr().cast::<abi::Completion>();
         let mut n = 0usize;
-        let f = self.handle.shared.f;
-        let buf = raw.as_mut_ptr().cast::<abi::Completion>();
+        let f = self.f;
+        // The plugin writes `abi::Completion`s, the layout of `Completion` (asserted in `abi`),
+        // into the caller's buffer, which holds valid completions before the call; the ones it
+        // wrote are checked below before the buffer is used as `Completion`s again.
         match timeout_ns {
             None => call!(f, cq_poll(self.handle.ptr(), buf, capacity, &mut n))?,
             Some(t) => call!(f, cq_wait(self.handle.ptr(), buf, capacity, t, &mut n))?,
         }
         if n > capacity {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!(
-                    "provider {} reported {n} completions for room for {capacity}",
-                    self.handle.shared.name
-                ),
-            ));
+            return Err(self.overfull(n, capacity));
         }
-        for (slot, raw) in out.iter_mut().zip(&raw[..n]) {
-            // SAFETY: the plugin wrote the first `n` entries, as its count says.
-            *slot = convert::completion_from(unsafe { raw.assume_init_ref() });
-        }
+        // SAFETY: `buf` is `out`'s memory, `n <= out.len()` completions, not otherwise used
+        // until this returns.
+        unsafe { convert::check_completions(buf, n) };
         Ok(n)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn overfull(&self, n: usize, capacity: usize) -> Error {
+        Error::new(
+            ErrorKind::Other,
+            format!(
+                "provider {} reported {n} completions for room for {capacity}",
+                self.handle.shared.name
+            ),
+        )
     }
 }
 
@@ -752,29 +761,11 @@ impl CompletionQueue for LoadedCq {
     }
 }
 
-/// How many WRs a post converts into a buffer on the stack; a longer batch goes through a `Vec`.
-const POST_INLINE: usize = 16;
-
-/// Hands `f` the ABI forms of `items`, converted into an uninitialised buffer on the stack (a
-/// `Vec` for more than [`POST_INLINE`] items): no clearing, no per-item capacity checks.
-#[inline]
-fn with_abi<T, U: Copy, R>(items: &[T], convert: impl Fn(&T) -> U, f: impl FnOnce(&[U]) -> R) -> R {
-    if items.len() > POST_INLINE {
-        let raw: Vec<U> = items.iter().map(convert).collect();
-        return f(&raw);
-    }
-    let mut buf = [MaybeUninit::<U>::uninit(); POST_INLINE];
-    for (slot, item) in buf.iter_mut().zip(items) {
-        slot.write(convert(item));
-    }
-    // SAFETY: `items.len() <= POST_INLINE`, and the loop above initialised that many entries.
-    let raw = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<U>(), items.len()) };
-    f(raw)
-}
-
 /// A queue pair of a loaded provider.
 pub struct LoadedQp {
     handle: Handle<abi::RawQp>,
+    /// As [`LoadedCq`]'s.
+    f: &'static Functions,
     qp_num: u32,
 }
 
@@ -795,13 +786,12 @@ impl LoadedQp {
 }
 
 impl LoadedQp {
-    /// Posts a batch through `entry` (`qp_post_send` or `qp_post_recv`), each WR converted to its
-    /// ABI form by `to_abi`.
+    /// Posts a batch through `entry` (`qp_post_send` or `qp_post_recv`), the WRs as they are.
     #[inline]
-    fn post<W, A: Copy>(
+    fn post<A>(
         &self,
-        wrs: &[W],
-        to_abi: fn(&W) -> A,
+        wrs: *const A,
+        len: usize,
         entry: unsafe extern "C" fn(
             *const abi::RawQp,
             *const A,
@@ -810,23 +800,14 @@ impl LoadedQp {
             *mut ErrorBuf,
         ) -> Status,
     ) -> Result<(), PostError> {
-        with_abi(wrs, to_abi, |raw| {
-            let mut accepted = 0;
-            let mut err = ErrorSlot::new();
-            // SAFETY: `entry` is this plugin's post function for WRs of this ABI form; a live
-            // QP handle; `raw` and the scatter lists it points into (in `wrs`) live across the
-            // call; the out pointers are to locals.
-            let status = unsafe {
-                entry(
-                    self.handle.ptr(),
-                    raw.as_ptr(),
-                    raw.len(),
-                    &mut accepted,
-                    err.ptr(),
-                )
-            };
-            self.posted(&err, status, accepted, wrs.len())
-        })
+        let mut accepted = 0;
+        let mut err = ErrorSlot::new();
+        // SAFETY: `entry` is this plugin's post function for WRs of this ABI form; a live QP
+        // handle; `wrs` is the caller's batch of `len` WRs, whose layout is the ABI's (asserted
+        // in `abi`), and it and the scatter lists it points to live across the call; the out
+        // pointers are to locals.
+        let status = unsafe { entry(self.handle.ptr(), wrs, len, &mut accepted, err.ptr()) };
+        self.posted(&err, status, accepted, len)
     }
 }
 
@@ -849,11 +830,11 @@ impl QueuePair for LoadedQp {
     }
 
     fn post_send(&self, wrs: &[SendWr]) -> Result<(), PostError> {
-        self.post(wrs, convert::send_wr, self.handle.shared.f.qp_post_send)
+        self.post(convert::send_wrs_abi(wrs), wrs.len(), self.f.qp_post_send)
     }
 
     fn post_recv(&self, wrs: &[RecvWr]) -> Result<(), PostError> {
-        self.post(wrs, convert::recv_wr, self.handle.shared.f.qp_post_recv)
+        self.post(convert::recv_wrs_abi(wrs), wrs.len(), self.f.qp_post_recv)
     }
 
     fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {

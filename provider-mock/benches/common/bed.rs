@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, MemoryRegion, ProtectionDomain, Provider,
-    QpInit, QueuePair, RecvWr, SendWr, WcOpcode, WcStatus,
+    QpInit, QueuePair, RecvWr, SendOp, SendWr, WcOpcode, WcStatus,
 };
 use anyverbs_conformance::loopback;
 
@@ -70,16 +70,16 @@ impl<P: Provider> Bed<P> {
     }
 
     /// `n` receive WRs, each into its own 64-byte slot of `dst`, with `wr_id`s 0..n.
-    pub fn recv_wrs(&self, n: usize) -> Vec<RecvWr> {
+    pub fn recv_wrs(&self, n: usize) -> Vec<RecvWr<'static>> {
         (0..n)
-            .map(|i| RecvWr::new(i as u64, &[self.dst.sge(i * MSG, MSG as u32)]))
+            .map(|i| RecvWr::single(i as u64, self.dst.sge(i * MSG, MSG as u32)))
             .collect()
     }
 
     /// `n` signaled SENDs, each of its own 64-byte slot of `src`, with `wr_id`s 0..n.
-    pub fn send_wrs(&self, n: usize) -> Vec<SendWr> {
+    pub fn send_wrs(&self, n: usize) -> Vec<SendWr<'static>> {
         (0..n)
-            .map(|i| SendWr::send(i as u64, &[self.src.sge(i * MSG, MSG as u32)]))
+            .map(|i| SendWr::single(i as u64, SendOp::Send, self.src.sge(i * MSG, MSG as u32)))
             .collect()
     }
 
