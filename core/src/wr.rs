@@ -1,7 +1,7 @@
 //! Work requests (what a ULP posts) and completions (what it polls).
 //!
-//! All plain data with a fixed `#[repr(C)]` layout, so they cross the plugin ABI without being
-//! converted: a WR borrows its scatter list (as `ibv_send_wr` points to its `ibv_sge` array), and
+//! [`SendWr`], [`RecvWr`], [`Completion`] and [`Sge`] have a fixed `#[repr(C)]` layout, so they
+//! cross the plugin ABI without being converted: a WR borrows its scatter list (as `ibv_send_wr` points to its `ibv_sge` array), and
 //! a [`Completion`] is written by a loaded plugin straight into the caller's buffer. [`Sge`] has
 //! the layout of `struct ibv_sge`. [`SgList`] is an owned scatter list for code that keeps one.
 
@@ -29,6 +29,11 @@ pub struct Sge {
     pub length: u32,
     /// Local key of the region.
     pub lkey: u32,
+}
+
+/// Total bytes of a scatter list.
+fn total_length(sgl: &[Sge]) -> u64 {
+    sgl.iter().map(|s| u64::from(s.length)).sum()
 }
 
 /// Where an RDMA operation lands on the remote side: an address inside a remote region and that
@@ -147,6 +152,17 @@ impl<'a> SgRef<'a> {
     }
 }
 
+/// The plugin ABI reads a WR's scatter list as pointer, count and inline SGE, in this order
+/// (see `plugin::abi`), and a cleared completion buffer as default completions.
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(SgRef<'static>, ptr) == 0);
+    assert!(offset_of!(SgRef<'static>, len) == size_of::<usize>());
+    assert!(offset_of!(SgRef<'static>, one) == 2 * size_of::<usize>());
+    assert!(WcStatus::Success as u32 == 0 && WcOpcode::Send as u32 == 0);
+    assert!(WcFlags::empty().bits() == 0);
+};
+
 // SAFETY: an `SgRef` is a shared borrow of `[Sge]` or an `Sge` (plain data), both `Send` and
 // `Sync`.
 unsafe impl Send for SgRef<'_> {}
@@ -247,7 +263,7 @@ impl<'a> SendWr<'a> {
 
     /// Total bytes described by the scatter list.
     pub fn total_length(&self) -> u64 {
-        self.sgl().iter().map(|s| u64::from(s.length)).sum()
+        total_length(self.sgl())
     }
 }
 
@@ -315,7 +331,7 @@ impl<'a> RecvWr<'a> {
 
     /// Total bytes the scatter list can take.
     pub fn total_length(&self) -> u64 {
-        self.sgl().iter().map(|s| u64::from(s.length)).sum()
+        total_length(self.sgl())
     }
 }
 
@@ -441,7 +457,10 @@ bitflags! {
 ///
 /// `#[repr(C)]`, with the layout of the plugin ABI's completion: a loaded plugin polls straight
 /// into the caller's buffer. All zeros is a valid completion (the default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+///
+/// Two completions are equal when their meaningful fields are: `imm_data` counts only with
+/// [`WcFlags::WITH_IMM`] (verbs leaves it undefined otherwise).
+#[derive(Debug, Clone, Copy, Default)]
 #[repr(C)]
 pub struct Completion {
     /// The `wr_id` of the WR this completes.
@@ -463,6 +482,43 @@ pub struct Completion {
     pub qp_num: u32,
     /// Provider-specific detail of an error status; 0 when there is none.
     pub vendor_err: u32,
+}
+
+impl PartialEq for Completion {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.wr_id,
+            self.status,
+            self.opcode,
+            self.byte_len,
+            self.imm(),
+            self.flags,
+        ) == (
+            other.wr_id,
+            other.status,
+            other.opcode,
+            other.byte_len,
+            other.imm(),
+            other.flags,
+        ) && (self.qp_num, self.vendor_err) == (other.qp_num, other.vendor_err)
+    }
+}
+
+impl Eq for Completion {}
+
+impl Hash for Completion {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (
+            self.wr_id,
+            self.status,
+            self.opcode,
+            self.byte_len,
+            self.imm(),
+            self.flags,
+        )
+            .hash(state);
+        (self.qp_num, self.vendor_err).hash(state);
+    }
 }
 
 impl Completion {

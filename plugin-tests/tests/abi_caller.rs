@@ -174,10 +174,14 @@ fn bad_wrs_from_the_caller_are_refused_with_an_exact_count_and_never_posted() {
     let (status, accepted, message) = bed.post_recv(batch.as_ptr(), batch.len());
     assert_eq!((status, accepted), (invalid(), 0), "{message}");
 
-    // A null array of WRs with a count.
+    // A null or misaligned array of WRs with a count.
     let (status, accepted, message) = bed.post_recv(std::ptr::null(), 3);
     assert_eq!((status, accepted), (invalid(), 0), "{message}");
-    assert!(message.contains("null array"), "{message}");
+    assert!(message.contains("null, misaligned"), "{message}");
+    let batch = [recv(6, null, 0), recv(7, null, 0)];
+    let shifted = batch.as_ptr().cast::<u8>().wrapping_add(4).cast::<RecvWr>();
+    let (status, accepted, message) = bed.post_recv(shifted, 1);
+    assert_eq!((status, accepted), (invalid(), 0), "{message}");
 
     // Sends with an opcode or flags no ABI version defines: refused before the QP's state is
     // even looked at.
@@ -199,7 +203,15 @@ fn bad_wrs_from_the_caller_are_refused_with_an_exact_count_and_never_posted() {
     }
 
     // A completion buffer that is misaligned, or no count pointer: refused, nothing polled.
-    let mut room = [Completion::default(); 4];
+    // The buffer's contents are no concern of the caller's (it may be uninitialised): here it
+    // holds codes no ABI version defines.
+    let junk = Completion {
+        status: u32::MAX,
+        opcode: u32::MAX,
+        flags: u32::MAX,
+        ..Completion::default()
+    };
+    let mut room = [junk; 4];
     let mut n = usize::MAX;
     let bad_out = room
         .as_mut_ptr()
@@ -226,4 +238,9 @@ fn bad_wrs_from_the_caller_are_refused_with_an_exact_count_and_never_posted() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(flushed, [(1, WcStatus::WrFlushError as u32)]);
+
+    // A batch posted whole says so in `accepted` too (ERROR takes receives, to be flushed).
+    let batch = [recv(10, null, 0), recv(11, null, 0)];
+    let (status, accepted, message) = bed.post_recv(batch.as_ptr(), batch.len());
+    assert_eq!((status, accepted), (STATUS_OK, 2), "{message}");
 }

@@ -8,6 +8,7 @@ use anyverbs::plugin::abi::{ABI_MAJOR, ABI_MINOR, ProviderTable};
 use anyverbs::plugin::{LoadError, Plugin, plugin_file_name};
 use anyverbs::{
     Completion, CompletionQueue, Device, Error, ErrorKind, Fault, LoadedProvider, Provider,
+    WcFlags, WcStatus,
 };
 use anyverbs_plugin_tests::{TempDir, fixture, mock_plugin_path};
 
@@ -56,7 +57,7 @@ fn instantiate(name: &str) -> LoadedProvider {
 fn a_library_without_an_entry_symbol_is_missing_entry_naming_the_symbol() {
     let path = fixture("no_entry");
     let e = load_err(&path);
-    let symbol = "anyverbs_provider_v1_anyverbs_fixture_no_entry";
+    let symbol = "anyverbs_provider_v2_anyverbs_fixture_no_entry";
     assert!(
         matches!(&e, LoadError::MissingEntry { path: p, symbol: s } if *p == path && s == symbol),
         "{e:?}"
@@ -72,14 +73,14 @@ fn a_plugin_of_a_future_abi_major_is_abi_mismatch_naming_both_versions() {
     assert!(
         matches!(
             &e,
-            LoadError::AbiMismatch { path: p, plugin: (2, 3), loader }
+            LoadError::AbiMismatch { path: p, plugin: (3, 1), loader }
                 if *p == path && *loader == (ABI_MAJOR, ABI_MINOR)
         ),
         "{e:?}"
     );
-    assert_eq!((ABI_MAJOR, ABI_MINOR), (1, 0));
+    assert_eq!((ABI_MAJOR, ABI_MINOR), (2, 0));
     assert_eq!(e.kind(), ErrorKind::NotSupported);
-    assert_says(&e, &path, &["ABI 2.3", "ABI 1.0", "rebuild"]);
+    assert_says(&e, &path, &["ABI 3.1", "ABI 2.0", "rebuild"]);
 }
 
 #[test]
@@ -209,6 +210,30 @@ fn null_duplicate_and_garbage_results_of_calls_are_errors_of_kind_other() {
         anyverbs_fixture_misbehaving::FABRICATED_WR_ID
     );
 
+    // A poll that fails after writing undefined codes over the whole buffer: the program's
+    // buffer still holds valid completions afterwards (read here as raw integers).
+    let mut eight = [Completion::default(); anyverbs_fixture_misbehaving::SCRIBBLE_CAPACITY];
+    assert_call_err(
+        first.poll(&mut eight).map(drop),
+        ErrorKind::InvalidState,
+        &[anyverbs_fixture_misbehaving::SCRIBBLE_MESSAGE],
+    );
+    for wc in &eight {
+        let raw: *const Completion = wc;
+        // SAFETY: `Completion` is `#[repr(C)]`: status, opcode and flags are the `u32`s at
+        // offsets 8, 12 and 24; read as integers, whatever they hold.
+        let (status, opcode, flags) = unsafe {
+            let p = raw.cast::<u32>();
+            (p.add(2).read(), p.add(3).read(), p.add(6).read())
+        };
+        assert_eq!(
+            (status, opcode),
+            (WcStatus::General as u32, 0),
+            "{status} {opcode}"
+        );
+        assert_eq!(flags, WcFlags::all().bits());
+    }
+
     assert_call_err(
         device.listen("127.0.0.1:0".parse().unwrap()).map(drop),
         ErrorKind::Other,
@@ -293,14 +318,14 @@ fn a_renamed_plugin_lacks_the_entry_symbol_its_new_name_implies() {
     std::fs::copy(mock_plugin_path(), &path).unwrap();
     let e = load_err(&path);
     assert!(
-        matches!(&e, LoadError::MissingEntry { path: p, symbol } if *p == path && symbol == "anyverbs_provider_v1_mock"),
+        matches!(&e, LoadError::MissingEntry { path: p, symbol } if *p == path && symbol == "anyverbs_provider_v2_mock"),
         "{e:?}"
     );
     assert_says(
         &e,
         &path,
         &[
-            "anyverbs_provider_v1_mock",
+            "anyverbs_provider_v2_mock",
             "keep the file name lib<crate>.so",
         ],
     );

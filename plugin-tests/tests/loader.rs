@@ -26,7 +26,7 @@ fn copy_into(dir: &TempDir, from: &Path, name: &str) -> PathBuf {
 /// The table an entry point returns.
 ///
 /// # Safety
-/// `entry` must be an anyverbs ABI 1 entry point.
+/// `entry` must be an anyverbs entry point of this ABI major.
 unsafe fn table_of(entry: EntryFn) -> &'static ProviderTable {
     // SAFETY: an entry point takes nothing and returns a pointer to its static table.
     let table = unsafe { entry() };
@@ -45,7 +45,8 @@ fn providers_linked_into_one_program_keep_distinct_entry_symbols() {
         ("anyverbs_provider_mock", "anyverbs-provider-mock"),
         ("anyverbs_fixture_init_fails", "anyverbs-fixture-init-fails"),
     ] {
-        let symbol = anyverbs::plugin::abi::entry_symbol(1, crate_name);
+        let symbol =
+            anyverbs::plugin::abi::entry_symbol(anyverbs::plugin::abi::ABI_MAJOR, crate_name);
         let name = format!("{symbol}\0");
         // SAFETY: the symbol, if present, is an anyverbs entry point, of type `EntryFn`.
         let entry = unsafe { this.get::<EntryFn>(name.as_bytes()) }

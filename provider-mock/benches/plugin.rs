@@ -16,8 +16,9 @@
 //!   per-element figures compare directly with the unbatched group.
 //!
 //! Each group has two functions: `direct` (the mock linked in, the baseline) and `plugin` (the
-//! mock through the loader: one indirect call per operation, every WR and completion converted
-//! to its ABI form and back, handles checked, panics caught). Every completion is checked
+//! mock through the loader: one indirect call per operation; WRs and completions cross as they
+//! are, with every value the ABI lets a caller get wrong checked; handles checked, panics
+//! caught). Every completion is checked
 //! (status `Success`, opcode, `wr_id`, and byte count of the receive), and the data is checked
 //! to have moved; the bench panics otherwise, and also if a completion never arrives.
 //!
@@ -32,9 +33,10 @@
 //!   iterations). `direct` and `plugin` run one after the other, seconds apart.
 //! - `paired`: the same rounds again, interleaved: [`PAIRS`] pairs of a ~[`CHUNK`] chunk on each
 //!   side (which side goes first alternates); the medians of each side and of the ratios of the
-//!   pairs. On a shared machine the speed drifts by more than the difference measured (runs
-//!   seconds apart differ by 10–20 % on a busy 2-vCPU VM), and only the interleaved ratio
-//!   cancels that drift: read it first.
+//!   pairs, with the quartiles of those ratios. On a shared machine the speed drifts by more
+//!   than the difference measured (runs seconds apart differ by 10–20 % on a busy 2-vCPU VM),
+//!   and only the interleaved ratio cancels that drift: read it first, and the quartiles to see
+//!   how much it still moves.
 //!
 //! The target is a ratio within 1.02. Nothing is asserted about speed.
 //!
@@ -147,12 +149,15 @@ const PAIRS: usize = 1000;
 /// About how long one chunk of the paired measurement runs.
 const CHUNK: Duration = Duration::from_micros(200);
 
-/// What the paired measurement found: medians of the time per iteration, and of the ratio
-/// plugin / direct of each pair.
+/// What the paired measurement found: medians of the time per iteration, and the median and
+/// quartiles of the ratio plugin / direct of each pair.
 struct Paired {
     direct: Duration,
     plugin: Duration,
     ratio: f64,
+    /// The first and third quartiles of the pairs' ratios: how far apart pairs taken a few
+    /// hundred microseconds apart still are on this machine.
+    quartiles: (f64, f64),
 }
 
 /// The same work as the group of `n` messages, interleaved: [`PAIRS`] times a chunk of rounds on
@@ -210,6 +215,7 @@ fn paired(
         direct: median(&d),
         plugin: median(&p),
         ratio: r[r.len() / 2],
+        quartiles: (r[r.len() / 4], r[r.len() * 3 / 4]),
     }
 }
 
@@ -252,8 +258,8 @@ fn main() {
         CHUNK.as_micros()
     );
     println!(
-        "  {:<18} {:>9} {:>9} {:>7}   {:>9} {:>9} {:>7}",
-        "group", "direct", "plugin", "ratio", "direct", "plugin", "ratio"
+        "  {:<18} {:>9} {:>9} {:>7}   {:>9} {:>9} {:>7} {:>13}",
+        "group", "direct", "plugin", "ratio", "direct", "plugin", "ratio", "quartiles"
     );
     for (m, n) in results.iter().zip([1, BATCH]) {
         let last = |v: &RefCell<Vec<Duration>>| {
@@ -263,14 +269,16 @@ fn main() {
         let (d, p) = (last(&m.direct), last(&m.plugin));
         let paired = paired(&direct, &plugin, n, d);
         println!(
-            "  {:<18} {:>9.1} {:>9.1} {:>7.3}   {:>9.1} {:>9.1} {:>7.3}",
+            "  {:<18} {:>9.1} {:>9.1} {:>7.3}   {:>9.1} {:>9.1} {:>7.3} {:>6.3}-{:<6.3}",
             m.group,
             nanos(d),
             nanos(p),
             ratio(p, d),
             nanos(paired.direct),
             nanos(paired.plugin),
-            paired.ratio
+            paired.ratio,
+            paired.quartiles.0,
+            paired.quartiles.1
         );
     }
 }

@@ -250,6 +250,11 @@ struct Stall {
     fail_at: Option<Instant>,
 }
 
+/// Total bytes of a scatter list.
+fn total_length(sgl: &[Sge]) -> u64 {
+    sgl.iter().map(|s| u64::from(s.length)).sum()
+}
+
 /// A send WR as the simulated device holds it: its own copy (a posted WR only borrows its
 /// scatter list), under the provider's token.
 struct DeviceSend {
@@ -270,7 +275,7 @@ impl DeviceSend {
     }
 
     fn total_length(&self) -> u64 {
-        self.sgl.iter().map(|s| u64::from(s.length)).sum()
+        total_length(&self.sgl)
     }
 }
 
@@ -282,7 +287,7 @@ struct DeviceRecv {
 
 impl DeviceRecv {
     fn total_length(&self) -> u64 {
-        self.sgl.iter().map(|s| u64::from(s.length)).sum()
+        total_length(&self.sgl)
     }
 }
 
@@ -630,7 +635,7 @@ impl State {
     }
 
     fn gather(&self, pd: u32, sgl: &[Sge]) -> Result<Vec<u8>, String> {
-        let total: u64 = sgl.iter().map(|s| u64::from(s.length)).sum();
+        let total = total_length(sgl);
         let mut data = Vec::with_capacity(total as usize);
         for sge in sgl {
             let (lkey, off) = self.resolve_local(pd, sge, false)?;
@@ -1775,7 +1780,7 @@ impl State {
                 true
             }
             SendOp::Read(ra) => {
-                let len: u64 = local.iter().map(|s| u64::from(s.length)).sum();
+                let len = total_length(&local);
                 let Some((lkey, off)) =
                     self.resolve_remote(peer_pd, ra.addr, ra.rkey, len, Access::REMOTE_READ)
                 else {

@@ -28,6 +28,15 @@
 //!   error of kind [`ErrorKind::Other`].
 //! - **Deadlines** cross as nanoseconds from the call (`timeout_ns`), since an `Instant` means
 //!   nothing outside the program that made it.
+//! - **The data path is not copied.** [`SendWr`], [`RecvWr`] and [`Completion`] have the layout
+//!   of the crate's own types, so WRs and completion buffers cross as they are. The plugin side
+//!   checks every field a caller could get wrong (opcode, flags, a null or misaligned scatter
+//!   list; a null list is empty with a count of 0 and the WR's own `sge` with a count of 1)
+//!   before it uses the WRs as Rust's own, and refuses the first bad WR of a batch with the
+//!   exact count of WRs posted before it. A completion buffer may be uninitialised: the plugin
+//!   clears the entries it hands its provider (64 at most a call), and the loader turns a
+//!   status or opcode the plugin wrote that no ABI version defines into a general error in
+//!   place, keeping the `wr_id`. A plugin writes only the completions it counts.
 
 use std::ffi::{c_char, c_void};
 
@@ -36,7 +45,7 @@ use crate::error::ErrorKind;
 pub use crate::wr::Sge;
 
 /// The ABI major version this crate implements. Loader and plugin must agree on it.
-pub const ABI_MAJOR: u16 = 1;
+pub const ABI_MAJOR: u16 = 2;
 /// The ABI minor version this crate implements; a plugin with a lower minor still loads.
 pub const ABI_MINOR: u16 = 0;
 
@@ -411,6 +420,7 @@ const _: () = {
     assert!(align_of::<RecvWr>() == align_of::<CoreRecv>());
     assert!(offset_of!(RecvWr, wr_id) == offset_of!(CoreRecv, wr_id));
     assert!(offset_of!(RecvWr, sgl) == offset_of!(CoreRecv, sgl));
+    assert!(offset_of!(RecvWr, sge_count) == offset_of!(CoreRecv, sgl) + size_of::<usize>());
     assert!(offset_of!(RecvWr, sge) == offset_of!(CoreRecv, sgl) + 2 * size_of::<usize>());
     assert!(size_of::<Completion>() == size_of::<CoreWc>());
     assert!(align_of::<Completion>() == align_of::<CoreWc>());
@@ -574,7 +584,7 @@ type Err = *mut ErrorBuf;
 /// null entry.
 macro_rules! table {
     ($($(#[$doc:meta])* $field:ident: fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
-        /// The function table of ABI 1.0. See the [module documentation](self) for the rules.
+        /// The function table of ABI 2.0. See the [module documentation](self) for the rules.
         #[repr(C)]
         pub struct ProviderTable {
             /// Versions and size; its layout never changes.
@@ -669,8 +679,8 @@ table! {
     /// Releases a CQ.
     cq_free: fn(cq: *mut RawCq);
     /// Polls up to `capacity` completions into `out`, oldest first; the count goes to `count`.
-    /// `out` holds `capacity` valid completions (all zeros will do) and the plugin overwrites
-    /// only the first `count`.
+    /// `out` may be uninitialised; the plugin writes only the first `count`, and may clear
+    /// (or return at most) the first 64.
     cq_poll: fn(cq: *const RawCq, out: *mut Completion, capacity: usize, count: *mut usize, err: Err) -> Status;
     /// Like `cq_poll`, waiting up to `timeout_ns` for the first.
     cq_wait: fn(cq: *const RawCq, out: *mut Completion, capacity: usize, timeout_ns: u64, count: *mut usize, err: Err) -> Status;
@@ -753,8 +763,11 @@ mod tests {
     #[test]
     fn entry_symbol_names_major_and_crate() {
         assert_eq!(
-            entry_symbol(1, "anyverbs_provider_mock"),
-            "anyverbs_provider_v1_anyverbs_provider_mock"
+            entry_symbol(ABI_MAJOR, "anyverbs_provider_mock"),
+            "anyverbs_provider_v2_anyverbs_provider_mock"
         );
+        // `export_provider!` spells the major in a literal (`concat!` takes no constants):
+        // change both together.
+        assert!(include_str!("mod.rs").contains("\"anyverbs_provider_v2_\""));
     }
 }

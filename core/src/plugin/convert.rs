@@ -1,8 +1,11 @@
-//! Conversions between the crate's types and their [`abi`](super::abi) forms, both ways.
+//! Conversions between the crate's types and their [`abi`](super::abi) forms, both ways, and the
+//! checks that let the data path's types cross without conversion.
 //!
 //! Decoding checks every enum code and bit set: an unknown value becomes an [`Error`] of the
 //! caller's chosen kind (InvalidArgument on the plugin side, where the loader sent it; Other on
-//! the loader side, where a provider broke the ABI), never undefined behaviour.
+//! the loader side, where a provider broke the ABI), never undefined behaviour. WRs and
+//! completions are not converted: [`send_wrs`], [`recv_wrs`] and [`check_completions`] check
+//! the fields a peer could get wrong and hand out the same memory as the crate's own types.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
@@ -19,7 +22,7 @@ use crate::identity::{DeviceIdentity, Guid, PciAddress};
 use crate::mr::Access;
 use crate::provider::Transport;
 use crate::state::{QpState, StateModel};
-use crate::wr::{RecvWr, SendFlags, SendWr, Sge, WcOpcode, WcStatus};
+use crate::wr::{RecvWr, SendFlags, SendWr, Sge, WcFlags, WcOpcode, WcStatus};
 
 /// The error for a value the ABI does not define. Cold: the data path's conversions inline
 /// their checks and call this only for a value that is wrong.
@@ -129,6 +132,15 @@ pub(crate) unsafe fn array<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
         // SAFETY: the caller guarantees `len` readable values at `ptr` for `'a`.
         unsafe { std::slice::from_raw_parts(ptr, len) }
     }
+}
+
+/// Whether `ptr` and `len` can be a slice: non-null, aligned, and `len` values fitting in
+/// `isize::MAX` bytes (what `slice::from_raw_parts` requires besides readable memory).
+#[inline]
+pub(crate) fn array_ok<T>(ptr: *const T, len: usize) -> bool {
+    !ptr.is_null()
+        && ptr.is_aligned()
+        && len <= isize::MAX as usize / std::mem::size_of::<T>().max(1)
 }
 
 /// The slice an ABI `Bytes` borrows.
@@ -288,8 +300,15 @@ pub(crate) unsafe fn device_info_from(
 /// # Safety
 /// `port.addresses` must point to `port.address_count` readable addresses (or the count be 0).
 pub(crate) unsafe fn port_from(port: &abi::PortInfo, kind: ErrorKind) -> Result<PortInfo> {
-    // SAFETY: the caller guarantees the array.
-    let addresses = unsafe { array(port.addresses, port.address_count) };
+    let (ptr, count) = (port.addresses, port.address_count);
+    if count > 0 && !array_ok(ptr, count) {
+        return Err(Error::new(
+            kind,
+            format!("port addresses: {count} at {ptr:p}, null, misaligned or too many"),
+        ));
+    }
+    // SAFETY: the caller guarantees the array's memory; its address and size were checked.
+    let addresses = unsafe { array(ptr, count) };
     Ok(PortInfo {
         number: port.number,
         state: port_state_from(port.state, kind)?,
@@ -422,6 +441,8 @@ pub(crate) unsafe fn check_completions(out: *mut abi::Completion, n: usize) {
         if wc.status > LAST_WC_STATUS || wc.opcode > LAST_WC_OPCODE {
             undefined_completion(wc);
         }
+        // Flags this ABI does not define (a newer minor's) mean nothing to this program.
+        wc.flags &= WcFlags::all().bits();
     }
 }
 

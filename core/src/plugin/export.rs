@@ -663,11 +663,20 @@ unsafe fn failed(err: *mut ErrorBuf, accepted: *mut usize, n: usize, e: Error) -
     unsafe { fail(err, &e) }
 }
 
+/// The most completions one poll through the ABI returns: the plugin clears that much of the
+/// caller's buffer first.
+const POLL_MAX: usize = 64;
+
 /// Polls (or, with a deadline, waits) straight into the caller's buffer.
 ///
+/// The buffer may be uninitialised (as a C caller's `struct … wc[16]` is), so its first
+/// `min(capacity, POLL_MAX)` entries are cleared first, all zeros being a valid completion,
+/// before the provider sees them as `&mut [Completion]`. Clearing costs a store or two per
+/// entry; a loader's buffer is valid already, but the plugin cannot know whose it is.
+///
 /// # Safety
-/// `cq` as the ABI documents; `out` must hold `capacity` valid completions, readable and
-/// writable (the ABI's rule for `cq_poll`); `count` and `err` null or writable.
+/// `cq` as the ABI documents; `out` must be writable for `capacity` completions (the ABI's rule
+/// for `cq_poll`); `count` and `err` null or writable.
 #[inline(always)]
 unsafe fn poll_into<C: CompletionQueue>(
     cq: *const abi::RawCq,
@@ -688,26 +697,30 @@ unsafe fn poll_into<C: CompletionQueue>(
         // SAFETY: forwarded to the caller.
         return unsafe { failed(err, null, 0, bad_poll_buffer(out, count)) };
     }
-    let wc: &mut [Completion] = if capacity == 0 {
+    let want = capacity.min(POLL_MAX);
+    let wc: &mut [Completion] = if want == 0 {
         &mut []
     } else {
+        // SAFETY: the caller guarantees `capacity >= want` writable completions at `out`
+        // (non-null and aligned, as checked).
+        unsafe { out.write_bytes(0, want) };
         // SAFETY: `abi::Completion` and `Completion` have the same layout (asserted in `abi`),
-        // and the caller guarantees `capacity` valid completions at `out` (non-null and
-        // aligned, as checked), which stay borrowed for this call only.
-        unsafe { std::slice::from_raw_parts_mut(out.cast::<Completion>(), capacity) }
+        // all zeros is a valid `Completion` (asserted in `wr`), and the `want` entries just
+        // cleared stay borrowed for this call only.
+        unsafe { std::slice::from_raw_parts_mut(out.cast::<Completion>(), want) }
     };
     let polled = match deadline {
         None => cq.poll(wc),
         Some(deadline) => cq.wait(wc, deadline),
     };
     match polled {
-        Ok(n) if n <= capacity => {
+        Ok(n) if n <= want => {
             // SAFETY: non-null (checked above) and writable, as the caller guarantees.
             unsafe { count.write(n) };
             STATUS_OK
         }
         // SAFETY: forwarded to the caller.
-        Ok(n) => unsafe { failed(err, null, 0, overfull(n, capacity)) },
+        Ok(n) => unsafe { failed(err, null, 0, overfull(n, want)) },
         // SAFETY: forwarded to the caller.
         Err(e) => unsafe { failed(err, null, 0, e) },
     }
@@ -867,11 +880,12 @@ unsafe fn post_batch<Q: QueuePair, A: AbiWr>(
         // SAFETY: forwarded to the caller.
         Err(e) => return unsafe { failed(err, accepted, 0, e) },
     };
-    if wrs.is_null() && count > 0 {
+    if count > 0 && !convert::array_ok(wrs, count) {
         // SAFETY: forwarded to the caller.
-        return unsafe { failed(err, accepted, 0, null_batch(count)) };
+        return unsafe { failed(err, accepted, 0, bad_batch(wrs, count)) };
     }
-    // SAFETY: `count` readable WRs (or none), as the caller guarantees.
+    // SAFETY: `count` readable WRs (or none), as the caller guarantees, at a non-null and
+    // aligned address (checked), in fewer than `isize::MAX` bytes (checked).
     let raw = unsafe { convert::array(wrs, count) };
     // SAFETY: the scatter lists are readable across the call, as the caller guarantees.
     let ok = unsafe { A::valid(raw) };
@@ -884,7 +898,13 @@ unsafe fn post_batch<Q: QueuePair, A: AbiWr>(
         return unsafe { failed(err, accepted, e.accepted, e.error) };
     }
     match raw.get(ok.len()) {
-        None => STATUS_OK,
+        None => {
+            if !accepted.is_null() {
+                // SAFETY: non-null and writable, as the caller guarantees.
+                unsafe { accepted.write(raw.len()) };
+            }
+            STATUS_OK
+        }
         // SAFETY: forwarded to the caller.
         Some(bad) => unsafe { failed(err, accepted, ok.len(), bad.refusal()) },
     }
@@ -892,8 +912,10 @@ unsafe fn post_batch<Q: QueuePair, A: AbiWr>(
 
 #[cold]
 #[inline(never)]
-fn null_batch(count: usize) -> Error {
-    Error::invalid_argument(format!("a post of {count} WRs from a null array"))
+fn bad_batch<A>(wrs: *const A, count: usize) -> Error {
+    Error::invalid_argument(format!(
+        "a post of {count} WRs from an array at {wrs:p} that is null, misaligned or too long"
+    ))
 }
 
 unsafe extern "C" fn qp_post_send<P: Provider>(

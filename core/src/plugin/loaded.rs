@@ -713,12 +713,14 @@ impl LoadedCq {
         // The plugin writes `abi::Completion`s, the layout of `Completion` (asserted in `abi`),
         // into the caller's buffer, which holds valid completions before the call; the ones it
         // wrote are checked below before the buffer is used as `Completion`s again.
-        match timeout_ns {
-            None => call!(f, cq_poll(self.handle.ptr(), buf, capacity, &mut n))?,
-            Some(t) => call!(f, cq_wait(self.handle.ptr(), buf, capacity, t, &mut n))?,
-        }
-        if n > capacity {
-            return Err(self.overfull(n, capacity));
+        let result = match timeout_ns {
+            None => call!(f, cq_poll(self.handle.ptr(), buf, capacity, &mut n)),
+            Some(t) => call!(f, cq_wait(self.handle.ptr(), buf, capacity, t, &mut n)),
+        };
+        if result.is_err() || n > capacity {
+            // SAFETY: `buf` is `out`'s memory, `capacity` completions, not otherwise used until
+            // this returns.
+            return Err(unsafe { self.failed_poll(result, buf, n, capacity) });
         }
         // SAFETY: `buf` is `out`'s memory, `n <= out.len()` completions, not otherwise used
         // until this returns.
@@ -726,8 +728,29 @@ impl LoadedCq {
         Ok(n)
     }
 
+    /// The error of a poll that failed or overfilled the buffer. A plugin that broke the ABI
+    /// may have written anything into it, so the whole buffer is made valid first (a plugin
+    /// that succeeds is trusted to have written only the completions it counts).
+    ///
+    /// # Safety
+    /// `buf` must be valid for reads and writes of `capacity` completions.
     #[cold]
     #[inline(never)]
+    unsafe fn failed_poll(
+        &self,
+        result: Result<()>,
+        buf: *mut abi::Completion,
+        n: usize,
+        capacity: usize,
+    ) -> Error {
+        // SAFETY: forwarded to the caller.
+        unsafe { convert::check_completions(buf, capacity) };
+        match result {
+            Err(e) => e,
+            Ok(()) => self.overfull(n, capacity),
+        }
+    }
+
     fn overfull(&self, n: usize, capacity: usize) -> Error {
         Error::new(
             ErrorKind::Other,

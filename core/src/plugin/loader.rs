@@ -87,7 +87,7 @@ pub enum LoadError {
         path: PathBuf,
         /// The size the table declares, in bytes.
         size: u32,
-        /// The size ABI 1.0 requires.
+        /// The size this ABI major requires.
         needed: u32,
     },
     /// The entry symbol returned a null table.

@@ -8,7 +8,8 @@
 //! - **Plugin side.** One line, [`export_provider!`](crate::export_provider), turns a
 //!   [`Provider`](crate::Provider) into a plugin; the crate builds a `cdylib` beside its
 //!   `rlib`. The macro builds the [`abi::ProviderTable`] from generic functions in [`export`]
-//!   that check handles, catch panics and convert every value.
+//!   that check handles, catch panics and check every value. WRs and completions cross as they
+//!   are: their types have the ABI's layout.
 //! - **Loader side.** [`Plugin::load`] opens a file, [`Plugin::find`] a name in the
 //!   [search path](search_path); [`Plugin::instantiate`] makes a [`LoadedProvider`], which
 //!   implements the core traits like a linked provider, with one indirect call per operation
@@ -57,7 +58,7 @@ pub use loader::{
 /// program makes an instance (an error there reaches the program as
 /// [`LoadError::InitFailed`]).
 ///
-/// It defines the entry symbol `anyverbs_provider_v1_<crate name>`. The crate name is part of
+/// It defines the entry symbol `anyverbs_provider_v2_<crate name>`. The crate name is part of
 /// it so that two providers linked into one program (a test binary linking several provider
 /// crates) do not define the same symbol — the linker would silently keep just one. The loader
 /// derives the name from the file name, `lib<crate name>.so`, which is what cargo produces;
@@ -81,7 +82,7 @@ macro_rules! export_provider {
                     anyverbs_provider_new,
                 );
 
-            #[unsafe(export_name = concat!("anyverbs_provider_v1_", env!("CARGO_CRATE_NAME")))]
+            #[unsafe(export_name = concat!("anyverbs_provider_v2_", env!("CARGO_CRATE_NAME")))]
             extern "C" fn anyverbs_provider_entry() -> *const $crate::plugin::abi::ProviderTable {
                 &ANYVERBS_PROVIDER_TABLE
             }
