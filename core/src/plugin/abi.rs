@@ -397,6 +397,20 @@ pub struct Completion {
     pub vendor_err: u32,
 }
 
+impl Completion {
+    /// All zeros: a valid completion (success, SEND, no flags).
+    pub const ZERO: Completion = Completion {
+        wr_id: 0,
+        status: 0,
+        opcode: 0,
+        byte_len: 0,
+        imm_data: 0,
+        flags: 0,
+        qp_num: 0,
+        vendor_err: 0,
+    };
+}
+
 /// The data path's types cross the ABI as they are, so their layouts must be the ABI's, field
 /// by field; a change to either breaks the build here.
 const _: () = {

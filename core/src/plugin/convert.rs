@@ -326,7 +326,7 @@ const MAX_SGES: usize = isize::MAX as usize / std::mem::size_of::<Sge>();
 /// Whether the scatter list of a WR from the ABI is one [`SgRef`](crate::wr) may hold: a null
 /// pointer is empty (count 0) or the WR's own SGE (count 1); any other pointer must be aligned
 /// and the count one a slice can have.
-#[inline]
+#[inline(always)]
 fn sgl_ok(sgl: *const Sge, count: usize) -> bool {
     if sgl.is_null() {
         count <= 1
@@ -344,7 +344,7 @@ fn sgl_refusal(sgl: *const Sge, count: usize) -> Error {
 }
 
 /// Whether a send WR from the ABI holds only values [`SendWr`] allows.
-#[inline]
+#[inline(always)]
 fn send_wr_ok(wr: &abi::SendWr) -> bool {
     (1..=5).contains(&wr.opcode)
         && wr.flags & !SendFlags::all().bits() == 0
@@ -377,7 +377,7 @@ pub(crate) fn recv_wr_refusal(wr: &abi::RecvWr) -> Error {
 /// # Safety
 /// Every WR's non-null `sgl` must point to `sge_count` readable SGEs that outlive `'a` (the
 /// ABI's rule for a post: they live across the call).
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn send_wrs<'a>(wrs: &'a [abi::SendWr]) -> &'a [SendWr<'a>] {
     let valid = wrs
         .iter()
@@ -394,7 +394,7 @@ pub(crate) unsafe fn send_wrs<'a>(wrs: &'a [abi::SendWr]) -> &'a [SendWr<'a>] {
 ///
 /// # Safety
 /// As for [`send_wrs`].
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn recv_wrs<'a>(wrs: &'a [abi::RecvWr]) -> &'a [RecvWr<'a>] {
     let valid = wrs
         .iter()
@@ -432,7 +432,7 @@ const LAST_WC_OPCODE: u32 = WcOpcode::RecvRdmaWithImm as u32;
 ///
 /// # Safety
 /// `out` must be valid for reads and writes of `n` completions.
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn check_completions(out: *mut abi::Completion, n: usize) {
     for i in 0..n {
         // SAFETY: `i < n`, as the caller guarantees; read and written as `abi::Completion`,

@@ -701,9 +701,16 @@ unsafe fn poll_into<C: CompletionQueue>(
     let wc: &mut [Completion] = if want == 0 {
         &mut []
     } else {
-        // SAFETY: the caller guarantees `capacity >= want` writable completions at `out`
-        // (non-null and aligned, as checked).
-        unsafe { out.write_bytes(0, want) };
+        if want == 1 {
+            // Polling for the one completion awaited is common: three stores, where the loop
+            // below becomes a call to `memset`.
+            // SAFETY: the caller guarantees `capacity >= 1` writable completions at `out`
+            // (non-null and aligned, as checked).
+            unsafe { out.write(abi::Completion::ZERO) };
+        } else {
+            // SAFETY: as above, for `want` completions.
+            unsafe { out.write_bytes(0, want) };
+        }
         // SAFETY: `abi::Completion` and `Completion` have the same layout (asserted in `abi`),
         // all zeros is a valid `Completion` (asserted in `wr`), and the `want` entries just
         // cleared stay borrowed for this call only.
@@ -837,6 +844,7 @@ trait AbiWr: Sized {
 impl AbiWr for abi::SendWr {
     type Wr<'a> = crate::wr::SendWr<'a>;
 
+    #[inline(always)]
     unsafe fn valid<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
         // SAFETY: forwarded to the caller.
         unsafe { convert::send_wrs(wrs) }
@@ -850,6 +858,7 @@ impl AbiWr for abi::SendWr {
 impl AbiWr for abi::RecvWr {
     type Wr<'a> = crate::wr::RecvWr<'a>;
 
+    #[inline(always)]
     unsafe fn valid<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
         // SAFETY: forwarded to the caller.
         unsafe { convert::recv_wrs(wrs) }
@@ -884,9 +893,13 @@ unsafe fn post_batch<Q: QueuePair, A: AbiWr>(
         // SAFETY: forwarded to the caller.
         return unsafe { failed(err, accepted, 0, bad_batch(wrs, count)) };
     }
-    // SAFETY: `count` readable WRs (or none), as the caller guarantees, at a non-null and
-    // aligned address (checked), in fewer than `isize::MAX` bytes (checked).
-    let raw = unsafe { convert::array(wrs, count) };
+    let raw: &[A] = if count == 0 {
+        &[]
+    } else {
+        // SAFETY: `count` readable WRs, as the caller guarantees, at a non-null and aligned
+        // address, in fewer than `isize::MAX` bytes (both checked above).
+        unsafe { std::slice::from_raw_parts(wrs, count) }
+    };
     // SAFETY: the scatter lists are readable across the call, as the caller guarantees.
     let ok = unsafe { A::valid(raw) };
     // When the very first WR is refused, nothing is posted: the provider's answer to an empty

@@ -713,14 +713,20 @@ impl LoadedCq {
         // The plugin writes `abi::Completion`s, the layout of `Completion` (asserted in `abi`),
         // into the caller's buffer, which holds valid completions before the call; the ones it
         // wrote are checked below before the buffer is used as `Completion`s again.
-        let result = match timeout_ns {
-            None => call!(f, cq_poll(self.handle.ptr(), buf, capacity, &mut n)),
-            Some(t) => call!(f, cq_wait(self.handle.ptr(), buf, capacity, t, &mut n)),
+        let mut err = ErrorSlot::new();
+        let handle = self.handle.ptr();
+        // SAFETY: this plugin's poll functions, a live CQ handle, `out`'s memory for
+        // `capacity` completions, and pointers to locals.
+        let status = unsafe {
+            match timeout_ns {
+                None => (f.cq_poll)(handle, buf, capacity, &mut n, err.ptr()),
+                Some(t) => (f.cq_wait)(handle, buf, capacity, t, &mut n, err.ptr()),
+            }
         };
-        if result.is_err() || n > capacity {
+        if status != STATUS_OK || n > capacity {
             // SAFETY: `buf` is `out`'s memory, `capacity` completions, not otherwise used until
             // this returns.
-            return Err(unsafe { self.failed_poll(result, buf, n, capacity) });
+            return Err(unsafe { self.failed_poll(err.result(status), buf, n, capacity) });
         }
         // SAFETY: `buf` is `out`'s memory, `n <= out.len()` completions, not otherwise used
         // until this returns.
