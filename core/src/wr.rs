@@ -84,6 +84,13 @@ pub(crate) enum OpCode {
     Read = 5,
 }
 
+impl OpCode {
+    /// The codes that are an [`OpCode`]: the plugin ABI checks a WR's against these before it
+    /// treats the WR as a [`SendWr`].
+    pub(crate) const CODES: std::ops::RangeInclusive<u32> =
+        OpCode::Send as u32..=OpCode::Read as u32;
+}
+
 bitflags! {
     /// Flags of a send WR.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -249,11 +256,7 @@ impl<'a> SendWr<'a> {
 
     /// The completion opcode this WR produces on the requester.
     pub const fn completion_opcode(&self) -> WcOpcode {
-        match self.opcode {
-            OpCode::Send | OpCode::SendWithImm => WcOpcode::Send,
-            OpCode::Write | OpCode::WriteWithImm => WcOpcode::RdmaWrite,
-            OpCode::Read => WcOpcode::RdmaRead,
-        }
+        self.op().completion_opcode()
     }
 
     /// Local memory: source of SEND and WRITE, destination of READ.

@@ -286,6 +286,13 @@ struct DeviceRecv {
 }
 
 impl DeviceRecv {
+    fn new(wr_id: u64, wr: &RecvWr) -> Self {
+        DeviceRecv {
+            wr_id,
+            sgl: SgList::from_slice(wr.sgl()),
+        }
+    }
+
     fn total_length(&self) -> u64 {
         total_length(&self.sgl)
     }
@@ -1478,10 +1485,7 @@ impl State {
                 depth: q.init.max_recv_wr,
             });
         }
-        self.qp_mut(qpn)?.rq.push_back(DeviceRecv {
-            wr_id,
-            sgl: SgList::from_slice(wr.sgl()),
-        });
+        self.qp_mut(qpn)?.rq.push_back(DeviceRecv::new(wr_id, wr));
         Ok(())
     }
 

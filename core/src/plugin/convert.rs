@@ -22,7 +22,7 @@ use crate::identity::{DeviceIdentity, Guid, PciAddress};
 use crate::mr::Access;
 use crate::provider::Transport;
 use crate::state::{QpState, StateModel};
-use crate::wr::{RecvWr, SendFlags, SendWr, Sge, WcFlags, WcOpcode, WcStatus};
+use crate::wr::{OpCode, RecvWr, SendFlags, SendWr, Sge, WcFlags, WcOpcode, WcStatus};
 
 /// The error for a value the ABI does not define. Cold: the data path's conversions inline
 /// their checks and call this only for a value that is wrong.
@@ -136,11 +136,29 @@ pub(crate) unsafe fn array<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 
 /// Whether `ptr` and `len` can be a slice: non-null, aligned, and `len` values fitting in
 /// `isize::MAX` bytes (what `slice::from_raw_parts` requires besides readable memory).
-#[inline]
-pub(crate) fn array_ok<T>(ptr: *const T, len: usize) -> bool {
+#[inline(always)]
+fn array_ok<T>(ptr: *const T, len: usize) -> bool {
     !ptr.is_null()
         && ptr.is_aligned()
         && len <= isize::MAX as usize / std::mem::size_of::<T>().max(1)
+}
+
+/// The array an ABI pointer and count borrow, checked: empty for a count of 0, `None` for a
+/// pointer and count no slice can have (see [`array_ok`]), as a peer that broke the ABI gives.
+///
+/// # Safety
+/// A pointer that passes the check must point to `len` readable values that outlive `'a`.
+#[inline(always)]
+pub(crate) unsafe fn checked_array<'a, T>(ptr: *const T, len: usize) -> Option<&'a [T]> {
+    if len == 0 {
+        Some(&[])
+    } else if array_ok(ptr, len) {
+        // SAFETY: non-null, aligned and short enough (checked), and readable for `'a`, as the
+        // caller guarantees.
+        Some(unsafe { std::slice::from_raw_parts(ptr, len) })
+    } else {
+        None
+    }
 }
 
 /// The slice an ABI `Bytes` borrows.
@@ -301,14 +319,13 @@ pub(crate) unsafe fn device_info_from(
 /// `port.addresses` must point to `port.address_count` readable addresses (or the count be 0).
 pub(crate) unsafe fn port_from(port: &abi::PortInfo, kind: ErrorKind) -> Result<PortInfo> {
     let (ptr, count) = (port.addresses, port.address_count);
-    if count > 0 && !array_ok(ptr, count) {
+    // SAFETY: the caller guarantees the array's memory.
+    let Some(addresses) = (unsafe { checked_array(ptr, count) }) else {
         return Err(Error::new(
             kind,
             format!("port addresses: {count} at {ptr:p}, null, misaligned or too many"),
         ));
-    }
-    // SAFETY: the caller guarantees the array's memory; its address and size were checked.
-    let addresses = unsafe { array(ptr, count) };
+    };
     Ok(PortInfo {
         number: port.number,
         state: port_state_from(port.state, kind)?,
@@ -320,19 +337,12 @@ pub(crate) unsafe fn port_from(port: &abi::PortInfo, kind: ErrorKind) -> Result<
     })
 }
 
-/// The largest scatter list a slice can describe.
-const MAX_SGES: usize = isize::MAX as usize / std::mem::size_of::<Sge>();
-
 /// Whether the scatter list of a WR from the ABI is one [`SgRef`](crate::wr) may hold: a null
-/// pointer is empty (count 0) or the WR's own SGE (count 1); any other pointer must be aligned
-/// and the count one a slice can have.
+/// pointer is empty (count 0) or the WR's own SGE (count 1); any other pointer and count must
+/// be able to be a slice.
 #[inline(always)]
 fn sgl_ok(sgl: *const Sge, count: usize) -> bool {
-    if sgl.is_null() {
-        count <= 1
-    } else {
-        sgl.is_aligned() && count <= MAX_SGES
-    }
+    sgl.is_null() && count <= 1 || array_ok(sgl, count)
 }
 
 /// The error for a scatter list [`sgl_ok`] refuses.
@@ -346,7 +356,7 @@ fn sgl_refusal(sgl: *const Sge, count: usize) -> Error {
 /// Whether a send WR from the ABI holds only values [`SendWr`] allows.
 #[inline(always)]
 fn send_wr_ok(wr: &abi::SendWr) -> bool {
-    (1..=5).contains(&wr.opcode)
+    OpCode::CODES.contains(&wr.opcode)
         && wr.flags & !SendFlags::all().bits() == 0
         && sgl_ok(wr.sgl, wr.sge_count)
 }
@@ -355,7 +365,7 @@ fn send_wr_ok(wr: &abi::SendWr) -> bool {
 #[cold]
 #[inline(never)]
 pub(crate) fn send_wr_refusal(wr: &abi::SendWr) -> Error {
-    if !(1..=5).contains(&wr.opcode) {
+    if !OpCode::CODES.contains(&wr.opcode) {
         unknown(ErrorKind::InvalidArgument, "send opcode", wr.opcode)
     } else if SendFlags::from_bits(wr.flags).is_none() {
         unknown(ErrorKind::InvalidArgument, "send flags", wr.flags)
@@ -384,8 +394,8 @@ pub(crate) unsafe fn send_wrs<'a>(wrs: &'a [abi::SendWr]) -> &'a [SendWr<'a>] {
         .position(|wr| !send_wr_ok(wr))
         .unwrap_or(wrs.len());
     // SAFETY: `abi::SendWr` and `SendWr` have the same layout (asserted in `abi`), and the
-    // first `valid` WRs hold values `SendWr` allows: an opcode 1 to 5 (the discriminants of
-    // `OpCode`), flags within `SendFlags`, and a scatter list `SgRef` may hold, readable for
+    // first `valid` WRs hold values `SendWr` allows: an opcode in `OpCode::CODES` (the
+    // discriminants of `OpCode`), flags within `SendFlags`, and a scatter list `SgRef` may hold, readable for
     // `'a` as the caller guarantees.
     unsafe { std::slice::from_raw_parts(wrs.as_ptr().cast::<SendWr<'a>>(), valid) }
 }

@@ -698,19 +698,19 @@ unsafe fn poll_into<C: CompletionQueue>(
         return unsafe { failed(err, null, 0, bad_poll_buffer(out, count)) };
     }
     let want = capacity.min(POLL_MAX);
+    match want {
+        0 => {}
+        // Polling for the one completion awaited is common: three stores, where clearing
+        // `want` entries is a call to `memset`.
+        // SAFETY: the caller guarantees `capacity >= 1` writable completions at `out`
+        // (non-null and aligned, as checked).
+        1 => unsafe { out.write(abi::Completion::ZERO) },
+        // SAFETY: as above, for `want` completions.
+        _ => unsafe { out.write_bytes(0, want) },
+    }
     let wc: &mut [Completion] = if want == 0 {
         &mut []
     } else {
-        if want == 1 {
-            // Polling for the one completion awaited is common: three stores, where the loop
-            // below becomes a call to `memset`.
-            // SAFETY: the caller guarantees `capacity >= 1` writable completions at `out`
-            // (non-null and aligned, as checked).
-            unsafe { out.write(abi::Completion::ZERO) };
-        } else {
-            // SAFETY: as above, for `want` completions.
-            unsafe { out.write_bytes(0, want) };
-        }
         // SAFETY: `abi::Completion` and `Completion` have the same layout (asserted in `abi`),
         // all zeros is a valid `Completion` (asserted in `wr`), and the `want` entries just
         // cleared stay borrowed for this call only.
@@ -889,16 +889,10 @@ unsafe fn post_batch<Q: QueuePair, A: AbiWr>(
         // SAFETY: forwarded to the caller.
         Err(e) => return unsafe { failed(err, accepted, 0, e) },
     };
-    if count > 0 && !convert::array_ok(wrs, count) {
+    // SAFETY: `count` readable WRs, as the caller guarantees.
+    let Some(raw) = (unsafe { convert::checked_array(wrs, count) }) else {
         // SAFETY: forwarded to the caller.
         return unsafe { failed(err, accepted, 0, bad_batch(wrs, count)) };
-    }
-    let raw: &[A] = if count == 0 {
-        &[]
-    } else {
-        // SAFETY: `count` readable WRs, as the caller guarantees, at a non-null and aligned
-        // address, in fewer than `isize::MAX` bytes (both checked above).
-        unsafe { std::slice::from_raw_parts(wrs, count) }
     };
     // SAFETY: the scatter lists are readable across the call, as the caller guarantees.
     let ok = unsafe { A::valid(raw) };

@@ -799,22 +799,6 @@ pub struct LoadedQp {
 }
 
 impl LoadedQp {
-    /// Finishes a post: the plugin's count of accepted WRs, checked against the batch. The slot
-    /// is borrowed: moving it would copy its 484 bytes on every post.
-    #[inline]
-    fn posted(
-        &self,
-        err: &ErrorSlot,
-        status: Status,
-        accepted: usize,
-        len: usize,
-    ) -> Result<(), PostError> {
-        err.result(status)
-            .map_err(|e| PostError::new(accepted.min(len), e))
-    }
-}
-
-impl LoadedQp {
     /// Posts a batch through `entry` (`qp_post_send` or `qp_post_recv`), the WRs as they are.
     #[inline]
     fn post<A>(
@@ -836,7 +820,9 @@ impl LoadedQp {
         // in `abi`), and it and the scatter lists it points to live across the call; the out
         // pointers are to locals.
         let status = unsafe { entry(self.handle.ptr(), wrs, len, &mut accepted, err.ptr()) };
-        self.posted(&err, status, accepted, len)
+        // The plugin's count of accepted WRs, checked against the batch.
+        err.result(status)
+            .map_err(|e| PostError::new(accepted.min(len), e))
     }
 }
 
