@@ -17,6 +17,10 @@ use crate::identity::DeviceIdentity;
 use crate::provider::Provider;
 use crate::supervisor::DeviceSelector;
 
+/// How long a monitor's removal of the supervised device waits for the device's own stream to
+/// say how it was lost.
+const LOSS_CAUSE_GRACE: Duration = Duration::from_millis(200);
+
 /// Where the service is, with what each phase holds.
 enum Phase<P: Provider> {
     /// Nothing runs and nothing is scheduled: before the first start, and for a moment between
@@ -162,6 +166,24 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         }
     }
 
+    /// Handles the device's events until its stream ends (or the device is otherwise lost),
+    /// waiting until `deadline` at most.
+    fn await_device_stream_end(&mut self, deadline: Instant) {
+        loop {
+            let Phase::Running { events, .. } = &self.phase else {
+                return;
+            };
+            match events.recv(deadline) {
+                Ok(event) => self.on_device_event(event),
+                Err(e) if e.kind() == ErrorKind::Overflow => {
+                    warn!(error = %e, "device events were dropped");
+                }
+                // Timed out, or the stream ended: the caller decides the cause.
+                Err(_) => return,
+            }
+        }
+    }
+
     fn on_device_event(&mut self, event: DeviceEvent) {
         match &event {
             DeviceEvent::DeviceFatal => self.lose_device(LossCause::Fatal),
@@ -217,9 +239,11 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
                 if let Phase::Running { identity: ours, .. } = &self.phase
                     && *ours == identity
                 {
-                    // The device's own stream says how it was lost (a reset's DeviceFatal may
-                    // have arrived while the monitor was being read); removal otherwise.
-                    self.drain_device_events();
+                    // The device's own stream says how it was lost (a reset's DeviceFatal);
+                    // removal otherwise. It ends right after the device goes, but it and the
+                    // monitor are read apart (two fds on hardware, two relay threads through a
+                    // plugin), so the removal may be read first: give the stream a moment.
+                    self.await_device_stream_end(Instant::now() + LOSS_CAUSE_GRACE);
                     self.lose_device(LossCause::Removed);
                 } else if let Phase::Backoff { .. } = self.phase
                     && self.follows(&identity)
