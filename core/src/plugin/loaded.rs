@@ -56,6 +56,7 @@ impl ErrorSlot {
         ErrorSlot(slot)
     }
 
+    #[inline]
     fn ptr(&mut self) -> *mut ErrorBuf {
         self.0.as_mut_ptr()
     }
@@ -95,6 +96,7 @@ unsafe impl<T> Send for Raw<T> {}
 unsafe impl<T> Sync for Raw<T> {}
 
 impl<T> Raw<T> {
+    #[inline]
     fn ptr(&self) -> *mut T {
         self.0.as_ptr()
     }
@@ -175,6 +177,7 @@ struct Handle<T> {
 }
 
 impl<T> Handle<T> {
+    #[inline]
     fn ptr(&self) -> *mut T {
         self.raw.ptr()
     }
@@ -777,10 +780,12 @@ impl CompletionQueue for LoadedCq {
         self.info.capacity
     }
 
+    #[inline]
     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
         self.poll_with(out, None)
     }
 
+    #[inline]
     fn wait(&self, out: &mut [Completion], deadline: Instant) -> Result<usize> {
         self.poll_with(out, Some(convert::timeout_ns(deadline)))
     }
@@ -844,10 +849,12 @@ impl QueuePair for LoadedQp {
         )
     }
 
+    #[inline]
     fn post_send(&self, wrs: &[SendWr]) -> Result<(), PostError> {
         self.post(convert::send_wrs_abi(wrs), wrs.len(), self.f.qp_post_send)
     }
 
+    #[inline]
     fn post_recv(&self, wrs: &[RecvWr]) -> Result<(), PostError> {
         self.post(convert::recv_wrs_abi(wrs), wrs.len(), self.f.qp_post_recv)
     }
