@@ -355,13 +355,19 @@ fn sgl_refusal(sgl: *const Sge, count: usize) -> Error {
 
 /// Whether a send WR from the ABI holds only values [`SendWr`] allows.
 #[inline(always)]
-fn send_wr_ok(wr: &abi::SendWr) -> bool {
+pub(crate) fn send_wr_ok(wr: &abi::SendWr) -> bool {
     OpCode::CODES.contains(&wr.opcode)
         && wr.flags & !SendFlags::all().bits() == 0
         && sgl_ok(wr.sgl, wr.sge_count)
 }
 
-/// Why [`send_wrs`] refused `wr`.
+/// Whether a receive WR from the ABI holds only values [`RecvWr`] allows.
+#[inline(always)]
+pub(crate) fn recv_wr_ok(wr: &abi::RecvWr) -> bool {
+    sgl_ok(wr.sgl, wr.sge_count)
+}
+
+/// Why [`send_wr_ok`] refused `wr`.
 #[cold]
 #[inline(never)]
 pub(crate) fn send_wr_refusal(wr: &abi::SendWr) -> Error {
@@ -374,7 +380,7 @@ pub(crate) fn send_wr_refusal(wr: &abi::SendWr) -> Error {
     }
 }
 
-/// Why [`recv_wrs`] refused `wr`.
+/// Why [`recv_wr_ok`] refused `wr`.
 #[cold]
 #[inline(never)]
 pub(crate) fn recv_wr_refusal(wr: &abi::RecvWr) -> Error {
@@ -393,11 +399,25 @@ pub(crate) unsafe fn send_wrs<'a>(wrs: &'a [abi::SendWr]) -> &'a [SendWr<'a>] {
         .iter()
         .position(|wr| !send_wr_ok(wr))
         .unwrap_or(wrs.len());
-    // SAFETY: `abi::SendWr` and `SendWr` have the same layout (asserted in `abi`), and the
-    // first `valid` WRs hold values `SendWr` allows: an opcode in `OpCode::CODES` (the
-    // discriminants of `OpCode`), flags within `SendFlags`, and a scatter list `SgRef` may hold, readable for
-    // `'a` as the caller guarantees.
-    unsafe { std::slice::from_raw_parts(wrs.as_ptr().cast::<SendWr<'a>>(), valid) }
+    // SAFETY: the first `valid` WRs pass `send_wr_ok`; their scatter lists as the caller
+    // guarantees.
+    unsafe { valid_send_wrs(&wrs[..valid]) }
+}
+
+/// Send WRs from the ABI that all pass [`send_wr_ok`], as the crate's own type, without
+/// copying.
+///
+/// # Safety
+/// Every WR must pass [`send_wr_ok`], and its non-null `sgl` point to `sge_count` readable
+/// SGEs that outlive `'a`.
+#[inline(always)]
+pub(crate) unsafe fn valid_send_wrs<'a>(wrs: &'a [abi::SendWr]) -> &'a [SendWr<'a>] {
+    debug_assert!(wrs.iter().all(send_wr_ok));
+    // SAFETY: `abi::SendWr` and `SendWr` have the same layout (asserted in `abi`), and every
+    // WR holds values `SendWr` allows, as the caller guarantees: an opcode in `OpCode::CODES`
+    // (the discriminants of `OpCode`), flags within `SendFlags`, and a scatter list `SgRef`
+    // may hold, readable for `'a`.
+    unsafe { std::slice::from_raw_parts(wrs.as_ptr().cast::<SendWr<'a>>(), wrs.len()) }
 }
 
 /// The receive WRs of a post, as the crate's own type, without copying; as [`send_wrs`].
@@ -408,12 +428,23 @@ pub(crate) unsafe fn send_wrs<'a>(wrs: &'a [abi::SendWr]) -> &'a [SendWr<'a>] {
 pub(crate) unsafe fn recv_wrs<'a>(wrs: &'a [abi::RecvWr]) -> &'a [RecvWr<'a>] {
     let valid = wrs
         .iter()
-        .position(|wr| !sgl_ok(wr.sgl, wr.sge_count))
+        .position(|wr| !recv_wr_ok(wr))
         .unwrap_or(wrs.len());
-    // SAFETY: `abi::RecvWr` and `RecvWr` have the same layout (asserted in `abi`), and the
-    // first `valid` WRs have scatter lists `SgRef` may hold, readable for `'a` as the caller
+    // SAFETY: the first `valid` WRs pass `recv_wr_ok`; their scatter lists as the caller
     // guarantees.
-    unsafe { std::slice::from_raw_parts(wrs.as_ptr().cast::<RecvWr<'a>>(), valid) }
+    unsafe { valid_recv_wrs(&wrs[..valid]) }
+}
+
+/// Receive WRs from the ABI that all pass [`recv_wr_ok`]; as [`valid_send_wrs`].
+///
+/// # Safety
+/// As for [`valid_send_wrs`], with [`recv_wr_ok`].
+#[inline(always)]
+pub(crate) unsafe fn valid_recv_wrs<'a>(wrs: &'a [abi::RecvWr]) -> &'a [RecvWr<'a>] {
+    debug_assert!(wrs.iter().all(recv_wr_ok));
+    // SAFETY: `abi::RecvWr` and `RecvWr` have the same layout (asserted in `abi`), and every
+    // WR has a scatter list `SgRef` may hold, readable for `'a`, as the caller guarantees.
+    unsafe { std::slice::from_raw_parts(wrs.as_ptr().cast::<RecvWr<'a>>(), wrs.len()) }
 }
 
 /// The send WRs of a post in ABI form: the same memory.

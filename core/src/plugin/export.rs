@@ -698,15 +698,16 @@ unsafe fn poll_into<C: CompletionQueue>(
         return unsafe { failed(err, null, 0, bad_poll_buffer(out, count)) };
     }
     let want = capacity.min(POLL_MAX);
-    match want {
-        0 => {}
-        // Polling for the one completion awaited is common: three stores, where clearing
-        // `want` entries is a call to `memset`.
+    if want > 0 {
+        // Polling for the one completion awaited is common: three stores, and a call to
+        // `memset` only for the rest of a larger buffer.
         // SAFETY: the caller guarantees `capacity >= 1` writable completions at `out`
         // (non-null and aligned, as checked).
-        1 => unsafe { out.write(abi::Completion::ZERO) },
-        // SAFETY: as above, for `want` completions.
-        _ => unsafe { out.write_bytes(0, want) },
+        unsafe { out.write(abi::Completion::ZERO) };
+        if want > 1 {
+            // SAFETY: as above, for the `want - 1` completions after the first.
+            unsafe { clear_completions(out.add(1), want - 1) };
+        }
     }
     let wc: &mut [Completion] = if want == 0 {
         &mut []
@@ -731,6 +732,17 @@ unsafe fn poll_into<C: CompletionQueue>(
         // SAFETY: forwarded to the caller.
         Err(e) => unsafe { failed(err, null, 0, e) },
     }
+}
+
+/// Zeroes `n` completions at `out`; out of line, so that a poll for one completion keeps no
+/// register for the call.
+///
+/// # Safety
+/// `out` must be writable for `n` completions.
+#[inline(never)]
+unsafe fn clear_completions(out: *mut abi::Completion, n: usize) {
+    // SAFETY: forwarded to the caller.
+    unsafe { out.write_bytes(0, n) }
 }
 
 #[cold]
@@ -831,13 +843,24 @@ trait AbiWr: Sized {
     where
         Self: 'a;
 
-    /// The longest prefix of `wrs` that the ABI defines, as the crate's own WRs.
+    /// Whether this WR holds only values the crate's own type allows.
+    fn is_valid(&self) -> bool;
+
+    /// `wrs` as the crate's own WRs.
+    ///
+    /// # Safety
+    /// Every WR of `wrs` must be [valid](Self::is_valid), and its scatter list readable for
+    /// `'a`.
+    unsafe fn cast<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>];
+
+    /// The longest prefix of `wrs` whose WRs are [valid](Self::is_valid), as the crate's own
+    /// WRs.
     ///
     /// # Safety
     /// The scatter lists of `wrs` must be readable for `'a`.
-    unsafe fn valid<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>];
+    unsafe fn valid_prefix<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>];
 
-    /// Why [`valid`](Self::valid) stopped before this WR.
+    /// Why this WR is not [valid](Self::is_valid).
     fn refusal(&self) -> Error;
 }
 
@@ -845,7 +868,17 @@ impl AbiWr for abi::SendWr {
     type Wr<'a> = crate::wr::SendWr<'a>;
 
     #[inline(always)]
-    unsafe fn valid<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
+    fn is_valid(&self) -> bool {
+        convert::send_wr_ok(self)
+    }
+
+    #[inline(always)]
+    unsafe fn cast<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
+        // SAFETY: forwarded to the caller.
+        unsafe { convert::valid_send_wrs(wrs) }
+    }
+
+    unsafe fn valid_prefix<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
         // SAFETY: forwarded to the caller.
         unsafe { convert::send_wrs(wrs) }
     }
@@ -859,7 +892,17 @@ impl AbiWr for abi::RecvWr {
     type Wr<'a> = crate::wr::RecvWr<'a>;
 
     #[inline(always)]
-    unsafe fn valid<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
+    fn is_valid(&self) -> bool {
+        convert::recv_wr_ok(self)
+    }
+
+    #[inline(always)]
+    unsafe fn cast<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
+        // SAFETY: forwarded to the caller.
+        unsafe { convert::valid_recv_wrs(wrs) }
+    }
+
+    unsafe fn valid_prefix<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
         // SAFETY: forwarded to the caller.
         unsafe { convert::recv_wrs(wrs) }
     }
@@ -894,18 +937,14 @@ unsafe fn post_batch<Q: QueuePair, A: AbiWr>(
         // SAFETY: forwarded to the caller.
         return unsafe { failed(err, accepted, 0, bad_batch(wrs, count)) };
     };
-    // SAFETY: the scatter lists are readable across the call, as the caller guarantees.
-    let ok = unsafe { A::valid(raw) };
-    // When the very first WR is refused, nothing is posted: the provider's answer to an empty
-    // post must not replace the reason.
-    if (!ok.is_empty() || ok.len() == raw.len())
-        && let Err(e) = post(qp, ok)
-    {
+    if !raw.iter().all(A::is_valid) {
         // SAFETY: forwarded to the caller.
-        return unsafe { failed(err, accepted, e.accepted, e.error) };
+        return unsafe { post_valid_prefix(qp, raw, accepted, err, post) };
     }
-    match raw.get(ok.len()) {
-        None => {
+    // SAFETY: every WR is valid (checked), its scatter list readable across the call, as the
+    // caller guarantees.
+    match post(qp, unsafe { A::cast(raw) }) {
+        Ok(()) => {
             if !accepted.is_null() {
                 // SAFETY: non-null and writable, as the caller guarantees.
                 unsafe { accepted.write(raw.len()) };
@@ -913,7 +952,45 @@ unsafe fn post_batch<Q: QueuePair, A: AbiWr>(
             STATUS_OK
         }
         // SAFETY: forwarded to the caller.
-        Some(bad) => unsafe { failed(err, accepted, ok.len(), bad.refusal()) },
+        Err(e) => unsafe { failed(err, accepted, e.accepted, e.error) },
+    }
+}
+
+/// Posts the WRs of `raw` before the first that breaks the ABI, then refuses that one. When the
+/// very first WR is refused, nothing is posted: the provider's answer to an empty post must not
+/// replace the reason.
+///
+/// # Safety
+/// As for [`post_batch`].
+#[cold]
+#[inline(never)]
+unsafe fn post_valid_prefix<Q: QueuePair, A: AbiWr>(
+    qp: &Q,
+    raw: &[A],
+    accepted: *mut usize,
+    err: *mut ErrorBuf,
+    post: impl for<'a> FnOnce(&Q, &[A::Wr<'a>]) -> Result<(), PostError>,
+) -> Status {
+    // SAFETY: the scatter lists are readable across the call, as the caller guarantees.
+    let ok = unsafe { A::valid_prefix(raw) };
+    let n = ok.len();
+    if n > 0
+        && let Err(e) = post(qp, ok)
+    {
+        // SAFETY: forwarded to the caller.
+        return unsafe { failed(err, accepted, e.accepted, e.error) };
+    }
+    match raw.get(n) {
+        // SAFETY: forwarded to the caller.
+        Some(bad) => unsafe { failed(err, accepted, n, bad.refusal()) },
+        // Only if called for a batch whose WRs are all valid: then all were posted.
+        None => {
+            if !accepted.is_null() {
+                // SAFETY: non-null and writable, as the caller guarantees.
+                unsafe { accepted.write(n) };
+            }
+            STATUS_OK
+        }
     }
 }
 
