@@ -66,21 +66,32 @@ fn a_library_without_an_entry_symbol_is_missing_entry_naming_the_symbol() {
     assert_says(&e, &path, &[symbol, "not an anyverbs provider plugin"]);
 }
 
-#[test]
-fn a_plugin_of_a_future_abi_major_is_abi_mismatch_naming_both_versions() {
-    let path = fixture("abi_future");
+/// Loads the fixture `name`, which speaks ABI `plugin`, and checks the refusal.
+fn assert_abi_mismatch(name: &str, plugin: (u16, u16)) {
+    let path = fixture(name);
     let e = load_err(&path);
     assert!(
         matches!(
             &e,
-            LoadError::AbiMismatch { path: p, plugin: (3, 1), loader }
-                if *p == path && *loader == (ABI_MAJOR, ABI_MINOR)
+            LoadError::AbiMismatch { path: p, plugin: got, loader }
+                if *p == path && *got == plugin && *loader == (ABI_MAJOR, ABI_MINOR)
         ),
         "{e:?}"
     );
     assert_eq!((ABI_MAJOR, ABI_MINOR), (2, 0));
     assert_eq!(e.kind(), ErrorKind::NotSupported);
-    assert_says(&e, &path, &["ABI 3.1", "ABI 2.0", "rebuild"]);
+    let version = format!("ABI {}.{}", plugin.0, plugin.1);
+    assert_says(&e, &path, &[&version, "ABI 2.0", "rebuild"]);
+}
+
+#[test]
+fn a_plugin_of_a_future_abi_major_is_abi_mismatch_naming_both_versions() {
+    assert_abi_mismatch("abi_future", (3, 1));
+}
+
+#[test]
+fn a_plugin_built_for_an_earlier_abi_major_is_abi_mismatch_naming_both_versions() {
+    assert_abi_mismatch("abi_past", (1, 0));
 }
 
 #[test]
