@@ -1,63 +1,63 @@
-//! Runs the `plugin` benchmark's rounds a given number of times on one side, for counting
+//! Runs the `plugin` benchmark's iterations a given number of times on one side, for counting
 //! instructions with callgrind (deterministic, unlike time on a shared VM).
 //!
 //! ```sh
 //! cargo build --release -p anyverbs-provider-mock --example plugin_rounds
 //! valgrind --tool=callgrind target/release/examples/plugin_rounds direct 1 20000
-//! valgrind --tool=callgrind target/release/examples/plugin_rounds plugin 1 0   # set-up only
+//! valgrind --tool=callgrind target/release/examples/plugin_rounds direct 1 0   # set-up only
 //! ```
 //!
-//! Arguments: `direct` or `plugin`, messages per round (1 or 16), rounds.
+//! Arguments: `direct` (the mock linked in) or `plugin` (the mock's plugin, through the
+//! loader); messages per round (1 to 16, or 0 for a poll of an empty CQ); iterations. The
+//! difference of two runs with different iteration counts, divided by the difference of the
+//! counts, is the cost of one iteration.
 
-use std::hint::black_box;
-
+use anyverbs::Provider;
 use anyverbs::plugin::{Plugin, plugin_file_name};
-use anyverbs::{Completion, Provider};
 use anyverbs_provider_mock::MockProvider;
 
 #[path = "../benches/common/bed.rs"]
-#[allow(dead_code)]
 mod bed;
+// Shared with the bench and the twin; `Work::code` is the twin's half.
+#[path = "../benches/common/run.rs"]
+#[allow(dead_code)]
+mod run;
 
-use bed::{BATCH, Bed};
+use bed::Bed;
+use run::{Run, Work};
 
-fn rounds<P: Provider>(provider: P, n: usize, count: u64) {
+fn iterations<P: Provider>(provider: P, work: Work, count: u64) {
     let bed = Bed::new(provider);
-    let (recv, send) = (bed.recv_wrs(n), bed.send_wrs(n));
-    let mut out = [Completion::default(); BATCH];
+    let mut run = Run::new(&bed, work);
     for _ in 0..count {
-        bed.round(black_box(&recv), black_box(&send), black_box(&mut out));
+        run.once();
+    }
+    if count > 0 {
+        run.check_data();
     }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: plugin_rounds direct|plugin MESSAGES ROUNDS";
-    let [_, side, n, count] = &args[..] else {
+    let usage = "usage: plugin_rounds direct|plugin MESSAGES ITERATIONS";
+    let [_, side, messages, count] = &args[..] else {
         panic!("{usage}");
     };
-    let n: usize = n.parse().expect(usage);
+    let work = Work::from_code(messages.parse().expect(usage));
     let count: u64 = count.parse().expect(usage);
-    assert!((1..=BATCH).contains(&n), "{usage}: MESSAGES is 1..={BATCH}");
     match side.as_str() {
-        "direct" => rounds(MockProvider::new(), n, count),
+        "direct" => iterations(MockProvider::new(), work, count),
         "plugin" => {
             let exe = std::env::current_exe().expect("the program's path");
             // target/<profile>/examples/plugin_rounds; cargo builds the cdylib into
             // target/<profile>/deps/ as a dependency of the example.
-            let profile = exe
-                .parent()
-                .and_then(|d| d.parent())
-                .expect("target/<profile>");
+            let profile = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
             let so = profile
                 .join("deps")
                 .join(plugin_file_name("anyverbs_provider_mock"));
             let plugin = Plugin::load(so).unwrap_or_else(|e| panic!("{e}"));
-            rounds(
-                plugin.instantiate().unwrap_or_else(|e| panic!("{e}")),
-                n,
-                count,
-            )
+            let provider = plugin.instantiate().unwrap_or_else(|e| panic!("{e}"));
+            iterations(provider, work, count)
         }
         _ => panic!("{usage}"),
     }
