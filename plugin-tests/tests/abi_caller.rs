@@ -1,15 +1,16 @@
 //! The plugin side against a caller that breaks the ABI: a program written in C (or a broken
 //! loader) calling the mock's exported table directly. WRs cross without being copied, so every
 //! value the caller could get wrong is checked before the WRs are used as the crate's own:
-//! such a caller gets a typed error and an exact count of accepted WRs, never undefined
-//! behaviour, and the WRs it had refused are never posted.
+//! such a caller gets a typed error and, in the failure record, an exact count of accepted WRs,
+//! never undefined behaviour, and the WRs it had refused are never posted.
 
 use std::ffi::c_void;
 use std::time::Duration;
 
 use anyverbs::plugin::abi::{
-    Bytes, Completion, CqInfo, DeviceInfo, ErrorBuf, QpInit, RawCq, RawDevice, RawPd, RawProvider,
-    RawQp, RecvWr, STATUS_OK, SendWr, Sge, Sink, Status, error_kind_code,
+    Bytes, Completion, CqInfo, DeviceInfo, ErrorBuf, PollResult, PostFailure, QpInit, RawCq,
+    RawDevice, RawPd, RawProvider, RawQp, RecvWr, STATUS_OK, SendWr, Sge, Sink, Status,
+    error_kind_code,
 };
 use anyverbs::plugin::export::{self, c_str};
 use anyverbs::{ErrorKind, WcStatus};
@@ -101,31 +102,37 @@ impl RawQpBed {
         }
     }
 
-    /// Posts `wrs` as receives: the status, the accepted count (`usize::MAX` if not written)
-    /// and the message.
+    /// Posts `wrs` as receives: the status, the failure record's count of accepted WRs
+    /// (`usize::MAX` if not written) and its message.
     fn post_recv(&self, wrs: *const RecvWr, count: usize) -> (Status, usize, String) {
-        let (mut accepted, mut err) = (usize::MAX, ErrorBuf::default());
-        // SAFETY: a live QP; `wrs` as the test chose it; the out pointers are to locals.
-        let status =
-            unsafe { (self.t.qp_post_recv.unwrap())(self.qp, wrs, count, &mut accepted, &mut err) };
-        (status, accepted, err.text())
+        let mut fail = untouched();
+        // SAFETY: a live QP; `wrs` as the test chose it; the failure record is a local.
+        let status = unsafe { (self.t.qp_post_recv.unwrap())(self.qp, wrs, count, &mut fail) };
+        (status, fail.accepted, fail.error.text())
     }
 
     /// Posts `wrs` as sends, as [`post_recv`](Self::post_recv).
     fn post_send(&self, wrs: *const SendWr, count: usize) -> (Status, usize, String) {
-        let (mut accepted, mut err) = (usize::MAX, ErrorBuf::default());
+        let mut fail = untouched();
         // SAFETY: as for `post_recv`.
-        let status =
-            unsafe { (self.t.qp_post_send.unwrap())(self.qp, wrs, count, &mut accepted, &mut err) };
-        (status, accepted, err.text())
+        let status = unsafe { (self.t.qp_post_send.unwrap())(self.qp, wrs, count, &mut fail) };
+        (status, fail.accepted, fail.error.text())
     }
 
-    /// Polls into `out` (room for `capacity`) with `count` as the count pointer.
-    fn poll(&self, out: *mut Completion, capacity: usize, count: *mut usize) -> (Status, String) {
+    /// Polls into `out` (room for `capacity`): the count or negated status, and the message.
+    fn poll(&self, out: *mut Completion, capacity: usize) -> (PollResult, String) {
         let mut err = ErrorBuf::default();
-        // SAFETY: a live CQ; `out` and `count` as the test chose them.
-        let status = unsafe { (self.t.cq_poll.unwrap())(self.cq, out, capacity, count, &mut err) };
-        (status, err.text())
+        // SAFETY: a live CQ; `out` as the test chose it.
+        let result = unsafe { (self.t.cq_poll.unwrap())(self.cq, out, capacity, &mut err) };
+        (result, err.text())
+    }
+}
+
+/// A failure record as a caller sets it up, to see what a post writes into it.
+fn untouched() -> PostFailure {
+    PostFailure {
+        accepted: usize::MAX,
+        error: ErrorBuf::default(),
     }
 }
 
@@ -202,9 +209,17 @@ fn bad_wrs_from_the_caller_are_refused_with_an_exact_count_and_never_posted() {
         assert!(message.contains(what), "{message}");
     }
 
-    // A completion buffer that is misaligned, or no count pointer: refused, nothing polled.
-    // The buffer's contents are no concern of the caller's (it may be uninitialised): here it
-    // holds codes no ABI version defines.
+    // A post that fails with no failure record still says why in its status, and posts
+    // nothing it refused.
+    // SAFETY: a live QP; the batch is a local; no failure record.
+    let status = unsafe {
+        (bed.t.qp_post_recv.unwrap())(bed.qp, [recv(8, null, 2)].as_ptr(), 1, std::ptr::null_mut())
+    };
+    assert_eq!(status, invalid());
+
+    // A completion buffer that is misaligned or null: refused with the negated status, nothing
+    // polled. The buffer's contents are no concern of the caller's (it may be uninitialised):
+    // here it holds codes no ABI version defines. No room at all is an empty poll.
     let junk = Completion {
         status: u32::MAX,
         opcode: u32::MAX,
@@ -212,16 +227,19 @@ fn bad_wrs_from_the_caller_are_refused_with_an_exact_count_and_never_posted() {
         ..Completion::default()
     };
     let mut room = [junk; 4];
-    let mut n = usize::MAX;
     let bad_out = room
         .as_mut_ptr()
         .cast::<u8>()
         .wrapping_add(1)
         .cast::<Completion>();
-    let (status, message) = bed.poll(bad_out, 2, &mut n);
-    assert_eq!((status, n), (invalid(), usize::MAX), "{message}");
-    let (status, message) = bed.poll(room.as_mut_ptr(), 4, std::ptr::null_mut());
-    assert_eq!(status, invalid(), "{message}");
+    let refused = -(invalid() as PollResult);
+    let (result, message) = bed.poll(bad_out, 2);
+    assert_eq!(result, refused, "{message}");
+    assert!(message.contains("null or misaligned"), "{message}");
+    let (result, message) = bed.poll(std::ptr::null_mut(), 4);
+    assert_eq!(result, refused, "{message}");
+    let (result, message) = bed.poll(std::ptr::null_mut(), 0);
+    assert_eq!(result, 0, "{message}");
 
     // Only the one accepted receive was ever posted: moving the QP to ERROR flushes exactly it.
     let mut err = ErrorBuf::default();
@@ -231,16 +249,19 @@ fn bad_wrs_from_the_caller_are_refused_with_an_exact_count_and_never_posted() {
     let mut flushed = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < deadline {
-        let mut n = 0;
-        let (status, message) = bed.poll(room.as_mut_ptr(), room.len(), &mut n);
-        assert_eq!(status, STATUS_OK, "{message}");
+        let (n, message) = bed.poll(room.as_mut_ptr(), room.len());
+        let n = usize::try_from(n).unwrap_or_else(|_| panic!("poll failed: {message}"));
         flushed.extend(room[..n].iter().map(|c| (c.wr_id, c.status)));
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(flushed, [(1, WcStatus::WrFlushError as u32)]);
 
-    // A batch posted whole says so in `accepted` too (ERROR takes receives, to be flushed).
+    // A batch posted whole is the status alone: the failure record is left as the caller set
+    // it, as `ibv_post_send` leaves `bad_wr` (ERROR takes receives, to be flushed).
     let batch = [recv(10, null, 0), recv(11, null, 0)];
     let (status, accepted, message) = bed.post_recv(batch.as_ptr(), batch.len());
-    assert_eq!((status, accepted), (STATUS_OK, 2), "{message}");
+    assert_eq!(
+        (status, accepted, message.as_str()),
+        (STATUS_OK, usize::MAX, "")
+    );
 }

@@ -57,7 +57,7 @@ fn instantiate(name: &str) -> LoadedProvider {
 fn a_library_without_an_entry_symbol_is_missing_entry_naming_the_symbol() {
     let path = fixture("no_entry");
     let e = load_err(&path);
-    let symbol = "anyverbs_provider_v2_anyverbs_fixture_no_entry";
+    let symbol = "anyverbs_provider_v3_anyverbs_fixture_no_entry";
     assert!(
         matches!(&e, LoadError::MissingEntry { path: p, symbol: s } if *p == path && s == symbol),
         "{e:?}"
@@ -78,20 +78,20 @@ fn assert_abi_mismatch(name: &str, plugin: (u16, u16)) {
         ),
         "{e:?}"
     );
-    assert_eq!((ABI_MAJOR, ABI_MINOR), (2, 0));
+    assert_eq!((ABI_MAJOR, ABI_MINOR), (3, 0));
     assert_eq!(e.kind(), ErrorKind::NotSupported);
     let version = format!("ABI {}.{}", plugin.0, plugin.1);
-    assert_says(&e, &path, &[&version, "ABI 2.0", "rebuild"]);
+    assert_says(&e, &path, &[&version, "ABI 3.0", "rebuild"]);
 }
 
 #[test]
 fn a_plugin_of_a_future_abi_major_is_abi_mismatch_naming_both_versions() {
-    assert_abi_mismatch("abi_future", (3, 1));
+    assert_abi_mismatch("abi_future", (4, 1));
 }
 
 #[test]
 fn a_plugin_built_for_an_earlier_abi_major_is_abi_mismatch_naming_both_versions() {
-    assert_abi_mismatch("abi_past", (1, 0));
+    assert_abi_mismatch("abi_past", (2, 0));
 }
 
 #[test]
@@ -245,6 +245,21 @@ fn null_duplicate_and_garbage_results_of_calls_are_errors_of_kind_other() {
         assert_eq!(flags, WcFlags::all().bits());
     }
 
+    // A count beyond the room, and a negative result that negates no status: errors of kind
+    // Other, saying what the plugin returned.
+    let mut nine = [Completion::default(); anyverbs_fixture_misbehaving::OVERFULL_CAPACITY];
+    assert_call_err(
+        first.poll(&mut nine).map(drop),
+        ErrorKind::Other,
+        &["reported 10 completions for room for 9"],
+    );
+    let mut ten = [Completion::default(); anyverbs_fixture_misbehaving::NOT_A_STATUS_CAPACITY];
+    assert_call_err(
+        first.poll(&mut ten).map(drop),
+        ErrorKind::Other,
+        &["unknown status"],
+    );
+
     assert_call_err(
         device.listen("127.0.0.1:0".parse().unwrap()).map(drop),
         ErrorKind::Other,
@@ -329,14 +344,14 @@ fn a_renamed_plugin_lacks_the_entry_symbol_its_new_name_implies() {
     std::fs::copy(mock_plugin_path(), &path).unwrap();
     let e = load_err(&path);
     assert!(
-        matches!(&e, LoadError::MissingEntry { path: p, symbol } if *p == path && symbol == "anyverbs_provider_v2_mock"),
+        matches!(&e, LoadError::MissingEntry { path: p, symbol } if *p == path && symbol == "anyverbs_provider_v3_mock"),
         "{e:?}"
     );
     assert_says(
         &e,
         &path,
         &[
-            "anyverbs_provider_v2_mock",
+            "anyverbs_provider_v3_mock",
             "keep the file name lib<crate>.so",
         ],
     );

@@ -51,7 +51,10 @@ fn main() {
             let exe = std::env::current_exe().expect("the program's path");
             // target/<profile>/examples/plugin_rounds; cargo builds the cdylib into
             // target/<profile>/deps/ as a dependency of the example.
-            let profile = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+            let profile = exe
+                .parent()
+                .and_then(|d| d.parent())
+                .expect("target/<profile>");
             let so = profile
                 .join("deps")
                 .join(plugin_file_name("anyverbs_provider_mock"));

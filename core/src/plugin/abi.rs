@@ -23,7 +23,12 @@
 //!   buffers are the caller's.
 //! - **Errors.** Every fallible function returns a [`Status`]: [`STATUS_OK`] or the code of an
 //!   [`ErrorKind`] (see [`error_kind_code`]), and writes the message into the caller's
-//!   [`ErrorBuf`].
+//!   [`ErrorBuf`]. The data path follows verbs: a poll returns its count of completions, or a
+//!   negated status ([`PollResult`], as `ibv_poll_cq` returns a count or a negated errno); a
+//!   post that fails says how many of its WRs were posted in a [`PostFailure`] (as
+//!   `ibv_post_send` points `bad_wr` at the first WR not posted) and writes nothing when it
+//!   succeeds, all WRs being posted then. Nothing is written on the data path's success, so
+//!   nothing is checked then either.
 //! - **No unwinding.** A panic inside a plugin is caught at the boundary and returned as an
 //!   error of kind [`ErrorKind::Other`].
 //! - **Deadlines** cross as nanoseconds from the call (`timeout_ns`), since an `Instant` means
@@ -45,7 +50,7 @@ use crate::error::ErrorKind;
 pub use crate::wr::Sge;
 
 /// The ABI major version this crate implements. Loader and plugin must agree on it.
-pub const ABI_MAJOR: u16 = 2;
+pub const ABI_MAJOR: u16 = 3;
 /// The ABI minor version this crate implements; a plugin with a lower minor still loads.
 pub const ABI_MINOR: u16 = 0;
 
@@ -160,6 +165,22 @@ pub unsafe fn write_error(buf: *mut ErrorBuf, text: &str) {
         (&raw mut (*buf).len).write(end as u32);
     }
 }
+
+/// What a post that failed reports, as `ibv_post_send`'s `bad_wr` does: how many of its WRs
+/// were posted (those before the refused one), and why the next was not. Written only when the
+/// post fails.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PostFailure {
+    /// WRs posted before the failure.
+    pub accepted: usize,
+    /// Why the WR after them was not.
+    pub error: ErrorBuf,
+}
+
+/// The result of a poll: the count of completions written (`>= 0`), or a negated [`Status`]
+/// (`< 0`), as `ibv_poll_cq` returns a count or a negated errno.
+pub type PollResult = isize;
 
 /// The layout every table starts with, the same in every ABI major.
 #[repr(C)]
@@ -598,7 +619,7 @@ type Err = *mut ErrorBuf;
 /// null entry.
 macro_rules! table {
     ($($(#[$doc:meta])* $field:ident: fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
-        /// The function table of ABI 2.0. See the [module documentation](self) for the rules.
+        /// The function table of ABI 3.0. See the [module documentation](self) for the rules.
         #[repr(C)]
         pub struct ProviderTable {
             /// Versions and size; its layout never changes.
@@ -692,12 +713,12 @@ table! {
 
     /// Releases a CQ.
     cq_free: fn(cq: *mut RawCq);
-    /// Polls up to `capacity` completions into `out`, oldest first; the count goes to `count`.
-    /// `out` may be uninitialised; the plugin writes only the first `count`, and may clear
-    /// (or return at most) the first 64.
-    cq_poll: fn(cq: *const RawCq, out: *mut Completion, capacity: usize, count: *mut usize, err: Err) -> Status;
+    /// Polls up to `capacity` completions into `out`, oldest first, and returns how many, or
+    /// a negated status. `out` may be uninitialised; the plugin writes only the completions it
+    /// counts, and may clear (or return at most) the first 64.
+    cq_poll: fn(cq: *const RawCq, out: *mut Completion, capacity: usize, err: Err) -> PollResult;
     /// Like `cq_poll`, waiting up to `timeout_ns` for the first.
-    cq_wait: fn(cq: *const RawCq, out: *mut Completion, capacity: usize, timeout_ns: u64, count: *mut usize, err: Err) -> Status;
+    cq_wait: fn(cq: *const RawCq, out: *mut Completion, capacity: usize, timeout_ns: u64, err: Err) -> PollResult;
     /// Destroys a CQ.
     cq_destroy: fn(cq: *const RawCq, err: Err) -> Status;
 
@@ -707,10 +728,10 @@ table! {
     qp_state: fn(qp: *const RawQp, state: *mut u32, err: Err) -> Status;
     /// Moves the QP to a state.
     qp_modify: fn(qp: *const RawQp, state: u32, err: Err) -> Status;
-    /// Posts send WRs; how many were posted goes to `accepted`, also on error.
-    qp_post_send: fn(qp: *const RawQp, wrs: *const SendWr, count: usize, accepted: *mut usize, err: Err) -> Status;
-    /// Posts receive WRs; how many were posted goes to `accepted`, also on error.
-    qp_post_recv: fn(qp: *const RawQp, wrs: *const RecvWr, count: usize, accepted: *mut usize, err: Err) -> Status;
+    /// Posts send WRs: all of them, or on failure the ones `fail` counts.
+    qp_post_send: fn(qp: *const RawQp, wrs: *const SendWr, count: usize, fail: *mut PostFailure) -> Status;
+    /// Posts receive WRs: all of them, or on failure the ones `fail` counts.
+    qp_post_recv: fn(qp: *const RawQp, wrs: *const RecvWr, count: usize, fail: *mut PostFailure) -> Status;
     /// Starts connecting.
     qp_connect: fn(qp: *const RawQp, remote: *const SockAddr, params: *const ConnParams, err: Err) -> Status;
     /// Waits for the connection.
@@ -778,10 +799,10 @@ mod tests {
     fn entry_symbol_names_major_and_crate() {
         assert_eq!(
             entry_symbol(ABI_MAJOR, "anyverbs_provider_mock"),
-            "anyverbs_provider_v2_anyverbs_provider_mock"
+            "anyverbs_provider_v3_anyverbs_provider_mock"
         );
         // `export_provider!` spells the major in a literal (`concat!` takes no constants):
         // change both together.
-        assert!(include_str!("mod.rs").contains("\"anyverbs_provider_v2_\""));
+        assert!(include_str!("mod.rs").contains("\"anyverbs_provider_v3_\""));
     }
 }

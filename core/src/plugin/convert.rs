@@ -342,7 +342,11 @@ pub(crate) unsafe fn port_from(port: &abi::PortInfo, kind: ErrorKind) -> Result<
 /// be able to be a slice.
 #[inline(always)]
 fn sgl_ok(sgl: *const Sge, count: usize) -> bool {
-    sgl.is_null() && count <= 1 || array_ok(sgl, count)
+    if sgl.is_null() {
+        count <= 1
+    } else {
+        array_ok(sgl, count)
+    }
 }
 
 /// The error for a scatter list [`sgl_ok`] refuses.

@@ -607,60 +607,75 @@ unsafe extern "C" fn cq_free<P: Provider>(cq: *mut abi::RawCq) {
 }
 
 /// The data path (polls and posts) runs with panics caught like every call, but its closures
-/// return the status itself and every error leaves through a cold, out-of-line function: the
-/// happy path then moves no `Error` around, which would cost a post or poll more than the
+/// return the ABI's result itself and every error leaves through a cold, out-of-line function:
+/// the happy path then moves no `Error` around, which would cost a post or poll more than the
 /// crossing does.
 ///
 /// # Safety
-/// `err` must be null or valid for a write; so must `accepted`, written with 0 on a panic (null
-/// for calls that accept nothing).
+/// `err` must be null or valid for a write.
 #[inline]
-unsafe fn guard_data_path(
-    err: *mut ErrorBuf,
-    accepted: *mut usize,
-    f: impl FnOnce() -> Status,
-) -> Status {
+unsafe fn guard_poll(err: *mut ErrorBuf, f: impl FnOnce() -> abi::PollResult) -> abi::PollResult {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        // SAFETY: forwarded to the caller.
+        Err(payload) => unsafe { poll_failed(err, panicked(payload)) },
+    }
+}
+
+/// As [`guard_poll`], for a post.
+///
+/// # Safety
+/// `fail` must be null or valid for a write.
+#[inline]
+unsafe fn guard_post(fail: *mut abi::PostFailure, f: impl FnOnce() -> Status) -> Status {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(status) => status,
-        // SAFETY: forwarded to the caller.
-        Err(payload) => unsafe { data_path_panicked(err, accepted, payload) },
+        // SAFETY: forwarded to the caller. After a panic nothing is known about the batch, so
+        // none is reported accepted, which is what the caller must then assume for the WRs it
+        // still owns.
+        Err(payload) => unsafe { post_failed(fail, 0, panicked(payload)) },
     }
 }
 
-/// A panic on the data path: after it nothing is known about the batch, so none is reported
-/// accepted, which is what the caller must then assume for the WRs it still owns.
-///
-/// # Safety
-/// As for [`guard_data_path`].
+/// The error of a panic on the data path.
 #[cold]
 #[inline(never)]
-unsafe fn data_path_panicked(
-    err: *mut ErrorBuf,
-    accepted: *mut usize,
-    payload: Box<dyn std::any::Any + Send>,
-) -> Status {
-    let e = Error::new(
+fn panicked(payload: Box<dyn std::any::Any + Send>) -> Error {
+    Error::new(
         ErrorKind::Other,
         format!("the provider panicked: {}", panic_message(&*payload)),
-    );
-    // SAFETY: forwarded to the caller.
-    unsafe { failed(err, accepted, 0, e) }
+    )
 }
 
-/// The status of a data-path call that failed with `e` after accepting `n` WRs (written through
-/// `accepted` unless it is null); the message goes into the caller's buffer.
+/// The result of a poll that failed with `e`; the message goes into the caller's buffer.
 ///
 /// # Safety
-/// As for [`guard_data_path`].
+/// `err` must be null or valid for a write.
 #[cold]
 #[inline(never)]
-unsafe fn failed(err: *mut ErrorBuf, accepted: *mut usize, n: usize, e: Error) -> Status {
-    if !accepted.is_null() {
-        // SAFETY: non-null and writable, as the caller guarantees.
-        unsafe { accepted.write(n) };
-    }
+unsafe fn poll_failed(err: *mut ErrorBuf, e: Error) -> abi::PollResult {
     // SAFETY: forwarded to the caller.
-    unsafe { fail(err, &e) }
+    let status = unsafe { fail(err, &e) };
+    -(status as abi::PollResult)
+}
+
+/// The status of a post that failed with `e` after accepting `n` WRs, which goes into the
+/// caller's `fail` with the message (unless it is null).
+///
+/// # Safety
+/// `fail` must be null or valid for a write (its message bytes may be uninitialised).
+#[cold]
+#[inline(never)]
+unsafe fn post_failed(failure: *mut abi::PostFailure, n: usize, e: Error) -> Status {
+    if failure.is_null() {
+        return abi::error_kind_code(e.kind());
+    }
+    // SAFETY: non-null and writable, as the caller guarantees; written through raw pointers,
+    // as the message bytes may be uninitialised.
+    unsafe {
+        (&raw mut (*failure).accepted).write(n);
+        fail(&raw mut (*failure).error, &e)
+    }
 }
 
 /// The most completions one poll through the ABI returns: the plugin clears that much of the
@@ -676,26 +691,24 @@ const POLL_MAX: usize = 64;
 ///
 /// # Safety
 /// `cq` as the ABI documents; `out` must be writable for `capacity` completions (the ABI's rule
-/// for `cq_poll`); `count` and `err` null or writable.
+/// for `cq_poll`); `err` null or writable.
 #[inline(always)]
 unsafe fn poll_into<C: CompletionQueue>(
     cq: *const abi::RawCq,
     out: *mut abi::Completion,
     capacity: usize,
     deadline: Option<std::time::Instant>,
-    count: *mut usize,
     err: *mut ErrorBuf,
-) -> Status {
-    let null = std::ptr::null_mut();
+) -> abi::PollResult {
     // SAFETY: forwarded to the caller.
     let cq = match unsafe { object::<C, _>(cq, tag::CQ, "CQ") } {
         Ok(cq) => cq,
         // SAFETY: forwarded to the caller.
-        Err(e) => return unsafe { failed(err, null, 0, e) },
+        Err(e) => return unsafe { poll_failed(err, e) },
     };
-    if count.is_null() || capacity > 0 && (out.is_null() || !out.is_aligned()) {
+    if capacity > 0 && (out.is_null() || !out.is_aligned()) {
         // SAFETY: forwarded to the caller.
-        return unsafe { failed(err, null, 0, bad_poll_buffer(out, count)) };
+        return unsafe { poll_failed(err, bad_poll_buffer(out)) };
     }
     let want = capacity.min(POLL_MAX);
     if want > 0 {
@@ -722,15 +735,12 @@ unsafe fn poll_into<C: CompletionQueue>(
         Some(deadline) => cq.wait(wc, deadline),
     };
     match polled {
-        Ok(n) if n <= want => {
-            // SAFETY: non-null (checked above) and writable, as the caller guarantees.
-            unsafe { count.write(n) };
-            STATUS_OK
-        }
+        // `want <= POLL_MAX`, far below `isize::MAX`.
+        Ok(n) if n <= want => n as abi::PollResult,
         // SAFETY: forwarded to the caller.
-        Ok(n) => unsafe { failed(err, null, 0, overfull(n, want)) },
+        Ok(n) => unsafe { poll_failed(err, overfull(n, want)) },
         // SAFETY: forwarded to the caller.
-        Err(e) => unsafe { failed(err, null, 0, e) },
+        Err(e) => unsafe { poll_failed(err, e) },
     }
 }
 
@@ -747,14 +757,10 @@ unsafe fn clear_completions(out: *mut abi::Completion, n: usize) {
 
 #[cold]
 #[inline(never)]
-fn bad_poll_buffer(out: *mut abi::Completion, count: *mut usize) -> Error {
-    if count.is_null() {
-        Error::invalid_argument("null result pointer")
-    } else {
-        Error::invalid_argument(format!(
-            "the completion buffer {out:p} is null or misaligned"
-        ))
-    }
+fn bad_poll_buffer(out: *mut abi::Completion) -> Error {
+    Error::invalid_argument(format!(
+        "the completion buffer {out:p} is null or misaligned"
+    ))
 }
 
 #[cold]
@@ -770,15 +776,10 @@ unsafe extern "C" fn cq_poll<P: Provider>(
     cq: *const abi::RawCq,
     out: *mut abi::Completion,
     capacity: usize,
-    count: *mut usize,
     err: *mut ErrorBuf,
-) -> Status {
+) -> abi::PollResult {
     // SAFETY: handle, buffers and pointers as the ABI documents.
-    unsafe {
-        guard_data_path(err, std::ptr::null_mut(), || {
-            poll_into::<P::Cq>(cq, out, capacity, None, count, err)
-        })
-    }
+    unsafe { guard_poll(err, || poll_into::<P::Cq>(cq, out, capacity, None, err)) }
 }
 
 unsafe extern "C" fn cq_wait<P: Provider>(
@@ -786,14 +787,13 @@ unsafe extern "C" fn cq_wait<P: Provider>(
     out: *mut abi::Completion,
     capacity: usize,
     timeout_ns: u64,
-    count: *mut usize,
     err: *mut ErrorBuf,
-) -> Status {
+) -> abi::PollResult {
     // SAFETY: handle, buffers and pointers as the ABI documents.
     unsafe {
-        guard_data_path(err, std::ptr::null_mut(), || {
+        guard_poll(err, || {
             let deadline = convert::deadline_in(timeout_ns);
-            poll_into::<P::Cq>(cq, out, capacity, Some(deadline), count, err)
+            poll_into::<P::Cq>(cq, out, capacity, Some(deadline), err)
         })
     }
 }
@@ -922,37 +922,35 @@ impl AbiWr for abi::RecvWr {
 unsafe fn post_batch<Q: QueuePair, A: AbiWr>(
     qp: *const abi::RawQp,
     (wrs, count): (*const A, usize),
-    accepted: *mut usize,
-    err: *mut ErrorBuf,
+    fail: *mut abi::PostFailure,
     post: impl for<'a> FnOnce(&Q, &[A::Wr<'a>]) -> Result<(), PostError>,
 ) -> Status {
     // SAFETY: forwarded to the caller.
     let qp = match unsafe { object::<Q, _>(qp, tag::QP, "QP") } {
         Ok(qp) => qp,
         // SAFETY: forwarded to the caller.
-        Err(e) => return unsafe { failed(err, accepted, 0, e) },
+        Err(e) => return unsafe { post_failed(fail, 0, e) },
     };
     // SAFETY: `count` readable WRs, as the caller guarantees.
     let Some(raw) = (unsafe { convert::checked_array(wrs, count) }) else {
         // SAFETY: forwarded to the caller.
-        return unsafe { failed(err, accepted, 0, bad_batch(wrs, count)) };
+        return unsafe { post_failed(fail, 0, bad_batch(wrs, count)) };
     };
-    if !raw.iter().all(A::is_valid) {
+    // A post of one WR is common: one check, no loop.
+    let valid = match raw {
+        [one] => one.is_valid(),
+        _ => raw.iter().all(A::is_valid),
+    };
+    if !valid {
         // SAFETY: forwarded to the caller.
-        return unsafe { post_valid_prefix(qp, raw, accepted, err, post) };
+        return unsafe { post_valid_prefix(qp, raw, fail, post) };
     }
     // SAFETY: every WR is valid (checked), its scatter list readable across the call, as the
     // caller guarantees.
     match post(qp, unsafe { A::cast(raw) }) {
-        Ok(()) => {
-            if !accepted.is_null() {
-                // SAFETY: non-null and writable, as the caller guarantees.
-                unsafe { accepted.write(raw.len()) };
-            }
-            STATUS_OK
-        }
+        Ok(()) => STATUS_OK,
         // SAFETY: forwarded to the caller.
-        Err(e) => unsafe { failed(err, accepted, e.accepted, e.error) },
+        Err(e) => unsafe { post_failed(fail, e.accepted, e.error) },
     }
 }
 
@@ -967,8 +965,7 @@ unsafe fn post_batch<Q: QueuePair, A: AbiWr>(
 unsafe fn post_valid_prefix<Q: QueuePair, A: AbiWr>(
     qp: &Q,
     raw: &[A],
-    accepted: *mut usize,
-    err: *mut ErrorBuf,
+    fail: *mut abi::PostFailure,
     post: impl for<'a> FnOnce(&Q, &[A::Wr<'a>]) -> Result<(), PostError>,
 ) -> Status {
     // SAFETY: the scatter lists are readable across the call, as the caller guarantees.
@@ -978,19 +975,13 @@ unsafe fn post_valid_prefix<Q: QueuePair, A: AbiWr>(
         && let Err(e) = post(qp, ok)
     {
         // SAFETY: forwarded to the caller.
-        return unsafe { failed(err, accepted, e.accepted, e.error) };
+        return unsafe { post_failed(fail, e.accepted, e.error) };
     }
     match raw.get(n) {
         // SAFETY: forwarded to the caller.
-        Some(bad) => unsafe { failed(err, accepted, n, bad.refusal()) },
+        Some(bad) => unsafe { post_failed(fail, n, bad.refusal()) },
         // Only if called for a batch whose WRs are all valid: then all were posted.
-        None => {
-            if !accepted.is_null() {
-                // SAFETY: non-null and writable, as the caller guarantees.
-                unsafe { accepted.write(n) };
-            }
-            STATUS_OK
-        }
+        None => STATUS_OK,
     }
 }
 
@@ -1006,14 +997,13 @@ unsafe extern "C" fn qp_post_send<P: Provider>(
     qp: *const abi::RawQp,
     wrs: *const abi::SendWr,
     count: usize,
-    accepted: *mut usize,
-    err: *mut ErrorBuf,
+    fail: *mut abi::PostFailure,
 ) -> Status {
-    // SAFETY: handle, `count` readable WRs at `wrs` with readable scatter lists, and pointers
+    // SAFETY: handle, `count` readable WRs at `wrs` with readable scatter lists, and `fail`
     // as the ABI documents.
     unsafe {
-        guard_data_path(err, accepted, || {
-            post_batch::<P::Qp, _>(qp, (wrs, count), accepted, err, |qp, b| qp.post_send(b))
+        guard_post(fail, || {
+            post_batch::<P::Qp, _>(qp, (wrs, count), fail, |qp, b| qp.post_send(b))
         })
     }
 }
@@ -1022,13 +1012,12 @@ unsafe extern "C" fn qp_post_recv<P: Provider>(
     qp: *const abi::RawQp,
     wrs: *const abi::RecvWr,
     count: usize,
-    accepted: *mut usize,
-    err: *mut ErrorBuf,
+    fail: *mut abi::PostFailure,
 ) -> Status {
     // SAFETY: as for `qp_post_send`.
     unsafe {
-        guard_data_path(err, accepted, || {
-            post_batch::<P::Qp, _>(qp, (wrs, count), accepted, err, |qp, b| qp.post_recv(b))
+        guard_post(fail, || {
+            post_batch::<P::Qp, _>(qp, (wrs, count), fail, |qp, b| qp.post_recv(b))
         })
     }
 }

@@ -67,22 +67,67 @@ impl ErrorSlot {
         if status == STATUS_OK {
             Ok(())
         } else {
-            Err(self.error(status))
+            // SAFETY: the slot's `len` is initialised (`new`), and the plugin wrote as many
+            // message bytes as it says.
+            Err(unsafe { buffered_error(self.0.as_ptr(), status) })
         }
     }
+}
 
-    /// The error of a call that failed with `status`.
+/// The error of a call that failed with `status`, with the message the plugin left in `buf`.
+///
+/// # Safety
+/// `buf`'s `len` must be initialised, and that many bytes of its message too (the ABI's rule for
+/// `ErrorBuf`: the plugin writes the bytes before the length).
+#[cold]
+#[inline(never)]
+unsafe fn buffered_error(buf: *const ErrorBuf, status: Status) -> Error {
+    // SAFETY: `len` is initialised, as the caller guarantees.
+    let len = (unsafe { (&raw const (*buf).len).read() } as usize).min(abi::ERROR_MESSAGE_MAX);
+    // SAFETY: the first `len` message bytes are initialised, as the caller guarantees.
+    let bytes =
+        unsafe { std::slice::from_raw_parts((&raw const (*buf).message).cast::<u8>(), len) };
+    status_error(status, String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// The record a failed post fills: initialised by the loader only as far as a plugin that fails
+/// without writing it must find it (nothing accepted, no message).
+struct FailureSlot(MaybeUninit<abi::PostFailure>);
+
+impl FailureSlot {
+    #[inline]
+    fn new() -> Self {
+        let mut slot = MaybeUninit::<abi::PostFailure>::uninit();
+        let p = slot.as_mut_ptr();
+        // SAFETY: writes two fields of the uninitialised record in place; the message bytes
+        // stay uninitialised and are only read up to `len`.
+        unsafe {
+            (&raw mut (*p).accepted).write(0);
+            (&raw mut (*p).error.len).write(0);
+        }
+        FailureSlot(slot)
+    }
+
+    #[inline]
+    fn ptr(&mut self) -> *mut abi::PostFailure {
+        self.0.as_mut_ptr()
+    }
+
+    /// The error of a post of `len` WRs that failed with `status`: the message, and the
+    /// plugin's count of WRs posted, checked against the batch.
     #[cold]
     #[inline(never)]
-    fn error(&self, status: Status) -> Error {
-        let buf = self.0.as_ptr();
-        // SAFETY: `len` was initialised by `new` and possibly overwritten by the plugin.
-        let len = (unsafe { (&raw const (*buf).len).read() } as usize).min(abi::ERROR_MESSAGE_MAX);
-        // SAFETY: the plugin wrote `len` message bytes before it set `len` (the ABI's rule for
-        // `ErrorBuf`); the first `len` bytes are therefore initialised.
-        let bytes =
-            unsafe { std::slice::from_raw_parts((&raw const (*buf).message).cast::<u8>(), len) };
-        status_error(status, String::from_utf8_lossy(bytes).into_owned())
+    fn error(&self, status: Status, len: usize) -> PostError {
+        let p = self.0.as_ptr();
+        // SAFETY: `accepted` and the error's `len` are initialised (`new`), and the plugin wrote
+        // as many message bytes as it says.
+        let (accepted, e) = unsafe {
+            (
+                (&raw const (*p).accepted).read(),
+                buffered_error(&raw const (*p).error, status),
+            )
+        };
+        PostError::new(accepted.min(len), e)
     }
 }
 
@@ -526,7 +571,8 @@ impl Device<LoadedProvider> for LoadedDevice {
         )?;
         Ok(LoadedCq {
             handle: self.handle.shared.adopt(raw, self.f().cq_free, "CQ")?,
-            f: self.f(),
+            poll: self.f().cq_poll,
+            wait: self.f().cq_wait,
             info,
         })
     }
@@ -636,7 +682,8 @@ impl ProtectionDomain<LoadedProvider> for LoadedPd {
         )?;
         Ok(LoadedQp {
             handle: shared.adopt(raw, shared.f.qp_free, "QP")?,
-            f: shared.f,
+            post_send: shared.f.qp_post_send,
+            post_recv: shared.f.qp_post_recv,
             qp_num,
         })
     }
@@ -699,11 +746,31 @@ impl MemoryRegion for LoadedMr {
 /// A completion queue of a loaded provider.
 pub struct LoadedCq {
     handle: Handle<abi::RawCq>,
-    /// The plugin's functions, also reachable through the handle: kept here too, one load
-    /// nearer the data path's calls.
-    f: &'static Functions,
+    /// The plugin's `cq_poll` and `cq_wait`, also reachable through the handle: kept here too,
+    /// two loads nearer the data path's calls.
+    poll: PollFn,
+    wait: WaitFn,
     info: abi::CqInfo,
 }
+
+/// The type of `cq_poll`.
+type PollFn = unsafe extern "C" fn(
+    *const abi::RawCq,
+    *mut abi::Completion,
+    usize,
+    *mut ErrorBuf,
+) -> abi::PollResult;
+/// The type of `cq_wait`.
+type WaitFn = unsafe extern "C" fn(
+    *const abi::RawCq,
+    *mut abi::Completion,
+    usize,
+    u64,
+    *mut ErrorBuf,
+) -> abi::PollResult;
+/// The type of `qp_post_send` and `qp_post_recv`, for WRs of ABI form `A`.
+type PostFn<A> =
+    unsafe extern "C" fn(*const abi::RawQp, *const A, usize, *mut abi::PostFailure) -> Status;
 
 impl LoadedCq {
     /// Polls, or with a timeout waits, straight into `out`.
@@ -711,25 +778,24 @@ impl LoadedCq {
     fn poll_with(&self, out: &mut [Completion], timeout_ns: Option<u64>) -> Result<usize> {
         let capacity = out.len();
         let buf = out.as_mut_ptr().cast::<abi::Completion>();
-        let mut n = 0usize;
-        let f = self.f;
         // The plugin writes `abi::Completion`s, the layout of `Completion` (asserted in `abi`),
         // into the caller's buffer, which holds valid completions before the call; the ones it
         // wrote are checked below before the buffer is used as `Completion`s again.
         let mut err = ErrorSlot::new();
         let handle = self.handle.ptr();
         // SAFETY: this plugin's poll functions, a live CQ handle, `out`'s memory for
-        // `capacity` completions, and pointers to locals.
-        let status = unsafe {
+        // `capacity` completions, and a pointer to a local.
+        let result = unsafe {
             match timeout_ns {
-                None => (f.cq_poll)(handle, buf, capacity, &mut n, err.ptr()),
-                Some(t) => (f.cq_wait)(handle, buf, capacity, t, &mut n, err.ptr()),
+                None => (self.poll)(handle, buf, capacity, err.ptr()),
+                Some(t) => (self.wait)(handle, buf, capacity, t, err.ptr()),
             }
         };
-        if status != STATUS_OK || n > capacity {
+        let n = result as usize;
+        if result < 0 || n > capacity {
             // SAFETY: `buf` is `out`'s memory, `capacity` completions, not otherwise used until
             // this returns.
-            return Err(unsafe { self.failed_poll(err.result(status), buf, n, capacity) });
+            return Err(unsafe { self.failed_poll(&err, result, buf, capacity) });
         }
         // SAFETY: `buf` is `out`'s memory, `n <= out.len()` completions, not otherwise used
         // until this returns.
@@ -737,9 +803,9 @@ impl LoadedCq {
         Ok(n)
     }
 
-    /// The error of a poll that failed or overfilled the buffer. A plugin that broke the ABI
-    /// may have written anything into it, so the whole buffer is made valid first (a plugin
-    /// that succeeds is trusted to have written only the completions it counts).
+    /// The error of a poll that failed (`result < 0`) or overfilled the buffer. A plugin that
+    /// broke the ABI may have written anything into it, so the whole buffer is made valid first
+    /// (a plugin that succeeds is trusted to have written only the completions it counts).
     ///
     /// # Safety
     /// `buf` must be valid for reads and writes of `capacity` completions.
@@ -747,16 +813,21 @@ impl LoadedCq {
     #[inline(never)]
     unsafe fn failed_poll(
         &self,
-        result: Result<()>,
+        err: &ErrorSlot,
+        result: abi::PollResult,
         buf: *mut abi::Completion,
-        n: usize,
         capacity: usize,
     ) -> Error {
         // SAFETY: forwarded to the caller.
         unsafe { convert::check_completions(buf, capacity) };
-        match result {
+        if result >= 0 {
+            return self.overfull(result.unsigned_abs(), capacity);
+        }
+        // A status beyond `Status` is unknown all the same.
+        let status = Status::try_from(result.unsigned_abs()).unwrap_or(Status::MAX);
+        match err.result(status) {
             Err(e) => e,
-            Ok(()) => self.overfull(n, capacity),
+            Ok(()) => unreachable!("a negated status is never STATUS_OK"),
         }
     }
 
@@ -798,36 +869,27 @@ impl CompletionQueue for LoadedCq {
 /// A queue pair of a loaded provider.
 pub struct LoadedQp {
     handle: Handle<abi::RawQp>,
-    /// As [`LoadedCq`]'s.
-    f: &'static Functions,
+    /// The plugin's `qp_post_send` and `qp_post_recv`, kept as [`LoadedCq`] keeps its polls.
+    post_send: PostFn<abi::SendWr>,
+    post_recv: PostFn<abi::RecvWr>,
     qp_num: u32,
 }
 
 impl LoadedQp {
     /// Posts a batch through `entry` (`qp_post_send` or `qp_post_recv`), the WRs as they are.
     #[inline]
-    fn post<A>(
-        &self,
-        wrs: *const A,
-        len: usize,
-        entry: unsafe extern "C" fn(
-            *const abi::RawQp,
-            *const A,
-            usize,
-            *mut usize,
-            *mut ErrorBuf,
-        ) -> Status,
-    ) -> Result<(), PostError> {
-        let mut accepted = 0;
-        let mut err = ErrorSlot::new();
+    fn post<A>(&self, wrs: *const A, len: usize, entry: PostFn<A>) -> Result<(), PostError> {
+        let mut failure = FailureSlot::new();
         // SAFETY: `entry` is this plugin's post function for WRs of this ABI form; a live QP
         // handle; `wrs` is the caller's batch of `len` WRs, whose layout is the ABI's (asserted
-        // in `abi`), and it and the scatter lists it points to live across the call; the out
-        // pointers are to locals.
-        let status = unsafe { entry(self.handle.ptr(), wrs, len, &mut accepted, err.ptr()) };
-        // The plugin's count of accepted WRs, checked against the batch.
-        err.result(status)
-            .map_err(|e| PostError::new(accepted.min(len), e))
+        // in `abi`), and it and the scatter lists it points to live across the call; the
+        // failure record is a local.
+        let status = unsafe { entry(self.handle.ptr(), wrs, len, failure.ptr()) };
+        if status == STATUS_OK {
+            Ok(())
+        } else {
+            Err(failure.error(status, len))
+        }
     }
 }
 
@@ -851,12 +913,12 @@ impl QueuePair for LoadedQp {
 
     #[inline]
     fn post_send(&self, wrs: &[SendWr]) -> Result<(), PostError> {
-        self.post(convert::send_wrs_abi(wrs), wrs.len(), self.f.qp_post_send)
+        self.post(convert::send_wrs_abi(wrs), wrs.len(), self.post_send)
     }
 
     #[inline]
     fn post_recv(&self, wrs: &[RecvWr]) -> Result<(), PostError> {
-        self.post(convert::recv_wrs_abi(wrs), wrs.len(), self.f.qp_post_recv)
+        self.post(convert::recv_wrs_abi(wrs), wrs.len(), self.post_recv)
     }
 
     fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {
