@@ -43,6 +43,8 @@
 //!   measured (runs seconds apart differ by 10–20 % on a busy 2-vCPU VM), and only the
 //!   interleaved ratio cancels that drift: read it first, and the quartiles to see how much it
 //!   still moves.
+//! - `null`: the paired ratio of two plugin sides (two beds on the twin, the same code): how far
+//!   apart two equal sides come out in this run, the resolution of the ratios beside it.
 //!
 //! The issue's target is a ratio within 1.02. Nothing is asserted about speed.
 //!
@@ -83,14 +85,14 @@ struct Twin {
 }
 
 impl Twin {
-    /// Loads the twin from beside the bench binary, with one instance of its provider, on whose
-    /// fabric the direct side runs too.
-    fn load() -> (Twin, LoadedProvider) {
+    /// Loads the twin from beside the bench binary, with two instances of its provider (they
+    /// and the direct side share one fabric): one for the plugin side, one for the null pair.
+    fn load() -> (Twin, [LoadedProvider; 2]) {
         let exe = std::env::current_exe().expect("the bench binary's path");
         let dir = exe.parent().expect("the bench binary's directory");
         let path: PathBuf = dir.join(plugin_file_name("anyverbs_bench_twin"));
         let plugin = Plugin::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let provider = plugin.instantiate().unwrap_or_else(|e| panic!("{e}"));
+        let providers = [(); 2].map(|()| plugin.instantiate().unwrap_or_else(|e| panic!("{e}")));
         // SAFETY: the same shared object the loader opened (so `dlopen` returns that one and
         // runs no initialiser again); it stays loaded while `Twin` lives.
         let library = unsafe { libloading::Library::new(&path) }
@@ -104,7 +106,7 @@ impl Twin {
                 direct,
                 _library: library,
             },
-            provider,
+            providers,
         )
     }
 }
@@ -260,8 +262,11 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
 
-    let (twin, loaded) = Twin::load();
+    let (twin, [loaded, other]) = Twin::load();
     let plugin = Bed::new(loaded);
+    // A second plugin side, for the null pair: plugin against plugin, the same code on both
+    // sides, shows how far apart two equal sides come out in this run.
+    let null_side = Bed::new(other);
 
     let results = [
         ("plugin_unbatched", Work::Messages(1)),
@@ -283,12 +288,21 @@ fn main() {
     println!(
         "plugin summary, in ns per iteration (target: plugin / direct <= 1.02); criterion: medians \
          of the {SAMPLES} samples of each function; paired: medians of {PAIRS} interleaved \
-         chunks of ~{}us each",
+         chunks of ~{}us each; null: the paired ratio of two plugin sides, this run's resolution",
         CHUNK.as_micros()
     );
     println!(
-        "  {:<18} {:>9} {:>9} {:>7}   {:>9} {:>9} {:>7} {:>13} {:>8}",
-        "group", "direct", "plugin", "ratio", "direct", "plugin", "ratio", "quartiles", "p - d"
+        "  {:<18} {:>9} {:>9} {:>7}   {:>9} {:>9} {:>7} {:>13} {:>8} {:>7}",
+        "group",
+        "direct",
+        "plugin",
+        "ratio",
+        "direct",
+        "plugin",
+        "ratio",
+        "quartiles",
+        "p - d",
+        "null"
     );
     for m in &results {
         let last = |v: &RefCell<Vec<f64>>| {
@@ -302,10 +316,13 @@ fn main() {
             work: m.work,
         };
         let mut on_plugin = Run::new(&plugin, m.work);
+        let mut on_null_side = Run::new(&null_side, m.work);
+        let null = paired(&mut on_null_side, &mut on_plugin, d).ratio;
         let paired = paired(&mut direct, &mut on_plugin, d);
         on_plugin.check_data();
+        on_null_side.check_data();
         println!(
-            "  {:<18} {:>9.1} {:>9.1} {:>7.3}   {:>9.1} {:>9.1} {:>7.3} {:>6.3}-{:<6.3} {:>8.1}",
+            "  {:<18} {:>9.1} {:>9.1} {:>7.3}   {:>9.1} {:>9.1} {:>7.3} {:>6.3}-{:<6.3} {:>8.1} {:>7.3}",
             m.group,
             d,
             p,
@@ -315,7 +332,8 @@ fn main() {
             paired.ratio,
             paired.quartiles.0,
             paired.quartiles.1,
-            paired.difference
+            paired.difference,
+            null
         );
     }
 }
