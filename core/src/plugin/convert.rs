@@ -4,8 +4,9 @@
 //! Decoding checks every enum code and bit set: an unknown value becomes an [`Error`] of the
 //! caller's chosen kind (InvalidArgument on the plugin side, where the loader sent it; Other on
 //! the loader side, where a provider broke the ABI), never undefined behaviour. WRs and
-//! completions are not converted: [`send_wrs`], [`recv_wrs`] and [`check_completions`] check
-//! the fields a peer could get wrong and hand out the same memory as the crate's own types.
+//! completions are not converted: [`send_wr_ok`], [`recv_wr_ok`] and [`check_completions`]
+//! check the fields a peer could get wrong, and [`valid_send_wrs`] and [`valid_recv_wrs`] hand
+//! out the same memory as the crate's own types.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
@@ -391,23 +392,6 @@ pub(crate) fn recv_wr_refusal(wr: &abi::RecvWr) -> Error {
     sgl_refusal(wr.sgl, wr.sge_count)
 }
 
-/// The send WRs of a post, as the crate's own type, without copying: the longest prefix of
-/// `wrs` that the ABI defines ([`send_wr_refusal`] tells what is wrong with the WR after it).
-///
-/// # Safety
-/// Every WR's non-null `sgl` must point to `sge_count` readable SGEs that outlive `'a` (the
-/// ABI's rule for a post: they live across the call).
-#[inline(always)]
-pub(crate) unsafe fn send_wrs<'a>(wrs: &'a [abi::SendWr]) -> &'a [SendWr<'a>] {
-    let valid = wrs
-        .iter()
-        .position(|wr| !send_wr_ok(wr))
-        .unwrap_or(wrs.len());
-    // SAFETY: the first `valid` WRs pass `send_wr_ok`; their scatter lists as the caller
-    // guarantees.
-    unsafe { valid_send_wrs(&wrs[..valid]) }
-}
-
 /// Send WRs from the ABI that all pass [`send_wr_ok`], as the crate's own type, without
 /// copying.
 ///
@@ -422,21 +406,6 @@ pub(crate) unsafe fn valid_send_wrs<'a>(wrs: &'a [abi::SendWr]) -> &'a [SendWr<'
     // (the discriminants of `OpCode`), flags within `SendFlags`, and a scatter list `SgRef`
     // may hold, readable for `'a`.
     unsafe { std::slice::from_raw_parts(wrs.as_ptr().cast::<SendWr<'a>>(), wrs.len()) }
-}
-
-/// The receive WRs of a post, as the crate's own type, without copying; as [`send_wrs`].
-///
-/// # Safety
-/// As for [`send_wrs`].
-#[inline(always)]
-pub(crate) unsafe fn recv_wrs<'a>(wrs: &'a [abi::RecvWr]) -> &'a [RecvWr<'a>] {
-    let valid = wrs
-        .iter()
-        .position(|wr| !recv_wr_ok(wr))
-        .unwrap_or(wrs.len());
-    // SAFETY: the first `valid` WRs pass `recv_wr_ok`; their scatter lists as the caller
-    // guarantees.
-    unsafe { valid_recv_wrs(&wrs[..valid]) }
 }
 
 /// Receive WRs from the ABI that all pass [`recv_wr_ok`]; as [`valid_send_wrs`].
@@ -747,6 +716,32 @@ pub(crate) fn fault_from(f: &abi::Fault) -> Result<Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The longest valid prefix of `wrs`, as the plugin side's post takes it.
+    ///
+    /// # Safety
+    /// As for [`valid_send_wrs`].
+    unsafe fn send_wrs<'a>(wrs: &'a [abi::SendWr]) -> &'a [SendWr<'a>] {
+        let n = wrs
+            .iter()
+            .position(|wr| !send_wr_ok(wr))
+            .unwrap_or(wrs.len());
+        // SAFETY: the first `n` pass `send_wr_ok`; scatter lists as the caller guarantees.
+        unsafe { valid_send_wrs(&wrs[..n]) }
+    }
+
+    /// As [`send_wrs`], for receives.
+    ///
+    /// # Safety
+    /// As for [`valid_recv_wrs`].
+    unsafe fn recv_wrs<'a>(wrs: &'a [abi::RecvWr]) -> &'a [RecvWr<'a>] {
+        let n = wrs
+            .iter()
+            .position(|wr| !recv_wr_ok(wr))
+            .unwrap_or(wrs.len());
+        // SAFETY: the first `n` pass `recv_wr_ok`; scatter lists as the caller guarantees.
+        unsafe { valid_recv_wrs(&wrs[..n]) }
+    }
 
     #[test]
     fn socket_addresses_round_trip() {

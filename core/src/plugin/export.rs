@@ -858,7 +858,15 @@ trait AbiWr: Sized {
     ///
     /// # Safety
     /// The scatter lists of `wrs` must be readable for `'a`.
-    unsafe fn valid_prefix<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>];
+    unsafe fn valid_prefix<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
+        let n = wrs
+            .iter()
+            .position(|wr| !wr.is_valid())
+            .unwrap_or(wrs.len());
+        // SAFETY: the first `n` WRs are valid (checked); their scatter lists as the caller
+        // guarantees.
+        unsafe { Self::cast(&wrs[..n]) }
+    }
 
     /// Why this WR is not [valid](Self::is_valid).
     fn refusal(&self) -> Error;
@@ -878,11 +886,6 @@ impl AbiWr for abi::SendWr {
         unsafe { convert::valid_send_wrs(wrs) }
     }
 
-    unsafe fn valid_prefix<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
-        // SAFETY: forwarded to the caller.
-        unsafe { convert::send_wrs(wrs) }
-    }
-
     fn refusal(&self) -> Error {
         convert::send_wr_refusal(self)
     }
@@ -900,11 +903,6 @@ impl AbiWr for abi::RecvWr {
     unsafe fn cast<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
         // SAFETY: forwarded to the caller.
         unsafe { convert::valid_recv_wrs(wrs) }
-    }
-
-    unsafe fn valid_prefix<'a>(wrs: &'a [Self]) -> &'a [Self::Wr<'a>] {
-        // SAFETY: forwarded to the caller.
-        unsafe { convert::recv_wrs(wrs) }
     }
 
     fn refusal(&self) -> Error {
