@@ -1,0 +1,418 @@
+//! The control path's values across the ABI, converted both ways: identities, device and port
+//! information, connection setup, drain reports, events and faults.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::*;
+use crate::caps::{Caps, DeviceLimits};
+use crate::cm::{ConnParams, ConnectRequest, Connection};
+use crate::device::{DeviceInfo, PortInfo};
+use crate::drain::{DrainReport, Fallback};
+use crate::event::{DeviceEvent, MonitorEvent};
+use crate::fault::Fault;
+use crate::identity::{DeviceIdentity, Guid, PciAddress};
+use crate::mr::Access;
+
+/// A device identity in ABI form, borrowing the name.
+pub(crate) fn identity(id: &DeviceIdentity) -> abi::Identity {
+    let pci = id.pci_address;
+    abi::Identity {
+        name: bytes(id.name.as_bytes()),
+        index: id.index,
+        vendor_id: id.vendor_id,
+        vendor_part_id: id.vendor_part_id,
+        has_pci: u8::from(pci.is_some()),
+        pci_bus: pci.map_or(0, |p| p.bus),
+        pci_device: pci.map_or(0, |p| p.device),
+        pci_function: pci.map_or(0, |p| p.function),
+        pci_domain: pci.map_or(0, |p| p.domain),
+        node_guid: id.node_guid.0,
+        sys_image_guid: id.sys_image_guid.0,
+    }
+}
+
+/// A device identity from ABI form.
+///
+/// # Safety
+/// `id.name` must be valid as for [`slice`].
+pub(crate) unsafe fn identity_from(id: &abi::Identity, kind: ErrorKind) -> Result<DeviceIdentity> {
+    Ok(DeviceIdentity {
+        // SAFETY: forwarded to the caller.
+        name: unsafe { string(id.name, "a device name", kind)? },
+        index: id.index,
+        node_guid: Guid(id.node_guid),
+        sys_image_guid: Guid(id.sys_image_guid),
+        pci_address: (id.has_pci != 0).then_some(PciAddress {
+            domain: id.pci_domain,
+            bus: id.pci_bus,
+            device: id.pci_device,
+            function: id.pci_function,
+        }),
+        vendor_id: id.vendor_id,
+        vendor_part_id: id.vendor_part_id,
+    })
+}
+
+/// Device information in ABI form, borrowing from `info`.
+pub(crate) fn device_info(info: &DeviceInfo) -> abi::DeviceInfo {
+    let l = &info.limits;
+    abi::DeviceInfo {
+        identity: identity(&info.identity),
+        transport: transport_code(info.transport),
+        state_model: state_model_code(info.state_model),
+        caps: info.caps.bits(),
+        limits: abi::Limits {
+            max_qp: l.max_qp,
+            max_qp_wr: l.max_qp_wr,
+            max_sge: l.max_sge,
+            max_cq: l.max_cq,
+            max_cqe: l.max_cqe,
+            max_mr: l.max_mr,
+            max_mr_size: l.max_mr_size,
+            max_pd: l.max_pd,
+            max_inline_data: l.max_inline_data,
+            max_msg_size: l.max_msg_size,
+        },
+    }
+}
+
+/// Device information from ABI form. Capability bits this crate does not know are dropped (a
+/// device claims less, never more).
+///
+/// # Safety
+/// The identity's name must be valid as for [`slice`].
+pub(crate) unsafe fn device_info_from(
+    info: &abi::DeviceInfo,
+    kind: ErrorKind,
+) -> Result<DeviceInfo> {
+    let l = &info.limits;
+    Ok(DeviceInfo {
+        // SAFETY: forwarded to the caller.
+        identity: unsafe { identity_from(&info.identity, kind)? },
+        transport: transport_from(info.transport, kind)?,
+        state_model: state_model_from(info.state_model, kind)?,
+        caps: Caps::from_bits_truncate(info.caps),
+        limits: DeviceLimits {
+            max_qp: l.max_qp,
+            max_qp_wr: l.max_qp_wr,
+            max_sge: l.max_sge,
+            max_cq: l.max_cq,
+            max_cqe: l.max_cqe,
+            max_mr: l.max_mr,
+            max_mr_size: l.max_mr_size,
+            max_pd: l.max_pd,
+            max_inline_data: l.max_inline_data,
+            max_msg_size: l.max_msg_size,
+        },
+    })
+}
+
+/// A port from ABI form.
+///
+/// # Safety
+/// `port.addresses` must point to `port.address_count` readable addresses (or the count be 0).
+pub(crate) unsafe fn port_from(port: &abi::PortInfo, kind: ErrorKind) -> Result<PortInfo> {
+    let (ptr, count) = (port.addresses, port.address_count);
+    // SAFETY: the caller guarantees the array's memory.
+    let Some(addresses) = (unsafe { checked_array(ptr, count) }) else {
+        return Err(Error::new(
+            kind,
+            format!("port addresses: {count} at {ptr:p}, null, misaligned or too many"),
+        ));
+    };
+    Ok(PortInfo {
+        number: port.number,
+        state: port_state_from(port.state, kind)?,
+        link_layer: link_layer_from(port.link_layer, kind)?,
+        addresses: addresses
+            .iter()
+            .map(|a| sock_addr_from(a, kind).map(|s| s.ip()))
+            .collect::<Result<Vec<IpAddr>>>()?,
+    })
+}
+
+/// Access bits from the ABI; unknown bits are refused.
+pub(crate) fn access_from(bits: u32) -> Result<Access> {
+    Access::from_bits(bits).ok_or_else(|| unknown(ErrorKind::InvalidArgument, "access flags", bits))
+}
+
+/// Connection parameters in ABI form, borrowing the private data.
+pub(crate) fn conn_params(p: &ConnParams) -> abi::ConnParams {
+    abi::ConnParams {
+        private_data: bytes(&p.private_data),
+        retry_count: p.retry_count,
+        rnr_retry_count: p.rnr_retry_count,
+    }
+}
+
+/// Connection parameters from ABI form.
+///
+/// # Safety
+/// The private data must be valid as for [`slice`].
+pub(crate) unsafe fn conn_params_from(p: &abi::ConnParams) -> ConnParams {
+    ConnParams {
+        // SAFETY: forwarded to the caller.
+        private_data: unsafe { slice(p.private_data) }.to_vec(),
+        retry_count: p.retry_count,
+        rnr_retry_count: p.rnr_retry_count,
+    }
+}
+
+/// Copies private data into a fixed ABI buffer; more than it holds is an error.
+fn private_into(data: &[u8], out: &mut [u8; abi::PRIVATE_DATA_MAX]) -> Result<u32> {
+    if data.len() > abi::PRIVATE_DATA_MAX {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "{} bytes of private data do not fit the plugin ABI's {}",
+                data.len(),
+                abi::PRIVATE_DATA_MAX
+            ),
+        ));
+    }
+    out[..data.len()].copy_from_slice(data);
+    Ok(data.len() as u32)
+}
+
+/// The private data of a fixed ABI buffer.
+fn private_from(len: u32, data: &[u8; abi::PRIVATE_DATA_MAX], kind: ErrorKind) -> Result<Vec<u8>> {
+    data.get(..len as usize)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| unknown(kind, "private data length", len))
+}
+
+/// A connection request in ABI form.
+pub(crate) fn connect_request(r: &ConnectRequest) -> Result<abi::ConnectRequest> {
+    let mut out = abi::ConnectRequest {
+        id: r.id,
+        peer: sock_addr(r.peer),
+        private_len: 0,
+        private_data: [0; abi::PRIVATE_DATA_MAX],
+    };
+    out.private_len = private_into(&r.private_data, &mut out.private_data)?;
+    Ok(out)
+}
+
+/// A connection request from ABI form.
+pub(crate) fn connect_request_from(
+    r: &abi::ConnectRequest,
+    kind: ErrorKind,
+) -> Result<ConnectRequest> {
+    Ok(ConnectRequest {
+        id: r.id,
+        peer: sock_addr_from(&r.peer, kind)?,
+        private_data: private_from(r.private_len, &r.private_data, kind)?,
+    })
+}
+
+/// A connection in ABI form.
+pub(crate) fn connection(c: &Connection) -> Result<abi::Connection> {
+    let mut out = abi::Connection {
+        peer: sock_addr(c.peer),
+        peer_qp_num: c.peer_qp_num,
+        private_len: 0,
+        private_data: [0; abi::PRIVATE_DATA_MAX],
+    };
+    out.private_len = private_into(&c.private_data, &mut out.private_data)?;
+    Ok(out)
+}
+
+/// A connection from ABI form.
+pub(crate) fn connection_from(c: &abi::Connection) -> Result<Connection> {
+    Ok(Connection {
+        peer: sock_addr_from(&c.peer, ErrorKind::Other)?,
+        peer_qp_num: c.peer_qp_num,
+        private_data: private_from(c.private_len, &c.private_data, ErrorKind::Other)?,
+    })
+}
+
+/// A drain report in ABI form.
+pub(crate) fn drain_report(r: &DrainReport) -> abi::DrainReport {
+    let (fallback, fallback_kind) = match r.fallback {
+        None => (0, 0),
+        Some(Fallback::DeadlinePassed) => (1, 0),
+        Some(Fallback::StepFailed(kind)) => (2, abi::error_kind_code(kind)),
+    };
+    abi::DrainReport {
+        strategy: strategy_code(r.strategy),
+        fallback,
+        fallback_kind,
+        completed_by_device: r.completed_by_device as u64,
+        synthesized: r.synthesized as u64,
+        elapsed_ns: u64::try_from(r.elapsed.as_nanos()).unwrap_or(u64::MAX),
+    }
+}
+
+/// A drain report from ABI form.
+pub(crate) fn drain_report_from(r: &abi::DrainReport) -> Result<DrainReport> {
+    let count = |n: u64| usize::try_from(n).map_err(|_| unknown(ErrorKind::Other, "WR count", n));
+    let fallback = match r.fallback {
+        0 => None,
+        1 => Some(Fallback::DeadlinePassed),
+        2 => Some(Fallback::StepFailed(
+            abi::error_kind_from_code(r.fallback_kind)
+                .ok_or_else(|| unknown(ErrorKind::Other, "error kind code", r.fallback_kind))?,
+        )),
+        other => return Err(unknown(ErrorKind::Other, "drain fallback", other)),
+    };
+    Ok(DrainReport {
+        strategy: strategy_from(r.strategy, ErrorKind::Other)?,
+        completed_by_device: count(r.completed_by_device)?,
+        synthesized: count(r.synthesized)?,
+        fallback,
+        elapsed: Duration::from_nanos(r.elapsed_ns),
+    })
+}
+
+/// A device event in ABI form.
+pub(crate) fn device_event(e: &DeviceEvent) -> abi::DeviceEvent {
+    let (kind, port, number) = match *e {
+        DeviceEvent::PortActive { port } => (1, port, 0),
+        DeviceEvent::PortDown { port } => (2, port, 0),
+        DeviceEvent::GidChange { port } => (3, port, 0),
+        DeviceEvent::QpFatal { qp_num } => (4, 0, qp_num),
+        DeviceEvent::QpRequestError { qp_num } => (5, 0, qp_num),
+        DeviceEvent::QpAccessError { qp_num } => (6, 0, qp_num),
+        DeviceEvent::LastWqeReached { qp_num } => (7, 0, qp_num),
+        DeviceEvent::SqDrained { qp_num } => (8, 0, qp_num),
+        DeviceEvent::Disconnected { qp_num } => (9, 0, qp_num),
+        DeviceEvent::CqError { cq_num } => (10, 0, cq_num),
+        DeviceEvent::DeviceFatal => (11, 0, 0),
+        DeviceEvent::DeviceRemoved => (12, 0, 0),
+    };
+    abi::DeviceEvent {
+        kind,
+        port,
+        number,
+        missed: 0,
+    }
+}
+
+/// A device event from ABI form (kind 0, missed events, is handled by the caller).
+pub(crate) fn device_event_from(e: &abi::DeviceEvent) -> Result<DeviceEvent> {
+    let (port, qp_num) = (e.port, e.number);
+    Ok(match e.kind {
+        1 => DeviceEvent::PortActive { port },
+        2 => DeviceEvent::PortDown { port },
+        3 => DeviceEvent::GidChange { port },
+        4 => DeviceEvent::QpFatal { qp_num },
+        5 => DeviceEvent::QpRequestError { qp_num },
+        6 => DeviceEvent::QpAccessError { qp_num },
+        7 => DeviceEvent::LastWqeReached { qp_num },
+        8 => DeviceEvent::SqDrained { qp_num },
+        9 => DeviceEvent::Disconnected { qp_num },
+        10 => DeviceEvent::CqError { cq_num: e.number },
+        11 => DeviceEvent::DeviceFatal,
+        12 => DeviceEvent::DeviceRemoved,
+        other => return Err(unknown(ErrorKind::Other, "device event", other)),
+    })
+}
+
+/// A monitor event from ABI form (kind 0, missed events, is handled by the caller).
+///
+/// # Safety
+/// The identity's name must be valid as for [`slice`].
+pub(crate) unsafe fn monitor_event_from(e: &abi::MonitorEvent) -> Result<MonitorEvent> {
+    match e.kind {
+        // SAFETY: forwarded to the caller.
+        1 => Ok(MonitorEvent::Added(unsafe {
+            device_info_from(&e.info, ErrorKind::Other)?
+        })),
+        2 => Ok(MonitorEvent::Removed(unsafe {
+            // SAFETY: forwarded to the caller.
+            identity_from(&e.info.identity, ErrorKind::Other)?
+        })),
+        other => Err(unknown(ErrorKind::Other, "monitor event", other)),
+    }
+}
+
+/// A fault in ABI form.
+pub(crate) fn fault(f: &Fault) -> abi::Fault {
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let (kind, port, qp_num, down_for_ns) = match *f {
+        Fault::Reset { down_for } => (1, 0, 0, ns(down_for)),
+        Fault::Unplug => (2, 0, 0, 0),
+        Fault::Replug => (3, 0, 0, 0),
+        Fault::ReplugOther => (4, 0, 0, 0),
+        Fault::FlapPort { port, down_for } => (5, port, 0, ns(down_for)),
+        Fault::KillQp { qp_num } => (6, 0, qp_num, 0),
+        Fault::LosePeer { qp_num } => (7, 0, qp_num, 0),
+        Fault::Stall => (8, 0, 0, 0),
+        Fault::Resume => (9, 0, 0, 0),
+    };
+    abi::Fault {
+        kind,
+        port,
+        qp_num,
+        down_for_ns,
+    }
+}
+
+/// A fault from ABI form.
+pub(crate) fn fault_from(f: &abi::Fault) -> Result<Fault> {
+    let down_for = Duration::from_nanos(f.down_for_ns);
+    Ok(match f.kind {
+        1 => Fault::Reset { down_for },
+        2 => Fault::Unplug,
+        3 => Fault::Replug,
+        4 => Fault::ReplugOther,
+        5 => Fault::FlapPort {
+            port: f.port,
+            down_for,
+        },
+        6 => Fault::KillQp { qp_num: f.qp_num },
+        7 => Fault::LosePeer { qp_num: f.qp_num },
+        8 => Fault::Stall,
+        9 => Fault::Resume,
+        other => return Err(unknown(ErrorKind::InvalidArgument, "fault", other)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_faults_and_reports_round_trip() {
+        for e in [
+            DeviceEvent::PortDown { port: 2 },
+            DeviceEvent::QpFatal { qp_num: 9 },
+            DeviceEvent::CqError { cq_num: 4 },
+            DeviceEvent::DeviceRemoved,
+        ] {
+            assert_eq!(device_event_from(&device_event(&e)).unwrap(), e);
+        }
+        for f in [
+            Fault::Reset {
+                down_for: Duration::from_millis(30),
+            },
+            Fault::FlapPort {
+                port: 1,
+                down_for: Duration::from_millis(5),
+            },
+            Fault::KillQp { qp_num: 7 },
+            Fault::Resume,
+        ] {
+            assert_eq!(fault_from(&fault(&f)).unwrap(), f);
+        }
+        let report = DrainReport {
+            strategy: DrainStrategy::ErrorThenMarker,
+            completed_by_device: 3,
+            synthesized: 2,
+            fallback: Some(Fallback::StepFailed(ErrorKind::InvalidState)),
+            elapsed: Duration::from_micros(17),
+        };
+        assert_eq!(drain_report_from(&drain_report(&report)).unwrap(), report);
+    }
+
+    #[test]
+    fn private_data_too_long_for_the_abi_is_an_error_not_a_truncation() {
+        let c = Connection {
+            peer: "10.0.0.1:1".parse().unwrap(),
+            peer_qp_num: 1,
+            private_data: vec![0; abi::PRIVATE_DATA_MAX + 1],
+        };
+        assert!(connection(&c).is_err());
+    }
+}
