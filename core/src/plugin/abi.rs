@@ -33,6 +33,19 @@
 //!   error of kind [`ErrorKind::Other`].
 //! - **Deadlines** cross as nanoseconds from the call (`timeout_ns`), since an `Instant` means
 //!   nothing outside the program that made it.
+//! - **Limits.** Every pointer and length a plugin returns is checked against a documented limit
+//!   before it is read, and every value against what was asked: a device name is 1 to
+//!   [`DEVICE_NAME_MAX`] bytes of UTF-8 without control characters, a provider name at most
+//!   [`PROVIDER_NAME_MAX`], the table's two strings at most [`TABLE_STRING_MAX`] bytes inside the
+//!   plugin's loaded image, a port has at most [`PORT_ADDRESSES_MAX`] addresses, a listing at
+//!   most [`DEVICES_MAX`] devices and [`PORTS_MAX`] ports, private data at most the CM's
+//!   [`MAX_CONNECT_PRIVATE_DATA`](crate::MAX_CONNECT_PRIVATE_DATA) bytes in a request and
+//!   [`MAX_ACCEPT_PRIVATE_DATA`](crate::MAX_ACCEPT_PRIVATE_DATA) in an accept, a QP number 1 to
+//!   [`QP_NUM_MAX`]; a CQ holds at least what was asked, a memory region is exactly what was
+//!   asked, a drain accounts for no more WRs than the QP's queues hold. The loader refuses
+//!   anything else as an error of kind [`ErrorKind::Other`] whose source is a
+//!   [`PluginFault`](super::PluginFault) naming the plugin, the call and the field; a device
+//!   listing keeps its good entries and reports each refused one.
 //! - **The data path is not copied.** [`SendWr`], [`RecvWr`] and [`Completion`] have the layout
 //!   of the crate's own types, so WRs and completion buffers cross as they are. The plugin side
 //!   checks every field a caller could get wrong (opcode, flags, a null or misaligned scatter
@@ -110,6 +123,29 @@ pub fn error_kind_from_code(code: Status) -> Option<ErrorKind> {
 /// Longest error message the ABI carries, in bytes; longer ones are cut at a character boundary.
 pub const ERROR_MESSAGE_MAX: usize = 480;
 
+/// Longest device name the ABI carries, in bytes: the kernel's `IB_DEVICE_NAME_MAX` (64) less its
+/// terminating NUL. A device name is 1 to this many bytes of UTF-8 without control characters.
+pub const DEVICE_NAME_MAX: usize = 63;
+
+/// Longest provider name (`provider_name`), in bytes, with the rules of a device name.
+pub const PROVIDER_NAME_MAX: usize = 64;
+
+/// Longest string of the table's header (`ProviderTable::name` and `version`), in bytes with its
+/// terminating NUL. Each must lie in memory the plugin's file maps.
+pub const TABLE_STRING_MAX: usize = 128;
+
+/// Most addresses one port may report.
+pub const PORT_ADDRESSES_MAX: usize = 1024;
+
+/// Most devices one `provider_devices` call may report.
+pub const DEVICES_MAX: usize = 4096;
+
+/// Most ports one device may report: port numbers are 1 to 255.
+pub const PORTS_MAX: usize = 255;
+
+/// Largest QP number: QP numbers are 24 bits on InfiniBand and iWARP, and 0 is never an RC QP.
+pub const QP_NUM_MAX: u32 = 0x00ff_ffff;
+
 /// The caller's buffer for an error message.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -122,14 +158,17 @@ pub struct ErrorBuf {
 
 impl Default for ErrorBuf {
     fn default() -> Self {
-        ErrorBuf {
-            len: 0,
-            message: [0; ERROR_MESSAGE_MAX],
-        }
+        ErrorBuf::ZERO
     }
 }
 
 impl ErrorBuf {
+    /// An empty buffer, every byte zero.
+    pub const ZERO: ErrorBuf = ErrorBuf {
+        len: 0,
+        message: [0; ERROR_MESSAGE_MAX],
+    };
+
     /// Stores `text`, cut to fit at a character boundary.
     pub fn set(&mut self, text: &str) {
         let mut end = text.len().min(ERROR_MESSAGE_MAX);
@@ -138,6 +177,11 @@ impl ErrorBuf {
         }
         self.message[..end].copy_from_slice(&text.as_bytes()[..end]);
         self.len = end as u32;
+    }
+
+    /// The stored message bytes: as many as `len` says, at most the buffer's size.
+    pub fn bytes(&self) -> &[u8] {
+        &self.message[..(self.len as usize).min(ERROR_MESSAGE_MAX)]
     }
 
     /// The stored text; invalid UTF-8 is replaced, a bad length is clamped.
@@ -176,6 +220,14 @@ pub struct PostFailure {
     pub accepted: usize,
     /// Why the WR after them was not.
     pub error: ErrorBuf,
+}
+
+impl PostFailure {
+    /// Nothing accepted, no message, every byte zero.
+    pub const ZERO: PostFailure = PostFailure {
+        accepted: 0,
+        error: ErrorBuf::ZERO,
+    };
 }
 
 /// The result of a poll: the count of completions written (`>= 0`), or a negated [`Status`]

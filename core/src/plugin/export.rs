@@ -340,8 +340,13 @@ unsafe extern "C" fn provider_open<P: Provider>(
     unsafe {
         guard(err, || {
             let p = object::<P, _>(p, tag::PROVIDER, "provider")?;
-            let name = convert::string(name, "a device name", ErrorKind::InvalidArgument)?;
-            let device = p.open(&name)?;
+            let name = convert::text(
+                name,
+                "device name",
+                convert::NAME_ARGUMENT_MAX,
+                ErrorKind::InvalidArgument,
+            )?;
+            let device = p.open(name)?;
             let raw = convert::device_info(device.info());
             (info.put)(info.ctx, &raw);
             hand_out(out, tag::DEVICE, device)
@@ -373,9 +378,14 @@ unsafe extern "C" fn provider_inject<P: Provider>(
     unsafe {
         guard(err, || {
             let p = object::<P, _>(p, tag::PROVIDER, "provider")?;
-            let name = convert::string(name, "a device name", ErrorKind::InvalidArgument)?;
+            let name = convert::text(
+                name,
+                "device name",
+                convert::NAME_ARGUMENT_MAX,
+                ErrorKind::InvalidArgument,
+            )?;
             let fault = convert::fault_from(input(fault, "fault")?)?;
-            p.inject(&name, &fault)
+            p.inject(name, &fault)
         })
     }
 }
@@ -1032,7 +1042,10 @@ unsafe extern "C" fn qp_connect<P: Provider>(
             let qp = object::<P::Qp, _>(qp, tag::QP, "QP")?;
             let remote =
                 convert::sock_addr_from(input(remote, "address")?, ErrorKind::InvalidArgument)?;
-            let params = convert::conn_params_from(input(params, "connection parameters")?);
+            let params = convert::conn_params_from(
+                input(params, "connection parameters")?,
+                ErrorKind::InvalidArgument,
+            )?;
             qp.connect(remote, &params)
         })
     }
@@ -1112,7 +1125,10 @@ unsafe extern "C" fn listener_accept<P: Provider>(
                 input(request, "connection request")?,
                 ErrorKind::InvalidArgument,
             )?;
-            let params = convert::conn_params_from(input(params, "connection parameters")?);
+            let params = convert::conn_params_from(
+                input(params, "connection parameters")?,
+                ErrorKind::InvalidArgument,
+            )?;
             l.accept(&request, qp, &params)
         })
     }
@@ -1132,7 +1148,10 @@ unsafe extern "C" fn listener_reject<P: Provider>(
                 input(request, "connection request")?,
                 ErrorKind::InvalidArgument,
             )?;
-            l.reject(&request, convert::slice(private_data))
+            l.reject(
+                &request,
+                convert::private_slice(private_data, ErrorKind::InvalidArgument)?,
+            )
         })
     }
 }

@@ -42,7 +42,8 @@ mod loaded;
 mod loader;
 
 pub use loaded::{
-    LoadedCq, LoadedDevice, LoadedListener, LoadedMr, LoadedPd, LoadedProvider, LoadedQp,
+    DeviceListing, LoadedCq, LoadedDevice, LoadedListener, LoadedMr, LoadedPd, LoadedProvider,
+    LoadedQp, PluginFault,
 };
 pub use loader::{
     DEFAULT_PROVIDER_PATH, Found, LoadError, PROVIDER_PATH_ENV, Plugin, is_privileged,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::caps::{Caps, DeviceLimits};
-use crate::cm::{ConnParams, ConnectRequest, Connection};
+use crate::cm::{
+    ConnParams, ConnectRequest, Connection, MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA,
+};
 use crate::device::{DeviceInfo, PortInfo};
 use crate::drain::{DrainReport, Fallback};
 use crate::event::{DeviceEvent, MonitorEvent};
@@ -39,7 +41,7 @@ pub(crate) fn identity(id: &DeviceIdentity) -> abi::Identity {
 pub(crate) unsafe fn identity_from(id: &abi::Identity, kind: ErrorKind) -> Result<DeviceIdentity> {
     Ok(DeviceIdentity {
         // SAFETY: forwarded to the caller.
-        name: unsafe { string(id.name, "a device name", kind)? },
+        name: unsafe { device_name(id.name, kind)? },
         index: id.index,
         node_guid: Guid(id.node_guid),
         sys_image_guid: Guid(id.sys_image_guid),
@@ -113,12 +115,28 @@ pub(crate) unsafe fn device_info_from(
 /// # Safety
 /// `port.addresses` must point to `port.address_count` readable addresses (or the count be 0).
 pub(crate) unsafe fn port_from(port: &abi::PortInfo, kind: ErrorKind) -> Result<PortInfo> {
+    if port.number == 0 {
+        return Err(Error::new(kind, "port number 0: ports are numbered from 1"));
+    }
     let (ptr, count) = (port.addresses, port.address_count);
+    if count > abi::PORT_ADDRESSES_MAX {
+        return Err(Error::new(
+            kind,
+            format!(
+                "port {} addresses: {count}, more than the {} allowed",
+                port.number,
+                abi::PORT_ADDRESSES_MAX
+            ),
+        ));
+    }
     // SAFETY: the caller guarantees the array's memory.
     let Some(addresses) = (unsafe { checked_array(ptr, count) }) else {
         return Err(Error::new(
             kind,
-            format!("port addresses: {count} at {ptr:p}, null, misaligned or too many"),
+            format!(
+                "port {} addresses: {count} at {ptr:p}, null or misaligned",
+                port.number
+            ),
         ));
     };
     Ok(PortInfo {
@@ -146,17 +164,27 @@ pub(crate) fn conn_params(p: &ConnParams) -> abi::ConnParams {
     }
 }
 
-/// Connection parameters from ABI form.
+/// Connection parameters from ABI form. Private data longer than [`abi::PRIVATE_DATA_MAX`] is
+/// refused before it is read (the provider applies the CM's own, smaller limits).
 ///
 /// # Safety
-/// The private data must be valid as for [`slice`].
-pub(crate) unsafe fn conn_params_from(p: &abi::ConnParams) -> ConnParams {
-    ConnParams {
+/// The private data must be valid as for [`bounded_slice`].
+pub(crate) unsafe fn conn_params_from(p: &abi::ConnParams, kind: ErrorKind) -> Result<ConnParams> {
+    Ok(ConnParams {
         // SAFETY: forwarded to the caller.
-        private_data: unsafe { slice(p.private_data) }.to_vec(),
+        private_data: unsafe { private_slice(p.private_data, kind) }?.to_vec(),
         retry_count: p.retry_count,
         rnr_retry_count: p.rnr_retry_count,
-    }
+    })
+}
+
+/// Private data passed by pointer and length, at most [`abi::PRIVATE_DATA_MAX`] bytes.
+///
+/// # Safety
+/// As for [`bounded_slice`].
+pub(crate) unsafe fn private_slice<'a>(b: abi::Bytes, kind: ErrorKind) -> Result<&'a [u8]> {
+    // SAFETY: forwarded to the caller.
+    unsafe { bounded_slice(b, "private data", abi::PRIVATE_DATA_MAX, kind) }
 }
 
 /// Copies private data into a fixed ABI buffer; more than it holds is an error.
@@ -175,11 +203,22 @@ fn private_into(data: &[u8], out: &mut [u8; abi::PRIVATE_DATA_MAX]) -> Result<u3
     Ok(data.len() as u32)
 }
 
-/// The private data of a fixed ABI buffer.
-fn private_from(len: u32, data: &[u8; abi::PRIVATE_DATA_MAX], kind: ErrorKind) -> Result<Vec<u8>> {
-    data.get(..len as usize)
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| unknown(kind, "private data length", len))
+/// The private data of a fixed ABI buffer, at most `max` bytes (the CM's limit for the message
+/// it came in).
+fn private_from(
+    len: u32,
+    data: &[u8; abi::PRIVATE_DATA_MAX],
+    max: usize,
+    kind: ErrorKind,
+) -> Result<Vec<u8>> {
+    let len = len as usize;
+    if len > max {
+        return Err(Error::new(
+            kind,
+            format!("private data: {len} bytes, more than the {max} the CM carries there"),
+        ));
+    }
+    Ok(data[..len].to_vec())
 }
 
 /// A connection request in ABI form.
@@ -202,7 +241,12 @@ pub(crate) fn connect_request_from(
     Ok(ConnectRequest {
         id: r.id,
         peer: sock_addr_from(&r.peer, kind)?,
-        private_data: private_from(r.private_len, &r.private_data, kind)?,
+        private_data: private_from(
+            r.private_len,
+            &r.private_data,
+            MAX_CONNECT_PRIVATE_DATA,
+            kind,
+        )?,
     })
 }
 
@@ -219,11 +263,19 @@ pub(crate) fn connection(c: &Connection) -> Result<abi::Connection> {
 }
 
 /// A connection from ABI form.
-pub(crate) fn connection_from(c: &abi::Connection) -> Result<Connection> {
+pub(crate) fn connection_from(c: &abi::Connection, kind: ErrorKind) -> Result<Connection> {
+    if c.peer_qp_num > abi::QP_NUM_MAX {
+        return Err(unknown(kind, "peer QP number", c.peer_qp_num));
+    }
     Ok(Connection {
-        peer: sock_addr_from(&c.peer, ErrorKind::Other)?,
+        peer: sock_addr_from(&c.peer, kind)?,
         peer_qp_num: c.peer_qp_num,
-        private_data: private_from(c.private_len, &c.private_data, ErrorKind::Other)?,
+        private_data: private_from(
+            c.private_len,
+            &c.private_data,
+            MAX_ACCEPT_PRIVATE_DATA,
+            kind,
+        )?,
     })
 }
 

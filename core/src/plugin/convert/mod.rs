@@ -169,15 +169,97 @@ pub(crate) unsafe fn slice<'a>(b: abi::Bytes) -> &'a [u8] {
     unsafe { array(b.ptr, b.len) }
 }
 
-/// An owned string from ABI bytes; `what` names it in the error for invalid UTF-8.
+/// The bytes an ABI `Bytes` borrows, if there are at most `max` of them: the length is checked
+/// before anything is read, so an absurd one is an error, not a read of wild memory or an
+/// allocation that aborts the process. `what` names the value in the error.
 ///
 /// # Safety
-/// As for [`slice`].
-pub(crate) unsafe fn string(b: abi::Bytes, what: &str, kind: ErrorKind) -> Result<String> {
+/// If `b.len <= max` and `b.ptr` is not null, `b.ptr` must point to `b.len` readable bytes that
+/// outlive `'a`.
+pub(crate) unsafe fn bounded_slice<'a>(
+    b: abi::Bytes,
+    what: &str,
+    max: usize,
+    kind: ErrorKind,
+) -> Result<&'a [u8]> {
+    if b.len > max {
+        return Err(Error::new(
+            kind,
+            format!("{what}: {} bytes, more than the {max} allowed", b.len),
+        ));
+    }
+    if b.len > 0 && b.ptr.is_null() {
+        return Err(Error::new(
+            kind,
+            format!("{what}: a null pointer with a length of {}", b.len),
+        ));
+    }
+    // SAFETY: at most `max` bytes at a non-null pointer (checked), readable as the caller
+    // guarantees.
+    Ok(unsafe { array(b.ptr, b.len) })
+}
+
+/// A name from ABI bytes: 1 to `max` bytes (checked before they are read) of UTF-8 without
+/// control characters, so that it prints as one line and names one thing. `what` names it in
+/// the error.
+///
+/// # Safety
+/// As for [`bounded_slice`].
+pub(crate) unsafe fn name(
+    b: abi::Bytes,
+    what: &str,
+    max: usize,
+    kind: ErrorKind,
+) -> Result<String> {
     // SAFETY: forwarded to the caller.
-    let s = unsafe { slice(b) };
-    String::from_utf8(s.to_vec())
-        .map_err(|_| Error::new(kind, format!("{what} is not UTF-8 across the plugin ABI")))
+    let text = unsafe { text(b, what, max, kind)? };
+    if text.is_empty() {
+        return Err(Error::new(kind, format!("{what}: empty")));
+    }
+    if let Some((at, c)) = text.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(Error::new(
+            kind,
+            format!(
+                "{what} {:?}: control character {c:?} at byte {at}",
+                text.escape_debug().to_string()
+            ),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// UTF-8 text from ABI bytes, at most `max` bytes (checked before they are read).
+///
+/// # Safety
+/// As for [`bounded_slice`].
+pub(crate) unsafe fn text<'a>(
+    b: abi::Bytes,
+    what: &str,
+    max: usize,
+    kind: ErrorKind,
+) -> Result<&'a str> {
+    // SAFETY: forwarded to the caller.
+    let bytes = unsafe { bounded_slice(b, what, max, kind)? };
+    std::str::from_utf8(bytes).map_err(|e| {
+        Error::new(
+            kind,
+            format!("{what}: not UTF-8 (at byte {})", e.valid_up_to()),
+        )
+    })
+}
+
+/// Longest name a caller may pass in (a device name to open or inject into): generous, since the
+/// provider answers `NotFound` for a name no device has, but bounded, since a C caller's length
+/// may be anything.
+pub(crate) const NAME_ARGUMENT_MAX: usize = 4096;
+
+/// A device name from ABI bytes: see [`name`], with [`abi::DEVICE_NAME_MAX`].
+///
+/// # Safety
+/// As for [`bounded_slice`].
+pub(crate) unsafe fn device_name(b: abi::Bytes, kind: ErrorKind) -> Result<String> {
+    // SAFETY: forwarded to the caller.
+    unsafe { name(b, "device name", abi::DEVICE_NAME_MAX, kind) }
 }
 
 /// A socket address in ABI form.
@@ -221,6 +303,43 @@ pub(crate) fn sock_addr_from(a: &abi::SockAddr, kind: ErrorKind) -> Result<Socke
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_bounded_before_they_are_read() {
+        let kind = ErrorKind::Other;
+        let ok = abi::Bytes::new(b"mlx5_0");
+        // SAFETY: `ok` borrows a live literal.
+        assert_eq!(unsafe { device_name(ok, kind) }.unwrap(), "mlx5_0");
+        // An absurd length at a pointer to 3 bytes: refused without reading.
+        let absurd = abi::Bytes {
+            ptr: b"abc".as_ptr(),
+            len: 1 << 40,
+        };
+        // SAFETY: refused by its length before the pointer is used.
+        let e = unsafe { device_name(absurd, kind) }.unwrap_err();
+        assert!(e.message().contains("1099511627776 bytes"), "{e}");
+        let long = [b'x'; abi::DEVICE_NAME_MAX + 1];
+        // SAFETY: `long` is live.
+        let e = unsafe { device_name(abi::Bytes::new(&long), kind) }.unwrap_err();
+        assert!(e.message().contains("more than the 63"), "{e}");
+        let null = abi::Bytes {
+            ptr: std::ptr::null(),
+            len: 3,
+        };
+        // SAFETY: a null pointer is refused before it is read.
+        assert!(unsafe { device_name(null, kind) }.is_err());
+        for (bad, says) in [
+            (&b""[..], "empty"),
+            (b"rxe\0x", "control character"),
+            (b"a\nb", "control character"),
+            (b"\xff\xfe", "not UTF-8"),
+        ] {
+            // SAFETY: `bad` is a live literal.
+            let e = unsafe { device_name(abi::Bytes::new(bad), kind) }.unwrap_err();
+            assert!(e.message().contains(says), "{bad:?}: {e}");
+            assert_eq!(e.kind(), kind);
+        }
+    }
 
     #[test]
     fn socket_addresses_round_trip() {

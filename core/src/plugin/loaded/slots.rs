@@ -1,0 +1,156 @@
+//! Where a plugin writes why a call failed, and the error that becomes.
+//!
+//! Nothing the loader hands back may hold a byte the plugin did not write: a plugin that sets
+//! an error's length without writing its bytes must not show the program's own memory in a
+//! message (and from there in logs and reports). So every buffer a plugin may write a message
+//! into is initialised memory:
+//!
+//! - on the control path, a zeroed [`ErrorSlot`] on the stack (clearing 484 bytes costs nothing
+//!   next to a control call);
+//! - on the data path, where clearing 484 bytes on every post and poll would cost more than the
+//!   call, one zeroed record per thread ([`DataPathSlot`]), cleared again after each failure is
+//!   read. A plugin that writes message bytes on a call that succeeds leaves them there, so a
+//!   later failing call of a plugin on that thread that sets a length without bytes shows them:
+//!   bytes some plugin wrote, never the program's.
+//!
+//! The message itself is bounded by [`abi::ERROR_MESSAGE_MAX`], cut at its first NUL, and made
+//! printable ([`printable`]): invalid UTF-8 is replaced, control characters other than newline
+//! and tab are escaped, so a message cannot rewrite a terminal or break an XML report.
+
+use std::cell::UnsafeCell;
+
+use crate::error::{Error, ErrorKind, PostError, Result};
+use crate::plugin::abi::{self, ErrorBuf, STATUS_OK, Status};
+
+/// A plugin's message made safe to show: cut at its first NUL, invalid UTF-8 replaced, and
+/// control characters other than newline and tab escaped (`\u{1b}`).
+pub(crate) fn printable(bytes: &[u8]) -> String {
+    let bytes = bytes.split(|b| *b == 0).next().unwrap_or_default();
+    let text = String::from_utf8_lossy(bytes);
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return text.into_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The error of a call that failed with `status`: its kind from the status, its text from the
+/// plugin's message bytes.
+pub(crate) fn status_error(status: Status, message: &[u8]) -> Error {
+    let text = printable(message);
+    let text = if text.trim().is_empty() {
+        "the provider gave no message".to_string()
+    } else {
+        text
+    };
+    match abi::error_kind_from_code(status) {
+        Some(kind) => Error::new(kind, text),
+        None => Error::new(
+            ErrorKind::Other,
+            format!("the provider returned an unknown status {status}: {text}"),
+        ),
+    }
+}
+
+/// The error buffer of a control-path call: zeroed, on the caller's stack.
+pub(crate) struct ErrorSlot(ErrorBuf);
+
+impl ErrorSlot {
+    /// An empty, zeroed buffer.
+    pub(crate) fn new() -> Self {
+        ErrorSlot(ErrorBuf::ZERO)
+    }
+
+    /// The buffer to pass to the plugin.
+    pub(crate) fn ptr(&mut self) -> *mut ErrorBuf {
+        &mut self.0
+    }
+
+    /// The result of a call that returned `status`.
+    pub(crate) fn result(&self, status: Status) -> Result<()> {
+        if status == STATUS_OK {
+            Ok(())
+        } else {
+            Err(status_error(status, self.0.bytes()))
+        }
+    }
+}
+
+thread_local! {
+    /// The data path's error record of this thread: all zero but while a failing call writes
+    /// it (see the module documentation).
+    static DATA_PATH: UnsafeCell<abi::PostFailure> =
+        const { UnsafeCell::new(abi::PostFailure::ZERO) };
+}
+
+/// The error record of a data-path call (a post, a poll): this thread's, with nothing accepted
+/// and no message.
+///
+/// The record is only ever touched through raw pointers, by this thread and by the plugin
+/// function this thread is calling, one call at a time: the data path's functions take no
+/// callbacks, so no call of it can start while another is running on the same thread.
+pub(crate) struct DataPathSlot(*mut abi::PostFailure);
+
+impl DataPathSlot {
+    /// This thread's record, reset for a call.
+    #[inline]
+    pub(crate) fn take() -> Self {
+        let p = DATA_PATH.with(UnsafeCell::get);
+        // SAFETY: `p` is this thread's record, initialised memory that lives as long as the
+        // thread, and no other reference to it exists (see the type's documentation).
+        unsafe {
+            (&raw mut (*p).accepted).write(0);
+            (&raw mut (*p).error.len).write(0);
+        }
+        DataPathSlot(p)
+    }
+
+    /// The record, for a post.
+    #[inline]
+    pub(crate) fn failure(&self) -> *mut abi::PostFailure {
+        self.0
+    }
+
+    /// Its error buffer, for a poll.
+    #[inline]
+    pub(crate) fn error_buf(&self) -> *mut ErrorBuf {
+        // SAFETY: a field of the record, which is valid (see `take`).
+        unsafe { &raw mut (*self.0).error }
+    }
+
+    /// The error of a call that failed with `status`; the record is cleared for the next one.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn error(self, status: Status) -> Error {
+        self.read(status).1
+    }
+
+    /// The error of a post of `len` WRs that failed with `status`, with the plugin's count of
+    /// WRs posted checked against the batch; the record is cleared for the next call.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn post_error(self, status: Status, len: usize) -> PostError {
+        let (accepted, e) = self.read(status);
+        PostError::new(accepted.min(len), e)
+    }
+
+    /// The count and the error the plugin left, then every byte cleared.
+    fn read(self, status: Status) -> (usize, Error) {
+        // SAFETY: the record is initialised memory of this thread, and the plugin's call has
+        // returned, so nothing else touches it while this reference lives.
+        let record = unsafe { &mut *self.0 };
+        let found = (record.accepted, status_error(status, record.error.bytes()));
+        *record = abi::PostFailure::ZERO;
+        found
+    }
+}

@@ -1,0 +1,175 @@
+//! Checking a plugin's table before anything in it is used: the header, the function entries,
+//! and the two strings, which are read only within the plugin's loaded image and a bound.
+
+use std::ffi::c_char;
+use std::path::Path;
+
+use super::{LoadError, Loaded};
+use crate::error::ErrorKind;
+use crate::plugin::abi::{self, ABI_MAJOR, ABI_MINOR, ProviderTable, TABLE_STRING_MAX};
+use crate::plugin::convert;
+
+/// The header of a table.
+pub(super) fn header(table: *const ProviderTable) -> Option<abi::TableHeader> {
+    // SAFETY: every table of every ABI major starts with a `TableHeader`.
+    (!table.is_null()).then(|| unsafe { table.cast::<abi::TableHeader>().read() })
+}
+
+/// Checks a table from a raw pointer.
+pub(super) fn checked_raw(table: *const ProviderTable, path: &Path) -> Result<Loaded, LoadError> {
+    let h = header(table).ok_or_else(|| LoadError::NullTable {
+        path: path.to_path_buf(),
+    })?;
+    check_header(h, path)?;
+    // SAFETY: the header says the table is of this major and at least this long.
+    checked(unsafe { &*table }, path)
+}
+
+/// Checks the header of a table: its major version and that it is long enough.
+fn check_header(h: abi::TableHeader, path: &Path) -> Result<(), LoadError> {
+    if h.abi_major != ABI_MAJOR {
+        return Err(LoadError::AbiMismatch {
+            path: path.to_path_buf(),
+            plugin: (h.abi_major, h.abi_minor),
+            loader: (ABI_MAJOR, ABI_MINOR),
+        });
+    }
+    let needed = size_of::<ProviderTable>() as u32;
+    if h.table_size < needed {
+        return Err(LoadError::TableTooSmall {
+            path: path.to_path_buf(),
+            size: h.table_size,
+            needed,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a table and keeps what a plugin needs.
+pub(super) fn checked(table: &'static ProviderTable, path: &Path) -> Result<Loaded, LoadError> {
+    check_header(table.header, path)?;
+    let functions = table
+        .functions()
+        .map_err(|names| LoadError::MissingFunctions {
+            path: path.to_path_buf(),
+            names,
+        })?;
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        functions,
+        name: table_string(table.name, "name", path)?,
+        version: table_string(table.version, "version", path)?,
+        abi: (table.header.abi_major, table.header.abi_minor),
+    })
+}
+
+/// One of the table's static strings: NUL-terminated within [`TABLE_STRING_MAX`] bytes, and
+/// within a loaded object's readable memory (on Linux, where the loader can tell), so that a
+/// string without its NUL, or a wild pointer, is refused rather than read past its end.
+fn table_string(ptr: *const c_char, field: &'static str, path: &Path) -> Result<String, LoadError> {
+    let malformed = |problem: String| LoadError::MalformedTable {
+        path: path.to_path_buf(),
+        field,
+        problem,
+    };
+    if ptr.is_null() {
+        return Err(malformed("a null pointer".into()));
+    }
+    let Some(readable) = image::readable_from(ptr.cast()) else {
+        return Err(malformed(format!(
+            "{ptr:p} points into no object loaded in this process"
+        )));
+    };
+    let len = readable.min(TABLE_STRING_MAX);
+    // SAFETY: `len` bytes from `ptr` lie in a readable loaded segment (or, where that cannot be
+    // told, the ABI requires a static string there, read no further than its bound).
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+    let Some(end) = bytes.iter().position(|b| *b == 0) else {
+        return Err(malformed(format!("no terminating NUL within {len} bytes")));
+    };
+    // SAFETY: `bytes[..end]` is a live slice.
+    unsafe {
+        convert::name(
+            abi::Bytes::new(&bytes[..end]),
+            field,
+            TABLE_STRING_MAX - 1,
+            ErrorKind::Other,
+        )
+    }
+    .map_err(|e| malformed(e.message().to_string()))
+}
+
+/// Which memory the objects loaded in this process map.
+mod image {
+    /// How many bytes from `addr` on are mapped, readable, by a loadable segment of an object
+    /// loaded in this process (the program, or a shared object), if `addr` lies in one.
+    #[cfg(target_os = "linux")]
+    pub(super) fn readable_from(addr: *const u8) -> Option<usize> {
+        use std::ffi::{c_int, c_void};
+
+        struct Search {
+            addr: usize,
+            readable: Option<usize>,
+        }
+
+        unsafe extern "C" fn visit(
+            info: *mut libc::dl_phdr_info,
+            _size: libc::size_t,
+            data: *mut c_void,
+        ) -> c_int {
+            // SAFETY: `data` is the `Search` passed to `dl_iterate_phdr` below, and `info` the
+            // dynamic loader's description of one object, valid during the callback; its
+            // `dlpi_phdr` points to `dlpi_phnum` program headers.
+            let (search, info) = unsafe { (&mut *data.cast::<Search>(), &*info) };
+            if info.dlpi_phdr.is_null() {
+                return 0;
+            }
+            // SAFETY: as above.
+            let headers =
+                unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+            for h in headers {
+                if h.p_type != libc::PT_LOAD || h.p_flags & libc::PF_R == 0 {
+                    continue;
+                }
+                let start = (info.dlpi_addr as usize).wrapping_add(h.p_vaddr as usize);
+                let Some(end) = start.checked_add(h.p_memsz as usize) else {
+                    continue;
+                };
+                if (start..end).contains(&search.addr) {
+                    search.readable = Some(end - search.addr);
+                    return 1;
+                }
+            }
+            0
+        }
+
+        let mut search = Search {
+            addr: addr as usize,
+            readable: None,
+        };
+        // SAFETY: `visit` only reads what the dynamic loader hands it and writes `search`,
+        // which outlives the call.
+        unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut search).cast()) };
+        search.readable
+    }
+
+    /// Where the loader cannot tell which memory is mapped, the table's strings are read no
+    /// further than their bound.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn readable_from(_addr: *const u8) -> Option<usize> {
+        Some(crate::plugin::abi::TABLE_STRING_MAX)
+    }
+
+    #[cfg(all(test, target_os = "linux"))]
+    mod tests {
+        use super::readable_from;
+
+        #[test]
+        fn static_data_is_found_and_a_wild_pointer_is_not() {
+            static TEXT: [u8; 4] = *b"abc\0";
+            let readable = readable_from(TEXT.as_ptr()).expect("this program's own data");
+            assert!(readable >= 4);
+            assert_eq!(readable_from(16 as *const u8), None);
+        }
+    }
+}
