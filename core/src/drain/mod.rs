@@ -167,9 +167,10 @@ impl DrainReport {
         }
     }
 
-    /// WRs the drain accounted for: `completed_by_device + synthesized`.
+    /// WRs the drain accounted for: `completed_by_device + synthesized` (saturating, so that a
+    /// report from a broken provider cannot overflow it).
     pub fn accounted(&self) -> usize {
-        self.completed_by_device + self.synthesized
+        self.completed_by_device.saturating_add(self.synthesized)
     }
 }
 
