@@ -16,6 +16,16 @@ pub struct MockCq {
     capacity: u32,
 }
 
+impl std::fmt::Debug for MockCq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockCq")
+            .field("device_index", &self.dev)
+            .field("cq_num", &self.id)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MockCq {
     pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, id: u32, capacity: u32) -> Self {
         MockCq {

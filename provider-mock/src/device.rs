@@ -19,6 +19,15 @@ pub struct MockDevice {
     info: DeviceInfo,
 }
 
+impl std::fmt::Debug for MockDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockDevice")
+            .field("name", &self.info.identity.name)
+            .field("index", &self.dev)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MockDevice {
     pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, info: DeviceInfo) -> Self {
         MockDevice { fabric, dev, info }

@@ -17,6 +17,15 @@ pub struct MockListener {
     addr: SocketAddr,
 }
 
+impl std::fmt::Debug for MockListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockListener")
+            .field("device_index", &self.dev)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MockListener {
     pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, addr: SocketAddr) -> Self {
         MockListener { fabric, dev, addr }

@@ -16,6 +16,18 @@ pub struct MockMr {
     access: Access,
 }
 
+impl std::fmt::Debug for MockMr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockMr")
+            .field("addr", &format_args!("{:#x}", self.addr))
+            .field("len", &self.len)
+            .field("lkey", &self.lkey)
+            .field("rkey", &self.rkey)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MockMr {
     pub(crate) fn new(
         fabric: Arc<Fabric>,

@@ -15,6 +15,15 @@ pub struct MockPd {
     id: u32,
 }
 
+impl std::fmt::Debug for MockPd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockPd")
+            .field("device_index", &self.dev)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MockPd {
     pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, id: u32) -> Self {
         MockPd { fabric, dev, id }

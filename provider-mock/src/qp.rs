@@ -24,6 +24,16 @@ pub struct MockQp {
     personality: Personality,
 }
 
+impl std::fmt::Debug for MockQp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockQp")
+            .field("device_index", &self.dev)
+            .field("qp_num", &self.qpn)
+            .field("personality", &self.personality)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MockQp {
     pub(crate) fn new(
         fabric: Arc<Fabric>,

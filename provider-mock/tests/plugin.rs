@@ -160,3 +160,32 @@ fn a_relayed_event_stream_ends_when_the_provider_and_its_handles_are_gone() {
         start.elapsed()
     );
 }
+
+#[test]
+fn an_error_crosses_the_plugin_boundary_saying_its_text_once() {
+    use anyverbs::{Access, Device, MemoryRegion, ProtectionDomain};
+    let loaded = mock_plugin().instantiate().unwrap();
+    let linked = MockProvider::new();
+    // A provider error converted into `anyverbs::Error` keeps itself as the source, with the
+    // same text: across the ABI the text must be said once, as the linked provider says it.
+    let (Err(plugin_err), Err(linked_err)) = (loaded.open("nosuch0"), linked.open("nosuch0"))
+    else {
+        panic!("nosuch0 opened");
+    };
+    assert_eq!(plugin_err.kind(), linked_err.kind());
+    assert_eq!(plugin_err.message(), linked_err.message());
+    let region = |e: anyverbs::Error| e.message().to_string();
+    let plugin_write = loaded
+        .open("mock0")
+        .and_then(|d| d.alloc_pd())
+        .and_then(|pd| pd.register(8, Access::LOCAL_WRITE))
+        .and_then(|mr| mr.write(4, &[0; 8]))
+        .unwrap_err();
+    let linked_write = linked
+        .open("mock0")
+        .and_then(|d| d.alloc_pd())
+        .and_then(|pd| pd.register(8, Access::LOCAL_WRITE))
+        .and_then(|mr| mr.write(4, &[0; 8]))
+        .unwrap_err();
+    assert_eq!(region(plugin_write), region(linked_write));
+}

@@ -129,13 +129,18 @@ unsafe fn release<T, R>(raw: *mut R, tag: u64) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(boxed)));
 }
 
-/// The message of an error for the ABI: the message and every source's.
+/// The message of an error for the ABI: the message, and each source's that says something
+/// the text does not already say (a provider error converted into [`Error`] usually keeps
+/// itself as the source with the same text, which would otherwise be said twice).
 fn describe(e: &Error) -> String {
     let mut text = e.message().to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let more = s.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
         source = s.source();
     }
     text

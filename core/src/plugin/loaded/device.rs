@@ -302,3 +302,40 @@ impl Listener<LoadedProvider> for LoadedListener {
         )
     }
 }
+
+impl std::fmt::Debug for LoadedDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedDevice")
+            .field("name", &self.info.identity.name)
+            .field("plugin", &self.handle.shared.plugin.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LoadedPd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPd")
+            .field("handle", &self.handle.ptr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LoadedMr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedMr")
+            .field("addr", &format_args!("{:#x}", self.addr))
+            .field("len", &self.len)
+            .field("lkey", &self.lkey)
+            .field("rkey", &self.rkey)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LoadedListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedListener")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}

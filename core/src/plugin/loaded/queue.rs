@@ -264,3 +264,21 @@ impl QueuePair for LoadedQp {
         call!(self.handle.f(), qp_destroy(self.handle.ptr()))
     }
 }
+
+impl std::fmt::Debug for LoadedCq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedCq")
+            .field("cq_num", &self.info.cq_num)
+            .field("capacity", &self.info.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LoadedQp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedQp")
+            .field("qp_num", &self.qp_num)
+            .field("init", &self.init)
+            .finish_non_exhaustive()
+    }
+}
