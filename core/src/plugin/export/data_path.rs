@@ -19,7 +19,7 @@ unsafe fn guard_poll(err: *mut ErrorBuf, f: impl FnOnce() -> abi::PollResult) ->
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         // SAFETY: forwarded to the caller.
-        Err(payload) => unsafe { poll_failed(err, panicked(payload)) },
+        Err(payload) => unsafe { poll_failed(err, panicked_on_data_path(payload)) },
     }
 }
 
@@ -34,18 +34,15 @@ unsafe fn guard_post(fail: *mut abi::PostFailure, f: impl FnOnce() -> Status) ->
         // SAFETY: forwarded to the caller. After a panic nothing is known about the batch, so
         // none is reported accepted, which is what the caller must then assume for the WRs it
         // still owns.
-        Err(payload) => unsafe { post_failed(fail, 0, panicked(payload)) },
+        Err(payload) => unsafe { post_failed(fail, 0, panicked_on_data_path(payload)) },
     }
 }
 
 /// The error of a panic on the data path.
 #[cold]
 #[inline(never)]
-fn panicked(payload: Box<dyn std::any::Any + Send>) -> Error {
-    Error::new(
-        ErrorKind::Other,
-        format!("the provider panicked: {}", panic_message(&*payload)),
-    )
+fn panicked_on_data_path(payload: Box<dyn std::any::Any + Send>) -> Error {
+    panicked(&*payload)
 }
 
 /// The result of a poll that failed with `e`; the message goes into the caller's buffer.

@@ -12,6 +12,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 mod control;
 mod data_path;
+mod panics;
+
+pub(crate) use panics::LOADER_IN_THIS_COPY;
 
 use control::*;
 use data_path::*;
@@ -142,15 +145,22 @@ fn describe(e: &Error) -> String {
     text
 }
 
-/// The message of a panic payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a non-string panic payload".to_string()
-    }
+/// The error a caught panic becomes: its message and place, from the deferred report (see
+/// [`panics`]), or from the payload where the hook did not defer.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> Error {
+    let what = match panics::take() {
+        Some(report) => report.summary(),
+        None => {
+            if let Some(s) = payload.downcast_ref::<&str>() {
+                (*s).to_string()
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "a non-string panic payload".to_string()
+            }
+        }
+    };
+    Error::new(ErrorKind::Other, format!("the provider panicked {what}"))
 }
 
 /// Writes `e` into the caller's buffer and returns its status.
@@ -171,12 +181,8 @@ unsafe fn fail(err: *mut ErrorBuf, e: &Error) -> Status {
 /// # Safety
 /// `err` must be null or valid for a write.
 unsafe fn guard(err: *mut ErrorBuf, f: impl FnOnce() -> Result<()>) -> Status {
-    let outcome = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        Err(Error::new(
-            ErrorKind::Other,
-            format!("the provider panicked: {}", panic_message(&*payload)),
-        ))
-    });
+    let outcome =
+        catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(panicked(&*payload)));
     match outcome {
         Ok(()) => STATUS_OK,
         // SAFETY: forwarded to the caller.
@@ -277,6 +283,7 @@ pub unsafe fn provider_new<P: Provider>(
     err: *mut ErrorBuf,
     new: impl FnOnce() -> Result<P>,
 ) -> Status {
+    panics::install();
     // SAFETY: forwarded to the caller.
     unsafe { guard(err, || hand_out(out, tag::PROVIDER, new()?)) }
 }

@@ -242,6 +242,9 @@ impl Plugin {
         let f = &self.inner.functions;
         let mut raw = std::ptr::null_mut();
         let mut err = ErrorBuf::ZERO;
+        // A provider whose exported functions run in this program (a table linked in) must not
+        // install the plugin's quiet panic hook over the program's own.
+        super::export::LOADER_IN_THIS_COPY.store(true, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: `provider_new` is the plugin's, checked non-null at load; both pointers are to
         // live locals.
         let status = unsafe { (f.provider_new)(&mut raw, &mut err) };
