@@ -8,6 +8,7 @@ use crate::device::{Device, DeviceInfo};
 use crate::error::{Error, Result};
 use crate::event::{EventStream, MonitorEvent};
 use crate::fault::Fault;
+use crate::held::HeldObjects;
 use crate::mr::MemoryRegion;
 use crate::pd::ProtectionDomain;
 use crate::qp::QueuePair;
@@ -87,6 +88,21 @@ pub trait Provider: Send + Sync + Sized + 'static {
         let _ = fault;
         Err(Error::not_supported(format!(
             "provider {} cannot inject faults into {name}",
+            self.name()
+        )))
+    }
+
+    /// The objects of the device named `name` — of every incarnation of it this provider
+    /// opened — that are not released yet. A reset or removed device comes back only once they
+    /// all are (the kernel waits for a process to close every object of a device it
+    /// unregisters); the [`supervisor`](crate::supervisor) reports them while it waits for the
+    /// device. [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a name the provider
+    /// never knew. The default fails with
+    /// [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported): a provider that does not
+    /// count its objects.
+    fn held_objects(&self, name: &str) -> Result<HeldObjects> {
+        Err(Error::not_supported(format!(
+            "provider {} does not count the objects held of {name}",
             self.name()
         )))
     }

@@ -197,4 +197,10 @@ impl Provider for MockProvider {
             .fabric
             .with(|st| st.inject(name, fault, Instant::now()))?)
     }
+
+    /// The objects of every incarnation of the device not yet released (see
+    /// [`MockProvider::live_objects`]).
+    fn held_objects(&self, name: &str) -> Result<anyverbs::HeldObjects> {
+        self.live_objects(name)
+    }
 }

@@ -12,7 +12,9 @@
 //! - **Versions.** The table starts with a [`TableHeader`] whose layout never changes: ABI
 //!   major, ABI minor and the table's size in bytes. A major change may change anything after
 //!   the header; a minor change only appends fields, so a loader reads a field only if the
-//!   plugin's table is long enough to hold it.
+//!   plugin's table is long enough to hold it ([`MIN_TABLE_SIZE`] is the size of a 3.0 table),
+//!   and a plugin of a lower minor still loads, lacking what was added since (3.1 added
+//!   `provider_held_objects`).
 //! - **Plain data only.** Integers, `#[repr(C)]` structs, raw pointers, and enums as integers;
 //!   a value the reader does not know is an error, never undefined behaviour. Strings are UTF-8
 //!   as pointer and length, not NUL-terminated (except the table's two static names).
@@ -65,7 +67,7 @@ pub use crate::wr::Sge;
 /// The ABI major version this crate implements. Loader and plugin must agree on it.
 pub const ABI_MAJOR: u16 = 3;
 /// The ABI minor version this crate implements; a plugin with a lower minor still loads.
-pub const ABI_MINOR: u16 = 0;
+pub const ABI_MINOR: u16 = 1;
 
 /// The prefix of every entry symbol, before the ABI major.
 pub const ENTRY_SYMBOL_PREFIX: &str = "anyverbs_provider_v";
@@ -663,15 +665,34 @@ pub struct Fault {
     pub down_for_ns: u64,
 }
 
+/// What a process still holds of a device (see [`HeldObjects`](crate::HeldObjects)).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+#[allow(missing_docs)]
+pub struct HeldObjects {
+    pub devices: u32,
+    pub pds: u32,
+    pub mrs: u32,
+    pub cqs: u32,
+    pub qps: u32,
+    pub listeners: u32,
+}
+
 /// Shorthand for the error-buffer argument.
 type Err = *mut ErrorBuf;
 
 /// Declares the table's fields: every function is optional at the type level (`Option` of a
-/// function pointer is a nullable C function pointer), and the loader refuses a table with a
-/// null entry.
+/// function pointer is a nullable C function pointer). The functions of ABI 3.0 are required:
+/// the loader refuses a table with one of them null. The functions a minor version added
+/// (`added`, each with the minor that added it) are optional: the loader reads one only if the
+/// plugin's table is long enough to hold it, and a program sees a null or missing one as
+/// [`ErrorKind::NotSupported`].
 macro_rules! table {
-    ($($(#[$doc:meta])* $field:ident: fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
-        /// The function table of ABI 3.0. See the [module documentation](self) for the rules.
+    (
+        required { $($(#[$doc:meta])* $field:ident: fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)* }
+        added { $($(#[$adoc:meta])* $minor:literal $afield:ident: fn($($aarg:ident: $aty:ty),*) $(-> $aret:ty)?;)* }
+    ) => {
+        /// The function table of ABI 3.1. See the [module documentation](self) for the rules.
         #[repr(C)]
         pub struct ProviderTable {
             /// Versions and size; its layout never changes.
@@ -684,29 +705,68 @@ macro_rules! table {
                 $(#[$doc])*
                 pub $field: Option<unsafe extern "C" fn($($arg: $ty),*) $(-> $ret)?>,
             )*
+            $(
+                $(#[$adoc])*
+                pub $afield: Option<unsafe extern "C" fn($($aarg: $aty),*) $(-> $aret)?>,
+            )*
         }
 
-        /// The function entries of a [`ProviderTable`] after the loader checked that none is
-        /// null: what a loaded provider calls, one indirect call per operation.
+        /// The function entries of a [`ProviderTable`] after the loader checked that none of the
+        /// required ones is null: what a loaded provider calls, one indirect call per operation.
         #[derive(Clone, Copy)]
         pub struct Functions {
             $(
                 $(#[$doc])*
                 pub $field: unsafe extern "C" fn($($arg: $ty),*) $(-> $ret)?,
             )*
+            $(
+                $(#[$adoc])*
+                pub $afield: Option<unsafe extern "C" fn($($aarg: $aty),*) $(-> $aret)?>,
+            )*
         }
 
+        /// The size of a table of ABI 3.0, the smallest this major allows: the offset of the
+        /// first function a minor version added.
+        pub const MIN_TABLE_SIZE: u32 = {
+            let sizes = [$(std::mem::offset_of!(ProviderTable, $afield),)* size_of::<ProviderTable>()];
+            sizes[0] as u32
+        };
+
         impl ProviderTable {
-            /// The function entries, or the names of those that are null, in table order.
-            pub fn functions(&self) -> std::result::Result<Functions, Vec<&'static str>> {
+            /// The function entries of the table at `table`, whose header says it is `size`
+            /// bytes long; or the names of the required entries that are null, in table order.
+            /// An added entry the table is too short to hold is `None`, and is not read.
+            ///
+            /// # Safety
+            /// `table` must point to a table of this major whose first `size` bytes (at least
+            /// [`MIN_TABLE_SIZE`]) are readable.
+            pub unsafe fn functions_from(
+                table: *const ProviderTable,
+                size: u32,
+            ) -> std::result::Result<Functions, Vec<&'static str>> {
+                // SAFETY: every required entry lies within the first `MIN_TABLE_SIZE` bytes,
+                // readable as the caller guarantees; each is read through its own place, never
+                // through a reference to the whole (perhaps shorter) table.
+                let ($($field,)*) = unsafe { ($((&raw const (*table).$field).read(),)*) };
                 let mut missing = Vec::new();
                 $(
-                    if self.$field.is_none() {
+                    if $field.is_none() {
                         missing.push(stringify!($field));
                     }
                 )*
-                match ($(self.$field,)*) {
-                    ($(Some($field),)*) => Ok(Functions { $($field,)* }),
+                $(
+                    let end = std::mem::offset_of!(ProviderTable, $afield)
+                        + size_of::<Option<unsafe extern "C" fn()>>();
+                    // SAFETY: read only when the table's size covers it (see above).
+                    let $afield = if end <= size as usize {
+                        unsafe { (&raw const (*table).$afield).read() }
+                    } else {
+                        None
+                    };
+                    let _: u16 = $minor;
+                )*
+                match ($($field,)*) {
+                    ($(Some($field),)*) => Ok(Functions { $($field,)* $($afield,)* }),
                     _ => Err(missing),
                 }
             }
@@ -715,6 +775,7 @@ macro_rules! table {
 }
 
 table! {
+    required {
     /// Makes a provider instance.
     provider_new: fn(out: *mut *mut RawProvider, err: Err) -> Status;
     /// Releases a provider instance.
@@ -810,6 +871,12 @@ table! {
     monitor_events_free: fn(s: *mut RawMonitorEvents);
     /// Waits for the next monitor event and hands it to `sink`.
     monitor_events_recv: fn(s: *const RawMonitorEvents, timeout_ns: u64, sink: Sink<MonitorEvent>, err: Err) -> Status;
+    }
+    added {
+    /// Since 3.1: the objects of the device named `name` not yet released, into `out` (see
+    /// [`Provider::held_objects`](crate::Provider::held_objects)).
+    1 provider_held_objects: fn(p: *const RawProvider, name: Bytes, out: *mut HeldObjects, err: Err) -> Status;
+    }
 }
 
 // SAFETY: the table is immutable static data: function pointers and pointers to static,

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyverbs::{
     Caps, DeviceEvent, DeviceIdentity, DeviceInfo, ErrorKind, EventHub, EventStream, Fault, Guid,
-    LinkLayer, MonitorEvent, PortInfo, PortState, Transport,
+    HeldObjects, LinkLayer, MonitorEvent, PortInfo, PortState, Transport,
 };
 
 use super::{Fabric, Refusal, State};
@@ -43,42 +43,12 @@ use crate::config::{DeviceConfig, FabricConfig, Personality};
 use crate::error::{MockError, MockResult};
 
 /// The objects of one mock device not yet released (destroyed, or dropped with nothing
-/// depending on them), counted over every incarnation of the device: a test aid for leak tests,
-/// from [`MockProvider::live_objects`](crate::MockProvider::live_objects).
-///
-/// A reset or unplugged device comes back only once all of them are released, as the kernel
-/// waits for a process to close every verbs object of a device it unregisters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct LiveObjects {
-    /// Open [`MockDevice`](crate::MockDevice) handles.
-    pub devices: u32,
-    /// Protection domains.
-    pub pds: u32,
-    /// Memory regions.
-    pub mrs: u32,
-    /// Completion queues.
-    pub cqs: u32,
-    /// Queue pairs.
-    pub qps: u32,
-    /// Listeners.
-    pub listeners: u32,
-}
-
-impl LiveObjects {
-    /// How many objects of every kind together.
-    pub fn total(&self) -> u32 {
-        self.devices + self.pds + self.mrs + self.cqs + self.qps + self.listeners
-    }
-
-    fn add(&mut self, other: &LiveObjects) {
-        self.devices += other.devices;
-        self.pds += other.pds;
-        self.mrs += other.mrs;
-        self.cqs += other.cqs;
-        self.qps += other.qps;
-        self.listeners += other.listeners;
-    }
-}
+/// depending on them), counted over every incarnation of the device: what
+/// [`Provider::held_objects`](anyverbs::Provider::held_objects) reports, and what a reset or
+/// unplugged device waits for before it comes back, as the kernel waits for a process to close
+/// every verbs object of a device it unregisters. Also a test aid for leak tests, from
+/// [`MockProvider::live_objects`](crate::MockProvider::live_objects).
+pub type LiveObjects = HeldObjects;
 
 /// How an incarnation was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,7 +383,7 @@ impl State {
         let slot = self.slot_of(name)?;
         let mut total = LiveObjects::default();
         for &dev in &self.slots[slot].incarnations {
-            total.add(&self.inc(dev).live);
+            total = total.plus(&self.inc(dev).live);
         }
         Ok(total)
     }

@@ -13,6 +13,7 @@ use crate::device::{DeviceInfo, PortInfo};
 use crate::drain::{DrainReport, Fallback};
 use crate::event::{DeviceEvent, MonitorEvent};
 use crate::fault::Fault;
+use crate::held::HeldObjects;
 use crate::identity::{DeviceIdentity, Guid, PciAddress};
 use crate::mr::Access;
 
@@ -466,5 +467,29 @@ mod tests {
             private_data: vec![0; abi::PRIVATE_DATA_MAX + 1],
         };
         assert!(connection(&c).is_err());
+    }
+}
+
+/// Held-object counts in ABI form.
+pub(crate) fn held_objects(h: &HeldObjects) -> abi::HeldObjects {
+    abi::HeldObjects {
+        devices: h.devices,
+        pds: h.pds,
+        mrs: h.mrs,
+        cqs: h.cqs,
+        qps: h.qps,
+        listeners: h.listeners,
+    }
+}
+
+/// Held-object counts from ABI form (any counts are possible).
+pub(crate) fn held_objects_from(h: &abi::HeldObjects) -> HeldObjects {
+    HeldObjects {
+        devices: h.devices,
+        pds: h.pds,
+        mrs: h.mrs,
+        cqs: h.cqs,
+        qps: h.qps,
+        listeners: h.listeners,
     }
 }

@@ -122,6 +122,27 @@ pub(super) unsafe extern "C" fn provider_inject<P: Provider>(
     }
 }
 
+pub(super) unsafe extern "C" fn provider_held_objects<P: Provider>(
+    p: *const RawProvider,
+    name: abi::Bytes,
+    out: *mut abi::HeldObjects,
+    err: *mut ErrorBuf,
+) -> Status {
+    // SAFETY: handle, name and pointers as the ABI documents.
+    unsafe {
+        guard(err, || {
+            let p = object::<P, _>(p, tag::PROVIDER, "provider")?;
+            let name = convert::text(
+                name,
+                "device name",
+                convert::NAME_ARGUMENT_MAX,
+                ErrorKind::InvalidArgument,
+            )?;
+            put(out, convert::held_objects(&p.held_objects(name)?))
+        })
+    }
+}
+
 pub(super) unsafe extern "C" fn device_free<P: Provider>(d: *mut abi::RawDevice) {
     // SAFETY: the loader releases each handle once, after its last use.
     unsafe { release::<P::Device, _>(d, tag::DEVICE) }

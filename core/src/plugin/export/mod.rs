@@ -270,6 +270,7 @@ pub const fn table<P: Provider>(
         device_events_recv: Some(device_events_recv),
         monitor_events_free: Some(monitor_events_free),
         monitor_events_recv: Some(monitor_events_recv),
+        provider_held_objects: Some(provider_held_objects::<P>),
     }
 }
 

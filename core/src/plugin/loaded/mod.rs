@@ -30,6 +30,7 @@ use crate::device::DeviceInfo;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{EventStream, MonitorEvent};
 use crate::fault::Fault;
+use crate::held::HeldObjects;
 use crate::provider::{Provider, Transport};
 use checks::Check;
 use relay::Pumped;
@@ -352,5 +353,31 @@ impl Provider for LoadedProvider {
             self.f(),
             provider_inject(self.shared.raw.ptr(), convert::bytes(name.as_bytes()), &raw)
         )
+    }
+
+    /// Through `provider_held_objects`, which ABI 3.1 added: a plugin of ABI 3.0 does not
+    /// have it, and the call fails with [`ErrorKind::NotSupported`].
+    fn held_objects(&self, name: &str) -> Result<HeldObjects> {
+        let Some(held_objects) = self.f().provider_held_objects else {
+            let (major, minor) = self.shared.plugin.abi_version();
+            return Err(Error::not_supported(format!(
+                "plugin {} implements ABI {major}.{minor}, which cannot report the objects held                  of a device (ABI 3.1 can)",
+                self.shared.plugin.path().display()
+            )));
+        };
+        let mut out = abi::HeldObjects::default();
+        let mut err = slots::ErrorSlot::new();
+        // SAFETY: the plugin's function, a live provider handle, a name borrowed for the call,
+        // and pointers to live locals.
+        let status = unsafe {
+            held_objects(
+                self.shared.raw.ptr(),
+                convert::bytes(name.as_bytes()),
+                &mut out,
+                err.ptr(),
+            )
+        };
+        err.result(status)?;
+        Ok(convert::held_objects_from(&out))
     }
 }

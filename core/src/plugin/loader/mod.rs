@@ -14,7 +14,7 @@ pub use error::LoadError;
 
 use super::abi::{self, ABI_MAJOR, ABI_MINOR, EntryFn, ErrorBuf, Functions, ProviderTable};
 use super::loaded::LoadedProvider;
-use table::{checked, checked_raw, header};
+use table::{checked, header};
 
 /// The environment variable naming directories to search for plugins, `:`-separated, before
 /// [`DEFAULT_PROVIDER_PATH`]. Ignored in a setuid or setgid process, as rdma-core ignores
@@ -324,7 +324,7 @@ fn open(path: &Path, canonical: &Path) -> Result<Plugin, LoadError> {
     }
     // SAFETY: the entry symbol of this ABI major returns a pointer to a static table of this
     // layout; its header (checked first) says how much of it there is.
-    let plugin = checked_raw(table, path)?;
+    let plugin = checked(table, path)?;
     Ok(Plugin {
         inner: Box::leak(Box::new(plugin)),
     })

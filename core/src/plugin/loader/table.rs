@@ -15,17 +15,7 @@ pub(super) fn header(table: *const ProviderTable) -> Option<abi::TableHeader> {
     (!table.is_null()).then(|| unsafe { table.cast::<abi::TableHeader>().read() })
 }
 
-/// Checks a table from a raw pointer.
-pub(super) fn checked_raw(table: *const ProviderTable, path: &Path) -> Result<Loaded, LoadError> {
-    let h = header(table).ok_or_else(|| LoadError::NullTable {
-        path: path.to_path_buf(),
-    })?;
-    check_header(h, path)?;
-    // SAFETY: the header says the table is of this major and at least this long.
-    checked(unsafe { &*table }, path)
-}
-
-/// Checks the header of a table: its major version and that it is long enough.
+/// Checks the header of a table: its major version and that it is long enough for it.
 fn check_header(h: abi::TableHeader, path: &Path) -> Result<(), LoadError> {
     if h.abi_major != ABI_MAJOR {
         return Err(LoadError::AbiMismatch {
@@ -34,32 +24,46 @@ fn check_header(h: abi::TableHeader, path: &Path) -> Result<(), LoadError> {
             loader: (ABI_MAJOR, ABI_MINOR),
         });
     }
-    let needed = size_of::<ProviderTable>() as u32;
-    if h.table_size < needed {
+    if h.table_size < abi::MIN_TABLE_SIZE {
         return Err(LoadError::TableTooSmall {
             path: path.to_path_buf(),
             size: h.table_size,
-            needed,
+            needed: abi::MIN_TABLE_SIZE,
         });
     }
     Ok(())
 }
 
-/// Checks a table and keeps what a plugin needs.
-pub(super) fn checked(table: &'static ProviderTable, path: &Path) -> Result<Loaded, LoadError> {
-    check_header(table.header, path)?;
-    let functions = table
-        .functions()
-        .map_err(|names| LoadError::MissingFunctions {
-            path: path.to_path_buf(),
-            names,
+/// Checks the table at `table` (a static table of a plugin, or of this program) and keeps what
+/// a plugin needs. Only as much of it is read as its header says it has.
+pub(super) fn checked(table: *const ProviderTable, path: &Path) -> Result<Loaded, LoadError> {
+    let h = header(table).ok_or_else(|| LoadError::NullTable {
+        path: path.to_path_buf(),
+    })?;
+    check_header(h, path)?;
+    // SAFETY: the header says the table is of this major and `table_size` (at least
+    // `MIN_TABLE_SIZE`) bytes long; the entry symbol's table is static.
+    let functions =
+        unsafe { ProviderTable::functions_from(table, h.table_size) }.map_err(|names| {
+            LoadError::MissingFunctions {
+                path: path.to_path_buf(),
+                names,
+            }
         })?;
+    // SAFETY: the two strings' pointers lie within the first `MIN_TABLE_SIZE` bytes, read
+    // through their own places.
+    let (name, version) = unsafe {
+        (
+            (&raw const (*table).name).read(),
+            (&raw const (*table).version).read(),
+        )
+    };
     Ok(Loaded {
         path: path.to_path_buf(),
         functions,
-        name: table_string(table.name, "name", path)?,
-        version: table_string(table.version, "version", path)?,
-        abi: (table.header.abi_major, table.header.abi_minor),
+        name: table_string(name, "name", path)?,
+        version: table_string(version, "version", path)?,
+        abi: (h.abi_major, h.abi_minor),
     })
 }
 
