@@ -757,8 +757,9 @@ macro_rules! table {
                 $(
                     let end = std::mem::offset_of!(ProviderTable, $afield)
                         + size_of::<Option<unsafe extern "C" fn()>>();
-                    // SAFETY: read only when the table's size covers it (see above).
                     let $afield = if end <= size as usize {
+                        // SAFETY: the table's size covers the entry, readable as the caller
+                        // guarantees.
                         unsafe { (&raw const (*table).$afield).read() }
                     } else {
                         None

@@ -422,6 +422,30 @@ pub(crate) fn fault_from(f: &abi::Fault) -> Result<Fault> {
     })
 }
 
+/// Held-object counts in ABI form.
+pub(crate) fn held_objects(h: &HeldObjects) -> abi::HeldObjects {
+    abi::HeldObjects {
+        devices: h.devices,
+        pds: h.pds,
+        mrs: h.mrs,
+        cqs: h.cqs,
+        qps: h.qps,
+        listeners: h.listeners,
+    }
+}
+
+/// Held-object counts from ABI form (any counts are possible).
+pub(crate) fn held_objects_from(h: &abi::HeldObjects) -> HeldObjects {
+    HeldObjects {
+        devices: h.devices,
+        pds: h.pds,
+        mrs: h.mrs,
+        cqs: h.cqs,
+        qps: h.qps,
+        listeners: h.listeners,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,29 +491,5 @@ mod tests {
             private_data: vec![0; abi::PRIVATE_DATA_MAX + 1],
         };
         assert!(connection(&c).is_err());
-    }
-}
-
-/// Held-object counts in ABI form.
-pub(crate) fn held_objects(h: &HeldObjects) -> abi::HeldObjects {
-    abi::HeldObjects {
-        devices: h.devices,
-        pds: h.pds,
-        mrs: h.mrs,
-        cqs: h.cqs,
-        qps: h.qps,
-        listeners: h.listeners,
-    }
-}
-
-/// Held-object counts from ABI form (any counts are possible).
-pub(crate) fn held_objects_from(h: &abi::HeldObjects) -> HeldObjects {
-    HeldObjects {
-        devices: h.devices,
-        pds: h.pds,
-        mrs: h.mrs,
-        cqs: h.cqs,
-        qps: h.qps,
-        listeners: h.listeners,
     }
 }
