@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyverbs::plugin::abi::{ABI_MAJOR, ABI_MINOR, ProviderTable};
+use anyverbs::plugin::abi::{ABI_MAJOR, ABI_MINOR};
 use anyverbs::plugin::{LoadError, Plugin, plugin_file_name};
 use anyverbs::{
     Completion, CompletionQueue, Device, Error, ErrorKind, Fault, LoadedProvider, Provider,
@@ -598,10 +598,12 @@ fn a_plugin_of_abi_3_0_loads_and_works_lacking_only_what_3_1_added() {
     let path = fixture("abi_minor_zero");
     let plugin = Plugin::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plugin.abi_version(), (ABI_MAJOR, 0));
-    assert!(
-        ABI_MINOR >= 1,
-        "this test is about a plugin of a lower minor"
-    );
+    const {
+        assert!(
+            ABI_MINOR >= 1,
+            "this test is about a plugin of a lower minor"
+        )
+    };
     let provider = plugin.instantiate().unwrap();
     let device = provider.open("mock0").unwrap();
     let cq = device.create_cq(8).unwrap();
