@@ -4,7 +4,7 @@
 //! whose QP failed, backs off on connection loss and gives up after the loss timeout, and
 //! restarts at once when the device returns during a backoff.
 //!
-//! Each case supervises a small test service, [`Probe`]: on every start it builds a PD, two CQs
+//! Each case supervises a small test service, `Probe`: on every start it builds a PD, two CQs
 //! and a connected pair of QPs on the device handle the supervisor gives it, and checks that one
 //! SEND/RECV actually passes; it counts starts and stops, and lets the case send more messages
 //! through whatever it runs now. The 10-minute window and the reconnect delays run on a

@@ -37,7 +37,7 @@ anyverbs::export_provider!(MockProvider, || Ok(PROVIDER
     .get_or_init(MockProvider::new)
     .clone()));
 
-/// Runs `iters` iterations of the work `work` names ([`Work::from_code`]: the messages of a
+/// Runs `iters` iterations of the work `work` names (`Work::from_code`: the messages of a
 /// round, or 0 for a poll of an empty CQ) on the direct side, and returns the nanoseconds they
 /// took; setting up the bed at the first call and checking the data afterwards are not counted.
 /// A negative result means the iterations failed (the message is on standard error), or that
