@@ -114,6 +114,7 @@ impl PairConfig {
                 reconnect_delay: Duration::from_millis(5),
                 max_reconnect_delay: Duration::from_millis(20),
                 loss_timeout: Some(Duration::from_secs(30)),
+                held_check_interval: Duration::from_millis(100),
                 clock: Arc::new(SystemClock),
             },
             reset_down_for: Duration::from_millis(1),

@@ -13,6 +13,7 @@ use super::{
 use crate::device::{Device, DeviceInfo};
 use crate::error::{Error, ErrorKind};
 use crate::event::{DeviceEvent, EventStream, MonitorEvent};
+use crate::held::HeldObjects;
 use crate::identity::DeviceIdentity;
 use crate::provider::Provider;
 use crate::supervisor::DeviceSelector;
@@ -26,8 +27,13 @@ enum Phase<P: Provider> {
     /// Nothing runs and nothing is scheduled: before the first start, and for a moment between
     /// a stop and the next decision.
     Idle,
-    /// The device is absent (never seen yet, or lost); give up at `give_up_at`.
-    Waiting { give_up_at: Option<Instant> },
+    /// The device is absent (never seen yet, or lost); give up at `give_up_at`, ask what is
+    /// held of it at `check_held_at`; `held` is what was reported last.
+    Waiting {
+        give_up_at: Option<Instant>,
+        check_held_at: Option<Instant>,
+        held: HeldObjects,
+    },
     /// The service runs on `device`, whose events arrive on `events`.
     Running {
         /// The supervisor's own handle, held while the service runs and dropped at its stop.
@@ -215,7 +221,15 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         match self.phase {
             Phase::Waiting {
                 give_up_at: Some(at),
-            } if now >= at => self.give_up(GiveUp::WindowExpired),
+                ..
+            } if now >= at => {
+                self.check_held();
+                self.give_up(GiveUp::WindowExpired)
+            }
+            Phase::Waiting {
+                check_held_at: Some(at),
+                ..
+            } if now >= at => self.check_held(),
             Phase::Backoff {
                 retry_at,
                 attempt,
@@ -227,7 +241,14 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
 
     fn next_timer(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Waiting { give_up_at } => give_up_at,
+            Phase::Waiting {
+                give_up_at,
+                check_held_at,
+                ..
+            } => match (give_up_at, check_held_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             Phase::Backoff { retry_at, .. } => Some(retry_at),
             _ => None,
         }
@@ -396,13 +417,59 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
             .config
             .return_window
             .and_then(|w| self.config.clock.now().checked_add(w));
-        self.phase = Phase::Waiting { give_up_at };
+        self.phase = Phase::Waiting {
+            give_up_at,
+            check_held_at: None,
+            held: HeldObjects::NONE,
+        };
         self.set_state(SupervisorState::WaitingForDevice);
         let device = self
             .pinned
             .as_ref()
             .map_or_else(|| self.selector.name().to_string(), |p| p.to_string());
         self.report(SupervisorEvent::WaitingForDevice { device, give_up_at });
+        self.check_held();
+    }
+
+    /// While waiting: asks the provider what the process holds of the device, reports it if it
+    /// changed (see [`SupervisorEvent::DeviceHeld`]), and sets the next check.
+    fn check_held(&mut self) {
+        let Phase::Waiting { held: last, .. } = self.phase else {
+            return;
+        };
+        let name = self
+            .pinned
+            .as_ref()
+            .map_or_else(|| self.selector.name().to_string(), |p| p.name.clone());
+        let held = match self.provider.held_objects(&name) {
+            Ok(held) => held,
+            Err(e) => {
+                // A provider that does not count its objects: nothing to report, nothing to
+                // check again.
+                info!(error = %e, "what the process holds of the device is not known");
+                return;
+            }
+        };
+        let now = self.config.clock.now();
+        let next = now.checked_add(self.config.held_check_interval);
+        if let Phase::Waiting {
+            check_held_at,
+            held: reported,
+            ..
+        } = &mut self.phase
+        {
+            *check_held_at = next;
+            *reported = held;
+        }
+        let giving_up =
+            matches!(self.phase, Phase::Waiting { give_up_at: Some(at), .. } if now >= at);
+        if held != last || (giving_up && !held.is_empty()) {
+            let device = self
+                .pinned
+                .as_ref()
+                .map_or_else(|| name.clone(), |p| p.to_string());
+            self.report(SupervisorEvent::DeviceHeld { device, held });
+        }
     }
 
     fn schedule_restart(&mut self, attempt: u32, outage_since: Instant) {
@@ -556,6 +623,7 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
     fn report(&self, event: SupervisorEvent) {
         match &event {
             SupervisorEvent::GaveUp { .. }
+            | SupervisorEvent::DeviceHeld { .. }
             | SupervisorEvent::StartFailed { .. }
             | SupervisorEvent::DeviceLost { .. }
             | SupervisorEvent::ForeignDevice { .. } => warn!(event = %event, "supervisor"),

@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use crate::device::DeviceInfo;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{DeviceEvent, EventHub, EventStream, Wakeup};
+use crate::held::HeldObjects;
 use crate::identity::DeviceIdentity;
 use crate::provider::Provider;
 
@@ -92,6 +93,11 @@ pub struct SupervisorConfig {
     /// forever (so does a duration too large to add to an `Instant`). The clock restarts at
     /// every successful start, as the kernel's NVMe-oF `ctrl_loss_tmo` does. Default: 600 s.
     pub loss_timeout: Option<Duration>,
+    /// While waiting for a lost device, how often to ask the provider what the process still
+    /// holds of it ([`Provider::held_objects`]): a reset device returns only once everything of
+    /// its old incarnation is released, so what is held is why it does not come back. Each
+    /// change is reported as [`SupervisorEvent::DeviceHeld`]. Default: 10 s.
+    pub held_check_interval: Duration,
     /// The clock of the timers above. Default: [`SystemClock`].
     pub clock: Arc<dyn Clock>,
 }
@@ -104,6 +110,7 @@ impl Default for SupervisorConfig {
             reconnect_delay: Duration::from_secs(10),
             max_reconnect_delay: Duration::from_secs(10),
             loss_timeout: Some(Duration::from_secs(600)),
+            held_check_interval: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
         }
     }
@@ -117,6 +124,7 @@ impl fmt::Debug for SupervisorConfig {
             .field("reconnect_delay", &self.reconnect_delay)
             .field("max_reconnect_delay", &self.max_reconnect_delay)
             .field("loss_timeout", &self.loss_timeout)
+            .field("held_check_interval", &self.held_check_interval)
             .finish_non_exhaustive()
     }
 }
@@ -337,6 +345,18 @@ pub enum SupervisorEvent {
         /// When the supervisor gives up (on its clock); `None` waits forever.
         give_up_at: Option<Instant>,
     },
+    /// While waiting for the device: what the process still holds of it (of every incarnation:
+    /// the lost one's objects keep a reset device from coming back, as the kernel waits for a
+    /// process to close every object of a device it unregisters). Reported when waiting
+    /// begins, when the counts change, and before giving up, whenever anything is held; and
+    /// once more with nothing held when everything was released after all. Only from providers
+    /// that count their objects ([`Provider::held_objects`]).
+    DeviceHeld {
+        /// The device waited for.
+        device: String,
+        /// What is held of it.
+        held: HeldObjects,
+    },
     /// The lost device is back: restarting at once.
     DeviceReturned {
         /// The returning device (same stable fields, new index).
@@ -387,6 +407,15 @@ impl fmt::Display for SupervisorEvent {
                 Some(_) => write!(f, "waiting for {device} within the return window"),
                 None => write!(f, "waiting for {device}, forever"),
             },
+            SupervisorEvent::DeviceHeld { device, held } if held.is_empty() => write!(
+                f,
+                "the process no longer holds any object of {device}: it can come back"
+            ),
+            SupervisorEvent::DeviceHeld { device, held } => write!(
+                f,
+                "{device} cannot come back while the process holds {held} of it (Service::stop \
+                 must release every object)"
+            ),
             SupervisorEvent::DeviceReturned { device } => {
                 write!(f, "the same device came back as {device}: restarting")
             }
