@@ -71,6 +71,16 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             run: gives_up_after_the_window::<P>,
         },
         Case {
+            name: "recovery::reports_what_keeps_a_reset_device_away",
+            description: "A service whose stop leaks its objects keeps a reset device from \
+                          coming back: while waiting, the supervisor reports what is held \
+                          (DeviceHeld: 2 QPs, 2 CQs, 2 MRs, 1 PD, 1 listener), not again while \
+                          nothing changes, and once more right before it gives up after the \
+                          window; released, the objects are no longer counted.",
+            needs: FAULTS,
+            run: reports_what_keeps_the_device_away::<P>,
+        },
+        Case {
             name: "recovery::qp_fatal_restarts_only_its_service",
             description: "Two services supervised on one device: killing a QP of the first \
                           restarts the first after its reconnect delay (ConnectionLost, \

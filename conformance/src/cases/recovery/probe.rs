@@ -31,6 +31,8 @@ pub(super) struct Log<P: Provider> {
     pub(super) qp_failures: Vec<(DeviceEvent, FailureAction)>,
     /// What the service runs now.
     pub(super) running: Option<Running<P>>,
+    /// What a [`Probe`] that keeps its objects on stop (`keep_on_stop`) kept.
+    pub(super) kept: Vec<Running<P>>,
 }
 
 pub(super) type SharedLog<P> = Arc<Mutex<Log<P>>>;
@@ -42,6 +44,7 @@ pub(super) fn new_log<P: Provider>() -> SharedLog<P> {
         stops: Vec::new(),
         qp_failures: Vec::new(),
         running: None,
+        kept: Vec::new(),
     }))
 }
 
@@ -118,6 +121,9 @@ pub(super) struct Probe<P: Provider> {
     pub(super) refuse_restarts: bool,
     /// What `accept_replacement` answers.
     pub(super) adopt_replacements: bool,
+    /// `stop` keeps every object of the start in the log instead of releasing it, as a ULP
+    /// that leaks them would.
+    pub(super) keep_on_stop: bool,
 }
 
 impl<P: Provider> Probe<P> {
@@ -127,6 +133,7 @@ impl<P: Provider> Probe<P> {
             timeout: ctx.timeout(),
             refuse_restarts: false,
             adopt_replacements: false,
+            keep_on_stop: false,
         }
     }
 }
@@ -175,6 +182,9 @@ impl<P: Provider> Service<P> for Probe<P> {
             // Fails at once on a lost device; drains for real after a connection loss.
             let _ = running.pair.a.drain(deadline);
             let _ = running.pair.b.drain(deadline);
+            if self.keep_on_stop {
+                lock(&self.log).kept.push(running);
+            }
         }
     }
 
