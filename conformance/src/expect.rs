@@ -1,6 +1,7 @@
 //! Expectations files (`anyverbs-conform run --expect FILE`): the cases of the suite that one
-//! provider is known not to pass, each with a written reason (the convention of BoringSSL's
-//! BoGo and libfabric's fabtests exclude lists).
+//! provider is known not to pass, each with a written reason, and of which of two kinds (the
+//! conventions of BoringSSL's BoGo, whose disabled tests carry a reason, and of libfabric's
+//! fabtests exclude lists).
 //!
 //! # Format
 //!
@@ -8,18 +9,19 @@
 //!
 //! ```text
 //! # mockdead0 never executes a WR: every data case times out.
-//! data::*                   no WR ever executes on a dead device
-//! state::error_flushes_outstanding   a dead device produces no flush completions
+//! xfail    data::*                          no WR ever executes on a dead device
+//! exclude  lifecycle::flap_port_*           the test bed cannot take this device's port down
 //! ```
 //!
 //! - A blank line, or a line whose first non-blank character is `#`, is ignored. A `#` later in
 //!   a line is part of the reason.
-//! - Every other line is `<pattern> <reason...>`: the first whitespace-separated token is the
-//!   pattern, the rest of the line (trimmed) the reason. The reason is required: a line with a
-//!   pattern alone is an error.
-//! - A pattern is an exact case name, or a glob if it has a wildcard (`*` any run of
-//!   characters, `?` one character; see [`pattern_matches`]). Unlike `--case`, a pattern without a
-//!   wildcard is **not** a substring: `data::send` lists no case but `data::send` itself.
+//! - Every other line is `<kind> <pattern> <reason...>`, separated by white space:
+//!   - the kind is `xfail` (an **expected failure**: the case runs, and must fail) or `exclude`
+//!     (an **exclusion**: the case cannot run on this device, and is not run);
+//!   - the pattern is an exact case name, or a glob if it has a wildcard (`*` any run of
+//!     characters, `?` one character; see [`pattern_matches`]). Unlike `--case`, a pattern
+//!     without a wildcard is **not** a substring: `data::send` lists no case but `data::send`;
+//!   - the reason, the rest of the line, is required.
 //! - A pattern must match at least one case of the whole suite (not only of the cases selected
 //!   with `--case`): a pattern that matches nothing is an error, so a typo cannot silently list
 //!   nothing.
@@ -29,11 +31,16 @@
 //!
 //! # Meaning
 //!
-//! Listed cases still run. A listed case that fails, does not run or crashes is an **expected
-//! failure** (`XFAIL`): reported with the written reason and the actual failure, and it does not
-//! fail the run, even with `--strict`. A listed case that passes is an **unexpected pass**
-//! (`XPASS`, "expectation out of date"): it fails the run, like pytest's strict `xfail`, so the
-//! file is kept up to date. See [`Verdict`](crate::runner::Verdict).
+//! | the case | not listed | `xfail` | `exclude` |
+//! |---|---|---|---|
+//! | passes | ok | **XPASS**: fails the run ("expectation out of date") | — (not run) |
+//! | fails, crashes or hangs | fails the run | **XFAIL**: does not fail the run | — (not run) |
+//! | does not run | not run (`--strict` fails it) | not run (`--strict` fails it) | **excluded**: `--strict` accepts it |
+//!
+//! An expected failure excuses only a case that ran and failed, so a case that stops running
+//! (say, after a change to the device's capabilities) is noticed; an exclusion excuses only a
+//! case that did not run, because someone wrote down why it cannot. See
+//! [`Verdict`](crate::runner::Verdict).
 
 use std::fmt;
 use std::path::Path;
@@ -52,9 +59,31 @@ pub fn pattern_matches(name: &str, pattern: &str) -> bool {
     }
 }
 
-/// One line of an expectations file: the cases it lists and why they are expected to fail.
+/// What an expectation says of the cases it lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectationKind {
+    /// `xfail`: the case runs, and is expected to fail (or crash, or hang).
+    ExpectedFailure,
+    /// `exclude`: the case cannot run on this device, and is not run.
+    Exclusion,
+}
+
+impl ExpectationKind {
+    /// The keyword that starts its lines: `xfail` or `exclude`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ExpectationKind::ExpectedFailure => "xfail",
+            ExpectationKind::Exclusion => "exclude",
+        }
+    }
+}
+
+/// One line of an expectations file: its kind, the cases it lists, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Expectation {
+    /// Expected failure or exclusion.
+    pub kind: ExpectationKind,
     /// The pattern as written (see [`pattern_matches`]).
     pub pattern: String,
     /// Why the cases are expected not to pass, as written.
@@ -69,6 +98,11 @@ impl Expectation {
     /// Where it was written: `FILE:LINE`.
     pub fn location(&self) -> String {
         format!("{}:{}", self.file, self.line)
+    }
+
+    /// Why a case this exclusion lists did not run: `excluded (FILE:LINE): REASON`.
+    pub fn excluded_because(&self) -> String {
+        format!("excluded ({}): {}", self.location(), self.reason)
     }
 }
 
@@ -126,14 +160,36 @@ impl Expectations {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let (pattern, reason) = match trimmed.split_once(char::is_whitespace) {
-                Some((p, r)) => (p, r.trim()),
-                None => (trimmed, ""),
+            let mut words = trimmed.splitn(3, char::is_whitespace);
+            let first = words.next().unwrap_or_default();
+            let kind = match first {
+                "xfail" => ExpectationKind::ExpectedFailure,
+                "exclude" => ExpectationKind::Exclusion,
+                other => {
+                    return Err(err(format!(
+                        "a line starts with `xfail` (the case runs and is expected to fail) or \
+                         `exclude` (the case cannot run on this device and is not run), then \
+                         the case or glob and the reason; this one starts with {other:?}"
+                    )));
+                }
             };
+            let rest = trimmed[first.len()..].trim_start();
+            let (pattern, reason) = match rest.split_once(char::is_whitespace) {
+                Some((p, r)) => (p, r.trim()),
+                None => (rest, ""),
+            };
+            if pattern.is_empty() {
+                return Err(err(format!(
+                    "`{first}` must be followed by a case name or glob, and the reason"
+                )));
+            }
             if reason.is_empty() {
                 return Err(err(format!(
-                    "expectation for {pattern:?} has no reason: write why the case is expected \
-                     not to pass after the pattern"
+                    "{first} {pattern:?} has no reason: write after the pattern why the case {}",
+                    match kind {
+                        ExpectationKind::ExpectedFailure => "is expected to fail",
+                        ExpectationKind::Exclusion => "cannot run on this device",
+                    }
                 )));
             }
             if !case_names.iter().any(|name| pattern_matches(name, pattern)) {
@@ -148,6 +204,7 @@ impl Expectations {
                 )));
             }
             entries.push(Expectation {
+                kind,
                 pattern: pattern.to_string(),
                 reason: reason.to_string(),
                 file: file.to_string(),
@@ -188,6 +245,13 @@ impl Expectations {
         self.entries
             .iter()
             .find(|e| pattern_matches(name, &e.pattern))
+    }
+
+    /// The exclusion that keeps the case named `name` from running, if the first line that
+    /// lists it is one.
+    pub fn exclusion(&self, name: &str) -> Option<&Expectation> {
+        self.find(name)
+            .filter(|e| e.kind == ExpectationKind::Exclusion)
     }
 
     /// Sets the case's [`expectation`](CaseReport::expectation) to the one that lists it, or to
@@ -234,23 +298,25 @@ mod tests {
     }
 
     #[test]
-    fn parses_patterns_reasons_comments_and_blank_lines() {
+    fn parses_kinds_patterns_reasons_comments_and_blank_lines() {
         let e = parse(
             "# comment\n\n   \n  # indented comment\n\
-             data::send   the reason  # with a hash \r\n\
-             \tdata::r*\tread is not implemented\n",
+             xfail data::send   the reason  # with a hash \r\n\
+             \texclude\tdata::r*\tread is not implemented\n",
         )
         .unwrap();
         assert_eq!(
             e.entries(),
             [
                 Expectation {
+                    kind: ExpectationKind::ExpectedFailure,
                     pattern: "data::send".into(),
                     reason: "the reason  # with a hash".into(),
                     file: "x.expect".into(),
                     line: 5,
                 },
                 Expectation {
+                    kind: ExpectationKind::Exclusion,
                     pattern: "data::r*".into(),
                     reason: "read is not implemented".into(),
                     file: "x.expect".into(),
@@ -264,8 +330,30 @@ mod tests {
     }
 
     #[test]
+    fn a_line_without_its_kind_is_an_error_saying_what_the_kinds_mean() {
+        // The format before kinds existed: it no longer says which of two things it means.
+        let err = parse("data::send no completion\n").unwrap_err();
+        assert_eq!(err.line, Some(1), "{err}");
+        let msg = err.to_string();
+        for word in [
+            "`xfail`",
+            "`exclude`",
+            "\"data::send\"",
+            "expected to fail",
+            "not run",
+        ] {
+            assert!(msg.contains(word), "{msg} does not say {word}");
+        }
+        let err = parse("xfail\n").unwrap_err();
+        assert!(err.to_string().contains("followed by a case name"), "{err}");
+    }
+
+    #[test]
     fn a_line_without_a_reason_is_an_error_naming_file_and_line() {
-        for text in ["\n# c\ndata::send\n", "\n# c\ndata::send   \t \n"] {
+        for text in [
+            "\n# c\nxfail data::send\n",
+            "\n# c\nexclude data::send   \t \n",
+        ] {
             let err = parse(text).unwrap_err();
             assert_eq!(err.line, Some(3), "{err}");
             let msg = err.to_string();
@@ -277,7 +365,7 @@ mod tests {
     #[test]
     fn a_pattern_matching_no_case_is_an_error_naming_file_and_line() {
         for pattern in ["data::sned", "nosuch::*", "data::rdma"] {
-            let err = parse(&format!("data::send ok\n{pattern} why\n")).unwrap_err();
+            let err = parse(&format!("xfail data::send ok\nexclude {pattern} why\n")).unwrap_err();
             assert_eq!(err.line, Some(2), "{err}");
             assert!(err.to_string().starts_with("x.expect:2: pattern "), "{err}");
             assert!(err.to_string().contains(pattern), "{err}");
@@ -296,26 +384,36 @@ mod tests {
 
     #[test]
     fn first_matching_line_applies() {
-        let e = parse("data::send_recv first\ndata::* second\n").unwrap();
+        let e = parse("xfail data::send_recv first\nexclude data::* second\n").unwrap();
         assert_eq!(e.find("data::send_recv").unwrap().reason, "first");
         assert_eq!(e.find("data::send").unwrap().reason, "second");
         assert!(e.find("device::listing").is_none());
+        assert!(
+            e.exclusion("data::send_recv").is_none(),
+            "the first line is an xfail"
+        );
+        assert_eq!(e.exclusion("data::send").unwrap().line, 2);
+    }
+
+    fn report(cases: Vec<CaseReport>) -> SuiteReport {
+        SuiteReport {
+            provider: "p".into(),
+            device: "d".into(),
+            cases,
+            duration: Duration::ZERO,
+            aborted: None,
+        }
     }
 
     #[test]
-    fn apply_sets_verdicts() {
-        let e = parse("data::* not yet\n").unwrap();
-        let mut report = SuiteReport {
-            provider: "p".into(),
-            device: "d".into(),
-            cases: vec![
-                case("data::send", Outcome::Failed("no completion".into())),
-                case("data::rdma_read", Outcome::Passed),
-                case("data::send_recv", Outcome::NotRun("lacks X".into())),
-                case("device::listing", Outcome::Passed),
-            ],
-            duration: Duration::ZERO,
-        };
+    fn an_expected_failure_excuses_a_failure_and_nothing_else() {
+        let e = parse("xfail data::* not yet\n").unwrap();
+        let mut report = report(vec![
+            case("data::send", Outcome::Failed("no completion".into())),
+            case("data::rdma_read", Outcome::Passed),
+            case("data::send_recv", Outcome::NotRun("lacks X".into())),
+            case("device::listing", Outcome::Passed),
+        ]);
         e.apply_all(&mut report);
         let verdicts: Vec<Verdict> = report.cases.iter().map(CaseReport::verdict).collect();
         assert_eq!(
@@ -323,7 +421,7 @@ mod tests {
             [
                 Verdict::ExpectedFailure,
                 Verdict::UnexpectedPass,
-                Verdict::ExpectedFailure,
+                Verdict::NotRun,
                 Verdict::Passed
             ]
         );
@@ -335,15 +433,49 @@ mod tests {
         let s = report.summary();
         assert_eq!(
             (s.passed, s.failed, s.not_run, s.expected_failures),
-            (1, 1, 0, 2)
+            (1, 1, 1, 1)
         );
         assert_eq!(s.unexpected_passes, 1);
         assert!(!report.is_success(false));
+        report.cases.remove(1);
+        assert!(report.is_success(false));
+        assert!(
+            !report.is_success(true),
+            "a case listed as xfail that did not run is still not run under --strict"
+        );
         report.cases.remove(1);
         assert!(report.is_success(true), "expected failures pass --strict");
         // Applying no expectations clears them.
         Expectations::none().apply_all(&mut report);
         assert!(report.cases.iter().all(|c| c.expectation.is_none()));
+    }
+
+    #[test]
+    fn an_exclusion_excuses_a_case_that_did_not_run_and_nothing_else() {
+        let e = parse("exclude data::* the device cannot\n").unwrap();
+        let mut report = report(vec![
+            case("data::send", Outcome::NotRun("excluded".into())),
+            case("data::send_recv", Outcome::Failed("broke".into())),
+            case("data::rdma_read", Outcome::Passed),
+        ]);
+        e.apply_all(&mut report);
+        let verdicts: Vec<Verdict> = report.cases.iter().map(CaseReport::verdict).collect();
+        assert_eq!(
+            verdicts,
+            [Verdict::Excluded, Verdict::Failed, Verdict::UnexpectedPass]
+        );
+        let s = report.summary();
+        assert_eq!((s.excluded, s.not_run, s.failed), (1, 0, 2));
+        report.cases.truncate(1);
+        assert!(report.is_success(true), "--strict accepts an exclusion");
+    }
+
+    #[test]
+    fn a_stopped_run_never_succeeds() {
+        let mut report = report(vec![case("data::send", Outcome::Passed)]);
+        assert!(report.is_success(true));
+        report.aborted = Some("a case hung".into());
+        assert!(!report.is_success(false));
     }
 
     #[test]

@@ -1,25 +1,28 @@
 //! Runs each case in a child process (`anyverbs-conform run --isolate`), so that a provider that
 //! crashes (segfault, abort, `process::exit`) or hangs costs one case, reported as
-//! [`Outcome::Crashed`], and the run goes on.
+//! [`Outcome::Crashed`] or [`Outcome::Hung`], and the run goes on.
 //!
 //! The CLI re-executes itself once per case as
-//! `anyverbs-conform run --provider=P --device=D --timeout=T --format json --case=NAME --exact`
-//! and reads the child's JSON report (see [`report::to_json`](crate::report::to_json)). This
+//! `anyverbs-conform run --provider=P --device=D --timeout=T --case-limit=L --format json
+//! --case=NAME --exact` and reads the child's JSON report (see
+//! [`report::to_json`](crate::report::to_json)); before the cases, it runs one child that makes
+//! the provider and lists its devices, so that no code of a plugin ever runs in the parent. This
 //! module knows nothing of the command line: [`run_isolated`] takes a function that builds the
-//! child's [`Command`] for a case name.
+//! child's [`Command`] for a case name, and [`run_child`] runs any child.
 //!
 //! How a child's end is judged ([`classify`]):
 //!
-//! - it exited with status 0 or 1 and its report has the case: the case's outcome in the report;
+//! - it exited with status 0 or 1 and its report has the case: the case's outcome in the report
+//!   (a child that stops a hung case itself reports it as hung);
 //! - it was killed by a signal: `CRASH`, `killed by signal N (SIGNAME)`;
 //! - it exited with another status, or without a parsable report that has the case: `CRASH`,
 //!   `exited with status N ...`;
-//! - it ran past its time limit, [`child_deadline`] (6 × `--timeout` + 10 s): it is killed
-//!   (`SIGKILL`) and the case is `CRASH`, `killed after N s`.
+//! - it ran past its time limit, [`child_deadline`] (the case limit + 10 s): it is killed
+//!   (`SIGKILL`) and the case is `HUNG`, `killed after N s`.
 //!
-//! A crash message ends with the last lines of the child's standard error, if it wrote any.
-//! Standard input of the child is `/dev/null`; its standard output and error are captured (the
-//! first 16 MiB of standard output, the last 64 KiB of standard error).
+//! A crash or hang message ends with the last lines of the child's standard error, if it wrote
+//! any. Standard input of the child is `/dev/null`; its standard output and error are captured
+//! (the first 16 MiB of standard output, the last 64 KiB of standard error).
 
 use std::io::{self, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -32,21 +35,19 @@ use anyverbs::Provider;
 use serde_json::Value;
 
 use crate::case::Case;
-use crate::runner::{CaseReport, Outcome, RunEvent, SuiteReport};
+use crate::expect::Expectations;
+use crate::runner::{CaseReport, Outcome, RunEvent, SuiteReport, seconds};
 
-/// How many times `--timeout` an isolated case may run (see [`child_deadline`]).
-pub const DEADLINE_FACTOR: u32 = 6;
-/// What an isolated case may run beyond [`DEADLINE_FACTOR`] × `--timeout`, for the child to
-/// start, make its provider and write its report (see [`child_deadline`]).
-pub const DEADLINE_SLACK: Duration = Duration::from_secs(10);
+/// What a child may run beyond the case limit before it is killed: time to start, and to
+/// report a case it stopped itself (see [`child_deadline`]).
+pub const CHILD_SLACK: Duration = Duration::from_secs(10);
 
-/// Longest a child process running one case may run before it is killed:
-/// [`DEADLINE_FACTOR`] × `case_timeout` + [`DEADLINE_SLACK`] (40 s with the default 5 s
-/// `--timeout`). `--timeout` bounds each wait inside a case, and a case waits a few times.
-pub fn child_deadline(case_timeout: Duration) -> Duration {
-    case_timeout
-        .saturating_mul(DEADLINE_FACTOR)
-        .saturating_add(DEADLINE_SLACK)
+/// Longest a child process running one case may run before it is killed: the case limit
+/// (`--case-limit`, by default [`case_limit_for`](crate::case_limit_for) `--timeout`: 40 s with
+/// the default 5 s) + [`CHILD_SLACK`]. The child bounds the case by the case limit itself and
+/// reports a hang; the kill is for a child that cannot even do that.
+pub fn child_deadline(case_limit: Duration) -> Duration {
+    case_limit.saturating_add(CHILD_SLACK)
 }
 
 /// How long, once a child has ended, to wait for its output pipes to close (a grandchild can
@@ -244,7 +245,7 @@ pub fn signal_name(signal: i32) -> Option<&'static str> {
 /// How a process that did not exit by itself ended: `killed by signal 11 (SIGSEGV)`, with
 /// `, core dumped` if it did; `None` if it exited.
 #[cfg(unix)]
-fn describe_signal(status: ExitStatus) -> Option<String> {
+pub fn describe_signal(status: ExitStatus) -> Option<String> {
     use std::os::unix::process::ExitStatusExt;
     let signal = status.signal()?;
     let name = signal_name(signal).map_or(String::new(), |n| format!(" ({n})"));
@@ -258,13 +259,8 @@ fn describe_signal(status: ExitStatus) -> Option<String> {
 
 /// How a process that did not exit by itself ended (no signals on this platform).
 #[cfg(not(unix))]
-fn describe_signal(_status: ExitStatus) -> Option<String> {
+pub fn describe_signal(_status: ExitStatus) -> Option<String> {
     None
-}
-
-/// A duration in seconds for messages: `40 s`, `0.2 s`.
-fn secs(d: Duration) -> String {
-    format!("{} s", d.as_secs_f64())
 }
 
 /// The last lines of a child's standard error, each cut to a readable length, or `None` if it
@@ -304,6 +300,7 @@ pub fn parse_child_report(stdout: &[u8], name: &str) -> Result<(Outcome, Duratio
         Some("failed") => Outcome::Failed(reason),
         Some("not_run") => Outcome::NotRun(reason),
         Some("crashed") => Outcome::Crashed(reason),
+        Some("hung") => Outcome::Hung(reason),
         other => return Err(format!("unknown outcome {other:?}")),
     };
     let duration = case["duration"]
@@ -317,11 +314,15 @@ pub fn parse_child_report(stdout: &[u8], name: &str) -> Result<(Outcome, Duratio
 /// the outcome, and the duration (the case's own from the report, else how long the child ran).
 pub fn classify(name: &str, output: &ChildOutput) -> (Outcome, Duration) {
     let report = parse_child_report(&output.stdout, name);
+    let mut hung = false;
     let what = match output.end {
-        ChildEnd::Killed { after } => format!(
-            "killed after {}: the child process running the case did not end in time",
-            secs(after)
-        ),
+        ChildEnd::Killed { after } => {
+            hung = true;
+            format!(
+                "killed after {}: the child process running the case did not end in time",
+                seconds(after)
+            )
+        }
         ChildEnd::Exited(status) => match (describe_signal(status), status.code()) {
             (Some(signal), _) => signal,
             (None, Some(code @ (0 | 1))) => match report {
@@ -348,12 +349,18 @@ pub fn classify(name: &str, output: &ChildOutput) -> (Outcome, Duration) {
         ),
         None => what,
     };
-    (Outcome::Crashed(message), output.elapsed)
+    let outcome = if hung {
+        Outcome::Hung(message)
+    } else {
+        Outcome::Crashed(message)
+    };
+    (outcome, output.elapsed)
 }
 
 /// Runs each of `cases` in a child process of its own, built by `command_for(case name)`, each
 /// killed after `deadline` (see [`child_deadline`]), and collects the report as
-/// [`run_suite`](crate::run_suite) does, with `provider` and `device` as its names.
+/// [`run_suite`](crate::run_suite) does, with `provider` and `device` as its names: a case an
+/// exclusion of `expectations` lists is not run, and every case gets its expectation.
 /// `observer` sees each case start and finish.
 ///
 /// A child that cannot be started makes its case crash with the reason.
@@ -361,6 +368,7 @@ pub fn run_isolated<P: Provider>(
     provider: &str,
     device: &str,
     cases: &[Case<P>],
+    expectations: &Expectations,
     deadline: Duration,
     command_for: &mut dyn FnMut(&str) -> Command,
     observer: &mut dyn FnMut(RunEvent<'_>),
@@ -368,21 +376,27 @@ pub fn run_isolated<P: Provider>(
     let start = Instant::now();
     let mut reports = Vec::new();
     for case in cases {
-        observer(RunEvent::Started { name: case.name });
-        let (outcome, duration) = match run_child(&mut command_for(case.name), deadline) {
-            Ok(output) => classify(case.name, &output),
-            Err(e) => (
-                Outcome::Crashed(format!("cannot start a child process for the case: {e}")),
-                Duration::ZERO,
-            ),
+        let (outcome, duration) = match expectations.exclusion(case.name) {
+            Some(e) => (Outcome::NotRun(e.excluded_because()), Duration::ZERO),
+            None => {
+                observer(RunEvent::Started { name: case.name });
+                match run_child(&mut command_for(case.name), deadline) {
+                    Ok(output) => classify(case.name, &output),
+                    Err(e) => (
+                        Outcome::Crashed(format!("cannot start a child process for the case: {e}")),
+                        Duration::ZERO,
+                    ),
+                }
+            }
         };
-        let report = CaseReport {
+        let mut report = CaseReport {
             name: case.name.to_string(),
             description: case.description.to_string(),
             outcome,
             duration,
             expectation: None,
         };
+        expectations.apply(&mut report);
         observer(RunEvent::Finished(&report));
         reports.push(report);
     }
@@ -391,6 +405,7 @@ pub fn run_isolated<P: Provider>(
         device: device.to_string(),
         cases: reports,
         duration: start.elapsed(),
+        aborted: None,
     }
 }
 
@@ -410,20 +425,27 @@ mod tests {
         }
     }
 
+    fn hang_reason(output: &ChildOutput) -> String {
+        match classify("data::x", output).0 {
+            Outcome::Hung(reason) => reason,
+            other => panic!("expected a hang, got {other:?} from {output:?}"),
+        }
+    }
+
     const REPORT: &str = r#"{"format_version": 2, "cases": [
         {"name": "data::x_y", "outcome": "passed", "duration": 0.5},
         {"name": "data::x", "outcome": "failed", "reason": "no completion", "duration": 0.25}
     ]}"#;
 
     #[test]
-    fn the_deadline_follows_the_timeout() {
+    fn the_deadline_follows_the_case_limit() {
         assert_eq!(
-            child_deadline(Duration::from_secs(5)),
-            Duration::from_secs(40)
+            child_deadline(crate::case_limit_for(Duration::from_secs(5))),
+            Duration::from_secs(50)
         );
         assert_eq!(
             child_deadline(Duration::from_millis(200)),
-            Duration::from_millis(11_200)
+            Duration::from_millis(10_200)
         );
         assert_eq!(child_deadline(Duration::MAX), Duration::MAX);
     }
@@ -445,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn a_hang_is_killed_and_a_crash() {
+    fn a_hang_is_killed_and_reported_as_hung() {
         let started = Instant::now();
         let out = sh(
             "echo still here >&2; exec sleep 30",
@@ -458,7 +480,7 @@ mod tests {
                 after: Duration::from_millis(300)
             }
         );
-        let reason = crash_reason(&out);
+        let reason = hang_reason(&out);
         assert!(reason.starts_with("killed after 0.3 s"), "{reason}");
         assert!(reason.contains("still here"), "{reason}");
     }

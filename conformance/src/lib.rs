@@ -24,8 +24,8 @@ pub mod runner;
 pub use case::{Case, CaseError, CaseResult, Needs};
 pub use cases::all_cases;
 pub use ctx::{Ctx, LoneQp, Loopback, Pair, loopback};
-pub use expect::{ExpectError, Expectation, Expectations};
+pub use expect::{ExpectError, Expectation, ExpectationKind, Expectations};
 pub use runner::{
-    CaseReport, Outcome, RunEvent, SuiteOptions, SuiteReport, Summary, Verdict, matches_pattern,
-    run_case, run_suite,
+    CaseReport, Outcome, RunEvent, SuiteOptions, SuiteReport, Summary, Verdict, bounded,
+    case_limit_for, matches_pattern, run_case, run_suite,
 };

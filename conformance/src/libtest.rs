@@ -22,8 +22,12 @@ use anyverbs::Provider;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::cases::all_cases;
-use crate::ctx::Ctx;
-use crate::runner::{Outcome, matches_pattern, run_case};
+use crate::runner::{
+    Outcome, bounded, case_limit_for, case_on_fresh_provider, matches_pattern, seconds,
+};
+
+/// The bound of every wait inside a case.
+const CASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One device to run the suite against, with the cases it skips and why.
 #[derive(Debug, Clone, Copy)]
@@ -88,13 +92,26 @@ where
             let info = info.clone();
             trials.push(
                 Trial::test(name, move || {
-                    let provider = Arc::new(make());
-                    let ctx = Ctx::new(provider, &device, info, Duration::from_secs(10));
-                    match run_case(&ctx, &case).outcome {
+                    // Bounded as a whole: a provider that ignores a deadline fails its case (its
+                    // thread is left running) rather than hang the test binary.
+                    let limit = case_limit_for(CASE_TIMEOUT);
+                    let ran = bounded("anyverbs-case", limit, move || {
+                        let make = move || Ok(make());
+                        case_on_fresh_provider(&make, &device, info, CASE_TIMEOUT, &case)
+                    });
+                    let Some(report) = ran else {
+                        return Err(Failed::from(format!(
+                            "hung: still running after {} (the provider ignored a deadline); \
+                             its thread is left running",
+                            seconds(limit)
+                        )));
+                    };
+                    match report.outcome {
                         Outcome::Passed => Ok(()),
                         Outcome::Failed(m) => Err(Failed::from(m)),
                         Outcome::NotRun(m) => Err(Failed::from(format!("not run: {m}"))),
                         Outcome::Crashed(m) => Err(Failed::from(format!("crashed: {m}"))),
+                        Outcome::Hung(m) => Err(Failed::from(format!("hung: {m}"))),
                     }
                 })
                 .with_ignored_flag(ignored.is_some()),

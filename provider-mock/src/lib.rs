@@ -95,6 +95,8 @@ mod mr;
 mod pd;
 mod qp;
 
+pub mod expectations;
+
 use std::sync::Arc;
 use std::time::Instant;
 

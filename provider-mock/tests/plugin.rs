@@ -19,7 +19,10 @@ fn mock_plugin() -> Plugin {
 
 /// Runs the whole suite on `device`. The dead device only waits out deadlines (nothing ever
 /// completes there), so it gets short ones.
-fn run<P: Provider>(make: &dyn Fn() -> anyverbs::Result<P>, device: &str) -> SuiteReport {
+fn run<P: Provider>(
+    make: impl Fn() -> anyverbs::Result<P> + Send + Sync + 'static,
+    device: &str,
+) -> SuiteReport {
     let wait = if device == "mockdead0" { 300 } else { 5_000 };
     let options = SuiteOptions {
         case_timeout: Duration::from_millis(wait),
@@ -80,9 +83,9 @@ fn the_plugin_passes_the_whole_suite_exactly_as_the_linked_mock_does() {
     // devices run one after the other, so that timing-sensitive cases (the supervisor's) do not
     // compete for two cores with ten suites at once.
     let suite = |device: &str| {
-        let linked = run(&|| Ok(MockProvider::new()), device);
+        let linked = run(|| Ok(MockProvider::new()), device);
         let through_plugin = run(
-            &|| plugin.instantiate().map_err(anyverbs::Error::from),
+            move || plugin.instantiate().map_err(anyverbs::Error::from),
             device,
         );
         (

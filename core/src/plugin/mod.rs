@@ -47,7 +47,7 @@ pub use loaded::{
 };
 pub use loader::{
     DEFAULT_PROVIDER_PATH, Found, LoadError, PROVIDER_PATH_ENV, Plugin, is_privileged,
-    plugin_file_name, search_path, search_path_from,
+    plugin_file_name, plugin_files, search_path, search_path_from,
 };
 
 /// Exports a provider as a plugin: `anyverbs::export_provider!(MyProvider, MyProvider::new);`

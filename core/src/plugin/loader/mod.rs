@@ -87,6 +87,29 @@ pub fn search_path_from(env: Option<&OsStr>, privileged: bool) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The shared objects (`*.so` on Linux) in `dirs`, each directory's in file-name order,
+/// without loading any: what [`Plugin::available_in`] loads, for a program that examines each
+/// file in a process of its own. A directory that does not exist is skipped.
+pub fn plugin_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(OsStr::to_str)
+                    .is_some_and(|n| n.ends_with(std::env::consts::DLL_SUFFIX))
+            })
+            .collect();
+        files.sort();
+        found.extend(files);
+    }
+    found
+}
+
 /// What [`Plugin::available`] found in one file of the search path.
 #[derive(Debug)]
 pub struct Found {
@@ -195,26 +218,13 @@ impl Plugin {
 
     /// [`available`](Self::available) in the given directories, each listed in file-name order.
     pub fn available_in(dirs: &[PathBuf]) -> Vec<Found> {
-        let mut found = Vec::new();
-        for dir in dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(OsStr::to_str)
-                        .is_some_and(|n| n.ends_with(std::env::consts::DLL_SUFFIX))
-                })
-                .collect();
-            files.sort();
-            for path in files {
-                let plugin = Plugin::load(&path);
-                found.push(Found { path, plugin });
-            }
-        }
-        found
+        plugin_files(dirs)
+            .into_iter()
+            .map(|path| Found {
+                plugin: Plugin::load(&path),
+                path,
+            })
+            .collect()
     }
 
     /// The file it was loaded from.
