@@ -68,7 +68,7 @@ impl LoadedCq {
         // The plugin writes `abi::Completion`s, the layout of `Completion` (asserted in `abi`),
         // into the caller's buffer, which holds valid completions before the call; the ones it
         // wrote are checked below before the buffer is used as `Completion`s again.
-        let slot = DataPathSlot::take();
+        let slot = DataPathSlot::for_poll();
         let handle = self.handle.ptr();
         // SAFETY: this plugin's poll functions, a live CQ handle, `out`'s memory for
         // `capacity` completions, and this thread's error record.
@@ -174,7 +174,7 @@ impl LoadedQp {
     /// Posts a batch through `entry` (`qp_post_send` or `qp_post_recv`), the WRs as they are.
     #[inline]
     fn post<A>(&self, wrs: *const A, len: usize, entry: PostFn<A>) -> Result<(), PostError> {
-        let slot = DataPathSlot::take();
+        let slot = DataPathSlot::for_post();
         // SAFETY: `entry` is this plugin's post function for WRs of this ABI form; a live QP
         // handle; `wrs` is the caller's batch of `len` WRs, whose layout is the ABI's (asserted
         // in `abi`), and it and the scatter lists it points to live across the call; the

@@ -102,16 +102,22 @@ thread_local! {
 pub(crate) struct DataPathSlot(*mut abi::PostFailure);
 
 impl DataPathSlot {
-    /// This thread's record, reset for a call.
+    /// This thread's record, reset for a post: nothing accepted, no message.
     #[inline]
-    pub(crate) fn take() -> Self {
+    pub(crate) fn for_post() -> Self {
+        let slot = Self::for_poll();
+        // SAFETY: as in `for_poll`.
+        unsafe { (&raw mut (*slot.0).accepted).write(0) };
+        slot
+    }
+
+    /// This thread's record, reset for a poll, which uses only its message.
+    #[inline]
+    pub(crate) fn for_poll() -> Self {
         let p = DATA_PATH.with(UnsafeCell::get);
         // SAFETY: `p` is this thread's record, initialised memory that lives as long as the
         // thread, and no other reference to it exists (see the type's documentation).
-        unsafe {
-            (&raw mut (*p).accepted).write(0);
-            (&raw mut (*p).error.len).write(0);
-        }
+        unsafe { (&raw mut (*p).error.len).write(0) };
         DataPathSlot(p)
     }
 
