@@ -73,6 +73,13 @@
 //!   later on either QP get no ACK, fail with transport-retry-exceeded after the ACK timeout, the
 //!   QP goes to ERROR (its other WRs flushed) and `Disconnected` is published for it. The peer is
 //!   not told and stays as it is until it sends.
+//!
+//! Destroying a connected InfiniBand QP ends its connection: its CM ID sends a DREQ, and the
+//! peer's device publishes `Disconnected` for the peer's QP, once. The kernel's CM reports a DREQ
+//! as `RDMA_CM_EVENT_DISCONNECTED` and changes no QP state, so the peer stays as it was until its
+//! ULP drains it. Moving a QP to ERROR (a drain, `KillQp`) sends nothing on InfiniBand. Nothing
+//! is sent over a connection that was already cut (`LosePeer`, a lost device), nor by a dead
+//! device (`Personality::Dead`).
 //! - **`Stall`** makes the device silently execute and complete nothing (flushes included; peers
 //!   sending to it get no ACKs); `Resume` delivers what it held back and goes on. Drains on a
 //!   stalled device fall back at their deadline, like on the dead personality.

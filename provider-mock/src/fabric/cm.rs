@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use anyverbs::{
-    Cause, ConnParams, ConnectRequest, Connection, MAX_ACCEPT_PRIVATE_DATA,
+    Cause, ConnParams, ConnectRequest, Connection, DeviceEvent, MAX_ACCEPT_PRIVATE_DATA,
     MAX_CONNECT_PRIVATE_DATA, QpState,
 };
 
@@ -12,6 +12,26 @@ use super::{Conn, EPHEMERAL_PORTS, ListenerRec, QpRec, Refusal, RequestRec, Stat
 use crate::error::{MockError, MockResult};
 
 impl State {
+    /// The InfiniBand connection of `survivor` ends because its peer `gone` was destroyed: the
+    /// gone end's CM sends a DREQ, and the survivor's CM reports `Disconnected`, once (as the
+    /// kernel's CM turns a received DREQ into `RDMA_CM_EVENT_DISCONNECTED`). The DREQ changes
+    /// no QP state: neither the kernel's CM nor librdmacm touches the QP on it, so the survivor
+    /// stays as it was until its ULP drains it, and a send finds nobody to ACK it. Nothing
+    /// happens to a survivor connected to another QP, or whose connection was already cut.
+    pub(super) fn hang_up(&mut self, gone: u32, survivor: u32) {
+        let Some(s) = self.qps.get_mut(&survivor) else {
+            return;
+        };
+        if s.peer != Some(gone) || s.peer_lost {
+            return;
+        }
+        s.peer = None;
+        if !std::mem::replace(&mut s.disconnect_reported, true) {
+            let device = s.device;
+            self.publish(device, DeviceEvent::Disconnected { qp_num: survivor });
+        }
+    }
+
     fn alloc_port(&mut self) -> u16 {
         let p = self.next_port;
         self.next_port = if p >= *EPHEMERAL_PORTS.end() {

@@ -119,8 +119,9 @@ impl State {
     }
 
     /// Destroys the QP in the device, keeping the provider's record: the device forgets every
-    /// WR (no completion), drops pending flushes, and the connection goes down as it does when
-    /// a QP is destroyed.
+    /// WR (no completion) and drops pending flushes. On iWARP the connection goes down with it,
+    /// as when a QP is destroyed; on InfiniBand the connection is the CM's, which says goodbye
+    /// when the QP is destroyed.
     pub(crate) fn stop_device_qp(&mut self, qpn: u32) -> MockResult<()> {
         self.qp(qpn)?;
         self.abandon_connect(qpn);
@@ -133,11 +134,10 @@ impl State {
         q.parked.clear();
         q.held.clear();
         q.unsignaled_done = 0;
-        let (model, peer) = (q.model, q.peer.take().filter(|_| !q.peer_lost));
-        // On iWARP the connection is a TCP stream and goes down with the QP; on InfiniBand the
-        // peer notices only when it sends.
-        if let Some(peer) = peer
-            && model == StateModel::Iwarp
+        // On iWARP the connection is a TCP stream and goes down with the QP. On InfiniBand it
+        // outlives the hardware QP: the CM sends its DREQ when the QP is destroyed.
+        if q.model == StateModel::Iwarp
+            && let Some(peer) = q.peer.take().filter(|_| !q.peer_lost)
         {
             if let Some(p) = self.qps.get_mut(&peer) {
                 p.peer = None;

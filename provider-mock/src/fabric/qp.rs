@@ -124,14 +124,19 @@ impl State {
             p.qps -= 1;
         }
         self.pd_lost_user(q.pd);
-        // On iWARP the connection is a TCP stream: destroying one end tears it down and the
-        // peer's QP goes to ERROR. On InfiniBand the peer notices only when it sends. A cut
+        // The connection goes down with the QP. On iWARP it is a TCP stream: destroying one end
+        // tears it down and the peer's QP goes to ERROR. On InfiniBand destroying the QP's CM ID
+        // sends a DREQ, and the peer's CM reports it (a dead device sends nothing). A cut
         // connection tells the peer nothing.
-        if q.model == StateModel::Iwarp
-            && !q.peer_lost
-            && let Some(peer) = q.peer
-        {
-            self.enter_error(peer);
+        if q.peer_lost {
+            return;
+        }
+        if let Some(peer) = q.peer {
+            match q.model {
+                StateModel::Iwarp => self.enter_error(peer),
+                _ if q.personality != Personality::Dead => self.hang_up(qpn, peer),
+                _ => {}
+            }
         }
     }
 

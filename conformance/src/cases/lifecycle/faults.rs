@@ -1,5 +1,5 @@
 //! Faults of one port, one QP or one connection: each is reported for what it names, and touches
-//! nothing else.
+//! nothing else; and a connection that ends because its peer was destroyed.
 
 use std::time::{Duration, Instant};
 
@@ -193,4 +193,43 @@ pub(super) fn lose_peer_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         "the lost peer's receive buffer"
     );
     Ok(())
+}
+
+pub(super) fn peer_destroy_is_reported_as_disconnected<P: Provider>(
+    ctx: &Ctx<'_, P>,
+) -> CaseResult {
+    let pair = ctx.pair()?;
+    let (gone, survivor) = (pair.a.qp_num(), pair.b.qp_num());
+    // The survivor's device (the pair is on one device).
+    let events = pair.device.events()?;
+    let mr = ctx.mr_filled(&pair.pd, 64, 0)?;
+    pair.b.post_recv(&[RecvWr::new(1, &[mr.sge(0, 64)])])?;
+
+    pair.a
+        .drain(ctx.drain_deadline())
+        .map_err(|e| CaseError::Failed(format!("draining QP {gone} failed: {e}")))?;
+    pair.a.destroy()?;
+    let (_, before) = await_event(
+        &events,
+        &format!("Disconnected for QP {survivor}, whose peer QP {gone} was destroyed"),
+        |e| *e == DeviceEvent::Disconnected { qp_num: survivor },
+        ctx.deadline(),
+    )?;
+    ensure!(
+        !before.iter().any(DeviceEvent::is_device_lost),
+        "destroying a QP reported {}",
+        list(&before)
+    );
+    expect_no_event(
+        &events,
+        QUIET / 2,
+        &format!("one Disconnected for QP {survivor}, not two"),
+        |e| *e == DeviceEvent::Disconnected { qp_num: survivor },
+    )?;
+    // What a ULP does next: drain the survivor, which accounts for its receive.
+    let drained = ctx.drain_and_collect(&pair.b, &[&pair.cq_b])?;
+    ctx.expect_each_once(
+        &drained.completions,
+        &Expected::new().must([1], FLUSHED).on_qp(survivor),
+    )
 }

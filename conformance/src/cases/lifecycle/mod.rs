@@ -12,8 +12,11 @@
 //! - A stalled device (hung firmware that reports nothing) completes nothing, and a drain still
 //!   returns by its deadline accounting for every WR.
 //!
-//! Every case injects faults with [`Provider::inject`] and so needs [`Caps::FAULT_INJECTION`];
-//! devices that cannot inject report the cases as not run.
+//! - A connected QP that is destroyed ends its connection, and the peer's device says so
+//!   (`Disconnected`): a ULP learns of it without sending.
+//!
+//! Every case but that last one injects faults with [`Provider::inject`] and so needs
+//! [`Caps::FAULT_INJECTION`]; devices that cannot inject report the cases as not run.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -120,6 +123,16 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           and the message never reaches the peer.",
             needs: FAULTS,
             run: faults::lose_peer_events::<P>,
+        },
+        Case {
+            name: "lifecycle::peer_destroy_is_reported_as_disconnected",
+            description: "When one QP of a connected pair is drained and destroyed, the other's \
+                          device reports Disconnected for the survivor (InfiniBand: the CM's \
+                          DREQ; iWARP: the stream's close) within the case timeout, once; the \
+                          survivor then drains with its receive flushed.",
+            // Nothing is injected: destroying a QP is what any ULP does.
+            needs: Needs::NOTHING,
+            run: faults::peer_destroy_is_reported_as_disconnected::<P>,
         },
         Case {
             name: "lifecycle::event_fd_readable",
