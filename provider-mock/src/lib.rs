@@ -74,12 +74,14 @@
 //!   QP goes to ERROR (its other WRs flushed) and `Disconnected` is published for it. The peer is
 //!   not told and stays as it is until it sends.
 //!
-//! Destroying a connected InfiniBand QP ends its connection: its CM ID sends a DREQ, and the
-//! peer's device publishes `Disconnected` for the peer's QP, once. The kernel's CM reports a DREQ
-//! as `RDMA_CM_EVENT_DISCONNECTED` and changes no QP state, so the peer stays as it was until its
-//! ULP drains it. Moving a QP to ERROR (a drain, `KillQp`) sends nothing on InfiniBand. Nothing
-//! is sent over a connection that was already cut (`LosePeer`, a lost device), nor by a dead
-//! device (`Personality::Dead`).
+//! A connection that ends with one of its QPs is reported to the other end: its device publishes
+//! `Disconnected` for the peer's QP, once. On InfiniBand that happens when a connected QP is
+//! destroyed: its CM ID sends a DREQ, which the kernel's CM reports as
+//! `RDMA_CM_EVENT_DISCONNECTED` without changing any QP state, so the peer stays as it was until
+//! its ULP drains it; moving a QP to ERROR (a drain, `KillQp`) sends nothing. On iWARP the
+//! connection is a TCP stream that goes down when a QP is destroyed, closed (CLOSING) or moved to
+//! ERROR, and the peer's QP goes to ERROR with it. Nothing is sent over a connection that was
+//! already cut (`LosePeer`, a lost device), nor by a dead device (`Personality::Dead`).
 //! - **`Stall`** makes the device silently execute and complete nothing (flushes included; peers
 //!   sending to it get no ACKs); `Resume` delivers what it held back and goes on. Drains on a
 //!   stalled device fall back at their deadline, like on the dead personality.

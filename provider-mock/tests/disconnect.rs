@@ -243,3 +243,60 @@ fn a_drain_that_stopped_the_hardware_qp_still_leaves_the_dreq_to_destroy() {
         }]
     );
 }
+
+// ----- iWARP: the connection is a TCP stream; its close is IW_CM_EVENT_CLOSE at the peer,
+// which the RDMA CM reports as RDMA_CM_EVENT_DISCONNECTED, and the peer's QP goes to ERROR. -----
+
+/// Checks that `b` was torn down with its connection: in ERROR, its receive 1 flushed, and one
+/// `Disconnected` for it on `events`.
+#[track_caller]
+fn torn_down(p: &Pair, events: &EventStream<DeviceEvent>) {
+    assert_eq!(
+        quiet_events(events),
+        vec![DeviceEvent::Disconnected {
+            qp_num: p.b.qp_num()
+        }]
+    );
+    assert_eq!(p.b.state().unwrap(), QpState::Error);
+    assert_eq!(drain_cq(&p.cq_b), vec![(1, WcStatus::WrFlushError)]);
+}
+
+/// `pair` on `device_a` and `device_b`, with a receive (wr_id 1) posted at `b`.
+fn pair_with_receive(p: &MockProvider, device_a: &str, device_b: &str) -> Pair {
+    let pair = pair(p, device_a, device_b);
+    let mr_b = pair.pd_b.register(64, Access::LOCAL_WRITE).unwrap();
+    pair.b
+        .post_recv(&[RecvWr::new(1, &[mr_b.sge(0, 64)])])
+        .unwrap();
+    pair
+}
+
+#[test]
+fn an_iwarp_peer_destroyed_without_a_drain_tears_the_survivor_down_and_says_so() {
+    let provider = MockProvider::new();
+    let p = pair_with_receive(&provider, "mockiw0", "mockiw0");
+    let events = p.dev_b.events().unwrap();
+    p.a.destroy().unwrap();
+    torn_down(&p, &events);
+}
+
+#[test]
+fn an_iwarp_peer_drained_and_destroyed_is_reported_once() {
+    let provider = MockProvider::new();
+    let p = pair_with_receive(&provider, "mockiw0", "mockiw0");
+    let events = p.dev_b.events().unwrap();
+    p.a.drain(soon()).unwrap();
+    p.a.destroy().unwrap();
+    torn_down(&p, &events);
+}
+
+#[test]
+fn an_iwarp_close_is_reported_to_the_peer() {
+    let provider = MockProvider::new();
+    let p = pair_with_receive(&provider, "mockiw0", "mockiw0");
+    let events = p.dev_b.events().unwrap();
+    p.a.modify(QpState::Closing).unwrap();
+    torn_down(&p, &events);
+    p.a.destroy().unwrap();
+    assert_eq!(quiet_events(&events), vec![]);
+}

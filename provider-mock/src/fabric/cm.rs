@@ -5,20 +5,26 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyverbs::{
     Cause, ConnParams, ConnectRequest, Connection, DeviceEvent, MAX_ACCEPT_PRIVATE_DATA,
-    MAX_CONNECT_PRIVATE_DATA, QpState,
+    MAX_CONNECT_PRIVATE_DATA, QpState, StateModel,
 };
 
 use super::{Conn, EPHEMERAL_PORTS, ListenerRec, QpRec, Refusal, RequestRec, State};
 use crate::error::{MockError, MockResult};
 
 impl State {
-    /// The InfiniBand connection of `survivor` ends because its peer `gone` was destroyed: the
-    /// gone end's CM sends a DREQ, and the survivor's CM reports `Disconnected`, once (as the
-    /// kernel's CM turns a received DREQ into `RDMA_CM_EVENT_DISCONNECTED`). The DREQ changes
-    /// no QP state: neither the kernel's CM nor librdmacm touches the QP on it, so the survivor
-    /// stays as it was until its ULP drains it, and a send finds nobody to ACK it. Nothing
-    /// happens to a survivor connected to another QP, or whose connection was already cut.
-    pub(super) fn hang_up(&mut self, gone: u32, survivor: u32) {
+    /// The connection of `survivor` ends because its peer `gone` went away, and the survivor's
+    /// CM reports `Disconnected`, once. `model` is the connection's transport:
+    ///
+    /// - InfiniBand: `gone` was destroyed, and its CM sent a DREQ, which the kernel's CM turns
+    ///   into `RDMA_CM_EVENT_DISCONNECTED`. The DREQ changes no QP state (neither the kernel's
+    ///   CM nor librdmacm touches the QP on it), so the survivor stays as it was until its ULP
+    ///   drains it, and a send finds nobody to ACK it.
+    /// - iWARP: the TCP stream is torn down (`IW_CM_EVENT_CLOSE` at the survivor, which the RDMA
+    ///   CM reports as `RDMA_CM_EVENT_DISCONNECTED`), and the survivor's QP goes to ERROR.
+    ///
+    /// Nothing happens to a survivor connected to another QP, or whose connection was already
+    /// cut.
+    pub(super) fn hang_up(&mut self, gone: u32, survivor: u32, model: StateModel) {
         let Some(s) = self.qps.get_mut(&survivor) else {
             return;
         };
@@ -26,8 +32,12 @@ impl State {
             return;
         }
         s.peer = None;
-        if !std::mem::replace(&mut s.disconnect_reported, true) {
-            let device = s.device;
+        let report = !std::mem::replace(&mut s.disconnect_reported, true);
+        let device = s.device;
+        if model == StateModel::Iwarp {
+            self.enter_error(survivor);
+        }
+        if report {
             self.publish(device, DeviceEvent::Disconnected { qp_num: survivor });
         }
     }

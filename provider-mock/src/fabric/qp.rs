@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use anyverbs::drain::{DrainPhase, Ledger, WorkQueue};
-use anyverbs::{Cause, Completion, ConnParams, DeviceEvent, QpInit, QpState, StateModel, WcOpcode};
+use anyverbs::{Cause, Completion, ConnParams, QpInit, QpState, StateModel, WcOpcode};
 
 use super::{
     Conn, Delayed, DeviceRecv, QpRec, Refusal, State, flush_completion, next_free, size_check,
@@ -131,12 +131,10 @@ impl State {
         if q.peer_lost {
             return;
         }
-        if let Some(peer) = q.peer {
-            match q.model {
-                StateModel::Iwarp => self.enter_error(peer),
-                _ if q.personality != Personality::Dead => self.hang_up(qpn, peer),
-                _ => {}
-            }
+        if let Some(peer) = q.peer
+            && (q.model == StateModel::Iwarp || q.personality != Personality::Dead)
+        {
+            self.hang_up(qpn, peer, q.model);
         }
     }
 
@@ -162,20 +160,14 @@ impl State {
         q.state = QpState::Error;
         self.stalled.remove(&qpn);
         self.flush(qpn);
+        // On iWARP the connection goes down with the QP (as siw's RDMA_CM_EVENT_DISCONNECTED,
+        // the end that did not close hears of it).
         let q = self.qps.get_mut(&qpn).expect("present");
         if q.model == StateModel::Iwarp
             && !q.peer_lost
             && let Some(peer) = q.peer.take()
         {
-            let peer_device = self.qps.get_mut(&peer).and_then(|p| {
-                p.peer = None;
-                (!std::mem::replace(&mut p.disconnect_reported, true)).then_some(p.device)
-            });
-            self.enter_error(peer);
-            // As siw's RDMA_CM_EVENT_DISCONNECTED: the end that did not close hears of it.
-            if let Some(dev) = peer_device {
-                self.publish(dev, DeviceEvent::Disconnected { qp_num: peer });
-            }
+            self.hang_up(qpn, peer, StateModel::Iwarp);
         }
     }
 
@@ -466,10 +458,7 @@ impl State {
                     }
                 }
                 if let Some(peer) = peer.filter(|_| !cut) {
-                    if let Some(p) = self.qps.get_mut(&peer) {
-                        p.peer = None;
-                    }
-                    self.enter_error(peer);
+                    self.hang_up(qpn, peer, StateModel::Iwarp);
                 }
             }
             _ => {
