@@ -35,6 +35,7 @@ fn main() {
                     ("bad_input::*", DEAD),
                     ("state::error_flushes_outstanding", DEAD),
                     ("state::sqd_pauses_the_send_queue", DEAD),
+                    ("state::receives_before_connect", DEAD),
                     ("lifecycle::kill_qp_touches_nothing_else", DEAD_FLUSH),
                     ("lifecycle::lose_peer_events", DEAD_SEND),
                     (
