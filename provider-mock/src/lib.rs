@@ -73,6 +73,12 @@
 //!   later on either QP get no ACK, fail with transport-retry-exceeded after the ACK timeout, the
 //!   QP goes to ERROR (its other WRs flushed) and `Disconnected` is published for it. The peer is
 //!   not told and stays as it is until it sends.
+//! - **`Stall`** makes the device silently execute and complete nothing (flushes included; peers
+//!   sending to it get no ACKs); `Resume` delivers what it held back and goes on. Drains on a
+//!   stalled device fall back at their deadline, like on the dead personality.
+//! - Injecting into an absent device allows only `Replug` and `ReplugOther` (`InvalidState`
+//!   otherwise, and for `Replug` on a present, resetting or already replugged device); an
+//!   unknown device name, QP number or port is `NotFound` or `InvalidArgument`.
 //!
 //! A connection that ends with one of its QPs is reported to the other end: its device publishes
 //! `Disconnected` for the peer's QP, once. On InfiniBand that happens when a connected QP is
@@ -82,12 +88,6 @@
 //! connection is a TCP stream that goes down when a QP is destroyed, closed (CLOSING) or moved to
 //! ERROR, and the peer's QP goes to ERROR with it. Nothing is sent over a connection that was
 //! already cut (`LosePeer`, a lost device), nor by a dead device (`Personality::Dead`).
-//! - **`Stall`** makes the device silently execute and complete nothing (flushes included; peers
-//!   sending to it get no ACKs); `Resume` delivers what it held back and goes on. Drains on a
-//!   stalled device fall back at their deadline, like on the dead personality.
-//! - Injecting into an absent device allows only `Replug` and `ReplugOther` (`InvalidState`
-//!   otherwise, and for `Replug` on a present, resetting or already replugged device); an
-//!   unknown device name, QP number or port is `NotFound` or `InvalidArgument`.
 //!
 //! The mock still has no progress thread: devices that come back, ports that come up and sends
 //! to lost peers that fail are handled on every call into the fabric, and a short-lived timer
