@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use anyverbs::cm::ready_for_receives;
 use anyverbs::{
     Access, CompletionQueue, ConnParams, Connection, Device, DeviceInfo, DrainReport, Error,
     ErrorKind, Listener, MemoryRegion, ProtectionDomain, Provider, QpInit, QueuePair, WcStatus,
@@ -82,7 +83,8 @@ pub fn device_address<P: Provider>(device: &P::Device) -> anyverbs::Result<Optio
 /// Connects two fresh QPs of `device` to each other through the connection manager, waiting
 /// until `deadline` at most: what [`Ctx::pair_with`] builds, on a device handle the caller
 /// already holds and without a [`Ctx`] — for code that runs outside a case's thread, such as a
-/// service under a supervisor. Errors keep their kind (a lost device is
+/// service under a supervisor. Both QPs are made ready for receives before they are connected
+/// ([`ready_for_receives`]), as a ULP does. Errors keep their kind (a lost device is
 /// [`ErrorKind::DeviceLost`]); a device without an address is [`ErrorKind::NotSupported`].
 pub fn loopback<P: Provider>(
     device: &P::Device,
@@ -102,6 +104,9 @@ pub fn loopback<P: Provider>(
     let cq_b = device.create_cq(cq_depth)?;
     let a = pd.create_qp(&cq_a, &cq_a, init)?;
     let b = pd.create_qp(&cq_b, &cq_b, init)?;
+    let model = device.info().state_model;
+    ready_for_receives(&a, model)?;
+    ready_for_receives(&b, model)?;
     let listener = device.listen(addr)?;
     a.connect(listener.local_addr(), params)?;
     let request = listener.next_request(deadline)?;
@@ -248,8 +253,10 @@ impl<'a, P: Provider> Ctx<'a, P> {
     }
 
     /// Connects two QPs of `device` through the connection manager: `active` connects to a
-    /// fresh listener on the device's address, and `passive` is accepted from it. Returns the
-    /// listener (keep it as long as the connection) and what `active` learned.
+    /// fresh listener on the device's address, and `passive` is accepted from it. Both are made
+    /// ready for receives first ([`ready_for_receives`]), as a ULP does before it connects, so a
+    /// case may also post receives on them before calling this. Returns the listener (keep it as
+    /// long as the connection) and what `active` learned.
     pub fn connect(
         &self,
         device: &P::Device,
@@ -257,6 +264,8 @@ impl<'a, P: Provider> Ctx<'a, P> {
         passive: &P::Qp,
         params: &ConnParams,
     ) -> Result<(P::Listener, Connection), CaseError> {
+        ready_for_receives(active, self.state_model())?;
+        ready_for_receives(passive, self.state_model())?;
         let listener = device.listen(self.address(device)?)?;
         active.connect(listener.local_addr(), params)?;
         let request = listener.next_request(self.deadline())?;

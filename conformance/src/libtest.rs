@@ -2,7 +2,7 @@
 //!
 //! In the provider crate, add a test target with `harness = false` whose `main` is:
 //!
-//! ```no_run
+//! ```
 //! // tests/conformance.rs, the whole of it:
 //! anyverbs_conformance::libtest::run(
 //!     anyverbs_provider_mock::MockProvider::new,

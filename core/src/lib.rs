@@ -46,32 +46,60 @@
 //!
 //! ## Example
 //!
-//! Generic ULP code is written once against the traits and runs on every provider:
+//! Generic ULP code is written once against the traits and runs on every provider; here on the
+//! in-process mock, on an InfiniBand and an iWARP device:
 //!
-//! ```no_run
+//! ```
 //! use std::time::{Duration, Instant};
+//! use anyverbs::cm::ready_for_receives;
 //! use anyverbs::{
-//!     Access, CompletionQueue, Device, MemoryRegion, ProtectionDomain, Provider, QpInit,
-//!     QueuePair, RecvWr, Result,
+//!     Access, Completion, CompletionQueue, ConnParams, Device, Listener, MemoryRegion,
+//!     ProtectionDomain, Provider, QpInit, QueuePair, RecvWr, Result, SendWr, WcStatus,
 //! };
 //!
-//! /// Posts one receive and waits for the message that fills it.
-//! fn receive_one<P: Provider>(provider: &P, device: &str, qp_ready: impl Fn(&P::Qp)) -> Result<Vec<u8>> {
+//! /// Connects two QPs of `device` through the connection manager, sends `msg` from one to the
+//! /// other, and returns what arrived.
+//! fn send_one<P: Provider>(provider: &P, device: &str, msg: &[u8]) -> Result<Vec<u8>> {
+//!     let deadline = Instant::now() + Duration::from_secs(5);
 //!     let dev = provider.open(device)?;
 //!     let pd = dev.alloc_pd()?;
-//!     let cq = dev.create_cq(64)?;
-//!     let qp = pd.create_qp(&cq, &cq, &QpInit::default())?;
-//!     let mr = pd.register(4096, Access::LOCAL_WRITE)?;
-//!     qp.post_recv(&[RecvWr::new(1, &[mr.sge(0, 4096)])])?;
-//!     qp_ready(&qp); // connect it: see the `cm` module
-//!     let deadline = Instant::now() + Duration::from_secs(5);
-//!     let mut wc = [anyverbs::Completion::default(); 1];
-//!     cq.wait(&mut wc, deadline)?;
-//!     let mut data = vec![0; wc[0].byte_len as usize];
-//!     mr.read(0, &mut data)?;
-//!     qp.drain(deadline)?; // nothing completes after this: safe to destroy
+//!     let cq = dev.create_cq(16)?;
+//!     let client = pd.create_qp(&cq, &cq, &QpInit::default())?;
+//!     let server = pd.create_qp(&cq, &cq, &QpInit::default())?;
+//!     let mr = pd.register(8192, Access::LOCAL_WRITE)?;
+//!     mr.write(0, msg)?;
+//!
+//!     // The server's receive goes in before it accepts (see the `cm` module).
+//!     ready_for_receives(&server, dev.info().state_model)?;
+//!     server.post_recv(&[RecvWr::new(1, &[mr.sge(4096, 4096)])])?;
+//!     let addr = dev.ports()?[0].addresses[0];
+//!     let listener = dev.listen((addr, 0).into())?;
+//!     client.connect(listener.local_addr(), &ConnParams::default())?;
+//!     let request = listener.next_request(deadline)?;
+//!     listener.accept(&request, &server, &ConnParams::default())?;
+//!     client.wait_connected(deadline)?;
+//!
+//!     client.post_send(&[SendWr::send(2, &[mr.sge(0, msg.len() as u32)])])?;
+//!     let mut wc = [Completion::default(); 2];
+//!     let mut n = 0;
+//!     while n < 2 {
+//!         n += cq.wait(&mut wc[n..], deadline)?; // the send's and the receive's
+//!     }
+//!     assert!(wc.iter().all(|c| c.status == WcStatus::Success));
+//!     let received = wc.iter().find(|c| c.wr_id == 1).expect("the receive completed");
+//!     let mut data = vec![0; received.byte_len as usize];
+//!     mr.read(4096, &mut data)?;
+//!
+//!     // Nothing completes after a drain: the QPs are safe to destroy (here, when dropped).
+//!     client.drain(deadline)?;
+//!     server.drain(deadline)?;
 //!     Ok(data)
 //! }
+//!
+//! let provider = anyverbs_provider_mock::MockProvider::new();
+//! assert_eq!(send_one(&provider, "mock0", b"hello")?, b"hello"); // InfiniBand
+//! assert_eq!(send_one(&provider, "mockiw0", b"hello")?, b"hello"); // iWARP
+//! # Ok::<(), anyverbs::Error>(())
 //! ```
 
 pub mod caps;
@@ -96,7 +124,7 @@ pub mod wr;
 pub use caps::{Caps, DeviceLimits};
 pub use cm::{
     ConnParams, ConnectRequest, Connection, Listener, MAX_ACCEPT_PRIVATE_DATA,
-    MAX_CONNECT_PRIVATE_DATA,
+    MAX_CONNECT_PRIVATE_DATA, ready_for_receives,
 };
 pub use cq::CompletionQueue;
 pub use device::{Device, DeviceInfo, LinkLayer, PortInfo, PortState};

@@ -60,6 +60,11 @@ pub trait QueuePair: Send + Sync {
 
     /// Starts connecting to a listener at `remote` (active side). Returns once the request is
     /// sent; [`wait_connected`](Self::wait_connected) tells the outcome.
+    ///
+    /// Post the QP's receives before connecting: the peer may send as soon as it accepts, and on
+    /// iWARP a SEND that finds no receive terminates the connection. On InfiniBand a fresh QP
+    /// must first leave RESET, which refuses receives:
+    /// [`cm::ready_for_receives`](crate::cm::ready_for_receives) does what each device needs.
     fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()>;
 
     /// Waits until the connection started by [`connect`](Self::connect) is established

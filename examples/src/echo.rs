@@ -57,6 +57,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use anyverbs::cm::ready_for_receives;
 use anyverbs::supervisor::{FailureAction, Link, Service, StopReason};
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, ConnectRequest, Device, DeviceEvent, Error,
@@ -1069,18 +1070,6 @@ impl EchoLog {
 }
 
 // ----- helpers -----
-
-/// Makes a fresh QP ready to take receives before it is connected: an InfiniBand QP in RESET
-/// refuses them, so it is moved to INIT (the first step of its connection, which the connection
-/// manager continues from); an iWARP QP takes them in IDLE as it is.
-pub fn ready_for_receives<Q: QueuePair>(qp: &Q, model: StateModel) -> Result<()> {
-    if !model.can_post_recv(model.initial())
-        && let Some(&first) = model.connect_path().first()
-    {
-        qp.modify(first)?;
-    }
-    Ok(())
-}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a few field updates: a panic inside one cannot leave the

@@ -80,6 +80,15 @@
 //!   otherwise, and for `Replug` on a present, resetting or already replugged device); an
 //!   unknown device name, QP number or port is `NotFound` or `InvalidArgument`.
 //!
+//! A connection that ends with one of its QPs is reported to the other end: its device publishes
+//! `Disconnected` for the peer's QP, once. On InfiniBand that happens when a connected QP is
+//! destroyed: its CM ID sends a DREQ, which the kernel's CM reports as
+//! `RDMA_CM_EVENT_DISCONNECTED` without changing any QP state, so the peer stays as it was until
+//! its ULP drains it; moving a QP to ERROR (a drain, `KillQp`) sends nothing. On iWARP the
+//! connection is a TCP stream that goes down when a QP is destroyed, closed (CLOSING) or moved to
+//! ERROR, and the peer's QP goes to ERROR with it. Nothing is sent over a connection that was
+//! already cut (`LosePeer`, a lost device), nor by a dead device (`Personality::Dead`).
+//!
 //! The mock still has no progress thread: devices that come back, ports that come up and sends
 //! to lost peers that fail are handled on every call into the fabric, and a short-lived timer
 //! thread per pending change makes sure they also happen (and their events arrive) when nobody

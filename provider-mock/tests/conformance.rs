@@ -11,6 +11,8 @@ const DEAD: &str = "no WR ever executes on a dead device";
 const DEAD_FLUSH: &str = "a dead device produces no flush completions and passes no data";
 /// The SEND to a lost peer must complete with transport-retry-exceeded: nothing completes there.
 const DEAD_SEND: &str = "a dead device completes no SEND, not even with an error";
+/// A destroyed QP's CM sends a DREQ through its device: a dead one sends nothing.
+const DEAD_DREQ: &str = "a dead device sends no DREQ when its QP is destroyed";
 /// The supervised test service checks on every start that a message passes.
 const DEAD_SERVICE: &str = "the supervised test service needs a message to pass on every start";
 
@@ -33,8 +35,13 @@ fn main() {
                     ("bad_input::*", DEAD),
                     ("state::error_flushes_outstanding", DEAD),
                     ("state::sqd_pauses_the_send_queue", DEAD),
+                    ("state::receives_before_connect", DEAD),
                     ("lifecycle::kill_qp_touches_nothing_else", DEAD_FLUSH),
                     ("lifecycle::lose_peer_events", DEAD_SEND),
+                    (
+                        "lifecycle::peer_destroy_is_reported_as_disconnected",
+                        DEAD_DREQ,
+                    ),
                     ("lifecycle::stall_completes_nothing_until_resume", DEAD),
                     ("recovery::*", DEAD_SERVICE),
                 ],

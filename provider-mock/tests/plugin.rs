@@ -192,3 +192,28 @@ fn an_error_crosses_the_plugin_boundary_saying_its_text_once() {
         .unwrap_err();
     assert_eq!(region(plugin_write), region(linked_write));
 }
+
+#[test]
+fn ready_for_receives_works_on_a_loaded_provider() {
+    use anyverbs::cm::ready_for_receives;
+    use anyverbs::{
+        Access, Device, MemoryRegion, ProtectionDomain, QpInit, QpState, QueuePair, RecvWr,
+    };
+    use std::time::Instant;
+
+    // Built on QueuePair::modify alone, it works through the plugin ABI like any other call.
+    let loaded = mock_plugin().instantiate().unwrap();
+    for (name, ready) in [("mock0", QpState::Init), ("mockiw0", QpState::Idle)] {
+        let device = loaded.open(name).unwrap();
+        let model = device.info().state_model;
+        let pd = device.alloc_pd().unwrap();
+        let cq = device.create_cq(8).unwrap();
+        let qp = pd.create_qp(&cq, &cq, &QpInit::default()).unwrap();
+        let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+        ready_for_receives(&qp, model).unwrap();
+        assert_eq!(qp.state().unwrap(), ready, "{name} ({model:?})");
+        qp.post_recv(&[RecvWr::new(1, &[mr.sge(0, 64)])]).unwrap();
+        let report = qp.drain(Instant::now() + Duration::from_secs(5)).unwrap();
+        assert_eq!(report.accounted(), 1, "{name}: {report}");
+    }
+}

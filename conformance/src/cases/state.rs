@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use anyverbs::cm::ready_for_receives;
 use anyverbs::{
-    Caps, Completion, ErrorKind, MemoryRegion, Provider, QpState, QueuePair, RecvWr, SendWr,
-    StateModel, WcStatus,
+    Caps, Completion, ConnParams, Device, ErrorKind, Listener, MemoryRegion, ProtectionDomain,
+    Provider, QpInit, QpState, QueuePair, RecvWr, SendWr, StateModel, WcStatus,
 };
 
 use crate::case::{Case, CaseResult, Needs};
@@ -25,6 +26,15 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "Both ends of a connection are ready to send once it is established.",
             needs: Needs::NOTHING,
             run: connect_reaches_rts::<P>,
+        },
+        Case {
+            name: "state::receives_before_connect",
+            description: "Fresh QPs made ready for receives (cm::ready_for_receives: INIT on \
+                          InfiniBand, IDLE as it is on iWARP) take receives before connect and \
+                          accept, and the receives take the peer's first SENDs — the passive \
+                          side's sent before the active side has seen the connection up.",
+            needs: Needs::NOTHING,
+            run: receives_before_connect::<P>,
         },
         Case {
             name: "state::illegal_transitions_rejected",
@@ -89,6 +99,62 @@ fn connect_reaches_rts<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         pair.b.qp_num(),
         "peer QP number the active side learned"
     );
+    Ok(())
+}
+
+fn receives_before_connect<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let device = ctx.open()?;
+    let addr = ctx.address(&device)?;
+    let pd = device.alloc_pd()?;
+    let (cq_a, cq_b) = (device.create_cq(16)?, device.create_cq(16)?);
+    let a = pd.create_qp(&cq_a, &cq_a, &QpInit::default())?;
+    let b = pd.create_qp(&cq_b, &cq_b, &QpInit::default())?;
+    let mr = ctx.mr_filled(&pd, 256, 0)?;
+    mr.write(128, &[0xa1; 64])?;
+    mr.write(192, &[0xb2; 64])?;
+    let model = ctx.state_model();
+    for qp in [&a, &b] {
+        ready_for_receives(qp, model)?;
+        let state = qp.state()?;
+        ensure!(
+            model.can_post_recv(state),
+            "after ready_for_receives QP {} is in {state}, where the {model:?} model refuses \
+             receives",
+            qp.qp_num()
+        );
+    }
+    a.post_recv(&[RecvWr::new(1, &[mr.sge(0, 64)])])?;
+    b.post_recv(&[RecvWr::new(2, &[mr.sge(64, 64)])])?;
+
+    let listener = device.listen(addr)?;
+    a.connect(listener.local_addr(), &ConnParams::default())?;
+    let request = listener.next_request(ctx.deadline())?;
+    listener.accept(&request, &b, &ConnParams::default())?;
+    // The passive side may send as soon as it has accepted.
+    b.post_send(&[SendWr::send(3, &[mr.sge(128, 64)])])?;
+    a.wait_connected(ctx.deadline())?;
+    a.post_send(&[SendWr::send(4, &[mr.sge(192, 64)])])?;
+    let mut at_a = ctx.completions(&cq_a, 2)?;
+    let mut at_b = ctx.completions(&cq_b, 2)?;
+    at_a.sort_by_key(|c| c.wr_id);
+    at_b.sort_by_key(|c| c.wr_id);
+    ctx.expect_status(&at_a[0], 1, WcStatus::Success)?;
+    ctx.expect_status(&at_a[1], 4, WcStatus::Success)?;
+    ctx.expect_status(&at_b[0], 2, WcStatus::Success)?;
+    ctx.expect_status(&at_b[1], 3, WcStatus::Success)?;
+    let got = ctx.contents(&mr)?;
+    ensure_eq!(
+        &got[..64],
+        &[0xa1; 64][..],
+        "bytes the active side received"
+    );
+    ensure_eq!(
+        &got[64..128],
+        &[0xb2; 64][..],
+        "bytes the passive side received"
+    );
+    a.drain(ctx.drain_deadline())?;
+    b.drain(ctx.drain_deadline())?;
     Ok(())
 }
 

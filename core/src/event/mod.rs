@@ -81,8 +81,12 @@ pub enum DeviceEvent {
         /// The QP's number.
         qp_num: u32,
     },
-    /// The connection of a QP is gone: the peer disconnected or stopped answering
-    /// (`RDMA_CM_EVENT_DISCONNECTED`). The QP is in ERROR.
+    /// The connection of a QP is gone: the peer disconnected, destroyed its QP or stopped
+    /// answering (`RDMA_CM_EVENT_DISCONNECTED`). Drain the QP and replace it. Where the
+    /// transport failed the QP (a peer that stopped answering; any teardown on iWARP, whose
+    /// connection is a TCP stream) it is in ERROR; on InfiniBand a peer that destroyed its end
+    /// sends a DREQ, which leaves the QP in the state it was in (the CM changes no QP state
+    /// for it) and its receives posted until the drain flushes them.
     Disconnected {
         /// The QP's number.
         qp_num: u32,
@@ -122,7 +126,8 @@ impl DeviceEvent {
     }
 
     /// Whether the event says a QP's connection failed: fatal, request or access error, or
-    /// disconnected. Its WRs are flushed; the QP must be drained and replaced.
+    /// disconnected. The QP must be drained (which flushes whatever is still outstanding) and
+    /// replaced.
     pub fn is_qp_failure(&self) -> bool {
         matches!(
             self,

@@ -22,6 +22,7 @@
 //! after `dlclose` crashes the process later.
 //!
 //! ```no_run
+//! // Not run: it needs a plugin installed in the search path.
 //! use anyverbs::{Plugin, Provider};
 //!
 //! // `libanyverbs_provider_mock.so` (or `libmock.so`) from ANYVERBS_PROVIDER_PATH or the default

@@ -27,6 +27,31 @@
 //! Time is injectable ([`Clock`], [`ManualClock`]), so the 10-minute window is tested without
 //! waiting 10 minutes.
 //!
+//! ## A peer that vanishes says nothing
+//!
+//! The supervisor acts on what it is told: the device's events and the service's
+//! [`Link::connection_lost`] reports. A peer that goes away cleanly is reported (its CM sends a
+//! DREQ or closes the stream when it destroys its QP: [`DeviceEvent::Disconnected`]), but with
+//! RC a peer that vanishes silently — power loss, a pulled cable, a hung host — produces no
+//! event at all. The local side learns of it only
+//!
+//! - when a WR it posted fails after the transport's retries: a SEND, WRITE or READ that gets no
+//!   ACK completes with [`WcStatus::TransportRetryExceeded`](crate::WcStatus) after roughly
+//!   [`retry_count`](crate::ConnParams::retry_count) times the local ACK timeout (about 6.9 s
+//!   on rxe with the rdma_cm defaults), and the QP goes to ERROR. On rxe no event comes with it
+//!   (measured): the error completion is all there is. Or
+//! - when the connection manager reports a disconnect, which a dead peer never sends.
+//!
+//! Receives never time out: a QP that only waits for the peer — a server waiting for requests,
+//! a client waiting for the reply to a request the peer's adapter already acknowledged — waits
+//! forever. The remedy is the ULP's: give every request a deadline, and keep an idle connection
+//! busy with a keepalive (a periodic no-op message, as UCX's `UCX_KEEPALIVE_INTERVAL` checks
+//! its endpoints and NVMe-oF hosts send Keep Alive commands within the controller's keep-alive
+//! timeout), so that a WR is always outstanding to fail. When a deadline passes or a keepalive
+//! fails, call [`Link::connection_lost`]: the supervisor stops the service (whose drain
+//! accounts for what is outstanding) and restarts it after the reconnect delay. The echo
+//! example's client does this with its echo timeout.
+//!
 //! ## Writing a service
 //!
 //! A [`Service`] builds everything it needs in [`start`](Service::start) (PDs, MRs, CQs, QPs,
@@ -217,6 +242,13 @@ pub enum FailureAction {
 }
 
 /// A ULP run by a [`Supervisor`].
+///
+/// The supervisor restarts the service for what it hears of: device events, QP and CQ failures
+/// ([`on_failure`](Self::on_failure)) and the service's own reports
+/// ([`Link::connection_lost`]). A peer that vanishes silently is none of these: with RC it
+/// produces no event, and the service learns of it only when a WR it posted fails after the
+/// transport's retries — so a service that can sit idle needs its own request deadlines or
+/// keepalive (see [the module docs](self#a-peer-that-vanishes-says-nothing)).
 pub trait Service<P: Provider>: Send + 'static {
     /// Builds the service's resources and connections on `device`. `link` reports connection
     /// failures the service detects itself (a completion with transport-retry-exceeded, a peer
@@ -240,6 +272,14 @@ pub trait Service<P: Provider>: Send + 'static {
     /// access error, disconnected, CQ error): say whether the whole service must restart.
     /// Return [`FailureAction::Ignore`] for QPs and CQs that are not the service's — other
     /// services may run on the same device.
+    ///
+    /// Not every failure comes here: a peer that vanishes silently (power loss, a pulled cable)
+    /// produces no event. The service notices only when a WR it posted fails after the
+    /// transport's retries (a completion with transport-retry-exceeded, roughly `retry_count`
+    /// times the ACK timeout later; about 6.9 s on rxe with the defaults), or never, if it only
+    /// waits for receives. Give requests a deadline and idle connections a keepalive, and
+    /// report what they find through [`Link::connection_lost`] (see
+    /// [the module docs](self#a-peer-that-vanishes-says-nothing)).
     fn on_failure(&mut self, event: &DeviceEvent) -> FailureAction;
 
     /// A different device appeared under the name of the lost one. Return true to adopt it
@@ -262,6 +302,11 @@ pub struct Link {
 impl Link {
     /// Reports that the service's connection failed: the supervisor stops the service and starts
     /// it again after the reconnect delay.
+    ///
+    /// This is how a failure no event reports reaches the supervisor: an error completion, a
+    /// request whose reply did not come by its deadline, an unanswered keepalive — the only
+    /// ways a ULP learns of a peer that vanished silently (see
+    /// [the module docs](self#a-peer-that-vanishes-says-nothing)).
     pub fn connection_lost(&self, reason: impl Into<String>) {
         if self.generation == 0 {
             return; // detached: nobody listens

@@ -1,0 +1,123 @@
+//! The event stream's file descriptor, as an event loop watches it.
+
+use std::time::{Duration, Instant};
+
+use anyverbs::{Device, DeviceEvent, ErrorKind, Fault, Provider, QueuePair};
+
+use super::inject;
+use crate::case::{CaseError, CaseResult};
+use crate::ctx::Ctx;
+use crate::{ensure, ensure_eq};
+
+#[cfg(unix)]
+pub(super) fn event_fd_readable<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let events = pair.device.events()?;
+    let fd = events.fd()?;
+    let wait = ctx.timeout().min(Duration::from_secs(2));
+    ensure!(
+        !readable(fd, Duration::ZERO)?,
+        "the event fd is readable with no event waiting"
+    );
+    let qp_num = pair.a.qp_num();
+    inject(ctx, &Fault::KillQp { qp_num })?;
+    ensure!(
+        readable(fd, wait)?,
+        "the event fd did not become readable within {wait:?} of a QP fatal error"
+    );
+    let got = events.try_recv()?;
+    ensure_eq!(
+        got,
+        Some(DeviceEvent::QpFatal { qp_num }),
+        "the event waiting when the fd was readable"
+    );
+    // Events are asynchronous (a device's arrive through the kernel, a plugin's through a
+    // relay): read what else the kill caused until the stream has been quiet for a while.
+    loop {
+        match events.recv(Instant::now() + EVENTS_QUIET) {
+            Ok(e) => ensure!(
+                !e.is_device_lost(),
+                "killing a QP reported {e:?} on the device"
+            ),
+            Err(e) if e.kind() == ErrorKind::TimedOut => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ensure!(
+        !readable(fd, Duration::ZERO)?,
+        "the event fd stays readable after every event was read"
+    );
+    inject(ctx, &Fault::Unplug)?;
+    ensure!(
+        readable(fd, wait)?,
+        "the event fd did not become readable within {wait:?} of an unplug"
+    );
+    // A QP event of the kill may still arrive first; the device's removal must follow.
+    let mut got = events.try_recv()?;
+    while let Some(e) = &got
+        && e.is_qp_failure()
+    {
+        got = events.recv(Instant::now() + wait).map(Some)?;
+    }
+    ensure_eq!(
+        got,
+        Some(DeviceEvent::DeviceRemoved),
+        "the event waiting after the unplug"
+    );
+    match events.try_recv() {
+        Err(e) if e.kind() == ErrorKind::DeviceLost => {}
+        other => {
+            return Err(CaseError::Failed(format!(
+                "after DeviceRemoved, try_recv must fail with DeviceLost; got {other:?}"
+            )));
+        }
+    }
+    ensure!(
+        readable(fd, Duration::ZERO)?,
+        "the event fd is not readable once the stream has ended: an event loop would never \
+         learn of the end"
+    );
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub(super) fn event_fd_readable<P: Provider>(_ctx: &Ctx<'_, P>) -> CaseResult {
+    Err(CaseError::NotRun(
+        "event stream file descriptors exist on Unix only".into(),
+    ))
+}
+
+/// How long a stream must stay quiet before a case takes it that a fault's events have all
+/// arrived (events are asynchronous: a real device's come through the kernel, a plugin's through
+/// a relay thread).
+#[cfg(unix)]
+const EVENTS_QUIET: Duration = Duration::from_millis(200);
+
+/// Asks `poll(2)`, as an event loop would, whether `fd` becomes readable within `wait`.
+#[cfg(unix)]
+fn readable(fd: std::os::fd::BorrowedFd<'_>, wait: Duration) -> Result<bool, CaseError> {
+    use std::os::fd::AsRawFd;
+    let until = Instant::now() + wait;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `pfd` is one initialised pollfd that lives across the call, the count says
+        // one, and its fd is open for the call's duration: it is borrowed from a live stream.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(CaseError::Failed(format!(
+                "poll on the event fd failed: {err}"
+            )));
+        }
+        return Ok(n == 1 && pfd.revents & libc::POLLIN != 0);
+    }
+}

@@ -1,0 +1,592 @@
+//! Posting work requests and executing them: the engine that moves data (see the parent
+//! module's progress model).
+
+use std::time::Instant;
+
+use anyverbs::drain::{Ledger, Token, WorkQueue};
+use anyverbs::{
+    Access, Completion, DeviceEvent, PostError, QpState, RecvWr, SendFlags, SendOp, SendWr,
+    StateModel, WcOpcode, WcStatus,
+};
+
+use super::{
+    DeviceRecv, DeviceSend, QpRec, RNR_RETRY_FOREVER, SendEntry, Stall, StallKind, State,
+    total_length,
+};
+use crate::config::Personality;
+use crate::error::{MockError, MockResult};
+
+impl State {
+    /// Checks a send WR at post time; returns its inline data, if any.
+    fn validate_send(
+        &self,
+        q: &QpRec,
+        caps: anyverbs::Caps,
+        wr: &SendWr,
+    ) -> MockResult<Option<Vec<u8>>> {
+        if wr.sgl().len() > q.init.max_send_sge as usize {
+            return Err(MockError::BadArgument(format!(
+                "{} SGEs in a WR; the QP allows {}",
+                wr.sgl().len(),
+                q.init.max_send_sge
+            )));
+        }
+        let imm = matches!(wr.op(), SendOp::SendWithImm(_) | SendOp::WriteWithImm(..));
+        if imm && !caps.contains(anyverbs::Caps::IMMEDIATE_DATA) {
+            return Err(MockError::Unsupported("immediate data"));
+        }
+        if wr.total_length() > u64::from(q.max_msg_size) {
+            return Err(MockError::BadArgument(format!(
+                "a {}-byte message; the device allows {}",
+                wr.total_length(),
+                q.max_msg_size
+            )));
+        }
+        let is_read = matches!(wr.op(), SendOp::Read(_));
+        if wr.flags.contains(SendFlags::INLINE) {
+            if is_read {
+                return Err(MockError::BadArgument(
+                    "an RDMA READ cannot be inline".into(),
+                ));
+            }
+            if wr.total_length() > u64::from(q.init.max_inline_data) {
+                return Err(MockError::BadArgument(format!(
+                    "{} bytes of inline data; the QP allows {}",
+                    wr.total_length(),
+                    q.init.max_inline_data
+                )));
+            }
+        }
+        for (i, sge) in wr.sgl().iter().enumerate() {
+            self.resolve_local(q.pd, sge, is_read)
+                .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
+        }
+        if wr.flags.contains(SendFlags::INLINE) {
+            return Ok(Some(
+                self.gather(q.pd, wr.sgl())
+                    .map_err(MockError::BadArgument)?,
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Posts send WRs for the ULP: each is admitted to the ledger, then posted to the device
+    /// under its token.
+    pub(crate) fn post_send(
+        &mut self,
+        qpn: u32,
+        wrs: &[SendWr],
+        caps: anyverbs::Caps,
+    ) -> Result<(), PostError> {
+        let mut result = Ok(());
+        for (i, wr) in wrs.iter().enumerate() {
+            if let Err(e) = self.admit_and_post_send(qpn, wr, caps) {
+                result = Err(PostError::new(i, e));
+                break;
+            }
+        }
+        if self.qps.contains_key(&qpn) {
+            self.run_sq(qpn, Instant::now());
+        }
+        result
+    }
+
+    fn admit_and_post_send(
+        &mut self,
+        qpn: u32,
+        wr: &SendWr,
+        caps: anyverbs::Caps,
+    ) -> anyverbs::Result<()> {
+        self.through_ledger(
+            qpn,
+            |ledger| ledger.admit_send(wr),
+            |st, token| st.device_post_send(qpn, token.wr_id(), wr, caps),
+        )
+    }
+
+    /// Admits one WR to the QP's ledger and posts it to the device under its token: a WR the
+    /// device refuses is withdrawn, one posted in ERROR is doomed (it can never succeed, so it
+    /// is never retired silently).
+    fn through_ledger(
+        &mut self,
+        qpn: u32,
+        admit: impl FnOnce(&mut Ledger) -> anyverbs::Result<Token>,
+        post: impl FnOnce(&mut Self, Token) -> MockResult<()>,
+    ) -> anyverbs::Result<()> {
+        let q = self.qp_mut(qpn)?;
+        let in_error = q.state == QpState::Error;
+        let token = admit(&mut q.ledger)?;
+        match post(self, token) {
+            Ok(()) => {
+                if in_error {
+                    self.qp_mut(qpn)?.ledger.doom(token);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.qp_mut(qpn)?.ledger.withdraw(token);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The device's post of `wr` under the provider's token `wr_id`.
+    pub(super) fn device_post_send(
+        &mut self,
+        qpn: u32,
+        wr_id: u64,
+        wr: &SendWr,
+        caps: anyverbs::Caps,
+    ) -> MockResult<()> {
+        let q = self.qp(qpn)?;
+        if !q.model.can_post_send(q.state) {
+            return Err(MockError::PostState {
+                queue: "send",
+                state: q.state,
+            });
+        }
+        let inline = self.validate_send(q, caps, wr)?;
+        if q.state == QpState::Error {
+            let opcode = wr.completion_opcode();
+            return self.post_in_error(qpn, WorkQueue::Send, wr_id, opcode);
+        }
+        if q.sq.len() + q.unsignaled_done as usize >= q.init.max_send_wr as usize {
+            return Err(MockError::QueueFull {
+                queue: "send",
+                depth: q.init.max_send_wr,
+            });
+        }
+        self.qp_mut(qpn)?.sq.push_back(SendEntry {
+            wr: DeviceSend::new(wr_id, wr),
+            inline,
+            stall: None,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn post_recv(&mut self, qpn: u32, wrs: &[RecvWr]) -> Result<(), PostError> {
+        let mut result = Ok(());
+        for (i, wr) in wrs.iter().enumerate() {
+            if let Err(e) = self.admit_and_post_recv(qpn, wr) {
+                result = Err(PostError::new(i, e));
+                break;
+            }
+        }
+        // A peer stalled on RNR may go on now.
+        if let Some(peer) = self.qps.get(&qpn).and_then(|q| q.peer)
+            && self.stalled.contains(&peer)
+        {
+            self.run_sq(peer, Instant::now());
+        }
+        result
+    }
+
+    fn admit_and_post_recv(&mut self, qpn: u32, wr: &RecvWr) -> anyverbs::Result<()> {
+        self.through_ledger(
+            qpn,
+            |ledger| ledger.admit_recv(wr),
+            |st, token| st.device_post_recv(qpn, token.wr_id(), wr),
+        )
+    }
+
+    /// The device's post of `wr` under the provider's token `wr_id`.
+    pub(super) fn device_post_recv(&mut self, qpn: u32, wr_id: u64, wr: &RecvWr) -> MockResult<()> {
+        let q = self.qp(qpn)?;
+        if !q.model.can_post_recv(q.state) {
+            return Err(MockError::PostState {
+                queue: "receive",
+                state: q.state,
+            });
+        }
+        if wr.sgl().len() > q.init.max_recv_sge as usize {
+            return Err(MockError::BadArgument(format!(
+                "{} SGEs in a WR; the QP allows {}",
+                wr.sgl().len(),
+                q.init.max_recv_sge
+            )));
+        }
+        for (i, sge) in wr.sgl().iter().enumerate() {
+            self.resolve_local(q.pd, sge, true)
+                .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
+        }
+        if q.state == QpState::Error {
+            return self.post_in_error(qpn, WorkQueue::Recv, wr_id, WcOpcode::Recv);
+        }
+        if q.rq.len() >= q.init.max_recv_wr as usize {
+            return Err(MockError::QueueFull {
+                queue: "receive",
+                depth: q.init.max_recv_wr,
+            });
+        }
+        self.qp_mut(qpn)?.rq.push_back(DeviceRecv::new(wr_id, wr));
+        Ok(())
+    }
+
+    // ----- the engine -----
+
+    /// Retries every stalled send queue; true if anything changed.
+    pub(crate) fn progress(&mut self, now: Instant) -> bool {
+        let lifecycle = self.lifecycle(now);
+        let fired = self.fire_delayed(now) || lifecycle;
+        let failed = self.fail_overflowed_cqs() || fired;
+        if self.stalled.is_empty() {
+            return failed;
+        }
+        let before: Vec<u32> = self.stalled.iter().copied().collect();
+        let mut changed = failed;
+        for qpn in before {
+            let len = self.qps.get(&qpn).map_or(0, |q| q.sq.len());
+            self.run_sq(qpn, now);
+            changed |= self.qps.get(&qpn).map_or(0, |q| q.sq.len()) != len;
+        }
+        changed
+    }
+
+    /// The earliest retry deadline of a stalled WR or due time of a delayed completion.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        self.stalled
+            .iter()
+            .filter_map(|q| self.qps.get(q))
+            .filter(|q| self.working(q.device))
+            .filter_map(|q| q.sq.front()?.stall?.fail_at)
+            .chain(
+                self.delayed
+                    .iter()
+                    .filter(|d| !self.held_by_stall(d))
+                    .map(|d| d.due),
+            )
+            .min()
+    }
+
+    /// Executes send WRs from the head of the queue while they can execute.
+    pub(super) fn run_sq(&mut self, qpn: u32, now: Instant) {
+        loop {
+            let Some(q) = self.qps.get(&qpn) else {
+                self.stalled.remove(&qpn);
+                return;
+            };
+            if q.personality == Personality::Dead {
+                // Nothing ever executes on a dead device.
+                return;
+            }
+            let inc = self.inc(q.device);
+            if !inc.working() {
+                // Nothing executes on a lost device; a stalled one is retried (from `progress`)
+                // until it resumes.
+                if inc.stalled && !q.sq.is_empty() {
+                    self.stalled.insert(qpn);
+                } else {
+                    self.stalled.remove(&qpn);
+                }
+                return;
+            }
+            // In SQD the WR in progress (a head already stalled on a retry) still finishes or
+            // fails; WRs that have not started wait for the return to RTS.
+            let in_progress = q.sq.front().is_some_and(|e| e.stall.is_some());
+            let may_run = q.state == QpState::ReadyToSend
+                || (q.state == QpState::SendQueueDrained && in_progress);
+            if !may_run || q.sq.is_empty() {
+                self.stalled.remove(&qpn);
+                return;
+            }
+            if !self.execute_head(qpn, now) {
+                self.stalled.insert(qpn);
+                return;
+            }
+        }
+    }
+
+    /// Marks the head WR stalled (keeping the first stall's deadline); fails it if the deadline
+    /// passed. Returns false (the head did not complete) unless it failed.
+    pub(super) fn stall(&mut self, qpn: u32, kind: StallKind, now: Instant) -> bool {
+        let (rnr_timer, ack_timeout) = (self.rnr_timer, self.ack_timeout);
+        let q = self.qps.get_mut(&qpn).expect("present");
+        let params = q.params.clone();
+        let head = q.sq.front_mut().expect("non-empty");
+        let stall = match head.stall {
+            Some(s) if s.kind == kind => s,
+            _ => {
+                let fail_at = match kind {
+                    StallKind::Rnr if params.rnr_retry_count >= RNR_RETRY_FOREVER => None,
+                    StallKind::Rnr => Some(now + rnr_timer * u32::from(params.rnr_retry_count)),
+                    StallKind::NoAck => {
+                        Some(now + ack_timeout * (u32::from(params.retry_count) + 1))
+                    }
+                };
+                let s = Stall { kind, fail_at };
+                head.stall = Some(s);
+                // Nobody may be calling when a cut connection fails: make sure it fails on time
+                // (and reports it) anyway.
+                if q.peer_lost
+                    && let Some(t) = fail_at
+                {
+                    self.timers.push(t);
+                }
+                s
+            }
+        };
+        match stall.fail_at {
+            Some(t) if now >= t => {
+                let status = match kind {
+                    StallKind::Rnr => WcStatus::RnrRetryExceeded,
+                    StallKind::NoAck => WcStatus::TransportRetryExceeded,
+                };
+                self.fail_head(qpn, status);
+                if kind == StallKind::NoAck {
+                    self.report_disconnect(qpn);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Publishes `Disconnected` once for a QP whose cut connection just failed it.
+    fn report_disconnect(&mut self, qpn: u32) {
+        if let Some(q) = self.qps.get_mut(&qpn)
+            && q.peer_lost
+            && !q.disconnect_reported
+        {
+            q.disconnect_reported = true;
+            let device = q.device;
+            self.publish(device, DeviceEvent::Disconnected { qp_num: qpn });
+        }
+    }
+
+    /// Completes the head WR with an error status and moves the QP to ERROR.
+    fn fail_head(&mut self, qpn: u32, status: WcStatus) {
+        let Some(q) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        let Some(e) = q.sq.pop_front() else {
+            debug_assert!(false, "fail_head on an empty send queue");
+            return;
+        };
+        let cq = q.send_cq;
+        self.push_cqe(
+            cq,
+            Completion {
+                wr_id: e.wr.wr_id,
+                status,
+                opcode: e.wr.op.completion_opcode(),
+                qp_num: qpn,
+                ..Completion::default()
+            },
+        );
+        self.enter_error(qpn);
+    }
+
+    /// Completes the head WR successfully.
+    fn complete_head(&mut self, qpn: u32, byte_len: u32) {
+        let Some(q) = self.qps.get_mut(&qpn) else {
+            return;
+        };
+        let Some(e) = q.sq.pop_front() else {
+            debug_assert!(false, "complete_head on an empty send queue");
+            return;
+        };
+        if !e.wr.flags.contains(SendFlags::SIGNALED) {
+            q.unsignaled_done += 1;
+        } else {
+            q.unsignaled_done = 0;
+            let cq = q.send_cq;
+            self.push_cqe(
+                cq,
+                Completion {
+                    wr_id: e.wr.wr_id,
+                    status: WcStatus::Success,
+                    opcode: e.wr.op.completion_opcode(),
+                    byte_len,
+                    qp_num: qpn,
+                    ..Completion::default()
+                },
+            );
+        }
+    }
+
+    /// A responder-side error: the responder's QP goes to ERROR.
+    fn responder_error(&mut self, peer: u32) {
+        if self
+            .qps
+            .get(&peer)
+            .is_some_and(|q| q.state != QpState::Error)
+        {
+            self.enter_error(peer);
+        }
+    }
+
+    /// Tries to execute the head WR. True if it completed (in success or error).
+    pub(super) fn execute_head(&mut self, qpn: u32, now: Instant) -> bool {
+        let q = &self.qps[&qpn];
+        let head = q.sq.front().expect("non-empty");
+        let (op, pd) = (head.wr.op, q.pd);
+        // A cut connection, or a peer on a lost or stalled device: no ACK comes back.
+        let peer = q.peer.filter(|p| {
+            !q.peer_lost
+                && self.qps.get(p).is_some_and(|pq| {
+                    pq.peer == Some(qpn)
+                        && self.inc(pq.device).working()
+                        && matches!(
+                            pq.state,
+                            QpState::ReadyToReceive
+                                | QpState::ReadyToSend
+                                | QpState::SendQueueDrained
+                                | QpState::SendQueueError
+                        )
+                })
+        });
+        let Some(peer) = peer else {
+            return self.stall(qpn, StallKind::NoAck, now);
+        };
+        let needs_recv = matches!(
+            op,
+            SendOp::Send | SendOp::SendWithImm(_) | SendOp::WriteWithImm(..)
+        );
+        if needs_recv && self.qps[&peer].rq.is_empty() {
+            if self.qps[&qpn].model == StateModel::Iwarp {
+                // iWARP has no RNR: the responder sends a TERMINATE ("untagged buffer not
+                // available", RFC 5041) and the connection and both QPs go to ERROR.
+                self.fail_head(qpn, WcStatus::RemoteOperationError);
+                self.responder_error(peer);
+                return true;
+            }
+            return self.stall(qpn, StallKind::Rnr, now);
+        }
+        let head = &self.qps[&qpn].sq.front().expect("non-empty");
+        let local = head.wr.sgl.clone();
+        let payload = match (&head.inline, op) {
+            (_, SendOp::Read(_)) => None,
+            (Some(data), _) => Some(Ok(data.clone())),
+            (None, _) => Some(self.gather(pd, &local)),
+        };
+        let data = match payload {
+            Some(Ok(d)) => d,
+            Some(Err(_)) => {
+                // The region was deregistered after the post.
+                self.fail_head(qpn, WcStatus::LocalProtectionError);
+                return true;
+            }
+            None => Vec::new(),
+        };
+        let peer_pd = self.qps[&peer].pd;
+        match op {
+            SendOp::Send | SendOp::SendWithImm(_) => {
+                let imm = match op {
+                    SendOp::SendWithImm(i) => Some(i),
+                    _ => None,
+                };
+                self.deliver_recv(qpn, peer, &data, imm, WcOpcode::Recv, true);
+                true
+            }
+            SendOp::Write(ra) | SendOp::WriteWithImm(ra, _) => {
+                if !data.is_empty() {
+                    match self.resolve_remote(
+                        peer_pd,
+                        ra.addr,
+                        ra.rkey,
+                        data.len() as u64,
+                        Access::REMOTE_WRITE,
+                    ) {
+                        Some((lkey, off)) => {
+                            let mr = self.mrs.get_mut(&lkey).expect("resolved");
+                            mr.buf[off..off + data.len()].copy_from_slice(&data);
+                        }
+                        None => {
+                            self.fail_head(qpn, WcStatus::RemoteAccessError);
+                            self.responder_error(peer);
+                            return true;
+                        }
+                    }
+                }
+                match op {
+                    SendOp::WriteWithImm(_, imm) => self.deliver_recv(
+                        qpn,
+                        peer,
+                        &[],
+                        Some(imm),
+                        WcOpcode::RecvRdmaWithImm,
+                        false,
+                    ),
+                    _ => self.complete_head(qpn, data.len() as u32),
+                }
+                true
+            }
+            SendOp::Read(_) if local.iter().all(|s| s.length == 0) => {
+                // A zero-length READ touches no remote memory, so the rkey is not checked.
+                self.complete_head(qpn, 0);
+                true
+            }
+            SendOp::Read(ra) => {
+                let len = total_length(&local);
+                let Some((lkey, off)) =
+                    self.resolve_remote(peer_pd, ra.addr, ra.rkey, len, Access::REMOTE_READ)
+                else {
+                    self.fail_head(qpn, WcStatus::RemoteAccessError);
+                    self.responder_error(peer);
+                    return true;
+                };
+                let remote = self.mrs[&lkey].buf[off..off + len as usize].to_vec();
+                if self.scatter(pd, &local, &remote).is_err() {
+                    self.fail_head(qpn, WcStatus::LocalProtectionError);
+                    return true;
+                }
+                self.complete_head(qpn, len as u32);
+                true
+            }
+        }
+    }
+
+    /// Consumes the peer's next receive for an incoming SEND (`data` lands in its buffers) or
+    /// WRITE with immediate (`carries_data` false: the data went to the RDMA target).
+    fn deliver_recv(
+        &mut self,
+        qpn: u32,
+        peer: u32,
+        data: &[u8],
+        imm: Option<u32>,
+        opcode: WcOpcode,
+        carries_data: bool,
+    ) {
+        let pq = self.qps.get_mut(&peer).expect("present");
+        let recv = pq.rq.pop_front().expect("checked non-empty");
+        let (peer_pd, peer_rcq) = (pq.pd, pq.recv_cq);
+        let sent_len = self.qps[&qpn]
+            .sq
+            .front()
+            .map_or(0, |e| e.wr.total_length() as u32);
+        let mut recv_completion = Completion {
+            wr_id: recv.wr_id,
+            status: WcStatus::Success,
+            opcode,
+            byte_len: sent_len,
+            qp_num: peer,
+            ..Completion::default()
+        };
+        recv_completion.set_imm(imm);
+        if carries_data {
+            let failure = if data.len() as u64 > recv.total_length() {
+                Some((WcStatus::LocalLengthError, WcStatus::RemoteInvalidRequest))
+            } else if self.scatter(peer_pd, &recv.sgl, data).is_err() {
+                Some((
+                    WcStatus::LocalProtectionError,
+                    WcStatus::RemoteOperationError,
+                ))
+            } else {
+                None
+            };
+            if let Some((responder_status, requester_status)) = failure {
+                // The responder's receive completes in error first; then the requester's WR
+                // fails (on iWARP that tears the connection down and flushes the peer too); then
+                // the responder's QP goes to ERROR if it is not there yet.
+                recv_completion.status = responder_status;
+                recv_completion.byte_len = 0;
+                self.push_cqe(peer_rcq, recv_completion);
+                self.fail_head(qpn, requester_status);
+                self.responder_error(peer);
+                return;
+            }
+        }
+        self.push_cqe(peer_rcq, recv_completion);
+        self.complete_head(qpn, sent_len);
+    }
+}

@@ -1,0 +1,371 @@
+//! Protection domains, memory regions and completion queues.
+
+use std::collections::VecDeque;
+
+use anyverbs::{Access, Completion, DeviceEvent, QpState, Sge};
+
+use super::{CqRec, MrRec, PdRec, State, byte_range, next_free, size_check, total_length};
+use crate::error::{MockError, MockResult};
+
+impl State {
+    // ----- protection domains -----
+
+    pub(crate) fn alloc_pd(&mut self, device: u32) -> MockResult<u32> {
+        let inc = self.inc(device);
+        if inc.live.pds >= inc.info.limits.max_pd {
+            return Err(MockError::TableFull("protection domain"));
+        }
+        let id = next_free(&mut self.next_pd, 1, u32::MAX, &self.pds);
+        self.inc_mut(device).live.pds += 1;
+        self.pds.insert(
+            id,
+            PdRec {
+                device,
+                mrs: 0,
+                qps: 0,
+                dropped: false,
+            },
+        );
+        Ok(id)
+    }
+
+    pub(crate) fn destroy_pd(&mut self, id: u32) -> MockResult<()> {
+        let Some(pd) = self.pds.get(&id) else {
+            return Ok(());
+        };
+        if pd.mrs > 0 || pd.qps > 0 {
+            return Err(MockError::InUse {
+                what: "protection domain",
+                users: format!("{} memory regions and {} queue pairs", pd.mrs, pd.qps),
+            });
+        }
+        let device = pd.device;
+        self.pds.remove(&id);
+        self.inc_mut(device).live.pds -= 1;
+        Ok(())
+    }
+
+    pub(crate) fn drop_pd(&mut self, id: u32) {
+        if self.destroy_pd(id).is_err()
+            && let Some(pd) = self.pds.get_mut(&id)
+        {
+            pd.dropped = true;
+        }
+    }
+
+    pub(super) fn pd_lost_user(&mut self, id: u32) {
+        if let Some(pd) = self.pds.get(&id)
+            && pd.dropped
+            && pd.mrs == 0
+            && pd.qps == 0
+        {
+            let _ = self.destroy_pd(id);
+        }
+    }
+
+    pub(super) fn live_pd(&self, id: u32) -> MockResult<&PdRec> {
+        self.pds
+            .get(&id)
+            .filter(|p| !p.dropped)
+            .ok_or(MockError::Destroyed("protection domain"))
+    }
+
+    // ----- memory regions -----
+
+    pub(crate) fn register(
+        &mut self,
+        pd: u32,
+        len: usize,
+        access: Access,
+    ) -> MockResult<(u32, u32, u64)> {
+        let device = self.live_pd(pd)?.device;
+        let limits = self.inc(device).info.limits;
+        size_check("memory region length", len as u64, limits.max_mr_size)?;
+        if access.intersects(Access::REMOTE_WRITE | Access::REMOTE_ATOMIC)
+            && !access.contains(Access::LOCAL_WRITE)
+        {
+            return Err(MockError::BadArgument(
+                "remote write or atomic access requires local write access".into(),
+            ));
+        }
+        if self.inc(device).live.mrs >= limits.max_mr {
+            return Err(MockError::TableFull("memory region"));
+        }
+        // lkeys stay below 2^31 so that rkeys (lkey with the top bit set) never collide.
+        let lkey = next_free(&mut self.next_lkey, 1, 0x7fff_ffff, &self.mrs);
+        let rkey = lkey ^ 0x8000_0000;
+        let buf = vec![0u8; len];
+        let addr = buf.as_ptr() as u64;
+        self.mrs.insert(
+            lkey,
+            MrRec {
+                device,
+                pd,
+                buf,
+                addr,
+                access,
+                rkey,
+            },
+        );
+        self.rkeys.insert(rkey, lkey);
+        self.inc_mut(device).live.mrs += 1;
+        if let Some(p) = self.pds.get_mut(&pd) {
+            p.mrs += 1;
+        }
+        Ok((lkey, rkey, addr))
+    }
+
+    pub(crate) fn destroy_mr(&mut self, lkey: u32) {
+        if let Some(mr) = self.mrs.remove(&lkey) {
+            self.rkeys.remove(&mr.rkey);
+            self.inc_mut(mr.device).live.mrs -= 1;
+            if let Some(p) = self.pds.get_mut(&mr.pd) {
+                p.mrs -= 1;
+            }
+            self.pd_lost_user(mr.pd);
+        }
+    }
+
+    pub(crate) fn mr_copy_in(&mut self, lkey: u32, offset: usize, src: &[u8]) -> MockResult<()> {
+        let mr = self
+            .mrs
+            .get_mut(&lkey)
+            .ok_or(MockError::Destroyed("memory region"))?;
+        let range = byte_range(mr.buf.len(), offset, src.len())?;
+        mr.buf[range].copy_from_slice(src);
+        Ok(())
+    }
+
+    pub(crate) fn mr_copy_out(&self, lkey: u32, offset: usize, dst: &mut [u8]) -> MockResult<()> {
+        let mr = self
+            .mrs
+            .get(&lkey)
+            .ok_or(MockError::Destroyed("memory region"))?;
+        dst.copy_from_slice(&mr.buf[byte_range(mr.buf.len(), offset, dst.len())?]);
+        Ok(())
+    }
+
+    /// Finds the region and offset of a local SGE, checking key, PD, bounds and write access.
+    pub(super) fn resolve_local(
+        &self,
+        pd: u32,
+        sge: &Sge,
+        need_write: bool,
+    ) -> Result<(u32, usize), String> {
+        let mr = self
+            .mrs
+            .get(&sge.lkey)
+            .ok_or_else(|| format!("unknown lkey {:#x}", sge.lkey))?;
+        if mr.pd != pd {
+            return Err(format!(
+                "lkey {:#x} belongs to a region of another protection domain",
+                sge.lkey
+            ));
+        }
+        let len = mr.buf.len() as u64;
+        let start = sge.addr.wrapping_sub(mr.addr);
+        let fits = sge.addr >= mr.addr
+            && start
+                .checked_add(u64::from(sge.length))
+                .is_some_and(|end| end <= len);
+        if !fits {
+            return Err(format!(
+                "{} bytes at {:#x} are outside the region [{:#x}, {:#x})",
+                sge.length,
+                sge.addr,
+                mr.addr,
+                mr.addr + len
+            ));
+        }
+        if need_write && !mr.access.contains(Access::LOCAL_WRITE) {
+            return Err(format!(
+                "lkey {:#x} was registered without local write access",
+                sge.lkey
+            ));
+        }
+        Ok((sge.lkey, start as usize))
+    }
+
+    pub(super) fn gather(&self, pd: u32, sgl: &[Sge]) -> Result<Vec<u8>, String> {
+        let total = total_length(sgl);
+        let mut data = Vec::with_capacity(total as usize);
+        for sge in sgl {
+            let (lkey, off) = self.resolve_local(pd, sge, false)?;
+            data.extend_from_slice(&self.mrs[&lkey].buf[off..off + sge.length as usize]);
+        }
+        Ok(data)
+    }
+
+    pub(super) fn scatter(&mut self, pd: u32, sgl: &[Sge], data: &[u8]) -> Result<(), String> {
+        let mut targets = Vec::with_capacity(sgl.len());
+        for sge in sgl {
+            targets.push((self.resolve_local(pd, sge, true)?, sge.length as usize));
+        }
+        let mut rest = data;
+        for ((lkey, off), len) in targets {
+            if rest.is_empty() {
+                break;
+            }
+            let n = len.min(rest.len());
+            let mr = self.mrs.get_mut(&lkey).expect("resolved above");
+            mr.buf[off..off + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// Finds the region of a remote access, checking key, PD, bounds and access rights.
+    pub(super) fn resolve_remote(
+        &self,
+        pd: u32,
+        addr: u64,
+        rkey: u32,
+        len: u64,
+        need: Access,
+    ) -> Option<(u32, usize)> {
+        let lkey = *self.rkeys.get(&rkey)?;
+        let mr = &self.mrs[&lkey];
+        let start = addr.checked_sub(mr.addr)?;
+        let ok = mr.pd == pd
+            && mr.access.contains(need)
+            && start
+                .checked_add(len)
+                .is_some_and(|end| end <= mr.buf.len() as u64);
+        ok.then_some((lkey, start as usize))
+    }
+
+    // ----- completion queues -----
+
+    pub(crate) fn create_cq(&mut self, device: u32, depth: u32) -> MockResult<u32> {
+        let inc = self.inc(device);
+        let limits = inc.info.limits;
+        size_check("CQ depth", u64::from(depth), u64::from(limits.max_cqe))?;
+        if inc.live.cqs >= limits.max_cq {
+            return Err(MockError::TableFull("completion queue"));
+        }
+        let id = next_free(&mut self.next_cq, 1, u32::MAX, &self.cqs);
+        self.inc_mut(device).live.cqs += 1;
+        self.cqs.insert(
+            id,
+            CqRec {
+                device,
+                capacity: depth,
+                entries: VecDeque::with_capacity(depth as usize),
+                overflowed: false,
+                users: 0,
+                dropped: false,
+            },
+        );
+        Ok(id)
+    }
+
+    pub(crate) fn destroy_cq(&mut self, id: u32) -> MockResult<()> {
+        let Some(cq) = self.cqs.get(&id) else {
+            return Ok(());
+        };
+        if cq.users > 0 {
+            return Err(MockError::InUse {
+                what: "completion queue",
+                users: format!("{} queue(s) of live QPs", cq.users),
+            });
+        }
+        let device = cq.device;
+        self.cqs.remove(&id);
+        self.inc_mut(device).live.cqs -= 1;
+        Ok(())
+    }
+
+    pub(crate) fn drop_cq(&mut self, id: u32) {
+        if self.destroy_cq(id).is_err()
+            && let Some(cq) = self.cqs.get_mut(&id)
+        {
+            cq.dropped = true;
+        }
+    }
+
+    pub(super) fn cq_lost_user(&mut self, id: u32) {
+        let reap = match self.cqs.get_mut(&id) {
+            Some(cq) => {
+                cq.users -= 1;
+                cq.dropped && cq.users == 0
+            }
+            None => false,
+        };
+        if reap {
+            let _ = self.destroy_cq(id);
+        }
+    }
+
+    pub(super) fn live_cq(&self, id: u32) -> MockResult<&CqRec> {
+        self.cqs
+            .get(&id)
+            .filter(|c| !c.dropped)
+            .ok_or(MockError::Destroyed("completion queue"))
+    }
+
+    /// Delivers a completion the device produced: the QP's ledger turns it into the ULP's
+    /// completion, or swallows it (a drain marker; anything for a WR no longer outstanding).
+    /// Swallowed completions never occupy the CQ: the provider reserves their slots.
+    pub(super) fn push_cqe(&mut self, id: u32, c: Completion) {
+        let Some(q) = self.qps.get_mut(&c.qp_num) else {
+            return;
+        };
+        if let Some(ulp) = q.ledger.resolve(&c) {
+            self.push_resolved(id, ulp);
+        }
+    }
+
+    /// Queues a completion for the ULP. A full CQ overflows: the completion is lost, the CQ
+    /// reports `Overflow` from then on, and (at the next progress step) every QP using it goes
+    /// to ERROR, as a CQ error event does on hardware.
+    pub(super) fn push_resolved(&mut self, id: u32, c: Completion) {
+        self.push_resolved_all(id, std::iter::once(c));
+    }
+
+    /// Completions of a QP lost to CQ overflow since it was created.
+    pub(crate) fn lost_completions(&self, qpn: u32) -> u64 {
+        self.qps.get(&qpn).map_or(0, |q| q.lost)
+    }
+
+    /// Moves every QP that uses an overflowed CQ to ERROR, then reports the CQ error.
+    pub(super) fn fail_overflowed_cqs(&mut self) -> bool {
+        if self.pending_cq_errors.is_empty() {
+            return false;
+        }
+        let cqs = std::mem::take(&mut self.pending_cq_errors);
+        let victims: Vec<u32> = self
+            .qps
+            .iter()
+            .filter(|(_, q)| {
+                q.state != QpState::Error && (cqs.contains(&q.send_cq) || cqs.contains(&q.recv_cq))
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        for qpn in victims {
+            self.enter_error(qpn);
+        }
+        for cq_num in cqs {
+            if let Some(cq) = self.cqs.get(&cq_num) {
+                self.publish(cq.device, DeviceEvent::CqError { cq_num });
+            }
+        }
+        true
+    }
+
+    /// Moves up to `out.len()` completions into `out`; `None` if there were none.
+    pub(crate) fn poll(&mut self, cq: u32, out: &mut [Completion]) -> MockResult<usize> {
+        let cq = self
+            .cqs
+            .get_mut(&cq)
+            .filter(|c| !c.dropped)
+            .ok_or(MockError::Destroyed("completion queue"))?;
+        if cq.overflowed {
+            return Err(MockError::CqOverflow);
+        }
+        let n = out.len().min(cq.entries.len());
+        for (slot, c) in out.iter_mut().zip(cq.entries.drain(..n)) {
+            *slot = c;
+        }
+        Ok(n)
+    }
+}
