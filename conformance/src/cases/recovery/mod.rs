@@ -8,7 +8,7 @@
 //! and a connected pair of QPs on the device handle the supervisor gives it, and checks that one
 //! SEND/RECV actually passes; it counts starts and stops, and lets the case send more messages
 //! through whatever it runs now. The 10-minute window and the reconnect delays run on a
-//! [`ManualClock`], so those cases take milliseconds of real time.
+//! [`ManualClock`](anyverbs::supervisor::ManualClock), so those cases take milliseconds of real time.
 
 mod connection;
 mod probe;
