@@ -47,7 +47,8 @@
 //!   asked, a drain accounts for no more WRs than the QP's queues hold. The loader refuses
 //!   anything else as an error of kind [`ErrorKind::Other`] whose source is a
 //!   [`PluginFault`](super::PluginFault) naming the plugin, the call and the field; a device
-//!   listing keeps its good entries and reports each refused one.
+//!   listing keeps its good entries and reports each refused one, and an event stream reports
+//!   a refused event as missed and goes on.
 //! - **The data path is not copied.** [`SendWr`], [`RecvWr`] and [`Completion`] have the layout
 //!   of the crate's own types, so WRs and completion buffers cross as they are. The plugin side
 //!   checks every field a caller could get wrong (opcode, flags, a null or misaligned scatter

@@ -124,12 +124,12 @@ impl Device<LoadedProvider> for LoadedDevice {
             let mut event = abi::DeviceEvent::default();
             call!(h.f(), device_events_recv(h.ptr(), timeout_ns, &mut event))?;
             if event.kind == 0 {
-                Ok(Pumped::Missed(event.missed))
-            } else {
-                convert::device_event_from(&event)
-                    .map(Pumped::Event)
-                    .map_err(|e| h.shared.check("device_events_recv").refused("event", e))
+                return Ok(Pumped::Missed(event.missed));
             }
+            Ok(match convert::device_event_from(&event) {
+                Ok(e) => Pumped::Event(e),
+                Err(e) => Pumped::Refused(h.shared.check("device_events_recv").refused("event", e)),
+            })
         })
     }
 }

@@ -334,9 +334,10 @@ impl Provider for LoadedProvider {
                     }
                     // SAFETY: called from the sink, while the strings the event borrows are
                     // valid.
-                    unsafe { convert::monitor_event_from(event) }
-                        .map(Pumped::Event)
-                        .map_err(|e| check.refused("event", e))
+                    Ok(match unsafe { convert::monitor_event_from(event) } {
+                        Ok(e) => Pumped::Event(e),
+                        Err(e) => Pumped::Refused(check.refused("event", e)),
+                    })
                 });
                 call!(
                     h.f(),

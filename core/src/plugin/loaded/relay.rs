@@ -10,6 +10,9 @@ use crate::event::{EventHub, EventStream};
 pub(super) enum Pumped<E> {
     Event(E),
     Missed(u64),
+    /// An event the loader refused (an unknown code, a bad name): it is lost, and the reader
+    /// is told it missed one; the stream goes on.
+    Refused(Error),
 }
 
 /// How long the pump waits in the plugin before it checks whether anyone still listens.
@@ -25,6 +28,10 @@ const PUMP_POLL: Duration = Duration::from_millis(50);
 /// `is_last` says which events end a stream (a device's loss): the relay publishes such an event
 /// and the end in one step, as the provider's own stream does, so no reader ever sees the event
 /// without the end right behind it.
+///
+/// An event the loader refuses costs that event alone: the reader is told it missed one, and
+/// the stream goes on (a program takes an ended device stream for a lost device). Only a call
+/// that fails ends the stream.
 pub(super) fn pump<S: 'static, E>(
     mut stream: Handle<S>,
     is_last: fn(&E) -> bool,
@@ -60,6 +67,10 @@ where
                 }
                 Ok(Pumped::Event(e)) => hub.publish(e),
                 Ok(Pumped::Missed(n)) => hub.publish_missed(n),
+                Ok(Pumped::Refused(e)) => {
+                    tracing::warn!(error = %e, "an event of a plugin was refused");
+                    hub.publish_missed(1);
+                }
                 Err(e) if e.kind() == ErrorKind::TimedOut => {}
                 // A provider that reports dropped events as an error: the stream goes on.
                 Err(e) if e.kind() == ErrorKind::Overflow => hub.publish_missed(1),

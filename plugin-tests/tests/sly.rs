@@ -1,0 +1,58 @@
+//! A plugin that sends single events the loader must refuse (the `sly` fixture): an event code
+//! no ABI version defines, a removal without a device name. Each costs that event alone — the
+//! reader is told it missed one — and the stream goes on: a program takes an ended device stream
+//! for a lost device (the supervisor stops its service and waits for a return that never comes)
+//! and an ended monitor for a provider that is gone.
+
+use std::time::{Duration, Instant};
+
+use anyverbs::plugin::Plugin;
+use anyverbs::{Device, DeviceEvent, ErrorKind, Fault, LoadedProvider, MonitorEvent, Provider};
+use anyverbs_plugin_tests::fixture;
+
+fn provider() -> LoadedProvider {
+    Plugin::load(fixture("sly"))
+        .and_then(|p| p.instantiate())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(5)
+}
+
+#[test]
+fn a_device_event_with_an_unknown_code_is_missed_and_the_stream_goes_on() {
+    let provider = provider();
+    let device = provider.open("mock0").unwrap();
+    let events = device.events().unwrap();
+    provider
+        .inject(
+            "mock0",
+            &Fault::FlapPort {
+                port: 1,
+                down_for: Duration::from_millis(20),
+            },
+        )
+        .unwrap();
+    // The port's going down came with a code the loader refuses: missed, not the end.
+    let e = events.recv(soon()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+    assert_eq!(
+        events.recv(soon()).unwrap(),
+        DeviceEvent::PortActive { port: 1 }
+    );
+}
+
+#[test]
+fn a_monitor_event_without_a_name_is_missed_and_the_monitor_goes_on() {
+    let provider = provider();
+    let monitor = provider.monitor().unwrap();
+    provider.inject("mock1", &Fault::Unplug).unwrap();
+    let e = monitor.recv(soon()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+    provider.inject("mock1", &Fault::Replug).unwrap();
+    match monitor.recv(soon()).unwrap() {
+        MonitorEvent::Added(info) => assert_eq!(info.identity.name, "mock1"),
+        other => panic!("expected mock1 back, got {other:?}"),
+    }
+}
