@@ -73,12 +73,12 @@ pub struct RunArgs {
     /// progress to standard output).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Longest any single wait inside a case may take, in seconds [default: 5, or what a
-    /// device's built-in expectations suggest].
+    /// Longest any single wait inside a case may take, in seconds, at most 1e9 [default: 5, or
+    /// what a device's built-in expectations suggest].
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
-    /// Longest a whole case may take, in seconds, before it counts as hung [default: 6 ×
-    /// --timeout + 10]. In-process, a hung case stops the run (the report is written, and the
+    /// Longest a whole case may take, in seconds, at most 1e9, before it counts as hung
+    /// [default: 6 × --timeout + 10]. In-process, a hung case stops the run (the report is written, and the
     /// process exits at once); with --isolate, its child process is killed and the run goes on.
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub case_limit: Option<Duration>,
@@ -112,13 +112,21 @@ pub enum Format {
     Junit,
 }
 
-/// Parses a number of seconds: positive and finite.
+/// The longest `--timeout` or `--case-limit`, in seconds (about 31 years): deadlines are
+/// computed from them (a few times the wait bound, plus slack), and an `Instant` that far away
+/// still exists.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// Parses a number of seconds: more than 0, at most [`MAX_SECONDS`].
 pub fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("not a number of seconds: {s:?}"))?;
     if secs.is_nan() || secs <= 0.0 {
         return Err(format!("must be more than 0 seconds, got {s}"));
+    }
+    if secs > MAX_SECONDS {
+        return Err(format!("must be at most {MAX_SECONDS} seconds, got {s}"));
     }
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s} seconds: {e}"))
 }

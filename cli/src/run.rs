@@ -13,11 +13,11 @@ use anyverbs::{LoadedProvider, Provider};
 use anyverbs_conformance::report::{self, HumanPrinter};
 use anyverbs_conformance::{
     Case, CaseReport, Expectations, Outcome, RunEvent, SuiteOptions, SuiteReport, all_cases,
-    bounded, case_limit_for, isolate, matches_pattern, run_suite,
+    bounded, isolate, matches_pattern, run_suite,
 };
 use anyverbs_provider_mock::expectations::Builtin;
 
-use crate::args::{Format, RunArgs};
+use crate::args::{Format, MAX_SECONDS, RunArgs};
 use crate::probe;
 use crate::providers;
 
@@ -90,6 +90,14 @@ fn pick_device(provider: &str, names: &[String], args: &RunArgs) -> Result<Strin
     }
 }
 
+/// The case limit: `--case-limit`, or else [`case_limit_for`] the wait bound `timeout`, at most
+/// [`MAX_SECONDS`] (which a child of `--isolate` must accept as its `--case-limit`).
+fn case_limit(args: &RunArgs, timeout: Duration) -> Duration {
+    args.case_limit.unwrap_or_else(|| {
+        anyverbs_conformance::case_limit_for(timeout).min(Duration::from_secs_f64(MAX_SECONDS))
+    })
+}
+
 /// What a run expects, and the bounds it runs with, once the device is known.
 struct Plan {
     expectations: Expectations,
@@ -99,7 +107,7 @@ struct Plan {
 
 /// The expectations (`--expect`, or else the device's built-in ones) and the bounds: the wait
 /// bound from `--timeout`, or the built-in expectations' suggestion, or 5 s; the case limit
-/// from `--case-limit`, or [`case_limit_for`] the wait bound. Says on standard error when
+/// from `--case-limit`, or [`case_limit`] of the wait bound. Says on standard error when
 /// built-in expectations apply.
 fn plan(args: &RunArgs, device: &str, builtin: Option<&'static Builtin>) -> Result<Plan, String> {
     let names: Vec<&str> = all_cases::<LoadedProvider>()
@@ -131,7 +139,7 @@ fn plan(args: &RunArgs, device: &str, builtin: Option<&'static Builtin>) -> Resu
     Ok(Plan {
         expectations,
         timeout,
-        case_limit: args.case_limit.unwrap_or_else(|| case_limit_for(timeout)),
+        case_limit: case_limit(args, timeout),
     })
 }
 
@@ -262,9 +270,7 @@ pub fn in_process<P: Provider>(
     };
     let make = Arc::new(make);
     // Making the provider and listing its devices is bounded like a case.
-    let first_limit = args
-        .case_limit
-        .unwrap_or_else(|| case_limit_for(args.timeout.unwrap_or(DEFAULT_TIMEOUT)));
+    let first_limit = case_limit(args, args.timeout.unwrap_or(DEFAULT_TIMEOUT));
     let probe = {
         let make = Arc::clone(&make);
         move || -> anyverbs::Result<(String, Vec<String>)> {
@@ -359,9 +365,7 @@ pub fn isolated(args: &RunArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let first_limit = args
-        .case_limit
-        .unwrap_or_else(|| case_limit_for(args.timeout.unwrap_or(DEFAULT_TIMEOUT)));
+    let first_limit = case_limit(args, args.timeout.unwrap_or(DEFAULT_TIMEOUT));
     let doc = match probe::in_child(&exe, &args.provider, isolate::child_deadline(first_limit)) {
         Ok(doc) => doc,
         Err(died) => {

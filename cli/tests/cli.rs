@@ -286,6 +286,34 @@ fn bad_arguments_are_usage_errors() {
 }
 
 #[test]
+fn a_bound_too_long_to_keep_is_a_usage_error_in_either_mode() {
+    // Past 10^9 s no deadline can be computed safely (an `Instant` overflows near 10^19 s,
+    // and the cases and --isolate's child deadline add to it): a usage error, never a panic.
+    for flag in ["--timeout", "--case-limit"] {
+        for isolate in [false, true] {
+            let mut args = vec!["run", "--provider", "mock", "--case", "device::listing"];
+            args.extend([flag, "1e19"]);
+            if isolate {
+                args.push("--isolate");
+            }
+            let o = conform(&args);
+            assert_eq!(o.status.code(), Some(2), "{args:?}\n{}", show(&o));
+            assert!(stderr(&o).contains("at most"), "{args:?}\n{}", show(&o));
+        }
+    }
+    // Up to the bound, both modes run.
+    for isolate in [false, true] {
+        let mut args = vec!["run", "--provider", "mock", "--case", "device::listing"];
+        args.extend(["--timeout", "1e9"]);
+        if isolate {
+            args.push("--isolate");
+        }
+        let o = conform(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}\n{}", show(&o));
+    }
+}
+
+#[test]
 fn unwritable_output_is_a_usage_error() {
     let dir = TempPath::new("no-such-dir");
     let path = dir.0.join("report.json");

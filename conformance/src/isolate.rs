@@ -156,14 +156,17 @@ impl Capture {
     }
 }
 
-/// Waits for `child` to end until `deadline`, polling; `None` if it is still running then.
-fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitStatus>> {
+/// Waits for `child` to end until `deadline` (`None`: as long as it runs), polling; `None` if
+/// it is still running then.
+fn wait_until(child: &mut Child, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
     let mut pause = Duration::from_millis(1);
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         if left.is_zero() {
             return Ok(None);
         }
@@ -173,8 +176,9 @@ fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitSta
 }
 
 /// Runs `command` with standard input from `/dev/null` and standard output and error captured,
-/// and kills it (`SIGKILL`) if it runs longer than `deadline`. Fails only if it cannot be
-/// started (or waited for).
+/// and kills it (`SIGKILL`) if it runs longer than `deadline` (a deadline too far away to be
+/// reached, such as `Duration::MAX`, is none). Fails only if it cannot be started (or waited
+/// for).
 pub fn run_child(command: &mut Command, deadline: Duration) -> io::Result<ChildOutput> {
     let start = Instant::now();
     let mut child = command
@@ -186,12 +190,12 @@ pub fn run_child(command: &mut Command, deadline: Duration) -> io::Result<ChildO
     let stderr_keep = Keep::Tail(STDERR_LIMIT);
     let stdout = child.stdout.take().map(|s| Capture::start(s, stdout_keep));
     let stderr = child.stderr.take().map(|s| Capture::start(s, stderr_keep));
-    let end = match wait_until(&mut child, start + deadline) {
+    let end = match wait_until(&mut child, start.checked_add(deadline)) {
         Ok(Some(status)) => ChildEnd::Exited(status),
         Ok(None) => {
             // Fails only if it has already been reaped, which it has not.
             let _ = child.kill();
-            match wait_until(&mut child, Instant::now() + KILL_GRACE) {
+            match wait_until(&mut child, Some(Instant::now() + KILL_GRACE)) {
                 // It exited by itself just before the kill.
                 Ok(Some(status)) if status.code().is_some() => ChildEnd::Exited(status),
                 _ => ChildEnd::Killed { after: deadline },
@@ -199,7 +203,7 @@ pub fn run_child(command: &mut Command, deadline: Duration) -> io::Result<ChildO
         }
         Err(e) => {
             let _ = child.kill();
-            let _ = wait_until(&mut child, Instant::now() + KILL_GRACE);
+            let _ = wait_until(&mut child, Some(Instant::now() + KILL_GRACE));
             return Err(e);
         }
     };
@@ -436,6 +440,16 @@ mod tests {
         {"name": "data::x_y", "outcome": "passed", "duration": 0.5},
         {"name": "data::x", "outcome": "failed", "reason": "no completion", "duration": 0.25}
     ]}"#;
+
+    #[test]
+    fn a_deadline_too_far_to_reach_is_no_deadline() {
+        let out = sh("echo done", Duration::MAX);
+        assert!(
+            matches!(out.end, ChildEnd::Exited(s) if s.success()),
+            "{out:?}"
+        );
+        assert_eq!(out.stdout, b"done\n");
+    }
 
     #[test]
     fn the_deadline_follows_the_case_limit() {
