@@ -39,8 +39,8 @@
 //!   running then is reported as `HUNG` (a provider that ignores a deadline). In-process, the
 //!   run stops there: the report is written, the remaining cases are listed as not run, and the
 //!   process exits at once with status 1 — the stuck thread is abandoned, never waited on, and
-//!   no further case runs beside a provider that may hold its own locks. Making the provider
-//!   and listing its devices is bounded the same way.
+//!   no further case runs beside a provider that may hold its own locks. Loading a plugin,
+//!   making the provider and listing its devices are bounded the same way.
 //!
 //! Output:
 //! - `--format human` (the default) prints each case as it runs and a summary at the end, to
@@ -157,13 +157,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(args) if args.isolate => run::isolated(&args),
-        Command::Run(args) => match providers::resolve(&args.provider) {
-            Ok(p) => p.run(&args),
-            Err(e) => {
-                error(format_args!("{e}"));
-                EXIT_USAGE
-            }
-        },
+        Command::Run(args) => run::in_process_resolved(&args),
         Command::Probe(args) => {
             let doc = match providers::resolve(&args.provider) {
                 Ok(p) => p.describe(),

@@ -111,7 +111,7 @@ impl KnownProvider for Loaded {
 }
 
 /// The providers linked into this binary, by name.
-pub fn built_in() -> Vec<Box<dyn KnownProvider>> {
+pub fn built_in() -> Vec<Box<dyn KnownProvider + Send>> {
     vec![Box::new(Registered {
         name: "mock",
         make: || Ok(MockProvider::new()),
@@ -156,17 +156,17 @@ pub fn is_built_in(spec: &str) -> bool {
 /// The provider `--provider` selects: a plugin file for a path; otherwise a built-in provider
 /// of that name, or else a plugin of that name from the search path. Loading a plugin runs its
 /// code in this process.
-pub fn resolve(spec: &str) -> Result<Box<dyn KnownProvider>, String> {
+pub fn resolve(spec: &str) -> Result<Box<dyn KnownProvider + Send>, String> {
     if is_path(spec) {
         return Plugin::load(spec)
-            .map(|plugin| Box::new(Loaded { plugin }) as Box<dyn KnownProvider>)
+            .map(|plugin| Box::new(Loaded { plugin }) as Box<dyn KnownProvider + Send>)
             .map_err(|e| e.to_string());
     }
     if let Some(p) = built_in().into_iter().find(|p| p.name() == spec) {
         return Ok(p);
     }
     Plugin::find(spec)
-        .map(|plugin| Box::new(Loaded { plugin }) as Box<dyn KnownProvider>)
+        .map(|plugin| Box::new(Loaded { plugin }) as Box<dyn KnownProvider + Send>)
         .map_err(|e| {
             let names: Vec<String> = built_in().iter().map(|p| p.name().to_string()).collect();
             format!(

@@ -252,6 +252,39 @@ fn stopped_before_cases<P: Provider>(
     outputs.finish(&report, args).max(EXIT_FAILED)
 }
 
+/// Runs the suite in this process on the provider `--provider` names, loading it first (a
+/// plugin's loading runs its code: its initialisers and entry symbol), bounded like making it:
+/// a plugin that hangs as it is loaded gets a report, and the process ends at once.
+pub fn in_process_resolved(args: &RunArgs) -> i32 {
+    // Checked before anything is loaded; the cases are the same for every provider type.
+    let cases = match selected::<LoadedProvider>(args) {
+        Ok(c) => c,
+        Err(e) => {
+            error(format_args!("{e}"));
+            return EXIT_USAGE;
+        }
+    };
+    let limit = case_limit(args, args.timeout.unwrap_or(DEFAULT_TIMEOUT));
+    let spec = args.provider.clone();
+    match bounded("anyverbs-load", limit, move || providers::resolve(&spec)) {
+        Some(Ok(p)) => p.run(args),
+        Some(Err(e)) => {
+            error(format_args!("{e}"));
+            EXIT_USAGE
+        }
+        None => {
+            let why = format!(
+                "loading provider {} did not finish within {} s (its initialisers or entry \
+                 symbol hung)",
+                args.provider,
+                limit.as_secs_f64()
+            );
+            let code = stopped_before_cases(&args.provider, args, &cases, why);
+            exit_now(code)
+        }
+    }
+}
+
 /// Runs the suite in this process on providers from `make`, named `name` in messages;
 /// `builtin` gives a device's built-in expectations. Returns the exit status — or, when a case
 /// or the provider hung, writes the report and ends the process at once ([`exit_now`]).

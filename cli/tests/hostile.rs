@@ -254,6 +254,51 @@ fn in_process_a_provider_that_hangs_listing_its_devices_gets_a_report() {
 }
 
 #[test]
+fn in_process_a_plugin_that_hangs_as_it_is_loaded_gets_a_report() {
+    let plugin = fixture("hang").display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anyverbs-conform"))
+        .args([
+            "run",
+            "--provider",
+            &plugin,
+            "--case",
+            "device::*",
+            "--case-limit",
+            "1",
+            "--format",
+            "json",
+        ])
+        .env(anyverbs_fixture_hang::HANG_IN_ENTRY, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start anyverbs-conform");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            let o = child.wait_with_output().unwrap();
+            panic!("still running after 30 s, killed:\n{}", show(&o));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let v: Value =
+        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", show(&o)));
+    let aborted = v["aborted"].as_str().unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        aborted.contains("loading") && aborted.contains("did not finish within 1 s"),
+        "{aborted}"
+    );
+    let cases = v["cases"].as_array().unwrap();
+    assert!(
+        !cases.is_empty() && cases.iter().all(|c| c["outcome"] == "not_run"),
+        "{v}"
+    );
+}
+
+#[test]
 fn a_plugin_panic_the_boundary_caught_is_reported_as_its_error_quietly() {
     let plugin = fixture("panicky").display().to_string();
     let o = conform_with(
