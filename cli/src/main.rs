@@ -47,6 +47,8 @@
 //!   standard output or to `--output FILE`;
 //! - `--format json` and `--format junit` write one document at the end, to standard output or
 //!   to `--output FILE`; with `--output`, the human progress is printed to standard output too.
+//!   A document on standard output is all that goes there: anything else written to it (a
+//!   plugin's own prints) goes to standard error.
 //!
 //! `--expect FILE` reads what the provider is known not to pass on this device, each line with
 //! a written reason and one of two kinds (BoGo's disabled tests and fabtests' exclude lists):
@@ -120,6 +122,14 @@ use run::{EXIT_OK, EXIT_USAGE, error};
 /// Parses the command line and runs the subcommand.
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A document on standard output must hold nothing a plugin prints.
+    match &cli.command {
+        Command::Run(args) if args.format != args::Format::Human && args.output.is_none() => {
+            run::set_aside_stdout();
+        }
+        Command::Probe(_) => run::set_aside_stdout(),
+        _ => {}
+    }
     let code = match cli.command {
         Command::List => match std::env::current_exe() {
             Ok(exe) => {
@@ -163,7 +173,7 @@ fn main() -> ExitCode {
                 Ok(p) => p.describe(),
                 Err(e) => ProbeDoc::failed(args.provider.clone(), format!("cannot load: {e}")),
             };
-            match serde_json::to_writer(io::stdout().lock(), &doc) {
+            match serde_json::to_writer(run::document_stdout(), &doc) {
                 Ok(()) => EXIT_OK,
                 Err(e) => {
                     error(format_args!("cannot write the description: {e}"));

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::process::Command as Process;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyverbs::{LoadedProvider, Provider};
@@ -35,6 +35,45 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prints an error message on standard error.
 pub fn error(msg: std::fmt::Arguments<'_>) {
     eprintln!("anyverbs-conform: error: {msg}");
+}
+
+/// The standard output this process started with, kept for the one document it writes there
+/// once [`set_aside_stdout`] has sent everything else to standard error.
+static DOCUMENT: OnceLock<File> = OnceLock::new();
+
+/// Keeps standard output for the one document this process writes there (a JSON or JUnit
+/// report, or `probe`'s description): a copy of file descriptor 1 is kept for the document, and
+/// descriptor 1 then goes where standard error goes, so that whatever a plugin prints (through
+/// its own copy of the standard library, straight to descriptor 1) cannot spoil the document —
+/// which a parent reading a child's report, or a CI job parsing it, would find unusable. Call
+/// before any plugin is loaded. Does nothing where descriptors cannot be copied.
+pub fn set_aside_stdout() {
+    #[cfg(unix)]
+    {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain descriptor calls on this process's own standard streams; the copy is
+        // close-on-exec (no child inherits it) and owned by the `File` made from it, once.
+        unsafe {
+            let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 0);
+            if fd < 0 {
+                return;
+            }
+            if libc::dup2(2, 1) < 0 {
+                libc::close(fd);
+                return;
+            }
+            let _ = DOCUMENT.set(File::from_raw_fd(fd));
+        }
+    }
+}
+
+/// Where a document for standard output is written: the standard output set aside by
+/// [`set_aside_stdout`], or standard output itself.
+pub fn document_stdout() -> Box<dyn Write> {
+    match DOCUMENT.get() {
+        Some(file) => Box::new(file),
+        None => Box::new(io::stdout()),
+    }
 }
 
 /// Ends the process at once with `code`, after flushing the standard streams: a case or probe
@@ -164,7 +203,7 @@ impl Outputs {
         let (progress, document) = match (args.format, &args.output) {
             (Format::Human, None) => (Some(stdout()), None),
             (Format::Human, Some(path)) => (Some(create(path)?), None),
-            (_, None) => (None, Some(stdout())),
+            (_, None) => (None, Some(document_stdout())),
             (_, Some(path)) => (Some(stdout()), Some(create(path)?)),
         };
         Ok(Outputs {

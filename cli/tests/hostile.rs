@@ -159,6 +159,54 @@ fn list_shows_a_plugin_that_crashes_and_goes_on_listing_the_others() {
     );
 }
 
+#[test]
+fn a_plugin_that_prints_to_standard_output_spoils_no_document() {
+    let plugin = fixture("sly").display().to_string();
+    let chatty = [(anyverbs_fixture_sly::CHATTY, "1")];
+    // In-process and isolated, the JSON report on standard output is the report alone; what the
+    // plugin printed went to standard error (in-process, this process's; isolated, the child's).
+    for isolate in [false, true] {
+        let mut args = vec![
+            "run",
+            "--provider",
+            plugin.as_str(),
+            "--case",
+            "device::listing",
+            "--format",
+            "json",
+        ];
+        if isolate {
+            args.push("--isolate");
+        }
+        let o = conform_with(&args, None, &chatty);
+        assert_eq!(o.status.code(), Some(0), "{args:?}\n{}", show(&o));
+        let v: Value = serde_json::from_str(&stdout(&o))
+            .unwrap_or_else(|e| panic!("{args:?}: not a report ({e}):\n{}", show(&o)));
+        assert_eq!(v["cases"][0]["outcome"], "passed", "{v}");
+        if !isolate {
+            assert!(
+                stderr(&o).contains("sly: a provider is made"),
+                "{}",
+                show(&o)
+            );
+        }
+    }
+    // `list` examines it in a child, and shows its devices.
+    let dir = TempPath::new("chatty-plugin");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = fixture("sly");
+    std::os::unix::fs::symlink(&file, dir.0.join(file.file_name().unwrap())).unwrap();
+    let o = conform_with(&["list"], Some(&dir.0), &chatty);
+    let _ = std::fs::remove_dir_all(&dir.0);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("anyverbs-fixture-sly ") && l.contains("transport mock")),
+        "{out}"
+    );
+}
+
 /// Two cases that wait on a CQ, which the `hang` plugin never returns from.
 const WAITS: &str = "data::send_recv_*_sge*";
 
