@@ -13,7 +13,7 @@ use anyverbs::{LoadedProvider, Provider};
 use anyverbs_conformance::report::{self, HumanPrinter};
 use anyverbs_conformance::{
     Case, CaseReport, Expectations, Outcome, RunEvent, SuiteOptions, SuiteReport, all_cases,
-    bounded, isolate, matches_pattern, run_suite,
+    bounded, isolate, matches_pattern, panic_as_error, run_suite,
 };
 use anyverbs_provider_mock::expectations::Builtin;
 
@@ -346,9 +346,11 @@ pub fn in_process<P: Provider>(
     let probe = {
         let make = Arc::clone(&make);
         move || -> anyverbs::Result<(String, Vec<String>)> {
-            let provider = make()?;
-            let names = provider.devices()?.into_iter().map(|d| d.identity.name);
-            Ok((provider.name().to_string(), names.collect()))
+            panic_as_error("as it was made and listed its devices", || {
+                let provider = make()?;
+                let names = provider.devices()?.into_iter().map(|d| d.identity.name);
+                Ok((provider.name().to_string(), names.collect()))
+            })
         }
     };
     let (provider, names) = match bounded("anyverbs-probe", first_limit, probe) {

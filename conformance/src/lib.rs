@@ -27,5 +27,5 @@ pub use ctx::{Ctx, LoneQp, Loopback, Pair, loopback};
 pub use expect::{ExpectError, Expectation, ExpectationKind, Expectations};
 pub use runner::{
     CaseReport, Outcome, RunEvent, SuiteOptions, SuiteReport, Summary, Verdict, bounded,
-    case_limit_for, matches_pattern, run_case, run_suite,
+    case_limit_for, matches_pattern, panic_as_error, run_case, run_suite,
 };

@@ -92,6 +92,19 @@ pub fn matches_pattern(name: &str, pattern: &str) -> bool {
     }
 }
 
+/// Runs `f`, a panic becoming an error (of kind `Other`) saying the provider panicked `what`.
+pub fn panic_as_error<T>(
+    what: &str,
+    f: impl FnOnce() -> anyverbs::Result<T>,
+) -> anyverbs::Result<T> {
+    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        Err(anyverbs::Error::new(
+            anyverbs::ErrorKind::Other,
+            format!("the provider panicked {what}: {}", panic_message(&payload)),
+        ))
+    })
+}
+
 /// Runs one case: checks its needs, catches panics, and times it.
 pub fn run_case<P: Provider>(ctx: &Ctx<'_, P>, case: &Case<P>) -> CaseReport {
     let start = Instant::now();
@@ -130,7 +143,9 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Runs `f` on a thread of its own and waits for it no longer than `limit`: `Some` of its
 /// result, or `None` if it was still running then — the thread is left running, never waited
-/// on. `what` names the thread. A thread that cannot be started runs `f` here, unbounded.
+/// on. A panic in `f` is resumed here, in the caller (a thread that panicked has ended: it is
+/// not still running). `what` names the thread. A thread that cannot be started runs `f` here,
+/// unbounded.
 pub fn bounded<T: Send + 'static>(
     what: &str,
     limit: Duration,
@@ -144,17 +159,22 @@ pub fn bounded<T: Send + 'static>(
         .spawn(move || {
             let f = job.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(f) = f {
-                let _ = tx.send(f());
+                let _ = tx.send(panic::catch_unwind(AssertUnwindSafe(f)));
             }
         });
     if spawned.is_err() {
         let f = f.lock().unwrap_or_else(|e| e.into_inner()).take();
         return f.map(|f| f());
     }
-    rx.recv_timeout(limit).ok()
+    match rx.recv_timeout(limit) {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(payload)) => panic::resume_unwind(payload),
+        Err(_) => None,
+    }
 }
 
-/// Makes a provider and runs `case` on it, then releases everything: the whole of a case.
+/// Makes a provider and runs `case` on it, then releases everything: the whole of a case. A
+/// provider that panics as it is made or released fails the case, saying so.
 pub(crate) fn case_on_fresh_provider<P: Provider>(
     make: &(dyn Fn() -> anyverbs::Result<P> + Send + Sync),
     device: &str,
@@ -162,20 +182,34 @@ pub(crate) fn case_on_fresh_provider<P: Provider>(
     timeout: Duration,
     case: &Case<P>,
 ) -> CaseReport {
-    match make() {
-        Ok(provider) => {
+    let start = Instant::now();
+    let failed = |what: &str, payload: Box<dyn std::any::Any + Send>| {
+        report_of(
+            case,
+            Outcome::Failed(format!(
+                "the provider panicked {what}: {}",
+                panic_message(&payload)
+            )),
+            start.elapsed(),
+        )
+    };
+    match panic::catch_unwind(AssertUnwindSafe(make)) {
+        Ok(Ok(provider)) => {
             let ctx = Ctx::new(Arc::new(provider), device, info, timeout);
             let report = run_case(&ctx, case);
             // Released before the report goes back: a provider that hangs in its teardown
             // hangs the case.
-            drop(ctx);
-            report
+            match panic::catch_unwind(AssertUnwindSafe(move || drop(ctx))) {
+                Ok(()) => report,
+                Err(payload) => failed("as it was released after the case", payload),
+            }
         }
-        Err(e) => report_of(
+        Ok(Err(e)) => report_of(
             case,
             Outcome::Failed(format!("cannot make a fresh provider for the case: {e}")),
             Duration::ZERO,
         ),
+        Err(payload) => failed("as it was made for the case", payload),
     }
 }
 
@@ -210,18 +244,20 @@ pub fn run_suite<P: Provider>(
         let make = Arc::clone(&make);
         let device = device.clone();
         move || -> anyverbs::Result<(String, DeviceInfo)> {
-            let probe = make()?;
-            let info = probe
-                .devices()?
-                .into_iter()
-                .find(|d| d.identity.name == device)
-                .ok_or_else(|| {
-                    anyverbs::Error::new(
-                        anyverbs::ErrorKind::NotFound,
-                        format!("provider {} has no device named {device:?}", probe.name()),
-                    )
-                })?;
-            Ok((probe.name().to_string(), info))
+            panic_as_error("as it was made and listed its devices", || {
+                let probe = make()?;
+                let info = probe
+                    .devices()?
+                    .into_iter()
+                    .find(|d| d.identity.name == device)
+                    .ok_or_else(|| {
+                        anyverbs::Error::new(
+                            anyverbs::ErrorKind::NotFound,
+                            format!("provider {} has no device named {device:?}", probe.name()),
+                        )
+                    })?;
+                Ok((probe.name().to_string(), info))
+            })
         }
     };
     let probed = match options.case_limit {
@@ -458,6 +494,59 @@ mod tests {
         );
         assert!(!report.is_success(false));
         assert_eq!(report.summary().hung, 1);
+    }
+
+    #[test]
+    fn a_provider_that_panics_as_it_is_made_fails_its_case_and_is_not_hung() {
+        let cases = [case("open", open), case("after", open)];
+        let made = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&made);
+        // The first provider (to find the device) is made; the next one panics.
+        let make = move || {
+            if counter.fetch_add(1, Ordering::Relaxed) == 1 {
+                panic!("cannot make a provider today");
+            }
+            Ok(MockProvider::new())
+        };
+        let options = SuiteOptions {
+            case_limit: Some(Duration::from_secs(30)),
+            ..SuiteOptions::new("mock0")
+        };
+        let start = Instant::now();
+        let report = run_suite(make, &cases, &options, &mut |_| {}).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(10), "{report:?}");
+        assert_eq!(report.aborted, None, "{report:?}");
+        let verdicts: Vec<Verdict> = report.cases.iter().map(CaseReport::verdict).collect();
+        assert_eq!(verdicts, [Verdict::Failed, Verdict::Passed], "{report:?}");
+        let reason = report.cases[0].outcome.reason().unwrap();
+        assert!(
+            reason.contains("panicked") && reason.contains("cannot make a provider today"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_provider_that_panics_before_the_cases_is_an_error_not_a_hang() {
+        let make = || -> anyverbs::Result<MockProvider> { panic!("no provider at all") };
+        let e = run_suite(
+            make,
+            &[case("open", open)],
+            &SuiteOptions::new("mock0"),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(e.message().contains("panicked") && e.message().contains("no provider at all"));
+    }
+
+    #[test]
+    fn bounded_hands_a_panic_back_to_its_caller() {
+        let caught = panic::catch_unwind(|| {
+            bounded("panics", Duration::from_secs(30), || -> () {
+                panic!("inside")
+            })
+        });
+        let payload = caught.expect_err("the panic reaches the caller");
+        assert_eq!(panic_message(&payload), "inside");
     }
 
     #[test]
