@@ -82,3 +82,29 @@ fn a_caught_panic_is_its_error_alone_and_an_escaping_one_is_still_printed() {
     assert!(stderr.contains(THREAD_PANIC), "{stderr}");
     assert!(stderr.contains("stack backtrace:"), "{stderr}");
 }
+
+#[test]
+fn a_deferred_panic_report_that_cannot_be_printed_does_not_abort_the_process() {
+    // Standard error is a pipe nobody reads: printing the report of the provider thread's
+    // panic fails (EPIPE; Rust programs ignore SIGPIPE). The default hook ignores that; the
+    // deferring one must too, rather than panic inside a panic hook or a thread-local's
+    // destructor, which aborts the whole process.
+    let exe = std::env::current_exe().expect("this test binary");
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "child_calls_the_panicking_plugin",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the child runs");
+    drop(child.stderr.take());
+    let out = child.wait_with_output().expect("the child ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{stdout}", out.status);
+    assert_eq!(stdout.matches("ERROR ").count(), 3, "{stdout}");
+}

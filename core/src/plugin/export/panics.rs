@@ -88,9 +88,17 @@ struct Pending(RefCell<Option<Report>>);
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(report) = self.0.get_mut().take() {
-            eprint!("{report}");
+            print_report(&report);
         }
     }
+}
+
+/// Prints a report on standard error, as the default hook does: a failure to print is ignored
+/// (`eprint!` would panic, here inside a panic hook or a thread-local's destructor, which aborts
+/// the process — say, when standard error is a pipe nobody reads any more).
+fn print_report(report: &Report) {
+    use std::io::Write;
+    let _ = write!(std::io::stderr().lock(), "{report}");
 }
 
 thread_local! {
@@ -111,7 +119,7 @@ pub(super) fn install() {
             let earlier = PENDING.try_with(|p| p.0.borrow_mut().replace(report));
             match earlier {
                 // A report nobody took (not the loader's to report): print it now.
-                Ok(Some(untaken)) => eprint!("{untaken}"),
+                Ok(Some(untaken)) => print_report(&untaken),
                 Ok(None) => {}
                 // The thread is ending: nothing can take a report any more.
                 Err(_) => previous(info),
