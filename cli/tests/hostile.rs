@@ -347,6 +347,43 @@ fn in_process_a_plugin_that_hangs_as_it_is_loaded_gets_a_report() {
 }
 
 #[test]
+fn with_isolate_a_provider_that_hangs_as_a_case_child_makes_it_is_hung_not_not_run() {
+    // The parent's probe makes one provider (fine); each case's child makes more, and hangs.
+    // The child stops before its case and says why: the parent must count that as the hang it
+    // is, not as a case that did not run (which passes a run without --strict).
+    let plugin = fixture("hang").display().to_string();
+    let o = conform_with(
+        &[
+            "run",
+            "--provider",
+            &plugin,
+            "--isolate",
+            "--case",
+            "device::listing",
+            "--case-limit",
+            "1",
+            "--format",
+            "json",
+        ],
+        None,
+        &[(anyverbs_fixture_hang::HANG_IN_SECOND_NEW, "1")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let v: Value =
+        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", show(&o)));
+    let case = &v["cases"][0];
+    assert_eq!(case["outcome"], "hung", "{v}");
+    assert!(
+        case["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 1 s"),
+        "{v}"
+    );
+    assert_eq!(v["summary"]["hung"], 1, "{v}");
+}
+
+#[test]
 fn a_plugin_panic_the_boundary_caught_is_reported_as_its_error_quietly() {
     let plugin = fixture("panicky").display().to_string();
     let o = conform_with(

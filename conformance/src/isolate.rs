@@ -13,7 +13,9 @@
 //! How a child's end is judged ([`classify`]):
 //!
 //! - it exited with status 0 or 1 and its report has the case: the case's outcome in the report
-//!   (a child that stops a hung case itself reports it as hung);
+//!   (a child that stops a hung case itself reports it as hung; one whose run stopped before
+//!   the case — its provider hung as it was loaded, made or listed — says so, and the case is
+//!   `HUNG` with that reason);
 //! - it was killed by a signal: `CRASH`, `killed by signal N (SIGNAME)`;
 //! - it exited with another status, or without a parsable report that has the case: `CRASH`,
 //!   `exited with status N ...`;
@@ -299,13 +301,20 @@ pub fn parse_child_report(stdout: &[u8], name: &str) -> Result<(Outcome, Duratio
         .find(|c| c["name"] == name)
         .ok_or_else(|| format!("no result for case {name:?}"))?;
     let reason = case["reason"].as_str().unwrap_or_default().to_string();
-    let outcome = match case["outcome"].as_str() {
-        Some("passed") => Outcome::Passed,
-        Some("failed") => Outcome::Failed(reason),
-        Some("not_run") => Outcome::NotRun(reason),
-        Some("crashed") => Outcome::Crashed(reason),
-        Some("hung") => Outcome::Hung(reason),
-        other => return Err(format!("unknown outcome {other:?}")),
+    let outcome = match (case["outcome"].as_str(), doc["aborted"].as_str()) {
+        // The child stopped before its case: its provider hung as it was loaded, made or
+        // listed (nothing else stops a child's run).
+        (Some("not_run"), Some(aborted)) => Outcome::Hung(format!(
+            "the child process stopped before the case: {aborted}"
+        )),
+        (outcome, _) => match outcome {
+            Some("passed") => Outcome::Passed,
+            Some("failed") => Outcome::Failed(reason),
+            Some("not_run") => Outcome::NotRun(reason),
+            Some("crashed") => Outcome::Crashed(reason),
+            Some("hung") => Outcome::Hung(reason),
+            other => return Err(format!("unknown outcome {other:?}")),
+        },
     };
     let duration = case["duration"]
         .as_f64()
