@@ -56,3 +56,45 @@ fn a_monitor_event_without_a_name_is_missed_and_the_monitor_goes_on() {
         other => panic!("expected mock1 back, got {other:?}"),
     }
 }
+
+#[test]
+fn a_device_entry_at_a_misaligned_address_is_refused_unread() {
+    let provider = provider();
+    let listing = provider.device_listing().unwrap();
+    let expected: Vec<String> = anyverbs_provider_mock::MockProvider::new()
+        .devices()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.identity.name)
+        .collect();
+    let names: Vec<String> = listing
+        .devices
+        .iter()
+        .map(|d| d.identity.name.clone())
+        .collect();
+    assert_eq!(names, expected);
+    assert_eq!(listing.refused.len(), 1, "{:?}", listing.refused);
+    let e = &listing.refused[0];
+    let fault = anyverbs::plugin::PluginFault::of(e).unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(fault.call(), "provider_devices");
+    assert!(e.message().contains("misaligned"), "{e}");
+}
+
+#[test]
+fn a_device_opened_with_a_null_entry_for_its_information_is_refused() {
+    let provider = provider();
+    let e = provider
+        .open(anyverbs_fixture_sly::NULL_INFO_DEVICE)
+        .expect_err("a device without its information");
+    let fault = anyverbs::plugin::PluginFault::of(&e).unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(fault.call(), "provider_open", "{e}");
+    assert!(e.message().contains("1 null"), "{e}");
+    // The handle was released: the device is not held.
+    assert_eq!(
+        provider
+            .held_objects(anyverbs_fixture_sly::NULL_INFO_DEVICE)
+            .unwrap()
+            .devices,
+        0
+    );
+}

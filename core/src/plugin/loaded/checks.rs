@@ -138,11 +138,16 @@ impl<'a> Check<'a> {
         items: Collect<T, U, F>,
         field: &str,
     ) -> Result<U> {
-        let extra = items.items.len() + items.beyond_limit + items.null_items;
-        if extra != 1 {
+        let extra =
+            items.items.len() + items.beyond_limit + items.null_items + items.misaligned_items;
+        if extra != 1 || items.items.is_empty() {
             return Err(self.fault(
                 field,
-                format!("{extra} given (including null ones), where there must be exactly one"),
+                format!(
+                    "{extra} given ({} null, {} at a misaligned address), where there must be \
+                     exactly one",
+                    items.null_items, items.misaligned_items
+                ),
             ));
         }
         items
@@ -179,6 +184,15 @@ impl<'a> Check<'a> {
             listing
                 .refused
                 .push(self.fault("device", format!("{} null entries", items.null_items)));
+        }
+        if items.misaligned_items > 0 {
+            listing.refused.push(self.fault(
+                "device",
+                format!(
+                    "{} entries at misaligned addresses, not read",
+                    items.misaligned_items
+                ),
+            ));
         }
         if items.beyond_limit > 0 {
             listing.refused.push(self.fault(

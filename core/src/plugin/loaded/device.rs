@@ -45,12 +45,14 @@ impl Device<LoadedProvider> for LoadedDevice {
             self.handle.f(),
             device_ports(self.handle.ptr(), items.sink())
         )?;
-        if items.null_items + items.beyond_limit > 0 {
+        if items.null_items + items.misaligned_items + items.beyond_limit > 0 {
             return Err(check.fault(
                 "port list",
                 format!(
-                    "{} null entries and {} beyond the {} ports a device may have",
+                    "{} null entries, {} at misaligned addresses and {} beyond the {} ports a \
+                     device may have",
                     items.null_items,
+                    items.misaligned_items,
                     items.beyond_limit,
                     abi::PORTS_MAX
                 ),

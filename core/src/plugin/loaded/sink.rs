@@ -1,7 +1,7 @@
 //! [`Collect`]: the sink the loader hands a plugin for a variable-length result. Each item is
 //! converted and checked while it is still borrowed (what it points to is valid only during the
-//! callback); a plugin that calls the sink with a null item, or more often than the result may
-//! have entries, gets that recorded rather than trusted.
+//! callback); a plugin that calls the sink with a null or misaligned item, or more often than
+//! the result may have entries, gets that recorded rather than trusted.
 
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -17,6 +17,8 @@ pub(super) struct Collect<T, U, F: FnMut(&T) -> Result<U>> {
     pub(super) items: Vec<Result<U>>,
     /// Calls with a null item.
     pub(super) null_items: usize,
+    /// Calls with an item at an address not aligned for its type (not read).
+    pub(super) misaligned_items: usize,
     /// Calls beyond `limit`.
     pub(super) beyond_limit: usize,
     _item: std::marker::PhantomData<fn(&T)>,
@@ -32,11 +34,15 @@ unsafe extern "C" fn put<T, U, F: FnMut(&T) -> Result<U>>(ctx: *mut c_void, item
         state.null_items += 1;
         return;
     }
+    if !item.is_aligned() {
+        state.misaligned_items += 1;
+        return;
+    }
     if state.items.len() >= state.limit {
         state.beyond_limit += 1;
         return;
     }
-    // SAFETY: a non-null item is valid for the callback, as the ABI requires.
+    // SAFETY: a non-null, aligned item is valid for the callback, as the ABI requires.
     let item = unsafe { &*item };
     // Unwinding out of an `extern "C"` function aborts: a conversion that panics (it should
     // not) is dropped instead.
@@ -57,6 +63,7 @@ impl<T, U, F: FnMut(&T) -> Result<U>> Collect<T, U, F> {
             limit,
             items: Vec::new(),
             null_items: 0,
+            misaligned_items: 0,
             beyond_limit: 0,
             _item: std::marker::PhantomData,
         }
