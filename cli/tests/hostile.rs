@@ -207,6 +207,52 @@ fn a_plugin_that_prints_to_standard_output_spoils_no_document() {
     );
 }
 
+#[test]
+fn what_a_crashing_plugin_wrote_to_standard_error_reaches_the_reports_printable() {
+    // Its last words (terminal escapes, a NUL, a bell) are shown in the reports, escaped: as the
+    // loader shows a plugin's messages, so they cannot clear the operator's terminal.
+    let plugin = fixture("sly").display().to_string();
+    let loud = [(anyverbs_fixture_sly::CRASH_LOUDLY, "1")];
+    let raw = |text: &str| text.chars().any(|c| c.is_control() && c != '\n');
+    for format in ["human", "json", "junit"] {
+        let o = conform_with(
+            &[
+                "run",
+                "--provider",
+                &plugin,
+                "--isolate",
+                "--case",
+                "device::listing",
+                "--format",
+                format,
+            ],
+            None,
+            &loud,
+        );
+        assert_eq!(o.status.code(), Some(1), "{format}\n{}", show(&o));
+        let out = stdout(&o);
+        assert!(out.contains("sly: going down"), "{format}\n{out}");
+        assert!(!raw(&out), "{format}: raw control characters\n{out:?}");
+        if format == "json" {
+            let v: Value = serde_json::from_str(&out).unwrap();
+            let aborted = v["aborted"].as_str().unwrap();
+            assert!(!raw(aborted), "{aborted:?}");
+            assert!(aborted.contains("\\u{1b}[2J"), "{aborted:?}");
+            assert!(aborted.contains("after a NUL"), "{aborted:?}");
+        }
+    }
+    // `list` shows it the same way.
+    let dir = TempPath::new("loud-plugin");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = fixture("sly");
+    std::os::unix::fs::symlink(&file, dir.0.join(file.file_name().unwrap())).unwrap();
+    let o = conform_with(&["list"], Some(&dir.0), &loud);
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let out = stdout(&o);
+    assert!(out.contains("sly: going down"), "{out}");
+    assert!(!raw(&out), "raw control characters\n{out:?}");
+}
+
 /// Two cases that wait on a CQ, which the `hang` plugin never returns from.
 const WAITS: &str = "data::send_recv_*_sge*";
 

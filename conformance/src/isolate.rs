@@ -269,7 +269,9 @@ pub fn describe_signal(_status: ExitStatus) -> Option<String> {
     None
 }
 
-/// The last lines of a child's standard error, each cut to a readable length, or `None` if it
+/// The last lines of a child's standard error, each cut to a readable length and made printable
+/// (control characters other than tab escaped, `\u{1b}`: what a plugin wrote there must not
+/// rewrite the terminal a report is shown on, nor break a report's format), or `None` if it
 /// wrote nothing but white space.
 pub fn stderr_tail(stderr: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(stderr);
@@ -278,11 +280,22 @@ pub fn stderr_tail(stderr: &[u8]) -> Option<String> {
         return None;
     }
     let shown = &lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..];
+    let printable = |l: &str| -> String {
+        let mut out = String::with_capacity(l.len());
+        for c in l.chars() {
+            if c.is_control() && c != '\t' {
+                out.extend(c.escape_unicode());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
     let cut: Vec<String> = shown
         .iter()
         .map(|l| match l.char_indices().nth(STDERR_LINE_CHARS) {
-            Some((at, _)) => format!("{}...", &l[..at]),
-            None => l.to_string(),
+            Some((at, _)) => format!("{}...", printable(&l[..at])),
+            None => printable(l),
         })
         .collect();
     Some(cut.join("\n"))
