@@ -144,9 +144,9 @@ impl Expectations {
     /// [`Expectation`]), checking every pattern against the names of all the cases of the suite.
     ///
     /// The format is described in the [module documentation](self): blank lines and lines
-    /// starting with `#` are ignored; every other line is `<pattern> <reason...>`, the reason
-    /// required; a pattern is an exact case name or a glob and must match at least one of
-    /// `case_names`.
+    /// starting with `#` are ignored; every other line is `<kind> <pattern> <reason...>`, the
+    /// kind `xfail` or `exclude` and the reason required; a pattern is an exact case name or a
+    /// glob and must match at least one of `case_names`.
     pub fn parse(text: &str, file: &str, case_names: &[&str]) -> Result<Self, ExpectError> {
         let mut entries = Vec::new();
         for (index, raw) in text.lines().enumerate() {
@@ -200,7 +200,7 @@ impl Expectations {
                 };
                 return Err(err(format!(
                     "pattern {pattern:?} matches no case of the suite{hint}; \
-                     `anyverbs-conform run --format json` lists the case names"
+                     `anyverbs-conform cases` lists the case names"
                 )));
             }
             entries.push(Expectation {
