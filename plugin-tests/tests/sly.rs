@@ -98,3 +98,40 @@ fn a_device_opened_with_a_null_entry_for_its_information_is_refused() {
         0
     );
 }
+
+#[test]
+fn the_relay_does_not_spin_on_a_plugin_that_ignores_its_timeout() {
+    let provider = provider();
+    let device = provider.open(anyverbs_fixture_sly::SPIN_DEVICE).unwrap();
+    let events = device.events().unwrap();
+    // SAFETY: the fixture's counter, a function of the loaded file taking nothing.
+    let calls = unsafe {
+        let library = libloading::Library::new(fixture("sly")).unwrap();
+        let f = *library
+            .get::<extern "C" fn() -> usize>(b"anyverbs_fixture_sly_spin_calls\0")
+            .unwrap();
+        std::mem::forget(library);
+        f
+    };
+    let before = calls();
+    std::thread::sleep(Duration::from_secs(1));
+    let made = calls() - before;
+    // The relay waits 50 ms in each call: about 20 calls a second, not millions.
+    assert!(made <= 100, "{made} calls in a second: the relay spins");
+    // It still relays: the device's events arrive.
+    provider
+        .inject(
+            anyverbs_fixture_sly::SPIN_DEVICE,
+            &Fault::FlapPort {
+                port: 1,
+                down_for: Duration::from_millis(20),
+            },
+        )
+        .unwrap();
+    let e = events.recv(soon()).unwrap_err(); // the port's going down, refused: missed
+    assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+    assert_eq!(
+        events.recv(soon()).unwrap(),
+        DeviceEvent::PortActive { port: 1 }
+    );
+}

@@ -52,6 +52,7 @@ where
                 hub.close(ErrorKind::Destroyed, "the event source is gone");
                 break;
             }
+            let asked = std::time::Instant::now();
             match recv(&stream, timeout_ns) {
                 Ok(Pumped::Event(e)) if is_last(&e) => {
                     // The provider's stream ends right after this event; take its message if it
@@ -71,7 +72,11 @@ where
                     tracing::warn!(error = %e, "an event of a plugin was refused");
                     hub.publish_missed(1);
                 }
-                Err(e) if e.kind() == ErrorKind::TimedOut => {}
+                // A plugin that returns before its timeout (one that turns nanoseconds into
+                // whole seconds, say) must not make this thread spin: it waits out the rest.
+                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                    std::thread::sleep(PUMP_POLL.saturating_sub(asked.elapsed()));
+                }
                 // A provider that reports dropped events as an error: the stream goes on.
                 Err(e) if e.kind() == ErrorKind::Overflow => hub.publish_missed(1),
                 Err(e) => {
