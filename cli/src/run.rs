@@ -129,7 +129,8 @@ fn pick_device(provider: &str, names: &[String], args: &RunArgs) -> Result<Strin
     }
 }
 
-/// The case limit: `--case-limit`, or else [`case_limit_for`] the wait bound `timeout`, at most
+/// The case limit: `--case-limit`, or else
+/// [`case_limit_for`](anyverbs_conformance::case_limit_for) the wait bound `timeout`, at most
 /// [`MAX_SECONDS`] (which a child of `--isolate` must accept as its `--case-limit`).
 fn case_limit(args: &RunArgs, timeout: Duration) -> Duration {
     args.case_limit.unwrap_or_else(|| {
