@@ -37,6 +37,12 @@ pub fn error(msg: std::fmt::Arguments<'_>) {
     eprintln!("anyverbs-conform: error: {msg}");
 }
 
+/// Prints a usage or setup error and returns its exit status.
+fn usage(e: impl std::fmt::Display) -> i32 {
+    error(format_args!("{e}"));
+    EXIT_USAGE
+}
+
 /// The standard output this process started with, kept for the one document it writes there
 /// once [`set_aside_stdout`] has sent everything else to standard error.
 static DOCUMENT: OnceLock<File> = OnceLock::new();
@@ -71,7 +77,7 @@ pub fn set_aside_stdout() {
 /// [`set_aside_stdout`], or standard output itself.
 pub fn document_stdout() -> Box<dyn Write> {
     match DOCUMENT.get() {
-        Some(file) => Box::new(file),
+        Some(file) => Box::new(BufWriter::new(file)),
         None => Box::new(io::stdout()),
     }
 }
@@ -225,8 +231,7 @@ impl Outputs {
         if let Some(p) = self.printer
             && let Err(e) = p.finish(report)
         {
-            error(format_args!("cannot write the progress output: {e}"));
-            return EXIT_USAGE;
+            return usage(format_args!("cannot write the progress output: {e}"));
         }
         if let Some(out) = self.document {
             let written = match args.format {
@@ -240,8 +245,7 @@ impl Outputs {
                 Format::Human => Ok(()),
             };
             if let Err(e) = written {
-                error(format_args!("cannot write the report: {e}"));
-                return EXIT_USAGE;
+                return usage(format_args!("cannot write the report: {e}"));
             }
         }
         if report.is_success(args.strict) {
@@ -249,6 +253,38 @@ impl Outputs {
         } else {
             EXIT_FAILED
         }
+    }
+}
+
+/// What a run needs once the provider's devices are known: the device, the plan, and the
+/// outputs (created now, after every usage error could be found).
+struct Ready {
+    device: String,
+    plan: Plan,
+    outputs: Outputs,
+}
+
+impl Ready {
+    /// Chooses the device among `names` of `provider`, plans the run with the device's built-in
+    /// expectations from `builtin`, opens the outputs and starts the progress for `cases` cases.
+    fn new(
+        provider: &str,
+        names: &[String],
+        args: &RunArgs,
+        builtin: &dyn Fn(&str) -> Option<&'static Builtin>,
+        cases: usize,
+    ) -> Result<Ready, String> {
+        let device = pick_device(provider, names, args)?;
+        let plan = plan(args, &device, builtin(&device))?;
+        let mut outputs = Outputs::open(args)?;
+        if let Some(p) = outputs.printer.as_mut() {
+            p.start(provider, &device, cases);
+        }
+        Ok(Ready {
+            device,
+            plan,
+            outputs,
+        })
     }
 }
 
@@ -262,10 +298,7 @@ fn stopped_before_cases<P: Provider>(
 ) -> i32 {
     let mut outputs = match Outputs::open(args) {
         Ok(o) => o,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
+        Err(e) => return usage(e),
     };
     let device = args.device.clone().unwrap_or_else(|| "(not chosen)".into());
     if let Some(p) = outputs.printer.as_mut() {
@@ -299,19 +332,13 @@ pub fn in_process_resolved(args: &RunArgs) -> i32 {
     // Checked before anything is loaded; the cases are the same for every provider type.
     let cases = match selected::<LoadedProvider>(args) {
         Ok(c) => c,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
+        Err(e) => return usage(e),
     };
     let limit = case_limit(args, args.timeout.unwrap_or(DEFAULT_TIMEOUT));
     let spec = args.provider.clone();
     match bounded("anyverbs-load", limit, move || providers::resolve(&spec)) {
         Some(Ok(p)) => p.run(args),
-        Some(Err(e)) => {
-            error(format_args!("{e}"));
-            EXIT_USAGE
-        }
+        Some(Err(e)) => usage(e),
         None => {
             let why = format!(
                 "loading provider {} did not finish within {} s (its initialisers or entry \
@@ -336,10 +363,7 @@ pub fn in_process<P: Provider>(
 ) -> i32 {
     let cases = match selected::<P>(args) {
         Ok(c) => c,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
+        Err(e) => return usage(e),
     };
     let make = Arc::new(make);
     // Making the provider and listing its devices is bounded like a case.
@@ -356,10 +380,7 @@ pub fn in_process<P: Provider>(
     };
     let (provider, names) = match bounded("anyverbs-probe", first_limit, probe) {
         Some(Ok(found)) => found,
-        Some(Err(e)) => {
-            error(format_args!("provider {name} cannot list its devices: {e}"));
-            return EXIT_USAGE;
-        }
+        Some(Err(e)) => return usage(format_args!("provider {name} cannot list its devices: {e}")),
         None => {
             let why = format!(
                 "making provider {name} and listing its devices did not finish within {} s \
@@ -370,30 +391,14 @@ pub fn in_process<P: Provider>(
             exit_now(code)
         }
     };
-    let device = match pick_device(&provider, &names, args) {
-        Ok(d) => d,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
+    let Ready {
+        device,
+        plan,
+        mut outputs,
+    } = match Ready::new(&provider, &names, args, builtin, cases.len()) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
     };
-    let plan = match plan(args, &device, builtin(&device)) {
-        Ok(p) => p,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
-    };
-    let mut outputs = match Outputs::open(args) {
-        Ok(o) => o,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
-    };
-    if let Some(p) = outputs.printer.as_mut() {
-        p.start(&provider, &device, cases.len());
-    }
     let options = SuiteOptions {
         device,
         pattern: None,
@@ -406,10 +411,7 @@ pub fn in_process<P: Provider>(
     });
     let report = match report {
         Ok(r) => r,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
+        Err(e) => return usage(e),
     };
     let code = outputs.finish(&report, args);
     if report.aborted.is_some() {
@@ -426,19 +428,15 @@ pub fn isolated(args: &RunArgs) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            error(format_args!(
+            return usage(format_args!(
                 "--isolate: cannot find this program to run the cases: {e}"
             ));
-            return EXIT_USAGE;
         }
     };
     // The cases are the same for every provider type; none of a plugin's code runs to know them.
     let cases = match selected::<LoadedProvider>(args) {
         Ok(c) => c,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
+        Err(e) => return usage(e),
     };
     let first_limit = case_limit(args, args.timeout.unwrap_or(DEFAULT_TIMEOUT));
     let doc = match probe::in_child(&exe, &args.provider, isolate::child_deadline(first_limit)) {
@@ -458,39 +456,23 @@ pub fn isolated(args: &RunArgs) -> i32 {
     if let Some(e) = &doc.error
         && doc.devices.is_empty()
     {
-        error(format_args!("{}: {e}", doc.title));
-        return EXIT_USAGE;
+        return usage(format_args!("{}: {e}", doc.title));
     }
     let names: Vec<String> = doc.devices.iter().map(|d| d.name.clone()).collect();
-    let device = match pick_device(&provider, &names, args) {
-        Ok(d) => d,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
+    // Built-in expectations go with the built-in providers only.
+    let builtin = |device: &str| {
+        providers::is_built_in(&args.provider)
+            .then(|| providers::builtin_expectations(&args.provider, device))
+            .flatten()
     };
-    let builtin = if providers::is_built_in(&args.provider) {
-        providers::builtin_expectations(&args.provider, &device)
-    } else {
-        None
+    let Ready {
+        device,
+        plan,
+        mut outputs,
+    } = match Ready::new(&provider, &names, args, &builtin, cases.len()) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
     };
-    let plan = match plan(args, &device, builtin) {
-        Ok(p) => p,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
-    };
-    let mut outputs = match Outputs::open(args) {
-        Ok(o) => o,
-        Err(e) => {
-            error(format_args!("{e}"));
-            return EXIT_USAGE;
-        }
-    };
-    if let Some(p) = outputs.printer.as_mut() {
-        p.start(&provider, &device, cases.len());
-    }
     let start = Instant::now();
     let mut report = isolate::run_isolated(
         &provider,

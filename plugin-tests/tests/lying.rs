@@ -337,3 +337,21 @@ fn a_table_string_at_a_wild_address_is_refused_unread() {
         "points into no object loaded in this process",
     );
 }
+
+#[test]
+fn a_table_at_a_wild_address_is_refused_before_its_header_is_read() {
+    assert_malformed(
+        &fixture("wild_table"),
+        "address",
+        "points into no object loaded in this process",
+    );
+}
+
+#[test]
+fn a_table_whose_header_declares_more_than_there_is_is_refused() {
+    assert_malformed(
+        &fixture("oversized_table"),
+        "address",
+        "4294967295 bytes from",
+    );
+}

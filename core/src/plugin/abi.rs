@@ -57,7 +57,11 @@
 //!   exact count of WRs posted before it. A completion buffer may be uninitialised: the plugin
 //!   clears the entries it hands its provider (64 at most a call), and the loader turns a
 //!   status or opcode the plugin wrote that no ABI version defines into a general error in
-//!   place, keeping the `wr_id`. A plugin writes only the completions it counts.
+//!   place, keeping the `wr_id`. Past the completions it counts, a plugin writes nothing but
+//!   zeros (an all-zero completion is valid): the loader checks the entries counted on every
+//!   poll, but not those past them — a check of every entry of the buffer on every poll would
+//!   cost more than the crossing — so a plugin that leaves anything else there (say, raw
+//!   provider codes it filtered out) breaks the ABI in memory the program owns.
 
 use std::ffi::{c_char, c_void};
 
@@ -829,8 +833,8 @@ table! {
     /// Releases a CQ.
     cq_free: fn(cq: *mut RawCq);
     /// Polls up to `capacity` completions into `out`, oldest first, and returns how many, or
-    /// a negated status. `out` may be uninitialised; the plugin writes only the completions it
-    /// counts, and may clear (or return at most) the first 64.
+    /// a negated status. `out` may be uninitialised; the plugin writes the completions it
+    /// counts, and past them nothing but zeros (it may clear entries; it returns at most 64).
     cq_poll: fn(cq: *const RawCq, out: *mut Completion, capacity: usize, err: Err) -> PollResult;
     /// Like `cq_poll`, waiting up to `timeout_ns` for the first.
     cq_wait: fn(cq: *const RawCq, out: *mut Completion, capacity: usize, timeout_ns: u64, err: Err) -> PollResult;

@@ -345,6 +345,26 @@ pub(crate) fn device_event(e: &DeviceEvent) -> abi::DeviceEvent {
 /// A device event from ABI form (kind 0, missed events, is handled by the caller).
 pub(crate) fn device_event_from(e: &abi::DeviceEvent) -> Result<DeviceEvent> {
     let (port, qp_num) = (e.port, e.number);
+    // Ports are numbered from 1, and an RC QP's number is 1 to 2^24 - 1.
+    if matches!(e.kind, 1..=3) && port == 0 {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "device event {}: port 0 (ports are numbered from 1)",
+                e.kind
+            ),
+        ));
+    }
+    if matches!(e.kind, 4..=9) && !(1..=abi::QP_NUM_MAX).contains(&qp_num) {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "device event {}: QP number {qp_num} (an RC QP's is 1 to {:#x})",
+                e.kind,
+                abi::QP_NUM_MAX
+            ),
+        ));
+    }
     Ok(match e.kind {
         1 => DeviceEvent::PortActive { port },
         2 => DeviceEvent::PortDown { port },
@@ -449,6 +469,23 @@ pub(crate) fn held_objects_from(h: &abi::HeldObjects) -> HeldObjects {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_on_port_0_or_on_a_qp_number_no_rc_qp_has_is_refused() {
+        for (kind, port, number) in [(1, 0, 0), (3, 0, 0), (4, 0, 0), (9, 0, 1 << 24)] {
+            let e = abi::DeviceEvent {
+                kind,
+                port,
+                number,
+                missed: 0,
+            };
+            let err = device_event_from(&e).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Other, "{err}");
+        }
+        // A CQ number is the provider's own: any value.
+        let cq = device_event(&DeviceEvent::CqError { cq_num: 0 });
+        assert!(device_event_from(&cq).is_ok());
+    }
 
     #[test]
     fn events_faults_and_reports_round_trip() {

@@ -17,7 +17,7 @@ mod slots;
 pub use checks::{DeviceListing, PluginFault};
 pub use device::{LoadedDevice, LoadedListener, LoadedMr, LoadedPd};
 pub use queue::{LoadedCq, LoadedQp};
-pub(crate) use slots::status_error;
+pub(crate) use slots::{printable, status_error};
 
 use std::collections::HashSet;
 use std::ptr::NonNull;

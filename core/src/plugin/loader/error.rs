@@ -103,12 +103,14 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
     },
-    /// The table's name or version is not a string the ABI allows (no terminating NUL within
-    /// its bound, outside the plugin's loaded image, empty, not UTF-8, ...).
+    /// The table is not where, or not what, the ABI allows: its address (misaligned, outside
+    /// every loaded object, or shorter there than its header declares), or its name or version
+    /// (no terminating NUL within its bound, outside the plugin's loaded image, empty, not
+    /// UTF-8, ...).
     MalformedTable {
         /// The file.
         path: PathBuf,
-        /// `name` or `version`.
+        /// `address`, `name` or `version`.
         field: &'static str,
         /// What is wrong with it.
         problem: String,
@@ -216,7 +218,7 @@ impl fmt::Display for LoadError {
                 problem,
             } => write!(
                 f,
-                "{}: the {field} in its function table is malformed: {problem}",
+                "{}: its function table's {field} is malformed: {problem}",
                 path.display()
             ),
             LoadError::Misbehaved { error, .. } => write!(f, "{}", error.message()),

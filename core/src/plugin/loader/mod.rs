@@ -310,15 +310,13 @@ fn open(path: &Path, canonical: &Path) -> Result<Plugin, LoadError> {
                 .filter(|m| *m != ABI_MAJOR)
                 .find_map(|m| entry(library, &abi::entry_symbol(m, &crate_name)));
             return Err(match other {
-                Some(table) => match header(table) {
-                    Some(h) => LoadError::AbiMismatch {
+                Some(table) => match header(table, path) {
+                    Ok(h) => LoadError::AbiMismatch {
                         path: path.to_path_buf(),
                         plugin: (h.abi_major, h.abi_minor),
                         loader: (ABI_MAJOR, ABI_MINOR),
                     },
-                    None => LoadError::NullTable {
-                        path: path.to_path_buf(),
-                    },
+                    Err(e) => e,
                 },
                 None => LoadError::MissingEntry {
                     path: path.to_path_buf(),
@@ -327,13 +325,8 @@ fn open(path: &Path, canonical: &Path) -> Result<Plugin, LoadError> {
             });
         }
     };
-    if table.is_null() {
-        return Err(LoadError::NullTable {
-            path: path.to_path_buf(),
-        });
-    }
-    // SAFETY: the entry symbol of this ABI major returns a pointer to a static table of this
-    // layout; its header (checked first) says how much of it there is.
+    // The entry symbol of this ABI major returns a pointer to a static table of this layout;
+    // its address and header are checked before anything else of it is read.
     let plugin = checked(table, path)?;
     Ok(Plugin {
         inner: Box::leak(Box::new(plugin)),
@@ -351,12 +344,15 @@ fn dlopen(path: &Path) -> Result<libloading::Library, String> {
         // another file.
         unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
             .map(libloading::Library::from)
-            .map_err(|e| e.to_string())
+            // The dynamic loader's message quotes names from the file (a needed library's):
+            // made printable like every text a plugin chooses.
+            .map_err(|e| super::loaded::printable(e.to_string().as_bytes()))
     }
     #[cfg(not(unix))]
     {
         // SAFETY: as above.
-        unsafe { libloading::Library::new(path) }.map_err(|e| e.to_string())
+        unsafe { libloading::Library::new(path) }
+            .map_err(|e| super::loaded::printable(e.to_string().as_bytes()))
     }
 }
 

@@ -9,10 +9,49 @@ use crate::error::ErrorKind;
 use crate::plugin::abi::{self, ABI_MAJOR, ABI_MINOR, ProviderTable, TABLE_STRING_MAX};
 use crate::plugin::convert;
 
-/// The header of a table.
-pub(super) fn header(table: *const ProviderTable) -> Option<abi::TableHeader> {
-    // SAFETY: every table of every ABI major starts with a `TableHeader`.
-    (!table.is_null()).then(|| unsafe { table.cast::<abi::TableHeader>().read() })
+/// The header of the table at `table`, once the pointer is checked: not null, aligned as a
+/// table, and (on Linux) the header lying in readable memory of a loaded object.
+pub(super) fn header(
+    table: *const ProviderTable,
+    path: &Path,
+) -> Result<abi::TableHeader, LoadError> {
+    if table.is_null() {
+        return Err(LoadError::NullTable {
+            path: path.to_path_buf(),
+        });
+    }
+    readable_table(table, size_of::<abi::TableHeader>(), path)?;
+    // SAFETY: every table of every ABI major starts with a `TableHeader`, here aligned and
+    // readable (checked above).
+    Ok(unsafe { table.cast::<abi::TableHeader>().read() })
+}
+
+/// Checks that `size` bytes of the table at `table` can be read: aligned as a table, and (on
+/// Linux) within one readable loaded segment, so that a wild table pointer, or a table whose
+/// header declares more than there is, is refused rather than read (and its "functions"
+/// called).
+fn readable_table(table: *const ProviderTable, size: usize, path: &Path) -> Result<(), LoadError> {
+    let malformed = |problem: String| LoadError::MalformedTable {
+        path: path.to_path_buf(),
+        field: "address",
+        problem,
+    };
+    if !table.is_aligned() {
+        return Err(malformed(format!(
+            "{table:p} is not aligned as a table ({} bytes)",
+            align_of::<ProviderTable>()
+        )));
+    }
+    match image::readable_from(table.cast()) {
+        None => Err(malformed(format!(
+            "{table:p} points into no object loaded in this process"
+        ))),
+        Some(readable) if readable < size => Err(malformed(format!(
+            "{size} bytes from {table:p} would run past the end of the memory its object maps \
+             there ({readable} bytes)"
+        ))),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Checks the header of a table: its major version and that it is long enough for it.
@@ -37,10 +76,9 @@ fn check_header(h: abi::TableHeader, path: &Path) -> Result<(), LoadError> {
 /// Checks the table at `table` (a static table of a plugin, or of this program) and keeps what
 /// a plugin needs. Only as much of it is read as its header says it has.
 pub(super) fn checked(table: *const ProviderTable, path: &Path) -> Result<Loaded, LoadError> {
-    let h = header(table).ok_or_else(|| LoadError::NullTable {
-        path: path.to_path_buf(),
-    })?;
+    let h = header(table, path)?;
     check_header(h, path)?;
+    readable_table(table, h.table_size as usize, path)?;
     // SAFETY: the header says the table is of this major and `table_size` (at least
     // `MIN_TABLE_SIZE`) bytes long; the entry symbol's table is static.
     let functions =
@@ -157,11 +195,12 @@ mod image {
         search.readable
     }
 
-    /// Where the loader cannot tell which memory is mapped, the table's strings are read no
-    /// further than their bound.
+    /// Where the loader cannot tell which memory is mapped, everything is taken to be: the
+    /// table's strings are then read no further than their bound, and the table no further
+    /// than its header says.
     #[cfg(not(target_os = "linux"))]
     pub(super) fn readable_from(_addr: *const u8) -> Option<usize> {
-        Some(crate::plugin::abi::TABLE_STRING_MAX)
+        Some(usize::MAX)
     }
 
     #[cfg(all(test, target_os = "linux"))]
