@@ -144,6 +144,12 @@ fn case_limit(args: &RunArgs, timeout: Duration) -> Duration {
     })
 }
 
+/// The case limit before the device (and so its built-in expectations' timeout) is known: what
+/// loading the provider and listing its devices is bounded by.
+fn first_limit(args: &RunArgs) -> Duration {
+    case_limit(args, args.timeout.unwrap_or(DEFAULT_TIMEOUT))
+}
+
 /// What a run expects, and the bounds it runs with, once the device is known.
 struct Plan {
     expectations: Expectations,
@@ -334,7 +340,7 @@ pub fn in_process_resolved(args: &RunArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
-    let limit = case_limit(args, args.timeout.unwrap_or(DEFAULT_TIMEOUT));
+    let limit = first_limit(args);
     let spec = args.provider.clone();
     match bounded("anyverbs-load", limit, move || providers::resolve(&spec)) {
         Some(Ok(p)) => p.run(args),
@@ -367,7 +373,7 @@ pub fn in_process<P: Provider>(
     };
     let make = Arc::new(make);
     // Making the provider and listing its devices is bounded like a case.
-    let first_limit = case_limit(args, args.timeout.unwrap_or(DEFAULT_TIMEOUT));
+    let first_limit = first_limit(args);
     let probe = {
         let make = Arc::clone(&make);
         move || -> anyverbs::Result<(String, Vec<String>)> {
@@ -438,7 +444,7 @@ pub fn isolated(args: &RunArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
-    let first_limit = case_limit(args, args.timeout.unwrap_or(DEFAULT_TIMEOUT));
+    let first_limit = first_limit(args);
     let doc = match probe::in_child(&exe, &args.provider, isolate::child_deadline(first_limit)) {
         Ok(doc) => doc,
         Err(died) => {

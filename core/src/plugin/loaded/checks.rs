@@ -138,23 +138,20 @@ impl<'a> Check<'a> {
         items: Collect<T, U, F>,
         field: &str,
     ) -> Result<U> {
-        let extra =
+        let given =
             items.items.len() + items.beyond_limit + items.null_items + items.misaligned_items;
-        if extra != 1 || items.items.is_empty() {
-            return Err(self.fault(
+        let mut converted = items.items.into_iter();
+        match (given, converted.next()) {
+            (1, Some(item)) => item,
+            _ => Err(self.fault(
                 field,
                 format!(
-                    "{extra} given ({} null, {} at a misaligned address), where there must be \
+                    "{given} given ({} null, {} at a misaligned address), where there must be \
                      exactly one",
                     items.null_items, items.misaligned_items
                 ),
-            ));
+            )),
         }
-        items
-            .items
-            .into_iter()
-            .next()
-            .expect("exactly one item, checked above")
     }
 
     /// The devices of a listing, with the entries refused: bad ones, names listed twice, null
