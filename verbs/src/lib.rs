@@ -1,1 +1,10 @@
 //! placeholder
+pub mod cm;
+pub mod context;
+pub mod device;
+pub mod error;
+pub mod events;
+pub mod netdev;
+pub mod objects;
+pub mod raw;
+pub mod wait;

@@ -1,0 +1,209 @@
+//! Discovery: which RDMA devices this machine has, each with its full identity, and opening one.
+//!
+//! Identity comes from three sources that agree by construction and are cross-checked in the
+//! test bed: libibverbs (name, kernel index, node GUID; vendor, part and system-image GUID from
+//! `ibv_query_device`), sysfs (the PCI function behind the device and its kernel driver, where
+//! there is one) and the kernel's RDMA netlink interface (the netdev of each port — the only
+//! place an iWARP device's netdev is found, as siw has no GID table). GUIDs are converted from
+//! the `__be64` verbs returns to host order, so they print as `rdma dev show` and
+//! `/sys/class/infiniband/*/node_guid` print them (sideway's own `Guid` display is
+//! byte-swapped).
+//!
+//! "The same device" is judged by [`DeviceIdentity::is_same_device`] from the core: node GUID,
+//! system-image GUID, PCI address where both sides have one, vendor and part — never name or
+//! index, which the kernel reuses (`rdma link add rxe0` on another netdev) and renumbers (every
+//! re-add takes a new index).
+
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyverbs::{DeviceIdentity, Error, ErrorKind, Guid, PciAddress};
+use sideway::ibverbs::device::{DeviceInfo as _, DeviceList};
+use sideway::ibverbs::device_context::DeviceContext;
+
+use crate::error::{means_unavailable, unavailable, unavailable_cause};
+
+/// The transport of a device, from `ibv_device.transport_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// InfiniBand or RoCE (`IBV_TRANSPORT_IB`): the application moves QPs to RTR and RTS.
+    InfiniBand,
+    /// iWARP (`IBV_TRANSPORT_IWARP`): QPs connect only through the CM, which moves them past INIT.
+    Iwarp,
+    /// Anything else (usNIC, unknown); not used by anyverbs.
+    Other(u32),
+}
+
+/// One device as discovery found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceEntry {
+    /// Name, index, GUIDs, PCI address, vendor and part: see [`DeviceIdentity::is_same_device`].
+    /// The index is `u32::MAX` where the kernel's RDMA netlink interface did not answer.
+    pub identity: DeviceIdentity,
+    /// The transport.
+    pub transport: Transport,
+    /// The netdev of port 1, where the device has one (RoCE and iWARP devices do).
+    pub netdev: Option<String>,
+    /// The kernel driver of the PCI function behind the device (`mlx5_core`, ...); software
+    /// devices (rxe, siw) have no PCI function and so none.
+    pub kernel_driver: Option<String>,
+    /// The device's directory in sysfs (`/sys/class/infiniband/<name>`).
+    pub sysfs_path: PathBuf,
+}
+
+/// Whether this machine can do RDMA at all: `Ok(())`, or the "RDMA is not available here"
+/// error with its cause (no kernel RDMA: `ENOSYS`; no rdma-core: `EOPNOTSUPP`).
+pub fn availability() -> Result<(), Error> {
+    match DeviceList::new() {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let errno = crate::error::errno_of(&e);
+            if means_unavailable(errno) {
+                Err(unavailable(unavailable_cause(errno)))
+            } else {
+                Err(crate::error::call_failed("ibv_get_device_list", errno))
+            }
+        }
+    }
+}
+
+/// Every RDMA device of the machine, each with its identity. Empty, not an error, where the
+/// machine has no RDMA ([`availability`] says why). A device that vanishes while it is being
+/// looked at is left out.
+pub fn devices() -> Result<Vec<DeviceEntry>, Error> {
+    let list = match DeviceList::new() {
+        Ok(list) => list,
+        Err(_) => {
+            return match availability() {
+                Err(e) if e.message().starts_with(crate::error::UNAVAILABLE) => Ok(Vec::new()),
+                Err(e) => Err(e),
+                Ok(()) => Ok(Vec::new()),
+            };
+        }
+    };
+    let links = crate::netlink::list_devices(Duration::from_secs(2)).unwrap_or_default();
+    let mut out = Vec::new();
+    for device in list.iter() {
+        // SAFETY (in describe): the device pointer is valid while `list` lives.
+        if let Ok((entry, _)) = describe(&device, &links) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+/// Opens the device called `name`: its identity and a verbs context on it.
+///
+/// Errors: "RDMA is not available here: ..." ([`ErrorKind::NotSupported`]) on a machine without
+/// RDMA; [`ErrorKind::NotFound`] when no device has that name.
+pub fn open(name: &str) -> Result<(DeviceEntry, Arc<DeviceContext>), Error> {
+    availability()?;
+    let list = DeviceList::new().map_err(|e| Error::new(ErrorKind::Other, format!("ibv_get_device_list failed: {e}")))?;
+    let links = crate::netlink::list_devices(Duration::from_secs(2)).unwrap_or_default();
+    for device in list.iter() {
+        if device.name() == name {
+            return describe(&device, &links);
+        }
+    }
+    Err(Error::new(ErrorKind::NotFound, format!("no RDMA device called {name:?}")))
+}
+
+/// Opens `device` and reads its identity; the context stays open for the caller.
+fn describe(
+    device: &sideway::ibverbs::device::Device<'_>,
+    links: &[crate::netlink::RdmaDevice],
+) -> Result<(DeviceEntry, Arc<DeviceContext>), Error> {
+    let name = device.name();
+    let context = device
+        .open()
+        .map_err(|e| crate::error::sideway_failed(&format!("ibv_open_device({name})"), &e))?;
+    // SAFETY: the context was just opened and is live.
+    let attr = unsafe { crate::raw::query::device(context.context()) }
+        .map_err(|errno| crate::error::call_failed(&format!("ibv_query_device({name})"), errno))?;
+    // SAFETY: the context is open, so its device pointer is valid; ibv_get_device_index and the
+    // ibdev_path field only read the device struct.
+    // The transport is read as the number it is: sideway's conversion panics on a value it does
+    // not know.
+    let (sysfs_path, transport) = unsafe {
+        let raw = context.context();
+        let dev = raw.as_ref().device;
+        let path = CStr::from_ptr((*dev).ibdev_path.as_ptr()).to_string_lossy().into_owned();
+        (PathBuf::from(path), (*dev).transport_type)
+    };
+    let node_guid = u64::from_be(device.guid().as_u64());
+    let (pci_address, kernel_driver) = pci_function(&sysfs_path);
+    // The kernel index and the netdevs come from RDMA netlink (libibverbs learns the index the
+    // same way, but the run-time loader does not offer `ibv_get_device_index`). Matched by name
+    // and GUID: a name alone may already belong to a newer device.
+    let link = links.iter().find(|l| l.name == name && l.node_guid == node_guid);
+    let index = link.map_or(u32::MAX, |l| l.index);
+    let netdev = link.and_then(|l| l.ports.iter().find(|p| p.port == 1).and_then(|p| p.netdev.clone()));
+    let identity = DeviceIdentity {
+        name,
+        index,
+        node_guid: Guid(node_guid),
+        sys_image_guid: Guid(u64::from_be(attr.sys_image_guid)),
+        pci_address,
+        vendor_id: attr.vendor_id,
+        vendor_part_id: attr.vendor_part_id,
+    };
+    let transport = match transport {
+        rdma_mummy_sys::ibv_transport_type::IBV_TRANSPORT_IB => Transport::InfiniBand,
+        rdma_mummy_sys::ibv_transport_type::IBV_TRANSPORT_IWARP => Transport::Iwarp,
+        other => Transport::Other(other as u32),
+    };
+    Ok((
+        DeviceEntry {
+            identity,
+            transport,
+            netdev,
+            kernel_driver,
+            sysfs_path,
+        },
+        context,
+    ))
+}
+
+/// The PCI function behind a device and its kernel driver, from `<sysfs>/device`: present only
+/// where that link leads to a device on the PCI bus.
+fn pci_function(sysfs: &Path) -> (Option<PciAddress>, Option<String>) {
+    let Ok(function) = std::fs::canonicalize(sysfs.join("device")) else {
+        return (None, None);
+    };
+    let on_pci = std::fs::canonicalize(function.join("subsystem"))
+        .ok()
+        .and_then(|s| s.file_name().map(|n| n == "pci"))
+        .unwrap_or(false);
+    if !on_pci {
+        return (None, None);
+    }
+    let address = function.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok());
+    let driver = std::fs::canonicalize(function.join("driver"))
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
+    (address, driver)
+}
+
+/// The node GUID and system-image GUID sysfs shows for a device (`node_guid`,
+/// `sys_image_guid`: the form `rdma dev show` prints), for cross-checking.
+pub fn sysfs_guids(entry: &DeviceEntry) -> Option<(Guid, Guid)> {
+    let read = |file: &str| -> Option<Guid> {
+        std::fs::read_to_string(entry.sysfs_path.join(file)).ok()?.trim().parse().ok()
+    };
+    Some((read("node_guid")?, read("sys_image_guid")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_without_a_pci_function_has_no_address_or_driver() {
+        let dir = std::env::temp_dir().join(format!("anyverbs-verbs-sysfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(pci_function(&dir), (None, None));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
