@@ -1,1 +1,4 @@
 //! placeholder
+
+pub mod netlink;
+pub mod uevent;
