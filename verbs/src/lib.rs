@@ -5,6 +5,8 @@ pub mod device;
 pub mod error;
 pub mod events;
 pub mod netdev;
+pub mod netlink;
 pub mod objects;
 pub mod raw;
+pub mod uevent;
 pub mod wait;
