@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use anyverbs::{Error, ErrorKind};
 use rdma_mummy_sys::{rdma_cm_id, rdma_event_channel};
 
-pub use crate::raw::cm::ConnParam;
 use crate::error::{call_failed, errno_kind};
 use crate::objects::QpState;
 use crate::raw::cm as raw;
+pub use crate::raw::cm::ConnParam;
 
 /// What a CM event says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,7 +131,8 @@ impl Drop for CmChannel {
 impl CmChannel {
     /// A new channel (its fd non-blocking and close-on-exec).
     pub fn new() -> Result<Arc<CmChannel>, Error> {
-        let raw = raw::create_channel().map_err(|errno| call_failed("rdma_create_event_channel", errno))?;
+        let raw = raw::create_channel()
+            .map_err(|errno| call_failed("rdma_create_event_channel", errno))?;
         Ok(Arc::new(CmChannel {
             raw,
             next_token: AtomicU64::new(1),
@@ -153,7 +154,8 @@ impl CmChannel {
     pub fn create_id(self: &Arc<Self>) -> Result<CmId, Error> {
         let token = self.token();
         // SAFETY: the channel is live and outlives the ID (the ID holds an Arc of it).
-        let raw = unsafe { raw::create_id(self.raw, token) }.map_err(|errno| call_failed("rdma_create_id", errno))?;
+        let raw = unsafe { raw::create_id(self.raw, token) }
+            .map_err(|errno| call_failed("rdma_create_id", errno))?;
         Ok(CmId {
             raw,
             token,
@@ -211,10 +213,23 @@ impl CmChannel {
     /// Waits for the next event about `id`, which must be `wanted`; any other kind about it is
     /// an error naming what came instead (events about other IDs are an error too: use a
     /// channel per ID with this helper).
-    pub fn expect(self: &Arc<Self>, id: &CmId, wanted: CmEventKind, deadline: Instant) -> Result<CmEvent, Error> {
+    pub fn expect(
+        self: &Arc<Self>,
+        id: &CmId,
+        wanted: CmEventKind,
+        deadline: Instant,
+    ) -> Result<CmEvent, Error> {
         match self.next_event(deadline)? {
-            None => Err(Error::timed_out(format!("no {wanted:?} event for CM ID {} in time", id.token))),
-            Some(e) if e.kind == wanted && (e.token == id.token || wanted == CmEventKind::ConnectRequest) => Ok(e),
+            None => Err(Error::timed_out(format!(
+                "no {wanted:?} event for CM ID {} in time",
+                id.token
+            ))),
+            Some(e)
+                if e.kind == wanted
+                    && (e.token == id.token || wanted == CmEventKind::ConnectRequest) =>
+            {
+                Ok(e)
+            }
             Some(e) => Err(unexpected(wanted, &e)),
         }
     }
@@ -223,13 +238,21 @@ impl CmChannel {
 fn unexpected(wanted: CmEventKind, e: &CmEvent) -> Error {
     let kind = match e.kind {
         CmEventKind::Rejected => ErrorKind::ConnectionRefused,
-        CmEventKind::Unreachable | CmEventKind::AddrError | CmEventKind::RouteError => ErrorKind::Unreachable,
+        CmEventKind::Unreachable | CmEventKind::AddrError | CmEventKind::RouteError => {
+            ErrorKind::Unreachable
+        }
         CmEventKind::DeviceRemoval => ErrorKind::DeviceLost,
         CmEventKind::ConnectError => ErrorKind::RemoteFailure,
         _ if e.status < 0 => errno_kind(-e.status),
         _ => ErrorKind::Other,
     };
-    Error::new(kind, format!("expected {wanted:?}, got {:?} (status {})", e.kind, e.status))
+    Error::new(
+        kind,
+        format!(
+            "expected {wanted:?}, got {:?} (status {})",
+            e.kind, e.status
+        ),
+    )
 }
 
 /// A CM ID (`rdma_cm_id`), destroyed when dropped.
@@ -278,7 +301,8 @@ impl CmId {
     /// the ID to that device.
     pub fn bind(&self, addr: SocketAddr) -> Result<(), Error> {
         // SAFETY: the ID is live.
-        unsafe { raw::bind(self.raw, addr) }.map_err(|errno| call_failed(&format!("rdma_bind_addr({addr})"), errno))
+        unsafe { raw::bind(self.raw, addr) }
+            .map_err(|errno| call_failed(&format!("rdma_bind_addr({addr})"), errno))
     }
 
     /// Listens (after [`bind`](CmId::bind)).
@@ -288,7 +312,12 @@ impl CmId {
     }
 
     /// Starts resolving `dst` (from `src`, or any local address); `AddrResolved` follows.
-    pub fn resolve_addr(&self, src: Option<SocketAddr>, dst: SocketAddr, timeout: Duration) -> Result<(), Error> {
+    pub fn resolve_addr(
+        &self,
+        src: Option<SocketAddr>,
+        dst: SocketAddr,
+        timeout: Duration,
+    ) -> Result<(), Error> {
         // SAFETY: the ID is live.
         unsafe { raw::resolve_addr(self.raw, src, dst, ms(timeout)) }
             .map_err(|errno| call_failed(&format!("rdma_resolve_addr({dst})"), errno))
@@ -297,25 +326,29 @@ impl CmId {
     /// Starts resolving the route; `RouteResolved` follows.
     pub fn resolve_route(&self, timeout: Duration) -> Result<(), Error> {
         // SAFETY: the ID is live.
-        unsafe { raw::resolve_route(self.raw, ms(timeout)) }.map_err(|errno| call_failed("rdma_resolve_route", errno))
+        unsafe { raw::resolve_route(self.raw, ms(timeout)) }
+            .map_err(|errno| call_failed("rdma_resolve_route", errno))
     }
 
     /// Sends a connection request for the QP `param.qp_num` with `private_data`.
     pub fn connect(&self, param: &ConnParam, private_data: &[u8]) -> Result<(), Error> {
         // SAFETY: the ID is live.
-        unsafe { raw::connect(self.raw, param, private_data) }.map_err(|errno| call_failed("rdma_connect", errno))
+        unsafe { raw::connect(self.raw, param, private_data) }
+            .map_err(|errno| call_failed("rdma_connect", errno))
     }
 
     /// Accepts a connection request (this ID came with it) for the QP `param.qp_num`.
     pub fn accept(&self, param: &ConnParam, private_data: &[u8]) -> Result<(), Error> {
         // SAFETY: the ID is live.
-        unsafe { raw::accept(self.raw, param, private_data) }.map_err(|errno| call_failed("rdma_accept", errno))
+        unsafe { raw::accept(self.raw, param, private_data) }
+            .map_err(|errno| call_failed("rdma_accept", errno))
     }
 
     /// Rejects a connection request (this ID came with it), with `private_data` for the peer.
     pub fn reject(&self, private_data: &[u8]) -> Result<(), Error> {
         // SAFETY: the ID is live.
-        unsafe { raw::reject(self.raw, private_data) }.map_err(|errno| call_failed("rdma_reject", errno))
+        unsafe { raw::reject(self.raw, private_data) }
+            .map_err(|errno| call_failed("rdma_reject", errno))
     }
 
     /// Completes an InfiniBand/RoCE connection on the active side, after `ConnectResponse` and
@@ -372,6 +405,9 @@ mod tests {
             private_data: Vec::new(),
             peer: ConnParam::default(),
         };
-        assert_eq!(unexpected(CmEventKind::Established, &e).kind(), ErrorKind::ConnectionRefused);
+        assert_eq!(
+            unexpected(CmEventKind::Established, &e).kind(),
+            ErrorKind::ConnectionRefused
+        );
     }
 }

@@ -97,7 +97,9 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("device", &self.entry.identity.name).finish()
+        f.debug_struct("Context")
+            .field("device", &self.entry.identity.name)
+            .finish()
     }
 }
 
@@ -154,7 +156,11 @@ impl Context {
     }
 
     /// A completion queue of at least `depth` entries, optionally on `channel`.
-    pub fn create_cq(&self, depth: u32, channel: Option<&CompletionChannel>) -> Result<Arc<Cq>, Error> {
+    pub fn create_cq(
+        &self,
+        depth: u32,
+        channel: Option<&CompletionChannel>,
+    ) -> Result<Arc<Cq>, Error> {
         Cq::create(&self.inner, depth, channel).map(Arc::new)
     }
 }

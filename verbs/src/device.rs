@@ -100,14 +100,18 @@ pub fn devices() -> Result<Vec<DeviceEntry>, Error> {
 /// RDMA; [`ErrorKind::NotFound`] when no device has that name.
 pub fn open(name: &str) -> Result<(DeviceEntry, Arc<DeviceContext>), Error> {
     availability()?;
-    let list = DeviceList::new().map_err(|e| Error::new(ErrorKind::Other, format!("ibv_get_device_list failed: {e}")))?;
+    let list = DeviceList::new()
+        .map_err(|e| Error::new(ErrorKind::Other, format!("ibv_get_device_list failed: {e}")))?;
     let links = crate::netlink::list_devices(Duration::from_secs(2)).unwrap_or_default();
     for device in list.iter() {
         if device.name() == name {
             return describe(&device, &links);
         }
     }
-    Err(Error::new(ErrorKind::NotFound, format!("no RDMA device called {name:?}")))
+    Err(Error::new(
+        ErrorKind::NotFound,
+        format!("no RDMA device called {name:?}"),
+    ))
 }
 
 /// Opens `device` and reads its identity; the context stays open for the caller.
@@ -129,7 +133,9 @@ fn describe(
     let (sysfs_path, transport) = unsafe {
         let raw = context.context();
         let dev = raw.as_ref().device;
-        let path = CStr::from_ptr((*dev).ibdev_path.as_ptr()).to_string_lossy().into_owned();
+        let path = CStr::from_ptr((*dev).ibdev_path.as_ptr())
+            .to_string_lossy()
+            .into_owned();
         (PathBuf::from(path), (*dev).transport_type)
     };
     let node_guid = u64::from_be(device.guid().as_u64());
@@ -137,9 +143,16 @@ fn describe(
     // The kernel index and the netdevs come from RDMA netlink (libibverbs learns the index the
     // same way, but the run-time loader does not offer `ibv_get_device_index`). Matched by name
     // and GUID: a name alone may already belong to a newer device.
-    let link = links.iter().find(|l| l.name == name && l.node_guid == node_guid);
+    let link = links
+        .iter()
+        .find(|l| l.name == name && l.node_guid == node_guid);
     let index = link.map_or(u32::MAX, |l| l.index);
-    let netdev = link.and_then(|l| l.ports.iter().find(|p| p.port == 1).and_then(|p| p.netdev.clone()));
+    let netdev = link.and_then(|l| {
+        l.ports
+            .iter()
+            .find(|p| p.port == 1)
+            .and_then(|p| p.netdev.clone())
+    });
     let identity = DeviceIdentity {
         name,
         index,
@@ -179,7 +192,10 @@ fn pci_function(sysfs: &Path) -> (Option<PciAddress>, Option<String>) {
     if !on_pci {
         return (None, None);
     }
-    let address = function.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok());
+    let address = function
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok());
     let driver = std::fs::canonicalize(function.join("driver"))
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()));
@@ -190,7 +206,11 @@ fn pci_function(sysfs: &Path) -> (Option<PciAddress>, Option<String>) {
 /// `sys_image_guid`: the form `rdma dev show` prints), for cross-checking.
 pub fn sysfs_guids(entry: &DeviceEntry) -> Option<(Guid, Guid)> {
     let read = |file: &str| -> Option<Guid> {
-        std::fs::read_to_string(entry.sysfs_path.join(file)).ok()?.trim().parse().ok()
+        std::fs::read_to_string(entry.sysfs_path.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     };
     Some((read("node_guid")?, read("sys_image_guid")?))
 }

@@ -26,7 +26,11 @@ pub fn errno_kind(errno: i32) -> ErrorKind {
         libc::EINVAL | libc::EFAULT | libc::ERANGE | libc::E2BIG | libc::EMSGSIZE => {
             ErrorKind::InvalidArgument
         }
-        libc::ENOMEM | libc::ENOSPC | libc::EAGAIN | libc::ENOBUFS | libc::EMFILE
+        libc::ENOMEM
+        | libc::ENOSPC
+        | libc::EAGAIN
+        | libc::ENOBUFS
+        | libc::EMFILE
         | libc::ENFILE => ErrorKind::ResourceExhausted,
         libc::ENOSYS | libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT => {
             ErrorKind::NotSupported
@@ -40,7 +44,11 @@ pub fn errno_kind(errno: i32) -> ErrorKind {
             ErrorKind::Unreachable
         }
         libc::EADDRINUSE => ErrorKind::AddressInUse,
-        libc::ENOTCONN | libc::EISCONN | libc::EALREADY | libc::EINPROGRESS | libc::EPERM
+        libc::ENOTCONN
+        | libc::EISCONN
+        | libc::EALREADY
+        | libc::EINPROGRESS
+        | libc::EPERM
         | libc::EACCES => ErrorKind::InvalidState,
         _ => ErrorKind::Other,
     }
@@ -61,7 +69,9 @@ pub fn call_failed(call: &str, errno: i32) -> Error {
 pub fn io_failed(call: &str, source: io::Error) -> Error {
     match source.raw_os_error() {
         Some(errno) => call_failed(call, errno),
-        None => Error::new(ErrorKind::Other, format!("{call} failed: {source}")).with_source(source),
+        None => {
+            Error::new(ErrorKind::Other, format!("{call} failed: {source}")).with_source(source)
+        }
     }
 }
 
@@ -97,7 +107,10 @@ pub fn errno_of(e: &(dyn std::error::Error + 'static)) -> i32 {
         }
         let text = err.to_string();
         if let Some(start) = text.rfind("(os error ") {
-            let digits: String = text[start + 10..].chars().take_while(char::is_ascii_digit).collect();
+            let digits: String = text[start + 10..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
             if let Ok(errno) = digits.parse() {
                 return errno;
             }
@@ -114,7 +127,9 @@ pub fn sideway_failed(call: &str, e: &(dyn std::error::Error + 'static)) -> Erro
 
 /// The errno of the calling thread's last failed libc call.
 pub(crate) fn last_errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 #[cfg(test)]
@@ -139,7 +154,10 @@ mod tests {
         assert!(!means_unavailable(libc::EINVAL));
         let e = unavailable(unavailable_cause(libc::ENOSYS));
         assert_eq!(e.kind(), ErrorKind::NotSupported);
-        assert!(e.message().starts_with("RDMA is not available here: the kernel has no RDMA"));
+        assert!(
+            e.message()
+                .starts_with("RDMA is not available here: the kernel has no RDMA")
+        );
         #[derive(Debug)]
         struct Wrapper(io::Error);
         impl std::fmt::Display for Wrapper {
@@ -149,8 +167,15 @@ mod tests {
         }
         impl std::error::Error for Wrapper {}
         let hidden = Wrapper(io::Error::from_raw_os_error(libc::ENOSYS));
-        assert_eq!(errno_of(&hidden), libc::ENOSYS, "found in the text of a transparent wrapper");
-        assert_eq!(errno_of(&io::Error::from_raw_os_error(libc::EBUSY)), libc::EBUSY);
+        assert_eq!(
+            errno_of(&hidden),
+            libc::ENOSYS,
+            "found in the text of a transparent wrapper"
+        );
+        assert_eq!(
+            errno_of(&io::Error::from_raw_os_error(libc::EBUSY)),
+            libc::EBUSY
+        );
         let e = call_failed("ibv_post_send", libc::ENOMEM);
         assert!(e.message().contains("ibv_post_send failed"), "{e}");
     }

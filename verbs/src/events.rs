@@ -34,7 +34,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The core's event for a verbs async event, or `None` for one a ULP does not need (COMM_EST,
 /// path migration, LID/PKEY/SM changes, SRQ and WQ events). `cq_num` names a CQ by its key.
-pub fn translate(event: RawAsyncEvent, cq_num: &dyn Fn(usize) -> Option<u32>) -> Option<DeviceEvent> {
+pub fn translate(
+    event: RawAsyncEvent,
+    cq_num: &dyn Fn(usize) -> Option<u32>,
+) -> Option<DeviceEvent> {
     let qp = |f: fn(u32) -> DeviceEvent| match event.element {
         AsyncElement::Qp(n) => Some(f(n)),
         _ => None,
@@ -159,7 +162,9 @@ pub struct RemovalWatch {
 
 impl std::fmt::Debug for RemovalWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemovalWatch").field("address", &self.address).finish()
+        f.debug_struct("RemovalWatch")
+            .field("address", &self.address)
+            .finish()
     }
 }
 
@@ -191,7 +196,9 @@ impl RemovalWatch {
             other => {
                 return Err(Error::new(
                     ErrorKind::Other,
-                    format!("a CM ID bound to {address} ({netdev}) landed on {other:?}, not on {device}"),
+                    format!(
+                        "a CM ID bound to {address} ({netdev}) landed on {other:?}, not on {device}"
+                    ),
                 ));
             }
         }
@@ -216,7 +223,12 @@ impl RemovalWatch {
     }
 }
 
-fn watch(channel: Arc<CmChannel>, id: CmId, hub: Arc<EventHub<DeviceEvent>>, stop: Arc<AtomicBool>) {
+fn watch(
+    channel: Arc<CmChannel>,
+    id: CmId,
+    hub: Arc<EventHub<DeviceEvent>>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::Relaxed) {
         match channel.next_event(Instant::now() + POLL_INTERVAL) {
             Ok(Some(e)) if e.kind == CmEventKind::DeviceRemoval => {
@@ -246,9 +258,19 @@ mod tests {
             event_type: t,
             element: AsyncElement::Qp(7),
         };
-        assert_eq!(translate(qp(1), &none), Some(DeviceEvent::QpFatal { qp_num: 7 }));
-        assert_eq!(translate(qp(5), &none), Some(DeviceEvent::SqDrained { qp_num: 7 }));
-        assert_eq!(translate(qp(4), &none), None, "COMM_EST is not a lifecycle event");
+        assert_eq!(
+            translate(qp(1), &none),
+            Some(DeviceEvent::QpFatal { qp_num: 7 })
+        );
+        assert_eq!(
+            translate(qp(5), &none),
+            Some(DeviceEvent::SqDrained { qp_num: 7 })
+        );
+        assert_eq!(
+            translate(qp(4), &none),
+            None,
+            "COMM_EST is not a lifecycle event"
+        );
         let fatal = RawAsyncEvent {
             event_type: 8,
             element: AsyncElement::Other,
@@ -258,7 +280,10 @@ mod tests {
             event_type: 0,
             element: AsyncElement::Cq(0x1000),
         };
-        assert_eq!(translate(cq, &|k| (k == 0x1000).then_some(3)), Some(DeviceEvent::CqError { cq_num: 3 }));
+        assert_eq!(
+            translate(cq, &|k| (k == 0x1000).then_some(3)),
+            Some(DeviceEvent::CqError { cq_num: 3 })
+        );
         let newer = RawAsyncEvent {
             event_type: 4242,
             element: AsyncElement::Other,
@@ -273,6 +298,9 @@ mod tests {
         publish(&hub, DeviceEvent::DeviceRemoved);
         let deadline = Instant::now() + Duration::from_secs(1);
         assert_eq!(stream.recv(deadline).unwrap(), DeviceEvent::DeviceRemoved);
-        assert_eq!(stream.recv(deadline).unwrap_err().kind(), ErrorKind::DeviceLost);
+        assert_eq!(
+            stream.recv(deadline).unwrap_err().kind(),
+            ErrorKind::DeviceLost
+        );
     }
 }

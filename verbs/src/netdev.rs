@@ -34,7 +34,9 @@ pub fn addresses(netdev: &str) -> Result<Vec<IpAddr>, Error> {
             match (*ifa.ifa_addr).sa_family as i32 {
                 libc::AF_INET => {
                     let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    v4.push(IpAddr::V4(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes())));
+                    v4.push(IpAddr::V4(Ipv4Addr::from(
+                        sin.sin_addr.s_addr.to_ne_bytes(),
+                    )));
                 }
                 libc::AF_INET6 => {
                     let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
@@ -52,9 +54,12 @@ pub fn addresses(netdev: &str) -> Result<Vec<IpAddr>, Error> {
 
 /// Brings `netdev` up or down (`SIOCSIFFLAGS`; needs `CAP_NET_ADMIN`).
 pub fn set_up(netdev: &str, up: bool) -> Result<(), Error> {
-    let name = CString::new(netdev).map_err(|_| Error::invalid_argument("a netdev name has no NUL"))?;
+    let name =
+        CString::new(netdev).map_err(|_| Error::invalid_argument("a netdev name has no NUL"))?;
     if name.as_bytes().len() >= libc::IFNAMSIZ {
-        return Err(Error::invalid_argument(format!("netdev name {netdev:?} is too long")));
+        return Err(Error::invalid_argument(format!(
+            "netdev name {netdev:?} is too long"
+        )));
     }
     // SAFETY: creating a datagram socket only to issue interface ioctls; closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -68,7 +73,10 @@ pub fn set_up(netdev: &str, up: bool) -> Result<(), Error> {
     }
     // SAFETY: a valid socket and ifreq for SIOCGIFFLAGS, which fills the flags.
     let result = if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) } != 0 {
-        Err(call_failed(&format!("SIOCGIFFLAGS({netdev})"), last_errno()))
+        Err(call_failed(
+            &format!("SIOCGIFFLAGS({netdev})"),
+            last_errno(),
+        ))
     } else {
         // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
         unsafe {
@@ -80,7 +88,10 @@ pub fn set_up(netdev: &str, up: bool) -> Result<(), Error> {
         }
         // SAFETY: a valid socket and ifreq for SIOCSIFFLAGS.
         if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) } != 0 {
-            Err(call_failed(&format!("SIOCSIFFLAGS({netdev})"), last_errno()))
+            Err(call_failed(
+                &format!("SIOCSIFFLAGS({netdev})"),
+                last_errno(),
+            ))
         } else {
             Ok(())
         }

@@ -43,7 +43,6 @@ fn failed(call: &str, e: &(dyn std::error::Error + 'static)) -> Error {
 #[derive(Clone)]
 pub struct Pd {
     pub(crate) inner: Arc<SwPd>,
-    pub(crate) context: Arc<DeviceContext>,
 }
 
 impl std::fmt::Debug for Pd {
@@ -56,10 +55,7 @@ impl Pd {
     /// Allocates a protection domain on `context`.
     pub fn alloc(context: &Arc<DeviceContext>) -> Result<Pd, Error> {
         let inner = context.alloc_pd().map_err(|e| failed("ibv_alloc_pd", &e))?;
-        Ok(Pd {
-            inner,
-            context: context.clone(),
-        })
+        Ok(Pd { inner })
     }
 }
 
@@ -151,13 +147,17 @@ impl Mr {
     /// Allocates `len` zeroed bytes (page-aligned) and registers them with `access`.
     pub fn alloc(pd: &Pd, len: usize, access: Access) -> Result<Mr, Error> {
         if len == 0 {
-            return Err(Error::invalid_argument("a memory region needs at least one byte"));
+            return Err(Error::invalid_argument(
+                "a memory region needs at least one byte",
+            ));
         }
-        let layout = Layout::from_size_align(len, 4096)
-            .map_err(|_| Error::invalid_argument(format!("a region of {len} bytes is too large")))?;
+        let layout = Layout::from_size_align(len, 4096).map_err(|_| {
+            Error::invalid_argument(format!("a region of {len} bytes is too large"))
+        })?;
         // SAFETY: the layout's size is non-zero.
-        let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })
-            .ok_or_else(|| Error::new(ErrorKind::ResourceExhausted, "out of memory for a region"))?;
+        let ptr = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or_else(|| {
+            Error::new(ErrorKind::ResourceExhausted, "out of memory for a region")
+        })?;
         let buffer = Buffer { ptr, layout };
         // SAFETY: `buffer` is valid for `len` bytes and lives as long as the registration: both
         // are fields of the Mr, and the registration is dropped first.
@@ -227,7 +227,13 @@ impl Mr {
         self.check(offset, out.len())?;
         // SAFETY: bounds checked above; the buffer is live; `out` cannot overlap it (it is a
         // Rust reference, and no reference to the buffer is ever handed out).
-        unsafe { std::ptr::copy_nonoverlapping(self.buffer.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.buffer.ptr.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
         Ok(())
     }
 
@@ -235,7 +241,13 @@ impl Mr {
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), Error> {
         self.check(offset, data.len())?;
         // SAFETY: as in `read`.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.buffer.ptr.as_ptr().add(offset), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.buffer.ptr.as_ptr().add(offset),
+                data.len(),
+            )
+        };
         Ok(())
     }
 }
@@ -250,7 +262,9 @@ pub struct CompletionChannel {
 
 impl std::fmt::Debug for CompletionChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompletionChannel").field("fd", &self.fd()).finish()
+        f.debug_struct("CompletionChannel")
+            .field("fd", &self.fd())
+            .finish()
     }
 }
 
@@ -290,7 +304,8 @@ impl CompletionChannel {
             let mut cq: *mut ibv_cq = std::ptr::null_mut();
             let mut ctx: *mut std::ffi::c_void = std::ptr::null_mut();
             // SAFETY: the channel is live and its fd non-blocking; valid out-pointers.
-            let rc = unsafe { rdma_mummy_sys::ibv_get_cq_event(self.raw().as_ptr(), &mut cq, &mut ctx) };
+            let rc =
+                unsafe { rdma_mummy_sys::ibv_get_cq_event(self.raw().as_ptr(), &mut cq, &mut ctx) };
             if rc == 0 && !cq.is_null() {
                 // SAFETY: the CQ the event names is live until the event is acknowledged
                 // (ibv_destroy_cq waits for it); acknowledged once, here.
@@ -409,7 +424,9 @@ impl Cq {
             return Err(Error::invalid_state("the CQ has no completion channel"));
         }
         // SAFETY: the CQ is live.
-        let rc = unsafe { rdma_mummy_sys::ibv_req_notify_cq(self.raw().as_ptr(), solicited_only as i32) };
+        let rc = unsafe {
+            rdma_mummy_sys::ibv_req_notify_cq(self.raw().as_ptr(), solicited_only as i32)
+        };
         if rc != 0 {
             return Err(call_failed("ibv_req_notify_cq", rc));
         }
@@ -501,7 +518,12 @@ impl std::fmt::Debug for Qp {
 impl Qp {
     /// Creates an RC QP on `pd` with `send_cq` and `recv_cq` (which may be the same CQ) and at
     /// least `caps`; [`caps`](Qp::caps) says what was granted.
-    pub fn create_rc(pd: &Pd, send_cq: &Arc<Cq>, recv_cq: &Arc<Cq>, caps: QpCaps) -> Result<Qp, Error> {
+    pub fn create_rc(
+        pd: &Pd,
+        send_cq: &Arc<Cq>,
+        recv_cq: &Arc<Cq>,
+        caps: QpCaps,
+    ) -> Result<Qp, Error> {
         let mut builder = pd.inner.create_qp_builder();
         builder
             .setup_qp_type(QueuePairType::ReliableConnection)
@@ -512,7 +534,8 @@ impl Qp {
             .setup_max_inline_data(caps.max_inline_data)
             .setup_send_cq(send_cq.inner.clone())
             .setup_recv_cq(recv_cq.inner.clone());
-        let inner = GenericQueuePair::from(builder.build().map_err(|e| failed("ibv_create_qp", &e))?);
+        let inner =
+            GenericQueuePair::from(builder.build().map_err(|e| failed("ibv_create_qp", &e))?);
         let qp_num = inner.qp_number();
         let granted = inner
             .query(QueuePairAttributeMask::Capabilities)
@@ -589,15 +612,23 @@ impl Qp {
 
     /// Moves the QP to `state` with the attributes the CM computed for its connection
     /// (`rdma_init_qp_attr`): INIT on either transport, RTR and RTS on InfiniBand/RoCE only.
-    pub fn to_state_with(&mut self, state: QpState, attr: &rdma_mummy_sys::ibv_qp_attr, mask: i32) -> Result<(), Error> {
+    pub fn to_state_with(
+        &mut self,
+        state: QpState,
+        attr: &rdma_mummy_sys::ibv_qp_attr,
+        mask: i32,
+    ) -> Result<(), Error> {
         let attr = QueuePairAttribute::from(attr, mask);
         self.modify(&attr, state)
     }
 
     fn modify(&mut self, attr: &QueuePairAttribute, state: QpState) -> Result<(), Error> {
-        self.inner
-            .modify(attr)
-            .map_err(|e| failed(&format!("ibv_modify_qp(QP {} to {state:?})", self.qp_num), &e))?;
+        self.inner.modify(attr).map_err(|e| {
+            failed(
+                &format!("ibv_modify_qp(QP {} to {state:?})", self.qp_num),
+                &e,
+            )
+        })?;
         self.state = state;
         Ok(())
     }

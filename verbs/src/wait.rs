@@ -49,7 +49,10 @@ mod tests {
         let start = Instant::now();
         assert!(!readable(fds[0], start + Duration::from_millis(50)).unwrap());
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(50) && waited < Duration::from_secs(2), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(50) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
         // SAFETY: writing one byte from a valid buffer to our pipe.
         assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
         assert!(readable(fds[0], Instant::now() + Duration::from_secs(1)).unwrap());

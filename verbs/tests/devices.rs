@@ -17,7 +17,9 @@ use common::*;
 
 #[test]
 fn discovery_gives_each_device_its_identity_in_the_order_rdma_dev_show_prints() {
-    let Some(names) = devices_under_test("discovery") else { return };
+    let Some(names) = devices_under_test("discovery") else {
+        return;
+    };
     let all = device::devices().unwrap();
     for name in &names {
         let entry = all
@@ -25,13 +27,29 @@ fn discovery_gives_each_device_its_identity_in_the_order_rdma_dev_show_prints() 
             .find(|e| &e.identity.name == name)
             .unwrap_or_else(|| panic!("{name} not discovered among {all:?}"));
         let (node, sys) = device::sysfs_guids(entry).expect("sysfs has the GUIDs");
-        assert_eq!(entry.identity.node_guid, node, "node GUID as /sys/class/infiniband/{name}/node_guid prints it");
-        assert_eq!(entry.identity.sys_image_guid, sys, "system-image GUID as sysfs prints it");
+        assert_eq!(
+            entry.identity.node_guid, node,
+            "node GUID as /sys/class/infiniband/{name}/node_guid prints it"
+        );
+        assert_eq!(
+            entry.identity.sys_image_guid, sys,
+            "system-image GUID as sysfs prints it"
+        );
         assert!(!entry.identity.node_guid.is_zero());
-        let netdev = entry.netdev.clone().expect("a software device has a netdev");
-        let expected = if name.starts_with("siw") { Transport::Iwarp } else { Transport::InfiniBand };
+        let netdev = entry
+            .netdev
+            .clone()
+            .expect("a software device has a netdev");
+        let expected = if name.starts_with("siw") {
+            Transport::Iwarp
+        } else {
+            Transport::InfiniBand
+        };
         assert_eq!(entry.transport, expected);
-        assert_eq!(entry.identity.pci_address, None, "a software device has no PCI function");
+        assert_eq!(
+            entry.identity.pci_address, None,
+            "a software device has no PCI function"
+        );
         let same = entry.identity.is_same_device(&entry.identity);
         assert!(same, "a device is the same device as itself");
         record(
@@ -52,20 +70,37 @@ fn discovery_gives_each_device_its_identity_in_the_order_rdma_dev_show_prints() 
 
 #[test]
 fn limits_include_the_read_credits_and_ports_are_active_ethernet() {
-    let Some(names) = devices_under_test("limits") else { return };
+    let Some(names) = devices_under_test("limits") else {
+        return;
+    };
     for name in &names {
         let ctx = Context::open(name).unwrap();
         let a = ctx.attributes().unwrap();
-        assert!(a.ports >= 1 && a.max_qp > 0 && a.max_qp_wr > 0 && a.max_cqe > 0, "{a:?}");
-        assert!(a.max_qp_rd_atom > 0 && a.max_qp_init_rd_atom > 0, "{name}: READ credits {a:?}");
+        assert!(
+            a.ports >= 1 && a.max_qp > 0 && a.max_qp_wr > 0 && a.max_cqe > 0,
+            "{a:?}"
+        );
+        assert!(
+            a.max_qp_rd_atom > 0 && a.max_qp_init_rd_atom > 0,
+            "{name}: READ credits {a:?}"
+        );
         let p = ctx.port(1).unwrap();
         assert!(p.active && p.ethernet, "{name}: port 1 {p:?}");
         record(
             "limits.txt",
             &format!(
                 "{name}: max_qp {} max_qp_wr {} max_sge {} max_cqe {} max_mr_size {} max_qp_rd_atom {} max_qp_init_rd_atom {} atomics {} mtu {} max_msg {} gids {}",
-                a.max_qp, a.max_qp_wr, a.max_sge, a.max_cqe, a.max_mr_size, a.max_qp_rd_atom,
-                a.max_qp_init_rd_atom, a.atomics, p.active_mtu, p.max_msg_size, p.gid_table_len
+                a.max_qp,
+                a.max_qp_wr,
+                a.max_sge,
+                a.max_cqe,
+                a.max_mr_size,
+                a.max_qp_rd_atom,
+                a.max_qp_init_rd_atom,
+                a.atomics,
+                p.active_mtu,
+                p.max_msg_size,
+                p.gid_table_len
             ),
         );
     }
@@ -73,14 +108,18 @@ fn limits_include_the_read_credits_and_ports_are_active_ethernet() {
 
 #[test]
 fn a_missing_device_is_not_found() {
-    let Some(_) = devices_under_test("missing device") else { return };
+    let Some(_) = devices_under_test("missing device") else {
+        return;
+    };
     let e = Context::open("nosuchdev9").unwrap_err();
     assert_eq!(e.kind(), anyverbs::ErrorKind::NotFound, "{e}");
 }
 
 #[test]
 fn objects_are_made_and_a_receive_flushes_when_the_qp_moves_to_error() {
-    let Some(names) = devices_under_test("objects") else { return };
+    let Some(names) = devices_under_test("objects") else {
+        return;
+    };
     for name in &names {
         let ctx = Context::open(name).unwrap();
         let pd = ctx.alloc_pd().unwrap();
@@ -90,10 +129,17 @@ fn objects_are_made_and_a_receive_flushes_when_the_qp_moves_to_error() {
         let mut cq = ctx.create_cq(32, Some(&channel)).unwrap();
         assert!(cq.capacity() >= 32);
         let mut qp = Qp::create_rc(&pd, &cq, &cq, CAPS).unwrap();
-        assert!(qp.caps().max_recv_wr >= CAPS.max_recv_wr && qp.caps().max_send_wr >= CAPS.max_send_wr);
+        assert!(
+            qp.caps().max_recv_wr >= CAPS.max_recv_wr && qp.caps().max_send_wr >= CAPS.max_send_wr
+        );
         record(
             "objects.txt",
-            &format!("{name}: CQ verbs {:?}, capacity {}, QP granted {:?}", cq.kind(), cq.capacity(), qp.caps()),
+            &format!(
+                "{name}: CQ verbs {:?}, capacity {}, QP granted {:?}",
+                cq.kind(),
+                cq.capacity(),
+                qp.caps()
+            ),
         );
         qp.to_init(1, Access::ALL).unwrap();
         assert_eq!(qp.state(), QpState::Init);
@@ -111,56 +157,134 @@ fn objects_are_made_and_a_receive_flushes_when_the_qp_moves_to_error() {
         // SAFETY: the SGE lies in `mr`, which outlives the QP.
         let refused = unsafe { qp.post_send(&[send, send]) }.unwrap_err();
         assert_eq!(refused.accepted, 0, "{name}: {:?}", refused.error);
-        record("objects.txt", &format!("{name}: send in INIT refused: {}", refused.error));
+        record(
+            "objects.txt",
+            &format!("{name}: send in INIT refused: {}", refused.error),
+        );
         let rsge = mr.sge(4096, 4096).unwrap();
         // SAFETY: as above.
-        unsafe { qp.post_recv(&[RecvWr { wr_id: 41, sges: &[rsge] }, RecvWr { wr_id: 42, sges: &[rsge] }]) }.unwrap();
+        unsafe {
+            qp.post_recv(&[
+                RecvWr {
+                    wr_id: 41,
+                    sges: &[rsge],
+                },
+                RecvWr {
+                    wr_id: 42,
+                    sges: &[rsge],
+                },
+            ])
+        }
+        .unwrap();
         cq.arm(false).unwrap();
         qp.to_state(QpState::Error).unwrap();
         let flushed = poll_n(&mut cq, 2, within(5));
-        assert_eq!(flushed.len(), 2, "{name}: both receives flush within 5 s: {flushed:?}");
-        assert_eq!(flushed.iter().map(|c| c.wr_id).collect::<Vec<_>>(), vec![41, 42]);
-        assert!(flushed.iter().all(|c| c.status == WC_FLUSH_ERR && c.qp_num == qp.qp_num()), "{flushed:?}");
+        assert_eq!(
+            flushed.len(),
+            2,
+            "{name}: both receives flush within 5 s: {flushed:?}"
+        );
+        assert_eq!(
+            flushed.iter().map(|c| c.wr_id).collect::<Vec<_>>(),
+            vec![41, 42]
+        );
+        assert!(
+            flushed
+                .iter()
+                .all(|c| c.status == WC_FLUSH_ERR && c.qp_num == qp.qp_num()),
+            "{flushed:?}"
+        );
         // The armed CQ's channel fired for the flush.
-        let fired = channel.next_event(Instant::now() + Duration::from_secs(2)).unwrap();
-        assert_eq!(fired, Some(cq.key()), "{name}: the completion channel names the CQ");
+        let fired = channel
+            .next_event(Instant::now() + Duration::from_secs(2))
+            .unwrap();
+        assert_eq!(
+            fired,
+            Some(cq.key()),
+            "{name}: the completion channel names the CQ"
+        );
         qp.to_state(QpState::Reset).unwrap();
         qp.to_init(1, Access::ALL).unwrap();
         if name.starts_with("siw") {
-            assert_eq!(cq.kind(), CqKind::Basic, "siw answers EOPNOTSUPP to ibv_create_cq_ex");
+            assert_eq!(
+                cq.kind(),
+                CqKind::Basic,
+                "siw answers EOPNOTSUPP to ibv_create_cq_ex"
+            );
         }
     }
 }
 
 #[test]
 fn the_cm_connects_with_private_data_sends_both_ways_and_disconnects() {
-    let Some(names) = devices_under_test("cm") else { return };
+    let Some(names) = devices_under_test("cm") else {
+        return;
+    };
     for (i, name) in names.iter().enumerate() {
         let started = Instant::now();
-        let (mut client, mut server) = connect_pair(name, 18515 + i as u16, b"hello from the client", b"welcome");
-        assert!(server.peer_data.starts_with(b"hello from the client"), "{name}: {:?}", server.peer_data);
-        assert!(client.peer_data.starts_with(b"welcome"), "{name}: {:?}", client.peer_data);
-        assert_eq!((client.qp.state(), server.qp.state()), (QpState::Rts, QpState::Rts));
+        let (mut client, mut server) =
+            connect_pair(name, 18515 + i as u16, b"hello from the client", b"welcome");
+        assert!(
+            server.peer_data.starts_with(b"hello from the client"),
+            "{name}: {:?}",
+            server.peer_data
+        );
+        assert!(
+            client.peer_data.starts_with(b"welcome"),
+            "{name}: {:?}",
+            client.peer_data
+        );
+        assert_eq!(
+            (client.qp.state(), server.qp.state()),
+            (QpState::Rts, QpState::Rts)
+        );
         send(&client, 1, b"ping");
         send(&server, 2, b"pong");
         let c = poll_n(&mut client.cq, 2, within(10));
         let s = poll_n(&mut server.cq, 2, within(10));
-        assert!(c.iter().chain(&s).all(|c| c.status == WC_SUCCESS), "{name}: {c:?} {s:?}");
-        assert_eq!((c.len(), s.len()), (2, 2), "{name}: a send and a receive each side");
+        assert!(
+            c.iter().chain(&s).all(|c| c.status == WC_SUCCESS),
+            "{name}: {c:?} {s:?}"
+        );
+        assert_eq!(
+            (c.len(), s.len()),
+            (2, 2),
+            "{name}: a send and a receive each side"
+        );
         let mut got = [0u8; 4];
         server.mr.read(2048, &mut got).unwrap();
         assert_eq!(&got, b"ping");
         client.mr.read(2048, &mut got).unwrap();
         assert_eq!(&got, b"pong");
-        record("cm.txt", &format!("{name}: connect + one send each way: {:?}", started.elapsed()));
+        record(
+            "cm.txt",
+            &format!(
+                "{name}: connect + one send each way: {:?}",
+                started.elapsed()
+            ),
+        );
         // Modify to every state the transport allows by hand.
         if client.ctx.entry().transport == Transport::InfiniBand {
             client.qp.to_state(QpState::Sqd).unwrap();
             client.qp.to_state(QpState::Rts).unwrap();
         }
         client.id.disconnect().unwrap();
-        client.channel.expect(&client.id, anyverbs_verbs::cm::CmEventKind::Disconnected, within(10)).unwrap();
-        server.channel.expect(&server.id, anyverbs_verbs::cm::CmEventKind::Disconnected, within(10)).unwrap();
+        client
+            .channel
+            .expect(
+                &client.id,
+                anyverbs_verbs::cm::CmEventKind::Disconnected,
+                within(10),
+            )
+            .unwrap();
+        server
+            .channel
+            .expect(
+                &server.id,
+                anyverbs_verbs::cm::CmEventKind::Disconnected,
+                within(10),
+            )
+            .unwrap();
         client.qp.to_state(QpState::Error).unwrap();
         server.qp.to_state(QpState::Error).unwrap();
     }
@@ -168,7 +292,9 @@ fn the_cm_connects_with_private_data_sends_both_ways_and_disconnects() {
 
 #[test]
 fn a_rejected_request_carries_the_reject_data() {
-    let Some(names) = devices_under_test("reject") else { return };
+    let Some(names) = devices_under_test("reject") else {
+        return;
+    };
     for (i, name) in names.iter().enumerate() {
         use anyverbs_verbs::cm::{CmChannel, CmEventKind, ConnParam};
         let ctx = Context::open(name).unwrap();
@@ -180,9 +306,11 @@ fn a_rejected_request_carries_the_reject_data() {
         let cc = CmChannel::new().unwrap();
         let id = cc.create_id().unwrap();
         id.resolve_addr(None, addr, Duration::from_secs(2)).unwrap();
-        cc.expect(&id, CmEventKind::AddrResolved, within(5)).unwrap();
+        cc.expect(&id, CmEventKind::AddrResolved, within(5))
+            .unwrap();
         id.resolve_route(Duration::from_secs(2)).unwrap();
-        cc.expect(&id, CmEventKind::RouteResolved, within(5)).unwrap();
+        cc.expect(&id, CmEventKind::RouteResolved, within(5))
+            .unwrap();
         let pd = ctx.alloc_pd().unwrap();
         let cq = ctx.create_cq(8, None).unwrap();
         let mut qp = Qp::create_rc(&pd, &cq, &cq, CAPS).unwrap();
@@ -196,32 +324,71 @@ fn a_rejected_request_carries_the_reject_data() {
             rnr_retry_count: 7,
         };
         id.connect(&p, b"may I").unwrap();
-        let request = lc.expect(&listener, CmEventKind::ConnectRequest, within(10)).unwrap();
-        request.new_id.as_ref().unwrap().reject(b"no, go away").unwrap();
-        let rejected = cc.next_event(within(10)).unwrap().expect("an answer to the request");
+        let request = lc
+            .expect(&listener, CmEventKind::ConnectRequest, within(10))
+            .unwrap();
+        request
+            .new_id
+            .as_ref()
+            .unwrap()
+            .reject(b"no, go away")
+            .unwrap();
+        let rejected = cc
+            .next_event(within(10))
+            .unwrap()
+            .expect("an answer to the request");
         assert_eq!(rejected.kind, CmEventKind::Rejected, "{name}: {rejected:?}");
-        assert!(rejected.private_data.starts_with(b"no, go away"), "{name}: {:?}", rejected.private_data);
-        record("cm.txt", &format!("{name}: reject status {} with {} bytes of private data", rejected.status, rejected.private_data.len()));
+        assert!(
+            rejected.private_data.starts_with(b"no, go away"),
+            "{name}: {:?}",
+            rejected.private_data
+        );
+        record(
+            "cm.txt",
+            &format!(
+                "{name}: reject status {} with {} bytes of private data",
+                rejected.status,
+                rejected.private_data.len()
+            ),
+        );
     }
 }
 
 #[test]
 fn the_async_event_thread_and_the_removal_watch_start_and_stop() {
-    let Some(names) = devices_under_test("event threads") else { return };
+    let Some(names) = devices_under_test("event threads") else {
+        return;
+    };
     for name in &names {
         let ctx = Context::open(name).unwrap();
         let hub: std::sync::Arc<EventHub<DeviceEvent>> = std::sync::Arc::new(EventHub::new());
         let stream = hub.subscribe().unwrap();
-        let thread = AsyncEventThread::spawn(ctx.sideway().clone(), hub.clone(), std::sync::Arc::new(|_| None)).unwrap();
+        let thread = AsyncEventThread::spawn(
+            ctx.sideway().clone(),
+            hub.clone(),
+            std::sync::Arc::new(|_| None),
+        )
+        .unwrap();
         let entry = ctx.entry().clone();
-        let watch = RemovalWatch::start(name, entry.identity.node_guid.0, entry.netdev.as_deref().unwrap(), hub.clone())
-            .unwrap()
-            .expect("the device's netdev has an address");
+        let watch = RemovalWatch::start(
+            name,
+            entry.identity.node_guid.0,
+            entry.netdev.as_deref().unwrap(),
+            hub.clone(),
+        )
+        .unwrap()
+        .expect("the device's netdev has an address");
         assert_eq!(watch.address(), address_of(&ctx));
         let stopping = Instant::now();
         drop(thread);
         drop(watch);
-        assert!(stopping.elapsed() < Duration::from_secs(2), "threads stop promptly");
-        assert!(stream.try_recv().unwrap().is_none(), "no event without a cause");
+        assert!(
+            stopping.elapsed() < Duration::from_secs(2),
+            "threads stop promptly"
+        );
+        assert!(
+            stream.try_recv().unwrap().is_none(),
+            "no event without a cause"
+        );
     }
 }

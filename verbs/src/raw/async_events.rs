@@ -4,7 +4,9 @@
 use std::ffi::c_int;
 use std::ptr::NonNull;
 
-use rdma_mummy_sys::{ibv_ack_async_event, ibv_async_event, ibv_context, ibv_cq, ibv_get_async_event, ibv_qp};
+use rdma_mummy_sys::{
+    ibv_ack_async_event, ibv_async_event, ibv_context, ibv_cq, ibv_get_async_event, ibv_qp,
+};
 
 /// What an async event is about, copied out before the event is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +42,10 @@ struct AsyncEventSlot {
 const _: () = {
     assert!(std::mem::size_of::<AsyncEventSlot>() == std::mem::size_of::<ibv_async_event>());
     assert!(std::mem::align_of::<AsyncEventSlot>() == std::mem::align_of::<ibv_async_event>());
-    assert!(std::mem::offset_of!(AsyncEventSlot, event_type) == std::mem::offset_of!(ibv_async_event, event_type));
+    assert!(
+        std::mem::offset_of!(AsyncEventSlot, event_type)
+            == std::mem::offset_of!(ibv_async_event, event_type)
+    );
 };
 
 // The event types whose element is a QP, a CQ or a port (verbs.h).
@@ -84,7 +89,8 @@ pub unsafe fn next(context: NonNull<ibv_context>) -> std::io::Result<Option<RawA
     };
     // SAFETY: `slot` has the layout of ibv_async_event (checked above) and lives for the call;
     // the context is live (the caller's contract).
-    let rc = unsafe { ibv_get_async_event(context.as_ptr(), (&mut slot as *mut AsyncEventSlot).cast()) };
+    let rc =
+        unsafe { ibv_get_async_event(context.as_ptr(), (&mut slot as *mut AsyncEventSlot).cast()) };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
         return match err.kind() {
@@ -94,11 +100,15 @@ pub unsafe fn next(context: NonNull<ibv_context>) -> std::io::Result<Option<RawA
     }
     let t = slot.event_type;
     let element = if QP_EVENTS.contains(&t) || t == QP_LAST_WQE_REACHED {
-        // SAFETY: for these types the element is the `ibv_qp *` of a QP of this process, which
-        // cannot be destroyed before the event is acknowledged (ibv_destroy_qp waits for it), and
-        // the event is not yet acknowledged.
         let qp = slot.element as *const ibv_qp;
-        if qp.is_null() { AsyncElement::Other } else { AsyncElement::Qp(unsafe { (*qp).qp_num }) }
+        if qp.is_null() {
+            AsyncElement::Other
+        } else {
+            // SAFETY: for these types the element is the `ibv_qp *` of a QP of this process,
+            // which cannot be destroyed before the event is acknowledged (ibv_destroy_qp waits
+            // for it), and the event is not yet acknowledged.
+            AsyncElement::Qp(unsafe { (*qp).qp_num })
+        }
     } else if t == CQ_ERR {
         AsyncElement::Cq(slot.element as *const ibv_cq as usize)
     } else if PORT_EVENTS.contains(&t) || t == DEVICE_SPEED_CHANGE {

@@ -129,11 +129,21 @@ pub unsafe fn destroy_channel(channel: NonNull<rdma_event_channel>) {
 ///
 /// # Safety
 /// `channel` must be live and outlive the ID.
-pub unsafe fn create_id(channel: NonNull<rdma_event_channel>, token: u64) -> Result<NonNull<rdma_cm_id>, i32> {
+pub unsafe fn create_id(
+    channel: NonNull<rdma_event_channel>,
+    token: u64,
+) -> Result<NonNull<rdma_cm_id>, i32> {
     let mut id: *mut rdma_cm_id = ptr::null_mut();
     // SAFETY: the channel is live; `id` is a valid out-pointer; the context is an integer token
     // that is never dereferenced.
-    let rc = unsafe { rdma_create_id(channel.as_ptr(), &mut id, token as usize as *mut c_void, rdma_port_space::RDMA_PS_TCP) };
+    let rc = unsafe {
+        rdma_create_id(
+            channel.as_ptr(),
+            &mut id,
+            token as usize as *mut c_void,
+            rdma_port_space::RDMA_PS_TCP,
+        )
+    };
     if rc != 0 {
         return Err(last_errno());
     }
@@ -165,12 +175,20 @@ pub unsafe fn token(id: NonNull<rdma_cm_id>) -> u64 {
 /// `id` must be live and not used afterwards.
 pub unsafe fn destroy_id(id: NonNull<rdma_cm_id>) -> Result<(), i32> {
     // SAFETY: the contract.
-    if unsafe { rdma_destroy_id(id.as_ptr()) } != 0 { Err(last_errno()) } else { Ok(()) }
+    if unsafe { rdma_destroy_id(id.as_ptr()) } != 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
 }
 
 macro_rules! check {
     ($call:expr) => {
-        if $call != 0 { Err(last_errno()) } else { Ok(()) }
+        if $call != 0 {
+            Err(last_errno())
+        } else {
+            Ok(())
+        }
     };
 }
 
@@ -188,12 +206,24 @@ pub unsafe fn bind(id: NonNull<rdma_cm_id>, addr: SocketAddr) -> Result<(), i32>
 ///
 /// # Safety
 /// `id` must be live.
-pub unsafe fn resolve_addr(id: NonNull<rdma_cm_id>, src: Option<SocketAddr>, dst: SocketAddr, timeout_ms: i32) -> Result<(), i32> {
+pub unsafe fn resolve_addr(
+    id: NonNull<rdma_cm_id>,
+    src: Option<SocketAddr>,
+    dst: SocketAddr,
+    timeout_ms: i32,
+) -> Result<(), i32> {
     let mut src = src.map(RawSockAddr::new);
     let mut dst = RawSockAddr::new(dst);
     let src_ptr = src.as_mut().map_or(ptr::null_mut(), |s| s.as_mut_ptr());
     // SAFETY: live ID; both address buffers live for the call (librdmacm copies them).
-    check!(unsafe { rdma_resolve_addr(id.as_ptr(), src_ptr.cast(), dst.as_mut_ptr().cast(), timeout_ms) })
+    check!(unsafe {
+        rdma_resolve_addr(
+            id.as_ptr(),
+            src_ptr.cast(),
+            dst.as_mut_ptr().cast(),
+            timeout_ms,
+        )
+    })
 }
 
 /// `rdma_resolve_route`.
@@ -231,7 +261,11 @@ pub struct ConnParam {
 
 fn conn_param(p: &ConnParam, data: &[u8]) -> rdma_conn_param {
     rdma_conn_param {
-        private_data: if data.is_empty() { ptr::null() } else { data.as_ptr().cast() },
+        private_data: if data.is_empty() {
+            ptr::null()
+        } else {
+            data.as_ptr().cast()
+        },
         private_data_len: data.len() as u8,
         responder_resources: p.responder_resources,
         initiator_depth: p.initiator_depth,
@@ -248,7 +282,11 @@ fn conn_param(p: &ConnParam, data: &[u8]) -> rdma_conn_param {
 ///
 /// # Safety
 /// `id` must be live.
-pub unsafe fn connect(id: NonNull<rdma_cm_id>, p: &ConnParam, private_data: &[u8]) -> Result<(), i32> {
+pub unsafe fn connect(
+    id: NonNull<rdma_cm_id>,
+    p: &ConnParam,
+    private_data: &[u8],
+) -> Result<(), i32> {
     if private_data.len() > u8::MAX as usize {
         return Err(libc::EINVAL);
     }
@@ -262,7 +300,11 @@ pub unsafe fn connect(id: NonNull<rdma_cm_id>, p: &ConnParam, private_data: &[u8
 ///
 /// # Safety
 /// `id` must be a live ID from a connect request.
-pub unsafe fn accept(id: NonNull<rdma_cm_id>, p: &ConnParam, private_data: &[u8]) -> Result<(), i32> {
+pub unsafe fn accept(
+    id: NonNull<rdma_cm_id>,
+    p: &ConnParam,
+    private_data: &[u8],
+) -> Result<(), i32> {
     if private_data.len() > u8::MAX as usize {
         return Err(libc::EINVAL);
     }
@@ -279,7 +321,11 @@ pub unsafe fn reject(id: NonNull<rdma_cm_id>, private_data: &[u8]) -> Result<(),
     if private_data.len() > u8::MAX as usize {
         return Err(libc::EINVAL);
     }
-    let data = if private_data.is_empty() { ptr::null() } else { private_data.as_ptr().cast() };
+    let data = if private_data.is_empty() {
+        ptr::null()
+    } else {
+        private_data.as_ptr().cast()
+    };
     // SAFETY: live ID; the data lives for the call.
     check!(unsafe { rdma_reject(id.as_ptr(), data, private_data.len() as u8) })
 }
@@ -308,7 +354,10 @@ pub unsafe fn disconnect(id: NonNull<rdma_cm_id>) -> Result<(), i32> {
 ///
 /// # Safety
 /// `id` must be live.
-pub unsafe fn init_qp_attr(id: NonNull<rdma_cm_id>, state: u32) -> Result<(ibv_qp_attr, c_int), i32> {
+pub unsafe fn init_qp_attr(
+    id: NonNull<rdma_cm_id>,
+    state: u32,
+) -> Result<(ibv_qp_attr, c_int), i32> {
     // SAFETY: ibv_qp_attr is plain old data; all-zero is valid.
     let mut attr: ibv_qp_attr = unsafe { MaybeUninit::zeroed().assume_init() };
     attr.qp_state = state;
@@ -337,7 +386,13 @@ pub unsafe fn bound_device(id: NonNull<rdma_cm_id>) -> Option<(String, u64, u8)>
             return None;
         }
         let name = rdma_mummy_sys::ibv_get_device_name(device);
-        let name = if name.is_null() { String::new() } else { std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned() };
+        let name = if name.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        };
         let guid = u64::from_be(rdma_mummy_sys::ibv_get_device_guid(device));
         Some((name, guid, port))
     }
@@ -351,8 +406,12 @@ pub unsafe fn addresses(id: NonNull<rdma_cm_id>) -> (Option<SocketAddr>, Option<
     // SAFETY: live ID; route.addr holds two sockaddr_storage-sized unions the library fills.
     unsafe {
         let addr = &id.as_ref().route.addr;
-        let src = read_sockaddr((&addr.src_addr_union as *const _ as *const libc::sockaddr_storage).cast());
-        let dst = read_sockaddr((&addr.dst_addr_union as *const _ as *const libc::sockaddr_storage).cast());
+        let src = read_sockaddr(
+            (&addr.src_addr_union as *const _ as *const libc::sockaddr_storage).cast(),
+        );
+        let dst = read_sockaddr(
+            (&addr.dst_addr_union as *const _ as *const libc::sockaddr_storage).cast(),
+        );
         (src, dst)
     }
 }
@@ -387,9 +446,15 @@ pub unsafe fn next_event(channel: NonNull<rdma_event_channel>) -> Result<Option<
     // SAFETY: live channel; valid out-pointer.
     if unsafe { rdma_get_cm_event(channel.as_ptr(), &mut event) } != 0 {
         let errno = last_errno();
-        return if errno == libc::EAGAIN || errno == libc::EINTR { Ok(None) } else { Err(errno) };
+        return if errno == libc::EAGAIN || errno == libc::EINTR {
+            Ok(None)
+        } else {
+            Err(errno)
+        };
     }
-    let Some(event) = NonNull::new(event) else { return Err(libc::EIO) };
+    let Some(event) = NonNull::new(event) else {
+        return Err(libc::EIO);
+    };
     // SAFETY: the event is valid until acknowledged, which happens below after the copy; the
     // private data pointer and length belong to it.
     let copied = unsafe {
@@ -398,7 +463,11 @@ pub unsafe fn next_event(channel: NonNull<rdma_event_channel>) -> Result<Option<
         let private_data = if conn.private_data.is_null() || conn.private_data_len == 0 {
             Vec::new()
         } else {
-            std::slice::from_raw_parts(conn.private_data.cast::<u8>(), conn.private_data_len as usize).to_vec()
+            std::slice::from_raw_parts(
+                conn.private_data.cast::<u8>(),
+                conn.private_data_len as usize,
+            )
+            .to_vec()
         };
         Copied {
             event: e.event,

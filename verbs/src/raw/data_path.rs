@@ -299,7 +299,11 @@ pub unsafe fn post_send(qp: NonNull<ibv_qp>, wrs: &[SendWr<'_>]) -> Result<(), P
     if rc == 0 {
         Ok(())
     } else {
-        Err(post_failed("ibv_post_send", rc, index_of(base, raw.len(), bad)))
+        Err(post_failed(
+            "ibv_post_send",
+            rc,
+            index_of(base, raw.len(), bad),
+        ))
     }
 }
 
@@ -344,7 +348,11 @@ pub unsafe fn post_recv(qp: NonNull<ibv_qp>, wrs: &[RecvWr<'_>]) -> Result<(), P
     if rc == 0 {
         Ok(())
     } else {
-        Err(post_failed("ibv_post_recv", rc, index_of(base, raw.len(), bad)))
+        Err(post_failed(
+            "ibv_post_recv",
+            rc,
+            index_of(base, raw.len(), bad),
+        ))
     }
 }
 
@@ -369,7 +377,9 @@ pub unsafe fn poll_cq(
         let want = (max - total).min(POLL_CHUNK);
         // SAFETY: `cq` is live and polled by this thread only (the caller's contract); `wcs`
         // has room for `want` entries, which is all ibv_poll_cq writes.
-        let n = unsafe { rdma_mummy_sys::ibv_poll_cq(cq.as_ptr(), want as i32, wcs.as_mut_ptr().cast()) };
+        let n = unsafe {
+            rdma_mummy_sys::ibv_poll_cq(cq.as_ptr(), want as i32, wcs.as_mut_ptr().cast())
+        };
         if n < 0 {
             return Err(Error::new(
                 ErrorKind::DeviceLost,
@@ -389,7 +399,8 @@ pub unsafe fn poll_cq(
                 byte_len: wc.byte_len,
                 // SAFETY: both members of the union are a u32; with IBV_WC_WITH_IMM set the
                 // member is the immediate data, in network order.
-                imm_data: with_imm.then(|| u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data })),
+                imm_data: with_imm
+                    .then(|| u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data })),
                 qp_num: wc.qp_num,
             });
         }
@@ -420,7 +431,11 @@ mod tests {
     fn a_post_failure_without_bad_wr_says_the_count_is_unknown() {
         let e = post_failed("ibv_post_send", libc::EINVAL, None);
         assert_eq!(e.accepted, 0);
-        assert!(e.error.message().contains("did not say which WR"), "{}", e.error);
+        assert!(
+            e.error.message().contains("did not say which WR"),
+            "{}",
+            e.error
+        );
         let e = post_failed("ibv_post_send", libc::ENOMEM, Some(3));
         assert_eq!((e.accepted, e.kind()), (3, ErrorKind::ResourceExhausted));
     }

@@ -22,7 +22,9 @@ pub fn devices_under_test(test: &str) -> Option<Vec<String>> {
         if std::env::var("ANYVERBS_REQUIRE_DEVICES").is_ok_and(|v| v == "1") {
             panic!("{test}: ANYVERBS_REQUIRE_DEVICES=1 but ANYVERBS_TEST_DEVICES names no device");
         }
-        eprintln!("{test}: skipped, it needs an RDMA device; it runs in the test bed (testbed/run)");
+        eprintln!(
+            "{test}: skipped, it needs an RDMA device; it runs in the test bed (testbed/run)"
+        );
         return None;
     }
     Some(devices)
@@ -34,7 +36,11 @@ pub fn record(file: &str, line: &str) {
     println!("{line}");
     if let Ok(dir) = std::env::var("ANYVERBS_TESTBED_OUT") {
         let path = std::path::Path::new(&dir).join(file);
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             let _ = writeln!(f, "{line}");
         }
     }
@@ -123,7 +129,13 @@ pub fn post_recv(end: &End, wr_id: u64) {
     let sge = end.mr.sge(2048, 2048).unwrap();
     // SAFETY: the SGE lies in `end.mr`, which outlives the QP's use of it in these tests (the
     // QP is destroyed before the region: `End`'s fields drop in order, qp before mr).
-    unsafe { end.qp.post_recv(&[RecvWr { wr_id, sges: &[sge] }]) }.unwrap();
+    unsafe {
+        end.qp.post_recv(&[RecvWr {
+            wr_id,
+            sges: &[sge],
+        }])
+    }
+    .unwrap();
 }
 
 /// Sends `data` from the first half of the region, signaled.
@@ -156,7 +168,12 @@ pub fn poll_n(cq: &mut Arc<Cq>, n: usize, deadline: Instant) -> Vec<RawCompletio
 
 /// Connects a client to a server on `device` through the CM, with private data both ways; the
 /// server runs on a thread. Returns (client, server), both in RTS with a receive posted.
-pub fn connect_pair(device: &str, port: u16, request_data: &[u8], accept_data: &[u8]) -> (End, End) {
+pub fn connect_pair(
+    device: &str,
+    port: u16,
+    request_data: &[u8],
+    accept_data: &[u8],
+) -> (End, End) {
     let transport = Context::open(device).unwrap().entry().transport;
     let server_ctx = Context::open(device).unwrap();
     let addr = SocketAddr::new(address_of(&server_ctx), port);
@@ -190,7 +207,9 @@ pub fn connect_pair(device: &str, port: u16, request_data: &[u8], accept_data: &
         post_recv(&end, 100);
         let p = param(&end.ctx, end.qp.qp_num());
         end.id.accept(&p, &accept_data).unwrap();
-        let established = listen_channel.expect(&end.id, CmEventKind::Established, within(10)).unwrap();
+        let established = listen_channel
+            .expect(&end.id, CmEventKind::Established, within(10))
+            .unwrap();
         assert!(established.status == 0, "{established:?}");
         if transport == Transport::Iwarp {
             end.qp.record_state(QpState::Rts);
@@ -201,11 +220,15 @@ pub fn connect_pair(device: &str, port: u16, request_data: &[u8], accept_data: &
     let channel = CmChannel::new().unwrap();
     let id = channel.create_id().unwrap();
     id.resolve_addr(None, addr, Duration::from_secs(2)).unwrap();
-    channel.expect(&id, CmEventKind::AddrResolved, within(5)).unwrap();
+    channel
+        .expect(&id, CmEventKind::AddrResolved, within(5))
+        .unwrap();
     let (bound, _, _) = id.device().expect("resolved to a device");
     assert_eq!(bound, device, "the CM resolved {addr} to another device");
     id.resolve_route(Duration::from_secs(2)).unwrap();
-    channel.expect(&id, CmEventKind::RouteResolved, within(5)).unwrap();
+    channel
+        .expect(&id, CmEventKind::RouteResolved, within(5))
+        .unwrap();
     let (ctx, pd, cq, mr) = resources(device);
     let mut qp = Qp::create_rc(&pd, &cq, &cq, CAPS).unwrap();
     move_with_cm(transport, &mut qp, &id, QpState::Init);
@@ -224,13 +247,17 @@ pub fn connect_pair(device: &str, port: u16, request_data: &[u8], accept_data: &
     client.id.connect(&p, request_data).unwrap();
     match transport {
         Transport::InfiniBand => {
-            let response = channel.expect(&client.id, CmEventKind::ConnectResponse, within(10)).unwrap();
+            let response = channel
+                .expect(&client.id, CmEventKind::ConnectResponse, within(10))
+                .unwrap();
             client.peer_data = response.private_data;
             move_with_cm(transport, &mut client.qp, &client.id, QpState::Rts);
             client.id.establish().unwrap();
         }
         _ => {
-            let established = channel.expect(&client.id, CmEventKind::Established, within(10)).unwrap();
+            let established = channel
+                .expect(&client.id, CmEventKind::Established, within(10))
+                .unwrap();
             client.peer_data = established.private_data;
             client.qp.record_state(QpState::Rts);
         }

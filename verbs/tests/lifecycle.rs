@@ -1,0 +1,251 @@
+//! Device removal and return on real devices, from inside the process that holds them: removal
+//! is reported (the CM's DEVICE_REMOVAL through the removal watch), the kernel's delete completes
+//! once everything is released — which shows that no context of the removed device stays open —
+//! a device added again on its netdev is the same device under a new index, one added under the
+//! same name on another netdev is not, and the monitor reports both with identities. Every test
+//! restores the device it removed. The tests take turns: they delete shared devices.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyverbs::{DeviceEvent, EventHub};
+use anyverbs_verbs::context::Context;
+use anyverbs_verbs::device::{self, DeviceEntry};
+use anyverbs_verbs::events::{AsyncEventThread, RemovalWatch};
+use anyverbs_verbs::fault::{FaultInjector, Replug};
+use anyverbs_verbs::monitor::{DeviceChange, Monitor};
+use anyverbs_verbs::objects::{Access, Mr, Qp};
+use common::*;
+
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn find(name: &str) -> Option<DeviceEntry> {
+    device::devices()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.identity.name == name)
+}
+
+/// The spare netdev for `device` (`ANYVERBS_TEST_SPARES="rxe0=dummy2,siw0=dummy3"`).
+fn spare_for(device: &str) -> Option<String> {
+    std::env::var("ANYVERBS_TEST_SPARES")
+        .ok()?
+        .split(',')
+        .find_map(|pair| {
+            let (d, n) = pair.split_once('=')?;
+            (d.trim() == device).then(|| n.trim().to_owned())
+        })
+}
+
+fn wait_for_device(name: &str, deadline: Instant) -> DeviceEntry {
+    loop {
+        if let Some(e) = find(name) {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "{name} did not come back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn removal_is_reported_and_the_delete_completes_once_everything_is_released() {
+    let Some(names) = devices_under_test("removal") else {
+        return;
+    };
+    let _turn = turn();
+    for name in &names {
+        let ctx = Context::open(name).unwrap();
+        let before = ctx.entry().clone();
+        let pd = ctx.alloc_pd().unwrap();
+        let mr = Mr::alloc(&pd, 4096, Access::ALL).unwrap();
+        let cq = ctx.create_cq(16, None).unwrap();
+        let qp = Qp::create_rc(&pd, &cq, &cq, CAPS).unwrap();
+        let hub = Arc::new(EventHub::new());
+        let stream = hub.subscribe().unwrap();
+        let async_thread =
+            AsyncEventThread::spawn(ctx.sideway().clone(), hub.clone(), Arc::new(|_| None))
+                .unwrap();
+        let watch = RemovalWatch::start(
+            name,
+            before.identity.node_guid.0,
+            before.netdev.as_deref().unwrap(),
+            hub.clone(),
+        )
+        .unwrap()
+        .expect("the netdev has an address");
+        let injector = FaultInjector::for_device(&before).unwrap();
+        let mut injection = injector.unplug(Replug::Later, within(10)).unwrap();
+        let unlisted = injection.started().elapsed();
+        let event = stream.recv(within(10)).unwrap();
+        let reported = injection.started().elapsed();
+        assert_eq!(event, DeviceEvent::DeviceRemoved, "{name}");
+        // Holding objects, the delete waits.
+        let held = injection.wait(Instant::now() + Duration::from_millis(500));
+        assert!(
+            held.is_err(),
+            "{name}: the kernel's delete completed while the process still held objects"
+        );
+        injection.replug(Replug::SameNetdev);
+        let released = Instant::now();
+        drop((qp, mr, cq, pd, async_thread, watch, ctx));
+        let done = injection.wait(within(20)).unwrap();
+        let after_release = released.elapsed();
+        assert_eq!(done.replugged_on.as_deref(), before.netdev.as_deref());
+        let back = wait_for_device(name, within(10));
+        assert!(
+            back.identity.is_same_device(&before.identity),
+            "{name}: same netdev, same device: {:?} vs {:?}",
+            back.identity,
+            before.identity
+        );
+        assert_ne!(
+            back.identity.index, before.identity.index,
+            "{name}: a re-added device takes a new index"
+        );
+        record(
+            "removal.txt",
+            &format!(
+                "{name}: off the kernel's list after {unlisted:?}; DEVICE_REMOVAL reported after {reported:?}; delete completed {after_release:?} after the release ({:?} after it was asked for); back on {} as index {} (was {}), same identity",
+                done.delete_took,
+                back.netdev.as_deref().unwrap_or("?"),
+                back.identity.index,
+                before.identity.index
+            ),
+        );
+    }
+}
+
+#[test]
+fn the_same_name_on_another_netdev_is_another_device() {
+    let Some(names) = devices_under_test("other netdev") else {
+        return;
+    };
+    let _turn = turn();
+    for name in &names {
+        let Some(spare) = spare_for(name) else {
+            panic!("{name}: no spare netdev in ANYVERBS_TEST_SPARES");
+        };
+        let before = find(name).unwrap();
+        let home = before.netdev.clone().unwrap();
+        let injector = FaultInjector::for_device(&before).unwrap();
+        let mut injection = injector
+            .unplug(Replug::OtherNetdev(spare.clone()), within(10))
+            .unwrap();
+        injection.wait(within(20)).unwrap();
+        let moved = wait_for_device(name, within(10));
+        assert_eq!(moved.netdev.as_deref(), Some(spare.as_str()));
+        assert!(
+            !moved.identity.is_same_device(&before.identity),
+            "{name} on {spare} must not be taken for {name} on {home}"
+        );
+        assert_ne!(moved.identity.node_guid, before.identity.node_guid);
+        record(
+            "identity.txt",
+            &format!(
+                "{name} on {spare}: node_guid {} (on {home}: {}), index {}: another device",
+                moved.identity.node_guid, before.identity.node_guid, moved.identity.index
+            ),
+        );
+        // Put it back where it was.
+        let mut back = FaultInjector::for_device(&moved)
+            .unwrap()
+            .unplug(Replug::OtherNetdev(home.clone()), within(10))
+            .unwrap();
+        back.wait(within(20)).unwrap();
+        let restored = wait_for_device(name, within(10));
+        assert!(
+            restored.identity.is_same_device(&before.identity),
+            "{name} restored on {home}"
+        );
+    }
+}
+
+#[test]
+fn the_monitor_reports_removal_and_return_with_identities() {
+    let Some(names) = devices_under_test("monitor") else {
+        return;
+    };
+    let _turn = turn();
+    let monitor = Monitor::start().unwrap();
+    let changes = monitor.subscribe().unwrap();
+    for name in &names {
+        let before = find(name).unwrap();
+        let injector = FaultInjector::for_device(&before).unwrap();
+        let mut injection = injector.unplug(Replug::SameNetdev, within(10)).unwrap();
+        let started = injection.started();
+        let mut removed_after = None;
+        let mut added_after = None;
+        while removed_after.is_none() || added_after.is_none() {
+            match changes.recv(within(10)).unwrap() {
+                DeviceChange::Removed(e) if e.identity.name == *name => {
+                    assert_eq!(
+                        e.identity, before.identity,
+                        "removed with the identity it had"
+                    );
+                    removed_after = Some(started.elapsed());
+                }
+                DeviceChange::Added(e) if e.identity.name == *name => {
+                    assert!(removed_after.is_some(), "{name}: added before removed");
+                    assert!(e.identity.is_same_device(&before.identity));
+                    assert_ne!(e.identity.index, before.identity.index);
+                    added_after = Some(started.elapsed());
+                }
+                other => println!("monitor: {other:?}"),
+            }
+        }
+        let done = injection.wait(within(10)).unwrap();
+        record(
+            "monitor.txt",
+            &format!(
+                "{name}: reset by delete+add: monitor saw it removed after {:?} and added after {:?} (delete took {:?}); the monitor learns by uevents plus a netlink rescan every {:?}",
+                removed_after.unwrap(),
+                added_after.unwrap(),
+                done.delete_took,
+                anyverbs_verbs::monitor::RESCAN_INTERVAL
+            ),
+        );
+    }
+}
+
+#[test]
+fn a_port_flap_takes_the_port_down_and_brings_it_back() {
+    let Some(names) = devices_under_test("port flap") else {
+        return;
+    };
+    let _turn = turn();
+    for name in &names {
+        let ctx = Context::open(name).unwrap();
+        let hub = Arc::new(EventHub::new());
+        let stream = hub.subscribe().unwrap();
+        let _async =
+            AsyncEventThread::spawn(ctx.sideway().clone(), hub.clone(), Arc::new(|_| None))
+                .unwrap();
+        let injector = FaultInjector::for_device(ctx.entry()).unwrap();
+        injector.port_flap(Duration::from_millis(300)).unwrap();
+        let deadline = within(5);
+        while !ctx.port(1).unwrap().active {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: port 1 did not come back"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut seen = Vec::new();
+        while let Some(e) = stream.try_recv().unwrap() {
+            seen.push(e.to_string());
+        }
+        record(
+            "flap.txt",
+            &format!(
+                "{name}: netdev down 300 ms then up: async events {seen:?}; port active again"
+            ),
+        );
+    }
+}
