@@ -1,7 +1,7 @@
 //! The RDMA connection manager by IP address: listen, connect, accept, reject, private data,
 //! disconnect, and the events that say how each went.
 //!
-//! The QPs are the application's own ([`Qp`](crate::Qp)), created on its own device context,
+//! The QPs are the application's own ([`Qp`](crate::objects::Qp)), created on its own device context,
 //! not by librdmacm; the CM is told their numbers, and computes the attributes for each state
 //! move ([`CmId::qp_attr`]). On InfiniBand/RoCE the application moves its QP to INIT, RTR and
 //! RTS with them; on iWARP only to INIT — the kernel's iw_cm moves it to RTS when the MPA
@@ -365,7 +365,7 @@ impl CmId {
     }
 
     /// The attributes and mask that move this connection's QP to `state`
-    /// (`rdma_init_qp_attr`), for [`Qp::to_state_with`](crate::Qp::to_state_with).
+    /// (`rdma_init_qp_attr`), for [`Qp::to_state_with`](crate::objects::Qp::to_state_with).
     pub fn qp_attr(&self, state: QpState) -> Result<(rdma_mummy_sys::ibv_qp_attr, i32), Error> {
         // SAFETY: the ID is live.
         unsafe { raw::init_qp_attr(self.raw, state.number()) }

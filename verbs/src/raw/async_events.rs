@@ -13,7 +13,7 @@ use rdma_mummy_sys::{
 pub enum AsyncElement {
     /// A QP, by number.
     Qp(u32),
-    /// A CQ, by the address of its `ibv_cq` (the key [`Cq::key`](crate::Cq::key) returns).
+    /// A CQ, by the address of its `ibv_cq` (the key [`Cq::key`](crate::objects::Cq::key) returns).
     Cq(usize),
     /// A port, from 1.
     Port(u8),
