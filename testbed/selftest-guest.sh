@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=sh disable=SC2317 # (the checks are called through check())
 # The in-guest half of testbed/selftest (busybox sh). Prints PASS/FAIL per check, writes
 # /out/selftest.txt, and exits 7 when every check passed (so the host also sees that an exit
 # status other than 0 comes back), 1 otherwise.
@@ -37,11 +38,11 @@ rping_over() { # ADDR: an rdma_cm exchange, server and client both bounded
 	sleep 0.5
 	$T 20 rping -c -a "$1" -C 3 -v
 	rc=$?
-	wait $srv
+	wait "$srv"
 	src=$?
 	echo "client $rc server $src"
 	cat /tmp/rping-server.log
-	[ $rc = 0 ] && [ $src = 0 ]
+	[ "$rc" = 0 ] && [ "$src" = 0 ]
 }
 field() { # INFO-LINE KEY
 	echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
@@ -110,6 +111,7 @@ netem_works() {
 	awk -v a="$s0" -v b="$s1" -v c="$s2" 'BEGIN{exit !((c-b) > (b-a) + 0.5)}'
 }
 
+# shellcheck disable=SC3045 # (busybox sh has ulimit -l)
 env_seen() {
 	[ "$ANYVERBS_TESTBED" = 1 ] && [ "$ANYVERBS_TESTBED_OUT" = /out ] &&
 		[ "$ANYVERBS_TESTBED_DEVICES" = "rxe0 siw0" ] && [ "$RUST_BACKTRACE" = 1 ] &&
