@@ -89,6 +89,21 @@ delete_missing_fails() {
 	tb-device info rxe0 | grep -q netdev=dummy0
 }
 
+blocked_delete() {
+	# ibv_rc_pingpong's server holds rxe0's verbs objects while it waits for a client
+	ibv_rc_pingpong -d rxe0 -g 1 -p 18600 >/tmp/pingpong.log 2>&1 &
+	holder=$!
+	sleep 1
+	if TB_DEVICE_TIMEOUT=3 tb-device delete rxe0; then
+		echo "the delete returned although a process held the device"
+		kill "$holder"
+		return 1
+	fi
+	kill "$holder"
+	tb-device restore || return 1
+	tb-device info rxe0 | grep -q 'netdev=dummy0 .*state=ACTIVE'
+}
+
 netem_works() {
 	# A qdisc on dummy1 takes the packets routed out of it (dummy drops them after the qdisc).
 	$TC qdisc add dev dummy1 root netem delay 50ms loss 0% || return 1
@@ -130,6 +145,7 @@ check "siw0: add-same keeps GUID (new index), add-other changes it, restore" ide
 note "$(grep '^siw0' /out/identities.txt | tr '\n' ';')"
 check "tb-device flap siw0 1: back ACTIVE" flap_back
 check "tb-device delete/add-same fail clearly when there is nothing to do" delete_missing_fails
+check "tb-device delete gives up (3 s) while a process holds rxe0; restore recovers once it ends" blocked_delete
 check "rping over rxe0 again, after the lifecycle actions" rping_over 10.11.12.13
 check "rping over siw0 again, after the lifecycle actions" rping_over 10.22.0.1
 check "netem: a qdisc on dummy1 takes packets; delay on lo slows siw0" netem_works
