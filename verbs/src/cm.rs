@@ -128,9 +128,52 @@ impl Drop for CmChannel {
     }
 }
 
+/// How often the janitor looks for devices that went away.
+pub const JANITOR_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Starts, once per process, the thread that keeps librdmacm from holding removed devices open:
+/// it lists the kernel's devices every [`JANITOR_INTERVAL`] (RDMA netlink: cheap, opens nothing)
+/// and, when one has gone, has librdmacm forget it ([`raw::forget_removed_devices`]). Without it
+/// a process that ever used the CM on a device would keep that device's `rdma link delete`
+/// waiting forever, whatever it released.
+fn start_janitor() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("anyverbs-cm-janitor".into())
+            .spawn(|| {
+                let listed = || -> Option<Vec<u32>> {
+                    crate::netlink::list_devices(Duration::from_secs(1))
+                        .ok()
+                        .map(|l| l.into_iter().map(|d| d.index).collect())
+                };
+                let mut last = listed().unwrap_or_default();
+                loop {
+                    std::thread::sleep(JANITOR_INTERVAL);
+                    let Some(now) = listed() else { continue };
+                    if last.iter().any(|i| !now.contains(i)) {
+                        raw::forget_removed_devices();
+                    }
+                    last = now;
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(%e, "could not start the CM janitor: removed devices may stay open");
+        }
+    });
+}
+
+/// Has librdmacm close its context on every device that is gone; see
+/// [`raw::forget_removed_devices`]. Called by the removal watch once it let go of its device, and
+/// every [`JANITOR_INTERVAL`] after a device disappears.
+pub fn forget_removed_devices() {
+    raw::forget_removed_devices();
+}
+
 impl CmChannel {
     /// A new channel (its fd non-blocking and close-on-exec).
     pub fn new() -> Result<Arc<CmChannel>, Error> {
+        start_janitor();
         let raw = raw::create_channel()
             .map_err(|errno| call_failed("rdma_create_event_channel", errno))?;
         Ok(Arc::new(CmChannel {

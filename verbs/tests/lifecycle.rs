@@ -93,8 +93,13 @@ fn removal_is_reported_and_the_delete_completes_once_everything_is_released() {
         );
         injection.replug(Replug::SameNetdev);
         let released = Instant::now();
-        drop((qp, mr, cq, pd, async_thread, watch, ctx));
-        let done = injection.wait(within(20)).unwrap();
+        drop(watch);
+        drop(async_thread);
+        drop((qp, mr, cq, pd));
+        drop(ctx);
+        let done = injection
+            .wait(within(20))
+            .unwrap_or_else(|e| panic!("{name}: {e}; still open here: {:?}", open_rdma_files()));
         let after_release = released.elapsed();
         assert_eq!(done.replugged_on.as_deref(), before.netdev.as_deref());
         let back = wait_for_device(name, within(10));

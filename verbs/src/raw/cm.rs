@@ -508,3 +508,23 @@ struct Copied {
     private_data: Vec<u8>,
     peer: ConnParam,
 }
+
+/// Makes librdmacm compare its device list with the kernel's and close its own context on every
+/// device that is gone (`rdma_get_devices` + `rdma_free_devices`).
+///
+/// librdmacm opens a verbs context on a device the first time an ID binds to it and closes it
+/// only once the device has disappeared from `ibv_get_device_list` *and* no ID uses it — a
+/// comparison it makes only inside a few calls. Until then its context keeps a removed rxe or
+/// siw device from finishing its delete, even after the application released everything. A
+/// side effect: `rdma_get_devices` opens a context on every device present; each is closed by
+/// the next call after that device goes.
+pub fn forget_removed_devices() {
+    // SAFETY: no arguments besides an optional out-count; the list is returned to librdmacm
+    // at once and not used otherwise.
+    unsafe {
+        let list = rdma_mummy_sys::rdma_get_devices(ptr::null_mut());
+        if !list.is_null() {
+            rdma_mummy_sys::rdma_free_devices(list);
+        }
+    }
+}

@@ -156,10 +156,9 @@ pub fn send(end: &End, wr_id: u64, data: &[u8]) {
 }
 
 /// Polls `cq` until `n` completions arrived or the deadline passed.
-pub fn poll_n(cq: &mut Arc<Cq>, n: usize, deadline: Instant) -> Vec<RawCompletion> {
+pub fn poll_n(cq: &Cq, n: usize, deadline: Instant) -> Vec<RawCompletion> {
     let mut out = Vec::new();
     while out.len() < n && Instant::now() < deadline {
-        let cq = Arc::get_mut(cq).expect("only the test holds the CQ");
         let _ = cq.poll(n - out.len(), &mut out).unwrap();
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -264,4 +263,21 @@ pub fn connect_pair(
     }
     let server = server.join().expect("the server side failed");
     (client, server)
+}
+
+/// The verbs and CM device files this process still has open (for a delete that does not
+/// complete: something still holds the device).
+pub fn open_rdma_files() -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        for fd in dir.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.to_string_lossy().into_owned();
+                if t.contains("infiniband") || t.contains("rdma_cm") {
+                    out.push(format!("fd {} -> {t}", fd.file_name().to_string_lossy()));
+                }
+            }
+        }
+    }
+    out
 }
