@@ -64,7 +64,18 @@ pub fn translate(
     }
 }
 
-fn publish(hub: &EventHub<DeviceEvent>, event: DeviceEvent) {
+/// The core's event for a CM event about a connection of QP `qp_num`: `Disconnected` and
+/// `DeviceRemoval` are lifecycle events; the rest belong to connection setup.
+pub fn translate_cm(kind: CmEventKind, qp_num: u32) -> Option<DeviceEvent> {
+    match kind {
+        CmEventKind::Disconnected => Some(DeviceEvent::Disconnected { qp_num }),
+        CmEventKind::DeviceRemoval => Some(DeviceEvent::DeviceRemoved),
+        _ => None,
+    }
+}
+
+/// Publishes `event` into `hub`, and closes the hub after an event that kills the device.
+pub fn publish(hub: &EventHub<DeviceEvent>, event: DeviceEvent) {
     let lost = event.is_device_lost();
     let text = event.to_string();
     hub.publish(event);
@@ -292,6 +303,19 @@ mod tests {
             element: AsyncElement::Other,
         };
         assert_eq!(translate(newer, &none), None);
+    }
+
+    #[test]
+    fn cm_events_become_lifecycle_events_where_they_are_ones() {
+        assert_eq!(
+            translate_cm(CmEventKind::Disconnected, 9),
+            Some(DeviceEvent::Disconnected { qp_num: 9 })
+        );
+        assert_eq!(
+            translate_cm(CmEventKind::DeviceRemoval, 9),
+            Some(DeviceEvent::DeviceRemoved)
+        );
+        assert_eq!(translate_cm(CmEventKind::Established, 9), None);
     }
 
     #[test]

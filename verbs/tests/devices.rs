@@ -399,3 +399,31 @@ fn the_async_event_thread_and_the_removal_watch_start_and_stop() {
         );
     }
 }
+
+#[test]
+fn each_fault_says_whether_it_can_be_injected() {
+    use anyverbs_verbs::fault::{ALL_FAULTS, FaultInjector};
+    let Some(names) = devices_under_test("fault availability") else {
+        return;
+    };
+    let all = device::devices().unwrap();
+    for name in &names {
+        let entry = all.iter().find(|e| &e.identity.name == name).unwrap();
+        let injector = FaultInjector::for_device(entry).expect("rxe and siw take faults, as root");
+        let spare = if name.starts_with("siw") {
+            "dummy3"
+        } else {
+            "dummy2"
+        };
+        for kind in ALL_FAULTS {
+            let available = injector.available(kind, Some(spare));
+            assert!(available.is_ok(), "{name}: {kind:?}: {available:?}");
+            record("faults.txt", &format!("{name}: {kind:?}: available"));
+        }
+        assert!(
+            injector
+                .available(anyverbs_verbs::fault::FaultKind::ReplugOther, None)
+                .is_err()
+        );
+    }
+}

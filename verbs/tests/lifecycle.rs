@@ -79,12 +79,24 @@ fn removal_is_reported_and_the_delete_completes_once_everything_is_released() {
         )
         .unwrap()
         .expect("the netdev has an address");
+        let monitor = Monitor::start().unwrap();
+        let changes = monitor.subscribe().unwrap();
         let injector = FaultInjector::for_device(&before).unwrap();
         let mut injection = injector.unplug(Replug::Later, within(10)).unwrap();
         let unlisted = injection.started().elapsed();
         let event = stream.recv(within(10)).unwrap();
         let reported = injection.started().elapsed();
         assert_eq!(event, DeviceEvent::DeviceRemoved, "{name}");
+        // The monitor learns of it too, while the delete still waits for this process.
+        let seen = loop {
+            match changes.recv(within(10)).unwrap() {
+                DeviceChange::Removed(e) if e.identity.name == *name => {
+                    assert_eq!(e.identity, before.identity);
+                    break injection.started().elapsed();
+                }
+                _ => {}
+            }
+        };
         // Holding objects, the delete waits.
         let held = injection.wait(Instant::now() + Duration::from_millis(500));
         assert!(
@@ -116,7 +128,7 @@ fn removal_is_reported_and_the_delete_completes_once_everything_is_released() {
         record(
             "removal.txt",
             &format!(
-                "{name}: off the kernel's list after {unlisted:?}; DEVICE_REMOVAL reported after {reported:?}; delete completed {after_release:?} after the release ({:?} after it was asked for); back on {} as index {} (was {}), same identity",
+                "{name}: off the kernel's list after {unlisted:?}; DEVICE_REMOVAL reported after {reported:?}; the monitor saw it removed after {seen:?}, objects still held; delete completed {after_release:?} after the release ({:?} after it was asked for); back on {} as index {} (was {}), same identity",
                 done.delete_took,
                 back.netdev.as_deref().unwrap_or("?"),
                 back.identity.index,
@@ -252,5 +264,28 @@ fn a_port_flap_takes_the_port_down_and_brings_it_back() {
                 "{name}: netdev down 300 ms then up: async events {seen:?}; port active again"
             ),
         );
+    }
+}
+
+#[test]
+fn an_injection_dropped_before_its_replug_puts_the_device_back() {
+    let Some(names) = devices_under_test("restore") else {
+        return;
+    };
+    let _turn = turn();
+    for name in &names {
+        let before = find(name).unwrap();
+        let injection = FaultInjector::for_device(&before)
+            .unwrap()
+            .unplug(Replug::Later, within(10))
+            .unwrap();
+        // A case that fails here drops its injection without putting the device back.
+        drop(injection);
+        let back = wait_for_device(name, within(10));
+        assert!(
+            back.identity.is_same_device(&before.identity),
+            "{name} restored on its own netdev"
+        );
+        assert_eq!(back.netdev, before.netdev);
     }
 }
