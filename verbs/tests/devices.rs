@@ -279,10 +279,17 @@ fn the_cm_connects_with_private_data_sends_both_ways_and_disconnects() {
         use anyverbs_verbs::cm::CmEventKind::Disconnected;
         let asked = Instant::now();
         client.id.disconnect().unwrap();
-        server
+        let told = server
             .channel
             .expect(&server.id, Disconnected, within(10))
             .unwrap();
+        assert_eq!(
+            anyverbs_verbs::events::translate_cm(told.kind, server.qp.qp_num()),
+            Some(DeviceEvent::Disconnected {
+                qp_num: server.qp.qp_num()
+            }),
+            "the CM's DISCONNECTED is the core's lifecycle event"
+        );
         server.id.disconnect().unwrap();
         client
             .channel
