@@ -286,36 +286,8 @@ fn set_int_opt(fd: &OwnedFd, opt: libc::c_int, value: libc::c_int) -> io::Result
     Ok(())
 }
 
-/// Waits until `fd` is readable (`true`) or `deadline` passes (`false`), retrying on EINTR
-/// with the remaining time.
 fn wait_readable(fd: &OwnedFd, deadline: Instant) -> io::Result<bool> {
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Ok(false);
-        }
-        // Round up so a sub-millisecond remainder does not become a busy poll of 0 ms.
-        let ms = remaining.as_nanos().div_ceil(1_000_000);
-        let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is one live pollfd and nfds is 1; poll(2) writes only its `revents`.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r > 0 {
-            // Readable, or an error (ENOBUFS) that the next recv reports.
-            return Ok(true);
-        }
-    }
+    crate::wait::poll_readable(fd.as_raw_fd(), deadline)
 }
 
 #[cfg(test)]

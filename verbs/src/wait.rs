@@ -5,35 +5,40 @@ use std::time::Instant;
 
 use anyverbs::Error;
 
-use crate::error::call_failed;
-
-/// Waits until `fd` is readable or `deadline` passes; `Ok(true)` when readable. Never waits past
-/// the deadline (the longest single `poll(2)` is one second, so a deadline far away still
-/// returns).
-pub fn readable(fd: RawFd, deadline: Instant) -> Result<bool, Error> {
+/// Waits until `fd` is readable (or has an error or hangup the next read reports) or `deadline`
+/// passes; `Ok(true)` when readable, `Ok(false)` at the deadline. The one `poll(2)` loop of the
+/// crate: netlink, uevents, completion channels, CM channels and the event threads all wait here.
+pub fn poll_readable(fd: RawFd, deadline: Instant) -> std::io::Result<bool> {
     loop {
-        let now = Instant::now();
-        if now >= deadline {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
             return Ok(false);
         }
-        let ms = (deadline - now).as_millis().clamp(1, 1000) as libc::c_int;
+        // Round up, so a sub-millisecond remainder does not become a busy poll of 0 ms.
+        let ms = libc::c_int::try_from(remaining.as_nanos().div_ceil(1_000_000))
+            .unwrap_or(libc::c_int::MAX);
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc > 0 {
+        // SAFETY: `pfd` is one live pollfd and nfds is 1; poll(2) writes only its `revents`.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
             return Ok(true);
         }
-        if rc < 0 {
-            let errno = crate::error::last_errno();
-            if errno != libc::EINTR {
-                return Err(call_failed("poll", errno));
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
             }
         }
     }
+}
+
+/// [`poll_readable`], with the core's error.
+pub fn readable(fd: RawFd, deadline: Instant) -> Result<bool, Error> {
+    poll_readable(fd, deadline).map_err(|e| crate::error::io_failed("poll", e))
 }
 
 #[cfg(test)]

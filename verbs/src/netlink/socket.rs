@@ -175,34 +175,11 @@ impl NlSocket {
 /// Waits until `fd` is readable or `deadline` passes (then `TimedOut`). Retries on EINTR
 /// with the remaining time.
 pub(super) fn wait_readable(fd: &OwnedFd, deadline: Instant, what: &str) -> io::Result<()> {
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("timed out waiting for {what}"),
-            ));
-        }
-        // Round up so a sub-millisecond remainder does not become a busy poll of 0 ms.
-        let ms = remaining.as_nanos().div_ceil(1_000_000);
-        let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is one live pollfd and nfds is 1; poll(2) writes only its `revents`.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r > 0 {
-            // Readable, or an error/hangup that the next recv reports.
-            return Ok(());
-        }
+    if crate::wait::poll_readable(fd.as_raw_fd(), deadline)? {
+        return Ok(());
     }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("timed out waiting for {what}"),
+    ))
 }

@@ -277,8 +277,27 @@ fn conn_param(p: &ConnParam, data: &[u8]) -> rdma_conn_param {
     }
 }
 
-/// `rdma_connect` with `private_data` (at most 255 bytes here; the transport's own limit is
-/// smaller and enforced by librdmacm).
+/// Calls `call` (`rdma_connect` or `rdma_accept`) with the parameters `p` and `private_data` (at
+/// most 255 bytes here; the transport's own limit is smaller and enforced by librdmacm).
+///
+/// # Safety
+/// `id` must be live and `call` one of librdmacm's calls that take an ID and parameters.
+unsafe fn with_param(
+    id: NonNull<rdma_cm_id>,
+    p: &ConnParam,
+    private_data: &[u8],
+    call: unsafe extern "C" fn(*mut rdma_cm_id, *mut rdma_conn_param) -> c_int,
+) -> Result<(), i32> {
+    if private_data.len() > u8::MAX as usize {
+        return Err(libc::EINVAL);
+    }
+    let mut param = conn_param(p, private_data);
+    // SAFETY: live ID; `param` and the private data it points to live for the call (librdmacm
+    // copies them into the kernel request).
+    check!(unsafe { call(id.as_ptr(), &mut param) })
+}
+
+/// `rdma_connect` with `private_data`.
 ///
 /// # Safety
 /// `id` must be live.
@@ -287,13 +306,8 @@ pub unsafe fn connect(
     p: &ConnParam,
     private_data: &[u8],
 ) -> Result<(), i32> {
-    if private_data.len() > u8::MAX as usize {
-        return Err(libc::EINVAL);
-    }
-    let mut param = conn_param(p, private_data);
-    // SAFETY: live ID; `param` and the private data it points to live for the call (librdmacm
-    // copies them into the kernel request).
-    check!(unsafe { rdma_connect(id.as_ptr(), &mut param) })
+    // SAFETY: the caller's contract; rdma_connect takes an ID and parameters.
+    unsafe { with_param(id, p, private_data, rdma_connect) }
 }
 
 /// `rdma_accept` with `private_data`.
@@ -305,12 +319,8 @@ pub unsafe fn accept(
     p: &ConnParam,
     private_data: &[u8],
 ) -> Result<(), i32> {
-    if private_data.len() > u8::MAX as usize {
-        return Err(libc::EINVAL);
-    }
-    let mut param = conn_param(p, private_data);
-    // SAFETY: as for connect.
-    check!(unsafe { rdma_accept(id.as_ptr(), &mut param) })
+    // SAFETY: the caller's contract; rdma_accept takes an ID and parameters.
+    unsafe { with_param(id, p, private_data, rdma_accept) }
 }
 
 /// `rdma_reject` with `private_data`.

@@ -208,6 +208,66 @@ fn post_failed(call: &str, errno: i32, len: usize, accepted: Option<usize>) -> P
     }
 }
 
+/// The SGEs of every WR of a batch in one array (the WRs point into it), or the error of the
+/// first WR that has too many.
+fn collect_sges<'a>(lists: impl Iterator<Item = &'a [Sge]>) -> Result<Vec<ibv_sge>, PostError> {
+    let mut sges = Vec::new();
+    for (i, list) in lists.enumerate() {
+        fill_sges(list, &mut sges).map_err(|e| PostError::new(i, e))?;
+    }
+    Ok(sges)
+}
+
+/// The `sg_list` pointer of a WR whose `n` SGEs start at `start` in `sges`.
+fn sg_list(sges: &mut [ibv_sge], start: usize, n: usize) -> *mut ibv_sge {
+    if n == 0 {
+        ptr::null_mut()
+    } else {
+        sges[start..].as_mut_ptr()
+    }
+}
+
+/// A verbs WR struct that chains to the next through its `next` field.
+trait Chained: Sized {
+    fn set_next(&mut self, next: *mut Self);
+}
+
+impl Chained for ibv_send_wr {
+    fn set_next(&mut self, next: *mut Self) {
+        self.next = next;
+    }
+}
+
+impl Chained for ibv_recv_wr {
+    fn set_next(&mut self, next: *mut Self) {
+        self.next = next;
+    }
+}
+
+/// Links `raw` into a null-terminated list (only now: the vector does not move any more), posts
+/// it with `post`, and says how many were posted if it failed.
+fn post_list<W: Chained>(
+    call: &str,
+    raw: &mut [W],
+    post: impl FnOnce(*mut W, &mut *mut W) -> libc::c_int,
+) -> Result<(), PostError> {
+    let base = raw.as_mut_ptr();
+    let len = raw.len();
+    // Everything goes through `base`, so the pointers stored in `next` and the one posted come
+    // from the same borrow of `raw`.
+    for i in 1..len {
+        // SAFETY: i < len: both WRs are inside the slice, and `base` is its only borrow now.
+        unsafe { (*base.add(i - 1)).set_next(base.add(i)) };
+    }
+    let mut bad: *mut W = ptr::null_mut();
+    let rc = errno_of_post(post(base, &mut bad));
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(post_failed(call, rc, len, index_of(base, len, bad)))
+    }
+}
+
 /// Posts `wrs` to the send queue of `qp` as one `ibv_post_send` call.
 ///
 /// On failure the [`PostError`] says how many WRs at the front were posted (from `bad_wr`).
@@ -220,10 +280,7 @@ pub unsafe fn post_send(qp: NonNull<ibv_qp>, wrs: &[SendWr<'_>]) -> Result<(), P
     if wrs.is_empty() {
         return Ok(());
     }
-    let mut sges = Vec::with_capacity(wrs.iter().map(|w| w.sges.len()).sum());
-    for (i, wr) in wrs.iter().enumerate() {
-        fill_sges(wr.sges, &mut sges).map_err(|e| PostError::new(i, e))?;
-    }
+    let mut sges = collect_sges(wrs.iter().map(|w| w.sges))?;
     let mut raw: Vec<ibv_send_wr> = Vec::with_capacity(wrs.len());
     let mut next_sge = 0;
     for wr in wrs {
@@ -232,11 +289,7 @@ pub unsafe fn post_send(qp: NonNull<ibv_qp>, wrs: &[SendWr<'_>]) -> Result<(), P
         let mut w: ibv_send_wr = unsafe { MaybeUninit::zeroed().assume_init() };
         w.wr_id = wr.wr_id;
         w.num_sge = wr.sges.len() as i32;
-        w.sg_list = if wr.sges.is_empty() {
-            ptr::null_mut()
-        } else {
-            sges[next_sge..].as_mut_ptr()
-        };
+        w.sg_list = sg_list(&mut sges, next_sge, wr.sges.len());
         next_sge += wr.sges.len();
         w.send_flags = wr.flags.bits();
         match wr.op {
@@ -290,28 +343,13 @@ pub unsafe fn post_send(qp: NonNull<ibv_qp>, wrs: &[SendWr<'_>]) -> Result<(), P
         }
         raw.push(w);
     }
-    // Link the list only now: `raw` does not move any more.
-    let base = raw.as_mut_ptr();
-    for i in 0..raw.len() - 1 {
-        // SAFETY: i + 1 < raw.len(), so the pointer stays inside the vector's allocation.
-        raw[i].next = unsafe { base.add(i + 1) };
-    }
-    let mut bad: *mut ibv_send_wr = ptr::null_mut();
-    // SAFETY: `qp` is live (the caller's contract); `raw` is a null-terminated list of valid WRs
+    // SAFETY: `qp` is live (the caller's contract); the list post_list links is of valid WRs
     // whose SGE pointers point into `sges`, both alive until the call returns (the driver copies
     // WRs and inline data during the call and keeps no pointer to them); `bad` is a valid
     // out-pointer. The memory the SGEs address is the caller's contract.
-    let rc = errno_of_post(unsafe { ibv_post_send(qp.as_ptr(), base, &mut bad) });
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(post_failed(
-            "ibv_post_send",
-            rc,
-            raw.len(),
-            index_of(base, raw.len(), bad),
-        ))
-    }
+    post_list("ibv_post_send", &mut raw, |list, bad| unsafe {
+        ibv_post_send(qp.as_ptr(), list, bad)
+    })
 }
 
 /// Posts `wrs` to the receive queue of `qp` as one `ibv_post_recv` call.
@@ -324,44 +362,23 @@ pub unsafe fn post_recv(qp: NonNull<ibv_qp>, wrs: &[RecvWr<'_>]) -> Result<(), P
     if wrs.is_empty() {
         return Ok(());
     }
-    let mut sges = Vec::with_capacity(wrs.iter().map(|w| w.sges.len()).sum());
-    for (i, wr) in wrs.iter().enumerate() {
-        fill_sges(wr.sges, &mut sges).map_err(|e| PostError::new(i, e))?;
-    }
+    let mut sges = collect_sges(wrs.iter().map(|w| w.sges))?;
     let mut raw: Vec<ibv_recv_wr> = Vec::with_capacity(wrs.len());
     let mut next_sge = 0;
     for wr in wrs {
         raw.push(ibv_recv_wr {
             wr_id: wr.wr_id,
             next: ptr::null_mut(),
-            sg_list: if wr.sges.is_empty() {
-                ptr::null_mut()
-            } else {
-                sges[next_sge..].as_mut_ptr()
-            },
+            sg_list: sg_list(&mut sges, next_sge, wr.sges.len()),
             num_sge: wr.sges.len() as i32,
         });
         next_sge += wr.sges.len();
     }
-    let base = raw.as_mut_ptr();
-    for i in 0..raw.len() - 1 {
-        // SAFETY: i + 1 < raw.len(), so the pointer stays inside the vector's allocation.
-        raw[i].next = unsafe { base.add(i + 1) };
-    }
-    let mut bad: *mut ibv_recv_wr = ptr::null_mut();
-    // SAFETY: as in `post_send`: a live QP, a valid null-terminated list with SGEs alive for the
-    // call, a valid out-pointer; the addressed memory is the caller's contract.
-    let rc = errno_of_post(unsafe { ibv_post_recv(qp.as_ptr(), base, &mut bad) });
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(post_failed(
-            "ibv_post_recv",
-            rc,
-            raw.len(),
-            index_of(base, raw.len(), bad),
-        ))
-    }
+    // SAFETY: as in `post_send`: a live QP, a valid list with SGEs alive for the call, a valid
+    // out-pointer; the addressed memory is the caller's contract.
+    post_list("ibv_post_recv", &mut raw, |list, bad| unsafe {
+        ibv_post_recv(qp.as_ptr(), list, bad)
+    })
 }
 
 /// The errno of a post's return value. Posts return the errno itself, but not every driver keeps
