@@ -289,3 +289,94 @@ fn an_injection_dropped_before_its_replug_puts_the_device_back() {
         assert_eq!(back.netdev, before.netdev);
     }
 }
+
+/// `tb-device` (the test bed's lifecycle tool), when this runs in the test bed.
+fn tb_device() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new("/opt/anyverbs/bin/tb-device");
+    let found = [
+        path.to_path_buf(),
+        "/usr/local/bin/tb-device".into(),
+        "/usr/bin/tb-device".into(),
+    ]
+    .into_iter()
+    .find(|p| p.exists());
+    if found.is_none() && std::env::var("ANYVERBS_TESTBED").is_ok_and(|v| v == "1") {
+        panic!("in the test bed but tb-device is not installed");
+    }
+    found
+}
+
+#[test]
+fn a_delete_by_another_process_is_reported_and_completes_once_released() {
+    let Some(names) = devices_under_test("delete from outside") else {
+        return;
+    };
+    let Some(tool) = tb_device() else {
+        eprintln!("delete from outside: skipped, tb-device is only in the test bed");
+        return;
+    };
+    let _turn = turn();
+    for name in &names {
+        let ctx = Context::open(name).unwrap();
+        let before = ctx.entry().clone();
+        let pd = ctx.alloc_pd().unwrap();
+        let cq = ctx.create_cq(8, None).unwrap();
+        let qp = Qp::create_rc(&pd, &cq, &cq, CAPS).unwrap();
+        let hub = Arc::new(EventHub::new());
+        let stream = hub.subscribe().unwrap();
+        let watch = RemovalWatch::start(
+            name,
+            before.identity.node_guid.0,
+            before.netdev.as_deref().unwrap(),
+            hub.clone(),
+        )
+        .unwrap()
+        .unwrap();
+        // The operator deletes the device while this process holds it.
+        let asked = Instant::now();
+        let mut operator = std::process::Command::new(&tool)
+            .args(["delete", name])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert_eq!(
+            stream.recv(within(10)).unwrap(),
+            DeviceEvent::DeviceRemoved,
+            "{name}"
+        );
+        let reported = asked.elapsed();
+        drop((qp, cq, pd, watch, ctx));
+        let status = loop {
+            if let Some(status) = operator.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(30),
+                "{name}: the operator's delete did not return"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(
+            status.success(),
+            "{name}: tb-device delete failed: {status}"
+        );
+        let deleted = asked.elapsed();
+        let added = std::process::Command::new(&tool)
+            .args(["add-same", name])
+            .output()
+            .unwrap();
+        assert!(
+            added.status.success(),
+            "{name}: tb-device add-same: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        let back = wait_for_device(name, within(10));
+        assert!(back.identity.is_same_device(&before.identity));
+        record(
+            "removal.txt",
+            &format!(
+                "{name}: deleted by another process (tb-device): reported here after {reported:?}; its delete returned after {deleted:?}, once this process let go"
+            ),
+        );
+    }
+}
