@@ -289,3 +289,101 @@ fn an_injection_dropped_before_its_replug_puts_the_device_back() {
         assert_eq!(back.netdev, before.netdev);
     }
 }
+
+/// Runs `/usr/bin/ip ARGS` (the guest's iproute2), panicking when it fails.
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("/usr/bin/ip")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ip {args:?}: {status}");
+}
+
+/// Deletes a software device (by name) and the netdev under it when dropped.
+struct Scratch {
+    device: Option<String>,
+    netdev: String,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(entry) = self.device.as_deref().and_then(find) {
+            let _ =
+                anyverbs_verbs::netlink::delete_link(entry.identity.index, Duration::from_secs(20));
+        }
+        let _ = std::process::Command::new("/usr/bin/ip")
+            .args(["link", "del", &self.netdev])
+            .status();
+    }
+}
+
+/// A netdev whose only address is the IPv6 link-local one every interface gets when it comes
+/// up: such an address means nothing without its interface, so the watch must bind with the
+/// netdev's scope (or say it cannot watch), never fail the device's opening.
+#[test]
+fn a_netdev_with_only_a_link_local_address_is_watched() {
+    let Some(names) = devices_under_test("link-local removal watch") else {
+        return;
+    };
+    let _turn = turn();
+    for (kind, device, netdev) in [("rxe", "rxe9", "dummy9"), ("siw", "siw9", "dummy8")] {
+        if !names.iter().any(|n| n.starts_with(kind)) {
+            continue;
+        }
+        let mut scratch = Scratch {
+            device: None,
+            netdev: netdev.into(),
+        };
+        ip(&["link", "add", netdev, "type", "dummy"]);
+        ip(&["link", "set", netdev, "up"]);
+        let deadline = within(10);
+        let address = loop {
+            let addresses = anyverbs_verbs::netdev::addresses(netdev).unwrap();
+            if let Some(a) = addresses.first() {
+                break *a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{netdev} got no link-local address"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            matches!(address, std::net::IpAddr::V6(a) if a.segments()[0] == 0xfe80),
+            "{netdev}: {address}"
+        );
+        anyverbs_verbs::netlink::add_link(device, kind, netdev, Duration::from_secs(10)).unwrap();
+        scratch.device = Some(device.into());
+        let entry = wait_for_device(device, within(10));
+        let hub = Arc::new(EventHub::new());
+        let stream = hub.subscribe().unwrap();
+        let watch = RemovalWatch::start(device, entry.identity.node_guid.0, netdev, hub);
+        let watch = match watch {
+            Ok(w) => w,
+            Err(e) => panic!("{device} on {netdev} ({address} only): {e}"),
+        };
+        record(
+            "facts.txt",
+            &format!(
+                "{device} on {netdev} with only {address}: removal watch {:?}",
+                watch.as_ref().map(|w| w.address())
+            ),
+        );
+        if watch.is_some() {
+            // The watch sees the device go, and lets go of it so that the delete completes.
+            let index = entry.identity.index;
+            let delete = std::thread::spawn(move || {
+                anyverbs_verbs::netlink::delete_link(index, Duration::from_secs(20))
+            });
+            assert_eq!(
+                stream.recv(within(10)).unwrap(),
+                DeviceEvent::DeviceRemoved,
+                "{device}"
+            );
+            delete.join().unwrap().unwrap();
+            scratch.device = None;
+        }
+        drop(watch);
+        drop(scratch);
+    }
+}
