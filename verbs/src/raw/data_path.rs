@@ -224,6 +224,10 @@ pub unsafe fn post_send(qp: NonNull<ibv_qp>, wrs: &[SendWr<'_>]) -> Result<(), P
     for (i, wr) in wrs.iter().enumerate() {
         fill_sges(wr.sges, &mut sges).map_err(|e| PostError::new(i, e))?;
     }
+    // Every pointer into `sges` and `raw` comes from one `as_mut_ptr` each, taken once the vector
+    // is complete: indexing (`v[i..]`, `v[i] = `) would make a fresh `&mut` to the whole slice
+    // and invalidate the pointers taken before it, which the driver then reads.
+    let sge_base = sges.as_mut_ptr();
     let mut raw: Vec<ibv_send_wr> = Vec::with_capacity(wrs.len());
     let mut next_sge = 0;
     for wr in wrs {
@@ -235,7 +239,8 @@ pub unsafe fn post_send(qp: NonNull<ibv_qp>, wrs: &[SendWr<'_>]) -> Result<(), P
         w.sg_list = if wr.sges.is_empty() {
             ptr::null_mut()
         } else {
-            sges[next_sge..].as_mut_ptr()
+            // SAFETY: next_sge + the WR's SGE count <= sges.len(): inside the allocation.
+            unsafe { sge_base.add(next_sge) }
         };
         next_sge += wr.sges.len();
         w.send_flags = wr.flags.bits();
@@ -293,8 +298,8 @@ pub unsafe fn post_send(qp: NonNull<ibv_qp>, wrs: &[SendWr<'_>]) -> Result<(), P
     // Link the list only now: `raw` does not move any more.
     let base = raw.as_mut_ptr();
     for i in 0..raw.len() - 1 {
-        // SAFETY: i + 1 < raw.len(), so the pointer stays inside the vector's allocation.
-        raw[i].next = unsafe { base.add(i + 1) };
+        // SAFETY: i + 1 < raw.len(), so both pointers stay inside the vector's allocation.
+        unsafe { (*base.add(i)).next = base.add(i + 1) };
     }
     let mut bad: *mut ibv_send_wr = ptr::null_mut();
     // SAFETY: `qp` is live (the caller's contract); `raw` is a null-terminated list of valid WRs
@@ -328,6 +333,8 @@ pub unsafe fn post_recv(qp: NonNull<ibv_qp>, wrs: &[RecvWr<'_>]) -> Result<(), P
     for (i, wr) in wrs.iter().enumerate() {
         fill_sges(wr.sges, &mut sges).map_err(|e| PostError::new(i, e))?;
     }
+    // As in `post_send`: one base pointer per vector, no indexing once pointers are taken.
+    let sge_base = sges.as_mut_ptr();
     let mut raw: Vec<ibv_recv_wr> = Vec::with_capacity(wrs.len());
     let mut next_sge = 0;
     for wr in wrs {
@@ -337,7 +344,8 @@ pub unsafe fn post_recv(qp: NonNull<ibv_qp>, wrs: &[RecvWr<'_>]) -> Result<(), P
             sg_list: if wr.sges.is_empty() {
                 ptr::null_mut()
             } else {
-                sges[next_sge..].as_mut_ptr()
+                // SAFETY: next_sge + the WR's SGE count <= sges.len(): inside the allocation.
+                unsafe { sge_base.add(next_sge) }
             },
             num_sge: wr.sges.len() as i32,
         });
@@ -345,8 +353,8 @@ pub unsafe fn post_recv(qp: NonNull<ibv_qp>, wrs: &[RecvWr<'_>]) -> Result<(), P
     }
     let base = raw.as_mut_ptr();
     for i in 0..raw.len() - 1 {
-        // SAFETY: i + 1 < raw.len(), so the pointer stays inside the vector's allocation.
-        raw[i].next = unsafe { base.add(i + 1) };
+        // SAFETY: i + 1 < raw.len(), so both pointers stay inside the vector's allocation.
+        unsafe { (*base.add(i)).next = base.add(i + 1) };
     }
     let mut bad: *mut ibv_recv_wr = ptr::null_mut();
     // SAFETY: as in `post_send`: a live QP, a valid null-terminated list with SGEs alive for the
