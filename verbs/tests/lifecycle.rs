@@ -387,3 +387,57 @@ fn a_netdev_with_only_a_link_local_address_is_watched() {
         drop(scratch);
     }
 }
+
+/// A listener the application keeps after the removal watch let go of the device (and after the
+/// janitor's look at the kernel's list): librdmacm's own context on the device must still be
+/// closed once the listener goes, or the delete would wait forever.
+#[test]
+fn a_listener_released_late_does_not_keep_a_removed_device() {
+    let Some(names) = devices_under_test("late listener") else {
+        return;
+    };
+    let _turn = turn();
+    for name in &names {
+        let before = find(name).unwrap();
+        let netdev = before.netdev.clone().unwrap();
+        let address = anyverbs_verbs::netdev::addresses(&netdev).unwrap()[0];
+        let channel = anyverbs_verbs::cm::CmChannel::new().unwrap();
+        let listener = channel.create_id().unwrap();
+        listener
+            .bind(std::net::SocketAddr::new(address, 0))
+            .unwrap();
+        listener.listen(4).unwrap();
+        let hub = Arc::new(EventHub::new());
+        let stream = hub.subscribe().unwrap();
+        let watch = RemovalWatch::start(name, before.identity.node_guid.0, &netdev, hub)
+            .unwrap()
+            .unwrap();
+        let injector = FaultInjector::for_device(&before).unwrap();
+        let mut injection = injector.unplug(Replug::SameNetdev, within(10)).unwrap();
+        assert_eq!(stream.recv(within(10)).unwrap(), DeviceEvent::DeviceRemoved);
+        drop(watch);
+        let removal = channel
+            .expect(
+                &listener,
+                anyverbs_verbs::cm::CmEventKind::DeviceRemoval,
+                within(10),
+            )
+            .unwrap();
+        assert_eq!(removal.token, listener.token());
+        // Longer than the janitor's interval: it has looked, and found the device gone, while
+        // the listener still held it.
+        std::thread::sleep(anyverbs_verbs::cm::JANITOR_INTERVAL * 4);
+        assert!(
+            injection
+                .wait(Instant::now() + Duration::from_millis(200))
+                .is_err(),
+            "{name}: the delete completed while a listener was bound to the device"
+        );
+        drop(listener);
+        drop(channel);
+        injection
+            .wait(within(10))
+            .unwrap_or_else(|e| panic!("{name}: {e}; still open here: {:?}", open_rdma_files()));
+        wait_for_device(name, within(10));
+    }
+}
