@@ -239,9 +239,10 @@ impl CmChannel {
                 }),
             )
         } else {
-            // SAFETY: an event's ID is live at least until its owner destroys it, which cannot
-            // have happened while the event was unacknowledged.
-            (unsafe { raw::token(e.id) }, None)
+            // The token was read before the event was acknowledged: from then on the ID's owner
+            // (any thread: CmId is Send + Sync) may have destroyed it, and reading it here
+            // would be a use after free.
+            (e.token, None)
         };
         CmEvent {
             kind,

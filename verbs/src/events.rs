@@ -17,7 +17,7 @@
 //! they hold — the async thread holds the device context, which must be closed before a removed
 //! device can finish going away.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -201,7 +201,7 @@ impl RemovalWatch {
         };
         let channel = CmChannel::new()?;
         let id = channel.create_id()?;
-        id.bind(SocketAddr::new(address, 0))?;
+        id.bind(crate::netdev::bind_address(netdev, address)?)?;
         match id.device() {
             Some((name, guid, _)) if name == device && guid == node_guid => {}
             other => {

@@ -2,7 +2,7 @@
 //! bind a device) and bringing it down and up (a port flap, for fault injection).
 
 use std::ffi::{CStr, CString};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use anyverbs::Error;
 
@@ -50,6 +50,29 @@ pub fn addresses(netdev: &str) -> Result<Vec<IpAddr>, Error> {
     unsafe { libc::freeifaddrs(head) };
     v4.extend(v6);
     Ok(v4)
+}
+
+/// The socket address (port 0) that binds to `ip` on `netdev`: an IPv6 link-local address means
+/// nothing without its interface, so it carries the netdev's index as its scope (without it
+/// `rdma_bind_addr` fails with `EINVAL`). Every interface that is up has such an address, and
+/// on a netdev with no other it is the only one there is to bind.
+pub fn bind_address(netdev: &str, ip: IpAddr) -> Result<SocketAddr, Error> {
+    match ip {
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => {
+            let name = CString::new(netdev)
+                .map_err(|_| Error::invalid_argument("a netdev name has no NUL"))?;
+            // SAFETY: a NUL-terminated name, read only during the call.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if index == 0 {
+                return Err(call_failed(
+                    &format!("if_nametoindex({netdev})"),
+                    last_errno(),
+                ));
+            }
+            Ok(SocketAddr::V6(SocketAddrV6::new(v6, 0, 0, index)))
+        }
+        ip => Ok(SocketAddr::new(ip, 0)),
+    }
 }
 
 /// Brings `netdev` up or down (`SIOCSIFFLAGS`; needs `CAP_NET_ADMIN`).
@@ -110,6 +133,24 @@ mod tests {
         let lo = addresses("lo").unwrap();
         assert!(lo.iter().any(|a| a.is_loopback()), "{lo:?}");
         assert!(addresses("no-such-netdev0").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_link_local_address_is_bound_with_its_netdevs_scope() {
+        let v4 = bind_address("lo", IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+        assert_eq!(v4, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+        let global: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        assert_eq!(
+            bind_address("no-such-netdev0", IpAddr::V6(global)).unwrap(),
+            SocketAddr::new(IpAddr::V6(global), 0),
+            "a global address needs no scope"
+        );
+        let link_local: Ipv6Addr = "fe80::1".parse().unwrap();
+        match bind_address("lo", IpAddr::V6(link_local)).unwrap() {
+            SocketAddr::V6(a) => assert!(a.scope_id() != 0, "{a}"),
+            other => panic!("{other}"),
+        }
+        assert!(bind_address("no-such-netdev0", IpAddr::V6(link_local)).is_err());
     }
 
     #[test]

@@ -380,3 +380,155 @@ fn a_delete_by_another_process_is_reported_and_completes_once_released() {
         );
     }
 }
+
+/// Runs `/usr/bin/ip ARGS` (the guest's iproute2), panicking when it fails.
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("/usr/bin/ip")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ip {args:?}: {status}");
+}
+
+/// Deletes a software device (by name) and the netdev under it when dropped.
+struct Scratch {
+    device: Option<String>,
+    netdev: String,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(entry) = self.device.as_deref().and_then(find) {
+            let _ =
+                anyverbs_verbs::netlink::delete_link(entry.identity.index, Duration::from_secs(20));
+        }
+        let _ = std::process::Command::new("/usr/bin/ip")
+            .args(["link", "del", &self.netdev])
+            .status();
+    }
+}
+
+/// A netdev whose only address is the IPv6 link-local one every interface gets when it comes
+/// up: such an address means nothing without its interface, so the watch must bind with the
+/// netdev's scope (or say it cannot watch), never fail the device's opening.
+#[test]
+fn a_netdev_with_only_a_link_local_address_is_watched() {
+    let Some(names) = devices_under_test("link-local removal watch") else {
+        return;
+    };
+    let _turn = turn();
+    for (kind, device, netdev) in [("rxe", "rxe9", "dummy9"), ("siw", "siw9", "dummy8")] {
+        if !names.iter().any(|n| n.starts_with(kind)) {
+            continue;
+        }
+        let mut scratch = Scratch {
+            device: None,
+            netdev: netdev.into(),
+        };
+        ip(&["link", "add", netdev, "type", "dummy"]);
+        ip(&["link", "set", netdev, "up"]);
+        let deadline = within(10);
+        let address = loop {
+            let addresses = anyverbs_verbs::netdev::addresses(netdev).unwrap();
+            if let Some(a) = addresses.first() {
+                break *a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{netdev} got no link-local address"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            matches!(address, std::net::IpAddr::V6(a) if a.segments()[0] == 0xfe80),
+            "{netdev}: {address}"
+        );
+        anyverbs_verbs::netlink::add_link(device, kind, netdev, Duration::from_secs(10)).unwrap();
+        scratch.device = Some(device.into());
+        let entry = wait_for_device(device, within(10));
+        let hub = Arc::new(EventHub::new());
+        let stream = hub.subscribe().unwrap();
+        let watch = RemovalWatch::start(device, entry.identity.node_guid.0, netdev, hub);
+        let watch = match watch {
+            Ok(w) => w,
+            Err(e) => panic!("{device} on {netdev} ({address} only): {e}"),
+        };
+        record(
+            "facts.txt",
+            &format!(
+                "{device} on {netdev} with only {address}: removal watch {:?}",
+                watch.as_ref().map(|w| w.address())
+            ),
+        );
+        if watch.is_some() {
+            // The watch sees the device go, and lets go of it so that the delete completes.
+            let index = entry.identity.index;
+            let delete = std::thread::spawn(move || {
+                anyverbs_verbs::netlink::delete_link(index, Duration::from_secs(20))
+            });
+            assert_eq!(
+                stream.recv(within(10)).unwrap(),
+                DeviceEvent::DeviceRemoved,
+                "{device}"
+            );
+            delete.join().unwrap().unwrap();
+            scratch.device = None;
+        }
+        drop(watch);
+        drop(scratch);
+    }
+}
+
+/// A listener the application keeps after the removal watch let go of the device (and after the
+/// janitor's look at the kernel's list): librdmacm's own context on the device must still be
+/// closed once the listener goes, or the delete would wait forever.
+#[test]
+fn a_listener_released_late_does_not_keep_a_removed_device() {
+    let Some(names) = devices_under_test("late listener") else {
+        return;
+    };
+    let _turn = turn();
+    for name in &names {
+        let before = find(name).unwrap();
+        let netdev = before.netdev.clone().unwrap();
+        let address = anyverbs_verbs::netdev::addresses(&netdev).unwrap()[0];
+        let channel = anyverbs_verbs::cm::CmChannel::new().unwrap();
+        let listener = channel.create_id().unwrap();
+        listener
+            .bind(std::net::SocketAddr::new(address, 0))
+            .unwrap();
+        listener.listen(4).unwrap();
+        let hub = Arc::new(EventHub::new());
+        let stream = hub.subscribe().unwrap();
+        let watch = RemovalWatch::start(name, before.identity.node_guid.0, &netdev, hub)
+            .unwrap()
+            .unwrap();
+        let injector = FaultInjector::for_device(&before).unwrap();
+        let mut injection = injector.unplug(Replug::SameNetdev, within(10)).unwrap();
+        assert_eq!(stream.recv(within(10)).unwrap(), DeviceEvent::DeviceRemoved);
+        drop(watch);
+        let removal = channel
+            .expect(
+                &listener,
+                anyverbs_verbs::cm::CmEventKind::DeviceRemoval,
+                within(10),
+            )
+            .unwrap();
+        assert_eq!(removal.token, listener.token());
+        // Longer than the janitor's interval: it has looked, and found the device gone, while
+        // the listener still held it.
+        std::thread::sleep(anyverbs_verbs::cm::JANITOR_INTERVAL * 4);
+        assert!(
+            injection
+                .wait(Instant::now() + Duration::from_millis(200))
+                .is_err(),
+            "{name}: the delete completed while a listener was bound to the device"
+        );
+        drop(listener);
+        drop(channel);
+        injection
+            .wait(within(10))
+            .unwrap_or_else(|e| panic!("{name}: {e}; still open here: {:?}", open_rdma_files()));
+        wait_for_device(name, within(10));
+    }
+}

@@ -434,7 +434,12 @@ pub struct RawCmEvent {
     /// The event's status (an errno, negative; or a reject reason for REJECTED).
     pub status: i32,
     /// The ID the event is about (for CONNECT_REQUEST: a new ID, owned by the receiver now).
+    /// Once the event is acknowledged another thread may destroy an existing ID at any moment,
+    /// so nothing may be read through this pointer except for a CONNECT_REQUEST's new ID.
     pub id: NonNull<rdma_cm_id>,
+    /// The ID's token (its `context`), read before the acknowledgement: afterwards the ID may
+    /// already be destroyed. For a CONNECT_REQUEST it is the listener's (the new ID inherits it).
+    pub token: u64,
     /// The listener a CONNECT_REQUEST arrived on.
     pub listen_id: Option<NonNull<rdma_cm_id>>,
     /// The private data the peer sent (connect request, response, established, reject).
@@ -466,7 +471,7 @@ pub unsafe fn next_event(channel: NonNull<rdma_event_channel>) -> Result<Option<
         return Err(libc::EIO);
     };
     // SAFETY: the event is valid until acknowledged, which happens below after the copy; the
-    // private data pointer and length belong to it.
+    // private data pointer and length belong to it; its ID is live until then too.
     let copied = unsafe {
         let e = event.as_ref();
         let conn = &e.param.conn;
@@ -484,6 +489,13 @@ pub unsafe fn next_event(channel: NonNull<rdma_event_channel>) -> Result<Option<
             status: e.status,
             id: NonNull::new(e.id),
             listen_id: NonNull::new(e.listen_id),
+            // The ID cannot be destroyed while this event is unacknowledged (rdma_destroy_id
+            // waits for it), so its context is read now, not after the ack.
+            token: if e.id.is_null() {
+                0
+            } else {
+                (*e.id).context as usize as u64
+            },
             private_data,
             peer: ConnParam {
                 qp_num: conn.qp_num,
@@ -501,6 +513,7 @@ pub unsafe fn next_event(channel: NonNull<rdma_event_channel>) -> Result<Option<
             event: copied.event,
             status: copied.status,
             id,
+            token: copied.token,
             listen_id: copied.listen_id,
             private_data: copied.private_data,
             peer: copied.peer,
@@ -514,6 +527,7 @@ struct Copied {
     event: u32,
     status: i32,
     id: Option<NonNull<rdma_cm_id>>,
+    token: u64,
     listen_id: Option<NonNull<rdma_cm_id>>,
     private_data: Vec<u8>,
     peer: ConnParam,

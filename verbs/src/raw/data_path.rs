@@ -218,13 +218,19 @@ fn collect_sges<'a>(lists: impl Iterator<Item = &'a [Sge]>) -> Result<Vec<ibv_sg
     Ok(sges)
 }
 
-/// The `sg_list` pointer of a WR whose `n` SGEs start at `start` in `sges`.
-fn sg_list(sges: &mut [ibv_sge], start: usize, n: usize) -> *mut ibv_sge {
+/// The `sg_list` pointer of a WR whose `n` SGEs start at `start` in the array at `base` of
+/// `len` entries (every pointer into the array comes from that one `as_mut_ptr`, so none
+/// invalidates another).
+fn sg_list(base: *mut ibv_sge, len: usize, start: usize, n: usize) -> *mut ibv_sge {
     if n == 0 {
-        ptr::null_mut()
-    } else {
-        sges[start..].as_mut_ptr()
+        return ptr::null_mut();
     }
+    assert!(
+        start + n <= len,
+        "SGEs {start}..+{n} outside the batch's {len}"
+    );
+    // SAFETY: start + n <= len: the pointer stays inside the array.
+    unsafe { base.add(start) }
 }
 
 /// A verbs WR struct that chains to the next through its `next` field.
@@ -281,6 +287,7 @@ pub unsafe fn post_send(qp: NonNull<ibv_qp>, wrs: &[SendWr<'_>]) -> Result<(), P
         return Ok(());
     }
     let mut sges = collect_sges(wrs.iter().map(|w| w.sges))?;
+    let (sge_base, sge_len) = (sges.as_mut_ptr(), sges.len());
     let mut raw: Vec<ibv_send_wr> = Vec::with_capacity(wrs.len());
     let mut next_sge = 0;
     for wr in wrs {
@@ -289,7 +296,7 @@ pub unsafe fn post_send(qp: NonNull<ibv_qp>, wrs: &[SendWr<'_>]) -> Result<(), P
         let mut w: ibv_send_wr = unsafe { MaybeUninit::zeroed().assume_init() };
         w.wr_id = wr.wr_id;
         w.num_sge = wr.sges.len() as i32;
-        w.sg_list = sg_list(&mut sges, next_sge, wr.sges.len());
+        w.sg_list = sg_list(sge_base, sge_len, next_sge, wr.sges.len());
         next_sge += wr.sges.len();
         w.send_flags = wr.flags.bits();
         match wr.op {
@@ -363,13 +370,14 @@ pub unsafe fn post_recv(qp: NonNull<ibv_qp>, wrs: &[RecvWr<'_>]) -> Result<(), P
         return Ok(());
     }
     let mut sges = collect_sges(wrs.iter().map(|w| w.sges))?;
+    let (sge_base, sge_len) = (sges.as_mut_ptr(), sges.len());
     let mut raw: Vec<ibv_recv_wr> = Vec::with_capacity(wrs.len());
     let mut next_sge = 0;
     for wr in wrs {
         raw.push(ibv_recv_wr {
             wr_id: wr.wr_id,
             next: ptr::null_mut(),
-            sg_list: sg_list(&mut sges, next_sge, wr.sges.len()),
+            sg_list: sg_list(sge_base, sge_len, next_sge, wr.sges.len()),
             num_sge: wr.sges.len() as i32,
         });
         next_sge += wr.sges.len();
