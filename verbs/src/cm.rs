@@ -209,6 +209,7 @@ impl CmChannel {
     /// The next event, waiting until `deadline`; `Ok(None)` when it passed.
     pub fn next_event(self: &Arc<Self>, deadline: Instant) -> Result<Option<CmEvent>, Error> {
         let _reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rewait = crate::wait::Rewait::new();
         loop {
             // SAFETY: the channel is live; `reader` makes this the only reader.
             match unsafe { raw::next_event(self.raw) } {
@@ -216,7 +217,7 @@ impl CmChannel {
                 Ok(None) => {}
                 Err(errno) => return Err(call_failed("rdma_get_cm_event", errno)),
             }
-            if !crate::wait::readable(self.fd(), deadline)? {
+            if !rewait.wait(self.fd(), deadline)? {
                 return Ok(None);
             }
         }

@@ -116,7 +116,9 @@ impl Drop for Buffer {
 ///
 /// The device reads and writes the memory by DMA, outside Rust's memory model; the process
 /// touches it only by copying ([`read`](Mr::read), [`write`](Mr::write)), never through a
-/// reference, so no Rust reference ever aliases memory the device writes.
+/// reference, so no Rust reference ever aliases memory the device writes. Writing takes
+/// `&mut self`, so two threads of the process can never write, or write and read, the bytes at
+/// once.
 pub struct Mr {
     // Field order matters: the registration is dropped (ibv_dereg_mr) before the memory is freed.
     inner: Arc<SwMr>,
@@ -139,7 +141,8 @@ impl std::fmt::Debug for Mr {
 
 // SAFETY: the buffer is owned memory reached only through copies; sideway's MR is Send + Sync.
 unsafe impl Send for Mr {}
-// SAFETY: as above; concurrent copies in and out are the same as the device's concurrent DMA.
+// SAFETY: shared references only read (copy out); writing takes `&mut self`, so the process never
+// races itself on the bytes. The device's DMA is outside the Rust memory model.
 unsafe impl Sync for Mr {}
 
 impl Mr {
@@ -237,7 +240,7 @@ impl Mr {
     }
 
     /// Copies `data` into the region at `offset`.
-    pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), Error> {
+    pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), Error> {
         self.check(offset, data.len())?;
         // SAFETY: as in `read`.
         unsafe {
@@ -299,6 +302,7 @@ impl CompletionChannel {
     /// Takes the next event — the key of the CQ that fired — waiting until `deadline`;
     /// `Ok(None)` when the deadline passed. The CQ is disarmed until [`Cq::arm`] again.
     pub fn next_event(&self, deadline: Instant) -> Result<Option<usize>, Error> {
+        let mut rewait = crate::wait::Rewait::new();
         loop {
             let mut cq: *mut ibv_cq = std::ptr::null_mut();
             let mut ctx: *mut std::ffi::c_void = std::ptr::null_mut();
@@ -315,7 +319,7 @@ impl CompletionChannel {
             if errno != libc::EAGAIN && errno != libc::EINTR {
                 return Err(call_failed("ibv_get_cq_event", errno));
             }
-            if !crate::wait::readable(self.fd(), deadline)? {
+            if !rewait.wait(self.fd(), deadline)? {
                 return Ok(None);
             }
         }
@@ -430,7 +434,9 @@ impl Cq {
             rdma_mummy_sys::ibv_req_notify_cq(self.raw().as_ptr(), solicited_only as i32)
         };
         if rc != 0 {
-            return Err(call_failed("ibv_req_notify_cq", rc));
+            // The errno itself, or -1 with it in errno, as posts do.
+            let errno = if rc < 0 { last_errno() } else { rc };
+            return Err(call_failed("ibv_req_notify_cq", errno));
         }
         Ok(())
     }

@@ -243,8 +243,8 @@ fn the_cm_connects_with_private_data_sends_both_ways_and_disconnects() {
             (client.qp.state(), server.qp.state()),
             (QpState::Rts, QpState::Rts)
         );
-        send(&client, 1, b"ping");
-        send(&server, 2, b"pong");
+        send(&mut client, 1, b"ping");
+        send(&mut server, 2, b"pong");
         let c = poll_n(&client.cq, 2, within(10));
         let s = poll_n(&server.cq, 2, within(10));
         assert!(

@@ -139,7 +139,7 @@ pub fn post_recv(end: &End, wr_id: u64) {
 }
 
 /// Sends `data` from the first half of the region, signaled.
-pub fn send(end: &End, wr_id: u64, data: &[u8]) {
+pub fn send(end: &mut End, wr_id: u64, data: &[u8]) {
     end.mr.write(0, data).unwrap();
     let sge = end.mr.sge(0, data.len() as u32).unwrap();
     let wr = SendWr {
