@@ -220,6 +220,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_device_on_a_pci_function_has_its_address_and_driver() {
+        // The shape sysfs has for a hardware HCA: /sys/class/infiniband/mlx5_0/device is a link to
+        // the PCI function, whose `subsystem` links to the PCI bus and `driver` to its driver.
+        use std::os::unix::fs::symlink;
+        let root = std::env::temp_dir().join(format!("anyverbs-verbs-pci-{}", std::process::id()));
+        let function = root.join("devices/pci0000:00/0000:3b:00.1");
+        let bus = root.join("bus/pci");
+        let driver = bus.join("drivers/mlx5_core");
+        let ib = root.join("class/infiniband/mlx5_0");
+        for dir in [&function, &driver, &ib] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        symlink(&bus, function.join("subsystem")).unwrap();
+        symlink(&driver, function.join("driver")).unwrap();
+        symlink(&function, ib.join("device")).unwrap();
+        let (address, kernel_driver) = pci_function(&ib);
+        assert_eq!(address, "0000:3b:00.1".parse().ok());
+        assert_eq!(kernel_driver.as_deref(), Some("mlx5_core"));
+        // A device whose parent is on another bus (a virtual one) has none.
+        std::fs::remove_file(function.join("subsystem")).unwrap();
+        symlink(root.join("bus/virtual"), function.join("subsystem")).unwrap();
+        std::fs::create_dir_all(root.join("bus/virtual")).unwrap();
+        assert_eq!(pci_function(&ib), (None, None));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn a_device_without_a_pci_function_has_no_address_or_driver() {
         let dir = std::env::temp_dir().join(format!("anyverbs-verbs-sysfs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
