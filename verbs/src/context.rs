@@ -66,6 +66,24 @@ pub struct PortAttributes {
 const LINK_LAYER_ETHERNET: u8 = 2;
 
 impl DeviceAttributes {
+    /// The core's [`DeviceLimits`](anyverbs::DeviceLimits) from these attributes, port 1's
+    /// largest message and the inline size a QP of the device was granted (verbs reports inline
+    /// capacity only per QP, at creation).
+    pub fn limits(&self, port: &PortAttributes, max_inline_data: u32) -> anyverbs::DeviceLimits {
+        anyverbs::DeviceLimits {
+            max_qp: self.max_qp,
+            max_qp_wr: self.max_qp_wr,
+            max_sge: self.max_sge,
+            max_cq: self.max_cq,
+            max_cqe: self.max_cqe,
+            max_mr: self.max_mr,
+            max_mr_size: self.max_mr_size,
+            max_pd: self.max_pd,
+            max_inline_data,
+            max_msg_size: port.max_msg_size,
+        }
+    }
+
     pub(crate) fn from_raw(a: &rdma_mummy_sys::ibv_device_attr) -> DeviceAttributes {
         let n = |v: i32| v.max(0) as u32;
         DeviceAttributes {

@@ -86,6 +86,11 @@ fn limits_include_the_read_credits_and_ports_are_active_ethernet() {
         );
         let p = ctx.port(1).unwrap();
         assert!(p.active && p.ethernet, "{name}: port 1 {p:?}");
+        let limits = a.limits(&p, 64);
+        assert_eq!(
+            (limits.max_qp, limits.max_msg_size, limits.max_inline_data),
+            (a.max_qp, p.max_msg_size, 64)
+        );
         record(
             "limits.txt",
             &format!(
