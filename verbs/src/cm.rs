@@ -107,6 +107,10 @@ pub struct CmChannel {
     raw: NonNull<rdma_event_channel>,
     next_token: AtomicU64,
     reader: Mutex<()>,
+    /// Events [`CmChannel::expect`] read while it waited for another ID's: returned first by
+    /// [`CmChannel::next_event`] and searched by `expect`, never dropped (a dropped connect
+    /// request rejects its peer; a dropped DEVICE_REMOVAL leaves its ID holding the device).
+    held: Mutex<std::collections::VecDeque<CmEvent>>,
 }
 
 // SAFETY: the channel pointer is used from any thread through librdmacm, which locks
@@ -180,6 +184,7 @@ impl CmChannel {
             raw,
             next_token: AtomicU64::new(1),
             reader: Mutex::new(()),
+            held: Mutex::new(std::collections::VecDeque::new()),
         }))
     }
 
@@ -208,6 +213,18 @@ impl CmChannel {
 
     /// The next event, waiting until `deadline`; `Ok(None)` when it passed.
     pub fn next_event(self: &Arc<Self>, deadline: Instant) -> Result<Option<CmEvent>, Error> {
+        if let Some(e) = self.held().pop_front() {
+            return Ok(Some(e));
+        }
+        self.read_event(deadline)
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<CmEvent>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next event from librdmacm itself (not from those `expect` held).
+    fn read_event(self: &Arc<Self>, deadline: Instant) -> Result<Option<CmEvent>, Error> {
         let _reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut rewait = crate::wait::Rewait::new();
         loop {
@@ -256,26 +273,45 @@ impl CmChannel {
     }
 
     /// Waits for the next event about `id`, which must be `wanted`; any other kind about it is
-    /// an error naming what came instead (events about other IDs are an error too: use a
-    /// channel per ID with this helper).
+    /// an error naming what came instead. Events about other IDs of the channel are held, in
+    /// order, for the next [`next_event`](CmChannel::next_event) or `expect` about them —
+    /// never dropped. A connect request counts as about `id` when `wanted` is
+    /// [`CmEventKind::ConnectRequest`] (its token is the new ID's, not the listener's).
     pub fn expect(
         self: &Arc<Self>,
         id: &CmId,
         wanted: CmEventKind,
         deadline: Instant,
     ) -> Result<CmEvent, Error> {
-        match self.next_event(deadline)? {
-            None => Err(Error::timed_out(format!(
-                "no {wanted:?} event for CM ID {} in time",
-                id.token
-            ))),
-            Some(e)
-                if e.kind == wanted
-                    && (e.token == id.token || wanted == CmEventKind::ConnectRequest) =>
-            {
+        let about = |e: &CmEvent| {
+            e.token == id.token
+                || (wanted == CmEventKind::ConnectRequest && e.kind == CmEventKind::ConnectRequest)
+        };
+        let judge = |e: CmEvent| {
+            if e.kind == wanted {
                 Ok(e)
+            } else {
+                Err(unexpected(wanted, &e))
             }
-            Some(e) => Err(unexpected(wanted, &e)),
+        };
+        {
+            let mut held = self.held();
+            if let Some(at) = held.iter().position(about) {
+                let e = held.remove(at).expect("the position is in the queue");
+                return judge(e);
+            }
+        }
+        loop {
+            match self.read_event(deadline)? {
+                None => {
+                    return Err(Error::timed_out(format!(
+                        "no {wanted:?} event for CM ID {} in time",
+                        id.token
+                    )));
+                }
+                Some(e) if about(&e) => return judge(e),
+                Some(e) => self.held().push_back(e),
+            }
         }
     }
 }

@@ -147,9 +147,26 @@ impl FaultInjector {
     pub fn unplug(&self, replug: Replug, deadline: Instant) -> Result<Injection, Error> {
         let name = self.entry.identity.name.clone();
         let index = self.entry.identity.index;
+        // Only the device this injector was made for, and only while the kernel lists it. A
+        // device whose delete is already under way is off the list, and a second DELLINK on it
+        // would block behind the first and then report success for a loss it did not cause
+        // (its restore then races the first one's); one re-added since has a new index.
+        if let Ok(listed) = crate::netlink::list_devices(Duration::from_secs(2))
+            && !listed.iter().any(|d| {
+                d.index == index && d.name == name && d.node_guid == self.entry.identity.node_guid.0
+            })
+        {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{name} (index {index}) is not on the kernel's device list: its delete is already under way, or it was added again since this injector was made (make one from its new entry)"
+                ),
+            ));
+        }
         let shared = Arc::new(Mutex::new(Shared {
             replug,
             outcome: None,
+            delete_failed: None,
         }));
         let (worker_shared, link_type, home) =
             (shared.clone(), self.link_type, self.netdev.clone());
@@ -161,7 +178,11 @@ impl FaultInjector {
                 let deleted_after = started.elapsed();
                 let replug = lock(&worker_shared).replug.clone();
                 let outcome = match deleted {
-                    Err(e) => Err(format!("rdma link delete {name} failed: {e}")),
+                    Err(e) => {
+                        let m = format!("rdma link delete {name} (index {index}) failed: {e}");
+                        lock(&worker_shared).delete_failed = Some(m.clone());
+                        Err(m)
+                    }
                     Ok(()) => {
                         let netdev = match &replug {
                             Replug::OtherNetdev(n) => Some(n.clone()),
@@ -199,6 +220,12 @@ impl FaultInjector {
             let listed = crate::netlink::list_devices(Duration::from_secs(1))
                 .map(|l| l.iter().any(|d| d.index == index))
                 .unwrap_or(true);
+            // A delete that failed (a stale index: the device was re-added since the injector
+            // was made; a device already being deleted; no privilege) removed nothing: say so
+            // now, not as an Injection whose loss was never there.
+            if let Some(m) = lock(&injection.shared).delete_failed.clone() {
+                return Err(Error::new(ErrorKind::Other, m));
+            }
             if !listed || injection.finished() {
                 return Ok(injection);
             }
@@ -225,6 +252,8 @@ struct Shared {
     replug: Replug,
     /// What the worker did: how long the delete took and where the device was added back.
     outcome: Option<Result<(Duration, Option<String>), String>>,
+    /// Why the delete itself failed, if it did (then nothing was removed).
+    delete_failed: Option<String>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -279,6 +308,17 @@ impl Injection {
                         replugged_on,
                     })
                     .map_err(|m| Error::new(ErrorKind::Other, m));
+            }
+            if self.thread.as_ref().is_some_and(|t| t.is_finished())
+                && lock(&self.shared).outcome.is_none()
+            {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!(
+                        "the unplug worker of {} ended without an outcome (it panicked)",
+                        self.injector.entry.identity.name
+                    ),
+                ));
             }
             if Instant::now() >= deadline {
                 return Err(Error::timed_out(format!(
@@ -369,5 +409,32 @@ mod tests {
         );
         let e = FaultInjector::for_device(&entry(Transport::InfiniBand, 0x02c9, None)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotSupported);
+    }
+
+    /// An injector whose device is no longer at its index (re-added since: every add takes a
+    /// new index) deletes nothing. Its unplug must fail, not return an injection as if the loss
+    /// had been observed.
+    #[test]
+    fn an_unplug_whose_delete_fails_is_an_error() {
+        let mut stale = entry(Transport::InfiniBand, 0xff_ffff, None);
+        stale.identity.index = u32::MAX - 1;
+        let injector = FaultInjector {
+            entry: stale,
+            link_type: "rxe",
+            netdev: "dummy0".into(),
+        };
+        let asked = Instant::now();
+        let e = injector
+            .unplug(Replug::Later, asked + Duration::from_secs(5))
+            .expect_err("a delete of an index no device has must fail the unplug");
+        assert!(
+            e.message()
+                .contains("rdma link delete x0 (index 4294967294) failed"),
+            "{e}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(4),
+            "failed at once, not at the deadline"
+        );
     }
 }

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyverbs::{DeviceEvent, EventHub};
+use anyverbs_verbs::cm::{CmChannel, CmEventKind};
 use anyverbs_verbs::context::Context;
 use anyverbs_verbs::device::{self, Transport};
 use anyverbs_verbs::events::{AsyncEventThread, RemovalWatch};
@@ -437,5 +438,38 @@ fn each_fault_says_whether_it_can_be_injected() {
                 .available(anyverbs_verbs::fault::FaultKind::ReplugOther, None)
                 .is_err()
         );
+    }
+}
+
+/// Two IDs on one channel: waiting for the second one's event does not lose the first one's
+/// (it is held for the next wait about that ID).
+#[test]
+fn expect_holds_the_events_of_other_ids() {
+    let Some(names) = devices_under_test("expect on a shared channel") else {
+        return;
+    };
+    for name in &names {
+        let ctx = Context::open(name).unwrap();
+        let addr = std::net::SocketAddr::new(address_of(&ctx), 7600);
+        let channel = CmChannel::new().unwrap();
+        let first = channel.create_id().unwrap();
+        let second = channel.create_id().unwrap();
+        first
+            .resolve_addr(None, addr, Duration::from_secs(2))
+            .unwrap();
+        // The first ID's event is queued before the second asks.
+        assert!(anyverbs_verbs::wait::readable(channel.fd(), within(5)).unwrap());
+        second
+            .resolve_addr(None, addr, Duration::from_secs(2))
+            .unwrap();
+        let e = channel
+            .expect(&second, CmEventKind::AddrResolved, within(5))
+            .unwrap_or_else(|e| panic!("{name}: the second ID's wait: {e}"));
+        assert_eq!(e.token, second.token());
+        let e = channel
+            .expect(&first, CmEventKind::AddrResolved, within(5))
+            .unwrap_or_else(|e| panic!("{name}: the first ID's event was lost: {e}"));
+        assert_eq!(e.token, first.token());
+        assert!(channel.next_event(Instant::now()).unwrap().is_none());
     }
 }
