@@ -135,6 +135,10 @@ impl Drop for CmChannel {
 /// How often the janitor looks for devices that went away.
 pub const JANITOR_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How many looks in a row, after a removal, the janitor has librdmacm forget removed devices
+/// (one second's worth).
+const JANITOR_REPEATS: u32 = 5;
+
 /// Starts, once per process, the thread that keeps librdmacm from holding removed devices open:
 /// it lists the kernel's devices every [`JANITOR_INTERVAL`] (RDMA netlink: cheap, opens nothing)
 /// and, when one has gone, has librdmacm forget it ([`raw::forget_removed_devices`]). Without it
@@ -152,11 +156,19 @@ fn start_janitor() {
                         .map(|l| l.into_iter().map(|d| d.index).collect())
                 };
                 let mut last = listed().unwrap_or_default();
+                // After a removal, librdmacm is asked again for a while: the device leaves the
+                // kernel's netlink list a moment before libibverbs' sysfs view of it goes, and a
+                // look in between would find it still there.
+                let mut again = 0;
                 loop {
                     std::thread::sleep(JANITOR_INTERVAL);
                     let Some(now) = listed() else { continue };
                     if last.iter().any(|i| !now.contains(i)) {
+                        again = JANITOR_REPEATS;
+                    }
+                    if again > 0 {
                         raw::forget_removed_devices();
+                        again -= 1;
                     }
                     last = now;
                 }
