@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod lifecycle;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
