@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use anyverbs::drain::{DrainProfile, profiles};
 use anyverbs::{Caps, DeviceLimits, DrainPlan, Guid, PciAddress, QpState, StateModel};
 
 /// How a mock device behaves where real devices disagree: what happens to WRs posted in ERROR,
@@ -85,30 +86,27 @@ impl Personality {
         }
     }
 
-    /// How the provider drains a QP of such a device that is in `state`.
+    /// The drain profile of the driver the personality reproduces, from the core's table
+    /// ([`anyverbs::drain::profiles`]) — the same entry a real provider for that hardware finds.
+    pub fn drain_profile(self) -> &'static DrainProfile {
+        let name = match self {
+            // The dead device looks like an HCA to the provider; its markers never complete
+            // and the drain falls back at the deadline.
+            Personality::Ib | Personality::Dead => "mlx5",
+            Personality::Rxe => "rxe",
+            // Kernel siw's flushing of posts in ERROR is irdma's, without the delay.
+            Personality::IwarpKernel | Personality::Irdma => "irdma",
+            Personality::Siw => "siw",
+            Personality::Cxgb4 => "cxgb4",
+            Personality::Erdma => "erdma",
+            Personality::LostMarker => "x722",
+        };
+        profiles::profile_named(name).unwrap_or(&profiles::UNKNOWN_DRIVER)
+    }
+
+    /// How the provider drains a QP of such a device that is in `state`: its profile's plan.
     pub fn drain_plan(self, state: QpState) -> DrainPlan {
-        match self {
-            // The Linux algorithm works where posts in ERROR are flushed (irdma flushes them
-            // later, which the wait covers). The dead device looks like an HCA to the provider;
-            // its markers never complete and the drain falls back at the deadline.
-            Personality::Ib | Personality::IwarpKernel | Personality::Irdma | Personality::Dead => {
-                DrainPlan::ErrorThenMarker {
-                    repeat_error_for_recv: false,
-                }
-            }
-            Personality::Rxe => DrainPlan::ErrorThenMarker {
-                repeat_error_for_recv: true,
-            },
-            // Markers posted in ERROR never complete: wait for the device's queues to empty.
-            Personality::Siw | Personality::LostMarker => DrainPlan::WaitForFlush,
-            // Posts in ERROR are refused: the marker lives in the provider.
-            Personality::Cxgb4 => DrainPlan::FlushMarker,
-            // The send marker must go in before ERROR, which only RTS allows. In any other
-            // state no send can be posted (or be outstanding unseen): ERROR and the device's
-            // own flush are enough.
-            Personality::Erdma if state == QpState::ReadyToSend => DrainPlan::MarkerThenError,
-            Personality::Erdma => DrainPlan::WaitForFlush,
-        }
+        self.drain_profile().plan_for(state)
     }
 
     /// Whether the device delivers the flushes of a move to ERROR (and of WRs posted in ERROR)

@@ -29,7 +29,9 @@
 //! - **Provider and device, apart.** Each QP has the device's half (rings holding WRs under the
 //!   provider's tokens) and the provider's half, an [`anyverbs::drain::Ledger`]. `drain` runs
 //!   [`anyverbs::drain::engine::run`] with the plan of the device's personality
-//!   ([`Personality::drain_plan`]), exactly as a real provider for that hardware must.
+//!   ([`Personality::drain_plan`]): the plan of the driver it reproduces, read from the core's
+//!   table of drain profiles ([`anyverbs::drain::profiles`]), exactly as a real provider for
+//!   that hardware reads it.
 //!
 //! Differences from hardware, on purpose: inline SGEs must still name a registered region (the
 //! mock never dereferences raw addresses), and invalid local SGEs are refused synchronously at

@@ -57,6 +57,10 @@
 //! | [`FlushMarker`](DrainPlan::FlushMarker) | ERROR, a provider-side marker per busy queue (refused at once on an empty queue) that completes when the device has flushed everything before it | devices that refuse posts in ERROR (Chelsio) |
 //! | [`Synthesize`](DrainPlan::Synthesize) | stop the hardware, synthesize every completion | a device the provider knows has stopped working while its handles live on (a hung device it detected) |
 //!
+//! Which plan a driver needs is data: [`profiles`] is one table from driver (by its PCI
+//! function's kernel driver or its vendor id, never the device name) to plan, each entry with its
+//! reason and source, read by the mock's personalities and the real providers alike.
+//!
 //! Every plan rests on the provider's [`Ledger`]: its record of each WR it posted for the ULP,
 //! tagged with a [`Token`] in place of the ULP's `wr_id`. The ledger turns device completions
 //! back into the ULP's, drops marker completions and any completion that arrives after the
@@ -70,6 +74,7 @@
 
 pub mod engine;
 pub mod ledger;
+pub mod profiles;
 
 use std::fmt;
 use std::time::Duration;
@@ -78,6 +83,7 @@ use crate::error::ErrorKind;
 
 pub use engine::{DrainPlan, DrainTarget, WaitFor};
 pub use ledger::{DrainPhase, DrainStart, Ledger, Token, WorkQueue};
+pub use profiles::{DrainProfile, DriverKey, profile_for};
 
 /// How a drain made sure that nothing is outstanding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
