@@ -53,6 +53,14 @@ pub struct DeviceEntry {
     pub sysfs_path: PathBuf,
 }
 
+impl DeviceEntry {
+    /// The drain profile of the driver behind the device, from the core's table: by the kernel
+    /// driver of its PCI function, or by its vendor id where it has none (rxe, siw).
+    pub fn drain_profile(&self) -> &'static anyverbs::drain::DrainProfile {
+        anyverbs::drain::profile_for(self.kernel_driver.as_deref(), self.identity.vendor_id)
+    }
+}
+
 /// Whether this machine can do RDMA at all: `Ok(())`, or the "RDMA is not available here"
 /// error with its cause (no kernel RDMA: `ENOSYS`; no rdma-core: `EOPNOTSUPP`).
 pub fn availability() -> Result<(), Error> {

@@ -51,6 +51,17 @@ fn discovery_gives_each_device_its_identity_in_the_order_rdma_dev_show_prints() 
             entry.identity.pci_address, None,
             "a software device has no PCI function"
         );
+        // The drain profile comes from the driver (here its vendor id), not the name.
+        let profile = entry.drain_profile();
+        assert_eq!(
+            profile.name,
+            if name.starts_with("siw") {
+                "siw"
+            } else {
+                "rxe"
+            },
+            "{name}"
+        );
         let same = entry.identity.is_same_device(&entry.identity);
         assert!(same, "a device is the same device as itself");
         record(
