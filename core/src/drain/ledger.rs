@@ -45,23 +45,43 @@ impl WorkQueue {
 }
 
 /// The `wr_id` a provider gives the device for a WR it posts: which queue, whether it is a
-/// marker, and a sequence number. The ULP's own `wr_id` stays in the ledger.
+/// marker, the generation of the ledger that issued it, and a sequence number. The ULP's own
+/// `wr_id` stays in the ledger.
+///
+/// The generation is what keeps a late completion from resolving in the wrong ledger: the kernel
+/// reuses QP numbers, so a completion of a destroyed QP still in a shared CQ can name the number
+/// of a newer QP, and only the generation tells the two ledgers apart. Completions are matched by
+/// this identity — generation, queue and sequence — never by their position in the CQ.
+///
+/// Layout: bit 63 the queue, bit 62 the marker flag, 22 bits of generation, 40 bits of sequence
+/// (which wraps; the ledger compares sequences relative to the oldest outstanding WR).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Token(u64);
 
 const RECV_BIT: u64 = 1 << 63;
 const MARKER_BIT: u64 = 1 << 62;
-const SEQ_MASK: u64 = MARKER_BIT - 1;
+const GEN_SHIFT: u32 = 40;
+const GEN_MASK: u64 = (1 << 22) - 1;
+const SEQ_MASK: u64 = (1 << GEN_SHIFT) - 1;
+
+/// The next ledger generation (process-wide, so two QPs that share a number never share one).
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Token {
-    fn new(queue: WorkQueue, marker: bool, seq: u64) -> Token {
+    fn new(queue: WorkQueue, marker: bool, generation: u32, seq: u64) -> Token {
         let q = if queue == WorkQueue::Recv {
             RECV_BIT
         } else {
             0
         };
         let m = if marker { MARKER_BIT } else { 0 };
-        Token(q | m | (seq & SEQ_MASK))
+        let g = (u64::from(generation) & GEN_MASK) << GEN_SHIFT;
+        Token(q | m | g | (seq & SEQ_MASK))
+    }
+
+    /// The generation of the ledger that issued the token.
+    pub fn generation(self) -> u32 {
+        ((self.0 >> GEN_SHIFT) & GEN_MASK) as u32
     }
 
     /// The value to put in the device WR's `wr_id`.
@@ -128,22 +148,32 @@ impl Queue {
         }
     }
 
+    /// How far after `base` the sequence number `seq` lies (sequences wrap at 40 bits).
+    fn offset(base: u64, seq: u64) -> u64 {
+        seq.wrapping_sub(base) & SEQ_MASK
+    }
+
     fn position(&self, seq: u64) -> Option<usize> {
         // Completions arrive in posting order, so the match is nearly always at the front.
-        match self.entries.front() {
-            Some(e) if e.seq == seq => Some(0),
-            _ => self.entries.binary_search_by_key(&seq, |e| e.seq).ok(),
+        let front = self.entries.front()?.seq;
+        if front == seq {
+            return Some(0);
         }
+        let key = Queue::offset(front, seq);
+        self.entries
+            .binary_search_by_key(&key, |e| Queue::offset(front, e.seq))
+            .ok()
     }
 
     /// Retires, without a completion, the unsignaled WRs at the head that were posted before
     /// `seq`: a later WR of the queue completed, so they completed (successfully) too.
     fn retire_silent_before(&mut self, seq: u64) {
-        while self
-            .entries
-            .front()
-            .is_some_and(|e| e.seq < seq && !e.signaled && !e.doomed)
-        {
+        while let Some(e) = self.entries.front() {
+            // `seq` lies after the head when it is within the forward half of the sequence space.
+            let after = Queue::offset(e.seq, seq);
+            if after == 0 || after > SEQ_MASK / 2 || e.signaled || e.doomed {
+                break;
+            }
             self.entries.pop_front();
         }
     }
@@ -177,6 +207,8 @@ pub enum DrainStart {
 /// A provider's record of the WRs it posted on one QP; see the [module docs](self).
 pub struct Ledger {
     qp_num: u32,
+    /// Part of every token this ledger issues; see [`Token`].
+    generation: u32,
     queues: [Queue; 2],
     phase: DrainPhase,
     /// WRs outstanding when the current drain started.
@@ -191,8 +223,11 @@ impl Ledger {
     /// A ledger for QP `qp_num` whose queues hold `send_depth` and `recv_depth` WRs (the depths
     /// the ULP asked for; markers do not count against them).
     pub fn new(qp_num: u32, send_depth: u32, recv_depth: u32) -> Ledger {
+        let generation =
+            NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & GEN_MASK;
         Ledger {
             qp_num,
+            generation: generation as u32,
             queues: [Queue::new(send_depth), Queue::new(recv_depth)],
             phase: DrainPhase::Open,
             at_start: 0,
@@ -204,6 +239,12 @@ impl Ledger {
     /// The QP this ledger belongs to.
     pub fn qp_num(&self) -> u32 {
         self.qp_num
+    }
+
+    /// The generation in every token this ledger issues: unique among the ledgers alive in the
+    /// process (it wraps after about four million ledgers).
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Where the QP's drain stands.
@@ -254,7 +295,7 @@ impl Ledger {
             ));
         }
         let seq = q.next_seq;
-        q.next_seq += 1;
+        q.next_seq = (q.next_seq + 1) & SEQ_MASK;
         q.entries.push_back(Entry {
             seq,
             wr_id,
@@ -262,7 +303,7 @@ impl Ledger {
             signaled,
             doomed: false,
         });
-        Ok(Token::new(queue, false, seq))
+        Ok(Token::new(queue, false, self.generation, seq))
     }
 
     /// Records a send WR about to be posted; returns the token to post it with. Fails with
@@ -282,6 +323,9 @@ impl Ledger {
     }
 
     fn entry_mut(&mut self, token: Token) -> Option<&mut Entry> {
+        if token.generation() != self.generation {
+            return None;
+        }
         let q = &mut self.queues[token.queue().index()];
         let i = q.position(token.seq())?;
         q.entries.get_mut(i)
@@ -289,6 +333,9 @@ impl Ledger {
 
     /// Forgets a WR the device refused to accept: it will never complete.
     pub fn withdraw(&mut self, token: Token) {
+        if token.generation() != self.generation {
+            return;
+        }
         let q = &mut self.queues[token.queue().index()];
         if let Some(i) = q.position(token.seq()) {
             q.entries.remove(i);
@@ -318,9 +365,9 @@ impl Ledger {
             return None;
         }
         let seq = q.next_seq;
-        q.next_seq += 1;
+        q.next_seq = (q.next_seq + 1) & SEQ_MASK;
         q.marker = Marker::Pending(seq);
-        Some(Token::new(queue, true, seq))
+        Some(Token::new(queue, true, self.generation, seq))
     }
 
     /// Whether a marker armed on `queue` has not completed yet.
@@ -336,6 +383,12 @@ impl Ledger {
             return None;
         }
         let token = Token::from_wr_id(device.wr_id);
+        if token.generation() != self.generation {
+            // Another ledger's WR: a late completion of a destroyed QP whose number this QP
+            // now has.
+            self.stale += 1;
+            return None;
+        }
         let queue = token.queue();
         let q = &mut self.queues[queue.index()];
         if token.is_marker() {
@@ -626,5 +679,71 @@ mod tests {
         assert_eq!(l.begin_drain(), DrainStart::Start);
         l.finish_drain();
         assert_eq!(l.begin_drain(), DrainStart::Done);
+    }
+
+    #[test]
+    fn a_late_completion_of_a_reused_qp_number_is_not_the_new_qps() {
+        // QP 7 is destroyed with a receive outstanding; the kernel gives number 7 to a new QP,
+        // whose first receive has the same queue and sequence as the old one.
+        let mut old = Ledger::new(7, 4, 4);
+        let old_token = old.admit_recv(&RecvWr::new(1, &[])).unwrap();
+        let mut new = Ledger::new(7, 4, 4);
+        let new_token = new.admit_recv(&RecvWr::new(2, &[])).unwrap();
+        assert_ne!(old_token.generation(), new_token.generation());
+        assert_ne!(old_token, new_token);
+        // The old QP's flush arrives late on the shared CQ and is routed by number to the new
+        // ledger: it must not complete the new QP's receive.
+        let late = Completion {
+            wr_id: old_token.wr_id(),
+            status: WcStatus::WrFlushError,
+            qp_num: 7,
+            ..Completion::default()
+        };
+        assert_eq!(new.resolve(&late), None);
+        assert_eq!(new.stale(), 1);
+        assert_eq!(
+            new.outstanding(WorkQueue::Recv),
+            1,
+            "the new receive is still outstanding"
+        );
+        new.withdraw(old_token);
+        assert_eq!(
+            new.outstanding(WorkQueue::Recv),
+            1,
+            "another ledger's token withdraws nothing"
+        );
+        let own = Completion {
+            wr_id: new_token.wr_id(),
+            qp_num: 7,
+            ..Completion::default()
+        };
+        assert_eq!(new.resolve(&own).map(|c| c.wr_id), Some(2));
+    }
+
+    #[test]
+    fn sequences_wrap_without_confusing_the_order() {
+        let mut l = Ledger::new(1, 8, 8);
+        l.queues[WorkQueue::Send.index()].next_seq = SEQ_MASK - 1;
+        // Two unsignaled sends before the wrap, a signaled one after it.
+        let _a = l.admit_send(&send(10, false)).unwrap();
+        let b = l.admit_send(&send(11, false)).unwrap();
+        let c = l.admit_send(&send(12, true)).unwrap();
+        assert_eq!(b.seq(), SEQ_MASK);
+        assert_eq!(c.seq(), 0, "the sequence wrapped");
+        let done = Completion {
+            wr_id: c.wr_id(),
+            qp_num: 1,
+            ..Completion::default()
+        };
+        assert_eq!(l.resolve(&done).map(|c| c.wr_id), Some(12));
+        assert_eq!(
+            l.outstanding(WorkQueue::Send),
+            0,
+            "the unsignaled sends before it retired across the wrap"
+        );
+        // A marker after the wrap still completes and is swallowed.
+        let d = l.admit_send(&send(13, true)).unwrap();
+        let m = l.arm_marker(WorkQueue::Send).unwrap();
+        assert!(m.is_marker() && m.seq() == d.seq() + 1);
     }
 }
