@@ -76,11 +76,11 @@ pub fn translate_cm(kind: CmEventKind, qp_num: u32) -> Option<DeviceEvent> {
 
 /// Publishes `event` into `hub`, and closes the hub after an event that kills the device.
 pub fn publish(hub: &EventHub<DeviceEvent>, event: DeviceEvent) {
-    let lost = event.is_device_lost();
-    let text = event.to_string();
-    hub.publish(event);
-    if lost {
-        hub.close(ErrorKind::DeviceLost, format!("the device is gone: {text}"));
+    if event.is_device_lost() {
+        let text = format!("the device is gone: {event}");
+        hub.publish_and_close(event, ErrorKind::DeviceLost, text);
+    } else {
+        hub.publish(event);
     }
 }
 

@@ -266,8 +266,11 @@ impl<E: Clone + Send + 'static> EventHub<E> {
     }
 
     /// Publishes `event` and closes the hub as one step, so that no reader can see the event
-    /// without the end right behind it (used where a relayed stream's last event is known).
-    pub(crate) fn publish_and_close(&self, event: E, kind: ErrorKind, message: impl Into<String>) {
+    /// without the end right behind it: how a provider's event thread reports a device's last
+    /// event ([`DeviceEvent::DeviceRemoved`](crate::DeviceEvent::DeviceRemoved),
+    /// [`DeviceEvent::DeviceFatal`](crate::DeviceEvent::DeviceFatal)), and how a relayed stream
+    /// ends. Does nothing on a closed hub.
+    pub fn publish_and_close(&self, event: E, kind: ErrorKind, message: impl Into<String>) {
         let mut inner = lock(&self.inner);
         if inner.closed.is_some() {
             return;
