@@ -104,6 +104,8 @@
 //! ANYVERBS_PROVIDER_PATH=target/debug anyverbs-conform run --provider anyverbs_provider_mock
 //! ```
 
+#![deny(unsafe_code)]
+
 mod args;
 mod list;
 mod probe;

@@ -53,6 +53,7 @@ static DOCUMENT: OnceLock<File> = OnceLock::new();
 /// its own copy of the standard library, straight to descriptor 1) cannot spoil the document —
 /// which a parent reading a child's report, or a CI job parsing it, would find unusable. Call
 /// before any plugin is loaded. Does nothing where descriptors cannot be copied.
+#[allow(unsafe_code)] // fcntl(2) on our own stdout
 pub fn set_aside_stdout() {
     #[cfg(unix)]
     {
@@ -85,6 +86,7 @@ pub fn document_stdout() -> Box<dyn Write> {
 /// Ends the process at once with `code`, after flushing the standard streams: a case or probe
 /// that hung left a thread running in the provider, which must neither be waited on nor run
 /// exit handlers beside (a plugin may hold its own locks).
+#[allow(unsafe_code)] // _exit(2): ends the process without running destructors
 pub fn exit_now(code: i32) -> ! {
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();

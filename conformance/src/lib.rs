@@ -12,6 +12,8 @@
 //!   crashing or hanging provider costs one case;
 //! - from any program, through [`run_suite`].
 
+#![deny(unsafe_code)]
+
 pub mod case;
 pub mod cases;
 pub mod ctx;

@@ -102,6 +102,8 @@
 //! # Ok::<(), anyverbs::Error>(())
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod caps;
 pub mod cm;
 pub mod cq;
@@ -114,6 +116,8 @@ pub mod held;
 pub mod identity;
 pub mod mr;
 pub mod pd;
+// The C ABI, its export macro and the loader are the only unsafe code of the crate.
+#[allow(unsafe_code)]
 pub mod plugin;
 pub mod provider;
 pub mod qp;

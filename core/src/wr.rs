@@ -143,6 +143,8 @@ impl<'a> SgRef<'a> {
         }
     }
 
+    // The scatter list's borrowed form is shared with the plugin ABI, which lays WRs out in C.
+    #[allow(unsafe_code)]
     fn get(&self) -> &[Sge] {
         if self.len == 0 {
             &[]
@@ -172,8 +174,10 @@ const _: () = {
 
 // SAFETY: an `SgRef` is a shared borrow of `[Sge]` or an `Sge` (plain data), both `Send` and
 // `Sync`.
+#[allow(unsafe_code)]
 unsafe impl Send for SgRef<'_> {}
 // SAFETY: as above.
+#[allow(unsafe_code)]
 unsafe impl Sync for SgRef<'_> {}
 
 /// A send-queue work request. It borrows its scatter list, which need only live until the post

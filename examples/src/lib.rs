@@ -35,5 +35,7 @@
 //! from its own device's return to its first echo takes about 200 µs (median), of which the
 //! supervisor's share is a few µs.
 
+#![deny(unsafe_code)]
+
 pub mod echo;
 pub mod harness;

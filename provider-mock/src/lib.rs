@@ -96,6 +96,8 @@
 //! thread per pending change makes sure they also happen (and their events arrive) when nobody
 //! calls. Timer threads end after their one step, or at once when the provider is dropped.
 
+#![deny(unsafe_code)]
+
 mod config;
 mod cq;
 mod device;

@@ -49,16 +49,31 @@
 //! [sideway]: https://crates.io/crates/sideway
 //! [rdma-mummy-sys]: https://crates.io/crates/rdma-mummy-sys
 
+#![deny(unsafe_code)]
+// Unsafe code is allowed only in the modules below that call rdma-core (through the raw
+// bindings and sideway's raw handles) or Linux (sockets, ioctls, poll); `fault` and `monitor`
+// have none.
+
+#[allow(unsafe_code)]
 pub mod cm;
+#[allow(unsafe_code)]
 pub mod context;
+#[allow(unsafe_code)]
 pub mod device;
 pub mod error;
+#[allow(unsafe_code)]
 pub mod events;
 pub mod fault;
 pub mod monitor;
+#[allow(unsafe_code)]
 pub mod netdev;
+#[allow(unsafe_code)]
 pub mod netlink;
+#[allow(unsafe_code)]
 pub mod objects;
+#[allow(unsafe_code)]
 pub mod raw;
+#[allow(unsafe_code)]
 pub mod uevent;
+#[allow(unsafe_code)]
 pub mod wait;

@@ -708,6 +708,7 @@ mod tests {
 
     /// Asks `poll(2)`, as an event loop would, whether `fd` is readable now.
     #[cfg(unix)]
+    #[allow(unsafe_code)]
     fn poll_readable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
         use std::os::fd::AsRawFd;
         let mut pfd = libc::pollfd {

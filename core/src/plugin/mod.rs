@@ -68,6 +68,8 @@ pub use loader::{
 #[macro_export]
 macro_rules! export_provider {
     ($provider:ty, $new:expr $(,)?) => {
+        // The expansion's own allowance, so that a provider crate may deny unsafe code.
+        #[allow(unsafe_code)]
         const _: () = {
             unsafe extern "C" fn anyverbs_provider_new(
                 out: *mut *mut $crate::plugin::abi::RawProvider,

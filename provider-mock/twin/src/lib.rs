@@ -12,6 +12,8 @@
 //!
 //! Not a provider to ship: it exists for `cargo bench -p anyverbs-provider-mock --bench plugin`.
 
+#![deny(unsafe_code)]
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -42,6 +44,7 @@ anyverbs::export_provider!(MockProvider, || Ok(PROVIDER
 /// took; setting up the bed at the first call and checking the data afterwards are not counted.
 /// A negative result means the iterations failed (the message is on standard error), or that
 /// no instance of the plugin was made yet.
+#[allow(unsafe_code)] // an exported symbol, which the bench looks up by name
 #[unsafe(no_mangle)]
 pub extern "C" fn anyverbs_bench_twin_direct(work: usize, iters: u64) -> f64 {
     catch_unwind(AssertUnwindSafe(|| {

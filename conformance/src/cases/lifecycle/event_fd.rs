@@ -1,5 +1,8 @@
 //! The event stream's file descriptor, as an event loop watches it.
 
+// poll(2) on the stream's fd, as an event loop would.
+#![allow(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use anyverbs::{Device, DeviceEvent, ErrorKind, Fault, Provider, QueuePair};
