@@ -4,8 +4,9 @@
 //! ULP that survives device resets and hot-replugs: each side is a
 //! [`Service`](anyverbs::supervisor::Service) run by the recovery
 //! [`Supervisor`](anyverbs::Supervisor), which stops it when its device is lost and starts it
-//! again when the *same* device (by identity) comes back. Read `src/echo.rs` from the top: every
-//! step says why it is there.
+//! again when the *same* device (by identity) comes back. Read `src/echo/` from `mod.rs`, then
+//! `server.rs` and `client.rs` (the wire format, the log and the worker threads are apart):
+//! every step says why it is there.
 //!
 //! [`harness`] runs a server and a client under their supervisors and throws faults at them;
 //! the demo, the soak test and the benchmark are built on it.
