@@ -1,7 +1,8 @@
 //! The providers `--provider` can name: built into this binary (the mock), or plugins loaded
 //! through `anyverbs::plugin`; and the built-in expectations that go with the mock's devices.
 
-use anyverbs::{LoadedProvider, Plugin, Provider};
+use anyverbs::Provider;
+use anyverbs::plugin::{LoadedProvider, Plugin};
 use anyverbs_provider_mock::MockProvider;
 use anyverbs_provider_mock::expectations::{self, Builtin};
 

@@ -9,7 +9,8 @@ use std::process::Command as Process;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyverbs::{LoadedProvider, Provider};
+use anyverbs::Provider;
+use anyverbs::plugin::LoadedProvider;
 use anyverbs_conformance::report::{self, HumanPrinter};
 use anyverbs_conformance::{
     Case, CaseReport, Expectations, Outcome, RunEvent, SuiteOptions, SuiteReport, all_cases,

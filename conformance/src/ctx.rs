@@ -159,7 +159,7 @@ impl<'a, P: Provider> Ctx<'a, P> {
     }
 
     /// The provider under test, shared: for what must hold on to it, such as a
-    /// [`Supervisor`](anyverbs::Supervisor).
+    /// [`Supervisor`](anyverbs::supervisor::Supervisor).
     pub fn shared_provider(&self) -> Arc<P> {
         Arc::clone(&self.provider)
     }

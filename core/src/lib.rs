@@ -9,10 +9,10 @@
 //! - **Static dispatch first.** [`Provider`] bundles the handle types of one transport as
 //!   associated types ([`Provider::Device`], [`Provider::Qp`], ...), so generic ULP code is
 //!   monomorphised per provider. A provider loaded at run time through the C ABI
-//!   ([`plugin`]) is simply one more implementation of the same traits: [`LoadedProvider`].
+//!   ([`plugin`]) is simply one more implementation of the same traits: [`LoadedProvider`](crate::plugin::LoadedProvider).
 //! - **Providers are plugins, too.** One line, [`export_provider!`], turns any provider into a
-//!   shared object with a versioned C ABI; [`Plugin::find`] and [`Plugin::load`] open one and
-//!   say exactly what is wrong with a bad one ([`LoadError`]).
+//!   shared object with a versioned C ABI; [`Plugin::find`](crate::plugin::Plugin::find) and [`Plugin::load`](crate::plugin::Plugin::load) open one and
+//!   say exactly what is wrong with a bad one ([`LoadError`](crate::plugin::LoadError)).
 //! - **A surface a C vtable can carry.** No method is generic; arguments and results are plain
 //!   data ([`SendWr`], [`Completion`], [`DeviceInfo`], ...) or handles of the same provider;
 //!   completion buffers belong to the caller ([`CompletionQueue::poll`]).
@@ -140,14 +140,9 @@ pub use held::HeldObjects;
 pub use identity::{DeviceIdentity, Guid, PciAddress};
 pub use mr::{Access, MemoryRegion};
 pub use pd::ProtectionDomain;
-pub use plugin::{LoadError, LoadedProvider, Plugin};
 pub use provider::{Provider, Transport};
 pub use qp::{QpInit, QueuePair};
 pub use state::{Cause, QpState, StateModel};
-pub use supervisor::{
-    DeviceSelector, FailureAction, Link, Service, StopReason, Supervisor, SupervisorConfig,
-    SupervisorEvent,
-};
 pub use wr::{
     Completion, INLINE_SGES, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList, Sge, WcFlags,
     WcOpcode, WcStatus,

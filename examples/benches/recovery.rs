@@ -42,10 +42,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyverbs::supervisor::{DeviceSelector, Supervisor, SupervisorEvent};
 use anyverbs::supervisor::{FailureAction, Link, Service, StopReason, SupervisorReport};
 use anyverbs::{
-    DeviceEvent, DeviceIdentity, DeviceInfo, DeviceSelector, EventStream, Fault, MonitorEvent,
-    Provider, Result, Supervisor, SupervisorEvent,
+    DeviceEvent, DeviceIdentity, DeviceInfo, EventStream, Fault, MonitorEvent, Provider, Result,
 };
 use anyverbs_examples::echo::{EchoClient, EchoLog, EchoServer, EchoSummary, server_address};
 use anyverbs_examples::harness::PairConfig;

@@ -11,11 +11,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyverbs::supervisor::{DeviceSelector, Supervisor, SupervisorConfig, SupervisorEvent};
 use anyverbs::supervisor::{SupervisorReport, SystemClock};
-use anyverbs::{
-    DeviceSelector, Error, ErrorKind, Fault, Provider, Result, Supervisor, SupervisorConfig,
-    SupervisorEvent,
-};
+use anyverbs::{Error, ErrorKind, Fault, Provider, Result};
 
 use crate::echo::{
     ClientConfig, EchoClient, EchoLog, EchoServer, EchoSummary, ServerConfig, ServerStats,

@@ -3,7 +3,7 @@
 //! [`echo`] is a small echo service — a server and a client — written as the template for a
 //! ULP that survives device resets and hot-replugs: each side is a
 //! [`Service`](anyverbs::supervisor::Service) run by the recovery
-//! [`Supervisor`](anyverbs::Supervisor), which stops it when its device is lost and starts it
+//! [`Supervisor`](anyverbs::supervisor::Supervisor), which stops it when its device is lost and starts it
 //! again when the *same* device (by identity) comes back. Read `src/echo/` from `mod.rs`, then
 //! `server.rs` and `client.rs` (the wire format, the log and the worker threads are apart):
 //! every step says why it is there.

@@ -25,8 +25,9 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyverbs::Provider;
+use anyverbs::supervisor::SupervisorEvent;
 use anyverbs::supervisor::SupervisorReport;
-use anyverbs::{Provider, SupervisorEvent};
 use anyverbs_examples::harness::{Disruption, EchoPair, PairConfig, Role};
 use anyverbs_provider_mock::{LiveObjects, MockProvider};
 

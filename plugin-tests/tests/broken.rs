@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
+use anyverbs::plugin::LoadedProvider;
 use anyverbs::plugin::abi::{ABI_MAJOR, ABI_MINOR};
 use anyverbs::plugin::{LoadError, Plugin, plugin_file_name};
 use anyverbs::{
-    Completion, CompletionQueue, Device, Error, ErrorKind, Fault, LoadedProvider, Provider,
-    WcFlags, WcStatus,
+    Completion, CompletionQueue, Device, Error, ErrorKind, Fault, Provider, WcFlags, WcStatus,
 };
 use anyverbs_plugin_tests::{TempDir, fixture, mock_plugin_path};
 

@@ -7,11 +7,11 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use anyverbs::plugin::LoadedProvider;
 use anyverbs::plugin::{LoadError, Plugin, PluginFault};
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, Device, Error, ErrorKind, Listener,
-    LoadedProvider, MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair, SendOp,
-    SendWr, Sge,
+    MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair, SendOp, SendWr, Sge,
 };
 use anyverbs_fixture_lying as lying;
 use anyverbs_plugin_tests::fixture;

@@ -6,8 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use anyverbs::plugin::LoadedProvider;
 use anyverbs::plugin::Plugin;
-use anyverbs::{Device, DeviceEvent, ErrorKind, Fault, LoadedProvider, MonitorEvent, Provider};
+use anyverbs::{Device, DeviceEvent, ErrorKind, Fault, MonitorEvent, Provider};
 use anyverbs_plugin_tests::fixture;
 
 fn provider() -> LoadedProvider {

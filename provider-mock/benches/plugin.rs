@@ -56,8 +56,9 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyverbs::Provider;
+use anyverbs::plugin::LoadedProvider;
 use anyverbs::plugin::{Plugin, plugin_file_name};
-use anyverbs::{LoadedProvider, Provider};
 use criterion::{Bencher, Criterion, Throughput};
 
 #[path = "common/bed.rs"]

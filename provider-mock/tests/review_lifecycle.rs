@@ -11,10 +11,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyverbs::supervisor::{Clock, GiveUp, LossCause, ManualClock, SupervisorReport};
+use anyverbs::supervisor::{
+    DeviceSelector, FailureAction, Service, StopReason, Supervisor, SupervisorConfig,
+    SupervisorEvent,
+};
 use anyverbs::{
-    ConnParams, Device, DeviceEvent, DeviceSelector, Error, ErrorKind, EventStream, FailureAction,
-    Fault, Listener, ProtectionDomain, Provider, QpInit, QueuePair, Service, StopReason,
-    Supervisor, SupervisorConfig, SupervisorEvent,
+    ConnParams, Device, DeviceEvent, Error, ErrorKind, EventStream, Fault, Listener,
+    ProtectionDomain, Provider, QpInit, QueuePair,
 };
 use anyverbs_provider_mock::{MockDevice, MockProvider};
 
@@ -30,7 +33,11 @@ struct Flaky {
 }
 
 impl Service<MockProvider> for Flaky {
-    fn start(&mut self, _device: &MockDevice, _link: &anyverbs::Link) -> anyverbs::Result<()> {
+    fn start(
+        &mut self,
+        _device: &MockDevice,
+        _link: &anyverbs::supervisor::Link,
+    ) -> anyverbs::Result<()> {
         if self.fails > 0 {
             self.fails -= 1;
             return Err(Error::new(self.kind, "the peer's connect request vanished"));
@@ -130,7 +137,11 @@ struct Server {
 }
 
 impl Service<MockProvider> for Server {
-    fn start(&mut self, device: &MockDevice, _link: &anyverbs::Link) -> anyverbs::Result<()> {
+    fn start(
+        &mut self,
+        device: &MockDevice,
+        _link: &anyverbs::supervisor::Link,
+    ) -> anyverbs::Result<()> {
         if !self.kinds.lock().unwrap().is_empty() || self.starts.load(Ordering::SeqCst) > 0 {
             // A start after the failed accept: succeed without a client.
             self.starts.fetch_add(1, Ordering::SeqCst);
@@ -254,10 +265,14 @@ fn a_huge_return_window_does_not_panic_the_supervisor() {
 #[test]
 fn a_huge_loss_timeout_does_not_panic_the_supervisor() {
     let p = Arc::new(MockProvider::new());
-    let links: Arc<Mutex<Vec<anyverbs::Link>>> = Arc::default();
-    struct Keep(Arc<Mutex<Vec<anyverbs::Link>>>);
+    let links: Arc<Mutex<Vec<anyverbs::supervisor::Link>>> = Arc::default();
+    struct Keep(Arc<Mutex<Vec<anyverbs::supervisor::Link>>>);
     impl Service<MockProvider> for Keep {
-        fn start(&mut self, _d: &MockDevice, link: &anyverbs::Link) -> anyverbs::Result<()> {
+        fn start(
+            &mut self,
+            _d: &MockDevice,
+            link: &anyverbs::supervisor::Link,
+        ) -> anyverbs::Result<()> {
             self.0.lock().unwrap().push(link.clone());
             Ok(())
         }
@@ -475,7 +490,11 @@ fn a_cq_error_that_kills_the_services_qps_reaches_the_service() {
         asked: Arc<AtomicU32>,
     }
     impl Service<MockProvider> for Tiny {
-        fn start(&mut self, d: &MockDevice, _l: &anyverbs::Link) -> anyverbs::Result<()> {
+        fn start(
+            &mut self,
+            d: &MockDevice,
+            _l: &anyverbs::supervisor::Link,
+        ) -> anyverbs::Result<()> {
             let pd = d.alloc_pd()?;
             let cq_a = d.create_cq(16)?;
             let cq_b = d.create_cq(1)?; // too small for two receives

@@ -23,7 +23,8 @@
 //!
 //! ```no_run
 //! // Not run: it needs a plugin installed in the search path.
-//! use anyverbs::{Plugin, Provider};
+//! use anyverbs::Provider;
+//! use anyverbs::plugin::Plugin;
 //!
 //! // `libanyverbs_provider_mock.so` (or `libmock.so`) from ANYVERBS_PROVIDER_PATH or the default
 //! // directories; `Plugin::load(path)` takes a file instead.
@@ -38,6 +39,7 @@
 
 pub mod abi;
 mod convert;
+#[doc(hidden)] // what export_provider! expands to call; not an API
 pub mod export;
 mod loaded;
 mod loader;

@@ -1,5 +1,5 @@
 //! An echo service over anyverbs, written as the template for a ULP that runs under the
-//! recovery [`Supervisor`](anyverbs::Supervisor).
+//! recovery [`Supervisor`](anyverbs::supervisor::Supervisor).
 //!
 //! - [`EchoServer`] listens at a fixed address of its device and sends every message it
 //!   receives back on the same QP. It survives its clients: a connection that fails is drained

@@ -3,11 +3,11 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyverbs::supervisor::{GiveUp, LossCause, ManualClock};
-use anyverbs::{
-    DeviceSelector, ErrorKind, FailureAction, Fault, Provider, QueuePair, StopReason,
-    SupervisorConfig, SupervisorEvent,
+use anyverbs::supervisor::{
+    DeviceSelector, FailureAction, StopReason, SupervisorConfig, SupervisorEvent,
 };
+use anyverbs::supervisor::{GiveUp, LossCause, ManualClock};
+use anyverbs::{ErrorKind, Fault, Provider, QueuePair};
 
 use super::probe::*;
 use crate::case::{CaseError, CaseResult};

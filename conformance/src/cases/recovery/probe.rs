@@ -5,12 +5,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use anyverbs::supervisor::{
+    DeviceSelector, FailureAction, Link, Service, StopReason, Supervisor, SupervisorConfig,
+    SupervisorEvent,
+};
 use anyverbs::supervisor::{LossCause, ManualClock, SupervisorReport, SupervisorState};
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, Device, DeviceEvent, DeviceIdentity,
-    DeviceInfo, DeviceSelector, Error, ErrorKind, EventStream, FailureAction, Link, MemoryRegion,
-    ProtectionDomain, Provider, QpInit, QueuePair, RecvWr, SendWr, Service, StopReason, Supervisor,
-    SupervisorConfig, SupervisorEvent, WcStatus,
+    DeviceInfo, Error, ErrorKind, EventStream, MemoryRegion, ProtectionDomain, Provider, QpInit,
+    QueuePair, RecvWr, SendWr, WcStatus,
 };
 
 use crate::case::{CaseError, CaseResult};

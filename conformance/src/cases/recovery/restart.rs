@@ -1,9 +1,8 @@
 //! Restarting on the same device, and refusing or adopting a different one.
 
+use anyverbs::supervisor::{DeviceSelector, StopReason, SupervisorEvent};
 use anyverbs::supervisor::{LossCause, SupervisorReport, SupervisorState};
-use anyverbs::{
-    DeviceIdentity, DeviceSelector, EventStream, Fault, Provider, StopReason, SupervisorEvent,
-};
+use anyverbs::{DeviceIdentity, EventStream, Fault, Provider};
 
 use super::probe::*;
 use crate::case::{CaseError, CaseResult};

@@ -2,8 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use anyverbs::supervisor::{DeviceSelector, SupervisorEvent};
 use anyverbs::supervisor::{GiveUp, LossCause, ManualClock, SupervisorState};
-use anyverbs::{DeviceSelector, ErrorKind, Fault, HeldObjects, Provider, SupervisorEvent};
+use anyverbs::{ErrorKind, Fault, HeldObjects, Provider};
 
 use super::probe::*;
 use crate::case::{CaseError, CaseResult};
