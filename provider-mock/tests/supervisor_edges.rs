@@ -1,6 +1,8 @@
-//! Regression tests for the bugs an independent review of the lifecycle and supervisor work
-//! found. Each section says what went wrong before the fix; each test asserts the behaviour the
-//! docs promise. (The port-flap timer regression lives with the mock's timer unit test, which
+//! The supervisor and the lifecycle at their edges: a start refused on a present device, a client
+//! reset mid-accept, huge windows and timeouts, a foreign device present at spawn, a reset
+//! reported as fatal, an iWARP peer torn down by a killed QP, a CQ error that kills a service's
+//! QPs, data received before a reset. Each section says what went wrong before its fix; each
+//! test asserts the behaviour the docs promise. (The port-flap timer regression lives with the mock's timer unit test, which
 //! needs a process without other timer threads.)
 
 use std::net::SocketAddr;

@@ -1,4 +1,5 @@
-//! Regression tests for drain bugs found in review: each failed before its fix.
+//! Drain at its edges: an unsignaled send posted in ERROR, a CQ overflow before the drain, an
+//! erdma drain after CLOSING. Each failed before its fix.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
