@@ -23,6 +23,7 @@
 mod cm;
 mod drain;
 mod engine;
+mod faults;
 pub(crate) mod lifecycle;
 mod qp;
 mod resources;

@@ -1,6 +1,5 @@
-//! Device lifecycle and fault injection: the incarnations of each configured device, how one is
-//! lost (reset, unplug) and comes back, port flaps, and the per-QP and per-device faults of
-//! [`anyverbs::Fault`].
+//! Device lifecycle: the incarnations of each configured device, how one is lost (reset, unplug)
+//! and comes back, and port flaps. Injecting the faults of [`anyverbs::Fault`] is in `faults`.
 //!
 //! ## Slots and incarnations
 //!
@@ -34,7 +33,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use anyverbs::{
-    Caps, DeviceEvent, DeviceIdentity, DeviceInfo, ErrorKind, EventHub, EventStream, Fault, Guid,
+    Caps, DeviceEvent, DeviceIdentity, DeviceInfo, ErrorKind, EventHub, EventStream, Guid,
     HeldObjects, LinkLayer, MonitorEvent, PortInfo, PortState, Transport,
 };
 
@@ -79,14 +78,15 @@ pub(super) struct Incarnation {
     pub(super) info: DeviceInfo,
     /// `None` while the incarnation is alive.
     pub(super) lost: Option<Loss>,
-    /// [`Fault::Stall`]: nothing executes or completes until [`Fault::Resume`].
+    /// [`Fault::Stall`](anyverbs::Fault::Stall): nothing executes or completes until
+    /// [`Fault::Resume`](anyverbs::Fault::Resume).
     pub(super) stalled: bool,
-    /// While port 1 is down ([`Fault::FlapPort`]): when it comes back.
-    port_down_until: Option<Instant>,
+    /// While port 1 is down ([`Fault::FlapPort`](anyverbs::Fault::FlapPort)): when it comes back.
+    pub(super) port_down_until: Option<Instant>,
     /// When the timer armed for the port's return fires (one at a time, however often the
     /// flap is extended).
-    port_timer_at: Option<Instant>,
-    events: EventHub<DeviceEvent>,
+    pub(super) port_timer_at: Option<Instant>,
+    pub(super) events: EventHub<DeviceEvent>,
     /// Objects created on this incarnation and not yet released; the device limits count them.
     pub(super) live: LiveObjects,
 }
@@ -113,14 +113,14 @@ impl Incarnation {
 
 /// When and as what an absent device comes back.
 #[derive(Debug, Clone, Copy)]
-struct Return {
-    not_before: Instant,
-    node_guid: Guid,
+pub(super) struct Return {
+    pub(super) not_before: Instant,
+    pub(super) node_guid: Guid,
 }
 
 /// Whether a slot's device is there.
 #[derive(Debug, Clone, Copy)]
-enum Presence {
+pub(super) enum Presence {
     /// Present, as this incarnation.
     Present(u32),
     /// Reset: comes back on its own.
@@ -134,11 +134,11 @@ enum Presence {
 /// One configured device and its incarnations.
 pub(super) struct Slot {
     pub(super) config: DeviceConfig,
-    presence: Presence,
+    pub(super) presence: Presence,
     /// Every incarnation of the slot, oldest first.
     incarnations: Vec<u32>,
-    /// How many times [`Fault::ReplugOther`] brought another device under this name.
-    other_devices: u64,
+    /// How many times [`Fault::ReplugOther`](anyverbs::Fault::ReplugOther) brought another device under this name.
+    pub(super) other_devices: u64,
 }
 
 impl Slot {
@@ -189,7 +189,7 @@ pub(super) fn initial_devices(config: &FabricConfig) -> (Vec<Slot>, Vec<Incarnat
 
 /// `now + d`, or a century from now when `d` is too large to add (a fault that lasts
 /// "forever").
-fn later(now: Instant, d: Duration) -> Instant {
+pub(super) fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
@@ -318,7 +318,7 @@ impl State {
         self.inc(dev).events.publish(event);
     }
 
-    fn slot_of(&self, name: &str) -> MockResult<usize> {
+    pub(super) fn slot_of(&self, name: &str) -> MockResult<usize> {
         self.slots
             .iter()
             .position(|s| s.config.name == name)
@@ -391,7 +391,7 @@ impl State {
     // ----- loss and return -----
 
     /// Loses incarnation `dev`: see the module docs.
-    fn lose(&mut self, dev: u32, loss: Loss, now: Instant) {
+    pub(super) fn lose(&mut self, dev: u32, loss: Loss, now: Instant) {
         let inc = self.inc_mut(dev);
         if inc.lost.is_some() {
             return;
@@ -457,7 +457,7 @@ impl State {
 
     /// Retries the send queue of a QP whose connection was just cut, so its head starts waiting
     /// for the ACK that never comes, and makes sure it fails on time even if nobody calls.
-    fn cut_off(&mut self, qpn: u32, now: Instant) {
+    pub(super) fn cut_off(&mut self, qpn: u32, now: Instant) {
         self.run_sq(qpn, now);
         if let Some(fail_at) = self
             .qps
@@ -541,195 +541,6 @@ impl State {
         }
         self.lifecycle_pending = pending;
         changed
-    }
-
-    // ----- fault injection -----
-
-    /// Injects `fault` into the device named `name` (see [`anyverbs::Fault`] and the crate
-    /// docs).
-    pub(crate) fn inject(&mut self, name: &str, fault: &Fault, now: Instant) -> MockResult<()> {
-        let slot = self.slot_of(name)?;
-        let Some(dev) = self.slots[slot].present() else {
-            return self.inject_absent(slot, fault, now);
-        };
-        match *fault {
-            Fault::Reset { down_for } => {
-                let node_guid = self.inc(dev).info.identity.node_guid;
-                self.lose(dev, Loss::Reset, now);
-                let not_before = later(now, down_for);
-                self.slots[slot].presence = Presence::Resetting(Return {
-                    not_before,
-                    node_guid,
-                });
-                self.lifecycle_pending = true;
-                self.wake_at(not_before);
-            }
-            Fault::Unplug => {
-                self.lose(dev, Loss::Unplugged, now);
-                self.slots[slot].presence = Presence::Unplugged;
-            }
-            Fault::Replug | Fault::ReplugOther => {
-                return Err(MockError::WrongState(format!(
-                    "{name} is present: unplug it before replugging"
-                )));
-            }
-            Fault::FlapPort { port, down_for } => {
-                if port != 1 {
-                    return Err(MockError::BadArgument(format!(
-                        "{name} has one port, port 1; there is no port {port}"
-                    )));
-                }
-                let until = later(now, down_for);
-                let inc = self.inc_mut(dev);
-                let extended = match inc.port_down_until {
-                    Some(t) if t >= until => false,
-                    Some(_) => true,
-                    None => {
-                        inc.events.publish(DeviceEvent::PortDown { port });
-                        true
-                    }
-                };
-                // A flap within a longer one changes nothing. An extension needs no timer of its
-                // own: the armed one re-arms for the new end when it fires early.
-                if extended {
-                    inc.port_down_until = Some(until);
-                    let arm = inc.port_timer_at.is_none();
-                    if arm {
-                        inc.port_timer_at = Some(until);
-                    }
-                    self.lifecycle_pending = true;
-                    if arm {
-                        self.wake_at(until);
-                    }
-                }
-            }
-            Fault::KillQp { qp_num } => {
-                self.qp_on(dev, qp_num)?;
-                // The fatal error first, then what follows from it (on iWARP the peer's
-                // Disconnected); the lock is held throughout, so nobody sees the QP before ERROR.
-                self.publish(dev, DeviceEvent::QpFatal { qp_num });
-                self.enter_error(qp_num);
-            }
-            Fault::LosePeer { qp_num } => self.lose_peer(dev, qp_num, now)?,
-            Fault::Stall => {
-                let inc = self.inc_mut(dev);
-                if !inc.stalled {
-                    inc.stalled = true;
-                    self.stalled_devices += 1;
-                }
-            }
-            Fault::Resume => self.resume(dev, now),
-            _ => return Err(MockError::Unsupported("this fault")),
-        }
-        Ok(())
-    }
-
-    /// Injection into an absent device: only replugging applies, and only to an unplugged one.
-    fn inject_absent(&mut self, slot: usize, fault: &Fault, now: Instant) -> MockResult<()> {
-        let s = &mut self.slots[slot];
-        let name = &s.config.name;
-        if !matches!(fault, Fault::Replug | Fault::ReplugOther) {
-            return Err(MockError::WrongState(format!(
-                "{name} is absent: only Replug and ReplugOther apply, not {fault}"
-            )));
-        }
-        match s.presence {
-            Presence::Unplugged => {}
-            Presence::Resetting(_) => {
-                return Err(MockError::WrongState(format!(
-                    "{name} is resetting and comes back on its own"
-                )));
-            }
-            Presence::Replugging(_) => {
-                return Err(MockError::WrongState(format!(
-                    "{name} is already replugged; it appears once the objects of its previous \
-                     life are released"
-                )));
-            }
-            Presence::Present(_) => {
-                return Err(MockError::WrongState(format!("{name} is present")));
-            }
-        }
-        let node_guid = if *fault == Fault::ReplugOther {
-            // Another adapter: other GUIDs, derived from the configured one.
-            s.other_devices += 1;
-            Guid(s.config.node_guid.0 ^ (s.other_devices << 32))
-        } else {
-            // Replug always restores the configured identity, also after ReplugOther.
-            s.config.node_guid
-        };
-        s.presence = Presence::Replugging(Return {
-            not_before: now,
-            node_guid,
-        });
-        self.lifecycle_pending = true;
-        Ok(())
-    }
-
-    /// The QP `qp_num` of incarnation `dev`.
-    fn qp_on(&self, dev: u32, qp_num: u32) -> MockResult<()> {
-        match self.qps.get(&qp_num) {
-            Some(q) if q.device == dev => Ok(()),
-            _ => Err(MockError::NoSuchQp {
-                device: self.inc(dev).info.identity.name.clone(),
-                qp_num,
-            }),
-        }
-    }
-
-    /// [`Fault::LosePeer`]: the connection is cut at both ends, silently.
-    fn lose_peer(&mut self, dev: u32, qp_num: u32, now: Instant) -> MockResult<()> {
-        self.qp_on(dev, qp_num)?;
-        let q = self.qps.get_mut(&qp_num).expect("checked");
-        let Some(peer) = q.peer else {
-            return Err(MockError::WrongState(format!(
-                "QP {qp_num} is not connected: it has no peer to lose"
-            )));
-        };
-        if q.peer_lost {
-            return Ok(());
-        }
-        q.peer_lost = true;
-        if let Some(p) = self.qps.get_mut(&peer)
-            && p.peer == Some(qp_num)
-        {
-            p.peer_lost = true;
-            self.cut_off(peer, now);
-        }
-        self.cut_off(qp_num, now);
-        Ok(())
-    }
-
-    /// The numbers of the QPs of incarnation `dev`.
-    fn qps_of(&self, dev: u32) -> Vec<u32> {
-        self.qps
-            .iter()
-            .filter(|(_, q)| q.device == dev)
-            .map(|(n, _)| *n)
-            .collect()
-    }
-
-    /// [`Fault::Resume`]: what the stalled device held back proceeds.
-    fn resume(&mut self, dev: u32, now: Instant) {
-        let inc = self.inc_mut(dev);
-        if !inc.stalled {
-            return;
-        }
-        inc.stalled = false;
-        self.stalled_devices -= 1;
-        let qpns = self.qps_of(dev);
-        for qpn in qpns {
-            let q = self.qps.get_mut(&qpn).expect("listed");
-            // Retry timers did not run while the device hung: a waiting head starts afresh.
-            if let Some(head) = q.sq.front_mut() {
-                head.stall = None;
-            }
-            let held = std::mem::take(&mut q.held);
-            for (queue, c) in held {
-                self.emit(qpn, queue, c);
-            }
-            self.run_sq(qpn, now);
-        }
     }
 }
 
