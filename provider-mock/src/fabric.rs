@@ -28,7 +28,11 @@ pub(crate) mod lifecycle;
 mod qp;
 mod resources;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+/// The fabric's tables, keyed by numbers the mock hands out itself (or by addresses): a fast
+/// non-cryptographic hash; SipHash was close to half of a data-path round.
+type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -82,13 +86,13 @@ impl Fabric {
                 lifecycle_pending: false,
                 stalled_devices: 0,
                 timers: Vec::new(),
-                pds: HashMap::new(),
-                mrs: HashMap::new(),
-                rkeys: HashMap::new(),
-                cqs: HashMap::new(),
-                qps: HashMap::new(),
-                listeners: HashMap::new(),
-                requests: HashMap::new(),
+                pds: HashMap::default(),
+                mrs: HashMap::default(),
+                rkeys: HashMap::default(),
+                cqs: HashMap::default(),
+                qps: HashMap::default(),
+                listeners: HashMap::default(),
+                requests: HashMap::default(),
                 stalled: BTreeSet::new(),
                 next_pd: 1,
                 next_cq: 1,
