@@ -61,45 +61,39 @@ impl DeviceEntry {
     }
 }
 
+/// The device list, from one `ibv_get_device_list`, or why there is none: the "RDMA is not
+/// available here" error where the machine has no RDMA, the call's own error otherwise.
+fn device_list() -> Result<DeviceList, Error> {
+    DeviceList::new().map_err(|e| {
+        let errno = crate::error::errno_of(&e);
+        if means_unavailable(errno) {
+            unavailable(unavailable_cause(errno))
+        } else {
+            crate::error::call_failed("ibv_get_device_list", errno)
+        }
+    })
+}
+
 /// Whether this machine can do RDMA at all: `Ok(())`, or the "RDMA is not available here"
 /// error with its cause (no kernel RDMA: `ENOSYS`; no rdma-core: `EOPNOTSUPP`).
 pub fn availability() -> Result<(), Error> {
-    match DeviceList::new() {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let errno = crate::error::errno_of(&e);
-            if means_unavailable(errno) {
-                Err(unavailable(unavailable_cause(errno)))
-            } else {
-                Err(crate::error::call_failed("ibv_get_device_list", errno))
-            }
-        }
-    }
+    device_list().map(|_| ())
 }
 
 /// Every RDMA device of the machine, each with its identity. Empty, not an error, where the
 /// machine has no RDMA ([`availability`] says why). A device that vanishes while it is being
 /// looked at is left out.
 pub fn devices() -> Result<Vec<DeviceEntry>, Error> {
-    let list = match DeviceList::new() {
+    let list = match device_list() {
         Ok(list) => list,
-        Err(_) => {
-            return match availability() {
-                Err(e) if e.message().starts_with(crate::error::UNAVAILABLE) => Ok(Vec::new()),
-                Err(e) => Err(e),
-                Ok(()) => Ok(Vec::new()),
-            };
-        }
+        Err(e) if e.message().starts_with(crate::error::UNAVAILABLE) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
     let links = crate::netlink::list_devices(Duration::from_secs(2)).unwrap_or_default();
-    let mut out = Vec::new();
-    for device in list.iter() {
-        // SAFETY (in describe): the device pointer is valid while `list` lives.
-        if let Ok((entry, _)) = describe(&device, &links) {
-            out.push(entry);
-        }
-    }
-    Ok(out)
+    Ok(list
+        .iter()
+        .filter_map(|device| describe(&device, &links).ok().map(|(entry, _)| entry))
+        .collect())
 }
 
 /// Opens the device called `name`: its identity and a verbs context on it.
@@ -107,19 +101,18 @@ pub fn devices() -> Result<Vec<DeviceEntry>, Error> {
 /// Errors: "RDMA is not available here: ..." ([`ErrorKind::NotSupported`]) on a machine without
 /// RDMA; [`ErrorKind::NotFound`] when no device has that name.
 pub fn open(name: &str) -> Result<(DeviceEntry, Arc<DeviceContext>), Error> {
-    availability()?;
-    let list = DeviceList::new()
-        .map_err(|e| Error::new(ErrorKind::Other, format!("ibv_get_device_list failed: {e}")))?;
+    let list = device_list()?;
     let links = crate::netlink::list_devices(Duration::from_secs(2)).unwrap_or_default();
-    for device in list.iter() {
-        if device.name() == name {
-            return describe(&device, &links);
-        }
-    }
-    Err(Error::new(
-        ErrorKind::NotFound,
-        format!("no RDMA device called {name:?}"),
-    ))
+    let device = list
+        .iter()
+        .find(|device| device.name() == name)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("no RDMA device called {name:?}"),
+            )
+        })?;
+    describe(&device, &links)
 }
 
 /// Opens `device` and reads its identity; the context stays open for the caller.

@@ -27,16 +27,8 @@ use sideway::ibverbs::queue_pair::{
     QueuePairType,
 };
 
-use crate::error::{call_failed, io_failed, last_errno};
+use crate::error::{call_failed, io_failed, last_errno, sideway_failed};
 use crate::raw::data_path::{self, RawCompletion, RecvWr, SendWr};
-
-fn source_errno(e: &(dyn std::error::Error + 'static)) -> i32 {
-    crate::error::errno_of(e)
-}
-
-fn failed(call: &str, e: &(dyn std::error::Error + 'static)) -> Error {
-    crate::error::sideway_failed(call, e)
-}
 
 /// A protection domain.
 #[derive(Clone)]
@@ -53,7 +45,9 @@ impl std::fmt::Debug for Pd {
 impl Pd {
     /// Allocates a protection domain on `context`.
     pub fn alloc(context: &Arc<DeviceContext>) -> Result<Pd, Error> {
-        let inner = context.alloc_pd().map_err(|e| failed("ibv_alloc_pd", &e))?;
+        let inner = context
+            .alloc_pd()
+            .map_err(|e| sideway_failed("ibv_alloc_pd", &e))?;
         Ok(Pd { inner })
     }
 }
@@ -164,7 +158,7 @@ impl Mr {
         // SAFETY: `buffer` is valid for `len` bytes and lives as long as the registration: both
         // are fields of the Mr, and the registration is dropped first.
         let inner = unsafe { pd.inner.reg_mr(ptr.as_ptr() as usize, len, access.flags()) }
-            .map_err(|e| failed("ibv_reg_mr", &e))?;
+            .map_err(|e| sideway_failed("ibv_reg_mr", &e))?;
         Ok(Mr {
             inner,
             buffer,
@@ -275,7 +269,7 @@ impl CompletionChannel {
     pub fn create(context: &Arc<DeviceContext>) -> Result<CompletionChannel, Error> {
         let inner = context
             .create_comp_channel()
-            .map_err(|e| failed("ibv_create_comp_channel", &e))?;
+            .map_err(|e| sideway_failed("ibv_create_comp_channel", &e))?;
         inner
             .set_nonblocking(true)
             .map_err(|e| io_failed("fcntl(O_NONBLOCK) on a completion channel", e))?;
@@ -374,9 +368,11 @@ impl Cq {
         }
         let (inner, kind) = match builder.build_ex() {
             Ok(cq) => (GenericCompletionQueue::from(cq), CqKind::Extended),
-            Err(e) => match source_errno(&e) {
+            Err(e) => match crate::error::errno_of(&e) {
                 libc::EOPNOTSUPP | libc::ENOSYS | libc::EPROTONOSUPPORT => {
-                    let cq = builder.build().map_err(|e| failed("ibv_create_cq", &e))?;
+                    let cq = builder
+                        .build()
+                        .map_err(|e| sideway_failed("ibv_create_cq", &e))?;
                     (GenericCompletionQueue::from(cq), CqKind::Basic)
                 }
                 errno => return Err(call_failed("ibv_create_cq_ex", errno)),
@@ -541,8 +537,11 @@ impl Qp {
             .setup_max_inline_data(caps.max_inline_data)
             .setup_send_cq(send_cq.inner.clone())
             .setup_recv_cq(recv_cq.inner.clone());
-        let inner =
-            GenericQueuePair::from(builder.build().map_err(|e| failed("ibv_create_qp", &e))?);
+        let inner = GenericQueuePair::from(
+            builder
+                .build()
+                .map_err(|e| sideway_failed("ibv_create_qp", &e))?,
+        );
         let qp_num = inner.qp_number();
         let granted = inner
             .query(QueuePairAttributeMask::Capabilities)
@@ -631,7 +630,7 @@ impl Qp {
 
     fn modify(&mut self, attr: &QueuePairAttribute, state: QpState) -> Result<(), Error> {
         self.inner.modify(attr).map_err(|e| {
-            failed(
+            sideway_failed(
                 &format!("ibv_modify_qp(QP {} to {state:?})", self.qp_num),
                 &e,
             )
