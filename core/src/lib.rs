@@ -13,6 +13,12 @@
 //! - **Providers are plugins, too.** One line, [`export_provider!`], turns any provider into a
 //!   shared object with a versioned C ABI; [`Plugin::find`](crate::plugin::Plugin::find) and [`Plugin::load`](crate::plugin::Plugin::load) open one and
 //!   say exactly what is wrong with a bad one ([`LoadError`](crate::plugin::LoadError)).
+//! - **One provider half for every provider.** A provider writes only its device's primitives
+//!   ([`kit::RawQp`], [`kit::RawCq`]); the [`kit`] turns them into the ULP's
+//!   [`QueuePair`] and [`CompletionQueue`]: WRs through the drain [`Ledger`](drain::Ledger),
+//!   completions resolved when polled, the drain with the driver's
+//!   [profile](drain::profiles), state tracking and handle lifetimes. The mock is a device
+//!   simulator behind the same kit, so the conformance suite judges the code real providers run.
 //! - **A surface a C vtable can carry.** No method is generic; arguments and results are plain
 //!   data ([`SendWr`], [`Completion`], [`DeviceInfo`], ...) or handles of the same provider;
 //!   completion buffers belong to the caller ([`CompletionQueue::poll`]).
@@ -114,6 +120,7 @@ pub mod event;
 pub mod fault;
 pub mod held;
 pub mod identity;
+pub mod kit;
 pub mod mr;
 pub mod pd;
 // The C ABI, its export macro and the loader are the only unsafe code of the crate.

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyverbs::{Device, DeviceEvent, DeviceInfo, EventStream, PortInfo, Result};
 
 use crate::fabric::Fabric;
+use crate::sim::SimCq;
 use crate::{MockCq, MockListener, MockPd, MockProvider};
 
 /// An open mock device: one incarnation of a configured device. Once that incarnation is lost
@@ -54,7 +55,9 @@ impl Device<MockProvider> for MockDevice {
         let id = self
             .fabric
             .with_live(self.dev, |st| st.create_cq(self.dev, depth))?;
-        Ok(MockCq::new(Arc::clone(&self.fabric), self.dev, id, depth))
+        let life = self.fabric.lock().life(self.dev);
+        let raw = SimCq::new(Arc::clone(&self.fabric), self.dev, id);
+        Ok(MockCq::new(raw, depth, life))
     }
 
     fn listen(&self, addr: SocketAddr) -> Result<MockListener> {

@@ -85,9 +85,6 @@ pub enum MockError {
          (siw raises QP_FATAL and loses them); drain or wait for the completions first"
     )]
     ClosingWithSends(usize),
-    /// Moving a drained (or draining) QP out of ERROR.
-    #[error("the QP was drained; it stays in ERROR until destroyed")]
-    Drained,
     /// A transition the state machine forbids.
     #[error(transparent)]
     Transition(anyverbs::Error),
@@ -118,12 +115,6 @@ pub enum MockError {
     /// The CQ overflowed.
     #[error("the completion queue overflowed; completions were lost")]
     CqOverflow,
-    /// A drain could not deliver every flush completion: the CQ overflowed.
-    #[error("drain lost {lost} flush completion(s): the completion queue overflowed")]
-    DrainOverflow {
-        /// How many completions were lost.
-        lost: u64,
-    },
 }
 
 impl MockError {
@@ -141,7 +132,6 @@ impl MockError {
             MockError::PostState { .. }
             | MockError::PostRefusedInError { .. }
             | MockError::ClosingWithSends(_)
-            | MockError::Drained
             | MockError::WrongState(_) => ErrorKind::InvalidState,
             MockError::Transition(e) => e.kind(),
             MockError::Unsupported(_) => ErrorKind::NotSupported,
@@ -149,7 +139,7 @@ impl MockError {
             MockError::NoRoute(_) => ErrorKind::Unreachable,
             MockError::AddressInUse(_) => ErrorKind::AddressInUse,
             MockError::TimedOut(_) => ErrorKind::TimedOut,
-            MockError::CqOverflow | MockError::DrainOverflow { .. } => ErrorKind::Overflow,
+            MockError::CqOverflow => ErrorKind::Overflow,
         }
     }
 }

@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use anyverbs::drain::{Ledger, WorkQueue};
+use anyverbs::drain::WorkQueue;
 use anyverbs::{
     Access, Completion, ConnParams, Connection, EventHub, MonitorEvent, QpInit, QpState, RecvWr,
     SendFlags, SendOp, SendWr, SgList, Sge, StateModel, WcOpcode, WcStatus,
@@ -221,11 +221,18 @@ struct MrRec {
     rkey: u32,
 }
 
+/// A CQ's ring: raw completions, with the provider's tokens as `wr_id`s.
 struct CqRec {
     device: u32,
+    /// The depth the ULP asked for.
     capacity: u32,
+    /// Extra slots the provider reserved (the drain's markers): the ring holds
+    /// `capacity + reserved`.
+    reserved: u32,
     entries: VecDeque<Completion>,
     overflowed: bool,
+    /// A wake the provider asked for that no wait has consumed yet.
+    wake_pending: bool,
     users: u32,
     dropped: bool,
 }
@@ -329,14 +336,15 @@ struct Delayed {
     completion: Completion,
 }
 
-/// A QP as the provider and the simulated device see it. The device's half works with the
-/// ledger's tokens as `wr_id`s; the provider's half is the ledger.
+/// A QP as the simulated device sees it. Its WRs carry the provider's tokens as `wr_id`s; what
+/// they mean is the kit's business.
 struct QpRec {
     device: u32,
     pd: u32,
     send_cq: u32,
     recv_cq: u32,
-    /// The device's queue sizes: the ULP's, plus one slot per queue for the drain's marker.
+    /// The device's queue sizes: the ULP's, plus one slot per queue for the drain's marker
+    /// ([`anyverbs::kit::device_init`]).
     init: QpInit,
     model: StateModel,
     personality: Personality,
@@ -348,10 +356,6 @@ struct QpRec {
     parked: Vec<(WorkQueue, u64)>,
     /// [`Personality::LostMarker`]: the next WR posted in ERROR on each queue is lost.
     lose_next: [bool; 2],
-    /// The provider's record of what it posted for the ULP.
-    ledger: Ledger,
-    /// Completions of this QP lost to CQ overflow.
-    lost: u64,
     peer: Option<u32>,
     conn: Conn,
     params: ConnParams,

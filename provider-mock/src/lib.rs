@@ -26,12 +26,19 @@
 //!   completed; flushes synchronous or asynchronous; or a device that silently died — and
 //!   reports the capabilities that describe it. The default fabric has one device per
 //!   personality (see [`FabricConfig`]).
-//! - **Provider and device, apart.** Each QP has the device's half (rings holding WRs under the
-//!   provider's tokens) and the provider's half, an [`anyverbs::drain::Ledger`]. `drain` runs
-//!   [`anyverbs::drain::engine::run`] with the plan of the device's personality
-//!   ([`Personality::drain_plan`]): the plan of the driver it reproduces, read from the core's
-//!   table of drain profiles ([`anyverbs::drain::profiles`]), exactly as a real provider for
-//!   that hardware reads it.
+//! - **A device simulator behind the provider kit.** The mock writes only the device: [`sim`]
+//!   holds its raw queues — rings of WRs under the kit's tokens, rings of raw completions — and
+//!   [`MockQp`] and [`MockCq`] are the core's [`KitQp`](anyverbs::kit::KitQp) and
+//!   [`KitCq`](anyverbs::kit::KitCq) over them. Admission through the
+//!   [`Ledger`](anyverbs::drain::Ledger), resolution at poll time, the drain and the handle
+//!   lifetimes are the kit's, the very code a provider for real hardware runs; the drain plan is
+//!   the one of the driver the device's personality reproduces, from the core's table of drain
+//!   profiles ([`Personality::drain_profile`]).
+//!
+//! As on hardware, a send's slot in the queue is free again once its completion has been
+//! polled (rdma-core's providers reclaim ring space in `poll_cq`), and a CQ's ring holds the
+//! depth the ULP asked for plus one slot per work queue attached to it, for the drain's markers:
+//! that many completions overflow it.
 //!
 //! Differences from hardware, on purpose: inline SGEs must still name a registered region (the
 //! mock never dereferences raw addresses), and invalid local SGEs are refused synchronously at
@@ -99,16 +106,15 @@
 #![deny(unsafe_code)]
 
 mod config;
-mod cq;
 mod device;
 mod error;
 mod fabric;
 mod listener;
 mod mr;
 mod pd;
-mod qp;
 
 pub mod expectations;
+pub mod sim;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -116,14 +122,17 @@ use std::time::Instant;
 use anyverbs::{DeviceInfo, EventStream, Fault, MonitorEvent, Provider, Result, Transport};
 
 pub use config::{DEFAULT_LIMITS, DeviceConfig, FabricConfig, Personality};
-pub use cq::MockCq;
 pub use device::MockDevice;
 pub use error::MockError;
 pub use fabric::lifecycle::LiveObjects;
 pub use listener::MockListener;
 pub use mr::MockMr;
 pub use pd::MockPd;
-pub use qp::MockQp;
+
+/// A mock completion queue: the kit's CQ over a simulated ring.
+pub type MockCq = anyverbs::kit::KitCq<sim::SimCq>;
+/// A mock reliable-connected queue pair: the kit's QP over a simulated one.
+pub type MockQp = anyverbs::kit::KitQp<sim::SimQp>;
 
 use fabric::Fabric;
 

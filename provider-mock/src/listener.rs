@@ -46,13 +46,13 @@ impl Listener<MockProvider> for MockListener {
     }
 
     fn accept(&self, request: &ConnectRequest, qp: &MockQp, params: &ConnParams) -> Result<()> {
-        if !Arc::ptr_eq(&self.fabric, qp.fabric()) {
+        if !Arc::ptr_eq(&self.fabric, qp.raw().fabric()) {
             return Err(anyverbs::Error::invalid_argument(
                 "the QP belongs to another mock fabric",
             ));
         }
         Ok(self.fabric.with_live(self.dev, |st| {
-            st.check_live(qp.dev())?;
+            st.check_live(qp.raw().dev())?;
             st.accept(self.addr, request.id, qp.qp_num(), params)
         })?)
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyverbs::{Access, ProtectionDomain, QpInit, Result};
 
 use crate::fabric::Fabric;
+use crate::sim::SimQp;
 use crate::{MockCq, MockMr, MockProvider, MockQp};
 
 /// A mock protection domain.
@@ -46,24 +47,31 @@ impl ProtectionDomain<MockProvider> for MockPd {
     }
 
     fn create_qp(&self, send_cq: &MockCq, recv_cq: &MockCq, init: &QpInit) -> Result<MockQp> {
-        if !Arc::ptr_eq(&self.fabric, send_cq.fabric())
-            || !Arc::ptr_eq(&self.fabric, recv_cq.fabric())
+        if !Arc::ptr_eq(&self.fabric, send_cq.raw().fabric())
+            || !Arc::ptr_eq(&self.fabric, recv_cq.raw().fabric())
         {
             return Err(anyverbs::Error::invalid_argument(
                 "the CQ belongs to another mock fabric",
             ));
         }
-        let (qpn, caps, personality) = self.fabric.with_live(self.dev, |st| {
-            let qpn = st.create_qp(self.id, send_cq.id(), recv_cq.id(), init)?;
-            Ok((qpn, st.caps(self.dev), st.personality(self.dev)))
+        let (qpn, caps, personality, life) = self.fabric.with_live(self.dev, |st| {
+            let qpn = st.create_qp(self.id, send_cq.raw().id(), recv_cq.raw().id(), init)?;
+            Ok((
+                qpn,
+                st.caps(self.dev),
+                st.personality(self.dev),
+                st.life(self.dev),
+            ))
         })?;
-        Ok(MockQp::new(
-            Arc::clone(&self.fabric),
-            self.dev,
-            qpn,
-            caps,
-            personality,
-        ))
+        let raw = SimQp::new(Arc::clone(&self.fabric), self.dev, qpn, caps);
+        MockQp::new(
+            raw,
+            send_cq,
+            recv_cq,
+            init,
+            personality.drain_profile(),
+            life,
+        )
     }
 
     fn destroy(&self) -> Result<()> {

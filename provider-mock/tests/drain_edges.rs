@@ -1,5 +1,5 @@
 //! Drain at its edges: an unsignaled send posted in ERROR, a CQ overflow before the drain, an
-//! erdma drain after CLOSING. Each failed before its fix.
+//! erdma drain after CLOSING, the rxe receive marker that needs a second move to ERROR.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -128,4 +128,28 @@ fn erdma_drain_after_closing_needs_no_fallback() {
         [],
         "the unsignaled send succeeded: {report}"
     );
+}
+
+/// The rxe fact behind `repeat_error_for_recv`: a receive marker posted in ERROR completes only
+/// after another move to ERROR, so without the repetition the drain falls back.
+#[test]
+fn rxe_receive_marker_needs_the_repeated_error() {
+    use anyverbs::{DrainPlan, Fallback};
+    for (repeat, expected) in [(true, None), (false, Some(Fallback::DeadlinePassed))] {
+        let p = MockProvider::new();
+        let dev = p.open("mockrxe0").unwrap();
+        let pd = dev.alloc_pd().unwrap();
+        let cq = dev.create_cq(16).unwrap();
+        let qp = pd.create_qp(&cq, &cq, &QpInit::default()).unwrap();
+        let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+        qp.modify(QpState::Init).unwrap();
+        qp.post_recv(&[RecvWr::new(1, &[mr.sge(0, 8)])]).unwrap();
+        let plan = DrainPlan::ErrorThenMarker {
+            repeat_error_for_recv: repeat,
+        };
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let report = qp.drain_with(|_| plan, deadline).unwrap();
+        assert_eq!(report.fallback, expected, "repeat_error_for_recv: {repeat}");
+        assert_eq!(poll_all(&cq), [(1, WcStatus::WrFlushError)]);
+    }
 }

@@ -189,6 +189,20 @@ fn concurrent_senders_and_pollers_lose_nothing() {
             ids
         })
     };
+    // As on hardware, a send's slot is free again once its completion is polled: the send CQ
+    // is polled while the senders post.
+    let send_poller = {
+        let a = Arc::clone(&a);
+        thread::spawn(move || {
+            let mut send_ids = Vec::new();
+            let mut wc = [Completion::default(); 64];
+            while send_ids.len() < 2 * PER_THREAD as usize {
+                let n = a.cq.wait(&mut wc, soon()).unwrap();
+                send_ids.extend(wc[..n].iter().map(|c| c.wr_id));
+            }
+            send_ids
+        })
+    };
     let senders: Vec<_> = (0..2)
         .map(|t| {
             let a = Arc::clone(&a);
@@ -213,12 +227,7 @@ fn concurrent_senders_and_pollers_lose_nothing() {
     }
     let recv_ids = receiver.join().unwrap();
     assert_eq!(recv_ids, (0..2 * PER_THREAD).collect::<Vec<_>>());
-    let mut send_ids = Vec::new();
-    let mut wc = [Completion::default(); 64];
-    while send_ids.len() < 2 * PER_THREAD as usize {
-        let n = a.cq.wait(&mut wc, soon()).unwrap();
-        send_ids.extend(wc[..n].iter().map(|c| c.wr_id));
-    }
+    let send_ids = send_poller.join().unwrap();
     // Each thread's sends complete in its own posting order.
     for t in 0..2 {
         let mine: Vec<u64> = send_ids
@@ -265,7 +274,10 @@ fn overflow_moves_every_qp_on_the_cq_to_error() {
     }
     q1.modify(QpState::Error).unwrap(); // one flush fills the CQ
     q2.modify(QpState::Init).unwrap(); // any call is a progress step
-    q1.post_recv(&[RecvWr::new(2, &[mr.sge(64, 64)])]).unwrap(); // second flush: overflow
+    // The ring holds the CQ's depth plus a slot per attached queue for the drain's markers
+    // (three here): four more flushes overflow it.
+    let more: Vec<RecvWr> = (2..6).map(|i| RecvWr::single(i, mr.sge(64, 64))).collect();
+    q1.post_recv(&more).unwrap();
     let mut wc = [Completion::default(); 4];
     assert_eq!(small.poll(&mut wc).unwrap_err().kind(), ErrorKind::Overflow);
     assert_eq!(

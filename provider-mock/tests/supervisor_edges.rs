@@ -499,7 +499,9 @@ fn a_cq_error_that_kills_the_services_qps_reaches_the_service() {
         ) -> anyverbs::Result<()> {
             let pd = d.alloc_pd()?;
             let cq_a = d.create_cq(16)?;
-            let cq_b = d.create_cq(1)?; // too small for two receives
+            // Too small for four flushes: a depth of one, plus a slot for each of b's queues
+            // (the drain's markers).
+            let cq_b = d.create_cq(1)?;
             let a = pd.create_qp(&cq_a, &cq_a, &QpInit::default())?;
             let b = pd.create_qp(&cq_b, &cq_b, &QpInit::default())?;
             let addr = SocketAddr::new(d.ports()?[0].addresses[0], 0);
@@ -509,11 +511,8 @@ fn a_cq_error_that_kills_the_services_qps_reaches_the_service() {
             l.accept(&r, &b, &ConnParams::default())?;
             a.wait_connected(soon())?;
             let mr = pd.register(64, Access::LOCAL_WRITE)?;
-            b.post_recv(&[
-                RecvWr::new(1, &[mr.sge(0, 8)]),
-                RecvWr::new(2, &[mr.sge(8, 8)]),
-            ])
-            .map_err(|e| e.error)?;
+            let recvs: Vec<RecvWr> = (1..=4).map(|i| RecvWr::single(i, mr.sge(0, 8))).collect();
+            b.post_recv(&recvs).map_err(|e| e.error)?;
             *self.held.lock().unwrap() = Some((a, b, l, cq_a, cq_b, mr, pd));
             Ok(())
         }
@@ -539,15 +538,14 @@ fn a_cq_error_that_kills_the_services_qps_reaches_the_service() {
     )
     .unwrap();
     let _ = sup.events().recv(soon()); // Started
-    // Two SENDs arrive at b, whose CQ holds one: overflow, CqError, b in ERROR.
+    // Four SENDs arrive at b, whose CQ's ring holds three: overflow, CqError, b in ERROR.
     {
         let g = held.lock().unwrap();
         let h = g.as_ref().unwrap();
-        h.0.post_send(&[
-            SendWr::send(10, &[h.5.sge(16, 8)]),
-            SendWr::send(11, &[h.5.sge(24, 8)]),
-        ])
-        .unwrap();
+        let sends: Vec<SendWr> = (10..14)
+            .map(|i| SendWr::single(i, anyverbs::SendOp::Send, h.5.sge(16, 8)))
+            .collect();
+        h.0.post_send(&sends).unwrap();
     }
     let seen = collect_until(sup.events(), Instant::now() + Duration::from_millis(300));
     let state = held.lock().unwrap().as_ref().map(|h| h.1.state());

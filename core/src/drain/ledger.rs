@@ -351,6 +351,19 @@ impl Ledger {
         }
     }
 
+    /// WRs on `queue` whose completion a drain still waits for: receives and signaled sends
+    /// that were not doomed. What else is outstanding either produces no completion (a trailing
+    /// unsignaled send that succeeded) or never will (a WR doomed in ERROR on a device that
+    /// drops it), so once this is zero the queue is idle as far as completions can tell, and
+    /// [`settle`](Self::settle) accounts for the rest.
+    pub fn awaiting(&self, queue: WorkQueue) -> usize {
+        self.queues[queue.index()]
+            .entries
+            .iter()
+            .filter(|e| !e.doomed && (e.signaled || queue == WorkQueue::Recv))
+            .count()
+    }
+
     /// Whether any outstanding WR on `queue` is doomed.
     pub fn has_doomed(&self, queue: WorkQueue) -> bool {
         self.queues[queue.index()].entries.iter().any(|e| e.doomed)

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyverbs::drain::{Ledger, Token, WorkQueue};
+use anyverbs::drain::WorkQueue;
 use anyverbs::{
     Access, Completion, DeviceEvent, PostError, QpState, RecvWr, SendFlags, SendOp, SendWr,
     StateModel, WcOpcode, WcStatus,
@@ -70,8 +70,7 @@ impl State {
         Ok(None)
     }
 
-    /// Posts send WRs for the ULP: each is admitted to the ledger, then posted to the device
-    /// under its token.
+    /// Posts send WRs (their `wr_id`s are the provider's tokens) and executes what can run.
     pub(crate) fn post_send(
         &mut self,
         qpn: u32,
@@ -80,8 +79,8 @@ impl State {
     ) -> Result<(), PostError> {
         let mut result = Ok(());
         for (i, wr) in wrs.iter().enumerate() {
-            if let Err(e) = self.admit_and_post_send(qpn, wr, caps) {
-                result = Err(PostError::new(i, e));
+            if let Err(e) = self.device_post_send(qpn, wr.wr_id, wr, caps) {
+                result = Err(PostError::new(i, e.into()));
                 break;
             }
         }
@@ -89,45 +88,6 @@ impl State {
             self.run_sq(qpn, Instant::now());
         }
         result
-    }
-
-    fn admit_and_post_send(
-        &mut self,
-        qpn: u32,
-        wr: &SendWr,
-        caps: anyverbs::Caps,
-    ) -> anyverbs::Result<()> {
-        self.through_ledger(
-            qpn,
-            |ledger| ledger.admit_send(wr),
-            |st, token| st.device_post_send(qpn, token.wr_id(), wr, caps),
-        )
-    }
-
-    /// Admits one WR to the QP's ledger and posts it to the device under its token: a WR the
-    /// device refuses is withdrawn, one posted in ERROR is doomed (it can never succeed, so it
-    /// is never retired silently).
-    fn through_ledger(
-        &mut self,
-        qpn: u32,
-        admit: impl FnOnce(&mut Ledger) -> anyverbs::Result<Token>,
-        post: impl FnOnce(&mut Self, Token) -> MockResult<()>,
-    ) -> anyverbs::Result<()> {
-        let q = self.qp_mut(qpn)?;
-        let in_error = q.state == QpState::Error;
-        let token = admit(&mut q.ledger)?;
-        match post(self, token) {
-            Ok(()) => {
-                if in_error {
-                    self.qp_mut(qpn)?.ledger.doom(token);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.qp_mut(qpn)?.ledger.withdraw(token);
-                Err(e.into())
-            }
-        }
     }
 
     /// The device's post of `wr` under the provider's token `wr_id`.
@@ -164,11 +124,12 @@ impl State {
         Ok(())
     }
 
+    /// Posts receive WRs (their `wr_id`s are the provider's tokens).
     pub(crate) fn post_recv(&mut self, qpn: u32, wrs: &[RecvWr]) -> Result<(), PostError> {
         let mut result = Ok(());
         for (i, wr) in wrs.iter().enumerate() {
-            if let Err(e) = self.admit_and_post_recv(qpn, wr) {
-                result = Err(PostError::new(i, e));
+            if let Err(e) = self.device_post_recv(qpn, wr.wr_id, wr) {
+                result = Err(PostError::new(i, e.into()));
                 break;
             }
         }
@@ -179,14 +140,6 @@ impl State {
             self.run_sq(peer, Instant::now());
         }
         result
-    }
-
-    fn admit_and_post_recv(&mut self, qpn: u32, wr: &RecvWr) -> anyverbs::Result<()> {
-        self.through_ledger(
-            qpn,
-            |ledger| ledger.admit_recv(wr),
-            |st, token| st.device_post_recv(qpn, token.wr_id(), wr),
-        )
     }
 
     /// The device's post of `wr` under the provider's token `wr_id`.

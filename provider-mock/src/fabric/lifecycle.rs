@@ -32,6 +32,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use anyverbs::kit::DeviceLife;
 use anyverbs::{
     Caps, DeviceEvent, DeviceIdentity, DeviceInfo, ErrorKind, EventHub, EventStream, Guid,
     HeldObjects, LinkLayer, MonitorEvent, PortInfo, PortState, Transport,
@@ -87,6 +88,8 @@ pub(super) struct Incarnation {
     /// flap is extended).
     pub(super) port_timer_at: Option<Instant>,
     pub(super) events: EventHub<DeviceEvent>,
+    /// Shared with the kit's handles of this incarnation: marked lost with it.
+    pub(super) life: DeviceLife,
     /// Objects created on this incarnation and not yet released; the device limits count them.
     pub(super) live: LiveObjects,
 }
@@ -101,6 +104,7 @@ impl Incarnation {
             port_down_until: None,
             port_timer_at: None,
             events: EventHub::new(),
+            life: DeviceLife::new(),
             live: LiveObjects::default(),
         }
     }
@@ -288,6 +292,11 @@ impl State {
         }
     }
 
+    /// The liveness of incarnation `dev`, for the kit's handles.
+    pub(crate) fn life(&self, dev: u32) -> DeviceLife {
+        self.inc(dev).life.clone()
+    }
+
     /// The capabilities of incarnation `dev`.
     pub(crate) fn caps(&self, dev: u32) -> Caps {
         self.inc(dev).info.caps
@@ -397,6 +406,13 @@ impl State {
             return;
         }
         inc.lost = Some(loss);
+        inc.life.lose(
+            MockError::DeviceLost {
+                device: inc.info.identity.name.clone(),
+                reason: loss.reason(),
+            }
+            .to_string(),
+        );
         if inc.stalled {
             inc.stalled = false;
             self.stalled_devices -= 1;

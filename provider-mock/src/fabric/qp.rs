@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use anyverbs::drain::{DrainPhase, Ledger, WorkQueue};
+use anyverbs::drain::WorkQueue;
 use anyverbs::{Cause, Completion, ConnParams, QpInit, QpState, StateModel, WcOpcode};
 
 use super::{
@@ -66,11 +66,7 @@ impl State {
                 pd,
                 send_cq,
                 recv_cq,
-                init: QpInit {
-                    max_send_wr: init.max_send_wr + 1,
-                    max_recv_wr: init.max_recv_wr + 1,
-                    ..*init
-                },
+                init: anyverbs::kit::device_init(init),
                 model,
                 personality,
                 state: model.initial(),
@@ -78,8 +74,6 @@ impl State {
                 rq: VecDeque::new(),
                 parked: Vec::new(),
                 lose_next: [false; 2],
-                ledger: Ledger::new(qpn, init.max_send_wr, init.max_recv_wr),
-                lost: 0,
                 peer: None,
                 conn: Conn::Idle,
                 params: ConnParams::default(),
@@ -230,43 +224,19 @@ impl State {
                 }));
             return;
         }
-        // Synchronous flush: resolve through the ledger while the QP is at hand, then deliver
-        // to each CQ in one go.
+        // Synchronous flush: sends first, then receives, each to its CQ.
         let (scq, rcq) = (q.send_cq, q.recv_cq);
-        let (mut to_send_cq, mut to_recv_cq) = (Vec::new(), Vec::new());
-        for (queue, c) in flushes {
-            if let Some(ulp) = q.ledger.resolve(&c) {
-                match queue {
-                    WorkQueue::Send => to_send_cq.push(ulp),
-                    WorkQueue::Recv => to_recv_cq.push(ulp),
-                }
-            }
-        }
-        self.push_resolved_all(scq, to_send_cq);
-        self.push_resolved_all(rcq, to_recv_cq);
+        let (sends, recvs): (Vec<_>, Vec<_>) = flushes
+            .into_iter()
+            .partition(|(queue, _)| *queue == WorkQueue::Send);
+        self.push_cqes(scq, sends.into_iter().map(|(_, c)| c));
+        self.push_cqes(rcq, recvs.into_iter().map(|(_, c)| c));
     }
 
-    /// [`push_resolved`](Self::push_resolved) for many completions, in order.
-    pub(super) fn push_resolved_all(
-        &mut self,
-        id: u32,
-        completions: impl IntoIterator<Item = Completion>,
-    ) {
-        let Some(cq) = self.cqs.get_mut(&id) else {
-            return;
-        };
-        for c in completions {
-            if cq.entries.len() >= cq.capacity as usize {
-                if !cq.overflowed {
-                    self.pending_cq_errors.push(id);
-                }
-                cq.overflowed = true;
-                if let Some(q) = self.qps.get_mut(&c.qp_num) {
-                    q.lost += 1;
-                }
-            } else {
-                cq.entries.push_back(c);
-            }
+    fn cq_of(q: &QpRec, queue: WorkQueue) -> u32 {
+        match queue {
+            WorkQueue::Send => q.send_cq,
+            WorkQueue::Recv => q.recv_cq,
         }
     }
 
@@ -369,24 +339,6 @@ impl State {
         }
     }
 
-    /// WRs on `queue` the device has not finished with and still will (parked ones aside):
-    /// its ring and its pending asynchronous flushes.
-    pub(super) fn busy(&self, qpn: u32, queue: WorkQueue) -> usize {
-        let Some(q) = self.qps.get(&qpn) else {
-            return 0;
-        };
-        let ring = match queue {
-            WorkQueue::Send => q.sq.len(),
-            WorkQueue::Recv => q.rq.len(),
-        };
-        ring + q.held.iter().filter(|(held, _)| *held == queue).count()
-            + self
-                .delayed
-                .iter()
-                .filter(|d| d.completion.qp_num == qpn && d.queue == queue)
-                .count()
-    }
-
     /// Whether a delayed completion is held back by its stalled device.
     pub(super) fn held_by_stall(&self, d: &Delayed) -> bool {
         self.stalled_devices > 0 && self.inc(d.device).stalled
@@ -406,26 +358,16 @@ impl State {
             .into_iter()
             .partition(|d| self.is_due(d, now));
         self.delayed = later;
-        // Deliver in order, a run of one QP's completions for one CQ at a time: resolved through
-        // the QP's ledger with one lookup of the QP, delivered with one lookup of the CQ, as the
-        // synchronous flush does.
+        // Deliver in order, a run of completions for one CQ at a time (one lookup of the CQ per
+        // run, as the synchronous flush does).
         let mut due = due.into_iter().peekable();
-        let mut resolved = Vec::new();
         while let Some(first) = due.next() {
-            let (qpn, cq) = (first.completion.qp_num, first.cq);
-            resolved.clear();
-            if let Some(q) = self.qps.get_mut(&qpn) {
-                resolved.extend(q.ledger.resolve(&first.completion));
-                while let Some(next) = due.next_if(|d| d.completion.qp_num == qpn && d.cq == cq) {
-                    resolved.extend(q.ledger.resolve(&next.completion));
-                }
-            } else {
-                while due
-                    .next_if(|d| d.completion.qp_num == qpn && d.cq == cq)
-                    .is_some()
-                {}
+            let cq = first.cq;
+            let mut run = vec![first.completion];
+            while let Some(next) = due.next_if(|d| d.cq == cq) {
+                run.push(next.completion);
             }
-            self.push_resolved_all(cq, resolved.drain(..));
+            self.push_cqes(cq, run);
         }
         true
     }
@@ -433,9 +375,6 @@ impl State {
     pub(crate) fn modify(&mut self, qpn: u32, to: QpState) -> MockResult<()> {
         let q = self.qp(qpn)?;
         let (model, from) = (q.model, q.state);
-        if q.ledger.phase() != DrainPhase::Open && to != QpState::Error {
-            return Err(MockError::Drained);
-        }
         model
             .check(from, to, Cause::Modify)
             .map_err(MockError::Transition)?;
@@ -455,7 +394,6 @@ impl State {
                 q.rq.clear();
                 q.parked.clear();
                 q.held.clear();
-                q.ledger.discard_all();
                 q.unsignaled_done = 0;
                 q.state = QpState::Reset;
                 q.conn = Conn::Idle;

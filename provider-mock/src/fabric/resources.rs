@@ -250,8 +250,10 @@ impl State {
             CqRec {
                 device,
                 capacity: depth,
+                reserved: 0,
                 entries: VecDeque::with_capacity(depth as usize),
                 overflowed: false,
+                wake_pending: false,
                 users: 0,
                 dropped: false,
             },
@@ -303,28 +305,59 @@ impl State {
             .ok_or(MockError::Destroyed("completion queue"))
     }
 
-    /// Delivers a completion the device produced: the QP's ledger turns it into the ULP's
-    /// completion, or swallows it (a drain marker; anything for a WR no longer outstanding).
-    /// Swallowed completions never occupy the CQ: the provider reserves their slots.
+    /// Queues a completion the device produced (under the provider's token). A full ring
+    /// overflows: the completion is lost, the CQ reports `Overflow` from then on, and (at the
+    /// next progress step) every QP using it goes to ERROR, as a CQ error event does on hardware.
     pub(super) fn push_cqe(&mut self, id: u32, c: Completion) {
-        let Some(q) = self.qps.get_mut(&c.qp_num) else {
+        self.push_cqes(id, std::iter::once(c));
+    }
+
+    /// [`push_cqe`](Self::push_cqe) for many completions, in order.
+    pub(super) fn push_cqes(&mut self, id: u32, completions: impl IntoIterator<Item = Completion>) {
+        let Some(cq) = self.cqs.get_mut(&id) else {
             return;
         };
-        if let Some(ulp) = q.ledger.resolve(&c) {
-            self.push_resolved(id, ulp);
+        let room = (cq.capacity + cq.reserved) as usize;
+        for c in completions {
+            if cq.entries.len() >= room {
+                if !cq.overflowed {
+                    self.pending_cq_errors.push(id);
+                }
+                cq.overflowed = true;
+            } else {
+                cq.entries.push_back(c);
+            }
         }
     }
 
-    /// Queues a completion for the ULP. A full CQ overflows: the completion is lost, the CQ
-    /// reports `Overflow` from then on, and (at the next progress step) every QP using it goes
-    /// to ERROR, as a CQ error event does on hardware.
-    pub(super) fn push_resolved(&mut self, id: u32, c: Completion) {
-        self.push_resolved_all(id, std::iter::once(c));
+    /// Makes room for `extra` completions beyond the ULP's depth (the provider's reserve).
+    pub(crate) fn reserve_cq(&mut self, id: u32, extra: u32) -> MockResult<()> {
+        let cq = self
+            .cqs
+            .get_mut(&id)
+            .ok_or(MockError::Destroyed("completion queue"))?;
+        cq.reserved = cq.reserved.max(extra);
+        Ok(())
     }
 
-    /// Completions of a QP lost to CQ overflow since it was created.
-    pub(crate) fn lost_completions(&self, qpn: u32) -> u64 {
-        self.qps.get(&qpn).map_or(0, |q| q.lost)
+    /// Makes the current or next wait on the CQ return.
+    pub(crate) fn wake_cq(&mut self, id: u32) {
+        if let Some(cq) = self.cqs.get_mut(&id) {
+            cq.wake_pending = true;
+        }
+    }
+
+    /// Whether a wait on the CQ is over: it holds a completion, it overflowed, or a wake is
+    /// pending (consumed here). `None` while none of these holds.
+    pub(crate) fn cq_ready(&mut self, id: u32) -> Option<MockResult<()>> {
+        let Some(cq) = self.cqs.get_mut(&id) else {
+            return Some(Err(MockError::Destroyed("completion queue")));
+        };
+        if !cq.entries.is_empty() || cq.overflowed || std::mem::take(&mut cq.wake_pending) {
+            Some(Ok(()))
+        } else {
+            None
+        }
     }
 
     /// Moves every QP that uses an overflowed CQ to ERROR, then reports the CQ error.

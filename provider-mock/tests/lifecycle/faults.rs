@@ -331,11 +331,10 @@ pub(super) fn cq_overflow_reports_a_cq_error() {
     let qp = pd.create_qp(&cq, &cq, &QpInit::default()).unwrap();
     let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
     qp.modify(QpState::Init).unwrap();
-    qp.post_recv(&[
-        RecvWr::new(1, &[mr.sge(0, 8)]),
-        RecvWr::new(2, &[mr.sge(8, 8)]),
-    ])
-    .unwrap();
+    // The ring holds the depth plus one slot per attached queue (the drain's markers): four
+    // flushes overflow it.
+    let recvs: Vec<RecvWr> = (0..4).map(|i| RecvWr::single(i, mr.sge(0, 8))).collect();
+    qp.post_recv(&recvs).unwrap();
     qp.modify(QpState::Error).unwrap();
     assert_eq!(
         events.recv(soon()).unwrap(),

@@ -26,7 +26,9 @@ pub(super) fn drain_before_the_flushes(row: &Row) -> bool {
         };
         assert_eq!(report.fallback, fallback, "{dev}: {report}");
         assert_eq!(report.synthesized, synthesized, "{dev}: {report}");
-        assert_eq!(report.accounted(), synthesized, "{dev}: {report}");
+        // Completions are resolved when polled: the flushes a synchronous device produced
+        // before the drain were still unpolled, so the drain accounts for them as the device's.
+        assert_eq!(report.accounted(), RECVS as usize, "{dev}: {report}");
     }
     // `finish` waits QUIET, ten times the flush delay: late flushes would be there by then.
     book.finish(&p.cq_a);

@@ -1,0 +1,321 @@
+//! [`KitCq`]: a completion queue whose completions are resolved when they are polled, and the
+//! router that sends each raw completion to the ledger of its QP.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+
+use super::life::DeviceLife;
+use super::raw::RawCq;
+use super::{QpBook, SharedBook, lock};
+use crate::cq::CompletionQueue;
+use crate::error::{Error, ErrorKind, Result};
+use crate::wr::{Completion, WcStatus};
+
+/// How many raw completions a drain moves aside per call into the device.
+const PUMP_BATCH: usize = 32;
+
+/// What the router keeps under the CQ's lock.
+struct Router {
+    /// Completions already resolved for the ULP, polled from the device by a drain (or moved
+    /// aside before a QP was reset or destroyed), and completions a drain synthesized. The
+    /// ULP's next poll returns them first, in order.
+    held: VecDeque<Completion>,
+    /// The ledger of every QP that uses the CQ, by QP number.
+    routes: FxHashMap<u32, SharedBook>,
+    /// Work queues attached (a QP whose two queues use this CQ counts twice).
+    attached: u32,
+    /// The device said the CQ overflowed: completions were lost.
+    overflowed: bool,
+    /// Raw completions dropped: markers aside, those of no QP attached (a destroyed QP) or of
+    /// nothing outstanding.
+    unrouted: u64,
+}
+
+impl Router {
+    /// Resolves the raw completions in `buf` in place: what the ULP must see is moved to the
+    /// front, in order; returns how many. Consecutive completions of one QP take its lock once.
+    fn resolve_in_place(&mut self, buf: &mut [Completion]) -> usize {
+        let Router {
+            routes, unrouted, ..
+        } = self;
+        let mut kept = 0;
+        let mut current: Option<(u32, MutexGuard<'_, QpBook>)> = None;
+        for i in 0..buf.len() {
+            let raw = buf[i];
+            if current.as_ref().map(|(n, _)| *n) != Some(raw.qp_num) {
+                current = None;
+                match routes.get(&raw.qp_num) {
+                    Some(book) => current = Some((raw.qp_num, lock(book))),
+                    None => {
+                        *unrouted += 1;
+                        continue;
+                    }
+                }
+            }
+            let (_, book) = current.as_mut().expect("set above");
+            if raw.status != WcStatus::Success {
+                // Any error completion means the device moved the QP to ERROR.
+                book.in_error = true;
+            }
+            if let Some(ulp) = book.ledger.resolve(&raw) {
+                buf[kept] = ulp;
+                kept += 1;
+            }
+        }
+        kept
+    }
+}
+
+/// The shared part of a [`KitCq`]: its QPs keep it alive, to poll it while they drain.
+pub(crate) struct CqCore<C> {
+    pub(crate) raw: C,
+    capacity: u32,
+    life: DeviceLife,
+    router: Mutex<Router>,
+    /// ULP threads in [`KitCq::wait`].
+    waiters: AtomicUsize,
+}
+
+impl<C: RawCq> CqCore<C> {
+    /// The ULP's poll: put-aside completions first, then the device's, resolved.
+    fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+        let mut r = lock(&self.router);
+        let mut n = 0;
+        while n < out.len() {
+            match r.held.pop_front() {
+                Some(c) => {
+                    out[n] = c;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        while n < out.len() {
+            let want = out.len() - n;
+            let got = match self.raw.poll(&mut out[n..]) {
+                Ok(got) => got.min(want),
+                // What was already taken from the held queue is returned; the error comes with
+                // the next call.
+                Err(e) if n > 0 => {
+                    if e.kind() == ErrorKind::Overflow {
+                        r.overflowed = true;
+                    }
+                    return Ok(n);
+                }
+                Err(e) => {
+                    if e.kind() == ErrorKind::Overflow {
+                        r.overflowed = true;
+                    }
+                    return Err(e);
+                }
+            };
+            n += r.resolve_in_place(&mut out[n..n + got]);
+            if got < want {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Moves everything the device has completed aside, resolved, for the ULP's next poll (a
+    /// drain does this: it must see its QP's completions whether or not the ULP polls).
+    pub(crate) fn pump(&self) -> Result<()> {
+        let mut buf = [Completion::default(); PUMP_BATCH];
+        let mut r = lock(&self.router);
+        let mut moved = false;
+        loop {
+            let got = match self.raw.poll(&mut buf) {
+                Ok(got) => got.min(PUMP_BATCH),
+                Err(e) => {
+                    if e.kind() == ErrorKind::Overflow {
+                        r.overflowed = true;
+                    }
+                    drop(r);
+                    if moved {
+                        self.wake_waiters();
+                    }
+                    return Err(e);
+                }
+            };
+            let kept = r.resolve_in_place(&mut buf[..got]);
+            r.held.extend(&buf[..kept]);
+            moved |= kept > 0;
+            if got < PUMP_BATCH {
+                break;
+            }
+        }
+        drop(r);
+        if moved {
+            self.wake_waiters();
+        }
+        Ok(())
+    }
+
+    /// Puts completions the kit synthesized behind everything put aside, for the ULP.
+    pub(crate) fn deliver(&self, completions: Vec<Completion>) {
+        if completions.is_empty() {
+            return;
+        }
+        lock(&self.router).held.extend(completions);
+        self.wake_waiters();
+    }
+
+    fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.raw.wake();
+        }
+    }
+
+    /// Whether the device said the CQ overflowed.
+    pub(crate) fn overflowed(&self) -> bool {
+        lock(&self.router).overflowed
+    }
+
+    /// Routes the completions of QP `qp_num` to `book`, and reserves a slot for the drain's
+    /// marker of each of `queues` work queues.
+    pub(crate) fn attach(&self, qp_num: u32, book: &SharedBook, queues: u32) -> Result<()> {
+        let mut r = lock(&self.router);
+        self.raw.reserve(r.attached + queues)?;
+        r.attached += queues;
+        r.routes.insert(qp_num, Arc::clone(book));
+        Ok(())
+    }
+
+    /// Stops routing to `book` (if QP `qp_num` is still routed to it) and gives back its
+    /// queues' reservation.
+    pub(crate) fn detach(&self, qp_num: u32, book: &SharedBook, queues: u32) {
+        let mut r = lock(&self.router);
+        if r.routes.get(&qp_num).is_some_and(|b| Arc::ptr_eq(b, book)) {
+            r.routes.remove(&qp_num);
+            r.attached = r.attached.saturating_sub(queues);
+        }
+    }
+
+    /// Raw completions dropped so far (see [`KitCq::unrouted`]).
+    fn unrouted(&self) -> u64 {
+        lock(&self.router).unrouted
+    }
+}
+
+/// A completion queue built on the kit: a provider's [`RawCq`] below, the ULP's
+/// [`CompletionQueue`] above.
+///
+/// Completions are resolved when they are polled, exactly as on hardware: each raw completion
+/// is routed by its QP number to that QP's [`Ledger`](crate::drain::Ledger), which matches it by
+/// its token (generation, queue and sequence — never by its position), gives it back the ULP's
+/// `wr_id`, swallows the drain's markers and drops what belongs to nothing outstanding. What a
+/// drain polled on the ULP's behalf is held and returned first, in order.
+pub struct KitCq<C: RawCq> {
+    pub(crate) core: Arc<CqCore<C>>,
+    destroyed: AtomicBool,
+}
+
+impl<C: RawCq> std::fmt::Debug for KitCq<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KitCq")
+            .field("cq_num", &self.core.raw.cq_num())
+            .field("capacity", &self.core.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: RawCq> KitCq<C> {
+    /// Wraps the device's CQ, created for `capacity` completions (the depth the ULP asked for),
+    /// of the device whose liveness is `life`.
+    pub fn new(raw: C, capacity: u32, life: DeviceLife) -> KitCq<C> {
+        KitCq {
+            core: Arc::new(CqCore {
+                raw,
+                capacity,
+                life,
+                router: Mutex::new(Router {
+                    held: VecDeque::new(),
+                    routes: FxHashMap::default(),
+                    attached: 0,
+                    overflowed: false,
+                    unrouted: 0,
+                }),
+                waiters: AtomicUsize::new(0),
+            }),
+            destroyed: AtomicBool::new(false),
+        }
+    }
+
+    /// The device's CQ.
+    pub fn raw(&self) -> &C {
+        &self.core.raw
+    }
+
+    /// Raw completions the kit dropped: those of QPs no longer attached (destroyed, their
+    /// number perhaps reused) and those of nothing outstanding (after a drain). Markers are not
+    /// counted.
+    pub fn unrouted(&self) -> u64 {
+        self.core.unrouted()
+    }
+
+    /// `DeviceLost` once the device is lost (whatever else happened to the handle), else
+    /// `Destroyed` once the handle was destroyed.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.core.life.check()?;
+        if self.destroyed.load(Ordering::Acquire) {
+            return Err(Error::destroyed("completion queue"));
+        }
+        Ok(())
+    }
+}
+
+impl<C: RawCq> CompletionQueue for KitCq<C> {
+    fn cq_num(&self) -> u32 {
+        self.core.raw.cq_num()
+    }
+
+    fn capacity(&self) -> u32 {
+        self.core.capacity
+    }
+
+    fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+        self.check()?;
+        self.core.poll(out)
+    }
+
+    fn wait(&self, out: &mut [Completion], deadline: Instant) -> Result<usize> {
+        if out.is_empty() {
+            return Err(Error::invalid_argument(
+                "wait needs room for at least one completion",
+            ));
+        }
+        self.check()?;
+        // Counted as a waiter before the first poll, so that completions a drain puts aside
+        // after that poll wake this wait.
+        self.core.waiters.fetch_add(1, Ordering::SeqCst);
+        let result = (|| loop {
+            let n = self.core.poll(out)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if !self.core.raw.wait(deadline)? {
+                let n = self.core.poll(out)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                return Err(Error::timed_out("no completion arrived by the deadline"));
+            }
+            self.core.life.check()?;
+        })();
+        self.core.waiters.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn destroy(&self) -> Result<()> {
+        if self.destroyed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.core.raw.destroy()?;
+        self.destroyed.store(true, Ordering::Release);
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! How a [`KitQp`] drains: the drain's bookkeeping around [`engine::run`], and the
+//! [`DrainTarget`] the kit builds from the provider's primitives.
+//!
+//! The kit decides that a queue is done from completions alone: what it polled and what its
+//! ledger knows ([`Ledger::awaiting`]). It never asks the device how full its rings are — a
+//! real device cannot say — so the mock, driven by the same code, is judged on what real
+//! providers run.
+
+use std::time::{Duration, Instant};
+
+use super::lock;
+use super::qp::KitQp;
+use super::raw::{RawCq, RawQp};
+use crate::DrainReport;
+use crate::drain::engine::{self, DrainPlan, DrainTarget, WaitFor};
+use crate::drain::{DrainStart, Ledger, WorkQueue};
+use crate::error::{Error, ErrorKind, Result};
+use crate::state::QpState;
+use crate::wr::{RecvWr, RemoteAddr, SendOp, SendWr};
+
+impl<Q: RawQp> KitQp<Q> {
+    /// Drains with the plan `plan_for` gives for the QP's state (a profile's
+    /// [`plan_for`](crate::drain::DrainProfile::plan_for), or a fixed plan to try one on a
+    /// device). Otherwise what [`drain`](crate::QueuePair::drain) does.
+    pub fn drain_with(
+        &self,
+        plan_for: impl FnOnce(QpState) -> DrainPlan,
+        deadline: Instant,
+    ) -> Result<DrainReport> {
+        self.check()?;
+        let start = Instant::now();
+        if !self.begin_drain(deadline)? {
+            return Ok(DrainReport::already_drained(start.elapsed()));
+        }
+        let outcome = self
+            .raw
+            .state()
+            .and_then(|state| {
+                let plan = plan_for(state);
+                engine::run(&Drainer(self), plan, deadline).map(|fallback| (plan, fallback))
+            })
+            .and_then(|r| self.check().map(|()| r));
+        let (plan, fallback) = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                lock(&self.book).ledger.interrupt_drain();
+                self.drain_ended.notify_all();
+                return Err(e);
+            }
+        };
+        let (at_start, synthesized) = lock(&self.book).ledger.finish_drain();
+        self.drain_ended.notify_all();
+        if self.send_cq.overflowed() || self.recv_cq.overflowed() {
+            // Completions were lost before they could be delivered: "every WR completes exactly
+            // once" does not hold, though the QP is drained.
+            return Err(Error::new(
+                ErrorKind::Overflow,
+                "the QP is drained, but its completion queue overflowed: completions were lost",
+            ));
+        }
+        Ok(DrainReport {
+            strategy: plan.strategy(),
+            completed_by_device: at_start.saturating_sub(synthesized),
+            synthesized,
+            fallback,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Starts the drain in the ledger, waiting for another caller's drain to end first; `false`
+    /// when the QP is drained already.
+    fn begin_drain(&self, deadline: Instant) -> Result<bool> {
+        let mut book = lock(&self.book);
+        loop {
+            match book.ledger.begin_drain() {
+                DrainStart::Start => return Ok(true),
+                DrainStart::Done => return Ok(false),
+                DrainStart::InProgress => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::timed_out(
+                    "another drain of this QP was still running at the deadline",
+                ));
+            }
+            let left = (deadline - now).max(Duration::from_micros(1));
+            book = match self.drain_ended.wait_timeout(book, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+
+    /// Whether what a drain waits for holds.
+    fn holds(&self, what: WaitFor) -> bool {
+        let book = lock(&self.book);
+        match what {
+            WaitFor::Marker(queue) => !book.ledger.marker_pending(queue),
+            WaitFor::DeviceIdle(queue) => book.ledger.awaiting(queue) == 0,
+        }
+    }
+
+    /// Runs `f` on the ledger and delivers the completions it synthesized to `queue`'s CQ.
+    fn deliver_from_ledger(
+        &self,
+        queue: WorkQueue,
+        f: impl FnOnce(&mut Ledger, &mut Vec<crate::wr::Completion>) -> usize,
+    ) {
+        let mut out = Vec::new();
+        f(&mut lock(&self.book).ledger, &mut out);
+        // Delivered after the QP's lock is released: the CQ's lock comes first.
+        self.cq(queue).deliver(out);
+    }
+}
+
+/// The drain's primitives, built from the provider's.
+struct Drainer<'a, Q: RawQp>(&'a KitQp<Q>);
+
+impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
+    fn enter_error(&self) -> Result<()> {
+        self.0.raw.enter_error()?;
+        lock(&self.0.book).in_error = true;
+        Ok(())
+    }
+
+    fn post_marker(&self, queue: WorkQueue) -> Result<bool> {
+        let mut book = lock(&self.0.book);
+        let Some(token) = book.ledger.arm_marker(queue) else {
+            return Ok(false);
+        };
+        // A zero-length RDMA WRITE touches no remote memory; a receive without SGEs takes no
+        // data.
+        let posted = match queue {
+            WorkQueue::Send => self.0.raw.post_send(&[SendWr::new(
+                token.wr_id(),
+                SendOp::Write(RemoteAddr { addr: 0, rkey: 0 }),
+                &[],
+            )]),
+            WorkQueue::Recv => self.0.raw.post_recv(&[RecvWr::new(token.wr_id(), &[])]),
+        };
+        posted.map_err(|e| e.error)?;
+        Ok(true)
+    }
+
+    fn arm_flush_marker(&self, queue: WorkQueue) -> Result<bool> {
+        Ok(lock(&self.0.book).ledger.arm_marker(queue).is_some())
+    }
+
+    fn wait(&self, what: WaitFor, deadline: Instant) -> Result<bool> {
+        let queue = match what {
+            WaitFor::Marker(q) | WaitFor::DeviceIdle(q) => q,
+        };
+        let cq = self.0.cq(queue);
+        loop {
+            cq.pump()?;
+            if self.0.holds(what) {
+                return Ok(true);
+            }
+            if !cq.raw.wait(deadline)? {
+                cq.pump()?;
+                return Ok(self.0.holds(what));
+            }
+            self.0.life.check()?;
+        }
+    }
+
+    fn settle(&self, queue: WorkQueue) -> Result<()> {
+        self.0
+            .deliver_from_ledger(queue, |l, out| l.settle(queue, out));
+        Ok(())
+    }
+
+    fn stop_hardware(&self) -> Result<()> {
+        self.0.raw.stop()
+    }
+
+    fn synthesize_rest(&self) -> Result<()> {
+        for queue in WorkQueue::BOTH {
+            self.0
+                .deliver_from_ledger(queue, |l, out| l.synthesize(queue, out));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,302 @@
+//! [`KitQp`]: a queue pair built on the kit — admission through the ledger, state tracking,
+//! handle lifetime — over a provider's [`RawQp`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use smallvec::SmallVec;
+
+use super::cq::{CqCore, KitCq};
+use super::life::DeviceLife;
+use super::raw::RawQp;
+use super::{QpBook, SharedBook, lock};
+use crate::DrainReport;
+use crate::cm::{ConnParams, Connection};
+use crate::drain::{DrainProfile, Ledger, Token, WorkQueue};
+use crate::error::{Error, PostError, Result};
+use crate::qp::{QpInit, QueuePair};
+use crate::state::QpState;
+use crate::wr::{RecvWr, SendWr};
+
+/// WRs of one batch the kit rewrites on the stack; longer batches take one allocation.
+const INLINE_BATCH: usize = 16;
+
+/// A queue pair built on the kit: a provider's [`RawQp`] below, the ULP's [`QueuePair`] above.
+///
+/// The kit admits every WR into the QP's [`Ledger`] and posts it under its
+/// [`Token`] (a WR the device refuses is withdrawn, one posted in ERROR is doomed: it is
+/// never taken for an unsignaled success), tracks whether the QP is in ERROR (from its own
+/// transitions and from the error completions it resolves), keeps the queue depths the ULP asked
+/// for, drains with the device's [`DrainProfile`] (see [`drain`](QueuePair::drain)), and owns
+/// the handle's lifetime: after [`destroy`](QueuePair::destroy) every call fails with
+/// `Destroyed`, after the device is lost with `DeviceLost`.
+pub struct KitQp<Q: RawQp> {
+    // Declared first: dropped (destroyed in the device) before the CQs it uses.
+    pub(crate) raw: Q,
+    pub(crate) qp_num: u32,
+    pub(crate) book: SharedBook,
+    /// Signalled when a drain ends (for a second caller waiting for it).
+    pub(crate) drain_ended: Condvar,
+    pub(crate) send_cq: Arc<CqCore<Q::Cq>>,
+    pub(crate) recv_cq: Arc<CqCore<Q::Cq>>,
+    pub(crate) profile: &'static DrainProfile,
+    pub(crate) life: DeviceLife,
+    destroyed: AtomicBool,
+}
+
+impl<Q: RawQp> std::fmt::Debug for KitQp<Q> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KitQp")
+            .field("qp_num", &self.qp_num)
+            .field("drain_profile", &self.profile.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The queue sizes to create the device's QP with for a ULP that asked for `init`: one more
+/// slot per work queue, for the drain's marker.
+pub fn device_init(init: &QpInit) -> QpInit {
+    QpInit {
+        max_send_wr: init.max_send_wr.saturating_add(1),
+        max_recv_wr: init.max_recv_wr.saturating_add(1),
+        ..*init
+    }
+}
+
+impl<Q: RawQp> KitQp<Q> {
+    /// Wraps the device's QP, created (with [`device_init`]) on the devices CQs `send_cq` and
+    /// `recv_cq` for a ULP that asked for `init`; `profile` is the device's drain profile
+    /// ([`profile_for`](crate::drain::profile_for)). Attaches the QP to its CQs, which reserve a
+    /// completion slot per queue for the drain's markers.
+    pub fn new(
+        raw: Q,
+        send_cq: &KitCq<Q::Cq>,
+        recv_cq: &KitCq<Q::Cq>,
+        init: &QpInit,
+        profile: &'static DrainProfile,
+        life: DeviceLife,
+    ) -> Result<KitQp<Q>> {
+        send_cq.check()?;
+        recv_cq.check()?;
+        let qp_num = raw.qp_num();
+        let book: SharedBook = Arc::new(Mutex::new(QpBook {
+            ledger: Ledger::new(qp_num, init.max_send_wr, init.max_recv_wr),
+            in_error: false,
+        }));
+        let same = Arc::ptr_eq(&send_cq.core, &recv_cq.core);
+        if same {
+            send_cq.core.attach(qp_num, &book, 2)?;
+        } else {
+            send_cq.core.attach(qp_num, &book, 1)?;
+            if let Err(e) = recv_cq.core.attach(qp_num, &book, 1) {
+                send_cq.core.detach(qp_num, &book, 1);
+                return Err(e);
+            }
+        }
+        Ok(KitQp {
+            raw,
+            qp_num,
+            book,
+            drain_ended: Condvar::new(),
+            send_cq: Arc::clone(&send_cq.core),
+            recv_cq: Arc::clone(&recv_cq.core),
+            profile,
+            life,
+            destroyed: AtomicBool::new(false),
+        })
+    }
+
+    /// The device's QP.
+    pub fn raw(&self) -> &Q {
+        &self.raw
+    }
+
+    /// The drain profile the QP drains with.
+    pub fn drain_profile(&self) -> &'static DrainProfile {
+        self.profile
+    }
+
+    /// `DeviceLost` once the device is lost (whatever else happened to the handle), else
+    /// `Destroyed` once the handle was destroyed.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.life.check()?;
+        if self.destroyed.load(Ordering::Acquire) {
+            return Err(Error::destroyed("queue pair"));
+        }
+        Ok(())
+    }
+
+    /// The CQ of `queue`.
+    pub(crate) fn cq(&self, queue: WorkQueue) -> &CqCore<Q::Cq> {
+        match queue {
+            WorkQueue::Send => &self.send_cq,
+            WorkQueue::Recv => &self.recv_cq,
+        }
+    }
+
+    /// Moves every completion the device produced for this QP so far aside for the ULP,
+    /// resolved while the ledger still knows the WRs (before a reset forgets them, before the
+    /// QP is detached). Errors (an overflowed CQ, a lost device) are the CQ's to report.
+    fn pump_both(&self) {
+        let _ = self.send_cq.pump();
+        if !Arc::ptr_eq(&self.send_cq, &self.recv_cq) {
+            let _ = self.recv_cq.pump();
+        }
+    }
+
+    /// Stops routing the CQs' completions to this QP.
+    fn detach(&self) {
+        if Arc::ptr_eq(&self.send_cq, &self.recv_cq) {
+            self.send_cq.detach(self.qp_num, &self.book, 2);
+        } else {
+            self.send_cq.detach(self.qp_num, &self.book, 1);
+            self.recv_cq.detach(self.qp_num, &self.book, 1);
+        }
+    }
+
+    /// Admits `wrs` to the ledger, posts what was admitted through `post` under their tokens,
+    /// and withdraws what the device refused.
+    fn post_through_ledger<W: Copy>(
+        &self,
+        wrs: &[W],
+        admit: impl Fn(&mut Ledger, &W) -> Result<Token>,
+        retoken: impl Fn(W, Token) -> W,
+        post: impl FnOnce(&[W]) -> std::result::Result<(), PostError>,
+    ) -> std::result::Result<(), PostError> {
+        self.check().map_err(|e| PostError::new(0, e))?;
+        let mut book = lock(&self.book);
+        let mut batch: SmallVec<[W; INLINE_BATCH]> = SmallVec::with_capacity(wrs.len());
+        let mut tokens: SmallVec<[Token; INLINE_BATCH]> = SmallVec::with_capacity(wrs.len());
+        let mut refused = None;
+        for (i, wr) in wrs.iter().enumerate() {
+            match admit(&mut book.ledger, wr) {
+                Ok(token) => {
+                    batch.push(retoken(*wr, token));
+                    tokens.push(token);
+                }
+                Err(e) => {
+                    refused = Some(PostError::new(i, e));
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
+            return refused.map_or(Ok(()), Err);
+        }
+        let posted = match post(&batch) {
+            Ok(()) => tokens.len(),
+            Err(e) => {
+                let accepted = e.accepted.min(tokens.len());
+                for &t in &tokens[accepted..] {
+                    book.ledger.withdraw(t);
+                }
+                refused = Some(PostError::new(accepted, e.error));
+                accepted
+            }
+        };
+        if book.in_error {
+            for &t in &tokens[..posted] {
+                book.ledger.doom(t);
+            }
+        }
+        refused.map_or(Ok(()), Err)
+    }
+}
+
+impl<Q: RawQp> QueuePair for KitQp<Q> {
+    fn qp_num(&self) -> u32 {
+        self.qp_num
+    }
+
+    fn state(&self) -> Result<QpState> {
+        self.check()?;
+        self.raw.state()
+    }
+
+    fn modify(&self, to: QpState) -> Result<()> {
+        self.check()?;
+        {
+            let mut book = lock(&self.book);
+            if book.ledger.phase() != crate::drain::DrainPhase::Open && to != QpState::Error {
+                return Err(Error::invalid_state(
+                    "the QP was drained: it can only be destroyed (or moved to ERROR)",
+                ));
+            }
+            self.raw.modify(to)?;
+            if to == QpState::Error {
+                book.in_error = true;
+            }
+            if to != QpState::Reset {
+                return Ok(());
+            }
+        }
+        // RESET discards the device's queues without completions; what the device completed
+        // before is delivered, resolved while the ledger still knows it.
+        self.pump_both();
+        let mut book = lock(&self.book);
+        book.ledger.discard_all();
+        book.in_error = false;
+        Ok(())
+    }
+
+    fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
+        self.post_through_ledger(
+            wrs,
+            |ledger, wr| ledger.admit_send(wr),
+            |wr, token| SendWr {
+                wr_id: token.wr_id(),
+                ..wr
+            },
+            |batch| self.raw.post_send(batch),
+        )
+    }
+
+    fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
+        self.post_through_ledger(
+            wrs,
+            |ledger, wr| ledger.admit_recv(wr),
+            |wr, token| RecvWr {
+                wr_id: token.wr_id(),
+                ..wr
+            },
+            |batch| self.raw.post_recv(batch),
+        )
+    }
+
+    fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {
+        self.check()?;
+        self.raw.connect(remote, params)
+    }
+
+    fn wait_connected(&self, deadline: Instant) -> Result<Connection> {
+        self.check()?;
+        self.raw.wait_connected(deadline)
+    }
+
+    fn drain(&self, deadline: Instant) -> Result<DrainReport> {
+        self.check()?;
+        let plan_for = |state| self.profile.plan_for(state);
+        self.drain_with(plan_for, deadline)
+    }
+
+    fn destroy(&self) -> Result<()> {
+        if self.destroyed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // What the device completed stays pollable; then the QP's number routes nowhere.
+        self.pump_both();
+        self.detach();
+        self.raw.destroy()
+    }
+}
+
+impl<Q: RawQp> Drop for KitQp<Q> {
+    fn drop(&mut self) {
+        if !self.destroyed.load(Ordering::Acquire) {
+            self.pump_both();
+            self.detach();
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The primitives a provider writes: its device's raw queues, as the kit drives them.
+//!
+//! Everything here works in the device's terms. A raw WR's `wr_id` is the kit's
+//! [`Token`](crate::drain::Token), never the ULP's, and a raw completion carries that token back:
+//! the kit, not the provider, turns it into the ULP's completion when the CQ is polled.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::cm::{ConnParams, Connection};
+use crate::error::{PostError, Result};
+use crate::state::QpState;
+use crate::wr::{Completion, RecvWr, SendWr};
+
+/// A completion queue of the device, as the kit polls it.
+///
+/// The kit calls these from several threads at once (a ULP polling, a drain pumping), under its
+/// own lock for `poll`; none of them may block past a deadline it is given.
+pub trait RawCq: Send + Sync + 'static {
+    /// The CQ's number.
+    fn cq_num(&self) -> u32;
+
+    /// Moves up to `out.len()` completions from the device's ring into `out`, oldest first, and
+    /// returns how many; never blocks. Their `wr_id` is the token the kit posted with. A CQ that
+    /// overflowed fails with [`ErrorKind::Overflow`](crate::ErrorKind::Overflow) from then on; a
+    /// lost device fails with [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost).
+    fn poll(&self, out: &mut [Completion]) -> Result<usize>;
+
+    /// Blocks until the CQ may hold a completion, a [`wake`](Self::wake) arrives, or `deadline`
+    /// passes (`Ok(false)`). Arming the device's notification and reading its source (a
+    /// completion channel) is the provider's business; it must not miss a completion that arrived
+    /// before the call, and it may return early.
+    fn wait(&self, deadline: Instant) -> Result<bool>;
+
+    /// Makes the current [`wait`](Self::wait), or the next one if none is running, return now.
+    /// The kit calls it when it put completions aside for the ULP while a ULP was waiting.
+    fn wake(&self);
+
+    /// Makes room in the device's ring for `extra` completions beyond the depth the ULP asked
+    /// for: one per work queue that uses the CQ, for the drain's markers (the kit calls it with
+    /// the new total whenever a QP attaches). A device that cannot resize its CQs creates them
+    /// with room to spare and answers `Ok` while that room lasts.
+    fn reserve(&self, extra: u32) -> Result<()>;
+
+    /// Destroys the CQ in the device now. Fails with [`ErrorKind::Busy`](crate::ErrorKind::Busy)
+    /// while QPs use it, changing nothing. Dropping the raw CQ afterwards must be harmless.
+    fn destroy(&self) -> Result<()>;
+}
+
+/// A queue pair of the device, as the kit drives it.
+///
+/// The provider creates it with one more slot per work queue than the ULP asked for (see
+/// [`device_init`](super::device_init)): the kit posts the drain's markers there.
+pub trait RawQp: Send + Sync + 'static {
+    /// The raw CQ type of the same device.
+    type Cq: RawCq;
+
+    /// The QP number.
+    fn qp_num(&self) -> u32;
+
+    /// The QP's current state, as the device reports it.
+    fn state(&self) -> Result<QpState>;
+
+    /// Moves the QP to `to` (a transition the ULP asked for; the kit has checked nothing about
+    /// it but the drain).
+    fn modify(&self, to: QpState) -> Result<()>;
+
+    /// Moves the QP to ERROR for a drain: again if it is there already (the repetition is what
+    /// flushes receives posted in ERROR on rxe), and through INIT from RESET where the device
+    /// needs that.
+    fn enter_error(&self) -> Result<()>;
+
+    /// Posts send WRs whose `wr_id`s are the kit's tokens. Like `ibv_post_send`, a failure says
+    /// how many WRs at the front of the batch were posted; a zero-length RDMA WRITE with no SGEs
+    /// is the drain's send marker.
+    fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError>;
+
+    /// Posts receive WRs whose `wr_id`s are the kit's tokens; a receive without SGEs is the
+    /// drain's receive marker.
+    fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError>;
+
+    /// Starts connecting to `remote` through the connection manager.
+    fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()>;
+
+    /// Waits until the connection is established or refused, or `deadline` passes.
+    fn wait_connected(&self, deadline: Instant) -> Result<Connection>;
+
+    /// Stops the QP in the device for good (destroys the hardware QP, keeping this handle):
+    /// afterwards the device touches none of its buffers and produces no completion for it.
+    fn stop(&self) -> Result<()>;
+
+    /// Destroys the QP in the device. Dropping the raw QP afterwards must be harmless.
+    fn destroy(&self) -> Result<()>;
+}

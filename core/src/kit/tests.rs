@@ -1,0 +1,562 @@
+//! The kit against a scripted device: a few lines of raw rings whose behaviour each test picks,
+//! so that what the kit does is checked without the mock's simulation in between.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::cm::{ConnParams, Connection};
+use crate::drain::profiles::profile_named;
+use crate::drain::{DrainPlan, WorkQueue};
+use crate::error::{Error, ErrorKind, PostError, Result};
+use crate::state::QpState;
+use crate::wr::{Completion, RecvWr, SendFlags, SendWr, Sge, WcOpcode, WcStatus};
+use crate::{CompletionQueue, QpInit, QueuePair};
+
+/// What the scripted device does with a WR posted while its QP is in ERROR.
+#[derive(Clone, Copy, PartialEq)]
+enum InError {
+    /// Flushes it at once (kernel siw, irdma, InfiniBand).
+    Flush,
+    /// Accepts it and never completes it (user-space siw).
+    Drop,
+}
+
+#[derive(Default)]
+struct Ring {
+    entries: VecDeque<Completion>,
+    room: usize,
+    overflowed: bool,
+    wake: bool,
+}
+
+#[derive(Clone, Default)]
+struct ToyCq(Arc<(Mutex<Ring>, Condvar)>);
+
+impl ToyCq {
+    fn new(depth: usize) -> ToyCq {
+        let cq = ToyCq::default();
+        lock(&cq.0.0).room = depth;
+        cq
+    }
+
+    /// The device produces `c`.
+    fn push(&self, c: Completion) {
+        let mut r = lock(&self.0.0);
+        if r.entries.len() >= r.room {
+            r.overflowed = true;
+        } else {
+            r.entries.push_back(c);
+        }
+        self.0.1.notify_all();
+    }
+}
+
+impl RawCq for ToyCq {
+    fn cq_num(&self) -> u32 {
+        1
+    }
+    fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+        let mut r = lock(&self.0.0);
+        if r.overflowed {
+            return Err(Error::new(ErrorKind::Overflow, "toy CQ overflowed"));
+        }
+        let n = out.len().min(r.entries.len());
+        for (slot, c) in out.iter_mut().zip(r.entries.drain(..n)) {
+            *slot = c;
+        }
+        Ok(n)
+    }
+    fn wait(&self, deadline: Instant) -> Result<bool> {
+        let mut r = lock(&self.0.0);
+        loop {
+            if !r.entries.is_empty() || r.overflowed || std::mem::take(&mut r.wake) {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            r = self.0.1.wait_timeout(r, deadline - now).unwrap().0;
+        }
+    }
+    fn wake(&self) {
+        lock(&self.0.0).wake = true;
+        self.0.1.notify_all();
+    }
+    fn reserve(&self, extra: u32) -> Result<()> {
+        let mut r = lock(&self.0.0);
+        r.room = r.room.max(extra as usize) + 1; // generous: never the bottleneck here
+        Ok(())
+    }
+    fn destroy(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A posted WR as the scripted device keeps it.
+#[derive(Clone, Copy)]
+struct Posted {
+    token: u64,
+    signaled: bool,
+    opcode: WcOpcode,
+}
+
+struct ToyQpState {
+    state: QpState,
+    sq: VecDeque<Posted>,
+    rq: VecDeque<Posted>,
+    stopped: bool,
+}
+
+struct ToyQp {
+    num: u32,
+    in_error: InError,
+    scq: ToyCq,
+    rcq: ToyCq,
+    st: Mutex<ToyQpState>,
+}
+
+impl ToyQp {
+    fn new(num: u32, in_error: InError, scq: &ToyCq, rcq: &ToyCq) -> ToyQp {
+        ToyQp {
+            num,
+            in_error,
+            scq: scq.clone(),
+            rcq: rcq.clone(),
+            st: Mutex::new(ToyQpState {
+                state: QpState::ReadyToSend,
+                sq: VecDeque::new(),
+                rq: VecDeque::new(),
+                stopped: false,
+            }),
+        }
+    }
+
+    fn completion(&self, p: Posted, status: WcStatus) -> Completion {
+        Completion {
+            wr_id: p.token,
+            status,
+            // Devices fill in garbage for flushed WRs.
+            opcode: if status == WcStatus::Success {
+                p.opcode
+            } else {
+                WcOpcode::Send
+            },
+            qp_num: self.num,
+            ..Completion::default()
+        }
+    }
+
+    /// The device executes the oldest `n` sends successfully.
+    fn execute_sends(&self, n: usize) {
+        let mut st = lock(&self.st);
+        for _ in 0..n {
+            let p = st.sq.pop_front().expect("a send to execute");
+            if p.signaled {
+                self.scq.push(self.completion(p, WcStatus::Success));
+            }
+        }
+    }
+
+    /// The device delivers a message into the oldest receive.
+    fn receive(&self) {
+        let p = lock(&self.st).rq.pop_front().expect("a receive");
+        self.rcq.push(self.completion(p, WcStatus::Success));
+    }
+
+    fn flush_all(&self, st: &mut ToyQpState) {
+        for p in st.sq.drain(..) {
+            self.scq.push(self.completion(p, WcStatus::WrFlushError));
+        }
+        for p in st.rq.drain(..) {
+            self.rcq.push(self.completion(p, WcStatus::WrFlushError));
+        }
+    }
+
+    fn post(&self, queue: WorkQueue, posted: impl Iterator<Item = Posted>) {
+        let mut st = lock(&self.st);
+        for p in posted {
+            if st.state == QpState::Error {
+                if self.in_error == InError::Flush {
+                    let cq = if queue == WorkQueue::Send {
+                        &self.scq
+                    } else {
+                        &self.rcq
+                    };
+                    cq.push(self.completion(p, WcStatus::WrFlushError));
+                }
+                continue;
+            }
+            match queue {
+                WorkQueue::Send => st.sq.push_back(p),
+                WorkQueue::Recv => st.rq.push_back(p),
+            }
+        }
+    }
+}
+
+impl RawQp for ToyQp {
+    type Cq = ToyCq;
+    fn qp_num(&self) -> u32 {
+        self.num
+    }
+    fn state(&self) -> Result<QpState> {
+        Ok(lock(&self.st).state)
+    }
+    fn modify(&self, to: QpState) -> Result<()> {
+        let mut st = lock(&self.st);
+        st.state = to;
+        match to {
+            QpState::Error => self.flush_all(&mut st),
+            QpState::Reset => {
+                st.sq.clear();
+                st.rq.clear();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    fn enter_error(&self) -> Result<()> {
+        self.modify(QpState::Error)
+    }
+    fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
+        self.post(
+            WorkQueue::Send,
+            wrs.iter().map(|w| Posted {
+                token: w.wr_id,
+                signaled: w.flags.contains(SendFlags::SIGNALED),
+                opcode: w.completion_opcode(),
+            }),
+        );
+        Ok(())
+    }
+    fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
+        if lock(&self.st).rq.len() + wrs.len() > 8 {
+            // The device's ring holds 8: the WRs that fit are posted.
+            let fit = 8 - lock(&self.st).rq.len();
+            self.post_recv(&wrs[..fit])?;
+            return Err(PostError::new(
+                fit,
+                Error::new(ErrorKind::ResourceExhausted, "toy receive ring full"),
+            ));
+        }
+        self.post(
+            WorkQueue::Recv,
+            wrs.iter().map(|w| Posted {
+                token: w.wr_id,
+                signaled: true,
+                opcode: WcOpcode::Recv,
+            }),
+        );
+        Ok(())
+    }
+    fn connect(&self, _: SocketAddr, _: &ConnParams) -> Result<()> {
+        Err(Error::not_supported("toy"))
+    }
+    fn wait_connected(&self, _: Instant) -> Result<Connection> {
+        Err(Error::not_supported("toy"))
+    }
+    fn stop(&self) -> Result<()> {
+        let mut st = lock(&self.st);
+        st.stopped = true;
+        st.sq.clear();
+        st.rq.clear();
+        Ok(())
+    }
+    fn destroy(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(5)
+}
+
+fn cq(depth: u32, life: &DeviceLife) -> (ToyCq, KitCq<ToyCq>) {
+    let raw = ToyCq::new(depth as usize);
+    (raw.clone(), KitCq::new(raw, depth, life.clone()))
+}
+
+fn qp(
+    num: u32,
+    in_error: InError,
+    (rs, ks): &(ToyCq, KitCq<ToyCq>),
+    (rr, kr): &(ToyCq, KitCq<ToyCq>),
+    life: &DeviceLife,
+) -> KitQp<ToyQp> {
+    let raw = ToyQp::new(num, in_error, rs, rr);
+    let profile = profile_named("mlx5").expect("a built-in profile");
+    KitQp::new(raw, ks, kr, &QpInit::default(), profile, life.clone()).unwrap()
+}
+
+fn poll_all(cq: &KitCq<ToyCq>) -> Vec<(u64, WcStatus, WcOpcode, u32)> {
+    let mut out = [Completion::default(); 64];
+    let n = cq.poll(&mut out).unwrap();
+    out[..n]
+        .iter()
+        .map(|c| (c.wr_id, c.status, c.opcode, c.qp_num))
+        .collect()
+}
+
+fn sge() -> [Sge; 1] {
+    [Sge {
+        addr: 0,
+        length: 8,
+        lkey: 1,
+    }]
+}
+
+#[test]
+fn completions_are_resolved_when_polled_and_markers_never_reach_the_ulp() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    let s = sge();
+    q.post_send(&[SendWr::send(100, &s), SendWr::send(101, &s)])
+        .unwrap();
+    q.post_recv(&[RecvWr::new(200, &s)]).unwrap();
+    // The raw ring holds tokens, not the ULP's ids.
+    q.raw().execute_sends(1);
+    assert_ne!(lock(&c.0.0.0).entries[0].wr_id, 100);
+    assert_eq!(
+        poll_all(&c.1),
+        [(100, WcStatus::Success, WcOpcode::Send, 7)]
+    );
+    let report = q.drain(soon()).unwrap();
+    assert_eq!((report.completed_by_device, report.synthesized), (2, 0));
+    assert_eq!(report.fallback, None);
+    // The flushes, with the ULP's ids and meaningful opcodes; the markers swallowed.
+    assert_eq!(
+        poll_all(&c.1),
+        [
+            (101, WcStatus::WrFlushError, WcOpcode::Send, 7),
+            (200, WcStatus::WrFlushError, WcOpcode::Recv, 7)
+        ]
+    );
+    assert_eq!(c.1.unrouted(), 0);
+}
+
+#[test]
+fn a_shared_cq_routes_each_completion_to_its_own_qp() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = qp(7, InError::Flush, &c, &c, &life);
+    let b = qp(8, InError::Flush, &c, &c, &life);
+    let s = sge();
+    // Both QPs use the same ULP ids: only the token tells them apart.
+    a.post_recv(&[RecvWr::new(1, &s), RecvWr::new(2, &s)])
+        .unwrap();
+    b.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    b.raw().receive();
+    a.raw().receive();
+    a.raw().receive();
+    let got = poll_all(&c.1);
+    assert_eq!(
+        got.iter().map(|c| (c.0, c.3)).collect::<Vec<_>>(),
+        [(1, 8), (1, 7), (2, 7)]
+    );
+}
+
+#[test]
+fn a_late_completion_under_a_reused_qp_number_resolves_nowhere() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let old = qp(7, InError::Flush, &c, &c, &life);
+    let s = sge();
+    old.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    // The old QP's device completion, captured before it is destroyed without a drain.
+    let late = {
+        let st = lock(&old.raw().st);
+        old.raw().completion(st.rq[0], WcStatus::WrFlushError)
+    };
+    old.destroy().unwrap();
+    // The kernel gives number 7 to a new QP with a receive of the same sequence outstanding.
+    let new = qp(7, InError::Flush, &c, &c, &life);
+    new.post_recv(&[RecvWr::new(2, &s)]).unwrap();
+    c.0.push(late);
+    assert_eq!(poll_all(&c.1), [], "the old QP's flush is not the new QP's");
+    new.raw().receive();
+    assert_eq!(poll_all(&c.1), [(2, WcStatus::Success, WcOpcode::Recv, 7)]);
+}
+
+#[test]
+fn what_a_drain_polled_for_other_qps_waits_for_the_ulp_in_order() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = qp(7, InError::Flush, &c, &c, &life);
+    let b = qp(8, InError::Flush, &c, &c, &life);
+    let s = sge();
+    b.post_recv(&[RecvWr::new(10, &s), RecvWr::new(11, &s)])
+        .unwrap();
+    a.post_recv(&[RecvWr::new(20, &s)]).unwrap();
+    b.raw().receive();
+    b.raw().receive();
+    // A's drain polls the CQ past B's completions: they are held, not lost.
+    a.drain(soon()).unwrap();
+    assert_eq!(
+        poll_all(&c.1)
+            .iter()
+            .map(|c| (c.0, c.1, c.3))
+            .collect::<Vec<_>>(),
+        [
+            (10, WcStatus::Success, 8),
+            (11, WcStatus::Success, 8),
+            (20, WcStatus::WrFlushError, 7)
+        ]
+    );
+}
+
+#[test]
+fn idle_is_decided_from_completions_when_posts_in_error_never_complete() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Drop, &c, &c, &life);
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s).with_flags(SendFlags::empty())])
+        .unwrap();
+    q.raw().execute_sends(1); // succeeded silently: no completion
+    q.modify(QpState::Error).unwrap();
+    // Posted in ERROR on a device that drops it: doomed, never awaited.
+    q.post_recv(&[RecvWr::new(2, &s)]).unwrap();
+    let report = q.drain_with(|_| DrainPlan::WaitForFlush, soon()).unwrap();
+    assert_eq!(report.fallback, None, "{report}");
+    assert_eq!(report.synthesized, 1, "{report}");
+    assert!(report.elapsed < Duration::from_secs(1), "{report}");
+    assert_eq!(
+        poll_all(&c.1),
+        [(2, WcStatus::WrFlushError, WcOpcode::Recv, 7)],
+        "the unsignaled success stays silent; the doomed receive is flushed once"
+    );
+}
+
+#[test]
+fn an_error_completion_tells_the_kit_the_qp_is_in_error() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Drop, &c, &c, &life);
+    let s = sge();
+    q.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    // The device moves the QP to ERROR on its own; the kit learns it from the flush it polls.
+    {
+        let mut st = lock(&q.raw().st);
+        st.state = QpState::Error;
+        q.raw().flush_all(&mut st);
+    }
+    assert_eq!(poll_all(&c.1)[0].1, WcStatus::WrFlushError);
+    q.post_recv(&[RecvWr::new(2, &s)]).unwrap(); // dropped by the device: doomed
+    let report = q.drain_with(|_| DrainPlan::WaitForFlush, soon()).unwrap();
+    assert_eq!((report.synthesized, report.fallback), (1, None), "{report}");
+}
+
+#[test]
+fn a_refused_batch_loses_nothing_and_counts_exactly() {
+    let life = DeviceLife::new();
+    let c = cq(32, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    let s = sge();
+    let wrs: Vec<RecvWr> = (0..10).map(|i| RecvWr::new(i, &s)).collect();
+    let e = q.post_recv(&wrs).unwrap_err();
+    assert_eq!((e.accepted, e.kind()), (8, ErrorKind::ResourceExhausted));
+    let report = q.drain(soon()).unwrap();
+    assert_eq!(report.accounted(), 8, "{report}");
+    let ids: Vec<u64> = poll_all(&c.1).iter().map(|c| c.0).collect();
+    assert_eq!(ids, (0..8).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_overflowed_cq_fails_the_drain_with_overflow() {
+    let life = DeviceLife::new();
+    let raw = ToyCq::new(1);
+    let k = KitCq::new(raw.clone(), 1, life.clone());
+    let c = (raw, k);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    lock(&c.0.0.0).room = 1; // take the reserve back: the ring holds one
+    let s = sge();
+    q.post_recv(&[RecvWr::new(1, &s), RecvWr::new(2, &s)])
+        .unwrap();
+    let e = q.drain(soon()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+}
+
+#[test]
+fn a_lost_device_fails_every_call_even_with_completions_held() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = qp(7, InError::Flush, &c, &c, &life);
+    let b = qp(8, InError::Flush, &c, &c, &life);
+    let s = sge();
+    b.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    b.raw().receive();
+    a.drain(soon()).unwrap(); // holds B's completion
+    life.lose("device toy0 was removed");
+    let mut out = [Completion::default(); 4];
+    let e = c.1.poll(&mut out).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeviceLost);
+    assert!(e.to_string().contains("toy0"), "{e}");
+    assert_eq!(
+        b.post_recv(&[RecvWr::new(2, &s)]).unwrap_err().kind(),
+        ErrorKind::DeviceLost
+    );
+    assert_eq!(b.drain(soon()).unwrap_err().kind(), ErrorKind::DeviceLost);
+}
+
+#[test]
+fn a_waiting_ulp_wakes_when_a_drain_puts_completions_aside() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Drop, &c, &c, &life));
+    let s = sge();
+    q.post_recv(&[RecvWr::new(5, &s)]).unwrap();
+    let kcq = Arc::new(c.1);
+    let waiter = {
+        let kcq = Arc::clone(&kcq);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut out = [Completion::default(); 4];
+            let n = kcq.wait(&mut out, soon()).unwrap();
+            (out[0].wr_id, n, start.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    // Nothing reaches the device's ring: the drain synthesizes the flush into the kit's.
+    q.drain_with(|_| DrainPlan::Synthesize, soon()).unwrap();
+    let (wr_id, n, waited) = waiter.join().unwrap();
+    assert_eq!((wr_id, n), (5, 1));
+    assert!(waited < Duration::from_secs(2), "woke after {waited:?}");
+}
+
+#[test]
+fn a_reset_delivers_what_completed_before_it_and_forgets_the_rest() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    let s = sge();
+    q.post_recv(&[RecvWr::new(1, &s), RecvWr::new(2, &s)])
+        .unwrap();
+    q.raw().receive();
+    q.modify(QpState::Reset).unwrap();
+    assert_eq!(poll_all(&c.1), [(1, WcStatus::Success, WcOpcode::Recv, 7)]);
+    let report = q.drain(soon()).unwrap();
+    assert_eq!(report.accounted(), 0, "RESET discarded receive 2: {report}");
+}
+
+#[test]
+fn after_a_drain_only_error_is_accepted_and_posts_are_refused() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    q.drain(soon()).unwrap();
+    assert_eq!(
+        q.modify(QpState::ReadyToSend).unwrap_err().kind(),
+        ErrorKind::InvalidState
+    );
+    q.modify(QpState::Error).unwrap();
+    let s = sge();
+    let e = q.post_send(&[SendWr::send(1, &s)]).unwrap_err();
+    assert_eq!((e.accepted, e.kind()), (0, ErrorKind::InvalidState));
+    q.destroy().unwrap();
+    assert_eq!(q.state().unwrap_err().kind(), ErrorKind::Destroyed);
+}

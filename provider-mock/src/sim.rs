@@ -1,0 +1,203 @@
+//! The simulated device's raw queues: what the provider kit drives.
+//!
+//! The mock is a device simulator behind [`anyverbs::kit`]. A [`SimQp`] posts WRs whose `wr_id`s
+//! are the kit's tokens into simulated rings; a [`SimCq`] is a simulated ring of raw
+//! completions that the kit polls and resolves, exactly as it polls a real CQ. Nothing here
+//! knows what a token means, which WRs are markers, or when a drain is done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyverbs::kit::{RawCq, RawQp};
+use anyverbs::{
+    Caps, Completion, ConnParams, Connection, PostError, QpState, RecvWr, Result, SendWr,
+};
+
+use crate::error::MockError;
+use crate::fabric::Fabric;
+
+/// A completion queue of a simulated device: its ring of raw completions.
+pub struct SimCq {
+    fabric: Arc<Fabric>,
+    /// The device incarnation it was created on.
+    dev: u32,
+    id: u32,
+}
+
+impl std::fmt::Debug for SimCq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimCq")
+            .field("device_index", &self.dev)
+            .field("cq_num", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimCq {
+    pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, id: u32) -> Self {
+        SimCq { fabric, dev, id }
+    }
+
+    pub(crate) fn fabric(&self) -> &Arc<Fabric> {
+        &self.fabric
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl RawCq for SimCq {
+    fn cq_num(&self) -> u32 {
+        self.id
+    }
+
+    fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.poll(self.id, out))?)
+    }
+
+    fn wait(&self, deadline: Instant) -> Result<bool> {
+        let waited = self
+            .fabric
+            .wait_live(self.dev, deadline, "a completion", |st| {
+                st.cq_ready(self.id)
+            });
+        match waited {
+            Ok(()) => Ok(true),
+            Err(MockError::TimedOut(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn wake(&self) {
+        self.fabric.with(|st| st.wake_cq(self.id));
+    }
+
+    fn reserve(&self, extra: u32) -> Result<()> {
+        Ok(self.fabric.with(|st| st.reserve_cq(self.id, extra))?)
+    }
+
+    fn destroy(&self) -> Result<()> {
+        Ok(self.fabric.with(|st| st.destroy_cq(self.id))?)
+    }
+}
+
+impl Drop for SimCq {
+    fn drop(&mut self) {
+        self.fabric.with(|st| st.drop_cq(self.id));
+    }
+}
+
+/// A reliable-connected queue pair of a simulated device: its rings, its state and its
+/// connection.
+pub struct SimQp {
+    fabric: Arc<Fabric>,
+    /// The device incarnation it was created on.
+    dev: u32,
+    qpn: u32,
+    caps: Caps,
+}
+
+impl std::fmt::Debug for SimQp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimQp")
+            .field("device_index", &self.dev)
+            .field("qp_num", &self.qpn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimQp {
+    pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, qpn: u32, caps: Caps) -> Self {
+        SimQp {
+            fabric,
+            dev,
+            qpn,
+            caps,
+        }
+    }
+
+    pub(crate) fn fabric(&self) -> &Arc<Fabric> {
+        &self.fabric
+    }
+
+    pub(crate) fn dev(&self) -> u32 {
+        self.dev
+    }
+}
+
+impl RawQp for SimQp {
+    type Cq = SimCq;
+
+    fn qp_num(&self) -> u32 {
+        self.qpn
+    }
+
+    fn state(&self) -> Result<QpState> {
+        let st = self.fabric.lock();
+        st.check_live(self.dev)?;
+        Ok(st.qp_state(self.qpn)?)
+    }
+
+    fn modify(&self, to: QpState) -> Result<()> {
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.modify(self.qpn, to))?)
+    }
+
+    fn enter_error(&self) -> Result<()> {
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.drain_enter_error(self.qpn))?)
+    }
+
+    fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
+        self.fabric.with(|st| {
+            st.check_live(self.dev)
+                .map_err(|e| PostError::new(0, e.into()))?;
+            st.post_send(self.qpn, wrs, self.caps)
+        })
+    }
+
+    fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
+        self.fabric.with(|st| {
+            st.check_live(self.dev)
+                .map_err(|e| PostError::new(0, e.into()))?;
+            st.post_recv(self.qpn, wrs)
+        })
+    }
+
+    fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.connect(self.qpn, remote, params))?)
+    }
+
+    fn wait_connected(&self, deadline: Instant) -> Result<Connection> {
+        Ok(self
+            .fabric
+            .wait_live(self.dev, deadline, "the connection", |st| {
+                st.connection(self.qpn)
+            })?)
+    }
+
+    fn stop(&self) -> Result<()> {
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.stop_device_qp(self.qpn))?)
+    }
+
+    fn destroy(&self) -> Result<()> {
+        self.fabric.with(|st| st.destroy_qp(self.qpn));
+        Ok(())
+    }
+}
+
+impl Drop for SimQp {
+    fn drop(&mut self) {
+        self.fabric.with(|st| st.destroy_qp(self.qpn));
+    }
+}
