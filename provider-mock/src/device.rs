@@ -56,7 +56,7 @@ impl Device<MockProvider> for MockDevice {
             .fabric
             .with_live(self.dev, |st| st.create_cq(self.dev, depth))?;
         let life = self.fabric.lock().life(self.dev);
-        let raw = SimCq::new(Arc::clone(&self.fabric), self.dev, id);
+        let raw = SimCq::new(Arc::clone(&self.fabric), self.dev, life.clone(), id);
         Ok(MockCq::new(raw, depth, life))
     }
 

@@ -124,9 +124,12 @@ impl Fabric {
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         let mut st = self.lock();
         let out = f(&mut st);
-        st.progress(Instant::now());
+        st.step();
         if st.waiters > 0 {
             self.cond.notify_all();
+        }
+        if st.timers.is_empty() {
+            return out;
         }
         let timers = st.take_timers();
         drop(st);

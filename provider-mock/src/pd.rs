@@ -63,7 +63,7 @@ impl ProtectionDomain<MockProvider> for MockPd {
                 st.life(self.dev),
             ))
         })?;
-        let raw = SimQp::new(Arc::clone(&self.fabric), self.dev, qpn, caps);
+        let raw = SimQp::new(Arc::clone(&self.fabric), self.dev, life.clone(), qpn, caps);
         MockQp::new(
             raw,
             send_cq,

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyverbs::kit::{RawCq, RawQp};
+use anyverbs::kit::{DeviceLife, RawCq, RawQp};
 use anyverbs::{
     Caps, Completion, ConnParams, Connection, PostError, QpState, RecvWr, Result, SendWr,
 };
@@ -22,6 +22,9 @@ pub struct SimCq {
     fabric: Arc<Fabric>,
     /// The device incarnation it was created on.
     dev: u32,
+    /// The incarnation's liveness: checked on the data path instead of looking the incarnation
+    /// up (both change together, under the fabric's lock).
+    life: DeviceLife,
     id: u32,
 }
 
@@ -35,8 +38,13 @@ impl std::fmt::Debug for SimCq {
 }
 
 impl SimCq {
-    pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, id: u32) -> Self {
-        SimCq { fabric, dev, id }
+    pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, life: DeviceLife, id: u32) -> Self {
+        SimCq {
+            fabric,
+            dev,
+            life,
+            id,
+        }
     }
 
     pub(crate) fn fabric(&self) -> &Arc<Fabric> {
@@ -54,9 +62,10 @@ impl RawCq for SimCq {
     }
 
     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
-        Ok(self
-            .fabric
-            .with_live(self.dev, |st| st.poll(self.id, out))?)
+        self.fabric.with(|st| {
+            self.life.check()?;
+            Ok(st.poll(self.id, out)?)
+        })
     }
 
     fn wait(&self, deadline: Instant) -> Result<bool> {
@@ -97,6 +106,8 @@ pub struct SimQp {
     fabric: Arc<Fabric>,
     /// The device incarnation it was created on.
     dev: u32,
+    /// The incarnation's liveness, as [`SimCq`]'s.
+    life: DeviceLife,
     qpn: u32,
     caps: Caps,
 }
@@ -111,10 +122,17 @@ impl std::fmt::Debug for SimQp {
 }
 
 impl SimQp {
-    pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, qpn: u32, caps: Caps) -> Self {
+    pub(crate) fn new(
+        fabric: Arc<Fabric>,
+        dev: u32,
+        life: DeviceLife,
+        qpn: u32,
+        caps: Caps,
+    ) -> Self {
         SimQp {
             fabric,
             dev,
+            life,
             qpn,
             caps,
         }
@@ -156,16 +174,14 @@ impl RawQp for SimQp {
 
     fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
         self.fabric.with(|st| {
-            st.check_live(self.dev)
-                .map_err(|e| PostError::new(0, e.into()))?;
+            self.life.check().map_err(|e| PostError::new(0, e))?;
             st.post_send(self.qpn, wrs, self.caps)
         })
     }
 
     fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
         self.fabric.with(|st| {
-            st.check_live(self.dev)
-                .map_err(|e| PostError::new(0, e.into()))?;
+            self.life.check().map_err(|e| PostError::new(0, e))?;
             st.post_recv(self.qpn, wrs)
         })
     }

@@ -177,6 +177,20 @@ impl State {
 
     // ----- the engine -----
 
+    /// [`progress`](Self::progress) now, reading the clock only when something waits for a
+    /// time (a stalled WR, a delayed completion, a device return or port recovery) or a CQ
+    /// error is pending.
+    pub(crate) fn step(&mut self) -> bool {
+        if self.stalled.is_empty()
+            && self.delayed.is_empty()
+            && !self.lifecycle_pending
+            && self.pending_cq_errors.is_empty()
+        {
+            return false;
+        }
+        self.progress(Instant::now())
+    }
+
     /// Retries every stalled send queue; true if anything changed.
     pub(crate) fn progress(&mut self, now: Instant) -> bool {
         let lifecycle = self.lifecycle(now);
