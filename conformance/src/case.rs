@@ -183,8 +183,35 @@ pub struct Case<P: Provider> {
     /// What it needs from the device.
     pub needs: Needs,
     /// The case itself.
-    pub run: fn(&Ctx<'_, P>) -> CaseResult,
+    pub run: CaseFn<P>,
 }
+
+/// What a case runs: a function of its own, or one row of a table its group keeps — cases that
+/// differ only in data (which SGE is bad, which fault is injected) are rows of one table, run
+/// by one function, rather than a wrapper function each.
+pub enum CaseFn<P: Provider> {
+    /// A function of the context.
+    Plain(fn(&Ctx<'_, P>) -> CaseResult),
+    /// `f(ctx, row)`: row `row` of the table behind `f`.
+    Row(fn(&Ctx<'_, P>, usize) -> CaseResult, usize),
+}
+
+impl<P: Provider> CaseFn<P> {
+    /// Runs the case on `ctx`.
+    pub fn call(&self, ctx: &Ctx<'_, P>) -> CaseResult {
+        match *self {
+            CaseFn::Plain(f) => f(ctx),
+            CaseFn::Row(f, row) => f(ctx, row),
+        }
+    }
+}
+
+impl<P: Provider> Clone for CaseFn<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Provider> Copy for CaseFn<P> {}
 
 impl<P: Provider> Clone for Case<P> {
     fn clone(&self) -> Self {

@@ -23,7 +23,7 @@ pub mod libtest;
 pub mod report;
 pub mod runner;
 
-pub use case::{Case, CaseError, CaseResult, Needs};
+pub use case::{Case, CaseError, CaseFn, CaseResult, Needs};
 pub use cases::all_cases;
 pub use ctx::{Ctx, LoneQp, Loopback, Pair, loopback};
 pub use expect::{ExpectError, Expectation, ExpectationKind, Expectations};

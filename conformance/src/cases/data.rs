@@ -8,7 +8,7 @@ use anyverbs::{
     RecvWr, SendFlags, SendOp, SendWr, StateModel, WcOpcode, WcStatus,
 };
 
-use crate::case::{Case, CaseResult, Needs};
+use crate::case::{Case, CaseFn, CaseResult, Needs};
 use crate::ctx::Ctx;
 use crate::{ensure, ensure_eq};
 
@@ -20,89 +20,89 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "A SEND of one SGE lands in the posted receive; both sides complete \
                           with success and the receive reports the length.",
             needs: Needs::NOTHING,
-            run: send_recv_one_sge::<P>,
+            run: CaseFn::Plain(send_recv_one_sge::<P>),
         },
         Case {
             name: "data::send_recv_many_sges",
             description: "A SEND gathered from three SGEs scatters into a receive of four SGEs of \
                           other sizes, byte for byte.",
             needs: Needs::NOTHING,
-            run: send_recv_many_sges::<P>,
+            run: CaseFn::Plain(send_recv_many_sges::<P>),
         },
         Case {
             name: "data::rdma_write",
             description: "An RDMA WRITE lands in remote memory at the given offset, and the \
                           responder sees no completion.",
             needs: Needs::caps(Caps::RDMA_WRITE),
-            run: rdma_write::<P>,
+            run: CaseFn::Plain(rdma_write::<P>),
         },
         Case {
             name: "data::rdma_read",
             description: "An RDMA READ copies remote memory into the local scatter list.",
             needs: Needs::caps(Caps::RDMA_READ),
-            run: rdma_read::<P>,
+            run: CaseFn::Plain(rdma_read::<P>),
         },
         Case {
             name: "data::send_with_immediate",
             description: "SEND with immediate delivers the immediate in the receive completion.",
             needs: Needs::caps(Caps::IMMEDIATE_DATA),
-            run: send_with_immediate::<P>,
+            run: CaseFn::Plain(send_with_immediate::<P>),
         },
         Case {
             name: "data::write_with_immediate",
             description: "RDMA WRITE with immediate writes remote memory and consumes a receive \
                           that reports the immediate and the length, leaving its buffer untouched.",
             needs: Needs::caps(Caps::IMMEDIATE_DATA.union(Caps::RDMA_WRITE)),
-            run: write_with_immediate::<P>,
+            run: CaseFn::Plain(write_with_immediate::<P>),
         },
         Case {
             name: "data::completion_ordering",
             description: "Completions of one queue arrive in posting order; unsignaled sends \
                           that succeed produce none; receives match SENDs in order.",
             needs: Needs::NOTHING,
-            run: completion_ordering::<P>,
+            run: CaseFn::Plain(completion_ordering::<P>),
         },
         Case {
             name: "data::zero_length_messages",
             description: "A SEND with no data completes a receive with length 0, and a \
                           zero-length RDMA WRITE succeeds.",
             needs: Needs::caps(Caps::ZERO_LENGTH),
-            run: zero_length_messages::<P>,
+            run: CaseFn::Plain(zero_length_messages::<P>),
         },
         Case {
             name: "data::remote_access_error",
             description: "An RDMA WRITE to a region registered without remote write access \
                           completes with a remote access error and leaves the memory untouched.",
             needs: Needs::caps(Caps::RDMA_WRITE),
-            run: remote_access_error::<P>,
+            run: CaseFn::Plain(remote_access_error::<P>),
         },
         Case {
             name: "data::rnr_retry_exceeded",
             description: "A SEND to a peer with no receive posted fails with RNR retry exceeded \
                           once the retries run out, and the QP moves to ERROR.",
             needs: Needs::caps(Caps::RNR_RETRY),
-            run: rnr_retry_exceeded::<P>,
+            run: CaseFn::Plain(rnr_retry_exceeded::<P>),
         },
         Case {
             name: "data::send_without_receive_terminates",
             description: "On a transport without RNR retries, a SEND to a peer with no receive \
                           posted fails at once and both QPs end in ERROR, their WRs flushed.",
             needs: Needs::model(StateModel::Iwarp),
-            run: send_without_receive_terminates::<P>,
+            run: CaseFn::Plain(send_without_receive_terminates::<P>),
         },
         Case {
             name: "data::local_length_error",
             description: "A SEND larger than the receive buffer completes the receive with a \
                           local length error and fails the send.",
             needs: Needs::NOTHING,
-            run: local_length_error::<P>,
+            run: CaseFn::Plain(local_length_error::<P>),
         },
         Case {
             name: "data::transport_retry_exceeded",
             description: "A SEND to a peer in ERROR fails with transport retry exceeded once the \
                           retries run out (InfiniBand: the peer drops the packets silently).",
             needs: Needs::model(StateModel::InfiniBand),
-            run: transport_retry_exceeded::<P>,
+            run: CaseFn::Plain(transport_retry_exceeded::<P>),
         },
     ]
 }

@@ -2,7 +2,7 @@
 
 use anyverbs::{Device, PortState, Provider};
 
-use crate::case::{Case, CaseResult, Needs};
+use crate::case::{Case, CaseFn, CaseResult, Needs};
 use crate::ctx::Ctx;
 use crate::{ensure, ensure_eq};
 
@@ -14,20 +14,20 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "The provider lists the device under test once, with unique names and \
                           a non-zero node GUID.",
             needs: Needs::NOTHING,
-            run: listing::<P>,
+            run: CaseFn::Plain(listing::<P>),
         },
         Case {
             name: "device::identity_stable_across_opens",
             description: "Opening the device twice gives the same identity as the listing, and \
                           the identity rule calls them the same device.",
             needs: Needs::NOTHING,
-            run: identity_stable_across_opens::<P>,
+            run: CaseFn::Plain(identity_stable_across_opens::<P>),
         },
         Case {
             name: "device::ports",
             description: "The device has ports numbered from 1, at least one of them active.",
             needs: Needs::NOTHING,
-            run: ports::<P>,
+            run: CaseFn::Plain(ports::<P>),
         },
     ]
 }

@@ -5,7 +5,7 @@ use anyverbs::{
     QueuePair,
 };
 
-use crate::case::{Case, CaseError, CaseResult, Needs};
+use crate::case::{Case, CaseError, CaseFn, CaseResult, Needs};
 use crate::ctx::Ctx;
 use crate::{ensure, ensure_eq};
 
@@ -17,14 +17,14 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "Destroying a QP, MR, CQ and PD succeeds in every order that respects \
                           dependencies and fails with Busy, changing nothing, in every other.",
             needs: Needs::NOTHING,
-            run: destroy_in_every_order::<P>,
+            run: CaseFn::Plain(destroy_in_every_order::<P>),
         },
         Case {
             name: "resources::dropped_parent_outlives_children",
             description: "Dropping a PD and CQ handle while an MR and a QP still use them leaves \
                           the children working.",
             needs: Needs::NOTHING,
-            run: dropped_parent_outlives_children::<P>,
+            run: CaseFn::Plain(dropped_parent_outlives_children::<P>),
         },
         Case {
             name: "resources::memory_region_access",
@@ -32,13 +32,13 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           refuses copies out of bounds, and refuses remote write without local \
                           write.",
             needs: Needs::NOTHING,
-            run: memory_region_access::<P>,
+            run: CaseFn::Plain(memory_region_access::<P>),
         },
         Case {
             name: "resources::cq_capacity",
             description: "A CQ holds at least the number of completions it was created with.",
             needs: Needs::NOTHING,
-            run: cq_capacity::<P>,
+            run: CaseFn::Plain(cq_capacity::<P>),
         },
     ]
 }

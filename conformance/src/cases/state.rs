@@ -8,7 +8,7 @@ use anyverbs::{
     Provider, QpInit, QpState, QueuePair, RecvWr, SendWr, StateModel, WcStatus,
 };
 
-use crate::case::{Case, CaseResult, Needs};
+use crate::case::{Case, CaseFn, CaseResult, Needs};
 use crate::ctx::Ctx;
 use crate::{ensure, ensure_eq};
 
@@ -19,13 +19,13 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             name: "state::initial_state",
             description: "A new QP is in the initial state of its model (RESET or IDLE).",
             needs: Needs::NOTHING,
-            run: initial_state::<P>,
+            run: CaseFn::Plain(initial_state::<P>),
         },
         Case {
             name: "state::connect_reaches_rts",
             description: "Both ends of a connection are ready to send once it is established.",
             needs: Needs::NOTHING,
-            run: connect_reaches_rts::<P>,
+            run: CaseFn::Plain(connect_reaches_rts::<P>),
         },
         Case {
             name: "state::receives_before_connect",
@@ -34,7 +34,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           accept, and the receives take the peer's first SENDs — the passive \
                           side's sent before the active side has seen the connection up.",
             needs: Needs::NOTHING,
-            run: receives_before_connect::<P>,
+            run: CaseFn::Plain(receives_before_connect::<P>),
         },
         Case {
             name: "state::illegal_transitions_rejected",
@@ -42,40 +42,40 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           InvalidState and leaves the state unchanged, from the initial state and \
                           from RTS.",
             needs: Needs::NOTHING,
-            run: illegal_transitions_rejected::<P>,
+            run: CaseFn::Plain(illegal_transitions_rejected::<P>),
         },
         Case {
             name: "state::infiniband_reset_to_init",
             description: "An InfiniBand QP moves RESET→INIT→INIT by modify, and back to RESET.",
             needs: Needs::model(StateModel::InfiniBand),
-            run: infiniband_reset_to_init::<P>,
+            run: CaseFn::Plain(infiniband_reset_to_init::<P>),
         },
         Case {
             name: "state::error_flushes_outstanding",
             description: "Moving a QP to ERROR completes every posted receive with a flush error, \
                           in order, exactly once.",
             needs: Needs::NOTHING,
-            run: error_flushes_outstanding::<P>,
+            run: CaseFn::Plain(error_flushes_outstanding::<P>),
         },
         Case {
             name: "state::post_in_error_is_flushed",
             description: "On a device that flushes posts in ERROR, a send and a receive posted \
                           in ERROR each complete with a flush error.",
             needs: Needs::caps(Caps::POST_IN_ERROR_FLUSHED),
-            run: post_in_error_is_flushed::<P>,
+            run: CaseFn::Plain(post_in_error_is_flushed::<P>),
         },
         Case {
             name: "state::sqd_pauses_the_send_queue",
             description: "In SQD a posted send does not execute; back in RTS it completes.",
             needs: Needs::caps(Caps::SQ_DRAIN_STATE).and_model(StateModel::InfiniBand),
-            run: sqd_pauses_the_send_queue::<P>,
+            run: CaseFn::Plain(sqd_pauses_the_send_queue::<P>),
         },
         Case {
             name: "state::iwarp_close_with_empty_send_queue",
             description: "An iWARP QP with an empty send queue moves RTS→CLOSING and flushes its \
                           receives.",
             needs: Needs::model(StateModel::Iwarp),
-            run: iwarp_close_with_empty_send_queue::<P>,
+            run: CaseFn::Plain(iwarp_close_with_empty_send_queue::<P>),
         },
     ]
 }

@@ -111,7 +111,7 @@ pub fn run_case<P: Provider>(ctx: &Ctx<'_, P>, case: &Case<P>) -> CaseReport {
     let info = ctx.info();
     let outcome = match case.needs.missing(info.caps, info.state_model) {
         Some(reason) => Outcome::NotRun(reason),
-        None => match panic::catch_unwind(AssertUnwindSafe(|| (case.run)(ctx))) {
+        None => match panic::catch_unwind(AssertUnwindSafe(|| case.run.call(ctx))) {
             Ok(Ok(())) => Outcome::Passed,
             Ok(Err(CaseError::Failed(m))) => Outcome::Failed(m),
             Ok(Err(CaseError::NotRun(m))) => Outcome::NotRun(m),
@@ -426,7 +426,7 @@ mod tests {
             name,
             description: "",
             needs: Needs::NOTHING,
-            run,
+            run: crate::CaseFn::Plain(run),
         }
     }
 

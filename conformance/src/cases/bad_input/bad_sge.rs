@@ -64,29 +64,90 @@ pub(super) fn bad_sge<P: Provider>(
     })
 }
 
-pub(super) fn send_sge_unknown_lkey<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    send_sge_fault(ctx, Fault::UnknownLkey)
+/// Which queue a case posts its bad SGE on.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum On {
+    /// A SEND's scatter list.
+    Send,
+    /// A receive's scatter list.
+    Recv,
 }
-pub(super) fn send_sge_offset_past_end<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    send_sge_fault(ctx, Fault::OffsetPastEnd)
+
+/// One bad-SGE case: a row of [`ROWS`], run by [`run_row`].
+pub(super) struct Row {
+    pub(super) name: &'static str,
+    pub(super) description: &'static str,
+    pub(super) on: On,
+    pub(super) fault: Fault,
 }
-pub(super) fn send_sge_length_overrun<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    send_sge_fault(ctx, Fault::LengthOverrun)
-}
-pub(super) fn send_sge_other_pd<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    send_sge_fault(ctx, Fault::OtherPd)
-}
-pub(super) fn recv_sge_unknown_lkey<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    recv_sge_fault(ctx, Fault::UnknownLkey)
-}
-pub(super) fn recv_sge_offset_past_end<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    recv_sge_fault(ctx, Fault::OffsetPastEnd)
-}
-pub(super) fn recv_sge_length_overrun<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    recv_sge_fault(ctx, Fault::LengthOverrun)
-}
-pub(super) fn recv_sge_other_pd<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    recv_sge_fault(ctx, Fault::OtherPd)
+
+/// The bad-SGE cases: each bad SGE on each queue.
+pub(super) const ROWS: [Row; 8] = [
+    Row {
+        name: "bad_input::send_sge_unknown_lkey",
+        description: "A send WR whose SGE has an unknown lkey is refused with InvalidArgument (or completes \
+         with a local protection error) and loses nothing.",
+        on: On::Send,
+        fault: Fault::UnknownLkey,
+    },
+    Row {
+        name: "bad_input::send_sge_offset_past_end",
+        description: "A send WR whose SGE starts past the end of its region is refused with \
+         InvalidArgument (or completes with a local protection error) and loses nothing.",
+        on: On::Send,
+        fault: Fault::OffsetPastEnd,
+    },
+    Row {
+        name: "bad_input::send_sge_length_overrun",
+        description: "A send WR whose SGE runs over the end of its region is refused with InvalidArgument \
+         (or completes with a local protection error) and loses nothing.",
+        on: On::Send,
+        fault: Fault::LengthOverrun,
+    },
+    Row {
+        name: "bad_input::send_sge_other_pd",
+        description: "A send WR whose SGE names a region of another protection domain is refused with \
+         InvalidArgument (or completes with a local protection error) and loses nothing.",
+        on: On::Send,
+        fault: Fault::OtherPd,
+    },
+    Row {
+        name: "bad_input::recv_sge_unknown_lkey",
+        description: "A receive WR whose SGE has an unknown lkey is refused with InvalidArgument (or \
+         completes with a local protection error) and loses nothing.",
+        on: On::Recv,
+        fault: Fault::UnknownLkey,
+    },
+    Row {
+        name: "bad_input::recv_sge_offset_past_end",
+        description: "A receive WR whose SGE starts past the end of its region is refused with \
+         InvalidArgument (or completes with a local protection error) and loses nothing.",
+        on: On::Recv,
+        fault: Fault::OffsetPastEnd,
+    },
+    Row {
+        name: "bad_input::recv_sge_length_overrun",
+        description: "A receive WR whose SGE runs over the end of its region is refused with \
+         InvalidArgument (or completes with a local protection error) and loses nothing.",
+        on: On::Recv,
+        fault: Fault::LengthOverrun,
+    },
+    Row {
+        name: "bad_input::recv_sge_other_pd",
+        description: "A receive WR whose SGE names a region of another protection domain is refused with \
+         InvalidArgument (or completes with a local protection error) and loses nothing.",
+        on: On::Recv,
+        fault: Fault::OtherPd,
+    },
+];
+
+/// Runs row `row` of [`ROWS`].
+pub(super) fn run_row<P: Provider>(ctx: &Ctx<'_, P>, row: usize) -> CaseResult {
+    let r = &ROWS[row];
+    match r.on {
+        On::Send => send_sge_fault(ctx, r.fault),
+        On::Recv => recv_sge_fault(ctx, r.fault),
+    }
 }
 
 /// A batch of three SENDs whose middle one has a bad SGE.

@@ -17,15 +17,13 @@ use anyverbs::{
     RemoteAddr, SendOp, SendWr, SgList, Sge, StateModel, WcOpcode, WcStatus,
 };
 
-use crate::case::{Case, CaseError, CaseResult, Needs};
+use crate::case::{Case, CaseError, CaseFn, CaseResult, Needs};
 use crate::ctx::{Ctx, Pair};
 use crate::{ensure, ensure_eq};
 
 /// The cases of this group.
 pub fn cases<P: Provider>() -> Vec<Case<P>> {
-    let rdma_write = Needs::caps(Caps::RDMA_WRITE);
-    let rdma_read = Needs::caps(Caps::RDMA_READ);
-    vec![
+    let mut cases = vec![
         case(
             "bad_input::too_many_sges_send",
             "A send WR with more SGEs than the QP's max_send_sge is refused with InvalidArgument; \
@@ -41,90 +39,20 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             Needs::NOTHING,
             too_many_sges_recv::<P>,
         ),
-        case(
-            "bad_input::send_sge_unknown_lkey",
-            "A send WR whose SGE has an unknown lkey is refused with InvalidArgument (or completes \
-             with a local protection error) and loses nothing.",
-            Needs::NOTHING,
-            send_sge_unknown_lkey::<P>,
-        ),
-        case(
-            "bad_input::send_sge_offset_past_end",
-            "A send WR whose SGE starts past the end of its region is refused with \
-             InvalidArgument (or completes with a local protection error) and loses nothing.",
-            Needs::NOTHING,
-            send_sge_offset_past_end::<P>,
-        ),
-        case(
-            "bad_input::send_sge_length_overrun",
-            "A send WR whose SGE runs over the end of its region is refused with InvalidArgument \
-             (or completes with a local protection error) and loses nothing.",
-            Needs::NOTHING,
-            send_sge_length_overrun::<P>,
-        ),
-        case(
-            "bad_input::send_sge_other_pd",
-            "A send WR whose SGE names a region of another protection domain is refused with \
-             InvalidArgument (or completes with a local protection error) and loses nothing.",
-            Needs::NOTHING,
-            send_sge_other_pd::<P>,
-        ),
-        case(
-            "bad_input::recv_sge_unknown_lkey",
-            "A receive WR whose SGE has an unknown lkey is refused with InvalidArgument (or \
-             completes with a local protection error) and loses nothing.",
-            Needs::NOTHING,
-            recv_sge_unknown_lkey::<P>,
-        ),
-        case(
-            "bad_input::recv_sge_offset_past_end",
-            "A receive WR whose SGE starts past the end of its region is refused with \
-             InvalidArgument (or completes with a local protection error) and loses nothing.",
-            Needs::NOTHING,
-            recv_sge_offset_past_end::<P>,
-        ),
-        case(
-            "bad_input::recv_sge_length_overrun",
-            "A receive WR whose SGE runs over the end of its region is refused with \
-             InvalidArgument (or completes with a local protection error) and loses nothing.",
-            Needs::NOTHING,
-            recv_sge_length_overrun::<P>,
-        ),
-        case(
-            "bad_input::recv_sge_other_pd",
-            "A receive WR whose SGE names a region of another protection domain is refused with \
-             InvalidArgument (or completes with a local protection error) and loses nothing.",
-            Needs::NOTHING,
-            recv_sge_other_pd::<P>,
-        ),
-        case(
-            "bad_input::rdma_write_bad_rkey",
-            "An RDMA WRITE with an rkey the peer does not know completes with a remote access \
-             error, after the WRITE before it succeeded, and writes nothing.",
-            rdma_write,
-            rdma_write_bad_rkey::<P>,
-        ),
-        case(
-            "bad_input::rdma_write_out_of_bounds",
-            "An RDMA WRITE running past the end of the remote region completes with a remote \
-             access error, after the WRITE before it succeeded, and writes nothing.",
-            rdma_write,
-            rdma_write_out_of_bounds::<P>,
-        ),
-        case(
-            "bad_input::rdma_read_bad_rkey",
-            "An RDMA READ with an rkey the peer does not know completes with a remote access \
-             error, after the READ before it succeeded, and reads nothing.",
-            rdma_read,
-            rdma_read_bad_rkey::<P>,
-        ),
-        case(
-            "bad_input::rdma_read_out_of_bounds",
-            "An RDMA READ running past the end of the remote region completes with a remote \
-             access error, after the READ before it succeeded, and reads nothing.",
-            rdma_read,
-            rdma_read_out_of_bounds::<P>,
-        ),
+    ];
+    cases.extend(bad_sge::ROWS.iter().enumerate().map(|(row, r)| Case {
+        name: r.name,
+        description: r.description,
+        needs: Needs::NOTHING,
+        run: CaseFn::Row(bad_sge::run_row::<P>, row),
+    }));
+    cases.extend(remote::ROWS.iter().enumerate().map(|(row, r)| Case {
+        name: r.name,
+        description: r.description,
+        needs: r.needs,
+        run: CaseFn::Row(remote::run_row::<P>, row),
+    }));
+    cases.extend([
         case(
             "bad_input::recv_queue_overflow",
             "Posting more receives than max_recv_wr is refused with ResourceExhausted after \
@@ -221,7 +149,8 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             Needs::NOTHING,
             connect_refused::<P>,
         ),
-    ]
+    ]);
+    cases
 }
 
 fn case<P: Provider>(
@@ -234,7 +163,7 @@ fn case<P: Provider>(
         name,
         description,
         needs,
-        run,
+        run: CaseFn::Plain(run),
     }
 }
 
@@ -247,11 +176,9 @@ mod sge_count;
 mod sizes;
 mod wrong_state;
 
-use bad_sge::*;
 use dead_handles::*;
 use fixtures::*;
 use overflow::*;
-use remote::*;
 use sge_count::*;
 use sizes::*;
 use wrong_state::*;

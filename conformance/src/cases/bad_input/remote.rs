@@ -34,17 +34,67 @@ pub(super) fn bad_remote<P: Provider>(
     })
 }
 
-pub(super) fn rdma_write_bad_rkey<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    rdma_write_fault(ctx, Remote::BadRkey)
+/// The RDMA operation a case aims at a bad remote address.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Op {
+    /// RDMA WRITE.
+    Write,
+    /// RDMA READ.
+    Read,
 }
-pub(super) fn rdma_write_out_of_bounds<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    rdma_write_fault(ctx, Remote::OutOfBounds)
+
+/// One bad-remote-address case: a row of [`ROWS`], run by [`run_row`].
+pub(super) struct Row {
+    pub(super) name: &'static str,
+    pub(super) description: &'static str,
+    pub(super) needs: Needs,
+    pub(super) op: Op,
+    pub(super) fault: Remote,
 }
-pub(super) fn rdma_read_bad_rkey<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    rdma_read_fault(ctx, Remote::BadRkey)
-}
-pub(super) fn rdma_read_out_of_bounds<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    rdma_read_fault(ctx, Remote::OutOfBounds)
+
+/// The bad-remote-address cases: each bad address for each operation.
+pub(super) const ROWS: [Row; 4] = [
+    Row {
+        name: "bad_input::rdma_write_bad_rkey",
+        description: "An RDMA WRITE with an rkey the peer does not know completes with a remote access \
+         error, after the WRITE before it succeeded, and writes nothing.",
+        needs: Needs::caps(Caps::RDMA_WRITE),
+        op: Op::Write,
+        fault: Remote::BadRkey,
+    },
+    Row {
+        name: "bad_input::rdma_write_out_of_bounds",
+        description: "An RDMA WRITE running past the end of the remote region completes with a remote \
+         access error, after the WRITE before it succeeded, and writes nothing.",
+        needs: Needs::caps(Caps::RDMA_WRITE),
+        op: Op::Write,
+        fault: Remote::OutOfBounds,
+    },
+    Row {
+        name: "bad_input::rdma_read_bad_rkey",
+        description: "An RDMA READ with an rkey the peer does not know completes with a remote access \
+         error, after the READ before it succeeded, and reads nothing.",
+        needs: Needs::caps(Caps::RDMA_READ),
+        op: Op::Read,
+        fault: Remote::BadRkey,
+    },
+    Row {
+        name: "bad_input::rdma_read_out_of_bounds",
+        description: "An RDMA READ running past the end of the remote region completes with a remote \
+         access error, after the READ before it succeeded, and reads nothing.",
+        needs: Needs::caps(Caps::RDMA_READ),
+        op: Op::Read,
+        fault: Remote::OutOfBounds,
+    },
+];
+
+/// Runs row `row` of [`ROWS`].
+pub(super) fn run_row<P: Provider>(ctx: &Ctx<'_, P>, row: usize) -> CaseResult {
+    let r = &ROWS[row];
+    match r.op {
+        Op::Write => rdma_write_fault(ctx, r.fault),
+        Op::Read => rdma_read_fault(ctx, r.fault),
+    }
 }
 
 /// Three RDMA WRITEs, the middle one to a bad remote address.

@@ -37,10 +37,7 @@ pub(super) fn from_initial_state<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
 }
 
 /// Posts receives on an unconnected QP in `state` (INIT or IDLE) and drains it.
-pub(super) fn unconnected_with_receives<P: Provider>(
-    ctx: &Ctx<'_, P>,
-    state: QpState,
-) -> CaseResult {
+fn unconnected_with_receives<P: Provider>(ctx: &Ctx<'_, P>, state: QpState) -> CaseResult {
     let lone = ctx.lone_qp(64)?;
     if lone.qp.state()? != state {
         lone.qp.modify(state)?;
@@ -57,12 +54,13 @@ pub(super) fn unconnected_with_receives<P: Provider>(
     expect_terminal(ctx, &lone.qp, &[&lone.cq], slot(&mr, 0))
 }
 
-pub(super) fn from_init_with_receives<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    unconnected_with_receives(ctx, QpState::Init)
-}
+/// The unconnected states the `from_*_with_receives` cases drain in, by row: the initial
+/// state that takes receives on each state model.
+pub(super) const UNCONNECTED: [QpState; 2] = [QpState::Init, QpState::Idle];
 
-pub(super) fn from_idle_with_receives<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    unconnected_with_receives(ctx, QpState::Idle)
+/// Row `row` of [`UNCONNECTED`]: [`unconnected_with_receives`] in that state.
+pub(super) fn unconnected_row<P: Provider>(ctx: &Ctx<'_, P>, row: usize) -> CaseResult {
+    unconnected_with_receives(ctx, UNCONNECTED[row])
 }
 
 pub(super) fn from_rts_empty<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {

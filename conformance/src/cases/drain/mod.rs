@@ -26,7 +26,7 @@ use anyverbs::{
     SendOp, SendWr, Sge, StateModel,
 };
 
-use crate::case::{Case, CaseError, CaseResult, Needs};
+use crate::case::{Case, CaseError, CaseFn, CaseResult, Needs};
 use crate::ctx::{Ctx, Drained, Expected, FLUSHED, Pair, SUCCEEDED, SUCCEEDED_OR_FLUSHED};
 use crate::{ensure, ensure_eq};
 
@@ -40,14 +40,14 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           flush completion in the CQ, the report counts them, and nothing \
                           completes later.",
             needs: Needs::NOTHING,
-            run: accounts_for_every_wr::<P>,
+            run: CaseFn::Plain(accounts_for_every_wr::<P>),
         },
         Case {
             name: "drain::returns_by_short_deadline",
             description: "Given a 300 ms deadline with WRs outstanding, drain returns by the \
                           deadline and still accounts for every WR exactly once.",
             needs: Needs::NOTHING,
-            run: returns_by_short_deadline::<P>,
+            run: CaseFn::Plain(returns_by_short_deadline::<P>),
         },
         Case {
             name: "drain::qp_is_terminal_after_drain",
@@ -55,14 +55,14 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           InvalidState, posts fail with InvalidState accepting nothing, and it \
                           can be destroyed.",
             needs: Needs::NOTHING,
-            run: qp_is_terminal_after_drain::<P>,
+            run: CaseFn::Plain(qp_is_terminal_after_drain::<P>),
         },
         Case {
             name: "drain::second_drain_is_a_no_op",
             description: "Draining a drained QP returns AlreadyDrained at once, accounting for \
                           nothing and completing nothing — even with its deadline already past.",
             needs: Needs::NOTHING,
-            run: second_drain_is_a_no_op::<P>,
+            run: CaseFn::Plain(second_drain_is_a_no_op::<P>),
         },
         Case {
             name: "drain::from_initial_state",
@@ -70,42 +70,42 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           and with nothing posted, returns Ok accounting for nothing and leaves \
                           it in ERROR.",
             needs: Needs::NOTHING,
-            run: from_initial_state::<P>,
+            run: CaseFn::Plain(from_initial_state::<P>),
         },
         Case {
             name: "drain::from_init_with_receives",
             description: "Draining an InfiniBand QP in INIT with receives posted flushes each \
                           receive exactly once.",
             needs: Needs::model(StateModel::InfiniBand),
-            run: from_init_with_receives::<P>,
+            run: CaseFn::Row(unconnected_row::<P>, 0),
         },
         Case {
             name: "drain::from_idle_with_receives",
             description: "Draining an iWARP QP in IDLE with receives posted flushes each receive \
                           exactly once.",
             needs: Needs::model(StateModel::Iwarp),
-            run: from_idle_with_receives::<P>,
+            run: CaseFn::Row(unconnected_row::<P>, 1),
         },
         Case {
             name: "drain::from_rts_empty",
             description: "Draining a connected QP with empty queues returns Ok accounting for \
                           nothing, and nothing completes.",
             needs: Needs::NOTHING,
-            run: from_rts_empty::<P>,
+            run: CaseFn::Plain(from_rts_empty::<P>),
         },
         Case {
             name: "drain::from_rts_full_queues",
             description: "Draining a connected QP whose receive queue (and, where sends stall on \
                           RNR, send queue) is full accounts for every WR exactly once.",
             needs: Needs::NOTHING,
-            run: from_rts_full_queues::<P>,
+            run: CaseFn::Plain(from_rts_full_queues::<P>),
         },
         Case {
             name: "drain::from_sqd",
             description: "Draining a QP in SQD — sends stalled on RNR before the transition, \
                           sends posted in SQD, receives — accounts for every WR exactly once.",
             needs: Needs::caps(Caps::SQ_DRAIN_STATE).and_model(StateModel::InfiniBand),
-            run: from_sqd::<P>,
+            run: CaseFn::Plain(from_sqd::<P>),
         },
         Case {
             name: "drain::from_closing",
@@ -113,21 +113,21 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           flushes its receives and disconnects; draining it then returns Ok and \
                           each receive is seen exactly once overall.",
             needs: Needs::model(StateModel::Iwarp),
-            run: from_closing::<P>,
+            run: CaseFn::Plain(from_closing::<P>),
         },
         Case {
             name: "drain::from_error",
             description: "Draining a QP the ULP already moved to ERROR (and polled once) \
                           accounts for every WR exactly once overall.",
             needs: Needs::NOTHING,
-            run: from_error::<P>,
+            run: CaseFn::Plain(from_error::<P>),
         },
         Case {
             name: "drain::racing_drains",
             description: "Two threads drain one QP at once: both return Ok, their reports \
                           agree on the total, and every WR is seen exactly once.",
             needs: Needs::NOTHING,
-            run: racing_drains::<P>,
+            run: CaseFn::Plain(racing_drains::<P>),
         },
         Case {
             name: "drain::while_another_thread_posts",
@@ -136,7 +136,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           fails with InvalidState accepting nothing, and no post succeeds after \
                           the drain returned.",
             needs: Needs::NOTHING,
-            run: while_another_thread_posts::<P>,
+            run: CaseFn::Plain(while_another_thread_posts::<P>),
         },
         Case {
             name: "drain::shared_cq_other_qp_untouched",
@@ -144,14 +144,14 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           other QP's receives stay posted and later complete normally when its \
                           peer sends; nothing is seen twice.",
             needs: Needs::NOTHING,
-            run: shared_cq_other_qp_untouched::<P>,
+            run: CaseFn::Plain(shared_cq_other_qp_untouched::<P>),
         },
         Case {
             name: "drain::unsignaled_successes_not_repeated",
             description: "Unsignaled RDMA WRITEs that ran before the drain are seen at most \
                           once afterwards, and never as a success.",
             needs: Needs::caps(Caps::RDMA_WRITE),
-            run: unsignaled_successes_not_repeated::<P>,
+            run: CaseFn::Plain(unsignaled_successes_not_repeated::<P>),
         },
         Case {
             name: "drain::naive_marker_drain_completes",
@@ -159,7 +159,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           ib_drain_qp (ERROR, a zero-length send and a receive marker, wait for \
                           both) completes in 200 ms, every WR before the markers seen once.",
             needs: Needs::caps(Caps::POST_IN_ERROR_FLUSHED.union(Caps::ZERO_LENGTH)),
-            run: naive_marker_drain_completes::<P>,
+            run: CaseFn::Plain(naive_marker_drain_completes::<P>),
         },
         Case {
             name: "drain::naive_marker_drain_hangs_where_posts_in_error_are_not_flushed",
@@ -169,7 +169,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           returns Ok and every WR, and every marker the device accepted, is seen \
                           exactly once.",
             needs: Needs::caps(Caps::ZERO_LENGTH).and_lacks(Caps::POST_IN_ERROR_FLUSHED),
-            run: naive_marker_drain_hangs::<P>,
+            run: CaseFn::Plain(naive_marker_drain_hangs::<P>),
         },
     ]
 }

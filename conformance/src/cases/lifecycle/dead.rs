@@ -65,12 +65,12 @@ fn expect_destroyed(what: &str, destroy: impl Fn() -> anyverbs::Result<()>) -> C
 /// Longest a blocked call may take to return after its device is lost.
 const WAKE: Duration = Duration::from_millis(500);
 
-pub(super) fn every_handle_dead_after_reset<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    every_handle_dead(ctx, Fault::Reset { down_for: DOWN_FOR })
-}
+/// The losses the `every_handle_dead_after_*` cases inject, by row.
+pub(super) const LOSSES: [Fault; 2] = [Fault::Reset { down_for: DOWN_FOR }, Fault::Unplug];
 
-pub(super) fn every_handle_dead_after_unplug<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    every_handle_dead(ctx, Fault::Unplug)
+/// Row `row` of [`LOSSES`]: [`every_handle_dead`] after that loss.
+pub(super) fn every_handle_dead_row<P: Provider>(ctx: &Ctx<'_, P>, row: usize) -> CaseResult {
+    every_handle_dead(ctx, LOSSES[row].clone())
 }
 
 /// Builds one handle of every kind (and a connect in progress), injects `fault`, waits for the

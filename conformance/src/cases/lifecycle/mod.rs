@@ -26,7 +26,7 @@ use anyverbs::{
     SendWr, WcStatus,
 };
 
-use crate::case::{Case, CaseError, CaseResult, Needs};
+use crate::case::{Case, CaseError, CaseFn, CaseResult, Needs};
 use crate::ctx::Ctx;
 use crate::{ensure, ensure_eq};
 
@@ -49,7 +49,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           for its deadline — accessors keep their values, and destroy succeeds \
                           on every handle, twice.",
             needs: FAULTS,
-            run: dead::every_handle_dead_after_reset::<P>,
+            run: CaseFn::Row(dead::every_handle_dead_row::<P>, 0),
         },
         Case {
             name: "lifecycle::every_handle_dead_after_unplug",
@@ -57,7 +57,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           DeviceLost within 100 ms, accessors keep their values, and destroy \
                           succeeds on every handle, twice.",
             needs: FAULTS,
-            run: dead::every_handle_dead_after_unplug::<P>,
+            run: CaseFn::Row(dead::every_handle_dead_row::<P>, 1),
         },
         Case {
             name: "lifecycle::blocked_calls_wake_on_unplug",
@@ -65,7 +65,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           qp.wait_connected with a deadline seconds away return DeviceLost \
                           within 500 ms of an unplug.",
             needs: FAULTS,
-            run: dead::blocked_calls_wake_on_unplug::<P>,
+            run: CaseFn::Plain(dead::blocked_calls_wake_on_unplug::<P>),
         },
         Case {
             name: "lifecycle::reset_events",
@@ -75,7 +75,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           down_for has passed and every object of the old device was released; \
                           the new device opens and works.",
             needs: FAULTS,
-            run: presence::reset_events::<P>,
+            run: CaseFn::Plain(presence::reset_events::<P>),
         },
         Case {
             name: "lifecycle::unplug_events",
@@ -83,7 +83,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           the monitor reports the device removed, the device is no longer listed \
                           or opened (NotFound), and nothing is added back without a replug.",
             needs: FAULTS,
-            run: presence::unplug_events::<P>,
+            run: CaseFn::Plain(presence::unplug_events::<P>),
         },
         Case {
             name: "lifecycle::replug_returns_the_same_device",
@@ -91,7 +91,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           every object of its previous life was released — not before — as the \
                           same device by the identity rule, with a new index, and opens.",
             needs: FAULTS,
-            run: presence::replug_returns_the_same_device::<P>,
+            run: CaseFn::Plain(presence::replug_returns_the_same_device::<P>),
         },
         Case {
             name: "lifecycle::replug_other_is_a_different_device",
@@ -99,14 +99,14 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           with that name but is not the same device by the identity rule (other \
                           GUIDs), and opening the name gives the new identity.",
             needs: FAULTS,
-            run: presence::replug_other_is_a_different_device::<P>,
+            run: CaseFn::Plain(presence::replug_other_is_a_different_device::<P>),
         },
         Case {
             name: "lifecycle::flap_port_events",
             description: "A port flap reports PortDown, ports() says Down meanwhile, then \
                           PortActive no earlier than down_for, and the device keeps working.",
             needs: FAULTS,
-            run: faults::flap_port_events::<P>,
+            run: CaseFn::Plain(faults::flap_port_events::<P>),
         },
         Case {
             name: "lifecycle::kill_qp_touches_nothing_else",
@@ -114,7 +114,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           its receives once each; another connected pair on the device still \
                           passes data both ways and no event names it.",
             needs: FAULTS,
-            run: faults::kill_qp_touches_nothing_else::<P>,
+            run: CaseFn::Plain(faults::kill_qp_touches_nothing_else::<P>),
         },
         Case {
             name: "lifecycle::lose_peer_events",
@@ -122,7 +122,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           transport-retry-exceeded, the QP reports Disconnected and is in ERROR, \
                           and the message never reaches the peer.",
             needs: FAULTS,
-            run: faults::lose_peer_events::<P>,
+            run: CaseFn::Plain(faults::lose_peer_events::<P>),
         },
         Case {
             name: "lifecycle::peer_destroy_is_reported_as_disconnected",
@@ -132,14 +132,14 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           survivor then drains with its receive flushed.",
             // Nothing is injected: destroying a QP is what any ULP does.
             needs: Needs::NOTHING,
-            run: faults::peer_destroy_is_reported_as_disconnected::<P>,
+            run: CaseFn::Plain(faults::peer_destroy_is_reported_as_disconnected::<P>),
         },
         Case {
             name: "lifecycle::event_fd_readable",
             description: "The event stream's file descriptor is readable exactly while an event \
                           (or the end of the stream) is waiting, as an event loop needs.",
             needs: FAULTS,
-            run: event_fd::event_fd_readable::<P>,
+            run: CaseFn::Plain(event_fd::event_fd_readable::<P>),
         },
         Case {
             name: "lifecycle::stall_completes_nothing_until_resume",
@@ -147,7 +147,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           nothing; once resumed, the SEND and its receive complete with the \
                           data.",
             needs: FAULTS,
-            run: stall::stall_completes_nothing_until_resume::<P>,
+            run: CaseFn::Plain(stall::stall_completes_nothing_until_resume::<P>),
         },
         Case {
             name: "lifecycle::drain_on_stalled_device",
@@ -155,7 +155,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           deadline with a fallback and accounts for every WR exactly once; after \
                           a resume, the drained QP's SEND never reaches its peer.",
             needs: FAULTS,
-            run: stall::drain_on_stalled_device::<P>,
+            run: CaseFn::Plain(stall::drain_on_stalled_device::<P>),
         },
     ]
 }

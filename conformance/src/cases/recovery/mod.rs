@@ -17,7 +17,7 @@ mod window;
 
 use anyverbs::{Caps, Provider};
 
-use crate::case::{Case, Needs};
+use crate::case::{Case, CaseFn, Needs};
 use connection::*;
 use restart::*;
 use window::*;
@@ -35,7 +35,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           returns (DeviceReturned, Started generation 2, new index); data flows \
                           again, and shutdown stops it.",
             needs: FAULTS,
-            run: restarts_after_reset::<P>,
+            run: CaseFn::Plain(restarts_after_reset::<P>),
         },
         Case {
             name: "recovery::restarts_when_the_same_device_is_replugged",
@@ -43,7 +43,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           is restarted on it (DeviceReturned, Started generation 2) and data \
                           flows again.",
             needs: FAULTS,
-            run: restarts_after_replug::<P>,
+            run: CaseFn::Plain(restarts_after_replug::<P>),
         },
         Case {
             name: "recovery::refuses_a_different_device_under_the_same_name",
@@ -51,7 +51,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           supervisor (even one that selected the device by name) reports \
                           ForeignDevice, not adopted, and does not restart.",
             needs: FAULTS,
-            run: refuses_a_foreign_device::<P>,
+            run: CaseFn::Plain(refuses_a_foreign_device::<P>),
         },
         Case {
             name: "recovery::adopts_a_replacement_the_service_accepts",
@@ -59,7 +59,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           under the lost one's name is adopted: ForeignDevice adopted, Started on \
                           the new identity, and data flows.",
             needs: FAULTS,
-            run: adopts_an_accepted_replacement::<P>,
+            run: CaseFn::Plain(adopts_an_accepted_replacement::<P>),
         },
         Case {
             name: "recovery::gives_up_after_the_return_window",
@@ -68,7 +68,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           passed, and not a second before; its thread ends, all in well under 2 s \
                           of real time.",
             needs: FAULTS,
-            run: gives_up_after_the_window::<P>,
+            run: CaseFn::Plain(gives_up_after_the_window::<P>),
         },
         Case {
             name: "recovery::reports_what_keeps_a_reset_device_away",
@@ -78,7 +78,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           nothing changes, and once more right before it gives up after the \
                           window; released, the objects are no longer counted.",
             needs: FAULTS,
-            run: reports_what_keeps_the_device_away::<P>,
+            run: CaseFn::Plain(reports_what_keeps_the_device_away::<P>),
         },
         Case {
             name: "recovery::qp_fatal_restarts_only_its_service",
@@ -87,7 +87,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           RestartScheduled, Started generation 2), while the second reports \
                           nothing, keeps its QPs and still passes data.",
             needs: FAULTS,
-            run: qp_fatal_restarts_only_its_service::<P>,
+            run: CaseFn::Plain(qp_fatal_restarts_only_its_service::<P>),
         },
         Case {
             name: "recovery::connection_loss_backs_off_then_gives_up",
@@ -95,7 +95,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           10, 20 and 40 s (doubling up to the maximum, never early), and the \
                           supervisor gives up (LossTimeout) once the loss timeout has passed.",
             needs: Needs::NOTHING,
-            run: connection_loss_backs_off_then_gives_up::<P>,
+            run: CaseFn::Plain(connection_loss_backs_off_then_gives_up::<P>),
         },
         Case {
             name: "recovery::device_return_during_backoff_restarts_at_once",
@@ -103,7 +103,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           restarts the service as soon as it returns, without waiting for the \
                           reconnect delay.",
             needs: FAULTS,
-            run: device_return_during_backoff_restarts_at_once::<P>,
+            run: CaseFn::Plain(device_return_during_backoff_restarts_at_once::<P>),
         },
     ]
 }
