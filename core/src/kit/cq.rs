@@ -26,10 +26,10 @@ struct Router {
     held: VecDeque<Completion>,
     /// The ledger of every QP that uses the CQ, by QP number.
     routes: FxHashMap<u32, SharedBook>,
+    /// The buffer a drain's pump polls the device through.
+    scratch: Vec<Completion>,
     /// Work queues attached (a QP whose two queues use this CQ counts twice).
     attached: u32,
-    /// The device said the CQ overflowed: completions were lost.
-    overflowed: bool,
     /// Raw completions dropped: markers aside, those of no QP attached (a destroyed QP) or of
     /// nothing outstanding.
     unrouted: u64,
@@ -78,6 +78,8 @@ pub(crate) struct CqCore<C> {
     router: Mutex<Router>,
     /// ULP threads in [`KitCq::wait`].
     waiters: AtomicUsize,
+    /// The device said the CQ overflowed: completions were lost.
+    overflowed: AtomicBool,
 }
 
 impl<C: RawCq> CqCore<C> {
@@ -102,13 +104,13 @@ impl<C: RawCq> CqCore<C> {
                 // the next call.
                 Err(e) if n > 0 => {
                     if e.kind() == ErrorKind::Overflow {
-                        r.overflowed = true;
+                        self.overflowed.store(true, Ordering::Release);
                     }
                     return Ok(n);
                 }
                 Err(e) => {
                     if e.kind() == ErrorKind::Overflow {
-                        r.overflowed = true;
+                        self.overflowed.store(true, Ordering::Release);
                     }
                     return Err(e);
                 }
@@ -124,35 +126,45 @@ impl<C: RawCq> CqCore<C> {
     /// Moves everything the device has completed aside, resolved, for the ULP's next poll (a
     /// drain does this: it must see its QP's completions whether or not the ULP polls).
     pub(crate) fn pump(&self) -> Result<()> {
-        let mut buf = [Completion::default(); PUMP_BATCH];
         let mut r = lock(&self.router);
+        // The router's buffer, so that a pump does not initialise one each time.
+        let mut buf = std::mem::take(&mut r.scratch);
+        buf.resize(PUMP_BATCH, Completion::default());
+        let result = self.pump_with(&mut r, &mut buf);
+        r.scratch = buf;
+        drop(r);
+        match result {
+            Ok(moved) | Err((_, moved)) if moved => self.wake_waiters(),
+            _ => {}
+        }
+        result.map(|_| ()).map_err(|(e, _)| e)
+    }
+
+    /// [`pump`](Self::pump) under the router's lock, through `buf`; returns whether anything
+    /// was put aside (with the error, if one ended it).
+    fn pump_with(
+        &self,
+        r: &mut Router,
+        buf: &mut [Completion],
+    ) -> std::result::Result<bool, (Error, bool)> {
         let mut moved = false;
         loop {
-            let got = match self.raw.poll(&mut buf) {
-                Ok(got) => got.min(PUMP_BATCH),
+            let got = match self.raw.poll(buf) {
+                Ok(got) => got.min(buf.len()),
                 Err(e) => {
                     if e.kind() == ErrorKind::Overflow {
-                        r.overflowed = true;
+                        self.overflowed.store(true, Ordering::Release);
                     }
-                    drop(r);
-                    if moved {
-                        self.wake_waiters();
-                    }
-                    return Err(e);
+                    return Err((e, moved));
                 }
             };
             let kept = r.resolve_in_place(&mut buf[..got]);
             r.held.extend(&buf[..kept]);
             moved |= kept > 0;
-            if got < PUMP_BATCH {
-                break;
+            if got < buf.len() {
+                return Ok(moved);
             }
         }
-        drop(r);
-        if moved {
-            self.wake_waiters();
-        }
-        Ok(())
     }
 
     /// Puts completions the kit synthesized behind everything put aside, for the ULP.
@@ -172,7 +184,7 @@ impl<C: RawCq> CqCore<C> {
 
     /// Whether the device said the CQ overflowed.
     pub(crate) fn overflowed(&self) -> bool {
-        lock(&self.router).overflowed
+        self.overflowed.load(Ordering::Acquire)
     }
 
     /// Routes the completions of QP `qp_num` to `book`, and reserves a slot for the drain's
@@ -235,11 +247,12 @@ impl<C: RawCq> KitCq<C> {
                 router: Mutex::new(Router {
                     held: VecDeque::new(),
                     routes: FxHashMap::default(),
+                    scratch: Vec::new(),
                     attached: 0,
-                    overflowed: false,
                     unrouted: 0,
                 }),
                 waiters: AtomicUsize::new(0),
+                overflowed: AtomicBool::new(false),
             }),
             destroyed: AtomicBool::new(false),
         }

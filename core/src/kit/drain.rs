@@ -8,9 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::lock;
 use super::qp::KitQp;
 use super::raw::{RawCq, RawQp};
+use super::{QpBook, lock};
 use crate::DrainReport;
 use crate::drain::engine::{self, DrainPlan, DrainTarget, WaitFor};
 use crate::drain::{DrainStart, Ledger, WorkQueue};
@@ -27,29 +27,51 @@ impl<Q: RawQp> KitQp<Q> {
         plan_for: impl FnOnce(QpState) -> DrainPlan,
         deadline: Instant,
     ) -> Result<DrainReport> {
+        self.run_drain(|| Ok(plan_for(self.raw.state()?)), deadline)
+    }
+
+    /// Drains with the profile's plan, asking the device for the QP's state only where the
+    /// plan depends on it.
+    pub(crate) fn drain_by_profile(&self, deadline: Instant) -> Result<DrainReport> {
+        let profile = self.profile;
+        match profile.plan {
+            DrainPlan::MarkerThenError => self.drain_with(|s| profile.plan_for(s), deadline),
+            plan => self.run_drain(|| Ok(plan), deadline),
+        }
+    }
+
+    /// The drain: starts it in the ledger (or waits for another caller's), runs the plan
+    /// `choose` picks, and reports.
+    fn run_drain(
+        &self,
+        choose: impl FnOnce() -> Result<DrainPlan>,
+        deadline: Instant,
+    ) -> Result<DrainReport> {
         self.check()?;
         let start = Instant::now();
         if !self.begin_drain(deadline)? {
             return Ok(DrainReport::already_drained(start.elapsed()));
         }
-        let outcome = self
-            .raw
-            .state()
-            .and_then(|state| {
-                let plan = plan_for(state);
+        let outcome = choose()
+            .and_then(|plan| {
                 engine::run(&Drainer(self), plan, deadline).map(|fallback| (plan, fallback))
             })
             .and_then(|r| self.check().map(|()| r));
         let (plan, fallback) = match outcome {
             Ok(r) => r,
             Err(e) => {
-                lock(&self.book).ledger.interrupt_drain();
-                self.drain_ended.notify_all();
+                let mut book = lock(&self.book);
+                book.ledger.interrupt_drain();
+                self.end_drain(&book);
                 return Err(e);
             }
         };
-        let (at_start, synthesized) = lock(&self.book).ledger.finish_drain();
-        self.drain_ended.notify_all();
+        let (at_start, synthesized) = {
+            let mut book = lock(&self.book);
+            let counts = book.ledger.finish_drain();
+            self.end_drain(&book);
+            counts
+        };
         if self.send_cq.overflowed() || self.recv_cq.overflowed() {
             // Completions were lost before they could be delivered: "every WR completes exactly
             // once" does not hold, though the QP is drained.
@@ -84,10 +106,20 @@ impl<Q: RawQp> KitQp<Q> {
                 ));
             }
             let left = (deadline - now).max(Duration::from_micros(1));
+            book.drain_waiters += 1;
             book = match self.drain_ended.wait_timeout(book, left) {
                 Ok((g, _)) => g,
                 Err(e) => e.into_inner().0,
             };
+            book.drain_waiters -= 1;
+        }
+    }
+
+    /// Wakes the callers waiting for this drain to end, if there are any (a notification costs
+    /// a system call even when nobody waits).
+    fn end_drain(&self, book: &QpBook) {
+        if book.drain_waiters > 0 {
+            self.drain_ended.notify_all();
         }
     }
 
@@ -150,6 +182,11 @@ impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
         let queue = match what {
             WaitFor::Marker(q) | WaitFor::DeviceIdle(q) => q,
         };
+        // Nothing awaited (an empty queue, or only what the device will never complete): done
+        // without polling.
+        if self.0.holds(what) {
+            return Ok(true);
+        }
         let cq = self.0.cq(queue);
         loop {
             cq.pump()?;

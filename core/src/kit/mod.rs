@@ -48,6 +48,8 @@ pub(crate) struct QpBook {
     pub(crate) ledger: Ledger,
     /// The QP is in ERROR as far as the kit knows: WRs posted now are doomed.
     pub(crate) in_error: bool,
+    /// Callers waiting for another caller's drain of the QP to end.
+    pub(crate) drain_waiters: usize,
 }
 
 pub(crate) type SharedBook = Arc<Mutex<QpBook>>;

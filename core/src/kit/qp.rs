@@ -84,6 +84,7 @@ impl<Q: RawQp> KitQp<Q> {
         let book: SharedBook = Arc::new(Mutex::new(QpBook {
             ledger: Ledger::new(qp_num, init.max_send_wr, init.max_recv_wr),
             in_error: false,
+            drain_waiters: 0,
         }));
         let same = Arc::ptr_eq(&send_cq.core, &recv_cq.core);
         if same {
@@ -276,9 +277,7 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     }
 
     fn drain(&self, deadline: Instant) -> Result<DrainReport> {
-        self.check()?;
-        let plan_for = |state| self.profile.plan_for(state);
-        self.drain_with(plan_for, deadline)
+        self.drain_by_profile(deadline)
     }
 
     fn destroy(&self) -> Result<()> {
