@@ -103,6 +103,7 @@ impl Fabric {
                 next_port: *EPHEMERAL_PORTS.start(),
                 delayed: Vec::new(),
                 waiters: 0,
+                payload: Vec::new(),
                 rnr_timer: config.rnr_timer,
                 ack_timeout: config.ack_timeout,
                 flush_delay: config.flush_delay,
@@ -429,6 +430,9 @@ pub(crate) struct State {
     /// Completions the devices deliver later, in the order they were produced.
     delayed: Vec<Delayed>,
     waiters: usize,
+    /// The buffer a SEND's or WRITE's payload passes through (reused: no allocation per
+    /// message).
+    payload: Vec<u8>,
     rnr_timer: Duration,
     ack_timeout: Duration,
     flush_delay: Duration,

@@ -196,7 +196,7 @@ impl State {
         let l = self
             .listeners
             .get(&listener)
-            .ok_or(MockError::Destroyed("listener"))?;
+            .ok_or_else(|| MockError::Destroyed("listener"))?;
         let r = self
             .requests
             .get(&request)

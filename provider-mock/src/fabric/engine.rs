@@ -384,6 +384,16 @@ impl State {
 
     /// Tries to execute the head WR. True if it completed (in success or error).
     pub(super) fn execute_head(&mut self, qpn: u32, now: Instant) -> bool {
+        // The payload goes through the fabric's buffer: no allocation per message.
+        let mut data = std::mem::take(&mut self.payload);
+        data.clear();
+        let done = self.execute_head_through(qpn, now, &mut data);
+        self.payload = data;
+        done
+    }
+
+    /// [`execute_head`](Self::execute_head), gathering the payload into `data`.
+    fn execute_head_through(&mut self, qpn: u32, now: Instant, data: &mut Vec<u8>) -> bool {
         let q = &self.qps[&qpn];
         let head = q.sq.front().expect("non-empty");
         let (op, pd) = (head.wr.op, q.pd);
@@ -421,20 +431,20 @@ impl State {
         }
         let head = &self.qps[&qpn].sq.front().expect("non-empty");
         let local = head.wr.sgl.clone();
-        let payload = match (&head.inline, op) {
-            (_, SendOp::Read(_)) => None,
-            (Some(data), _) => Some(Ok(data.clone())),
-            (None, _) => Some(self.gather(pd, &local)),
-        };
-        let data = match payload {
-            Some(Ok(d)) => d,
-            Some(Err(_)) => {
-                // The region was deregistered after the post.
-                self.fail_head(qpn, WcStatus::LocalProtectionError);
-                return true;
+        let gathered = match (&head.inline, op) {
+            (_, SendOp::Read(_)) => Ok(()),
+            (Some(inline), _) => {
+                data.extend_from_slice(inline);
+                Ok(())
             }
-            None => Vec::new(),
+            (None, _) => self.gather_into(pd, &local, data),
         };
+        if gathered.is_err() {
+            // The region was deregistered after the post.
+            self.fail_head(qpn, WcStatus::LocalProtectionError);
+            return true;
+        }
+        let data: &[u8] = data;
         let peer_pd = self.qps[&peer].pd;
         match op {
             SendOp::Send | SendOp::SendWithImm(_) => {
@@ -442,7 +452,7 @@ impl State {
                     SendOp::SendWithImm(i) => Some(i),
                     _ => None,
                 };
-                self.deliver_recv(qpn, peer, &data, imm, WcOpcode::Recv, true);
+                self.deliver_recv(qpn, peer, data, imm, WcOpcode::Recv, true);
                 true
             }
             SendOp::Write(ra) | SendOp::WriteWithImm(ra, _) => {
@@ -456,7 +466,7 @@ impl State {
                     ) {
                         Some((lkey, off)) => {
                             let mr = self.mrs.get_mut(&lkey).expect("resolved");
-                            mr.buf[off..off + data.len()].copy_from_slice(&data);
+                            mr.buf[off..off + data.len()].copy_from_slice(data);
                         }
                         None => {
                             self.fail_head(qpn, WcStatus::RemoteAccessError);

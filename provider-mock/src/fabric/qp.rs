@@ -89,13 +89,15 @@ impl State {
     }
 
     pub(super) fn qp(&self, qpn: u32) -> MockResult<&QpRec> {
-        self.qps.get(&qpn).ok_or(MockError::Destroyed("queue pair"))
+        self.qps
+            .get(&qpn)
+            .ok_or_else(|| MockError::Destroyed("queue pair"))
     }
 
     pub(super) fn qp_mut(&mut self, qpn: u32) -> MockResult<&mut QpRec> {
         self.qps
             .get_mut(&qpn)
-            .ok_or(MockError::Destroyed("queue pair"))
+            .ok_or_else(|| MockError::Destroyed("queue pair"))
     }
 
     pub(crate) fn qp_state(&self, qpn: u32) -> MockResult<QpState> {

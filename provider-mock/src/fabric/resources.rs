@@ -67,7 +67,7 @@ impl State {
         self.pds
             .get(&id)
             .filter(|p| !p.dropped)
-            .ok_or(MockError::Destroyed("protection domain"))
+            .ok_or_else(|| MockError::Destroyed("protection domain"))
     }
 
     // ----- memory regions -----
@@ -130,7 +130,7 @@ impl State {
         let mr = self
             .mrs
             .get_mut(&lkey)
-            .ok_or(MockError::Destroyed("memory region"))?;
+            .ok_or_else(|| MockError::Destroyed("memory region"))?;
         let range = byte_range(mr.buf.len(), offset, src.len())?;
         mr.buf[range].copy_from_slice(src);
         Ok(())
@@ -140,7 +140,7 @@ impl State {
         let mr = self
             .mrs
             .get(&lkey)
-            .ok_or(MockError::Destroyed("memory region"))?;
+            .ok_or_else(|| MockError::Destroyed("memory region"))?;
         dst.copy_from_slice(&mr.buf[byte_range(mr.buf.len(), offset, dst.len())?]);
         Ok(())
     }
@@ -187,17 +187,27 @@ impl State {
     }
 
     pub(super) fn gather(&self, pd: u32, sgl: &[Sge]) -> Result<Vec<u8>, String> {
-        let total = total_length(sgl);
-        let mut data = Vec::with_capacity(total as usize);
+        let mut data = Vec::with_capacity(total_length(sgl) as usize);
+        self.gather_into(pd, sgl, &mut data)?;
+        Ok(data)
+    }
+
+    /// Appends the bytes `sgl` names to `data`.
+    pub(super) fn gather_into(
+        &self,
+        pd: u32,
+        sgl: &[Sge],
+        data: &mut Vec<u8>,
+    ) -> Result<(), String> {
         for sge in sgl {
             let (lkey, off) = self.resolve_local(pd, sge, false)?;
             data.extend_from_slice(&self.mrs[&lkey].buf[off..off + sge.length as usize]);
         }
-        Ok(data)
+        Ok(())
     }
 
     pub(super) fn scatter(&mut self, pd: u32, sgl: &[Sge], data: &[u8]) -> Result<(), String> {
-        let mut targets = Vec::with_capacity(sgl.len());
+        let mut targets: smallvec::SmallVec<[_; 4]> = smallvec::SmallVec::new();
         for sge in sgl {
             targets.push((self.resolve_local(pd, sge, true)?, sge.length as usize));
         }
@@ -302,7 +312,7 @@ impl State {
         self.cqs
             .get(&id)
             .filter(|c| !c.dropped)
-            .ok_or(MockError::Destroyed("completion queue"))
+            .ok_or_else(|| MockError::Destroyed("completion queue"))
     }
 
     /// Queues a completion the device produced (under the provider's token). A full ring
@@ -335,7 +345,7 @@ impl State {
         let cq = self
             .cqs
             .get_mut(&id)
-            .ok_or(MockError::Destroyed("completion queue"))?;
+            .ok_or_else(|| MockError::Destroyed("completion queue"))?;
         cq.reserved = cq.reserved.max(extra);
         Ok(())
     }
@@ -391,7 +401,7 @@ impl State {
             .cqs
             .get_mut(&cq)
             .filter(|c| !c.dropped)
-            .ok_or(MockError::Destroyed("completion queue"))?;
+            .ok_or_else(|| MockError::Destroyed("completion queue"))?;
         if cq.overflowed {
             return Err(MockError::CqOverflow);
         }
