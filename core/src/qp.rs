@@ -53,9 +53,15 @@ pub trait QueuePair: Send + Sync {
     fn modify(&self, to: QpState) -> Result<()>;
 
     /// Posts send WRs in order. On error, the [`PostError`] says how many were posted.
+    ///
+    /// A WR holds its slot of the queue (`max_send_wr`) until its completion has been polled —
+    /// for an unsignaled send, until a later send's completion has — as on hardware, where a
+    /// provider reclaims ring space when it polls the CQ. A full queue fails with
+    /// [`ErrorKind::ResourceExhausted`](crate::ErrorKind::ResourceExhausted).
     fn post_send(&self, wrs: &[SendWr]) -> Result<(), PostError>;
 
-    /// Posts receive WRs in order. On error, the [`PostError`] says how many were posted.
+    /// Posts receive WRs in order. On error, the [`PostError`] says how many were posted. A
+    /// receive holds its slot until its completion has been polled.
     fn post_recv(&self, wrs: &[RecvWr]) -> Result<(), PostError>;
 
     /// Starts connecting to a listener at `remote` (active side). Returns once the request is
