@@ -153,3 +153,42 @@ fn rxe_receive_marker_needs_the_repeated_error() {
         assert_eq!(poll_all(&cq), [(1, WcStatus::WrFlushError)]);
     }
 }
+
+/// A ULP with a thread that keeps polling its CQ (the usual completion loop) while it drains a
+/// QP on a device that flushes asynchronously: the poller, not the drain, takes the marker's
+/// completion from the ring. The drain must notice and return, not sleep until its deadline.
+#[test]
+fn a_drain_returns_promptly_while_the_ulp_keeps_polling() {
+    for device in ["mockrxe0", "mockirdma0"] {
+        for round in 0..5 {
+            let p = MockProvider::new();
+            let x = pair(&p, device);
+            let mr = x.pd.register(64, Access::LOCAL_WRITE).unwrap();
+            x.a.post_recv(&[RecvWr::new(1, &[mr.sge(0, 8)])]).unwrap();
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let (report, seen) = std::thread::scope(|s| {
+                let poller = s.spawn(|| {
+                    let mut seen = Vec::new();
+                    let mut buf = [Completion::default(); 16];
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let n = x.cq_a.poll(&mut buf).unwrap();
+                        seen.extend(buf[..n].iter().map(|c| (c.wr_id, c.status)));
+                    }
+                    seen
+                });
+                std::thread::sleep(Duration::from_millis(5));
+                let report = x.a.drain(Instant::now() + Duration::from_secs(2)).unwrap();
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                (report, poller.join().unwrap())
+            });
+            let mut seen = seen;
+            seen.extend(poll_all(&x.cq_a));
+            assert_eq!(seen, [(1, WcStatus::WrFlushError)], "{device}: {report}");
+            assert_eq!(report.fallback, None, "{device}: {report}");
+            assert!(
+                report.elapsed < Duration::from_millis(500),
+                "{device}, round {round}: the drain slept until its deadline: {report}"
+            );
+        }
+    }
+}

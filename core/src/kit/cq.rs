@@ -170,6 +170,12 @@ impl<C: RawCq> CqCore<C> {
         }
     }
 
+    /// Whether a ULP thread waits on the CQ while completions are put aside for it: the device's
+    /// wake is then the waiter's, and a drain must not consume it in its own wait.
+    pub(crate) fn ulp_has_pending(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0 && !lock(&self.router).held.is_empty()
+    }
+
     /// Whether the device said the CQ overflowed.
     pub(crate) fn overflowed(&self) -> bool {
         lock(&self.router).overflowed
@@ -295,6 +301,13 @@ impl<C: RawCq> CompletionQueue for KitCq<C> {
         let result = (|| loop {
             let n = self.core.poll(out)?;
             if n > 0 {
+                // The device's wake is one wake: a delivery of several completions wakes one
+                // waiter, which passes it on to the next while some are left for it.
+                if self.core.waiters.load(Ordering::SeqCst) > 1
+                    && !lock(&self.core.router).held.is_empty()
+                {
+                    self.core.raw.wake();
+                }
                 return Ok(n);
             }
             if !self.core.raw.wait(deadline)? {

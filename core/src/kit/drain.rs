@@ -18,6 +18,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::state::QpState;
 use crate::wr::{RecvWr, RemoteAddr, SendOp, SendWr};
 
+/// The longest a drain sleeps in the device's wait before it looks at its ledger again.
+const WAIT_SLICE: Duration = Duration::from_millis(1);
+
 impl<Q: RawQp> KitQp<Q> {
     /// Drains with the plan `plan_for` gives for the QP's state (a profile's
     /// [`plan_for`](crate::drain::DrainProfile::plan_for), or a fixed plan to try one on a
@@ -156,9 +159,20 @@ impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
             if self.0.holds(what) {
                 return Ok(true);
             }
-            if !cq.raw.wait(deadline)? {
-                cq.pump()?;
-                return Ok(self.0.holds(what));
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            // The drain is not the CQ's only reader: a ULP polling it may resolve what the drain
+            // waits for (its marker, the last flush) without waking the drain, and a ULP waiting
+            // on it may consume the device's wake. So the drain waits in short slices, and
+            // leaves the device's wake alone while a waiting ULP has completions put aside.
+            let until = deadline.min(now + WAIT_SLICE);
+            if cq.ulp_has_pending() {
+                cq.raw.wake();
+                std::thread::sleep(until.saturating_duration_since(now));
+            } else {
+                cq.raw.wait(until)?;
             }
             self.0.life.check()?;
         }

@@ -22,7 +22,13 @@ enum InError {
     Flush,
     /// Accepts it and never completes it (user-space siw).
     Drop,
+    /// Holds it, and every flush of a move to ERROR, until the test calls
+    /// [`ToyQp::release_parked`]: a device that flushes asynchronously.
+    Park,
 }
+
+/// Code a test runs inside the toy device at a chosen moment (a thread "descheduled" there).
+type Hook = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 struct Ring {
@@ -32,8 +38,19 @@ struct Ring {
     wake: bool,
 }
 
+#[derive(Default)]
+struct CqHooks {
+    /// Runs at the start of the next `wait`, before it looks at the ring.
+    wait: Option<Hook>,
+    /// Runs at the start of the next `poll`.
+    poll: Option<Hook>,
+    /// How many times `destroy` was called, and how long each call takes.
+    destroys: usize,
+    destroy_takes: Duration,
+}
+
 #[derive(Clone, Default)]
-struct ToyCq(Arc<(Mutex<Ring>, Condvar)>);
+struct ToyCq(Arc<(Mutex<Ring>, Condvar)>, Arc<Mutex<CqHooks>>);
 
 impl ToyCq {
     fn new(depth: usize) -> ToyCq {
@@ -59,6 +76,10 @@ impl RawCq for ToyCq {
         1
     }
     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+        let hook = lock(&self.1).poll.take();
+        if let Some(hook) = hook {
+            hook();
+        }
         let mut r = lock(&self.0.0);
         if r.overflowed {
             return Err(Error::new(ErrorKind::Overflow, "toy CQ overflowed"));
@@ -70,6 +91,10 @@ impl RawCq for ToyCq {
         Ok(n)
     }
     fn wait(&self, deadline: Instant) -> Result<bool> {
+        let hook = lock(&self.1).wait.take();
+        if let Some(hook) = hook {
+            hook();
+        }
         let mut r = lock(&self.0.0);
         loop {
             if !r.entries.is_empty() || r.overflowed || std::mem::take(&mut r.wake) {
@@ -92,6 +117,12 @@ impl RawCq for ToyCq {
         Ok(())
     }
     fn destroy(&self) -> Result<()> {
+        let takes = {
+            let mut h = lock(&self.1);
+            h.destroys += 1;
+            h.destroy_takes
+        };
+        std::thread::sleep(takes);
         Ok(())
     }
 }
@@ -109,6 +140,12 @@ struct ToyQpState {
     sq: VecDeque<Posted>,
     rq: VecDeque<Posted>,
     stopped: bool,
+    /// Flushes an asynchronous device ([`InError::Park`]) has not delivered yet.
+    parked: Vec<(WorkQueue, Completion)>,
+    destroyed: bool,
+    /// Calls the kit made into the device QP after destroying it (a use after free on a real
+    /// device).
+    after_destroy: Vec<&'static str>,
 }
 
 struct ToyQp {
@@ -131,6 +168,9 @@ impl ToyQp {
                 sq: VecDeque::new(),
                 rq: VecDeque::new(),
                 stopped: false,
+                parked: Vec::new(),
+                destroyed: false,
+                after_destroy: Vec::new(),
             }),
         }
     }
@@ -168,11 +208,45 @@ impl ToyQp {
     }
 
     fn flush_all(&self, st: &mut ToyQpState) {
-        for p in st.sq.drain(..) {
-            self.scq.push(self.completion(p, WcStatus::WrFlushError));
+        let sends: Vec<Posted> = st.sq.drain(..).collect();
+        let recvs: Vec<Posted> = st.rq.drain(..).collect();
+        for p in sends {
+            self.flush(st, WorkQueue::Send, p);
         }
-        for p in st.rq.drain(..) {
-            self.rcq.push(self.completion(p, WcStatus::WrFlushError));
+        for p in recvs {
+            self.flush(st, WorkQueue::Recv, p);
+        }
+    }
+
+    /// The device flushes `p`: now, or later on an asynchronous device.
+    fn flush(&self, st: &mut ToyQpState, queue: WorkQueue, p: Posted) {
+        let c = self.completion(p, WcStatus::WrFlushError);
+        if self.in_error == InError::Park {
+            st.parked.push((queue, c));
+            return;
+        }
+        match queue {
+            WorkQueue::Send => self.scq.push(c),
+            WorkQueue::Recv => self.rcq.push(c),
+        }
+    }
+
+    /// The asynchronous device delivers the flushes it held back.
+    fn release_parked(&self) {
+        let parked = std::mem::take(&mut lock(&self.st).parked);
+        for (queue, c) in parked {
+            match queue {
+                WorkQueue::Send => self.scq.push(c),
+                WorkQueue::Recv => self.rcq.push(c),
+            }
+        }
+    }
+
+    /// Notes a call of the kit into the device QP; one after `destroy` is a bug of the kit.
+    fn called(&self, what: &'static str) {
+        let mut st = lock(&self.st);
+        if st.destroyed {
+            st.after_destroy.push(what);
         }
     }
 
@@ -180,13 +254,8 @@ impl ToyQp {
         let mut st = lock(&self.st);
         for p in posted {
             if st.state == QpState::Error {
-                if self.in_error == InError::Flush {
-                    let cq = if queue == WorkQueue::Send {
-                        &self.scq
-                    } else {
-                        &self.rcq
-                    };
-                    cq.push(self.completion(p, WcStatus::WrFlushError));
+                if self.in_error != InError::Drop {
+                    self.flush(&mut st, queue, p);
                 }
                 continue;
             }
@@ -204,9 +273,11 @@ impl RawQp for ToyQp {
         self.num
     }
     fn state(&self) -> Result<QpState> {
+        self.called("state");
         Ok(lock(&self.st).state)
     }
     fn modify(&self, to: QpState) -> Result<()> {
+        self.called("modify");
         let mut st = lock(&self.st);
         st.state = to;
         match to {
@@ -223,6 +294,7 @@ impl RawQp for ToyQp {
         self.modify(QpState::Error)
     }
     fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
+        self.called("post_send");
         self.post(
             WorkQueue::Send,
             wrs.iter().map(|w| Posted {
@@ -234,6 +306,7 @@ impl RawQp for ToyQp {
         Ok(())
     }
     fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
+        self.called("post_recv");
         if lock(&self.st).rq.len() + wrs.len() > 8 {
             // The device's ring holds 8: the WRs that fit are posted.
             let fit = 8 - lock(&self.st).rq.len();
@@ -260,13 +333,17 @@ impl RawQp for ToyQp {
         Err(Error::not_supported("toy"))
     }
     fn stop(&self) -> Result<()> {
+        self.called("stop");
         let mut st = lock(&self.st);
         st.stopped = true;
         st.sq.clear();
         st.rq.clear();
+        st.parked.clear();
         Ok(())
     }
     fn destroy(&self) -> Result<()> {
+        self.called("destroy");
+        lock(&self.st).destroyed = true;
         Ok(())
     }
 }
@@ -559,4 +636,123 @@ fn after_a_drain_only_error_is_accepted_and_posts_are_refused() {
     assert_eq!((e.accepted, e.kind()), (0, ErrorKind::InvalidState));
     q.destroy().unwrap();
     assert_eq!(q.state().unwrap_err().kind(), ErrorKind::Destroyed);
+}
+
+// ----- review findings -----
+
+/// A ULP thread polling its CQ while a drain runs can be the one that resolves the drain's
+/// marker; the drain, asleep in the device's wait, must still see it and return, not sleep
+/// until its deadline.
+#[test]
+fn a_drain_whose_marker_a_polling_ulp_resolved_returns_promptly() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Park, &c, &c, &life));
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s)]).unwrap();
+    let (raw, kcq) = (c.0.clone(), Arc::new(c.1));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // The drain has pumped and is about to sleep in the device's wait: the device delivers
+    // the flush and the marker, and the ULP's poller takes them first.
+    lock(&raw.1).wait = Some({
+        let (q, kcq, seen) = (Arc::clone(&q), Arc::clone(&kcq), Arc::clone(&seen));
+        Box::new(move || {
+            q.raw().release_parked();
+            let mut out = [Completion::default(); 8];
+            let n = kcq.poll(&mut out).unwrap();
+            lock(&seen).extend(out[..n].iter().map(|c| (c.wr_id, c.status)));
+        })
+    });
+    let report = q.drain(Instant::now() + Duration::from_secs(2)).unwrap();
+    assert_eq!(*lock(&seen), [(1, WcStatus::WrFlushError)]);
+    assert_eq!(report.fallback, None, "{report}");
+    assert!(
+        report.elapsed < Duration::from_millis(500),
+        "the drain slept until its deadline: {report}"
+    );
+}
+
+/// A drain that puts completions aside wakes the ULP waiting on the CQ; the drain's own wait
+/// on the device must not swallow that wake and leave the ULP asleep until its deadline while
+/// its completion sits in the kit.
+#[test]
+fn a_drain_does_not_swallow_the_wake_meant_for_a_waiting_ulp() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = qp(7, InError::Park, &c, &c, &life);
+    let b = qp(8, InError::Flush, &c, &c, &life);
+    let s = sge();
+    a.post_send(&[SendWr::send(1, &s)]).unwrap();
+    b.post_recv(&[RecvWr::new(2, &s)]).unwrap();
+    let (raw, kcq) = (c.0.clone(), Arc::new(c.1));
+    let (arrived, in_wait) = std::sync::mpsc::channel();
+    // The ULP is descheduled between its poll and its wait in the device.
+    lock(&raw.1).wait = Some(Box::new(move || {
+        arrived.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }));
+    let waiter = {
+        let kcq = Arc::clone(&kcq);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut out = [Completion::default(); 4];
+            let n = kcq
+                .wait(&mut out, Instant::now() + Duration::from_secs(5))
+                .unwrap();
+            (
+                out[..n].iter().map(|c| c.wr_id).collect::<Vec<_>>(),
+                start.elapsed(),
+            )
+        })
+    };
+    in_wait.recv().unwrap();
+    b.raw().receive();
+    // A's marker is never delivered: the drain waits (and pumps B's completion aside).
+    let report = a
+        .drain(Instant::now() + Duration::from_millis(1500))
+        .unwrap();
+    let (ids, waited) = waiter.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(1),
+        "the ULP slept {waited:?} with its completion held by the kit ({report}, got {ids:?})"
+    );
+    assert_eq!(ids, [2]);
+}
+
+/// Two ULP threads wait on one CQ; a drain delivers two completions at once. Each waiter must
+/// get one: the second must not sleep until its deadline while the other one's share of the
+/// delivery sits in the kit.
+#[test]
+fn every_waiter_wakes_when_a_drain_delivers_several_completions() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Drop, &c, &c, &life);
+    let s = sge();
+    q.post_recv(&[RecvWr::new(1, &s), RecvWr::new(2, &s)])
+        .unwrap();
+    let kcq = Arc::new(c.1);
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let kcq = Arc::clone(&kcq);
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let mut out = [Completion::default(); 1];
+                let n = kcq.wait(&mut out, Instant::now() + Duration::from_secs(5));
+                (n.map(|_| out[0].wr_id), start.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    q.drain_with(|_| DrainPlan::Synthesize, soon()).unwrap();
+    let mut ids = Vec::new();
+    for w in waiters {
+        let (id, waited) = w.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(1),
+            "a waiter slept {waited:?} with a completion held"
+        );
+        ids.push(id.unwrap());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2]);
 }
