@@ -57,11 +57,13 @@ impl Router {
                 }
             }
             let (_, book) = current.as_mut().expect("set above");
-            if raw.status != WcStatus::Success {
-                // Any error completion means the device moved the QP to ERROR.
-                book.in_error = true;
-            }
             if let Some(ulp) = book.ledger.resolve(&raw) {
+                if ulp.status != WcStatus::Success {
+                    // An error completion of one of its WRs means the device moved the QP to
+                    // ERROR. A stale one says nothing about it: a late flush of a destroyed QP
+                    // whose number this QP now has, or of a WR a RESET discarded.
+                    book.in_error = true;
+                }
                 buf[kept] = ulp;
                 kept += 1;
             }

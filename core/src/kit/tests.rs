@@ -756,3 +756,38 @@ fn every_waiter_wakes_when_a_drain_delivers_several_completions() {
     ids.sort_unstable();
     assert_eq!(ids, [1, 2]);
 }
+
+/// A late flush of a destroyed QP, routed by a reused QP number to a healthy new QP, must not
+/// make the kit believe the new QP is in ERROR: its posts would be doomed, its unsignaled
+/// sends never retired (their slots lost) and reported flushed at the drain though they
+/// succeeded.
+#[test]
+fn a_stale_error_completion_does_not_doom_a_healthy_qp() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let old = qp(7, InError::Flush, &c, &c, &life);
+    let s = sge();
+    old.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    let late = {
+        let st = lock(&old.raw().st);
+        old.raw().completion(st.rq[0], WcStatus::WrFlushError)
+    };
+    old.destroy().unwrap();
+    let new = qp(7, InError::Flush, &c, &c, &life);
+    c.0.push(late);
+    assert_eq!(poll_all(&c.1), []);
+    new.post_send(&[
+        SendWr::send(10, &s).with_flags(SendFlags::empty()),
+        SendWr::send(11, &s),
+    ])
+    .unwrap();
+    new.raw().execute_sends(2);
+    assert_eq!(poll_all(&c.1), [(11, WcStatus::Success, WcOpcode::Send, 7)]);
+    let report = new.drain(soon()).unwrap();
+    assert_eq!(
+        poll_all(&c.1),
+        [],
+        "send 10 succeeded (send 11 behind it did): {report}"
+    );
+    assert_eq!(report.accounted(), 0, "{report}");
+}
