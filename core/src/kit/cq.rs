@@ -220,6 +220,9 @@ impl<C: RawCq> CqCore<C> {
 pub struct KitCq<C: RawCq> {
     pub(crate) core: Arc<CqCore<C>>,
     destroyed: AtomicBool,
+    /// Held while the device's CQ is being destroyed: two threads destroying the handle at
+    /// once destroy it in the device once.
+    destroying: Mutex<()>,
 }
 
 impl<C: RawCq> std::fmt::Debug for KitCq<C> {
@@ -250,6 +253,7 @@ impl<C: RawCq> KitCq<C> {
                 waiters: AtomicUsize::new(0),
             }),
             destroyed: AtomicBool::new(false),
+            destroying: Mutex::new(()),
         }
     }
 
@@ -326,6 +330,7 @@ impl<C: RawCq> CompletionQueue for KitCq<C> {
     }
 
     fn destroy(&self) -> Result<()> {
+        let _destroying = lock(&self.destroying);
         if self.destroyed.load(Ordering::Acquire) {
             return Ok(());
         }

@@ -791,3 +791,23 @@ fn a_stale_error_completion_does_not_doom_a_healthy_qp() {
     );
     assert_eq!(report.accounted(), 0, "{report}");
 }
+
+/// Two threads destroying one CQ: the device's CQ is destroyed once (a second
+/// `ibv_destroy_cq` on a real device is a double free).
+#[test]
+fn a_cq_destroyed_by_two_threads_is_destroyed_in_the_device_once() {
+    let life = DeviceLife::new();
+    let (raw, kcq) = cq(16, &life);
+    lock(&raw.1).destroy_takes = Duration::from_millis(100);
+    let kcq = Arc::new(kcq);
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let kcq = Arc::clone(&kcq);
+            std::thread::spawn(move || kcq.destroy())
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    assert_eq!(lock(&raw.1).destroys, 1);
+}
