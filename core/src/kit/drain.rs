@@ -75,6 +75,8 @@ impl<Q: RawQp> KitQp<Q> {
     fn begin_drain(&self, deadline: Instant) -> Result<bool> {
         let mut book = lock(&self.book);
         loop {
+            // Under the lock `destroy` takes: no drain starts on a destroyed device QP.
+            self.check()?;
             match book.ledger.begin_drain() {
                 DrainStart::Start => return Ok(true),
                 DrainStart::Done => return Ok(false),

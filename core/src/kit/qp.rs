@@ -14,7 +14,7 @@ use super::raw::RawQp;
 use super::{QpBook, SharedBook, lock};
 use crate::DrainReport;
 use crate::cm::{ConnParams, Connection};
-use crate::drain::{DrainProfile, Ledger, Token, WorkQueue};
+use crate::drain::{DrainPhase, DrainProfile, Ledger, Token, WorkQueue};
 use crate::error::{Error, PostError, Result};
 use crate::qp::{QpInit, QueuePair};
 use crate::state::QpState;
@@ -167,6 +167,8 @@ impl<Q: RawQp> KitQp<Q> {
     ) -> std::result::Result<(), PostError> {
         self.check().map_err(|e| PostError::new(0, e))?;
         let mut book = lock(&self.book);
+        // Again under the lock that `destroy` takes: no post reaches a destroyed device QP.
+        self.check().map_err(|e| PostError::new(0, e))?;
         let mut batch: SmallVec<[W; INLINE_BATCH]> = SmallVec::with_capacity(wrs.len());
         let mut tokens: SmallVec<[Token; INLINE_BATCH]> = SmallVec::with_capacity(wrs.len());
         let mut refused = None;
@@ -211,6 +213,7 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     }
 
     fn state(&self) -> Result<QpState> {
+        let _book = lock(&self.book);
         self.check()?;
         self.raw.state()
     }
@@ -219,7 +222,8 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
         self.check()?;
         {
             let mut book = lock(&self.book);
-            if book.ledger.phase() != crate::drain::DrainPhase::Open && to != QpState::Error {
+            self.check()?;
+            if book.ledger.phase() != DrainPhase::Open && to != QpState::Error {
                 return Err(Error::invalid_state(
                     "the QP was drained: it can only be destroyed (or moved to ERROR)",
                 ));
@@ -266,6 +270,7 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     }
 
     fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {
+        let _book = lock(&self.book);
         self.check()?;
         self.raw.connect(remote, params)
     }
@@ -282,8 +287,20 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     }
 
     fn destroy(&self) -> Result<()> {
-        if self.destroyed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+        {
+            // Nothing may call into the device QP once it is destroyed: a drain that is running
+            // is let finish (it ends by its deadline), and posts, transitions and drains check
+            // the flag under this lock.
+            let mut book = lock(&self.book);
+            while book.ledger.phase() == DrainPhase::Draining {
+                book = match self.drain_ended.wait(book) {
+                    Ok(g) => g,
+                    Err(e) => e.into_inner(),
+                };
+            }
+            if self.destroyed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
         }
         // What the device completed stays pollable; then the QP's number routes nowhere.
         self.pump_both();

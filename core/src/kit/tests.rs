@@ -811,3 +811,35 @@ fn a_cq_destroyed_by_two_threads_is_destroyed_in_the_device_once() {
     }
     assert_eq!(lock(&raw.1).destroys, 1);
 }
+
+/// A QP destroyed while another thread drains it: the kit must not call into the device QP
+/// after destroying it (on a real device that is a use after free), and what the drain
+/// reports must hold.
+#[test]
+fn destroy_during_a_drain_never_calls_the_device_qp_after_destroying_it() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Park, &c, &c, &life));
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s)]).unwrap();
+    let drainer = {
+        let q = Arc::clone(&q);
+        // The marker never comes: the drain falls back at its deadline.
+        std::thread::spawn(move || q.drain(Instant::now() + Duration::from_millis(300)))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    q.destroy().unwrap();
+    let drained = drainer.join().unwrap();
+    assert_eq!(
+        lock(&q.raw().st).after_destroy,
+        Vec::<&str>::new(),
+        "drain: {drained:?}"
+    );
+    if let Ok(report) = drained {
+        assert_eq!(report.accounted(), 1, "{report}");
+        assert_eq!(
+            poll_all(&c.1),
+            [(1, WcStatus::WrFlushError, WcOpcode::Send, 7)]
+        );
+    }
+}
