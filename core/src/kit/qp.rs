@@ -220,7 +220,7 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
 
     fn modify(&self, to: QpState) -> Result<()> {
         self.check()?;
-        {
+        let mark = {
             let mut book = lock(&self.book);
             self.check()?;
             if book.ledger.phase() != DrainPhase::Open && to != QpState::Error {
@@ -235,12 +235,15 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
             if to != QpState::Reset {
                 return Ok(());
             }
-        }
+            book.ledger.mark()
+        };
         // RESET discards the device's queues without completions; what the device completed
-        // before is delivered, resolved while the ledger still knows it.
+        // before is delivered, resolved while the ledger still knows it. Then the WRs posted
+        // before the RESET are forgotten — only those: another thread may have brought the QP
+        // back to INIT and posted since.
         self.pump_both();
         let mut book = lock(&self.book);
-        book.ledger.discard_all();
+        book.ledger.discard_before(mark);
         book.in_error = false;
         Ok(())
     }

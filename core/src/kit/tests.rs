@@ -843,3 +843,25 @@ fn destroy_during_a_drain_never_calls_the_device_qp_after_destroying_it() {
         );
     }
 }
+
+/// A thread moves the QP to RESET while another brings it back to INIT and posts a receive:
+/// the receive posted after the RESET must not be forgotten with the ones the RESET discarded.
+#[test]
+fn a_receive_posted_after_a_racing_reset_is_not_forgotten() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Flush, &c, &c, &life));
+    let s = sge();
+    q.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    // While the reset moves aside what completed before it, the other thread goes on.
+    lock(&c.0.1).poll = Some({
+        let q = Arc::clone(&q);
+        Box::new(move || {
+            q.modify(QpState::Init).unwrap();
+            q.post_recv(&[RecvWr::new(2, &sge())]).unwrap();
+        })
+    });
+    q.modify(QpState::Reset).unwrap();
+    q.raw().receive();
+    assert_eq!(poll_all(&c.1), [(2, WcStatus::Success, WcOpcode::Recv, 7)]);
+}
