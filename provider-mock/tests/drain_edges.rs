@@ -234,3 +234,48 @@ fn an_unsignaled_send_the_device_had_not_run_is_not_a_silent_success() {
         );
     }
 }
+
+/// A receive that completed successfully sits in its own CQ, which the ULP has not polled; the
+/// device then hangs (a silent stall) with a send outstanding, and the drain falls back at its
+/// deadline. The receive's data arrived: the ULP must get its success, not a synthesized flush.
+#[test]
+fn a_fallback_keeps_a_success_waiting_in_the_other_cq() {
+    let p = MockProvider::new();
+    let d = p.open("mock0").unwrap();
+    let pd = d.alloc_pd().unwrap();
+    let (send_cq, recv_cq, cq_b) = (
+        d.create_cq(16).unwrap(),
+        d.create_cq(16).unwrap(),
+        d.create_cq(16).unwrap(),
+    );
+    let a = pd
+        .create_qp(&send_cq, &recv_cq, &QpInit::default())
+        .unwrap();
+    let b = pd.create_qp(&cq_b, &cq_b, &QpInit::default()).unwrap();
+    let addr = SocketAddr::new(d.ports().unwrap()[0].addresses[0], 0);
+    let listener = d.listen(addr).unwrap();
+    let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+    a.modify(QpState::Init).unwrap();
+    a.post_recv(&[RecvWr::new(1, &[mr.sge(0, 8)])]).unwrap();
+    a.connect(listener.local_addr(), &ConnParams::default())
+        .unwrap();
+    let request = listener.next_request(soon()).unwrap();
+    listener
+        .accept(&request, &b, &ConnParams::default())
+        .unwrap();
+    a.wait_connected(soon()).unwrap();
+    b.post_send(&[SendWr::send(9, &[mr.sge(8, 8)])]).unwrap();
+    assert_eq!(poll_all(&cq_b), [(9, WcStatus::Success)]);
+    p.inject("mock0", &Fault::Stall).unwrap();
+    a.post_send(&[SendWr::send(2, &[mr.sge(16, 8)])]).unwrap();
+    let report = a
+        .drain(Instant::now() + Duration::from_millis(200))
+        .unwrap();
+    assert!(report.fallback.is_some(), "{report}");
+    assert_eq!(poll_all(&recv_cq), [(1, WcStatus::Success)], "{report}");
+    assert_eq!(
+        poll_all(&send_cq),
+        [(2, WcStatus::WrFlushError)],
+        "{report}"
+    );
+}

@@ -187,10 +187,16 @@ impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
     }
 
     fn stop_hardware(&self) -> Result<()> {
+        // What the device completed so far is resolved first, on both CQs (the drain may have
+        // waited on one only): some devices purge a QP's completions from its CQs when the QP
+        // is destroyed, and a success must not become a synthesized flush.
+        self.0.pump_both();
         self.0.raw.stop()
     }
 
     fn synthesize_rest(&self) -> Result<()> {
+        // And what the device completed before it stopped, where the CQs keep it.
+        self.0.pump_both();
         for queue in WorkQueue::BOTH {
             self.0
                 .deliver_from_ledger(queue, |l, out| l.synthesize(queue, out));

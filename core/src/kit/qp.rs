@@ -139,7 +139,7 @@ impl<Q: RawQp> KitQp<Q> {
     /// Moves every completion the device produced for this QP so far aside for the ULP,
     /// resolved while the ledger still knows the WRs (before a reset forgets them, before the
     /// QP is detached). Errors (an overflowed CQ, a lost device) are the CQ's to report.
-    fn pump_both(&self) {
+    pub(crate) fn pump_both(&self) {
         let _ = self.send_cq.pump();
         if !Arc::ptr_eq(&self.send_cq, &self.recv_cq) {
             let _ = self.recv_cq.pump();

@@ -865,3 +865,33 @@ fn a_receive_posted_after_a_racing_reset_is_not_forgotten() {
     q.raw().receive();
     assert_eq!(poll_all(&c.1), [(2, WcStatus::Success, WcOpcode::Recv, 7)]);
 }
+
+/// A drain that falls back stops the hardware and synthesizes flushes for what is outstanding.
+/// A receive the device completed successfully before that, whose completion waits in a CQ
+/// the drain had not polled yet (the receive CQ, while the drain waited on the send CQ), must
+/// reach the ULP as the success it was, not as a synthesized flush with its data lost.
+#[test]
+fn a_fallback_delivers_what_the_device_completed_before_it_stopped() {
+    let life = DeviceLife::new();
+    let (s, r) = (cq(16, &life), cq(16, &life));
+    let q = qp(7, InError::Park, &s, &r, &life);
+    let sg = sge();
+    q.post_recv(&[RecvWr::new(1, &sg)]).unwrap();
+    q.post_send(&[SendWr::send(2, &sg)]).unwrap();
+    q.raw().receive();
+    // The send's marker never comes back: the drain falls back at its deadline.
+    let report = q
+        .drain(Instant::now() + Duration::from_millis(200))
+        .unwrap();
+    assert!(report.fallback.is_some(), "{report}");
+    assert_eq!(
+        poll_all(&r.1),
+        [(1, WcStatus::Success, WcOpcode::Recv, 7)],
+        "{report}"
+    );
+    assert_eq!(
+        poll_all(&s.1),
+        [(2, WcStatus::WrFlushError, WcOpcode::Send, 7)]
+    );
+    assert_eq!((report.completed_by_device, report.synthesized), (1, 1));
+}
