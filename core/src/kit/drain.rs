@@ -175,6 +175,11 @@ impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
                 std::thread::sleep(until.saturating_duration_since(now));
             } else {
                 cq.raw.wait(until)?;
+                // The wake this wait consumed may have been a waiting ULP's, for completions
+                // another drain put aside meanwhile: give it back.
+                if cq.ulp_has_pending() {
+                    cq.raw.wake();
+                }
             }
             self.0.life.check()?;
         }
