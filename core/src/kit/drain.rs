@@ -35,6 +35,7 @@ impl<Q: RawQp> KitQp<Q> {
         if !self.begin_drain(deadline)? {
             return Ok(DrainReport::already_drained(start.elapsed()));
         }
+        let _unwind = EndOnUnwind(self);
         let outcome = self
             .raw
             .state()
@@ -115,6 +116,20 @@ impl<Q: RawQp> KitQp<Q> {
         f(&mut lock(&self.book).ledger, &mut out);
         // Delivered after the QP's lock is released: the CQ's lock comes first.
         self.cq(queue).deliver(out);
+    }
+}
+
+/// Ends the drain as interrupted if the provider panics in the middle of it: a QP left
+/// "draining" would make `destroy` (which waits for a running drain) hang, and every later drain
+/// time out.
+struct EndOnUnwind<'a, Q: RawQp>(&'a KitQp<Q>);
+
+impl<Q: RawQp> Drop for EndOnUnwind<'_, Q> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(&self.0.book).ledger.interrupt_drain();
+            self.0.drain_ended.notify_all();
+        }
     }
 }
 

@@ -143,6 +143,8 @@ struct ToyQpState {
     /// Flushes an asynchronous device ([`InError::Park`]) has not delivered yet.
     parked: Vec<(WorkQueue, Completion)>,
     destroyed: bool,
+    /// `stop` panics (a provider bug).
+    panic_on_stop: bool,
     /// Calls the kit made into the device QP after destroying it (a use after free on a real
     /// device).
     after_destroy: Vec<&'static str>,
@@ -170,6 +172,7 @@ impl ToyQp {
                 stopped: false,
                 parked: Vec::new(),
                 destroyed: false,
+                panic_on_stop: false,
                 after_destroy: Vec::new(),
             }),
         }
@@ -335,6 +338,7 @@ impl RawQp for ToyQp {
     fn stop(&self) -> Result<()> {
         self.called("stop");
         let mut st = lock(&self.st);
+        assert!(!st.panic_on_stop, "the toy's stop panics");
         st.stopped = true;
         st.sq.clear();
         st.rq.clear();
@@ -894,4 +898,36 @@ fn a_fallback_delivers_what_the_device_completed_before_it_stopped() {
         [(2, WcStatus::WrFlushError, WcOpcode::Send, 7)]
     );
     assert_eq!((report.completed_by_device, report.synthesized), (1, 1));
+}
+
+/// A provider that panics in the middle of a drain (a bug of its own) must not leave the QP
+/// "draining" for ever: destroy, which waits for a running drain, would hang, and every later
+/// drain would time out.
+#[test]
+fn a_drain_that_panicked_does_not_leave_the_qp_draining() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Park, &c, &c, &life));
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s)]).unwrap();
+    lock(&q.raw().st).panic_on_stop = true;
+    let drained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        q.drain(Instant::now() + Duration::from_millis(50))
+    }));
+    assert!(drained.is_err(), "the toy's stop panicked");
+    lock(&q.raw().st).panic_on_stop = false;
+    let report = q.drain(Instant::now() + Duration::from_millis(50)).unwrap();
+    assert_eq!(report.accounted(), 1, "{report}");
+    let (done, finished) = std::sync::mpsc::channel();
+    let destroyer = {
+        let q = Arc::clone(&q);
+        std::thread::spawn(move || {
+            let _ = done.send(q.destroy());
+        })
+    };
+    finished
+        .recv_timeout(Duration::from_secs(2))
+        .expect("destroy hung")
+        .unwrap();
+    destroyer.join().unwrap();
 }
