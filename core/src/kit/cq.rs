@@ -33,6 +33,8 @@ struct Router {
     /// Raw completions dropped: markers aside, those of no QP attached (a destroyed QP) or of
     /// nothing outstanding.
     unrouted: u64,
+    /// The device's CQ was destroyed: nothing calls into it any more.
+    destroyed: bool,
 }
 
 impl Router {
@@ -86,6 +88,9 @@ impl<C: RawCq> CqCore<C> {
     /// The ULP's poll: put-aside completions first, then the device's, resolved.
     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
         let mut r = lock(&self.router);
+        if r.destroyed {
+            return Err(Error::destroyed("completion queue"));
+        }
         let mut n = 0;
         while n < out.len() {
             match r.held.pop_front() {
@@ -128,6 +133,9 @@ impl<C: RawCq> CqCore<C> {
     pub(crate) fn pump(&self) -> Result<()> {
         let mut buf = [Completion::default(); PUMP_BATCH];
         let mut r = lock(&self.router);
+        if r.destroyed {
+            return Err(Error::destroyed("completion queue"));
+        }
         let mut moved = false;
         loop {
             let got = match self.raw.poll(&mut buf) {
@@ -249,6 +257,7 @@ impl<C: RawCq> KitCq<C> {
                     attached: 0,
                     overflowed: false,
                     unrouted: 0,
+                    destroyed: false,
                 }),
                 waiters: AtomicUsize::new(0),
             }),
@@ -334,7 +343,27 @@ impl<C: RawCq> CompletionQueue for KitCq<C> {
         if self.destroyed.load(Ordering::Acquire) {
             return Ok(());
         }
+        // Nothing may call into the device CQ once it is destroyed: not while a QP uses it
+        // (whatever the provider says), nor while a thread waits on it. A waiter counts itself
+        // before it polls, and polls check the flag under this lock.
+        let mut r = lock(&self.core.router);
+        if r.attached > 0 {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "the completion queue is in use by {} work queue(s) of live QPs",
+                    r.attached
+                ),
+            ));
+        }
+        if self.core.waiters.load(Ordering::SeqCst) > 0 {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                "a thread is waiting on the completion queue",
+            ));
+        }
         self.core.raw.destroy()?;
+        r.destroyed = true;
         self.destroyed.store(true, Ordering::Release);
         Ok(())
     }

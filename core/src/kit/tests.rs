@@ -47,6 +47,19 @@ struct CqHooks {
     /// How many times `destroy` was called, and how long each call takes.
     destroys: usize,
     destroy_takes: Duration,
+    /// Calls the kit made into the device CQ after destroying it (a use after free on a real
+    /// device).
+    after_destroy: Vec<&'static str>,
+}
+
+impl ToyCq {
+    /// Notes a call of the kit into the device CQ; one after `destroy` is a bug of the kit.
+    fn called(&self, what: &'static str) {
+        let mut h = lock(&self.1);
+        if h.destroys > 0 {
+            h.after_destroy.push(what);
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -76,6 +89,7 @@ impl RawCq for ToyCq {
         1
     }
     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+        self.called("poll");
         let hook = lock(&self.1).poll.take();
         if let Some(hook) = hook {
             hook();
@@ -91,6 +105,7 @@ impl RawCq for ToyCq {
         Ok(n)
     }
     fn wait(&self, deadline: Instant) -> Result<bool> {
+        self.called("wait");
         let hook = lock(&self.1).wait.take();
         if let Some(hook) = hook {
             hook();
@@ -930,4 +945,32 @@ fn a_drain_that_panicked_does_not_leave_the_qp_draining() {
         .expect("destroy hung")
         .unwrap();
     destroyer.join().unwrap();
+}
+
+/// A CQ destroyed while a ULP thread waits on it: the kit must not call into the device CQ
+/// after destroying it — it either refuses (`Busy`: the CQ is in use) or the waiter stops.
+#[test]
+fn a_cq_destroyed_while_a_thread_waits_on_it_is_not_used_after_destroy() {
+    let life = DeviceLife::new();
+    let (raw, kcq) = cq(16, &life);
+    let kcq = Arc::new(kcq);
+    let waiter = {
+        let kcq = Arc::clone(&kcq);
+        std::thread::spawn(move || {
+            let mut out = [Completion::default(); 4];
+            kcq.wait(&mut out, Instant::now() + Duration::from_millis(300))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let destroyed = kcq.destroy();
+    let waited = waiter.join().unwrap();
+    assert_eq!(
+        lock(&raw.1).after_destroy,
+        Vec::<&str>::new(),
+        "destroy: {destroyed:?}, wait: {waited:?}"
+    );
+    if let Err(e) = destroyed {
+        assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+        kcq.destroy().unwrap();
+    }
 }
