@@ -273,7 +273,8 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     }
 
     fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {
-        let _book = lock(&self.book);
+        // Not under the QP's lock, like `wait_connected`: a provider may resolve the address
+        // and route before it returns, and the CQs' pollers need that lock meanwhile.
         self.check()?;
         self.raw.connect(remote, params)
     }
