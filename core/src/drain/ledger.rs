@@ -492,6 +492,31 @@ impl Ledger {
         n
     }
 
+    /// Where both queues' sequences stand now: [`discard_before`](Self::discard_before) with it
+    /// forgets only the WRs posted before this moment.
+    pub(crate) fn mark(&self) -> [u64; 2] {
+        [self.queues[0].next_seq, self.queues[1].next_seq]
+    }
+
+    /// [`discard_all`](Self::discard_all) for the WRs posted before `mark` only: a RESET
+    /// discarded them, and WRs posted after it (the QP brought back to INIT by another thread)
+    /// stay outstanding. Returns how many were discarded.
+    pub(crate) fn discard_before(&mut self, mark: [u64; 2]) -> usize {
+        let mut n = 0;
+        for (q, mark) in self.queues.iter_mut().zip(mark) {
+            while let Some(e) = q.entries.front() {
+                let after = Queue::offset(e.seq, mark);
+                if after == 0 || after > SEQ_MASK / 2 {
+                    break;
+                }
+                q.entries.pop_front();
+                n += 1;
+            }
+            q.marker = Marker::None;
+        }
+        n
+    }
+
     /// Starts a drain if none ran yet: from now on posts are refused.
     pub fn begin_drain(&mut self) -> DrainStart {
         match self.phase {
@@ -731,6 +756,23 @@ mod tests {
             ..Completion::default()
         };
         assert_eq!(new.resolve(&own).map(|c| c.wr_id), Some(2));
+    }
+
+    #[test]
+    fn discard_before_forgets_only_what_was_posted_before_the_mark_across_the_wrap() {
+        let mut l = Ledger::new(1, 8, 8);
+        l.queues[WorkQueue::Recv.index()].next_seq = SEQ_MASK;
+        l.admit_recv(&RecvWr::new(1, &[])).unwrap();
+        let mark = l.mark();
+        let t = l.admit_recv(&RecvWr::new(2, &[])).unwrap();
+        assert_eq!(t.seq(), 0, "the sequence wrapped after the mark");
+        assert_eq!(l.discard_before(mark), 1);
+        let done = Completion {
+            wr_id: t.wr_id(),
+            qp_num: 1,
+            ..Completion::default()
+        };
+        assert_eq!(l.resolve(&done).map(|c| c.wr_id), Some(2));
     }
 
     #[test]

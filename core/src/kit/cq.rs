@@ -33,6 +33,8 @@ struct Router {
     /// Raw completions dropped: markers aside, those of no QP attached (a destroyed QP) or of
     /// nothing outstanding.
     unrouted: u64,
+    /// The device's CQ was destroyed: nothing calls into it any more.
+    destroyed: bool,
 }
 
 impl Router {
@@ -57,11 +59,13 @@ impl Router {
                 }
             }
             let (_, book) = current.as_mut().expect("set above");
-            if raw.status != WcStatus::Success {
-                // Any error completion means the device moved the QP to ERROR.
-                book.in_error = true;
-            }
             if let Some(ulp) = book.ledger.resolve(&raw) {
+                if ulp.status != WcStatus::Success {
+                    // An error completion of one of its WRs means the device moved the QP to
+                    // ERROR. A stale one says nothing about it: a late flush of a destroyed QP
+                    // whose number this QP now has, or of a WR a RESET discarded.
+                    book.in_error = true;
+                }
                 buf[kept] = ulp;
                 kept += 1;
             }
@@ -86,6 +90,9 @@ impl<C: RawCq> CqCore<C> {
     /// The ULP's poll: put-aside completions first, then the device's, resolved.
     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
         let mut r = lock(&self.router);
+        if r.destroyed {
+            return Err(Error::destroyed("completion queue"));
+        }
         let mut n = 0;
         while n < out.len() {
             match r.held.pop_front() {
@@ -127,6 +134,9 @@ impl<C: RawCq> CqCore<C> {
     /// drain does this: it must see its QP's completions whether or not the ULP polls).
     pub(crate) fn pump(&self) -> Result<()> {
         let mut r = lock(&self.router);
+        if r.destroyed {
+            return Err(Error::destroyed("completion queue"));
+        }
         // The router's buffer, so that a pump does not initialise one each time.
         let mut buf = std::mem::take(&mut r.scratch);
         buf.resize(PUMP_BATCH, Completion::default());
@@ -182,6 +192,12 @@ impl<C: RawCq> CqCore<C> {
         }
     }
 
+    /// Whether a ULP thread waits on the CQ while completions are put aside for it: the device's
+    /// wake is then the waiter's, and a drain must not consume it in its own wait.
+    pub(crate) fn ulp_has_pending(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0 && !lock(&self.router).held.is_empty()
+    }
+
     /// Whether the device said the CQ overflowed.
     pub(crate) fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Acquire)
@@ -224,6 +240,9 @@ impl<C: RawCq> CqCore<C> {
 pub struct KitCq<C: RawCq> {
     pub(crate) core: Arc<CqCore<C>>,
     destroyed: AtomicBool,
+    /// Held while the device's CQ is being destroyed: two threads destroying the handle at
+    /// once destroy it in the device once.
+    destroying: Mutex<()>,
 }
 
 impl<C: RawCq> std::fmt::Debug for KitCq<C> {
@@ -250,11 +269,13 @@ impl<C: RawCq> KitCq<C> {
                     scratch: Vec::new(),
                     attached: 0,
                     unrouted: 0,
+                    destroyed: false,
                 }),
                 waiters: AtomicUsize::new(0),
                 overflowed: AtomicBool::new(false),
             }),
             destroyed: AtomicBool::new(false),
+            destroying: Mutex::new(()),
         }
     }
 
@@ -308,6 +329,13 @@ impl<C: RawCq> CompletionQueue for KitCq<C> {
         let result = (|| loop {
             let n = self.core.poll(out)?;
             if n > 0 {
+                // The device's wake is one wake: a delivery of several completions wakes one
+                // waiter, which passes it on to the next while some are left for it.
+                if self.core.waiters.load(Ordering::SeqCst) > 1
+                    && !lock(&self.core.router).held.is_empty()
+                {
+                    self.core.raw.wake();
+                }
                 return Ok(n);
             }
             if !self.core.raw.wait(deadline)? {
@@ -324,10 +352,31 @@ impl<C: RawCq> CompletionQueue for KitCq<C> {
     }
 
     fn destroy(&self) -> Result<()> {
+        let _destroying = lock(&self.destroying);
         if self.destroyed.load(Ordering::Acquire) {
             return Ok(());
         }
+        // Nothing may call into the device CQ once it is destroyed: not while a QP uses it
+        // (whatever the provider says), nor while a thread waits on it. A waiter counts itself
+        // before it polls, and polls check the flag under this lock.
+        let mut r = lock(&self.core.router);
+        if r.attached > 0 {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "the completion queue is in use by {} work queue(s) of live QPs",
+                    r.attached
+                ),
+            ));
+        }
+        if self.core.waiters.load(Ordering::SeqCst) > 0 {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                "a thread is waiting on the completion queue",
+            ));
+        }
         self.core.raw.destroy()?;
+        r.destroyed = true;
         self.destroyed.store(true, Ordering::Release);
         Ok(())
     }

@@ -18,6 +18,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::state::QpState;
 use crate::wr::{RecvWr, RemoteAddr, SendOp, SendWr};
 
+/// The longest a drain sleeps in the device's wait before it looks at its ledger again.
+const WAIT_SLICE: Duration = Duration::from_millis(1);
+
 impl<Q: RawQp> KitQp<Q> {
     /// Drains with the plan `plan_for` gives for the QP's state (a profile's
     /// [`plan_for`](crate::drain::DrainProfile::plan_for), or a fixed plan to try one on a
@@ -52,6 +55,7 @@ impl<Q: RawQp> KitQp<Q> {
         if !self.begin_drain(deadline)? {
             return Ok(DrainReport::already_drained(start.elapsed()));
         }
+        let _unwind = EndOnUnwind(self);
         let outcome = choose()
             .and_then(|plan| {
                 engine::run(&Drainer(self), plan, deadline).map(|fallback| (plan, fallback))
@@ -94,6 +98,8 @@ impl<Q: RawQp> KitQp<Q> {
     fn begin_drain(&self, deadline: Instant) -> Result<bool> {
         let mut book = lock(&self.book);
         loop {
+            // Under the lock `destroy` takes: no drain starts on a destroyed device QP.
+            self.check()?;
             match book.ledger.begin_drain() {
                 DrainStart::Start => return Ok(true),
                 DrainStart::Done => return Ok(false),
@@ -145,6 +151,20 @@ impl<Q: RawQp> KitQp<Q> {
     }
 }
 
+/// Ends the drain as interrupted if the provider panics in the middle of it: a QP left
+/// "draining" would make `destroy` (which waits for a running drain) hang, and every later drain
+/// time out.
+struct EndOnUnwind<'a, Q: RawQp>(&'a KitQp<Q>);
+
+impl<Q: RawQp> Drop for EndOnUnwind<'_, Q> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(&self.0.book).ledger.interrupt_drain();
+            self.0.drain_ended.notify_all();
+        }
+    }
+}
+
 /// The drain's primitives, built from the provider's.
 struct Drainer<'a, Q: RawQp>(&'a KitQp<Q>);
 
@@ -193,9 +213,25 @@ impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
             if self.0.holds(what) {
                 return Ok(true);
             }
-            if !cq.raw.wait(deadline)? {
-                cq.pump()?;
-                return Ok(self.0.holds(what));
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            // The drain is not the CQ's only reader: a ULP polling it may resolve what the drain
+            // waits for (its marker, the last flush) without waking the drain, and a ULP waiting
+            // on it may consume the device's wake. So the drain waits in short slices, and
+            // leaves the device's wake alone while a waiting ULP has completions put aside.
+            let until = deadline.min(now + WAIT_SLICE);
+            if cq.ulp_has_pending() {
+                cq.raw.wake();
+                std::thread::sleep(until.saturating_duration_since(now));
+            } else {
+                cq.raw.wait(until)?;
+                // The wake this wait consumed may have been a waiting ULP's, for completions
+                // another drain put aside meanwhile: give it back.
+                if cq.ulp_has_pending() {
+                    cq.raw.wake();
+                }
             }
             self.0.life.check()?;
         }
@@ -208,10 +244,16 @@ impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
     }
 
     fn stop_hardware(&self) -> Result<()> {
+        // What the device completed so far is resolved first, on both CQs (the drain may have
+        // waited on one only): some devices purge a QP's completions from its CQs when the QP
+        // is destroyed, and a success must not become a synthesized flush.
+        self.0.pump_both();
         self.0.raw.stop()
     }
 
     fn synthesize_rest(&self) -> Result<()> {
+        // And what the device completed before it stopped, where the CQs keep it.
+        self.0.pump_both();
         for queue in WorkQueue::BOTH {
             self.0
                 .deliver_from_ledger(queue, |l, out| l.synthesize(queue, out));

@@ -14,7 +14,7 @@ use super::raw::RawQp;
 use super::{QpBook, SharedBook, lock};
 use crate::DrainReport;
 use crate::cm::{ConnParams, Connection};
-use crate::drain::{DrainProfile, Ledger, Token, WorkQueue};
+use crate::drain::{DrainPhase, DrainProfile, Ledger, Token, WorkQueue};
 use crate::error::{Error, PostError, Result};
 use crate::qp::{QpInit, QueuePair};
 use crate::state::QpState;
@@ -140,7 +140,7 @@ impl<Q: RawQp> KitQp<Q> {
     /// Moves every completion the device produced for this QP so far aside for the ULP,
     /// resolved while the ledger still knows the WRs (before a reset forgets them, before the
     /// QP is detached). Errors (an overflowed CQ, a lost device) are the CQ's to report.
-    fn pump_both(&self) {
+    pub(crate) fn pump_both(&self) {
         let _ = self.send_cq.pump();
         if !Arc::ptr_eq(&self.send_cq, &self.recv_cq) {
             let _ = self.recv_cq.pump();
@@ -168,6 +168,8 @@ impl<Q: RawQp> KitQp<Q> {
     ) -> std::result::Result<(), PostError> {
         self.check().map_err(|e| PostError::new(0, e))?;
         let mut book = lock(&self.book);
+        // Again under the lock that `destroy` takes: no post reaches a destroyed device QP.
+        self.check().map_err(|e| PostError::new(0, e))?;
         let mut batch: SmallVec<[W; INLINE_BATCH]> = SmallVec::with_capacity(wrs.len());
         let mut tokens: SmallVec<[Token; INLINE_BATCH]> = SmallVec::with_capacity(wrs.len());
         let mut refused = None;
@@ -212,15 +214,17 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     }
 
     fn state(&self) -> Result<QpState> {
+        let _book = lock(&self.book);
         self.check()?;
         self.raw.state()
     }
 
     fn modify(&self, to: QpState) -> Result<()> {
         self.check()?;
-        {
+        let mark = {
             let mut book = lock(&self.book);
-            if book.ledger.phase() != crate::drain::DrainPhase::Open && to != QpState::Error {
+            self.check()?;
+            if book.ledger.phase() != DrainPhase::Open && to != QpState::Error {
                 return Err(Error::invalid_state(
                     "the QP was drained: it can only be destroyed (or moved to ERROR)",
                 ));
@@ -232,12 +236,15 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
             if to != QpState::Reset {
                 return Ok(());
             }
-        }
+            book.ledger.mark()
+        };
         // RESET discards the device's queues without completions; what the device completed
-        // before is delivered, resolved while the ledger still knows it.
+        // before is delivered, resolved while the ledger still knows it. Then the WRs posted
+        // before the RESET are forgotten — only those: another thread may have brought the QP
+        // back to INIT and posted since.
         self.pump_both();
         let mut book = lock(&self.book);
-        book.ledger.discard_all();
+        book.ledger.discard_before(mark);
         book.in_error = false;
         Ok(())
     }
@@ -267,6 +274,8 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     }
 
     fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {
+        // Not under the QP's lock, like `wait_connected`: a provider may resolve the address
+        // and route before it returns, and the CQs' pollers need that lock meanwhile.
         self.check()?;
         self.raw.connect(remote, params)
     }
@@ -281,8 +290,22 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     }
 
     fn destroy(&self) -> Result<()> {
-        if self.destroyed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+        {
+            // Nothing may call into the device QP once it is destroyed: a drain that is running
+            // is let finish (it ends by its deadline), and posts, transitions and drains check
+            // the flag under this lock.
+            let mut book = lock(&self.book);
+            while book.ledger.phase() == DrainPhase::Draining {
+                book.drain_waiters += 1;
+                book = match self.drain_ended.wait(book) {
+                    Ok(g) => g,
+                    Err(e) => e.into_inner(),
+                };
+                book.drain_waiters -= 1;
+            }
+            if self.destroyed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
         }
         // What the device completed stays pollable; then the QP's number routes nowhere.
         self.pump_both();

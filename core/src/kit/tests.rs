@@ -22,7 +22,13 @@ enum InError {
     Flush,
     /// Accepts it and never completes it (user-space siw).
     Drop,
+    /// Holds it, and every flush of a move to ERROR, until the test calls
+    /// [`ToyQp::release_parked`]: a device that flushes asynchronously.
+    Park,
 }
+
+/// Code a test runs inside the toy device at a chosen moment (a thread "descheduled" there).
+type Hook = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 struct Ring {
@@ -32,8 +38,32 @@ struct Ring {
     wake: bool,
 }
 
+#[derive(Default)]
+struct CqHooks {
+    /// Runs at the start of the next `wait`, before it looks at the ring.
+    wait: Option<Hook>,
+    /// Runs at the start of the next `poll`.
+    poll: Option<Hook>,
+    /// How many times `destroy` was called, and how long each call takes.
+    destroys: usize,
+    destroy_takes: Duration,
+    /// Calls the kit made into the device CQ after destroying it (a use after free on a real
+    /// device).
+    after_destroy: Vec<&'static str>,
+}
+
+impl ToyCq {
+    /// Notes a call of the kit into the device CQ; one after `destroy` is a bug of the kit.
+    fn called(&self, what: &'static str) {
+        let mut h = lock(&self.1);
+        if h.destroys > 0 {
+            h.after_destroy.push(what);
+        }
+    }
+}
+
 #[derive(Clone, Default)]
-struct ToyCq(Arc<(Mutex<Ring>, Condvar)>);
+struct ToyCq(Arc<(Mutex<Ring>, Condvar)>, Arc<Mutex<CqHooks>>);
 
 impl ToyCq {
     fn new(depth: usize) -> ToyCq {
@@ -59,6 +89,11 @@ impl RawCq for ToyCq {
         1
     }
     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+        self.called("poll");
+        let hook = lock(&self.1).poll.take();
+        if let Some(hook) = hook {
+            hook();
+        }
         let mut r = lock(&self.0.0);
         if r.overflowed {
             return Err(Error::new(ErrorKind::Overflow, "toy CQ overflowed"));
@@ -70,6 +105,11 @@ impl RawCq for ToyCq {
         Ok(n)
     }
     fn wait(&self, deadline: Instant) -> Result<bool> {
+        self.called("wait");
+        let hook = lock(&self.1).wait.take();
+        if let Some(hook) = hook {
+            hook();
+        }
         let mut r = lock(&self.0.0);
         loop {
             if !r.entries.is_empty() || r.overflowed || std::mem::take(&mut r.wake) {
@@ -92,6 +132,12 @@ impl RawCq for ToyCq {
         Ok(())
     }
     fn destroy(&self) -> Result<()> {
+        let takes = {
+            let mut h = lock(&self.1);
+            h.destroys += 1;
+            h.destroy_takes
+        };
+        std::thread::sleep(takes);
         Ok(())
     }
 }
@@ -109,6 +155,14 @@ struct ToyQpState {
     sq: VecDeque<Posted>,
     rq: VecDeque<Posted>,
     stopped: bool,
+    /// Flushes an asynchronous device ([`InError::Park`]) has not delivered yet.
+    parked: Vec<(WorkQueue, Completion)>,
+    destroyed: bool,
+    /// `stop` panics (a provider bug).
+    panic_on_stop: bool,
+    /// Calls the kit made into the device QP after destroying it (a use after free on a real
+    /// device).
+    after_destroy: Vec<&'static str>,
 }
 
 struct ToyQp {
@@ -131,6 +185,10 @@ impl ToyQp {
                 sq: VecDeque::new(),
                 rq: VecDeque::new(),
                 stopped: false,
+                parked: Vec::new(),
+                destroyed: false,
+                panic_on_stop: false,
+                after_destroy: Vec::new(),
             }),
         }
     }
@@ -168,11 +226,45 @@ impl ToyQp {
     }
 
     fn flush_all(&self, st: &mut ToyQpState) {
-        for p in st.sq.drain(..) {
-            self.scq.push(self.completion(p, WcStatus::WrFlushError));
+        let sends: Vec<Posted> = st.sq.drain(..).collect();
+        let recvs: Vec<Posted> = st.rq.drain(..).collect();
+        for p in sends {
+            self.flush(st, WorkQueue::Send, p);
         }
-        for p in st.rq.drain(..) {
-            self.rcq.push(self.completion(p, WcStatus::WrFlushError));
+        for p in recvs {
+            self.flush(st, WorkQueue::Recv, p);
+        }
+    }
+
+    /// The device flushes `p`: now, or later on an asynchronous device.
+    fn flush(&self, st: &mut ToyQpState, queue: WorkQueue, p: Posted) {
+        let c = self.completion(p, WcStatus::WrFlushError);
+        if self.in_error == InError::Park {
+            st.parked.push((queue, c));
+            return;
+        }
+        match queue {
+            WorkQueue::Send => self.scq.push(c),
+            WorkQueue::Recv => self.rcq.push(c),
+        }
+    }
+
+    /// The asynchronous device delivers the flushes it held back.
+    fn release_parked(&self) {
+        let parked = std::mem::take(&mut lock(&self.st).parked);
+        for (queue, c) in parked {
+            match queue {
+                WorkQueue::Send => self.scq.push(c),
+                WorkQueue::Recv => self.rcq.push(c),
+            }
+        }
+    }
+
+    /// Notes a call of the kit into the device QP; one after `destroy` is a bug of the kit.
+    fn called(&self, what: &'static str) {
+        let mut st = lock(&self.st);
+        if st.destroyed {
+            st.after_destroy.push(what);
         }
     }
 
@@ -180,13 +272,8 @@ impl ToyQp {
         let mut st = lock(&self.st);
         for p in posted {
             if st.state == QpState::Error {
-                if self.in_error == InError::Flush {
-                    let cq = if queue == WorkQueue::Send {
-                        &self.scq
-                    } else {
-                        &self.rcq
-                    };
-                    cq.push(self.completion(p, WcStatus::WrFlushError));
+                if self.in_error != InError::Drop {
+                    self.flush(&mut st, queue, p);
                 }
                 continue;
             }
@@ -204,9 +291,11 @@ impl RawQp for ToyQp {
         self.num
     }
     fn state(&self) -> Result<QpState> {
+        self.called("state");
         Ok(lock(&self.st).state)
     }
     fn modify(&self, to: QpState) -> Result<()> {
+        self.called("modify");
         let mut st = lock(&self.st);
         st.state = to;
         match to {
@@ -223,6 +312,7 @@ impl RawQp for ToyQp {
         self.modify(QpState::Error)
     }
     fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
+        self.called("post_send");
         self.post(
             WorkQueue::Send,
             wrs.iter().map(|w| Posted {
@@ -234,6 +324,7 @@ impl RawQp for ToyQp {
         Ok(())
     }
     fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
+        self.called("post_recv");
         if lock(&self.st).rq.len() + wrs.len() > 8 {
             // The device's ring holds 8: the WRs that fit are posted.
             let fit = 8 - lock(&self.st).rq.len();
@@ -260,13 +351,18 @@ impl RawQp for ToyQp {
         Err(Error::not_supported("toy"))
     }
     fn stop(&self) -> Result<()> {
+        self.called("stop");
         let mut st = lock(&self.st);
+        assert!(!st.panic_on_stop, "the toy's stop panics");
         st.stopped = true;
         st.sq.clear();
         st.rq.clear();
+        st.parked.clear();
         Ok(())
     }
     fn destroy(&self) -> Result<()> {
+        self.called("destroy");
+        lock(&self.st).destroyed = true;
         Ok(())
     }
 }
@@ -559,4 +655,322 @@ fn after_a_drain_only_error_is_accepted_and_posts_are_refused() {
     assert_eq!((e.accepted, e.kind()), (0, ErrorKind::InvalidState));
     q.destroy().unwrap();
     assert_eq!(q.state().unwrap_err().kind(), ErrorKind::Destroyed);
+}
+
+// ----- review findings -----
+
+/// A ULP thread polling its CQ while a drain runs can be the one that resolves the drain's
+/// marker; the drain, asleep in the device's wait, must still see it and return, not sleep
+/// until its deadline.
+#[test]
+fn a_drain_whose_marker_a_polling_ulp_resolved_returns_promptly() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Park, &c, &c, &life));
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s)]).unwrap();
+    let (raw, kcq) = (c.0.clone(), Arc::new(c.1));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // The drain has pumped and is about to sleep in the device's wait: the device delivers
+    // the flush and the marker, and the ULP's poller takes them first.
+    lock(&raw.1).wait = Some({
+        let (q, kcq, seen) = (Arc::clone(&q), Arc::clone(&kcq), Arc::clone(&seen));
+        Box::new(move || {
+            q.raw().release_parked();
+            let mut out = [Completion::default(); 8];
+            let n = kcq.poll(&mut out).unwrap();
+            lock(&seen).extend(out[..n].iter().map(|c| (c.wr_id, c.status)));
+        })
+    });
+    let report = q.drain(Instant::now() + Duration::from_secs(2)).unwrap();
+    assert_eq!(*lock(&seen), [(1, WcStatus::WrFlushError)]);
+    assert_eq!(report.fallback, None, "{report}");
+    assert!(
+        report.elapsed < Duration::from_millis(500),
+        "the drain slept until its deadline: {report}"
+    );
+}
+
+/// A drain that puts completions aside wakes the ULP waiting on the CQ; the drain's own wait
+/// on the device must not swallow that wake and leave the ULP asleep until its deadline while
+/// its completion sits in the kit.
+#[test]
+fn a_drain_does_not_swallow_the_wake_meant_for_a_waiting_ulp() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = qp(7, InError::Park, &c, &c, &life);
+    let b = qp(8, InError::Flush, &c, &c, &life);
+    let s = sge();
+    a.post_send(&[SendWr::send(1, &s)]).unwrap();
+    b.post_recv(&[RecvWr::new(2, &s)]).unwrap();
+    let (raw, kcq) = (c.0.clone(), Arc::new(c.1));
+    let (arrived, in_wait) = std::sync::mpsc::channel();
+    // The ULP is descheduled between its poll and its wait in the device.
+    lock(&raw.1).wait = Some(Box::new(move || {
+        arrived.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }));
+    let waiter = {
+        let kcq = Arc::clone(&kcq);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut out = [Completion::default(); 4];
+            let n = kcq
+                .wait(&mut out, Instant::now() + Duration::from_secs(5))
+                .unwrap();
+            (
+                out[..n].iter().map(|c| c.wr_id).collect::<Vec<_>>(),
+                start.elapsed(),
+            )
+        })
+    };
+    in_wait.recv().unwrap();
+    b.raw().receive();
+    // A's marker is never delivered: the drain waits (and pumps B's completion aside).
+    let report = a
+        .drain(Instant::now() + Duration::from_millis(1500))
+        .unwrap();
+    let (ids, waited) = waiter.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(1),
+        "the ULP slept {waited:?} with its completion held by the kit ({report}, got {ids:?})"
+    );
+    assert_eq!(ids, [2]);
+}
+
+/// Two ULP threads wait on one CQ; a drain delivers two completions at once. Each waiter must
+/// get one: the second must not sleep until its deadline while the other one's share of the
+/// delivery sits in the kit.
+#[test]
+fn every_waiter_wakes_when_a_drain_delivers_several_completions() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Drop, &c, &c, &life);
+    let s = sge();
+    q.post_recv(&[RecvWr::new(1, &s), RecvWr::new(2, &s)])
+        .unwrap();
+    let kcq = Arc::new(c.1);
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let kcq = Arc::clone(&kcq);
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let mut out = [Completion::default(); 1];
+                let n = kcq.wait(&mut out, Instant::now() + Duration::from_secs(5));
+                (n.map(|_| out[0].wr_id), start.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    q.drain_with(|_| DrainPlan::Synthesize, soon()).unwrap();
+    let mut ids = Vec::new();
+    for w in waiters {
+        let (id, waited) = w.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(1),
+            "a waiter slept {waited:?} with a completion held"
+        );
+        ids.push(id.unwrap());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2]);
+}
+
+/// A late flush of a destroyed QP, routed by a reused QP number to a healthy new QP, must not
+/// make the kit believe the new QP is in ERROR: its posts would be doomed, its unsignaled
+/// sends never retired (their slots lost) and reported flushed at the drain though they
+/// succeeded.
+#[test]
+fn a_stale_error_completion_does_not_doom_a_healthy_qp() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let old = qp(7, InError::Flush, &c, &c, &life);
+    let s = sge();
+    old.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    let late = {
+        let st = lock(&old.raw().st);
+        old.raw().completion(st.rq[0], WcStatus::WrFlushError)
+    };
+    old.destroy().unwrap();
+    let new = qp(7, InError::Flush, &c, &c, &life);
+    c.0.push(late);
+    assert_eq!(poll_all(&c.1), []);
+    new.post_send(&[
+        SendWr::send(10, &s).with_flags(SendFlags::empty()),
+        SendWr::send(11, &s),
+    ])
+    .unwrap();
+    new.raw().execute_sends(2);
+    assert_eq!(poll_all(&c.1), [(11, WcStatus::Success, WcOpcode::Send, 7)]);
+    let report = new.drain(soon()).unwrap();
+    assert_eq!(
+        poll_all(&c.1),
+        [],
+        "send 10 succeeded (send 11 behind it did): {report}"
+    );
+    assert_eq!(report.accounted(), 0, "{report}");
+}
+
+/// Two threads destroying one CQ: the device's CQ is destroyed once (a second
+/// `ibv_destroy_cq` on a real device is a double free).
+#[test]
+fn a_cq_destroyed_by_two_threads_is_destroyed_in_the_device_once() {
+    let life = DeviceLife::new();
+    let (raw, kcq) = cq(16, &life);
+    lock(&raw.1).destroy_takes = Duration::from_millis(100);
+    let kcq = Arc::new(kcq);
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let kcq = Arc::clone(&kcq);
+            std::thread::spawn(move || kcq.destroy())
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    assert_eq!(lock(&raw.1).destroys, 1);
+}
+
+/// A QP destroyed while another thread drains it: the kit must not call into the device QP
+/// after destroying it (on a real device that is a use after free), and what the drain
+/// reports must hold.
+#[test]
+fn destroy_during_a_drain_never_calls_the_device_qp_after_destroying_it() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Park, &c, &c, &life));
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s)]).unwrap();
+    let drainer = {
+        let q = Arc::clone(&q);
+        // The marker never comes: the drain falls back at its deadline.
+        std::thread::spawn(move || q.drain(Instant::now() + Duration::from_millis(300)))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    q.destroy().unwrap();
+    let drained = drainer.join().unwrap();
+    assert_eq!(
+        lock(&q.raw().st).after_destroy,
+        Vec::<&str>::new(),
+        "drain: {drained:?}"
+    );
+    if let Ok(report) = drained {
+        assert_eq!(report.accounted(), 1, "{report}");
+        assert_eq!(
+            poll_all(&c.1),
+            [(1, WcStatus::WrFlushError, WcOpcode::Send, 7)]
+        );
+    }
+}
+
+/// A thread moves the QP to RESET while another brings it back to INIT and posts a receive:
+/// the receive posted after the RESET must not be forgotten with the ones the RESET discarded.
+#[test]
+fn a_receive_posted_after_a_racing_reset_is_not_forgotten() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Flush, &c, &c, &life));
+    let s = sge();
+    q.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    // While the reset moves aside what completed before it, the other thread goes on.
+    lock(&c.0.1).poll = Some({
+        let q = Arc::clone(&q);
+        Box::new(move || {
+            q.modify(QpState::Init).unwrap();
+            q.post_recv(&[RecvWr::new(2, &sge())]).unwrap();
+        })
+    });
+    q.modify(QpState::Reset).unwrap();
+    q.raw().receive();
+    assert_eq!(poll_all(&c.1), [(2, WcStatus::Success, WcOpcode::Recv, 7)]);
+}
+
+/// A drain that falls back stops the hardware and synthesizes flushes for what is outstanding.
+/// A receive the device completed successfully before that, whose completion waits in a CQ
+/// the drain had not polled yet (the receive CQ, while the drain waited on the send CQ), must
+/// reach the ULP as the success it was, not as a synthesized flush with its data lost.
+#[test]
+fn a_fallback_delivers_what_the_device_completed_before_it_stopped() {
+    let life = DeviceLife::new();
+    let (s, r) = (cq(16, &life), cq(16, &life));
+    let q = qp(7, InError::Park, &s, &r, &life);
+    let sg = sge();
+    q.post_recv(&[RecvWr::new(1, &sg)]).unwrap();
+    q.post_send(&[SendWr::send(2, &sg)]).unwrap();
+    q.raw().receive();
+    // The send's marker never comes back: the drain falls back at its deadline.
+    let report = q
+        .drain(Instant::now() + Duration::from_millis(200))
+        .unwrap();
+    assert!(report.fallback.is_some(), "{report}");
+    assert_eq!(
+        poll_all(&r.1),
+        [(1, WcStatus::Success, WcOpcode::Recv, 7)],
+        "{report}"
+    );
+    assert_eq!(
+        poll_all(&s.1),
+        [(2, WcStatus::WrFlushError, WcOpcode::Send, 7)]
+    );
+    assert_eq!((report.completed_by_device, report.synthesized), (1, 1));
+}
+
+/// A provider that panics in the middle of a drain (a bug of its own) must not leave the QP
+/// "draining" for ever: destroy, which waits for a running drain, would hang, and every later
+/// drain would time out.
+#[test]
+fn a_drain_that_panicked_does_not_leave_the_qp_draining() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Park, &c, &c, &life));
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s)]).unwrap();
+    lock(&q.raw().st).panic_on_stop = true;
+    let drained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        q.drain(Instant::now() + Duration::from_millis(50))
+    }));
+    assert!(drained.is_err(), "the toy's stop panicked");
+    lock(&q.raw().st).panic_on_stop = false;
+    let report = q.drain(Instant::now() + Duration::from_millis(50)).unwrap();
+    assert_eq!(report.accounted(), 1, "{report}");
+    let (done, finished) = std::sync::mpsc::channel();
+    let destroyer = {
+        let q = Arc::clone(&q);
+        std::thread::spawn(move || {
+            let _ = done.send(q.destroy());
+        })
+    };
+    finished
+        .recv_timeout(Duration::from_secs(2))
+        .expect("destroy hung")
+        .unwrap();
+    destroyer.join().unwrap();
+}
+
+/// A CQ destroyed while a ULP thread waits on it: the kit must not call into the device CQ
+/// after destroying it — it either refuses (`Busy`: the CQ is in use) or the waiter stops.
+#[test]
+fn a_cq_destroyed_while_a_thread_waits_on_it_is_not_used_after_destroy() {
+    let life = DeviceLife::new();
+    let (raw, kcq) = cq(16, &life);
+    let kcq = Arc::new(kcq);
+    let waiter = {
+        let kcq = Arc::clone(&kcq);
+        std::thread::spawn(move || {
+            let mut out = [Completion::default(); 4];
+            kcq.wait(&mut out, Instant::now() + Duration::from_millis(300))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let destroyed = kcq.destroy();
+    let waited = waiter.join().unwrap();
+    assert_eq!(
+        lock(&raw.1).after_destroy,
+        Vec::<&str>::new(),
+        "destroy: {destroyed:?}, wait: {waited:?}"
+    );
+    if let Err(e) = destroyed {
+        assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+        kcq.destroy().unwrap();
+    }
 }
