@@ -279,3 +279,35 @@ fn a_fallback_keeps_a_success_waiting_in_the_other_cq() {
         "{report}"
     );
 }
+
+/// A QP the device moved to ERROR on its own (a fatal error), on devices that drop what is
+/// posted in ERROR: a receive posted before anyone polled the error is never completed by the
+/// device, and the drain must know that at once instead of waiting for it until its deadline.
+#[test]
+fn a_qp_the_device_killed_drains_without_waiting_for_what_it_drops() {
+    use anyverbs::Fault;
+    for device in ["mocksiw0", "mocklost0"] {
+        let p = MockProvider::new();
+        let x = pair(&p, device);
+        let mr = x.pd.register(64, Access::LOCAL_WRITE).unwrap();
+        p.inject(
+            device,
+            &Fault::KillQp {
+                qp_num: x.a.qp_num(),
+            },
+        )
+        .unwrap();
+        x.a.post_recv(&[RecvWr::new(7, &[mr.sge(0, 8)])]).unwrap();
+        let report = x.a.drain(soon()).unwrap();
+        assert_eq!(report.fallback, None, "{device}: {report}");
+        assert!(
+            report.elapsed < Duration::from_millis(200),
+            "{device}: {report}"
+        );
+        assert_eq!(
+            poll_all(&x.cq_a),
+            [(7, WcStatus::WrFlushError)],
+            "{device}: {report}"
+        );
+    }
+}

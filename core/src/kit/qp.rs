@@ -44,6 +44,8 @@ pub struct KitQp<Q: RawQp> {
     pub(crate) profile: &'static DrainProfile,
     pub(crate) life: DeviceLife,
     destroyed: AtomicBool,
+    /// Set by the provider through [`DeviceLife::qp_entered_error`].
+    device_error: Arc<AtomicBool>,
 }
 
 impl<Q: RawQp> std::fmt::Debug for KitQp<Q> {
@@ -96,6 +98,8 @@ impl<Q: RawQp> KitQp<Q> {
                 return Err(e);
             }
         }
+        let device_error = Arc::new(AtomicBool::new(false));
+        life.register(qp_num, &device_error);
         Ok(KitQp {
             raw,
             qp_num,
@@ -106,6 +110,7 @@ impl<Q: RawQp> KitQp<Q> {
             profile,
             life,
             destroyed: AtomicBool::new(false),
+            device_error,
         })
     }
 
@@ -147,8 +152,9 @@ impl<Q: RawQp> KitQp<Q> {
         }
     }
 
-    /// Stops routing the CQs' completions to this QP.
+    /// Stops routing the CQs' completions to this QP, and the provider's news of it.
     fn detach(&self) {
+        self.life.unregister(self.qp_num, &self.device_error);
         if Arc::ptr_eq(&self.send_cq, &self.recv_cq) {
             self.send_cq.detach(self.qp_num, &self.book, 2);
         } else {
@@ -188,6 +194,9 @@ impl<Q: RawQp> KitQp<Q> {
         if batch.is_empty() {
             return refused.map_or(Ok(()), Err);
         }
+        // Whether the QP is in ERROR is read before the post: a WR is doomed only when it
+        // certainly went to a QP in ERROR (a WR that may have run must be waited for).
+        let in_error = book.in_error || self.device_error.load(Ordering::Acquire);
         let posted = match post(&batch) {
             Ok(()) => tokens.len(),
             Err(e) => {
@@ -199,7 +208,7 @@ impl<Q: RawQp> KitQp<Q> {
                 accepted
             }
         };
-        if book.in_error {
+        if in_error {
             for &t in &tokens[..posted] {
                 book.ledger.doom(t);
             }
@@ -246,6 +255,7 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
         let mut book = lock(&self.book);
         book.ledger.discard_before(mark);
         book.in_error = false;
+        self.device_error.store(false, Ordering::Release);
         Ok(())
     }
 

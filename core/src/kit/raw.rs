@@ -23,13 +23,19 @@ pub trait RawCq: Send + Sync + 'static {
     /// Moves up to `out.len()` completions from the device's ring into `out`, oldest first, and
     /// returns how many; never blocks. Their `wr_id` is the token the kit posted with. A CQ that
     /// overflowed fails with [`ErrorKind::Overflow`](crate::ErrorKind::Overflow) from then on; a
-    /// lost device fails with [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost).
+    /// lost device fails with [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost). A poll
+    /// that moved completions and then hit an error returns `Ok` with their number and reports
+    /// the error on the next call: completions moved out and then dropped with an `Err` are
+    /// lost.
     fn poll(&self, out: &mut [Completion]) -> Result<usize>;
 
     /// Blocks until the CQ may hold a completion, a [`wake`](Self::wake) arrives, or `deadline`
     /// passes (`Ok(false)`). Arming the device's notification and reading its source (a
     /// completion channel) is the provider's business; it must not miss a completion that arrived
-    /// before the call, and it may return early.
+    /// before the call, and it may return early. Once the device is lost it fails with
+    /// [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost) — a wait already blocked included,
+    /// which the provider wakes when it learns of the loss (marking the
+    /// [`DeviceLife`](super::DeviceLife) lost wakes nobody by itself).
     fn wait(&self, deadline: Instant) -> Result<bool>;
 
     /// Makes the current [`wait`](Self::wait), or the next one if none is running, return now.

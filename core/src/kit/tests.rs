@@ -974,3 +974,38 @@ fn a_cq_destroyed_while_a_thread_waits_on_it_is_not_used_after_destroy() {
         kcq.destroy().unwrap();
     }
 }
+
+#[test]
+fn the_provider_telling_of_a_device_error_dooms_later_posts_of_that_qp_only() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = qp(7, InError::Drop, &c, &c, &life);
+    let b = qp(8, InError::Drop, &c, &c, &life);
+    let s = sge();
+    // The device kills QP 7 (an IBV_EVENT_QP_FATAL); the provider says so.
+    lock(&a.raw().st).state = QpState::Error;
+    life.qp_entered_error(7);
+    life.qp_entered_error(99); // a number nobody has: ignored
+    a.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    let report = a.drain_with(|_| DrainPlan::WaitForFlush, soon()).unwrap();
+    assert_eq!((report.synthesized, report.fallback), (1, None), "{report}");
+    // QP 8 was not told anything: its receive is waited for (and here completes).
+    b.post_recv(&[RecvWr::new(2, &s)]).unwrap();
+    b.raw().receive();
+    let report = b.drain_with(|_| DrainPlan::WaitForFlush, soon()).unwrap();
+    assert_eq!(
+        (report.synthesized, report.completed_by_device),
+        (0, 1),
+        "{report}"
+    );
+    // A new QP under a destroyed one's number does not inherit the old QP's news.
+    a.destroy().unwrap();
+    drop(a);
+    let again = qp(7, InError::Drop, &c, &c, &life);
+    again.post_recv(&[RecvWr::new(3, &s)]).unwrap();
+    again.raw().receive();
+    assert_eq!(
+        poll_all(&c.1).last().map(|c| (c.0, c.1)),
+        Some((3, WcStatus::Success))
+    );
+}

@@ -154,6 +154,9 @@ impl State {
             q.lose_next = [true; 2];
         }
         q.state = QpState::Error;
+        // What a real device's async event (QP_FATAL, a request or access error, an iWARP
+        // disconnect) tells its provider; harmless when the kit asked for the ERROR itself.
+        self.incarnations[&q.device].life.qp_entered_error(qpn);
         self.stalled.remove(&qpn);
         self.flush(qpn);
         // On iWARP the connection goes down with the QP (as siw's RDMA_CM_EVENT_DISCONNECTED,
