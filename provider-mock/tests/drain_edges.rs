@@ -199,13 +199,9 @@ fn a_drain_returns_promptly_while_the_ulp_keeps_polling() {
 /// it. On a device that flushes asynchronously and is drained without a marker (the X722's
 /// WaitForFlush), the drain must not take it for a silent success before its flush arrives.
 ///
-/// Known bug, not fixed: with WaitForFlush the kit decides "idle" from completions alone and
-/// settles a trailing unsignaled send as a silent success, so on mocklost0 the send is never
-/// reported (and the report counts it as completed by the device); its flush, 2 ms later, is
-/// dropped as stale. Fixing it means choosing between a marker before ERROR for the X722 and
-/// flushing every unreported unsignaled send at settle (which other tests rule out).
+/// The kit once settled such a send as a silent success (its flush, 2 ms later, dropped as
+/// stale); it now posts a signaled marker behind it before ERROR.
 #[test]
-#[ignore = "known bug: WaitForFlush on an asynchronously flushing device takes a send that never ran for a silent success"]
 fn an_unsignaled_send_the_device_had_not_run_is_not_a_silent_success() {
     for device in ["mockiw0", "mocklost0"] {
         let p = MockProvider::with_config(FabricConfig {

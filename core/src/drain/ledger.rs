@@ -364,6 +364,15 @@ impl Ledger {
             .count()
     }
 
+    /// Whether an unsignaled send is outstanding that was not doomed: whether it ran (silently)
+    /// or will be flushed, only a completion after it can tell.
+    pub fn has_unsure_sends(&self) -> bool {
+        self.queues[WorkQueue::Send.index()]
+            .entries
+            .iter()
+            .any(|e| !e.signaled && !e.doomed)
+    }
+
     /// Whether any outstanding WR on `queue` is doomed.
     pub fn has_doomed(&self, queue: WorkQueue) -> bool {
         self.queues[queue.index()].entries.iter().any(|e| e.doomed)

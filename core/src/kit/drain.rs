@@ -35,10 +35,27 @@ impl<Q: RawQp> KitQp<Q> {
 
     /// Drains with the profile's plan, asking the device for the QP's state only where the
     /// plan depends on it.
+    ///
+    /// Waiting for the flush cannot tell an unsignaled send that ran from one the device will
+    /// flush later (on a device that flushes asynchronously): nothing completes for the first,
+    /// and the second's flush may come after the drain decided. So while such a send is
+    /// outstanding and the send queue still takes WRs that run or flush in order (RTS, SQD), the
+    /// drain posts a signaled marker behind it first and moves to ERROR after
+    /// ([`DrainPlan::MarkerThenError`]): the marker's completion settles the question.
     pub(crate) fn drain_by_profile(&self, deadline: Instant) -> Result<DrainReport> {
         let profile = self.profile;
         match profile.plan {
             DrainPlan::MarkerThenError => self.drain_with(|s| profile.plan_for(s), deadline),
+            DrainPlan::WaitForFlush if lock(&self.book).ledger.has_unsure_sends() => self
+                .drain_with(
+                    |state| match state {
+                        QpState::ReadyToSend | QpState::SendQueueDrained => {
+                            DrainPlan::MarkerThenError
+                        }
+                        _ => DrainPlan::WaitForFlush,
+                    },
+                    deadline,
+                ),
             plan => self.run_drain(|| Ok(plan), deadline),
         }
     }
