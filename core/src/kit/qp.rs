@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
 
 use smallvec::SmallVec;
@@ -46,6 +46,9 @@ pub struct KitQp<Q: RawQp> {
     destroyed: AtomicBool,
     /// Set by the provider through [`DeviceLife::qp_entered_error`].
     device_error: Arc<AtomicBool>,
+    /// Read-held by `connect` and `wait_connected` for their duration; `destroy` write-locks it
+    /// once before destroying the device QP.
+    connecting: RwLock<()>,
 }
 
 impl<Q: RawQp> std::fmt::Debug for KitQp<Q> {
@@ -111,6 +114,7 @@ impl<Q: RawQp> KitQp<Q> {
             life,
             destroyed: AtomicBool::new(false),
             device_error,
+            connecting: RwLock::new(()),
         })
     }
 
@@ -132,6 +136,14 @@ impl<Q: RawQp> KitQp<Q> {
             return Err(Error::destroyed("queue pair"));
         }
         Ok(())
+    }
+
+    /// Holds off `destroy` for a connection call: `Destroyed` (or `DeviceLost`) if it is too
+    /// late.
+    fn connection_guard(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
+        let guard = self.connecting.read().unwrap_or_else(|e| e.into_inner());
+        self.check()?;
+        Ok(guard)
     }
 
     /// The CQ of `queue`.
@@ -285,13 +297,14 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
 
     fn connect(&self, remote: SocketAddr, params: &ConnParams) -> Result<()> {
         // Not under the QP's lock, like `wait_connected`: a provider may resolve the address
-        // and route before it returns, and the CQs' pollers need that lock meanwhile.
-        self.check()?;
+        // and route before it returns, and the CQs' pollers need that lock meanwhile. Under the
+        // connection lock instead, which `destroy` takes before destroying the device QP.
+        let _alive = self.connection_guard()?;
         self.raw.connect(remote, params)
     }
 
     fn wait_connected(&self, deadline: Instant) -> Result<Connection> {
-        self.check()?;
+        let _alive = self.connection_guard()?;
         self.raw.wait_connected(deadline)
     }
 
@@ -317,6 +330,9 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
                 return Ok(());
             }
         }
+        // A connect or a connection wait in progress ends first (by its deadline): the device
+        // QP is not destroyed under it.
+        drop(self.connecting.write().unwrap_or_else(|e| e.into_inner()));
         // What the device completed stays pollable; then the QP's number routes nowhere.
         self.pump_both();
         self.detach();

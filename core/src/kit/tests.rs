@@ -347,8 +347,11 @@ impl RawQp for ToyQp {
     fn connect(&self, _: SocketAddr, _: &ConnParams) -> Result<()> {
         Err(Error::not_supported("toy"))
     }
-    fn wait_connected(&self, _: Instant) -> Result<Connection> {
-        Err(Error::not_supported("toy"))
+    fn wait_connected(&self, deadline: Instant) -> Result<Connection> {
+        // Nobody ever answers: waits out its deadline (a short one in tests), then looks.
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        self.called("wait_connected");
+        Err(Error::timed_out("toy: nobody answered"))
     }
     fn stop(&self) -> Result<()> {
         self.called("stop");
@@ -1007,5 +1010,31 @@ fn the_provider_telling_of_a_device_error_dooms_later_posts_of_that_qp_only() {
     assert_eq!(
         poll_all(&c.1).last().map(|c| (c.0, c.1)),
         Some((3, WcStatus::Success))
+    );
+}
+
+/// A QP destroyed while another thread waits for its connection: `destroy` lets the wait end
+/// (by its deadline) before it destroys the device QP, which the wait still uses.
+#[test]
+fn destroy_waits_for_a_connection_wait_in_progress() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Flush, &c, &c, &life));
+    let waiter = {
+        let q = Arc::clone(&q);
+        std::thread::spawn(move || q.wait_connected(Instant::now() + Duration::from_millis(200)))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    q.destroy().unwrap();
+    let waited = waiter.join().unwrap();
+    assert_eq!(waited.unwrap_err().kind(), ErrorKind::TimedOut);
+    assert_eq!(
+        lock(&q.raw().st).after_destroy,
+        Vec::<&str>::new(),
+        "the kit called into the device QP after destroying it"
+    );
+    assert_eq!(
+        q.wait_connected(soon()).unwrap_err().kind(),
+        ErrorKind::Destroyed
     );
 }
