@@ -51,10 +51,12 @@ impl Listener<MockProvider> for MockListener {
                 "the QP belongs to another mock fabric",
             ));
         }
-        Ok(self.fabric.with_live(self.dev, |st| {
-            st.check_live(qp.raw().dev())?;
-            st.accept(self.addr, request.id, qp.qp_num(), params)
-        })?)
+        qp.with_device_qp(|raw| {
+            Ok(self.fabric.with_live(self.dev, |st| {
+                st.check_live(raw.dev())?;
+                st.accept(self.addr, request.id, qp.qp_num(), params)
+            })?)
+        })
     }
 
     fn reject(&self, request: &ConnectRequest, _private_data: &[u8]) -> Result<()> {

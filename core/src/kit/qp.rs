@@ -123,6 +123,14 @@ impl<Q: RawQp> KitQp<Q> {
         &self.raw
     }
 
+    /// Runs `f` on the device QP while holding off [`destroy`](QueuePair::destroy), for the
+    /// calls that reach the device QP from outside the kit — a listener accepting a connection
+    /// onto it. Fails with `Destroyed` (or `DeviceLost`) if it is too late.
+    pub fn with_device_qp<T>(&self, f: impl FnOnce(&Q) -> Result<T>) -> Result<T> {
+        let _alive = self.connection_guard()?;
+        f(&self.raw)
+    }
+
     /// The drain profile the QP drains with.
     pub fn drain_profile(&self) -> &'static DrainProfile {
         self.profile
