@@ -507,6 +507,17 @@ impl Ledger {
         [self.queues[0].next_seq, self.queues[1].next_seq]
     }
 
+    /// Whether the WR a device completion names was posted before `mark` (by this ledger): a
+    /// completion a RESET after `mark` left behind says nothing about the QP now.
+    pub(crate) fn posted_before(&self, device: &Completion, mark: [u64; 2]) -> bool {
+        let token = Token::from_wr_id(device.wr_id);
+        if token.generation() != self.generation {
+            return false;
+        }
+        let after = Queue::offset(token.seq(), mark[token.queue().index()]);
+        after != 0 && after <= SEQ_MASK / 2
+    }
+
     /// [`discard_all`](Self::discard_all) for the WRs posted before `mark` only: a RESET
     /// discarded them, and WRs posted after it (the QP brought back to INIT by another thread)
     /// stay outstanding. Returns how many were discarded.

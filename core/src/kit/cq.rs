@@ -60,10 +60,15 @@ impl Router {
             }
             let (_, book) = current.as_mut().expect("set above");
             if let Some(ulp) = book.ledger.resolve(&raw) {
-                if ulp.status != WcStatus::Success {
-                    // An error completion of one of its WRs means the device moved the QP to
-                    // ERROR. A stale one says nothing about it: a late flush of a destroyed QP
-                    // whose number this QP now has, or of a WR a RESET discarded.
+                // An error completion of one of its WRs means the device moved the QP to
+                // ERROR. A stale one says nothing about it: a late flush of a destroyed QP
+                // whose number this QP now has, or of a WR posted before a RESET (moved aside
+                // while the RESET is under way, or discarded by it).
+                if ulp.status != WcStatus::Success
+                    && !book
+                        .resetting
+                        .is_some_and(|mark| book.ledger.posted_before(&raw, mark))
+                {
                     book.in_error = true;
                 }
                 buf[kept] = ulp;
@@ -214,13 +219,16 @@ impl<C: RawCq> CqCore<C> {
     }
 
     /// Stops routing to `book` (if QP `qp_num` is still routed to it) and gives back its
-    /// queues' reservation.
+    /// queues' reservation. Called once for each [`attach`](Self::attach) that succeeded.
     pub(crate) fn detach(&self, qp_num: u32, book: &SharedBook, queues: u32) {
         let mut r = lock(&self.router);
         if r.routes.get(&qp_num).is_some_and(|b| Arc::ptr_eq(b, book)) {
             r.routes.remove(&qp_num);
-            r.attached = r.attached.saturating_sub(queues);
         }
+        // Given back even when a newer QP took the number's route over (a drain that fell back
+        // stopped the device QP, and the device gave its number away while the handle lived):
+        // the queues were counted when they attached.
+        r.attached = r.attached.saturating_sub(queues);
     }
 
     /// Raw completions dropped so far (see [`KitCq::unrouted`]).

@@ -46,16 +46,23 @@ impl<Q: RawQp> KitQp<Q> {
         let profile = self.profile;
         match profile.plan {
             DrainPlan::MarkerThenError => self.drain_with(|s| profile.plan_for(s), deadline),
-            DrainPlan::WaitForFlush if lock(&self.book).ledger.has_unsure_sends() => self
-                .drain_with(
-                    |state| match state {
+            // Decided once the drain has started, when posts are refused: an unsignaled send
+            // posted between a look before and the start would be taken for a silent success.
+            DrainPlan::WaitForFlush => self.run_drain(
+                || {
+                    let unsure = lock(&self.book).ledger.has_unsure_sends();
+                    if !unsure {
+                        return Ok(DrainPlan::WaitForFlush);
+                    }
+                    Ok(match self.raw.state()? {
                         QpState::ReadyToSend | QpState::SendQueueDrained => {
                             DrainPlan::MarkerThenError
                         }
                         _ => DrainPlan::WaitForFlush,
-                    },
-                    deadline,
-                ),
+                    })
+                },
+                deadline,
+            ),
             plan => self.run_drain(|| Ok(plan), deadline),
         }
     }
@@ -155,6 +162,16 @@ impl<Q: RawQp> KitQp<Q> {
         }
     }
 
+    /// Whether what a drain waits for holds with nothing outstanding on its queue: nothing
+    /// the device completed can be waiting in the CQ for this queue.
+    fn holds_idle(&self, what: WaitFor) -> bool {
+        let queue = match what {
+            WaitFor::Marker(q) | WaitFor::DeviceIdle(q) => q,
+        };
+        let outstanding = lock(&self.book).ledger.outstanding(queue);
+        outstanding == 0 && self.holds(what)
+    }
+
     /// Runs `f` on the ledger and delivers the completions it synthesized to `queue`'s CQ.
     fn deliver_from_ledger(
         &self,
@@ -219,9 +236,10 @@ impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
         let queue = match what {
             WaitFor::Marker(q) | WaitFor::DeviceIdle(q) => q,
         };
-        // Nothing awaited (an empty queue, or only what the device will never complete): done
-        // without polling.
-        if self.0.holds(what) {
+        // An empty queue: done without polling. A queue with nothing awaited but something
+        // outstanding (unsignaled sends, doomed WRs) is polled first: what the device completed
+        // for it (an unsignaled send's error) is resolved before the queue is settled.
+        if self.0.holds_idle(what) {
             return Ok(true);
         }
         let cq = self.0.cq(queue);

@@ -48,6 +48,10 @@ pub(crate) struct QpBook {
     pub(crate) ledger: Ledger,
     /// The QP is in ERROR as far as the kit knows: WRs posted now are doomed.
     pub(crate) in_error: bool,
+    /// Set while a RESET moves aside what the device completed before it: the
+    /// [`mark`](Ledger::mark) taken at the RESET. Error completions of WRs posted before it
+    /// are stale: they do not put the reset QP in ERROR.
+    pub(crate) resetting: Option<[u64; 2]>,
     /// Callers waiting for another caller's drain of the QP to end.
     pub(crate) drain_waiters: usize,
 }

@@ -89,6 +89,7 @@ impl<Q: RawQp> KitQp<Q> {
         let book: SharedBook = Arc::new(Mutex::new(QpBook {
             ledger: Ledger::new(qp_num, init.max_send_wr, init.max_recv_wr),
             in_error: false,
+            resetting: None,
             drain_waiters: 0,
         }));
         let same = Arc::ptr_eq(&send_cq.core, &recv_cq.core);
@@ -265,17 +266,24 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
             if to != QpState::Reset {
                 return Ok(());
             }
-            book.ledger.mark()
+            // The QP is out of ERROR now, before the lock is released: another thread may bring
+            // it back to INIT and post at once, and its WRs are not doomed.
+            book.in_error = false;
+            self.device_error.store(false, Ordering::Release);
+            let mark = book.ledger.mark();
+            book.resetting = Some(mark);
+            mark
         };
         // RESET discards the device's queues without completions; what the device completed
-        // before is delivered, resolved while the ledger still knows it. Then the WRs posted
-        // before the RESET are forgotten — only those: another thread may have brought the QP
-        // back to INIT and posted since.
+        // before is delivered, resolved while the ledger still knows it (its error completions
+        // are stale: `resetting`). Then the WRs posted before the RESET are forgotten — only
+        // those: another thread may have brought the QP back to INIT and posted since.
         self.pump_both();
         let mut book = lock(&self.book);
         book.ledger.discard_before(mark);
-        book.in_error = false;
-        self.device_error.store(false, Ordering::Release);
+        if book.resetting == Some(mark) {
+            book.resetting = None;
+        }
         Ok(())
     }
 

@@ -1038,3 +1038,88 @@ fn destroy_waits_for_a_connection_wait_in_progress() {
         ErrorKind::Destroyed
     );
 }
+
+// ----- second review -----
+
+/// An unsignaled send the device ran and the remote refused: its error completion (generated
+/// for unsignaled WRs too) waits in the CQ, and the device moved the QP to ERROR. A drain that
+/// waits for the flush has nothing to await, but it must still resolve what the device
+/// completed before it settles: the send is not a silent success, and its error is not dropped.
+#[test]
+fn a_wait_for_flush_drain_resolves_an_unsignaled_sends_error_before_it_settles() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Drop, &c, &c, &life);
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s).with_flags(SendFlags::empty())])
+        .unwrap();
+    {
+        let mut st = lock(&q.raw().st);
+        let p = st.sq.pop_front().unwrap();
+        st.state = QpState::Error;
+        q.raw()
+            .scq
+            .push(q.raw().completion(p, WcStatus::RemoteAccessError));
+    }
+    let report = q.drain_with(|_| DrainPlan::WaitForFlush, soon()).unwrap();
+    assert_eq!(
+        poll_all(&c.1)
+            .iter()
+            .map(|c| (c.0, c.1))
+            .collect::<Vec<_>>(),
+        [(1, WcStatus::RemoteAccessError)],
+        "{report}"
+    );
+    assert_eq!(report.completed_by_device, 1, "{report}");
+}
+
+/// A QP in ERROR is reset; while the reset moves aside what completed before it, another
+/// thread brings the QP back to INIT and posts. Those WRs go to a QP that is not in ERROR: they
+/// must not be doomed (an unsignaled send that ran would never be retired, and the drain would
+/// report it flushed).
+#[test]
+fn a_send_posted_after_a_racing_reset_of_a_qp_in_error_is_not_doomed() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Flush, &c, &c, &life));
+    let s = sge();
+    q.modify(QpState::Error).unwrap();
+    lock(&c.0.1).poll = Some({
+        let q = Arc::clone(&q);
+        Box::new(move || {
+            q.modify(QpState::Init).unwrap();
+            q.post_send(&[SendWr::send(10, &sge()).with_flags(SendFlags::empty())])
+                .unwrap();
+        })
+    });
+    q.modify(QpState::Reset).unwrap();
+    q.modify(QpState::ReadyToSend).unwrap();
+    q.post_send(&[SendWr::send(11, &s)]).unwrap();
+    q.raw().execute_sends(2);
+    assert_eq!(poll_all(&c.1), [(11, WcStatus::Success, WcOpcode::Send, 7)]);
+    let report = q.drain(soon()).unwrap();
+    assert_eq!(
+        poll_all(&c.1),
+        [],
+        "send 10 succeeded (send 11 behind it did): {report}"
+    );
+}
+
+/// A drain that falls back stops the device QP, and the kernel may give its number to a new
+/// QP on the same CQ while the old handle lives. Once both are destroyed the CQ is in use by
+/// nobody: destroying it must not answer `Busy` for ever.
+#[test]
+fn a_cq_is_not_busy_for_ever_after_a_stopped_qps_number_is_reused() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let old = qp(7, InError::Drop, &c, &c, &life);
+    old.post_recv(&[RecvWr::new(1, &sge())]).unwrap();
+    old.drain_with(|_| DrainPlan::Synthesize, soon()).unwrap();
+    // The device QP is stopped (destroyed in the device): number 7 is free again.
+    let new = qp(7, InError::Drop, &c, &c, &life);
+    old.destroy().unwrap();
+    drop(old);
+    new.destroy().unwrap();
+    drop(new);
+    c.1.destroy().unwrap();
+}
