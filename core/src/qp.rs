@@ -88,5 +88,12 @@ pub trait QueuePair: Send + Sync {
     /// Destroys the QP. Destroying a QP that was not drained is allowed (verbs allows it), but
     /// the WRs still outstanding then never complete and their buffers may still be in use by
     /// the device until it notices: drain first, which is how nothing is lost.
+    ///
+    /// It does not cancel calls in progress on other threads: it waits for a running
+    /// [`drain`](Self::drain) and a [`wait_connected`](Self::wait_connected) to end, each by its
+    /// own deadline (a QP's provider must not destroy the device QP under them), so a destroy
+    /// meant to abandon a connection attempt returns only when that wait times out; while it
+    /// waits, new connection calls on the QP wait too. Calls started after it fail with
+    /// `Destroyed`.
     fn destroy(&self) -> Result<()>;
 }
