@@ -139,6 +139,12 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             run: CaseFn::Plain(while_another_thread_posts::<P>),
         },
         Case {
+            name: "drain::while_the_ulp_polls",
+            description: "While another thread keeps polling the QP's CQ, a drain returns                           without waiting for what that thread took (it never falls back with                           nothing to synthesize), and every receive is seen exactly once.",
+            needs: Needs::NOTHING,
+            run: CaseFn::Plain(while_the_ulp_polls::<P>),
+        },
+        Case {
             name: "drain::shared_cq_other_qp_untouched",
             description: "Draining one of two QPs that share a CQ flushes only its own WRs: the \
                           other QP's receives stay posted and later complete normally when its \
@@ -178,8 +184,10 @@ mod clauses;
 mod every_state;
 mod fixtures;
 mod naive_marker;
+mod with_a_poller;
 
 use clauses::*;
 use every_state::*;
 use fixtures::*;
 use naive_marker::*;
+use with_a_poller::*;
