@@ -197,8 +197,28 @@ impl<Q: RawQp> KitQp<Q> {
         let mut book = lock(&self.book);
         // Again under the lock that `destroy` takes: no post reaches a destroyed device QP.
         self.check().map_err(|e| PostError::new(0, e))?;
-        let mut batch: SmallVec<[W; INLINE_BATCH]> = SmallVec::with_capacity(wrs.len());
-        let mut tokens: SmallVec<[Token; INLINE_BATCH]> = SmallVec::with_capacity(wrs.len());
+        // Whether the QP is in ERROR is read before the post: a WR is doomed only when it
+        // certainly went to a QP in ERROR (a WR that may have run must be waited for).
+        let in_error = book.in_error || self.device_error.load(Ordering::Acquire);
+        if let [wr] = wrs {
+            // One WR, the common case: rewritten on the stack, no batch to build.
+            let token = admit(&mut book.ledger, wr).map_err(|e| PostError::new(0, e))?;
+            let retokened = retoken(*wr, token);
+            return match post(std::slice::from_ref(&retokened)) {
+                Ok(()) => {
+                    if in_error {
+                        book.ledger.doom(token);
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    book.ledger.withdraw(token);
+                    Err(PostError::new(0, e.error))
+                }
+            };
+        }
+        let mut batch: SmallVec<[W; INLINE_BATCH]> = SmallVec::new();
+        let mut tokens: SmallVec<[Token; INLINE_BATCH]> = SmallVec::new();
         let mut refused = None;
         for (i, wr) in wrs.iter().enumerate() {
             match admit(&mut book.ledger, wr) {
@@ -215,9 +235,6 @@ impl<Q: RawQp> KitQp<Q> {
         if batch.is_empty() {
             return refused.map_or(Ok(()), Err);
         }
-        // Whether the QP is in ERROR is read before the post: a WR is doomed only when it
-        // certainly went to a QP in ERROR (a WR that may have run must be waited for).
-        let in_error = book.in_error || self.device_error.load(Ordering::Acquire);
         let posted = match post(&batch) {
             Ok(()) => tokens.len(),
             Err(e) => {
