@@ -27,6 +27,111 @@
 //! The in-process mock (`anyverbs-provider-mock`) is a device simulator behind this kit, so the
 //! conformance suite judges, on every mock personality, the provider half that the real
 //! providers run.
+//!
+//! # Writing a provider on the kit
+//!
+//! The primitives of a (very small) device whose QPs never execute anything but flush their
+//! queues on ERROR — all a provider writes — and a drain the kit runs on them:
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use std::net::SocketAddr;
+//! use std::sync::atomic::{AtomicBool, Ordering};
+//! use std::sync::{Arc, Mutex};
+//! use std::time::{Duration, Instant};
+//!
+//! use anyverbs::drain::profiles::profile_named;
+//! use anyverbs::kit::{DeviceLife, KitCq, KitQp, RawCq, RawQp};
+//! use anyverbs::{
+//!     Completion, CompletionQueue, ConnParams, Connection, Error, PostError, QpInit, QpState,
+//!     QueuePair, RecvWr, Result, SendWr, WcStatus,
+//! };
+//!
+//! /// The device's CQ: a ring of raw completions (their `wr_id`s are the kit's tokens).
+//! #[derive(Clone, Default)]
+//! struct Ring(Arc<Mutex<VecDeque<Completion>>>);
+//!
+//! impl RawCq for Ring {
+//!     fn cq_num(&self) -> u32 { 1 }
+//!     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+//!         let mut ring = self.0.lock().unwrap();
+//!         let n = out.len().min(ring.len());
+//!         for (slot, c) in out.iter_mut().zip(ring.drain(..n)) {
+//!             *slot = c;
+//!         }
+//!         Ok(n)
+//!     }
+//!     // A real device arms its CQ and waits on its completion channel (and on a wake).
+//!     fn wait(&self, deadline: Instant) -> Result<bool> {
+//!         std::thread::sleep(deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(1)));
+//!         Ok(!self.0.lock().unwrap().is_empty())
+//!     }
+//!     fn wake(&self) {}
+//!     fn reserve(&self, _extra: u32) -> Result<()> { Ok(()) }
+//!     fn destroy(&self) -> Result<()> { Ok(()) }
+//! }
+//!
+//! /// The device's QP: the receives it holds, flushed to the CQ on ERROR (and at once when
+//! /// posted in ERROR, as InfiniBand devices do).
+//! struct Queue { cq: Ring, recvs: Mutex<Vec<u64>>, error: AtomicBool }
+//!
+//! impl RawQp for Queue {
+//!     type Cq = Ring;
+//!     fn qp_num(&self) -> u32 { 7 }
+//!     fn state(&self) -> Result<QpState> { Ok(QpState::Init) }
+//!     fn modify(&self, to: QpState) -> Result<()> {
+//!         if to == QpState::Error { self.enter_error()?; }
+//!         Ok(())
+//!     }
+//!     fn enter_error(&self) -> Result<()> {
+//!         self.error.store(true, Ordering::SeqCst);
+//!         let tokens: Vec<u64> = self.recvs.lock().unwrap().drain(..).collect();
+//!         self.cq.0.lock().unwrap().extend(tokens.into_iter().map(|token| Completion {
+//!             wr_id: token,
+//!             status: WcStatus::WrFlushError,
+//!             qp_num: 7,
+//!             ..Completion::default()
+//!         }));
+//!         Ok(())
+//!     }
+//!     fn post_send(&self, _: &[SendWr]) -> std::result::Result<(), PostError> {
+//!         Err(PostError::new(0, Error::not_supported("this device only receives")))
+//!     }
+//!     fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
+//!         self.recvs.lock().unwrap().extend(wrs.iter().map(|wr| wr.wr_id));
+//!         if self.error.load(Ordering::SeqCst) {
+//!             self.enter_error().expect("flushing the ring cannot fail");
+//!         }
+//!         Ok(())
+//!     }
+//!     fn connect(&self, _: SocketAddr, _: &ConnParams) -> Result<()> {
+//!         Err(Error::not_supported("no connection manager"))
+//!     }
+//!     fn wait_connected(&self, _: Instant) -> Result<Connection> {
+//!         Err(Error::not_supported("no connection manager"))
+//!     }
+//!     fn stop(&self) -> Result<()> { self.recvs.lock().unwrap().clear(); Ok(()) }
+//!     fn destroy(&self) -> Result<()> { Ok(()) }
+//! }
+//!
+//! // What the provider's `create_cq` and `create_qp` return.
+//! let life = DeviceLife::new();
+//! let ring = Ring::default();
+//! let cq = KitCq::new(ring.clone(), 16, life.clone());
+//! let raw = Queue { cq: ring, recvs: Mutex::default(), error: AtomicBool::new(false) };
+//! let profile = profile_named("mlx5").unwrap(); // by kernel driver or vendor id: `profile_for`
+//! let qp = KitQp::new(raw, &cq, &cq, &QpInit::default(), profile, life)?;
+//!
+//! // The ULP's side: its own wr_ids, a drain, every receive flushed exactly once.
+//! qp.post_recv(&[RecvWr::new(41, &[]), RecvWr::new(42, &[])])?;
+//! let report = qp.drain(Instant::now() + Duration::from_secs(1))?;
+//! assert_eq!((report.accounted(), report.fallback), (2, None));
+//! let mut wc = [Completion::default(); 4];
+//! let n = cq.poll(&mut wc)?;
+//! let ids: Vec<u64> = wc[..n].iter().map(|c| c.wr_id).collect();
+//! assert_eq!(ids, [41, 42]); // the marker the drain posted never reaches the ULP
+//! # Ok::<(), anyverbs::Error>(())
+//! ```
 
 mod cq;
 mod drain;
