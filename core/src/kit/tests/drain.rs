@@ -1,0 +1,194 @@
+//! Drains on the toy device: idle from completions, overflow, fallbacks, a panicking provider, a ULP polling meanwhile.
+
+use super::*;
+
+#[test]
+fn what_a_drain_polled_for_other_qps_waits_for_the_ulp_in_order() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = qp(7, InError::Flush, &c, &c, &life);
+    let b = qp(8, InError::Flush, &c, &c, &life);
+    let s = sge();
+    b.post_recv(&[RecvWr::new(10, &s), RecvWr::new(11, &s)])
+        .unwrap();
+    a.post_recv(&[RecvWr::new(20, &s)]).unwrap();
+    b.raw().receive();
+    b.raw().receive();
+    // A's drain polls the CQ past B's completions: they are held, not lost.
+    a.drain(soon()).unwrap();
+    assert_eq!(
+        poll_all(&c.1)
+            .iter()
+            .map(|c| (c.0, c.1, c.3))
+            .collect::<Vec<_>>(),
+        [
+            (10, WcStatus::Success, 8),
+            (11, WcStatus::Success, 8),
+            (20, WcStatus::WrFlushError, 7)
+        ]
+    );
+}
+
+#[test]
+fn idle_is_decided_from_completions_when_posts_in_error_never_complete() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Drop, &c, &c, &life);
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s).with_flags(SendFlags::empty())])
+        .unwrap();
+    q.raw().execute_sends(1); // succeeded silently: no completion
+    q.modify(QpState::Error).unwrap();
+    // Posted in ERROR on a device that drops it: doomed, never awaited.
+    q.post_recv(&[RecvWr::new(2, &s)]).unwrap();
+    let report = q.drain_with(|_| DrainPlan::WaitForFlush, soon()).unwrap();
+    assert_eq!(report.fallback, None, "{report}");
+    assert_eq!(report.synthesized, 1, "{report}");
+    assert!(report.elapsed < Duration::from_secs(1), "{report}");
+    assert_eq!(
+        poll_all(&c.1),
+        [(2, WcStatus::WrFlushError, WcOpcode::Recv, 7)],
+        "the unsignaled success stays silent; the doomed receive is flushed once"
+    );
+}
+
+#[test]
+fn an_overflowed_cq_fails_the_drain_with_overflow() {
+    let life = DeviceLife::new();
+    let raw = ToyCq::new(1);
+    let k = KitCq::new(raw.clone(), 1, life.clone());
+    let c = (raw, k);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    lock(&c.0.0.0).room = 1; // take the reserve back: the ring holds one
+    let s = sge();
+    q.post_recv(&[RecvWr::new(1, &s), RecvWr::new(2, &s)])
+        .unwrap();
+    let e = q.drain(soon()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Overflow, "{e}");
+}
+
+/// A ULP thread polling its CQ while a drain runs can be the one that resolves the drain's
+/// marker; the drain, asleep in the device's wait, must still see it and return, not sleep
+/// until its deadline.
+#[test]
+fn a_drain_whose_marker_a_polling_ulp_resolved_returns_promptly() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Park, &c, &c, &life));
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s)]).unwrap();
+    let (raw, kcq) = (c.0.clone(), Arc::new(c.1));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // The drain has pumped and is about to sleep in the device's wait: the device delivers
+    // the flush and the marker, and the ULP's poller takes them first.
+    lock(&raw.1).wait = Some({
+        let (q, kcq, seen) = (Arc::clone(&q), Arc::clone(&kcq), Arc::clone(&seen));
+        Box::new(move || {
+            q.raw().release_parked();
+            let mut out = [Completion::default(); 8];
+            let n = kcq.poll(&mut out).unwrap();
+            lock(&seen).extend(out[..n].iter().map(|c| (c.wr_id, c.status)));
+        })
+    });
+    let report = q.drain(Instant::now() + Duration::from_secs(2)).unwrap();
+    assert_eq!(*lock(&seen), [(1, WcStatus::WrFlushError)]);
+    assert_eq!(report.fallback, None, "{report}");
+    assert!(
+        report.elapsed < Duration::from_millis(500),
+        "the drain slept until its deadline: {report}"
+    );
+}
+
+/// A drain that falls back stops the hardware and synthesizes flushes for what is outstanding.
+/// A receive the device completed successfully before that, whose completion waits in a CQ
+/// the drain had not polled yet (the receive CQ, while the drain waited on the send CQ), must
+/// reach the ULP as the success it was, not as a synthesized flush with its data lost.
+#[test]
+fn a_fallback_delivers_what_the_device_completed_before_it_stopped() {
+    let life = DeviceLife::new();
+    let (s, r) = (cq(16, &life), cq(16, &life));
+    let q = qp(7, InError::Park, &s, &r, &life);
+    let sg = sge();
+    q.post_recv(&[RecvWr::new(1, &sg)]).unwrap();
+    q.post_send(&[SendWr::send(2, &sg)]).unwrap();
+    q.raw().receive();
+    // The send's marker never comes back: the drain falls back at its deadline.
+    let report = q
+        .drain(Instant::now() + Duration::from_millis(200))
+        .unwrap();
+    assert!(report.fallback.is_some(), "{report}");
+    assert_eq!(
+        poll_all(&r.1),
+        [(1, WcStatus::Success, WcOpcode::Recv, 7)],
+        "{report}"
+    );
+    assert_eq!(
+        poll_all(&s.1),
+        [(2, WcStatus::WrFlushError, WcOpcode::Send, 7)]
+    );
+    assert_eq!((report.completed_by_device, report.synthesized), (1, 1));
+}
+
+/// A provider that panics in the middle of a drain (a bug of its own) must not leave the QP
+/// "draining" for ever: destroy, which waits for a running drain, would hang, and every later
+/// drain would time out.
+#[test]
+fn a_drain_that_panicked_does_not_leave_the_qp_draining() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Park, &c, &c, &life));
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s)]).unwrap();
+    lock(&q.raw().st).panic_on_stop = true;
+    let drained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        q.drain(Instant::now() + Duration::from_millis(50))
+    }));
+    assert!(drained.is_err(), "the toy's stop panicked");
+    lock(&q.raw().st).panic_on_stop = false;
+    let report = q.drain(Instant::now() + Duration::from_millis(50)).unwrap();
+    assert_eq!(report.accounted(), 1, "{report}");
+    let (done, finished) = std::sync::mpsc::channel();
+    let destroyer = {
+        let q = Arc::clone(&q);
+        std::thread::spawn(move || {
+            let _ = done.send(q.destroy());
+        })
+    };
+    finished
+        .recv_timeout(Duration::from_secs(2))
+        .expect("destroy hung")
+        .unwrap();
+    destroyer.join().unwrap();
+}
+
+/// An unsignaled send the device ran and the remote refused: its error completion (generated
+/// for unsignaled WRs too) waits in the CQ, and the device moved the QP to ERROR. A drain that
+/// waits for the flush has nothing to await, but it must still resolve what the device
+/// completed before it settles: the send is not a silent success, and its error is not dropped.
+#[test]
+fn a_wait_for_flush_drain_resolves_an_unsignaled_sends_error_before_it_settles() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Drop, &c, &c, &life);
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s).with_flags(SendFlags::empty())])
+        .unwrap();
+    {
+        let mut st = lock(&q.raw().st);
+        let p = st.sq.pop_front().unwrap();
+        st.state = QpState::Error;
+        q.raw()
+            .scq
+            .push(q.raw().completion(p, WcStatus::RemoteAccessError));
+    }
+    let report = q.drain_with(|_| DrainPlan::WaitForFlush, soon()).unwrap();
+    assert_eq!(
+        poll_all(&c.1)
+            .iter()
+            .map(|c| (c.0, c.1))
+            .collect::<Vec<_>>(),
+        [(1, WcStatus::RemoteAccessError)],
+        "{report}"
+    );
+    assert_eq!(report.completed_by_device, 1, "{report}");
+}

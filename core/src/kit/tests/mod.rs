@@ -1,0 +1,415 @@
+//! The kit against a scripted device: a few lines of raw rings whose behaviour each test picks,
+//! so that what the kit does is checked without the mock's simulation in between.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::cm::{ConnParams, Connection};
+use crate::drain::profiles::profile_named;
+use crate::drain::{DrainPlan, WorkQueue};
+use crate::error::{Error, ErrorKind, PostError, Result};
+use crate::state::QpState;
+use crate::wr::{Completion, RecvWr, SendFlags, SendWr, Sge, WcOpcode, WcStatus};
+use crate::{CompletionQueue, QpInit, QueuePair};
+
+/// What the scripted device does with a WR posted while its QP is in ERROR.
+#[derive(Clone, Copy, PartialEq)]
+enum InError {
+    /// Flushes it at once (kernel siw, irdma, InfiniBand).
+    Flush,
+    /// Accepts it and never completes it (user-space siw).
+    Drop,
+    /// Holds it, and every flush of a move to ERROR, until the test calls
+    /// [`ToyQp::release_parked`]: a device that flushes asynchronously.
+    Park,
+}
+
+/// Code a test runs inside the toy device at a chosen moment (a thread "descheduled" there).
+type Hook = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Ring {
+    entries: VecDeque<Completion>,
+    room: usize,
+    overflowed: bool,
+    wake: bool,
+}
+
+#[derive(Default)]
+struct CqHooks {
+    /// Runs at the start of the next `wait`, before it looks at the ring.
+    wait: Option<Hook>,
+    /// Runs at the start of the next `poll`.
+    poll: Option<Hook>,
+    /// How many times `destroy` was called, and how long each call takes.
+    destroys: usize,
+    destroy_takes: Duration,
+    /// Calls the kit made into the device CQ after destroying it (a use after free on a real
+    /// device).
+    after_destroy: Vec<&'static str>,
+}
+
+impl ToyCq {
+    /// Notes a call of the kit into the device CQ; one after `destroy` is a bug of the kit.
+    fn called(&self, what: &'static str) {
+        let mut h = lock(&self.1);
+        if h.destroys > 0 {
+            h.after_destroy.push(what);
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct ToyCq(Arc<(Mutex<Ring>, Condvar)>, Arc<Mutex<CqHooks>>);
+
+impl ToyCq {
+    fn new(depth: usize) -> ToyCq {
+        let cq = ToyCq::default();
+        lock(&cq.0.0).room = depth;
+        cq
+    }
+
+    /// The device produces `c`.
+    fn push(&self, c: Completion) {
+        let mut r = lock(&self.0.0);
+        if r.entries.len() >= r.room {
+            r.overflowed = true;
+        } else {
+            r.entries.push_back(c);
+        }
+        self.0.1.notify_all();
+    }
+}
+
+impl RawCq for ToyCq {
+    fn cq_num(&self) -> u32 {
+        1
+    }
+    fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+        self.called("poll");
+        let hook = lock(&self.1).poll.take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        let mut r = lock(&self.0.0);
+        if r.overflowed {
+            return Err(Error::new(ErrorKind::Overflow, "toy CQ overflowed"));
+        }
+        let n = out.len().min(r.entries.len());
+        for (slot, c) in out.iter_mut().zip(r.entries.drain(..n)) {
+            *slot = c;
+        }
+        Ok(n)
+    }
+    fn wait(&self, deadline: Instant) -> Result<bool> {
+        self.called("wait");
+        let hook = lock(&self.1).wait.take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        let mut r = lock(&self.0.0);
+        loop {
+            if !r.entries.is_empty() || r.overflowed || std::mem::take(&mut r.wake) {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            r = self.0.1.wait_timeout(r, deadline - now).unwrap().0;
+        }
+    }
+    fn wake(&self) {
+        lock(&self.0.0).wake = true;
+        self.0.1.notify_all();
+    }
+    fn reserve(&self, extra: u32) -> Result<()> {
+        let mut r = lock(&self.0.0);
+        r.room = r.room.max(extra as usize) + 1; // generous: never the bottleneck here
+        Ok(())
+    }
+    fn destroy(&self) -> Result<()> {
+        let takes = {
+            let mut h = lock(&self.1);
+            h.destroys += 1;
+            h.destroy_takes
+        };
+        std::thread::sleep(takes);
+        Ok(())
+    }
+}
+
+/// A posted WR as the scripted device keeps it.
+#[derive(Clone, Copy)]
+struct Posted {
+    token: u64,
+    signaled: bool,
+    opcode: WcOpcode,
+}
+
+struct ToyQpState {
+    state: QpState,
+    sq: VecDeque<Posted>,
+    rq: VecDeque<Posted>,
+    stopped: bool,
+    /// Flushes an asynchronous device ([`InError::Park`]) has not delivered yet.
+    parked: Vec<(WorkQueue, Completion)>,
+    destroyed: bool,
+    /// `stop` panics (a provider bug).
+    panic_on_stop: bool,
+    /// Calls the kit made into the device QP after destroying it (a use after free on a real
+    /// device).
+    after_destroy: Vec<&'static str>,
+}
+
+struct ToyQp {
+    num: u32,
+    in_error: InError,
+    scq: ToyCq,
+    rcq: ToyCq,
+    st: Mutex<ToyQpState>,
+}
+
+impl ToyQp {
+    fn new(num: u32, in_error: InError, scq: &ToyCq, rcq: &ToyCq) -> ToyQp {
+        ToyQp {
+            num,
+            in_error,
+            scq: scq.clone(),
+            rcq: rcq.clone(),
+            st: Mutex::new(ToyQpState {
+                state: QpState::ReadyToSend,
+                sq: VecDeque::new(),
+                rq: VecDeque::new(),
+                stopped: false,
+                parked: Vec::new(),
+                destroyed: false,
+                panic_on_stop: false,
+                after_destroy: Vec::new(),
+            }),
+        }
+    }
+
+    fn completion(&self, p: Posted, status: WcStatus) -> Completion {
+        Completion {
+            wr_id: p.token,
+            status,
+            // Devices fill in garbage for flushed WRs.
+            opcode: if status == WcStatus::Success {
+                p.opcode
+            } else {
+                WcOpcode::Send
+            },
+            qp_num: self.num,
+            ..Completion::default()
+        }
+    }
+
+    /// The device executes the oldest `n` sends successfully.
+    fn execute_sends(&self, n: usize) {
+        let mut st = lock(&self.st);
+        for _ in 0..n {
+            let p = st.sq.pop_front().expect("a send to execute");
+            if p.signaled {
+                self.scq.push(self.completion(p, WcStatus::Success));
+            }
+        }
+    }
+
+    /// The device delivers a message into the oldest receive.
+    fn receive(&self) {
+        let p = lock(&self.st).rq.pop_front().expect("a receive");
+        self.rcq.push(self.completion(p, WcStatus::Success));
+    }
+
+    fn flush_all(&self, st: &mut ToyQpState) {
+        let sends: Vec<Posted> = st.sq.drain(..).collect();
+        let recvs: Vec<Posted> = st.rq.drain(..).collect();
+        for p in sends {
+            self.flush(st, WorkQueue::Send, p);
+        }
+        for p in recvs {
+            self.flush(st, WorkQueue::Recv, p);
+        }
+    }
+
+    /// The device flushes `p`: now, or later on an asynchronous device.
+    fn flush(&self, st: &mut ToyQpState, queue: WorkQueue, p: Posted) {
+        let c = self.completion(p, WcStatus::WrFlushError);
+        if self.in_error == InError::Park {
+            st.parked.push((queue, c));
+            return;
+        }
+        match queue {
+            WorkQueue::Send => self.scq.push(c),
+            WorkQueue::Recv => self.rcq.push(c),
+        }
+    }
+
+    /// The asynchronous device delivers the flushes it held back.
+    fn release_parked(&self) {
+        let parked = std::mem::take(&mut lock(&self.st).parked);
+        for (queue, c) in parked {
+            match queue {
+                WorkQueue::Send => self.scq.push(c),
+                WorkQueue::Recv => self.rcq.push(c),
+            }
+        }
+    }
+
+    /// Notes a call of the kit into the device QP; one after `destroy` is a bug of the kit.
+    fn called(&self, what: &'static str) {
+        let mut st = lock(&self.st);
+        if st.destroyed {
+            st.after_destroy.push(what);
+        }
+    }
+
+    fn post(&self, queue: WorkQueue, posted: impl Iterator<Item = Posted>) {
+        let mut st = lock(&self.st);
+        for p in posted {
+            if st.state == QpState::Error {
+                if self.in_error != InError::Drop {
+                    self.flush(&mut st, queue, p);
+                }
+                continue;
+            }
+            match queue {
+                WorkQueue::Send => st.sq.push_back(p),
+                WorkQueue::Recv => st.rq.push_back(p),
+            }
+        }
+    }
+}
+
+impl RawQp for ToyQp {
+    type Cq = ToyCq;
+    fn qp_num(&self) -> u32 {
+        self.num
+    }
+    fn state(&self) -> Result<QpState> {
+        self.called("state");
+        Ok(lock(&self.st).state)
+    }
+    fn modify(&self, to: QpState) -> Result<()> {
+        self.called("modify");
+        let mut st = lock(&self.st);
+        st.state = to;
+        match to {
+            QpState::Error => self.flush_all(&mut st),
+            QpState::Reset => {
+                st.sq.clear();
+                st.rq.clear();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    fn enter_error(&self) -> Result<()> {
+        self.modify(QpState::Error)
+    }
+    fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
+        self.called("post_send");
+        self.post(
+            WorkQueue::Send,
+            wrs.iter().map(|w| Posted {
+                token: w.wr_id,
+                signaled: w.flags.contains(SendFlags::SIGNALED),
+                opcode: w.completion_opcode(),
+            }),
+        );
+        Ok(())
+    }
+    fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
+        self.called("post_recv");
+        if lock(&self.st).rq.len() + wrs.len() > 8 {
+            // The device's ring holds 8: the WRs that fit are posted.
+            let fit = 8 - lock(&self.st).rq.len();
+            self.post_recv(&wrs[..fit])?;
+            return Err(PostError::new(
+                fit,
+                Error::new(ErrorKind::ResourceExhausted, "toy receive ring full"),
+            ));
+        }
+        self.post(
+            WorkQueue::Recv,
+            wrs.iter().map(|w| Posted {
+                token: w.wr_id,
+                signaled: true,
+                opcode: WcOpcode::Recv,
+            }),
+        );
+        Ok(())
+    }
+    fn connect(&self, _: SocketAddr, _: &ConnParams) -> Result<()> {
+        Err(Error::not_supported("toy"))
+    }
+    fn wait_connected(&self, deadline: Instant) -> Result<Connection> {
+        // Nobody ever answers: waits out its deadline (a short one in tests), then looks.
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        self.called("wait_connected");
+        Err(Error::timed_out("toy: nobody answered"))
+    }
+    fn stop(&self) -> Result<()> {
+        self.called("stop");
+        let mut st = lock(&self.st);
+        assert!(!st.panic_on_stop, "the toy's stop panics");
+        st.stopped = true;
+        st.sq.clear();
+        st.rq.clear();
+        st.parked.clear();
+        Ok(())
+    }
+    fn destroy(&self) -> Result<()> {
+        self.called("destroy");
+        lock(&self.st).destroyed = true;
+        Ok(())
+    }
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(5)
+}
+
+fn cq(depth: u32, life: &DeviceLife) -> (ToyCq, KitCq<ToyCq>) {
+    let raw = ToyCq::new(depth as usize);
+    (raw.clone(), KitCq::new(raw, depth, life.clone()))
+}
+
+fn qp(
+    num: u32,
+    in_error: InError,
+    (rs, ks): &(ToyCq, KitCq<ToyCq>),
+    (rr, kr): &(ToyCq, KitCq<ToyCq>),
+    life: &DeviceLife,
+) -> KitQp<ToyQp> {
+    let raw = ToyQp::new(num, in_error, rs, rr);
+    let profile = profile_named("mlx5").expect("a built-in profile");
+    KitQp::new(raw, ks, kr, &QpInit::default(), profile, life.clone()).unwrap()
+}
+
+fn poll_all(cq: &KitCq<ToyCq>) -> Vec<(u64, WcStatus, WcOpcode, u32)> {
+    let mut out = [Completion::default(); 64];
+    let n = cq.poll(&mut out).unwrap();
+    out[..n]
+        .iter()
+        .map(|c| (c.wr_id, c.status, c.opcode, c.qp_num))
+        .collect()
+}
+
+fn sge() -> [Sge; 1] {
+    [Sge {
+        addr: 0,
+        length: 8,
+        lkey: 1,
+    }]
+}
+
+mod drain;
+mod error_state;
+mod lifetimes;
+mod resolution;
+mod wakes;
