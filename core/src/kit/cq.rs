@@ -112,19 +112,11 @@ impl<C: RawCq> CqCore<C> {
             let want = out.len() - n;
             let got = match self.raw.poll(&mut out[n..]) {
                 Ok(got) => got.min(want),
-                // What was already taken from the held queue is returned; the error comes with
-                // the next call.
-                Err(e) if n > 0 => {
-                    if e.kind() == ErrorKind::Overflow {
-                        self.overflowed.store(true, Ordering::Release);
-                    }
-                    return Ok(n);
-                }
                 Err(e) => {
-                    if e.kind() == ErrorKind::Overflow {
-                        self.overflowed.store(true, Ordering::Release);
-                    }
-                    return Err(e);
+                    self.note(&e);
+                    // What was already taken from the held queue is returned; the error comes
+                    // with the next call.
+                    return if n > 0 { Ok(n) } else { Err(e) };
                 }
             };
             n += r.resolve_in_place(&mut out[n..n + got]);
@@ -167,9 +159,7 @@ impl<C: RawCq> CqCore<C> {
             let got = match self.raw.poll(buf) {
                 Ok(got) => got.min(buf.len()),
                 Err(e) => {
-                    if e.kind() == ErrorKind::Overflow {
-                        self.overflowed.store(true, Ordering::Release);
-                    }
+                    self.note(&e);
                     return Err((e, moved));
                 }
             };
@@ -201,6 +191,13 @@ impl<C: RawCq> CqCore<C> {
     /// wake is then the waiter's, and a drain must not consume it in its own wait.
     pub(crate) fn ulp_has_pending(&self) -> bool {
         self.waiters.load(Ordering::SeqCst) > 0 && !lock(&self.router).held.is_empty()
+    }
+
+    /// Remembers an overflow the device reported.
+    fn note(&self, e: &Error) {
+        if e.kind() == ErrorKind::Overflow {
+            self.overflowed.store(true, Ordering::Release);
+        }
     }
 
     /// Whether the device said the CQ overflowed.

@@ -155,11 +155,7 @@ impl<Q: RawQp> KitQp<Q> {
 
     /// Whether what a drain waits for holds.
     fn holds(&self, what: WaitFor) -> bool {
-        let book = lock(&self.book);
-        match what {
-            WaitFor::Marker(queue) => !book.ledger.marker_pending(queue),
-            WaitFor::DeviceIdle(queue) => book.ledger.awaiting(queue) == 0,
-        }
+        holds_in(&lock(&self.book), what)
     }
 
     /// Whether what a drain waits for holds with nothing outstanding on its queue: nothing
@@ -168,8 +164,8 @@ impl<Q: RawQp> KitQp<Q> {
         let queue = match what {
             WaitFor::Marker(q) | WaitFor::DeviceIdle(q) => q,
         };
-        let outstanding = lock(&self.book).ledger.outstanding(queue);
-        outstanding == 0 && self.holds(what)
+        let book = lock(&self.book);
+        book.ledger.outstanding(queue) == 0 && holds_in(&book, what)
     }
 
     /// Runs `f` on the ledger and delivers the completions it synthesized to `queue`'s CQ.
@@ -182,6 +178,14 @@ impl<Q: RawQp> KitQp<Q> {
         f(&mut lock(&self.book).ledger, &mut out);
         // Delivered after the QP's lock is released: the CQ's lock comes first.
         self.cq(queue).deliver(out);
+    }
+}
+
+/// Whether what a drain waits for holds, by the QP's book.
+fn holds_in(book: &QpBook, what: WaitFor) -> bool {
+    match what {
+        WaitFor::Marker(queue) => !book.ledger.marker_pending(queue),
+        WaitFor::DeviceIdle(queue) => book.ledger.awaiting(queue) == 0,
     }
 }
 
