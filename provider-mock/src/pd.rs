@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use anyverbs::kit::RawCq;
 use anyverbs::{Access, ProtectionDomain, QpInit, Result};
 
 use crate::fabric::Fabric;
@@ -55,7 +56,12 @@ impl ProtectionDomain<MockProvider> for MockPd {
             ));
         }
         let (qpn, caps, personality, life) = self.fabric.with_live(self.dev, |st| {
-            let qpn = st.create_qp(self.id, send_cq.raw().id(), recv_cq.raw().id(), init)?;
+            let qpn = st.create_qp(
+                self.id,
+                send_cq.raw().cq_num(),
+                recv_cq.raw().cq_num(),
+                init,
+            )?;
             Ok((
                 qpn,
                 st.caps(self.dev),

@@ -50,10 +50,6 @@ impl SimCq {
     pub(crate) fn fabric(&self) -> &Arc<Fabric> {
         &self.fabric
     }
-
-    pub(crate) fn id(&self) -> u32 {
-        self.id
-    }
 }
 
 impl RawCq for SimCq {

@@ -368,11 +368,8 @@ impl State {
         let mut due = due.into_iter().peekable();
         while let Some(first) = due.next() {
             let cq = first.cq;
-            let mut run = vec![first.completion];
-            while let Some(next) = due.next_if(|d| d.cq == cq) {
-                run.push(next.completion);
-            }
-            self.push_cqes(cq, run);
+            let rest = std::iter::from_fn(|| due.next_if(|d| d.cq == cq).map(|d| d.completion));
+            self.push_cqes(cq, std::iter::once(first.completion).chain(rest));
         }
         true
     }
