@@ -426,7 +426,13 @@ impl Ledger {
             self.stale += 1;
             return None;
         };
-        let entry = q.entries.remove(i).expect("found above");
+        // In posting order the match is the head: no shifting.
+        let entry = if i == 0 {
+            q.entries.pop_front()
+        } else {
+            q.entries.remove(i)
+        }
+        .expect("found above");
         if queue == WorkQueue::Send {
             q.retire_silent_before(entry.seq);
         }

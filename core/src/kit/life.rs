@@ -48,10 +48,11 @@ impl DeviceLife {
     }
 
     /// `DeviceLost` once the device is lost.
+    #[inline]
     pub fn check(&self) -> Result<()> {
         match self.0.lost.get() {
             None => Ok(()),
-            Some(why) => Err(Error::new(ErrorKind::DeviceLost, why.clone())),
+            Some(why) => Err(lost(why)),
         }
     }
 
@@ -83,4 +84,11 @@ impl DeviceLife {
             qps.remove(&qp_num);
         }
     }
+}
+
+/// The error of a call on a lost device; out of line, so that the live check inlines small.
+#[cold]
+#[inline(never)]
+fn lost(why: &str) -> Error {
+    Error::new(ErrorKind::DeviceLost, why.to_owned())
 }

@@ -9,10 +9,7 @@ use anyverbs::{
     StateModel, WcOpcode, WcStatus,
 };
 
-use super::{
-    DeviceRecv, DeviceSend, QpRec, RNR_RETRY_FOREVER, SendEntry, Stall, StallKind, State,
-    total_length,
-};
+use super::{DeviceRecv, DeviceSend, QpRec, RNR_RETRY_FOREVER, SendEntry, Stall, StallKind, State};
 use crate::config::Personality;
 use crate::error::{MockError, MockResult};
 
@@ -35,10 +32,10 @@ impl State {
         if imm && !caps.contains(anyverbs::Caps::IMMEDIATE_DATA) {
             return Err(MockError::Unsupported("immediate data"));
         }
-        if wr.total_length() > u64::from(q.max_msg_size) {
+        let total = wr.total_length();
+        if total > u64::from(q.max_msg_size) {
             return Err(MockError::BadArgument(format!(
-                "a {}-byte message; the device allows {}",
-                wr.total_length(),
+                "a {total}-byte message; the device allows {}",
                 q.max_msg_size
             )));
         }
@@ -49,10 +46,9 @@ impl State {
                     "an RDMA READ cannot be inline".into(),
                 ));
             }
-            if wr.total_length() > u64::from(q.init.max_inline_data) {
+            if total > u64::from(q.init.max_inline_data) {
                 return Err(MockError::BadArgument(format!(
-                    "{} bytes of inline data; the QP allows {}",
-                    wr.total_length(),
+                    "{total} bytes of inline data; the QP allows {}",
                     q.init.max_inline_data
                 )));
             }
@@ -84,9 +80,7 @@ impl State {
                 break;
             }
         }
-        if self.qps.contains_key(&qpn) {
-            self.run_sq(qpn, Instant::now());
-        }
+        self.run_sq(qpn, None);
         result
     }
 
@@ -137,7 +131,7 @@ impl State {
         if let Some(peer) = self.qps.get(&qpn).and_then(|q| q.peer)
             && self.stalled.contains(&peer)
         {
-            self.run_sq(peer, Instant::now());
+            self.run_sq(peer, None);
         }
         result
     }
@@ -203,7 +197,7 @@ impl State {
         let mut changed = failed;
         for qpn in before {
             let len = self.qps.get(&qpn).map_or(0, |q| q.sq.len());
-            self.run_sq(qpn, now);
+            self.run_sq(qpn, Some(now));
             changed |= self.qps.get(&qpn).map_or(0, |q| q.sq.len()) != len;
         }
         changed
@@ -225,8 +219,10 @@ impl State {
             .min()
     }
 
-    /// Executes send WRs from the head of the queue while they can execute.
-    pub(super) fn run_sq(&mut self, qpn: u32, now: Instant) {
+    /// Executes send WRs from the head of the queue while they can execute. `now` is the time
+    /// of the step if the caller has read it; otherwise the clock is read only if a WR stalls
+    /// (reading it costs as much as executing a WR).
+    pub(super) fn run_sq(&mut self, qpn: u32, now: Option<Instant>) {
         loop {
             let Some(q) = self.qps.get(&qpn) else {
                 self.stalled.remove(&qpn);
@@ -265,7 +261,8 @@ impl State {
 
     /// Marks the head WR stalled (keeping the first stall's deadline); fails it if the deadline
     /// passed. Returns false (the head did not complete) unless it failed.
-    pub(super) fn stall(&mut self, qpn: u32, kind: StallKind, now: Instant) -> bool {
+    pub(super) fn stall(&mut self, qpn: u32, kind: StallKind, now: Option<Instant>) -> bool {
+        let now = now.unwrap_or_else(Instant::now);
         let (rnr_timer, ack_timeout) = (self.rnr_timer, self.ack_timeout);
         let q = self.qps.get_mut(&qpn).expect("present");
         let params = q.params.clone();
@@ -383,7 +380,7 @@ impl State {
     }
 
     /// Tries to execute the head WR. True if it completed (in success or error).
-    pub(super) fn execute_head(&mut self, qpn: u32, now: Instant) -> bool {
+    pub(super) fn execute_head(&mut self, qpn: u32, now: Option<Instant>) -> bool {
         // The payload goes through the fabric's buffer: no allocation per message.
         let mut data = std::mem::take(&mut self.payload);
         data.clear();
@@ -393,34 +390,36 @@ impl State {
     }
 
     /// [`execute_head`](Self::execute_head), gathering the payload into `data`.
-    fn execute_head_through(&mut self, qpn: u32, now: Instant, data: &mut Vec<u8>) -> bool {
+    fn execute_head_through(&mut self, qpn: u32, now: Option<Instant>, data: &mut Vec<u8>) -> bool {
         let q = &self.qps[&qpn];
         let head = q.sq.front().expect("non-empty");
-        let (op, pd) = (head.wr.op, q.pd);
+        let (op, pd, model) = (head.wr.op, q.pd, q.model);
         // A cut connection, or a peer on a lost or stalled device: no ACK comes back.
-        let peer = q.peer.filter(|p| {
-            !q.peer_lost
-                && self.qps.get(p).is_some_and(|pq| {
-                    pq.peer == Some(qpn)
-                        && self.inc(pq.device).working()
-                        && matches!(
-                            pq.state,
-                            QpState::ReadyToReceive
-                                | QpState::ReadyToSend
-                                | QpState::SendQueueDrained
-                                | QpState::SendQueueError
-                        )
-                })
-        });
-        let Some(peer) = peer else {
+        let peer = q
+            .peer
+            .filter(|_| !q.peer_lost)
+            .and_then(|p| Some((p, self.qps.get(&p)?)))
+            .filter(|(_, pq)| {
+                pq.peer == Some(qpn)
+                    && self.inc(pq.device).working()
+                    && matches!(
+                        pq.state,
+                        QpState::ReadyToReceive
+                            | QpState::ReadyToSend
+                            | QpState::SendQueueDrained
+                            | QpState::SendQueueError
+                    )
+            })
+            .map(|(p, pq)| (p, pq.pd, pq.rq.is_empty()));
+        let Some((peer, peer_pd, peer_rq_empty)) = peer else {
             return self.stall(qpn, StallKind::NoAck, now);
         };
         let needs_recv = matches!(
             op,
             SendOp::Send | SendOp::SendWithImm(_) | SendOp::WriteWithImm(..)
         );
-        if needs_recv && self.qps[&peer].rq.is_empty() {
-            if self.qps[&qpn].model == StateModel::Iwarp {
+        if needs_recv && peer_rq_empty {
+            if model == StateModel::Iwarp {
                 // iWARP has no RNR: the responder sends a TERMINATE ("untagged buffer not
                 // available", RFC 5041) and the connection and both QPs go to ERROR.
                 self.fail_head(qpn, WcStatus::RemoteOperationError);
@@ -429,15 +428,15 @@ impl State {
             }
             return self.stall(qpn, StallKind::Rnr, now);
         }
-        let head = &self.qps[&qpn].sq.front().expect("non-empty");
-        let local = head.wr.sgl.clone();
+        let total = head.wr.total_length();
+        let sent_len = total as u32;
         let gathered = match (&head.inline, op) {
             (_, SendOp::Read(_)) => Ok(()),
             (Some(inline), _) => {
                 data.extend_from_slice(inline);
                 Ok(())
             }
-            (None, _) => self.gather_into(pd, &local, data),
+            (None, _) => self.gather_into(pd, &head.wr.sgl, data),
         };
         if gathered.is_err() {
             // The region was deregistered after the post.
@@ -445,14 +444,13 @@ impl State {
             return true;
         }
         let data: &[u8] = data;
-        let peer_pd = self.qps[&peer].pd;
         match op {
             SendOp::Send | SendOp::SendWithImm(_) => {
                 let imm = match op {
                     SendOp::SendWithImm(i) => Some(i),
                     _ => None,
                 };
-                self.deliver_recv(qpn, peer, data, imm, WcOpcode::Recv, true);
+                self.deliver_recv(qpn, peer, data, sent_len, imm, WcOpcode::Recv, true);
                 true
             }
             SendOp::Write(ra) | SendOp::WriteWithImm(ra, _) => {
@@ -480,6 +478,7 @@ impl State {
                         qpn,
                         peer,
                         &[],
+                        sent_len,
                         Some(imm),
                         WcOpcode::RecvRdmaWithImm,
                         false,
@@ -488,13 +487,13 @@ impl State {
                 }
                 true
             }
-            SendOp::Read(_) if local.iter().all(|s| s.length == 0) => {
+            SendOp::Read(_) if total == 0 => {
                 // A zero-length READ touches no remote memory, so the rkey is not checked.
                 self.complete_head(qpn, 0);
                 true
             }
             SendOp::Read(ra) => {
-                let len = total_length(&local);
+                let len = total;
                 let Some((lkey, off)) =
                     self.resolve_remote(peer_pd, ra.addr, ra.rkey, len, Access::REMOTE_READ)
                 else {
@@ -503,6 +502,7 @@ impl State {
                     return true;
                 };
                 let remote = self.mrs[&lkey].buf[off..off + len as usize].to_vec();
+                let local = self.qps[&qpn].sq.front().expect("non-empty").wr.sgl.clone();
                 if self.scatter(pd, &local, &remote).is_err() {
                     self.fail_head(qpn, WcStatus::LocalProtectionError);
                     return true;
@@ -514,12 +514,14 @@ impl State {
     }
 
     /// Consumes the peer's next receive for an incoming SEND (`data` lands in its buffers) or
-    /// WRITE with immediate (`carries_data` false: the data went to the RDMA target).
+    /// WRITE with immediate (`carries_data` false: the data went to the RDMA target) of
+    /// `sent_len` bytes.
     fn deliver_recv(
         &mut self,
         qpn: u32,
         peer: u32,
         data: &[u8],
+        sent_len: u32,
         imm: Option<u32>,
         opcode: WcOpcode,
         carries_data: bool,
@@ -527,10 +529,6 @@ impl State {
         let pq = self.qps.get_mut(&peer).expect("present");
         let recv = pq.rq.pop_front().expect("checked non-empty");
         let (peer_pd, peer_rcq) = (pq.pd, pq.recv_cq);
-        let sent_len = self.qps[&qpn]
-            .sq
-            .front()
-            .map_or(0, |e| e.wr.total_length() as u32);
         let mut recv_completion = Completion {
             wr_id: recv.wr_id,
             status: WcStatus::Success,

@@ -193,7 +193,7 @@ impl State {
             for (queue, c) in held {
                 self.emit(qpn, queue, c);
             }
-            self.run_sq(qpn, now);
+            self.run_sq(qpn, Some(now));
         }
     }
 }

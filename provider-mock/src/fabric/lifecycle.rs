@@ -474,7 +474,7 @@ impl State {
     /// Retries the send queue of a QP whose connection was just cut, so its head starts waiting
     /// for the ACK that never comes, and makes sure it fails on time even if nobody calls.
     pub(super) fn cut_off(&mut self, qpn: u32, now: Instant) {
-        self.run_sq(qpn, now);
+        self.run_sq(qpn, Some(now));
         if let Some(fail_at) = self
             .qps
             .get(&qpn)

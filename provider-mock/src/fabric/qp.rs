@@ -434,7 +434,7 @@ impl State {
             _ => {
                 self.qp_mut(qpn)?.state = to;
                 if to == QpState::ReadyToSend {
-                    self.run_sq(qpn, Instant::now());
+                    self.run_sq(qpn, None);
                 }
             }
         }

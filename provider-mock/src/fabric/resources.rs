@@ -151,39 +151,12 @@ impl State {
         pd: u32,
         sge: &Sge,
         need_write: bool,
-    ) -> Result<(u32, usize), String> {
+    ) -> Result<(&MrRec, usize), String> {
         let mr = self
             .mrs
             .get(&sge.lkey)
             .ok_or_else(|| format!("unknown lkey {:#x}", sge.lkey))?;
-        if mr.pd != pd {
-            return Err(format!(
-                "lkey {:#x} belongs to a region of another protection domain",
-                sge.lkey
-            ));
-        }
-        let len = mr.buf.len() as u64;
-        let start = sge.addr.wrapping_sub(mr.addr);
-        let fits = sge.addr >= mr.addr
-            && start
-                .checked_add(u64::from(sge.length))
-                .is_some_and(|end| end <= len);
-        if !fits {
-            return Err(format!(
-                "{} bytes at {:#x} are outside the region [{:#x}, {:#x})",
-                sge.length,
-                sge.addr,
-                mr.addr,
-                mr.addr + len
-            ));
-        }
-        if need_write && !mr.access.contains(Access::LOCAL_WRITE) {
-            return Err(format!(
-                "lkey {:#x} was registered without local write access",
-                sge.lkey
-            ));
-        }
-        Ok((sge.lkey, start as usize))
+        Ok((mr, local_offset(mr, pd, sge, need_write)?))
     }
 
     pub(super) fn gather(&self, pd: u32, sgl: &[Sge]) -> Result<Vec<u8>, String> {
@@ -200,19 +173,33 @@ impl State {
         data: &mut Vec<u8>,
     ) -> Result<(), String> {
         for sge in sgl {
-            let (lkey, off) = self.resolve_local(pd, sge, false)?;
-            data.extend_from_slice(&self.mrs[&lkey].buf[off..off + sge.length as usize]);
+            let (mr, off) = self.resolve_local(pd, sge, false)?;
+            data.extend_from_slice(&mr.buf[off..off + sge.length as usize]);
         }
         Ok(())
     }
 
+    /// Writes `data` into the memory `sgl` names, in order; nothing is written unless every SGE
+    /// is valid.
     pub(super) fn scatter(&mut self, pd: u32, sgl: &[Sge], data: &[u8]) -> Result<(), String> {
+        if let [sge] = sgl {
+            // One SGE, the common case: one lookup.
+            let mr = self
+                .mrs
+                .get_mut(&sge.lkey)
+                .ok_or_else(|| format!("unknown lkey {:#x}", sge.lkey))?;
+            let off = local_offset(mr, pd, sge, true)?;
+            let n = data.len().min(sge.length as usize);
+            mr.buf[off..off + n].copy_from_slice(&data[..n]);
+            return Ok(());
+        }
         let mut targets: smallvec::SmallVec<[_; 4]> = smallvec::SmallVec::new();
         for sge in sgl {
-            targets.push((self.resolve_local(pd, sge, true)?, sge.length as usize));
+            let (_, off) = self.resolve_local(pd, sge, true)?;
+            targets.push((sge.lkey, off, sge.length as usize));
         }
         let mut rest = data;
-        for ((lkey, off), len) in targets {
+        for (lkey, off, len) in targets {
             if rest.is_empty() {
                 break;
             }
@@ -405,10 +392,46 @@ impl State {
         if cq.overflowed {
             return Err(MockError::CqOverflow);
         }
-        let n = out.len().min(cq.entries.len());
-        for (slot, c) in out.iter_mut().zip(cq.entries.drain(..n)) {
-            *slot = c;
+        let mut n = 0;
+        while n < out.len() {
+            let Some(c) = cq.entries.pop_front() else {
+                break;
+            };
+            out[n] = c;
+            n += 1;
         }
         Ok(n)
     }
+}
+
+/// The offset in `mr` of a local SGE, checking PD, bounds and write access.
+fn local_offset(mr: &MrRec, pd: u32, sge: &Sge, need_write: bool) -> Result<usize, String> {
+    if mr.pd != pd {
+        return Err(format!(
+            "lkey {:#x} belongs to a region of another protection domain",
+            sge.lkey
+        ));
+    }
+    let len = mr.buf.len() as u64;
+    let start = sge.addr.wrapping_sub(mr.addr);
+    let fits = sge.addr >= mr.addr
+        && start
+            .checked_add(u64::from(sge.length))
+            .is_some_and(|end| end <= len);
+    if !fits {
+        return Err(format!(
+            "{} bytes at {:#x} are outside the region [{:#x}, {:#x})",
+            sge.length,
+            sge.addr,
+            mr.addr,
+            mr.addr + len
+        ));
+    }
+    if need_write && !mr.access.contains(Access::LOCAL_WRITE) {
+        return Err(format!(
+            "lkey {:#x} was registered without local write access",
+            sge.lkey
+        ));
+    }
+    Ok(start as usize)
 }
