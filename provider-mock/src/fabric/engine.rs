@@ -450,7 +450,7 @@ impl State {
                     SendOp::SendWithImm(i) => Some(i),
                     _ => None,
                 };
-                self.deliver_recv(qpn, peer, data, sent_len, imm, WcOpcode::Recv, true);
+                self.deliver_recv(qpn, peer, Some(data), sent_len, imm);
                 true
             }
             SendOp::Write(ra) | SendOp::WriteWithImm(ra, _) => {
@@ -474,15 +474,9 @@ impl State {
                     }
                 }
                 match op {
-                    SendOp::WriteWithImm(_, imm) => self.deliver_recv(
-                        qpn,
-                        peer,
-                        &[],
-                        sent_len,
-                        Some(imm),
-                        WcOpcode::RecvRdmaWithImm,
-                        false,
-                    ),
+                    SendOp::WriteWithImm(_, imm) => {
+                        self.deliver_recv(qpn, peer, None, sent_len, Some(imm))
+                    }
                     _ => self.complete_head(qpn, data.len() as u32),
                 }
                 true
@@ -513,18 +507,16 @@ impl State {
         }
     }
 
-    /// Consumes the peer's next receive for an incoming SEND (`data` lands in its buffers) or
-    /// WRITE with immediate (`carries_data` false: the data went to the RDMA target) of
-    /// `sent_len` bytes.
+    /// Consumes the peer's next receive for an incoming message of `sent_len` bytes: a SEND
+    /// whose `payload` lands in its buffers, or a WRITE with immediate (`payload` `None`: the
+    /// data went to the RDMA target).
     fn deliver_recv(
         &mut self,
         qpn: u32,
         peer: u32,
-        data: &[u8],
+        payload: Option<&[u8]>,
         sent_len: u32,
         imm: Option<u32>,
-        opcode: WcOpcode,
-        carries_data: bool,
     ) {
         let pq = self.qps.get_mut(&peer).expect("present");
         let recv = pq.rq.pop_front().expect("checked non-empty");
@@ -532,13 +524,17 @@ impl State {
         let mut recv_completion = Completion {
             wr_id: recv.wr_id,
             status: WcStatus::Success,
-            opcode,
+            opcode: if payload.is_some() {
+                WcOpcode::Recv
+            } else {
+                WcOpcode::RecvRdmaWithImm
+            },
             byte_len: sent_len,
             qp_num: peer,
             ..Completion::default()
         };
         recv_completion.set_imm(imm);
-        if carries_data {
+        if let Some(data) = payload {
             let failure = if data.len() as u64 > recv.total_length() {
                 Some((WcStatus::LocalLengthError, WcStatus::RemoteInvalidRequest))
             } else if self.scatter(peer_pd, &recv.sgl, data).is_err() {
