@@ -111,7 +111,18 @@ pub fn run<T: DrainTarget + ?Sized>(
     plan: DrainPlan,
     deadline: Instant,
 ) -> Result<Option<Fallback>> {
-    let left = deadline.saturating_duration_since(Instant::now());
+    run_since(target, plan, deadline, Instant::now())
+}
+
+/// [`run`] for a drain that started at `now`, as the caller read the clock (a clock read costs
+/// as much as a short drain's bookkeeping).
+pub fn run_since<T: DrainTarget + ?Sized>(
+    target: &T,
+    plan: DrainPlan,
+    deadline: Instant,
+    now: Instant,
+) -> Result<Option<Fallback>> {
+    let left = deadline.saturating_duration_since(now);
     let wait_until = deadline - (left / 10).min(FALLBACK_RESERVE);
     let fallback = match attempt(target, plan, wait_until) {
         Ok(true) => return Ok(None),

@@ -36,7 +36,7 @@ impl WorkQueue {
     /// Both queues, send first.
     pub const BOTH: [WorkQueue; 2] = [WorkQueue::Send, WorkQueue::Recv];
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             WorkQueue::Send => 0,
             WorkQueue::Recv => 1,

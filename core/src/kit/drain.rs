@@ -76,13 +76,14 @@ impl<Q: RawQp> KitQp<Q> {
     ) -> Result<DrainReport> {
         self.check()?;
         let start = Instant::now();
-        if !self.begin_drain(deadline)? {
+        let Some(idle) = self.begin_drain(deadline)? else {
             return Ok(DrainReport::already_drained(start.elapsed()));
-        }
+        };
         let _unwind = EndOnUnwind(self);
+        let drainer = Drainer { qp: self, idle };
         let outcome = choose()
             .and_then(|plan| {
-                engine::run(&Drainer(self), plan, deadline).map(|fallback| (plan, fallback))
+                engine::run_since(&drainer, plan, deadline, start).map(|fallback| (plan, fallback))
             })
             .and_then(|r| self.check().map(|()| r));
         let (plan, fallback) = match outcome {
@@ -117,16 +118,22 @@ impl<Q: RawQp> KitQp<Q> {
         })
     }
 
-    /// Starts the drain in the ledger, waiting for another caller's drain to end first; `false`
-    /// when the QP is drained already.
-    fn begin_drain(&self, deadline: Instant) -> Result<bool> {
+    /// Starts the drain in the ledger, waiting for another caller's drain to end first; `None`
+    /// when the QP is drained already, else which queues have nothing outstanding (send,
+    /// receive). Posts are refused from here on, so such a queue stays idle: its drain is ERROR
+    /// alone, with no marker and no wait.
+    fn begin_drain(&self, deadline: Instant) -> Result<Option<[bool; 2]>> {
         let mut book = lock(&self.book);
         loop {
             // Under the lock `destroy` takes: no drain starts on a destroyed device QP.
             self.check()?;
             match book.ledger.begin_drain() {
-                DrainStart::Start => return Ok(true),
-                DrainStart::Done => return Ok(false),
+                DrainStart::Start => {
+                    return Ok(Some(
+                        WorkQueue::BOTH.map(|q| book.ledger.outstanding(q) == 0),
+                    ));
+                }
+                DrainStart::Done => return Ok(None),
                 DrainStart::InProgress => {}
             }
             let now = Instant::now();
@@ -204,52 +211,72 @@ impl<Q: RawQp> Drop for EndOnUnwind<'_, Q> {
 }
 
 /// The drain's primitives, built from the provider's.
-struct Drainer<'a, Q: RawQp>(&'a KitQp<Q>);
+struct Drainer<'a, Q: RawQp> {
+    qp: &'a KitQp<Q>,
+    /// The queues that had nothing outstanding when the drain began (send, receive): nothing
+    /// can complete on them, so they get no marker, no wait and nothing to settle.
+    idle: [bool; 2],
+}
+
+impl<Q: RawQp> Drainer<'_, Q> {
+    fn idle(&self, queue: WorkQueue) -> bool {
+        self.idle[queue.index()]
+    }
+}
 
 impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
     fn enter_error(&self) -> Result<()> {
-        self.0.raw.enter_error()?;
-        lock(&self.0.book).in_error = true;
+        self.qp.raw.enter_error()?;
+        lock(&self.qp.book).in_error = true;
         Ok(())
     }
 
     fn post_marker(&self, queue: WorkQueue) -> Result<bool> {
-        let mut book = lock(&self.0.book);
+        if self.idle(queue) {
+            return Ok(false);
+        }
+        let mut book = lock(&self.qp.book);
         let Some(token) = book.ledger.arm_marker(queue) else {
             return Ok(false);
         };
         // A zero-length RDMA WRITE touches no remote memory; a receive without SGEs takes no
         // data.
         let posted = match queue {
-            WorkQueue::Send => self.0.raw.post_send(&[SendWr::new(
+            WorkQueue::Send => self.qp.raw.post_send(&[SendWr::new(
                 token.wr_id(),
                 SendOp::Write(RemoteAddr { addr: 0, rkey: 0 }),
                 &[],
             )]),
-            WorkQueue::Recv => self.0.raw.post_recv(&[RecvWr::new(token.wr_id(), &[])]),
+            WorkQueue::Recv => self.qp.raw.post_recv(&[RecvWr::new(token.wr_id(), &[])]),
         };
         posted.map_err(|e| e.error)?;
         Ok(true)
     }
 
     fn arm_flush_marker(&self, queue: WorkQueue) -> Result<bool> {
-        Ok(lock(&self.0.book).ledger.arm_marker(queue).is_some())
+        if self.idle(queue) {
+            return Ok(false);
+        }
+        Ok(lock(&self.qp.book).ledger.arm_marker(queue).is_some())
     }
 
     fn wait(&self, what: WaitFor, deadline: Instant) -> Result<bool> {
         let queue = match what {
             WaitFor::Marker(q) | WaitFor::DeviceIdle(q) => q,
         };
+        if self.idle(queue) {
+            return Ok(true);
+        }
         // An empty queue: done without polling. A queue with nothing awaited but something
         // outstanding (unsignaled sends, doomed WRs) is polled first: what the device completed
         // for it (an unsignaled send's error) is resolved before the queue is settled.
-        if self.0.holds_idle(what) {
+        if self.qp.holds_idle(what) {
             return Ok(true);
         }
-        let cq = self.0.cq(queue);
+        let cq = self.qp.cq(queue);
         loop {
             cq.pump()?;
-            if self.0.holds(what) {
+            if self.qp.holds(what) {
                 return Ok(true);
             }
             let now = Instant::now();
@@ -272,12 +299,15 @@ impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
                     cq.raw.wake();
                 }
             }
-            self.0.life.check()?;
+            self.qp.life.check()?;
         }
     }
 
     fn settle(&self, queue: WorkQueue) -> Result<()> {
-        self.0
+        if self.idle(queue) {
+            return Ok(());
+        }
+        self.qp
             .deliver_from_ledger(queue, |l, out| l.settle(queue, out));
         Ok(())
     }
@@ -286,15 +316,15 @@ impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
         // What the device completed so far is resolved first, on both CQs (the drain may have
         // waited on one only): some devices purge a QP's completions from its CQs when the QP
         // is destroyed, and a success must not become a synthesized flush.
-        self.0.pump_both();
-        self.0.raw.stop()
+        self.qp.pump_both();
+        self.qp.raw.stop()
     }
 
     fn synthesize_rest(&self) -> Result<()> {
         // And what the device completed before it stopped, where the CQs keep it.
-        self.0.pump_both();
+        self.qp.pump_both();
         for queue in WorkQueue::BOTH {
-            self.0
+            self.qp
                 .deliver_from_ledger(queue, |l, out| l.synthesize(queue, out));
         }
         Ok(())
