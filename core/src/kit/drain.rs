@@ -76,14 +76,14 @@ impl<Q: RawQp> KitQp<Q> {
     ) -> Result<DrainReport> {
         self.check()?;
         let start = Instant::now();
-        let Some(idle) = self.begin_drain(deadline)? else {
+        let Some((idle, began)) = self.begin_drain(deadline, start)? else {
             return Ok(DrainReport::already_drained(start.elapsed()));
         };
         let _unwind = EndOnUnwind(self);
         let drainer = Drainer { qp: self, idle };
         let outcome = choose()
             .and_then(|plan| {
-                engine::run_since(&drainer, plan, deadline, start).map(|fallback| (plan, fallback))
+                engine::run_since(&drainer, plan, deadline, began).map(|fallback| (plan, fallback))
             })
             .and_then(|r| self.check().map(|()| r));
         let (plan, fallback) = match outcome {
@@ -120,18 +120,26 @@ impl<Q: RawQp> KitQp<Q> {
 
     /// Starts the drain in the ledger, waiting for another caller's drain to end first; `None`
     /// when the QP is drained already, else which queues have nothing outstanding (send,
-    /// receive). Posts are refused from here on, so such a queue stays idle: its drain is ERROR
-    /// alone, with no marker and no wait.
-    fn begin_drain(&self, deadline: Instant) -> Result<Option<[bool; 2]>> {
+    /// receive) and when the drain began (`start`, unless it waited for another drain). Posts
+    /// are refused from here on, so such a queue stays idle: its drain is ERROR alone, with no
+    /// marker and no wait.
+    fn begin_drain(
+        &self,
+        deadline: Instant,
+        start: Instant,
+    ) -> Result<Option<([bool; 2], Instant)>> {
         let mut book = lock(&self.book);
+        let mut waited = false;
         loop {
             // Under the lock `destroy` takes: no drain starts on a destroyed device QP.
             self.check()?;
             match book.ledger.begin_drain() {
                 DrainStart::Start => {
-                    return Ok(Some(
-                        WorkQueue::BOTH.map(|q| book.ledger.outstanding(q) == 0),
-                    ));
+                    let idle = WorkQueue::BOTH.map(|q| book.ledger.outstanding(q) == 0);
+                    // After a wait for another drain (one that ended without finishing), the
+                    // time left is what is left now: the fallback's reserve is a share of it.
+                    let began = if waited { Instant::now() } else { start };
+                    return Ok(Some((idle, began)));
                 }
                 DrainStart::Done => return Ok(None),
                 DrainStart::InProgress => {}
@@ -144,6 +152,7 @@ impl<Q: RawQp> KitQp<Q> {
             }
             let left = (deadline - now).max(Duration::from_micros(1));
             book.drain_waiters += 1;
+            waited = true;
             book = match self.drain_ended.wait_timeout(book, left) {
                 Ok((g, _)) => g,
                 Err(e) => e.into_inner().0,

@@ -192,3 +192,57 @@ fn a_wait_for_flush_drain_resolves_an_unsignaled_sends_error_before_it_settles()
     );
     assert_eq!(report.completed_by_device, 1, "{report}");
 }
+
+/// A second caller's drain waits for the first to end; when the first ends without finishing
+/// (here its provider panicked), the second starts late, with little of its deadline left. Its
+/// fallback reserve is a tenth of what is left when it starts, not of what was left when it
+/// began waiting: otherwise the reserve swallows its whole wait, and a drain the device would
+/// have finished in time falls back, stopping the hardware and reporting as flushed a send that
+/// ran.
+#[test]
+fn a_drain_that_waited_for_another_reserves_from_when_it_starts() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s)]).unwrap();
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let (entered, first_began) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                q.drain_with(
+                    |_| {
+                        entered.send(()).unwrap();
+                        std::thread::sleep(
+                            (deadline - Duration::from_millis(9))
+                                .saturating_duration_since(Instant::now()),
+                        );
+                        // The device runs the send; its completion arrives while the second
+                        // drain waits on the CQ.
+                        let p = lock(&q.raw().st).sq.pop_front().unwrap();
+                        let done = q.raw().completion(p, WcStatus::Success);
+                        let scq = q.raw().scq.clone();
+                        lock(&q.raw().scq.1).wait = Some(Box::new(move || scq.push(done)));
+                        panic!("the first drain's provider panics");
+                    },
+                    deadline,
+                )
+            }))
+        });
+        first_began.recv().unwrap();
+        let report = q.drain_with(|_| DrainPlan::WaitForFlush, deadline).unwrap();
+        assert!(first.join().unwrap().is_err(), "the first drain panicked");
+        assert_eq!(report.fallback, None, "{report}");
+        assert_eq!(
+            (report.completed_by_device, report.synthesized),
+            (1, 0),
+            "{report}"
+        );
+        assert_eq!(
+            poll_all(&c.1),
+            [(1, WcStatus::Success, WcOpcode::Send, 7)],
+            "{report}"
+        );
+    });
+}
