@@ -1,5 +1,6 @@
-//! [`DeviceLife`]: what the provider tells the kit about a device as it happens — that it is
-//! gone, and that it moved a QP to ERROR on its own.
+//! [`DeviceLife`]: what the provider tells the kit about a device as it happens — the device's
+//! events, that it is gone, and that it moved a QP to ERROR on its own — and the one place those
+//! events are published from.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -8,15 +9,19 @@ use rustc_hash::FxHashMap;
 
 use super::lock;
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::{DeviceEvent, EventHub, EventStream};
 
 /// What the provider and every kit handle of one device share: whether the device is alive,
-/// and which of its QPs the device moved to ERROR on its own.
+/// which of its QPs the device moved to ERROR on its own, and the device's event hub.
 ///
-/// The provider marks it [lost](Self::lose) when it learns the device is gone (removed, reset,
-/// a fatal error), in the same step in which it publishes
-/// [`DeviceEvent`](crate::DeviceEvent)s saying so; from then on every call on a kit handle of the
-/// device fails at once with [`ErrorKind::DeviceLost`], completions the kit had put aside
-/// included. A device that comes back is a new device with a new `DeviceLife`.
+/// The provider [reports](Self::report) every event its device raises here, and the kit does
+/// what each one implies before the ULP can see it: a QP's fatal error marks that QP in ERROR
+/// ([`qp_entered_error`](Self::qp_entered_error)); a device's last event
+/// ([`DeviceEvent::DeviceRemoved`], [`DeviceEvent::DeviceFatal`]) marks the device
+/// [lost](Self::lose), from when on every call on a kit handle of the device fails at once with
+/// [`ErrorKind::DeviceLost`], completions the kit had put aside included, and ends the event
+/// streams right behind that event. A device that comes back is a new device with a new
+/// `DeviceLife`.
 ///
 /// Marking it lost wakes nobody: the provider also makes the waits blocked in its raw CQs
 /// return ([`RawCq::wait`](super::RawCq::wait) fails with `DeviceLost`).
@@ -28,6 +33,8 @@ struct Shared {
     lost: OnceLock<String>,
     /// The "in ERROR by the device" flag of each live kit QP, by QP number.
     qps: Mutex<FxHashMap<u32, Weak<AtomicBool>>>,
+    /// The device's events, for [`Device::events`](crate::Device::events).
+    events: EventHub<DeviceEvent>,
 }
 
 impl DeviceLife {
@@ -36,10 +43,46 @@ impl DeviceLife {
         DeviceLife::default()
     }
 
-    /// Marks the device lost; `why` becomes the message of every later `DeviceLost` error (the
-    /// first reason given wins).
-    pub fn lose(&self, why: impl Into<String>) {
-        let _ = self.0.lost.set(why.into());
+    /// A new stream of the device's events: what [`Device::events`](crate::Device::events)
+    /// returns. Fails with `DeviceLost` once the device is lost.
+    pub fn subscribe(&self) -> Result<EventStream<DeviceEvent>> {
+        self.0.events.subscribe()
+    }
+
+    /// Publishes an event of the device, after doing what it implies: `QpFatal`,
+    /// `QpRequestError` and `QpAccessError` mark the QP in ERROR
+    /// ([`qp_entered_error`](Self::qp_entered_error)); `DeviceRemoved` and `DeviceFatal` mark
+    /// the device [lost](Self::lose). So a ULP that reacts to the event (drains the QP, drops
+    /// the device) finds the kit knowing it already. Events after the device's last event are
+    /// dropped (its hub is closed). Never blocks; safe to call from any thread, under the provider's own locks.
+    pub fn report(&self, event: DeviceEvent) {
+        match event {
+            DeviceEvent::DeviceRemoved | DeviceEvent::DeviceFatal => {
+                let why = format!("the device is gone: {event}");
+                self.lose(event, why);
+            }
+            DeviceEvent::QpFatal { qp_num }
+            | DeviceEvent::QpRequestError { qp_num }
+            | DeviceEvent::QpAccessError { qp_num } => {
+                self.qp_entered_error(qp_num);
+                self.0.events.publish(event);
+            }
+            _ => self.0.events.publish(event),
+        }
+    }
+
+    /// Marks the device lost, then publishes `last` (its last event: `DeviceRemoved` or
+    /// `DeviceFatal`) and ends every event stream right behind it. `why` becomes the message of
+    /// every later `DeviceLost` error and of the streams' end. Only the first loss counts: a
+    /// second call changes nothing and publishes nothing.
+    pub fn lose(&self, last: DeviceEvent, why: impl Into<String>) {
+        if self.0.lost.set(why.into()).is_err() {
+            return;
+        }
+        let why = self.0.lost.get().expect("set above");
+        self.0
+            .events
+            .publish_and_close(last, ErrorKind::DeviceLost, why.clone());
     }
 
     /// Whether the device is lost.

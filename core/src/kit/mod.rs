@@ -23,6 +23,11 @@
 //!   completions it resolves), refuses everything but ERROR after a drain, forgets the queues
 //!   on RESET, and fails every call on a destroyed handle with `Destroyed` and on a lost device
 //!   with `DeviceLost` ([`DeviceLife`]).
+//! - **Events.** The provider's event threads [report](DeviceLife::report) every event of the
+//!   device to its [`DeviceLife`], which does what the event implies (a QP's fatal error marks
+//!   it in ERROR; a removal or fatal error loses the device) before it publishes the event, and
+//!   ends the streams right behind a device's last event. The provider's
+//!   [`Device::events`](crate::Device::events) is [`DeviceLife::subscribe`].
 //!
 //! The in-process mock (`anyverbs-provider-mock`) is a device simulator behind this kit, so the
 //! conformance suite judges, on every mock personality, the provider half that the real

@@ -50,7 +50,7 @@ impl State {
                     Some(t) if t >= until => false,
                     Some(_) => true,
                     None => {
-                        inc.events.publish(DeviceEvent::PortDown { port });
+                        inc.life.report(DeviceEvent::PortDown { port });
                         true
                     }
                 };

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use anyverbs::kit::DeviceLife;
 use anyverbs::{
-    Caps, DeviceEvent, DeviceIdentity, DeviceInfo, ErrorKind, EventHub, EventStream, Guid,
-    HeldObjects, LinkLayer, MonitorEvent, PortInfo, PortState, Transport,
+    Caps, DeviceEvent, DeviceIdentity, DeviceInfo, EventStream, Guid, HeldObjects, LinkLayer,
+    MonitorEvent, PortInfo, PortState, Transport,
 };
 
 use super::{Fabric, Refusal, State};
@@ -87,7 +87,6 @@ pub(super) struct Incarnation {
     /// When the timer armed for the port's return fires (one at a time, however often the
     /// flap is extended).
     pub(super) port_timer_at: Option<Instant>,
-    pub(super) events: EventHub<DeviceEvent>,
     /// Shared with the kit's handles of this incarnation: marked lost with it.
     pub(super) life: DeviceLife,
     /// Objects created on this incarnation and not yet released; the device limits count them.
@@ -103,7 +102,6 @@ impl Incarnation {
             stalled: false,
             port_down_until: None,
             port_timer_at: None,
-            events: EventHub::new(),
             life: DeviceLife::new(),
             live: LiveObjects::default(),
         }
@@ -322,9 +320,10 @@ impl State {
         std::mem::take(&mut self.timers)
     }
 
-    /// Sends `event` to the subscribers of incarnation `dev` (ignored once it is lost).
+    /// Reports `event` of incarnation `dev` through the kit, which publishes it (ignored once
+    /// the device is lost).
     pub(super) fn publish(&self, dev: u32, event: DeviceEvent) {
-        self.inc(dev).events.publish(event);
+        self.inc(dev).life.report(event);
     }
 
     pub(super) fn slot_of(&self, name: &str) -> MockResult<usize> {
@@ -379,7 +378,7 @@ impl State {
     /// A new stream of the events of incarnation `dev`.
     pub(crate) fn subscribe_device(&self, dev: u32) -> anyverbs::Result<EventStream<DeviceEvent>> {
         self.check_live(dev)?;
-        self.inc(dev).events.subscribe()
+        self.inc(dev).life.subscribe()
     }
 
     /// A new stream of devices added and removed.
@@ -406,7 +405,10 @@ impl State {
             return;
         }
         inc.lost = Some(loss);
+        // Handles fail with `DeviceLost` from here on, and the device's last event goes out with
+        // the end of its streams right behind it.
         inc.life.lose(
+            loss.last_event(),
             MockError::DeviceLost {
                 device: inc.info.identity.name.clone(),
                 reason: loss.reason(),
@@ -458,11 +460,6 @@ impl State {
         self.pending_cq_errors
             .retain(|id| cqs.get(id).is_none_or(|c| c.device != dev));
         let inc = self.inc(dev);
-        inc.events.publish(loss.last_event());
-        inc.events.close(
-            ErrorKind::DeviceLost,
-            format!("device {} {}", inc.info.identity.name, loss.reason()),
-        );
         self.monitor
             .publish(MonitorEvent::Removed(inc.info.identity.clone()));
         // Survivors with sends outstanding start waiting for ACKs that never come.
@@ -530,7 +527,7 @@ impl State {
                         Some(until) if now >= until => {
                             inc.port_down_until = None;
                             inc.port_timer_at = None;
-                            inc.events.publish(DeviceEvent::PortActive { port: 1 });
+                            inc.life.report(DeviceEvent::PortActive { port: 1 });
                             changed = true;
                         }
                         Some(until) => {

@@ -12,7 +12,7 @@ fn a_lost_device_fails_every_call_even_with_completions_held() {
     b.post_recv(&[RecvWr::new(1, &s)]).unwrap();
     b.raw().receive();
     a.drain(soon()).unwrap(); // holds B's completion
-    life.lose("device toy0 was removed");
+    life.lose(DeviceEvent::DeviceRemoved, "device toy0 was removed");
     let mut out = [Completion::default(); 4];
     let e = c.1.poll(&mut out).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::DeviceLost);

@@ -11,6 +11,7 @@ use crate::cm::{ConnParams, Connection};
 use crate::drain::profiles::profile_named;
 use crate::drain::{DrainPlan, WorkQueue};
 use crate::error::{Error, ErrorKind, PostError, Result};
+use crate::event::DeviceEvent;
 use crate::state::QpState;
 use crate::wr::{Completion, RecvWr, SendFlags, SendWr, Sge, WcOpcode, WcStatus};
 use crate::{CompletionQueue, QpInit, QueuePair};
@@ -410,6 +411,7 @@ fn sge() -> [Sge; 1] {
 
 mod drain;
 mod error_state;
+mod events;
 mod lifetimes;
 mod resolution;
 mod wakes;
