@@ -1,4 +1,6 @@
-//! The two event threads of an open device, publishing the core's [`DeviceEvent`]s:
+//! The two event threads of an open device, reporting the core's [`DeviceEvent`]s to the
+//! device's [`DeviceLife`], which marks in the provider kit what each implies (a QP's fatal
+//! error, the device's loss) and publishes it:
 //!
 //! - [`AsyncEventThread`] reads the verbs async event fd (`ibv_get_async_event`), acknowledging
 //!   each event at once: QP and CQ errors, SQ drained, port changes, device fatal.
@@ -6,8 +8,8 @@
 //!   learn of removal. rxe and siw (and every driver that cannot disassociate) report removal
 //!   only as `RDMA_CM_EVENT_DEVICE_REMOVAL` on CM IDs — never `IBV_EVENT_DEVICE_FATAL` — and the
 //!   kernel's `rdma link delete` waits until every object of the device is released. On removal
-//!   the watch publishes [`DeviceEvent::DeviceRemoved`], closes the hub and destroys its own ID
-//!   at once; the rest is the owner's to release.
+//!   the watch reports [`DeviceEvent::DeviceRemoved`] (the device is lost and its event streams
+//!   end) and destroys its own ID at once; the rest is the owner's to release.
 //!
 //! A device with no IP address cannot be watched this way; its removal is learnt from
 //! `DEVICE_FATAL` (drivers that disassociate) and from the device monitor
@@ -23,7 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyverbs::{DeviceEvent, Error, ErrorKind, EventHub};
+use anyverbs::kit::DeviceLife;
+use anyverbs::{DeviceEvent, Error, ErrorKind};
 use sideway::ibverbs::device_context::DeviceContext;
 
 use crate::cm::{CmChannel, CmEventKind, CmId};
@@ -74,16 +77,6 @@ pub fn translate_cm(kind: CmEventKind, qp_num: u32) -> Option<DeviceEvent> {
     }
 }
 
-/// Publishes `event` into `hub`, and closes the hub after an event that kills the device.
-pub fn publish(hub: &EventHub<DeviceEvent>, event: DeviceEvent) {
-    if event.is_device_lost() {
-        let text = format!("the device is gone: {event}");
-        hub.publish_and_close(event, ErrorKind::DeviceLost, text);
-    } else {
-        hub.publish(event);
-    }
-}
-
 struct Stopper {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -116,10 +109,11 @@ impl Drop for AsyncEventThread {
 }
 
 impl AsyncEventThread {
-    /// Starts reading the async events of `context` into `hub`; `cq_num` names the CQs.
+    /// Starts reading the async events of `context`, reporting them to `life`; `cq_num` names
+    /// the CQs.
     pub fn spawn(
         context: Arc<DeviceContext>,
-        hub: Arc<EventHub<DeviceEvent>>,
+        life: DeviceLife,
         cq_num: Arc<dyn Fn(usize) -> Option<u32> + Send + Sync>,
     ) -> Result<AsyncEventThread, Error> {
         // SAFETY: the context is live (we hold it).
@@ -143,7 +137,7 @@ impl AsyncEventThread {
                             Ok(Some(raw)) => {
                                 tracing::debug!(?raw, "verbs async event");
                                 if let Some(event) = translate(raw, &*cq_num) {
-                                    publish(&hub, event);
+                                    life.report(event);
                                 }
                             }
                             Ok(None) => break,
@@ -187,14 +181,14 @@ impl Drop for RemovalWatch {
 
 impl RemovalWatch {
     /// Binds a CM ID to the first address of `netdev` and checks that it landed on the device
-    /// `device` (by name and node GUID, host order); publishes [`DeviceEvent::DeviceRemoved`]
-    /// into `hub` when the device goes. `Ok(None)` when the netdev has no IP address: nothing
+    /// `device` (by name and node GUID, host order); reports [`DeviceEvent::DeviceRemoved`] to
+    /// `life` when the device goes. `Ok(None)` when the netdev has no IP address: nothing
     /// can be watched this way.
     pub fn start(
         device: &str,
         node_guid: u64,
         netdev: &str,
-        hub: Arc<EventHub<DeviceEvent>>,
+        life: DeviceLife,
     ) -> Result<Option<RemovalWatch>, Error> {
         let Some(address) = crate::netdev::addresses(netdev)?.into_iter().next() else {
             return Ok(None);
@@ -217,7 +211,7 @@ impl RemovalWatch {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("anyverbs-removal".into())
-            .spawn(move || watch(channel, id, hub, flag))
+            .spawn(move || watch(channel, id, life, flag))
             .map_err(|e| crate::error::io_failed("spawning the removal watch", e))?;
         Ok(Some(RemovalWatch {
             stopper: Stopper {
@@ -234,12 +228,7 @@ impl RemovalWatch {
     }
 }
 
-fn watch(
-    channel: Arc<CmChannel>,
-    id: CmId,
-    hub: Arc<EventHub<DeviceEvent>>,
-    stop: Arc<AtomicBool>,
-) {
+fn watch(channel: Arc<CmChannel>, id: CmId, life: DeviceLife, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match channel.next_event(Instant::now() + POLL_INTERVAL) {
             Ok(Some(e)) if e.kind == CmEventKind::DeviceRemoval => {
@@ -248,7 +237,7 @@ fn watch(
                 drop(id);
                 drop(channel);
                 crate::cm::forget_removed_devices();
-                publish(&hub, DeviceEvent::DeviceRemoved);
+                life.report(DeviceEvent::DeviceRemoved);
                 return;
             }
             Ok(Some(e)) => tracing::debug!(kind = ?e.kind, "removal watch: ignoring a CM event"),
@@ -316,18 +305,5 @@ mod tests {
             Some(DeviceEvent::DeviceRemoved)
         );
         assert_eq!(translate_cm(CmEventKind::Established, 9), None);
-    }
-
-    #[test]
-    fn a_lost_device_closes_its_hub_after_its_last_event() {
-        let hub = EventHub::new();
-        let stream = hub.subscribe().unwrap();
-        publish(&hub, DeviceEvent::DeviceRemoved);
-        let deadline = Instant::now() + Duration::from_secs(1);
-        assert_eq!(stream.recv(deadline).unwrap(), DeviceEvent::DeviceRemoved);
-        assert_eq!(
-            stream.recv(deadline).unwrap_err().kind(),
-            ErrorKind::DeviceLost
-        );
     }
 }

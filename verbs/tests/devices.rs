@@ -7,7 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use anyverbs::{DeviceEvent, EventHub};
+use anyverbs::DeviceEvent;
+use anyverbs::kit::DeviceLife;
 use anyverbs_verbs::cm::{CmChannel, CmEventKind};
 use anyverbs_verbs::context::Context;
 use anyverbs_verbs::device::{self, Transport};
@@ -392,11 +393,11 @@ fn the_async_event_thread_and_the_removal_watch_start_and_stop() {
     };
     for name in &names {
         let ctx = Context::open(name).unwrap();
-        let hub: std::sync::Arc<EventHub<DeviceEvent>> = std::sync::Arc::new(EventHub::new());
-        let stream = hub.subscribe().unwrap();
+        let life = DeviceLife::new();
+        let stream = life.subscribe().unwrap();
         let thread = AsyncEventThread::spawn(
             ctx.sideway().clone(),
-            hub.clone(),
+            life.clone(),
             std::sync::Arc::new(|_| None),
         )
         .unwrap();
@@ -405,7 +406,7 @@ fn the_async_event_thread_and_the_removal_watch_start_and_stop() {
             name,
             entry.identity.node_guid.0,
             entry.netdev.as_deref().unwrap(),
-            hub.clone(),
+            life.clone(),
         )
         .unwrap()
         .expect("the device's netdev has an address");

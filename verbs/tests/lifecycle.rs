@@ -10,7 +10,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyverbs::{DeviceEvent, EventHub};
+use anyverbs::DeviceEvent;
+use anyverbs::kit::DeviceLife;
 use anyverbs_verbs::context::Context;
 use anyverbs_verbs::events::{AsyncEventThread, RemovalWatch};
 use anyverbs_verbs::fault::{FaultInjector, Replug};
@@ -32,16 +33,16 @@ fn removal_is_reported_and_the_delete_completes_once_everything_is_released() {
         let mr = Mr::alloc(&pd, 4096, Access::ALL).unwrap();
         let cq = ctx.create_cq(16, None).unwrap();
         let qp = Qp::create_rc(&pd, &cq, &cq, CAPS).unwrap();
-        let hub = Arc::new(EventHub::new());
-        let stream = hub.subscribe().unwrap();
+        let life = DeviceLife::new();
+        let stream = life.subscribe().unwrap();
         let async_thread =
-            AsyncEventThread::spawn(ctx.sideway().clone(), hub.clone(), Arc::new(|_| None))
+            AsyncEventThread::spawn(ctx.sideway().clone(), life.clone(), Arc::new(|_| None))
                 .unwrap();
         let watch = RemovalWatch::start(
             name,
             before.identity.node_guid.0,
             before.netdev.as_deref().unwrap(),
-            hub.clone(),
+            life.clone(),
         )
         .unwrap()
         .expect("the netdev has an address");
@@ -53,6 +54,10 @@ fn removal_is_reported_and_the_delete_completes_once_everything_is_released() {
         let event = stream.recv(within(10)).unwrap();
         let reported = injection.started().elapsed();
         assert_eq!(event, DeviceEvent::DeviceRemoved, "{name}");
+        assert!(
+            life.is_lost(),
+            "{name}: the kit knows the device is lost when the event is seen"
+        );
         // The monitor learns of it too, while the delete still waits for this process.
         let seen = loop {
             match changes.recv(within(10)).unwrap() {
@@ -204,10 +209,10 @@ fn a_port_flap_takes_the_port_down_and_brings_it_back() {
     let _turn = turn();
     for name in &names {
         let ctx = Context::open(name).unwrap();
-        let hub = Arc::new(EventHub::new());
-        let stream = hub.subscribe().unwrap();
+        let life = DeviceLife::new();
+        let stream = life.subscribe().unwrap();
         let _async =
-            AsyncEventThread::spawn(ctx.sideway().clone(), hub.clone(), Arc::new(|_| None))
+            AsyncEventThread::spawn(ctx.sideway().clone(), life.clone(), Arc::new(|_| None))
                 .unwrap();
         let injector = FaultInjector::for_device(ctx.entry()).unwrap();
         injector.port_flap(Duration::from_millis(300)).unwrap();
@@ -272,13 +277,13 @@ fn a_delete_by_another_process_is_reported_and_completes_once_released() {
         let pd = ctx.alloc_pd().unwrap();
         let cq = ctx.create_cq(8, None).unwrap();
         let qp = Qp::create_rc(&pd, &cq, &cq, CAPS).unwrap();
-        let hub = Arc::new(EventHub::new());
-        let stream = hub.subscribe().unwrap();
+        let life = DeviceLife::new();
+        let stream = life.subscribe().unwrap();
         let watch = RemovalWatch::start(
             name,
             before.identity.node_guid.0,
             before.netdev.as_deref().unwrap(),
-            hub.clone(),
+            life.clone(),
         )
         .unwrap()
         .unwrap();

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyverbs::{DeviceEvent, EventHub};
+use anyverbs::DeviceEvent;
+use anyverbs::kit::DeviceLife;
 use anyverbs_verbs::context::Context;
 use anyverbs_verbs::device::DeviceEntry;
 use anyverbs_verbs::events::RemovalWatch;
@@ -56,9 +56,9 @@ fn a_netdev_with_only_a_link_local_address_is_watched() {
         anyverbs_verbs::netlink::add_link(device, kind, netdev, Duration::from_secs(10)).unwrap();
         scratch.device = Some(device.into());
         let entry = wait_for_device(device, within(10));
-        let hub = Arc::new(EventHub::new());
-        let stream = hub.subscribe().unwrap();
-        let watch = RemovalWatch::start(device, entry.identity.node_guid.0, netdev, hub);
+        let life = DeviceLife::new();
+        let stream = life.subscribe().unwrap();
+        let watch = RemovalWatch::start(device, entry.identity.node_guid.0, netdev, life.clone());
         let watch = match watch {
             Ok(w) => w,
             Err(e) => panic!("{device} on {netdev} ({address} only): {e}"),
@@ -108,9 +108,9 @@ fn a_listener_released_late_does_not_keep_a_removed_device() {
             .bind(std::net::SocketAddr::new(address, 0))
             .unwrap();
         listener.listen(4).unwrap();
-        let hub = Arc::new(EventHub::new());
-        let stream = hub.subscribe().unwrap();
-        let watch = RemovalWatch::start(name, before.identity.node_guid.0, &netdev, hub)
+        let life = DeviceLife::new();
+        let stream = life.subscribe().unwrap();
+        let watch = RemovalWatch::start(name, before.identity.node_guid.0, &netdev, life.clone())
             .unwrap()
             .unwrap();
         let injector = FaultInjector::for_device(&before).unwrap();
