@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyverbs::cm::ready_for_receives;
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, Device, ErrorKind, Listener, MemoryRegion,
-    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendWr, StateModel, WcStatus,
+    Provider, QpInit, QpState, QueuePair, RecvWr, SendWr, StateModel, WcStatus,
 };
 use anyverbs_provider_mock::MockProvider;
 

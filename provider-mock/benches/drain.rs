@@ -46,8 +46,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use anyverbs::{
-    Access, Completion, CompletionQueue, Device, DrainPlan, DrainStrategy, MemoryRegion,
-    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, WcOpcode, WcStatus,
+    Access, Completion, CompletionQueue, Device, DrainPlan, DrainStrategy, MemoryRegion, Provider,
+    QpInit, QpState, QueuePair, RecvWr, WcOpcode, WcStatus,
 };
 use anyverbs_provider_mock::{
     FabricConfig, MockCq, MockDevice, MockListener, MockMr, MockPd, MockProvider, MockQp,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyverbs::{Device, DeviceEvent, DeviceInfo, EventStream, PortInfo, Result};
 
 use crate::fabric::Fabric;
-use crate::sim::SimCq;
+use crate::sim::{SimCq, SimPd};
 use crate::{MockCq, MockListener, MockPd, MockProvider};
 
 /// An open mock device: one incarnation of a configured device. Once that incarnation is lost
@@ -45,10 +45,18 @@ impl Device<MockProvider> for MockDevice {
     }
 
     fn alloc_pd(&self) -> Result<MockPd> {
-        let id = self
-            .fabric
-            .with_live(self.dev, |st| st.alloc_pd(self.dev))?;
-        Ok(MockPd::new(Arc::clone(&self.fabric), self.dev, id))
+        let (id, life, personality) = self.fabric.with_live(self.dev, |st| {
+            Ok((
+                st.alloc_pd(self.dev)?,
+                st.life(self.dev),
+                st.personality(self.dev),
+            ))
+        })?;
+        Ok(MockPd::new(
+            SimPd::new(Arc::clone(&self.fabric), self.dev, id),
+            life,
+            personality.drain_profile(),
+        ))
     }
 
     fn create_cq(&self, depth: u32) -> Result<MockCq> {

@@ -213,7 +213,6 @@ struct PdRec {
     device: u32,
     mrs: u32,
     qps: u32,
-    dropped: bool,
 }
 
 struct MrRec {

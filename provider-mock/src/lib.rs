@@ -27,9 +27,11 @@
 //!   reports the capabilities that describe it. The default fabric has one device per
 //!   personality (see [`FabricConfig`]).
 //! - **A device simulator behind the provider kit.** The mock writes only the device: [`sim`]
-//!   holds its raw queues — rings of WRs under the kit's tokens, rings of raw completions — and
-//!   [`MockQp`] and [`MockCq`] are the core's [`KitQp`](anyverbs::kit::KitQp) and
-//!   [`KitCq`](anyverbs::kit::KitCq) over them. Admission through the
+//!   holds its raw objects — rings of WRs under the kit's tokens, rings of raw completions, PDs,
+//!   regions — and [`MockQp`], [`MockCq`], [`MockPd`] and [`MockMr`] are the core's
+//!   [`KitQp`](anyverbs::kit::KitQp), [`KitCq`](anyverbs::kit::KitCq),
+//!   [`KitPd`](anyverbs::kit::KitPd) and [`KitMr`](anyverbs::kit::KitMr) over them. Admission
+//!   through the
 //!   [`Ledger`](anyverbs::drain::Ledger), resolution at poll time, the drain and the handle
 //!   lifetimes are the kit's, the very code a provider for real hardware runs; the drain plan is
 //!   the one of the driver the device's personality reproduces, from the core's table of drain
@@ -110,8 +112,6 @@ mod device;
 mod error;
 mod fabric;
 mod listener;
-mod mr;
-mod pd;
 
 pub mod expectations;
 pub mod sim;
@@ -126,9 +126,11 @@ pub use device::MockDevice;
 pub use error::MockError;
 pub use fabric::lifecycle::LiveObjects;
 pub use listener::MockListener;
-pub use mr::MockMr;
-pub use pd::MockPd;
 
+/// A mock protection domain: the kit's PD over a simulated one.
+pub type MockPd = anyverbs::kit::KitPd<sim::SimPd>;
+/// A mock memory region: the kit's region over zeroed memory the simulated device owns.
+pub type MockMr = anyverbs::kit::KitMr<sim::SimMr>;
 /// A mock completion queue: the kit's CQ over a simulated ring.
 pub type MockCq = anyverbs::kit::KitCq<sim::SimCq>;
 /// A mock reliable-connected queue pair: the kit's QP over a simulated one.

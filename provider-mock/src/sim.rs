@@ -1,17 +1,19 @@
-//! The simulated device's raw queues: what the provider kit drives.
+//! The simulated device's raw objects: what the provider kit drives.
 //!
 //! The mock is a device simulator behind [`anyverbs::kit`]. A [`SimQp`] posts WRs whose `wr_id`s
 //! are the kit's tokens into simulated rings; a [`SimCq`] is a simulated ring of raw
-//! completions that the kit polls and resolves, exactly as it polls a real CQ. Nothing here
-//! knows what a token means, which WRs are markers, or when a drain is done.
+//! completions that the kit polls and resolves, exactly as it polls a real CQ; a [`SimPd`] and
+//! a [`SimMr`] are the device's PD and regions, whose handle lifetimes the kit keeps. Nothing
+//! here knows what a token means, which WRs are markers, or when a drain is done.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyverbs::kit::{DeviceLife, RawCq, RawQp};
+use anyverbs::kit::{DeviceLife, RawCq, RawMr, RawPd, RawQp};
 use anyverbs::{
-    Caps, Completion, ConnParams, Connection, PostError, QpState, RecvWr, Result, SendWr,
+    Access, Caps, Completion, ConnParams, Connection, PostError, QpInit, QpState, RecvWr, Result,
+    SendWr,
 };
 
 use crate::error::MockError;
@@ -211,5 +213,125 @@ impl RawQp for SimQp {
 impl Drop for SimQp {
     fn drop(&mut self) {
         self.fabric.with(|st| st.destroy_qp(self.qpn));
+    }
+}
+
+/// A protection domain of a simulated device.
+pub struct SimPd {
+    fabric: Arc<Fabric>,
+    /// The device incarnation it was allocated on.
+    dev: u32,
+    id: u32,
+}
+
+impl std::fmt::Debug for SimPd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimPd")
+            .field("device_index", &self.dev)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimPd {
+    pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, id: u32) -> Self {
+        SimPd { fabric, dev, id }
+    }
+}
+
+impl RawPd for SimPd {
+    type Mr = SimMr;
+    type Qp = SimQp;
+
+    fn register(&self, len: usize, access: Access) -> Result<SimMr> {
+        let (lkey, rkey, addr) = self
+            .fabric
+            .with_live(self.dev, |st| st.register(self.id, len, access))?;
+        Ok(SimMr {
+            fabric: Arc::clone(&self.fabric),
+            lkey,
+            rkey,
+            addr,
+            len,
+            access,
+        })
+    }
+
+    fn create_qp(&self, send_cq: &SimCq, recv_cq: &SimCq, init: &QpInit) -> Result<SimQp> {
+        if !Arc::ptr_eq(&self.fabric, send_cq.fabric())
+            || !Arc::ptr_eq(&self.fabric, recv_cq.fabric())
+        {
+            return Err(anyverbs::Error::invalid_argument(
+                "the CQ belongs to another mock fabric",
+            ));
+        }
+        let (qpn, caps, life) = self.fabric.with_live(self.dev, |st| {
+            let qpn = st.create_qp(self.id, send_cq.cq_num(), recv_cq.cq_num(), init)?;
+            Ok((qpn, st.caps(self.dev), st.life(self.dev)))
+        })?;
+        Ok(SimQp::new(
+            Arc::clone(&self.fabric),
+            self.dev,
+            life,
+            qpn,
+            caps,
+        ))
+    }
+
+    fn destroy(&self) -> Result<()> {
+        Ok(self.fabric.with(|st| st.destroy_pd(self.id))?)
+    }
+}
+
+/// A memory region of a simulated device: zeroed memory the fabric owns.
+pub struct SimMr {
+    fabric: Arc<Fabric>,
+    lkey: u32,
+    rkey: u32,
+    addr: u64,
+    len: usize,
+    access: Access,
+}
+
+impl std::fmt::Debug for SimMr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimMr")
+            .field("lkey", &self.lkey)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawMr for SimMr {
+    fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn lkey(&self) -> u32 {
+        self.lkey
+    }
+
+    fn rkey(&self) -> u32 {
+        self.rkey
+    }
+
+    fn access(&self) -> Access {
+        self.access
+    }
+
+    fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
+        Ok(self.fabric.lock().mr_copy_in(self.lkey, offset, src)?)
+    }
+
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        Ok(self.fabric.lock().mr_copy_out(self.lkey, offset, dst)?)
+    }
+
+    fn destroy(&self) -> Result<()> {
+        self.fabric.with(|st| st.destroy_mr(self.lkey));
+        Ok(())
     }
 }

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, Device, DeviceEvent, EventStream, Fault,
-    Listener, MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendWr,
-    WcStatus,
+    Listener, MemoryRegion, Provider, QpInit, QpState, QueuePair, RecvWr, SendWr, WcStatus,
 };
 use anyverbs_provider_mock::{
     MockCq, MockDevice, MockListener, MockMr, MockPd, MockProvider, MockQp,

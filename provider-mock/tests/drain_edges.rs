@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, Device, ErrorKind, Fault, Listener,
-    MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendFlags,
-    SendOp, SendWr, WcStatus,
+    MemoryRegion, Provider, QpInit, QpState, QueuePair, RecvWr, SendFlags, SendOp, SendWr,
+    WcStatus,
 };
 use anyverbs_provider_mock::{
     FabricConfig, MockCq, MockDevice, MockListener, MockPd, MockProvider, MockQp,

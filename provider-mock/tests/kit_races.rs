@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyverbs::{
-    Access, Completion, CompletionQueue, Device, ErrorKind, MemoryRegion, ProtectionDomain,
-    Provider, QpInit, QpState, QueuePair, RecvWr,
+    Access, Completion, CompletionQueue, Device, ErrorKind, MemoryRegion, Provider, QpInit,
+    QpState, QueuePair, RecvWr,
 };
 use anyverbs_provider_mock::{FabricConfig, MockProvider};
 

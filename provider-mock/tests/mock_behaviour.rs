@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, Device, ErrorKind, Listener, MemoryRegion,
-    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendOp, SendWr, WcStatus,
+    Provider, QpInit, QpState, QueuePair, RecvWr, SendOp, SendWr, WcStatus,
 };
 use anyverbs_provider_mock::{MockCq, MockDevice, MockPd, MockProvider, MockQp};
 

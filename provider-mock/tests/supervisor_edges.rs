@@ -18,8 +18,8 @@ use anyverbs::supervisor::{
     SupervisorEvent,
 };
 use anyverbs::{
-    ConnParams, Device, DeviceEvent, Error, ErrorKind, EventStream, Fault, Listener,
-    ProtectionDomain, Provider, QpInit, QueuePair,
+    ConnParams, Device, DeviceEvent, Error, ErrorKind, EventStream, Fault, Listener, Provider,
+    QpInit, QueuePair,
 };
 use anyverbs_provider_mock::{MockDevice, MockProvider};
 

@@ -1,9 +1,11 @@
 //! The provider kit: the provider half every provider needs, written once.
 //!
 //! A provider supplies its device's primitives — post raw WRs, poll raw completions, modify the
-//! hardware QP, arm and read its notification source — as a [`RawQp`] and a [`RawCq`]; the kit
-//! supplies everything above them as [`KitQp`] and [`KitCq`], which implement the ULP's
-//! [`QueuePair`](crate::QueuePair) and [`CompletionQueue`](crate::CompletionQueue):
+//! hardware QP, arm and read its notification source, allocate PDs and register memory — as a
+//! [`RawQp`], a [`RawCq`], a [`RawPd`] and a [`RawMr`]; the kit supplies everything above them
+//! as [`KitQp`], [`KitCq`], [`KitPd`] and [`KitMr`], which implement the ULP's
+//! [`QueuePair`](crate::QueuePair), [`CompletionQueue`](crate::CompletionQueue),
+//! [`ProtectionDomain`](crate::ProtectionDomain) and [`MemoryRegion`](crate::MemoryRegion):
 //!
 //! - **Admission and queue depths.** Every WR enters the QP's
 //!   [`Ledger`] and is posted under a [token](crate::drain::Token) in
@@ -22,7 +24,9 @@
 //! - **State and lifetime.** The kit knows when a QP is in ERROR (its own transitions, the error
 //!   completions it resolves), refuses everything but ERROR after a drain, forgets the queues
 //!   on RESET, and fails every call on a destroyed handle with `Destroyed` and on a lost device
-//!   with `DeviceLost` ([`DeviceLife`]).
+//!   with `DeviceLost` ([`DeviceLife`]). A PD is `Busy` while regions or QPs of it are left, and
+//!   lives on in the device until the last of them goes if its handle is dropped first; a
+//!   region's reads and writes are bounds-checked, and work on a lost device.
 //! - **Events.** The provider's event threads [report](DeviceLife::report) every event of the
 //!   device to its [`DeviceLife`], which does what the event implies (a QP's fatal error marks
 //!   it in ERROR; a removal or fatal error loses the device) before it publishes the event, and
@@ -141,6 +145,7 @@
 mod cq;
 mod drain;
 mod life;
+mod pd;
 mod qp;
 pub mod raw;
 
@@ -150,8 +155,9 @@ use crate::drain::Ledger;
 
 pub use cq::KitCq;
 pub use life::DeviceLife;
+pub use pd::{KitMr, KitPd};
 pub use qp::{KitQp, device_init};
-pub use raw::{RawCq, RawQp};
+pub use raw::{RawCq, RawMr, RawPd, RawQp};
 
 /// What the kit knows about one QP, shared by the QP and the routers of its CQs.
 pub(crate) struct QpBook {

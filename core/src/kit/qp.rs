@@ -10,6 +10,7 @@ use smallvec::SmallVec;
 
 use super::cq::{CqCore, KitCq};
 use super::life::DeviceLife;
+use super::pd::PdUser;
 use super::raw::RawQp;
 use super::{QpBook, SharedBook, lock};
 use crate::DrainReport;
@@ -49,6 +50,9 @@ pub struct KitQp<Q: RawQp> {
     /// Read-held by `connect` and `wait_connected` for their duration; `destroy` write-locks it
     /// once before destroying the device QP.
     connecting: RwLock<()>,
+    /// The QP's hold on its [`KitPd`](super::KitPd), if it was created through one: released
+    /// once the device QP is destroyed.
+    pd: Option<PdUser>,
 }
 
 impl<Q: RawQp> std::fmt::Debug for KitQp<Q> {
@@ -116,7 +120,14 @@ impl<Q: RawQp> KitQp<Q> {
             destroyed: AtomicBool::new(false),
             device_error,
             connecting: RwLock::new(()),
+            pd: None,
         })
+    }
+
+    /// The QP counted among `pd`'s users until it is destroyed.
+    pub(crate) fn held_by(mut self, pd: PdUser) -> Self {
+        self.pd = Some(pd);
+        self
     }
 
     /// The device's QP.
@@ -369,7 +380,11 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
         // What the device completed stays pollable; then the QP's number routes nowhere.
         self.pump_both();
         self.detach();
-        self.raw.destroy()
+        self.raw.destroy()?;
+        if let Some(pd) = &self.pd {
+            pd.release();
+        }
+        Ok(())
     }
 }
 

@@ -98,3 +98,70 @@ pub trait RawQp: Send + Sync + 'static {
     /// Destroys the QP in the device. Dropping the raw QP afterwards must be harmless.
     fn destroy(&self) -> Result<()>;
 }
+
+/// A protection domain of the device, as the kit drives it.
+///
+/// The kit calls [`destroy`](Self::destroy) at most once: when the ULP destroys the PD with no
+/// MR or QP of it left, or when the ULP's handle and every MR and QP of it are gone. Dropping
+/// the raw PD must not release the device's PD again.
+pub trait RawPd: Send + Sync + 'static {
+    /// The device's memory regions.
+    type Mr: RawMr;
+    /// The device's queue pairs.
+    type Qp: RawQp;
+
+    /// Allocates `len` bytes of zeroed memory and registers them with `access` (the rules of
+    /// [`ProtectionDomain::register`](crate::ProtectionDomain::register) are the device's to
+    /// check).
+    fn register(&self, len: usize, access: crate::Access) -> Result<Self::Mr>;
+
+    /// Creates the device's RC QP on `send_cq` and `recv_cq` for a ULP that asked for `init`,
+    /// with one more slot per work queue ([`device_init`](super::device_init)).
+    fn create_qp(
+        &self,
+        send_cq: &<Self::Qp as RawQp>::Cq,
+        recv_cq: &<Self::Qp as RawQp>::Cq,
+        init: &crate::QpInit,
+    ) -> Result<Self::Qp>;
+
+    /// Releases the device's PD.
+    fn destroy(&self) -> Result<()>;
+}
+
+/// A memory region of the device, as the kit drives it.
+///
+/// The kit checks handle state and bounds before it calls `read` and `write`, and calls
+/// [`destroy`](Self::destroy) at most once (when the ULP destroys the region, or drops it).
+/// Dropping the raw MR must not deregister it again.
+pub trait RawMr: Send + Sync + 'static {
+    /// The address of the region's first byte, as the device sees it.
+    fn addr(&self) -> u64;
+
+    /// The region's length in bytes.
+    fn len(&self) -> usize;
+
+    /// Whether the region is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The local key.
+    fn lkey(&self) -> u32;
+
+    /// The remote key.
+    fn rkey(&self) -> u32;
+
+    /// The access rights it was registered with.
+    fn access(&self) -> crate::Access;
+
+    /// Copies `src` into the region at `offset` (in bounds: the kit checked). Works on a lost
+    /// device: the region's memory is the host's.
+    fn write(&self, offset: usize, src: &[u8]) -> Result<()>;
+
+    /// Copies the region's bytes at `offset` into `dst` (in bounds: the kit checked). Works on a
+    /// lost device.
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()>;
+
+    /// Deregisters the region.
+    fn destroy(&self) -> Result<()>;
+}

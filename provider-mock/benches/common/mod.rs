@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use anyverbs::{ConnParams, Device, Listener, ProtectionDomain, QpInit, QueuePair};
+use anyverbs::{ConnParams, Device, Listener, QpInit, QueuePair};
 use anyverbs_provider_mock::{MockCq, MockDevice, MockListener, MockPd, MockQp};
 
 /// Two QPs of `pd` on `device`, `a` on `cq_a` and `b` on `cq_b`, connected through the connection

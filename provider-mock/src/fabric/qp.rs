@@ -119,7 +119,6 @@ impl State {
         if let Some(p) = self.pds.get_mut(&q.pd) {
             p.qps -= 1;
         }
-        self.pd_lost_user(q.pd);
         // The connection goes down with the QP. On iWARP it is a TCP stream: destroying one end
         // tears it down and the peer's QP goes to ERROR. On InfiniBand destroying the QP's CM ID
         // sends a DREQ, and the peer's CM reports it (a dead device sends nothing). A cut

@@ -23,7 +23,6 @@ impl State {
                 device,
                 mrs: 0,
                 qps: 0,
-                dropped: false,
             },
         );
         Ok(id)
@@ -45,28 +44,9 @@ impl State {
         Ok(())
     }
 
-    pub(crate) fn drop_pd(&mut self, id: u32) {
-        if self.destroy_pd(id).is_err()
-            && let Some(pd) = self.pds.get_mut(&id)
-        {
-            pd.dropped = true;
-        }
-    }
-
-    pub(super) fn pd_lost_user(&mut self, id: u32) {
-        if let Some(pd) = self.pds.get(&id)
-            && pd.dropped
-            && pd.mrs == 0
-            && pd.qps == 0
-        {
-            let _ = self.destroy_pd(id);
-        }
-    }
-
     pub(super) fn live_pd(&self, id: u32) -> MockResult<&PdRec> {
         self.pds
             .get(&id)
-            .filter(|p| !p.dropped)
             .ok_or_else(|| MockError::Destroyed("protection domain"))
     }
 
@@ -122,7 +102,6 @@ impl State {
             if let Some(p) = self.pds.get_mut(&mr.pd) {
                 p.mrs -= 1;
             }
-            self.pd_lost_user(mr.pd);
         }
     }
 

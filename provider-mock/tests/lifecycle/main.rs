@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyverbs::{
     Access, Completion, CompletionQueue, ConnParams, ConnectRequest, Device, DeviceEvent,
-    ErrorKind, EventStream, Fault, Listener, MemoryRegion, MonitorEvent, PortState,
-    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendWr, WcStatus,
+    ErrorKind, EventStream, Fault, Listener, MemoryRegion, MonitorEvent, PortState, Provider,
+    QpInit, QpState, QueuePair, RecvWr, SendWr, WcStatus,
 };
 use anyverbs_provider_mock::{
     LiveObjects, MockCq, MockDevice, MockListener, MockMr, MockPd, MockProvider, MockQp,

@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 use anyverbs::drain::WorkQueue;
 use anyverbs::{
     Access, Caps, Completion, CompletionQueue, ConnParams, Device, DrainReport, DrainStrategy,
-    ErrorKind, Fallback, Listener, MemoryRegion, PostError, ProtectionDomain, Provider, QpInit,
-    QpState, QueuePair, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, Sge, WcOpcode, WcStatus,
+    ErrorKind, Fallback, Listener, MemoryRegion, PostError, Provider, QpInit, QpState, QueuePair,
+    RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, Sge, WcOpcode, WcStatus,
 };
 use anyverbs_provider_mock::{
     FabricConfig, MockCq, MockDevice, MockListener, MockMr, MockPd, MockProvider, MockQp,

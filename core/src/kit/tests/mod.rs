@@ -413,5 +413,6 @@ mod drain;
 mod error_state;
 mod events;
 mod lifetimes;
+mod pd;
 mod resolution;
 mod wakes;

@@ -1,0 +1,320 @@
+//! [`KitPd`] and [`KitMr`]: a protection domain and its memory regions built on the kit —
+//! handle lifetimes and bounds — over a provider's [`RawPd`] and [`RawMr`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::cq::KitCq;
+use super::life::DeviceLife;
+use super::lock;
+use super::qp::KitQp;
+use super::raw::{RawMr, RawPd, RawQp};
+use crate::Access;
+use crate::drain::DrainProfile;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mr::MemoryRegion;
+use crate::pd::ProtectionDomain;
+use crate::provider::Provider;
+use crate::qp::QpInit;
+
+/// A protection domain built on the kit: a provider's [`RawPd`] below, the ULP's
+/// [`ProtectionDomain`] above.
+///
+/// The kit counts the PD's users — its [`KitMr`]s and [`KitQp`]s — and owns the handle's
+/// lifetime:
+/// - [`destroy`](ProtectionDomain::destroy) fails with `Busy` while a region or QP of it is
+///   left, without asking the device (a driver's `EBUSY` is not relied on);
+/// - after `destroy`, registering and creating QPs fail with `Destroyed`; after the device is
+///   lost, with `DeviceLost`;
+/// - a PD whose handle is dropped while regions or QPs use it lives on in the device until the
+///   last of them goes, then is released.
+pub struct KitPd<R: RawPd> {
+    core: Arc<PdCore<R>>,
+}
+
+/// What a PD's handle, regions and QPs share.
+struct PdCore<R: RawPd> {
+    raw: R,
+    state: Mutex<PdState>,
+    life: DeviceLife,
+    profile: &'static DrainProfile,
+}
+
+struct PdState {
+    /// Regions and QPs of the PD not yet destroyed.
+    users: usize,
+    /// The device's PD was released.
+    destroyed: bool,
+}
+
+/// Releases one user of a PD.
+trait PdUsers: Send + Sync {
+    fn release(&self);
+}
+
+impl<R: RawPd> PdUsers for PdCore<R> {
+    fn release(&self) {
+        let mut st = lock(&self.state);
+        st.users = st.users.saturating_sub(1);
+    }
+}
+
+impl<R: RawPd> Drop for PdCore<R> {
+    fn drop(&mut self) {
+        // The handle and every user are gone: release the device's PD if the ULP did not.
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !st.destroyed {
+            st.destroyed = true;
+            let _ = self.raw.destroy();
+        }
+    }
+}
+
+/// One region's or QP's hold on its PD: a user until released (when it is destroyed) or
+/// dropped, and it keeps the device's PD alive until dropped.
+pub(crate) struct PdUser {
+    core: Arc<dyn PdUsers>,
+    released: AtomicBool,
+}
+
+impl PdUser {
+    /// Stops counting as a user of the PD (once).
+    pub(crate) fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.core.release();
+        }
+    }
+}
+
+impl Drop for PdUser {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl<R: RawPd> std::fmt::Debug for KitPd<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = lock(&self.core.state);
+        f.debug_struct("KitPd")
+            .field("users", &st.users)
+            .field("destroyed", &st.destroyed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: RawPd> KitPd<R> {
+    /// Wraps the device's PD, allocated on a device whose liveness is `life` and whose QPs drain
+    /// with `profile` ([`profile_for`](crate::drain::profile_for)).
+    pub fn new(raw: R, life: DeviceLife, profile: &'static DrainProfile) -> KitPd<R> {
+        KitPd {
+            core: Arc::new(PdCore {
+                raw,
+                state: Mutex::new(PdState {
+                    users: 0,
+                    destroyed: false,
+                }),
+                life,
+                profile,
+            }),
+        }
+    }
+
+    /// The device's PD.
+    pub fn raw(&self) -> &R {
+        &self.core.raw
+    }
+
+    /// Runs `make` for a new user of the PD, under the PD's lock: `DeviceLost` or `Destroyed`
+    /// if too late, and the user counted only if `make` succeeds.
+    fn with_new_user<T>(&self, make: impl FnOnce(&R) -> Result<T>) -> Result<(T, PdUser)> {
+        self.core.life.check()?;
+        let mut st = lock(&self.core.state);
+        if st.destroyed {
+            return Err(Error::destroyed("protection domain"));
+        }
+        let made = make(&self.core.raw)?;
+        st.users += 1;
+        let user = PdUser {
+            core: Arc::clone(&self.core) as Arc<dyn PdUsers>,
+            released: AtomicBool::new(false),
+        };
+        Ok((made, user))
+    }
+}
+
+impl<R: RawPd> KitPd<R> {
+    /// [`ProtectionDomain::register`]: the device's region, counted among the PD's users.
+    pub fn register(&self, len: usize, access: Access) -> Result<KitMr<R::Mr>> {
+        let (raw, user) = self.with_new_user(|pd| pd.register(len, access))?;
+        Ok(KitMr {
+            raw,
+            destroyed: AtomicBool::new(false),
+            pd: user,
+        })
+    }
+
+    /// [`ProtectionDomain::create_qp`]: the device's QP, built on the kit and counted among the
+    /// PD's users until it is destroyed.
+    pub fn create_qp(
+        &self,
+        send_cq: &KitCq<<R::Qp as RawQp>::Cq>,
+        recv_cq: &KitCq<<R::Qp as RawQp>::Cq>,
+        init: &QpInit,
+    ) -> Result<KitQp<R::Qp>> {
+        send_cq.check()?;
+        recv_cq.check()?;
+        let (raw, user) =
+            self.with_new_user(|pd| pd.create_qp(send_cq.raw(), recv_cq.raw(), init))?;
+        let qp = KitQp::new(
+            raw,
+            send_cq,
+            recv_cq,
+            init,
+            self.core.profile,
+            self.core.life.clone(),
+        )?;
+        Ok(qp.held_by(user))
+    }
+
+    /// [`ProtectionDomain::destroy`]: `Busy` while regions or QPs of it are left, without
+    /// asking the device; releases the device's PD once.
+    pub fn destroy(&self) -> Result<()> {
+        let mut st = lock(&self.core.state);
+        if st.destroyed {
+            return Ok(());
+        }
+        if st.users > 0 {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "the protection domain is in use by {} memory regions and queue pairs",
+                    st.users
+                ),
+            ));
+        }
+        self.core.raw.destroy()?;
+        st.destroyed = true;
+        Ok(())
+    }
+}
+
+impl<P, R> ProtectionDomain<P> for KitPd<R>
+where
+    R: RawPd,
+    P: Provider<Mr = KitMr<R::Mr>, Cq = KitCq<<R::Qp as RawQp>::Cq>, Qp = KitQp<R::Qp>>,
+{
+    fn register(&self, len: usize, access: Access) -> Result<KitMr<R::Mr>> {
+        KitPd::register(self, len, access)
+    }
+
+    fn create_qp(
+        &self,
+        send_cq: &KitCq<<R::Qp as RawQp>::Cq>,
+        recv_cq: &KitCq<<R::Qp as RawQp>::Cq>,
+        init: &QpInit,
+    ) -> Result<KitQp<R::Qp>> {
+        KitPd::create_qp(self, send_cq, recv_cq, init)
+    }
+
+    fn destroy(&self) -> Result<()> {
+        KitPd::destroy(self)
+    }
+}
+
+/// A memory region built on the kit: a provider's [`RawMr`] below, the ULP's [`MemoryRegion`]
+/// above. The kit checks bounds (`InvalidArgument`, nothing copied) and the handle's state
+/// (`Destroyed` after [`destroy`](MemoryRegion::destroy)); reading and writing work on a lost
+/// device, whose regions' memory is the host's. Destroying or dropping it releases its hold on
+/// its PD.
+pub struct KitMr<M: RawMr> {
+    // Declared first: deregistered before the hold on the PD is let go.
+    raw: M,
+    destroyed: AtomicBool,
+    pd: PdUser,
+}
+
+impl<M: RawMr> std::fmt::Debug for KitMr<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KitMr")
+            .field("addr", &format_args!("{:#x}", self.raw.addr()))
+            .field("len", &self.raw.len())
+            .field("lkey", &self.raw.lkey())
+            .field("rkey", &self.raw.rkey())
+            .field("access", &self.raw.access())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: RawMr> KitMr<M> {
+    /// The device's region.
+    pub fn raw(&self) -> &M {
+        &self.raw
+    }
+
+    /// `Destroyed` after `destroy`, else whether `n` bytes at `offset` lie in the region.
+    fn check(&self, offset: usize, n: usize) -> Result<()> {
+        if self.destroyed.load(Ordering::Acquire) {
+            return Err(Error::destroyed("memory region"));
+        }
+        let len = self.raw.len();
+        match offset.checked_add(n) {
+            Some(end) if end <= len => Ok(()),
+            _ => Err(Error::invalid_argument(format!(
+                "{n} bytes at offset {offset} do not fit in a region of {len} bytes"
+            ))),
+        }
+    }
+}
+
+impl<M: RawMr> MemoryRegion for KitMr<M> {
+    fn addr(&self) -> u64 {
+        self.raw.addr()
+    }
+
+    fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    fn lkey(&self) -> u32 {
+        self.raw.lkey()
+    }
+
+    fn rkey(&self) -> u32 {
+        self.raw.rkey()
+    }
+
+    fn access(&self) -> Access {
+        self.raw.access()
+    }
+
+    fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
+        self.check(offset, src.len())?;
+        self.raw.write(offset, src)
+    }
+
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.check(offset, dst.len())?;
+        self.raw.read(offset, dst)
+    }
+
+    fn destroy(&self) -> Result<()> {
+        if self.destroyed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Err(e) = self.raw.destroy() {
+            // Still registered: the ULP may try again.
+            self.destroyed.store(false, Ordering::Release);
+            return Err(e);
+        }
+        self.pd.release();
+        Ok(())
+    }
+}
+
+impl<M: RawMr> Drop for KitMr<M> {
+    fn drop(&mut self) {
+        if !self.destroyed.swap(true, Ordering::AcqRel) {
+            let _ = self.raw.destroy();
+        }
+    }
+}

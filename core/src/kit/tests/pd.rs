@@ -1,0 +1,199 @@
+//! Protection domains and memory regions on the kit: who may destroy what when, what keeps the
+//! device's PD alive, and what a region's handle allows.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize};
+
+use super::*;
+use crate::{Access, MemoryRegion};
+
+/// What the toy device did with its PDs and regions.
+#[derive(Default)]
+struct ToyDevice {
+    /// `RawPd::destroy` calls.
+    pd_destroys: AtomicUsize,
+    /// `RawMr::destroy` calls.
+    mr_destroys: AtomicUsize,
+    next_qpn: AtomicU32,
+}
+
+struct ToyPd(Arc<ToyDevice>);
+
+struct ToyMr {
+    memory: Mutex<Vec<u8>>,
+    device: Arc<ToyDevice>,
+}
+
+impl RawPd for ToyPd {
+    type Mr = ToyMr;
+    type Qp = ToyQp;
+
+    fn register(&self, len: usize, _access: Access) -> Result<ToyMr> {
+        Ok(ToyMr {
+            memory: Mutex::new(vec![0; len]),
+            device: Arc::clone(&self.0),
+        })
+    }
+
+    fn create_qp(&self, send_cq: &ToyCq, recv_cq: &ToyCq, _init: &QpInit) -> Result<ToyQp> {
+        let num = 100
+            + self
+                .0
+                .next_qpn
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(ToyQp::new(num, InError::Flush, send_cq, recv_cq))
+    }
+
+    fn destroy(&self) -> Result<()> {
+        self.0
+            .pd_destroys
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl RawMr for ToyMr {
+    fn addr(&self) -> u64 {
+        0x1000
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.memory).len()
+    }
+
+    fn lkey(&self) -> u32 {
+        1
+    }
+
+    fn rkey(&self) -> u32 {
+        2
+    }
+
+    fn access(&self) -> Access {
+        Access::LOCAL_WRITE
+    }
+
+    fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
+        lock(&self.memory)[offset..offset + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        dst.copy_from_slice(&lock(&self.memory)[offset..offset + dst.len()]);
+        Ok(())
+    }
+
+    fn destroy(&self) -> Result<()> {
+        self.device
+            .mr_destroys
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn pd(life: &DeviceLife) -> (Arc<ToyDevice>, KitPd<ToyPd>) {
+    let device = Arc::new(ToyDevice::default());
+    let profile = profile_named("mlx5").expect("a built-in profile");
+    let pd = KitPd::new(ToyPd(Arc::clone(&device)), life.clone(), profile);
+    (device, pd)
+}
+
+fn count(n: &AtomicUsize) -> usize {
+    n.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `Busy` while a region or a QP of the PD is left, without the device being asked (a driver's
+/// EBUSY, or a binding that asserts in its destructor, is not relied on); the device's PD is
+/// released once, when the last user is gone and the ULP destroys it.
+#[test]
+fn a_pd_is_busy_while_a_region_or_qp_of_it_is_left() {
+    let life = DeviceLife::new();
+    let (device, pd) = pd(&life);
+    let c = cq(16, &life);
+    let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+    let qp = pd.create_qp(&c.1, &c.1, &QpInit::default()).unwrap();
+    assert_eq!(pd.destroy().unwrap_err().kind(), ErrorKind::Busy);
+    mr.destroy().unwrap();
+    mr.destroy().unwrap(); // a second destroy changes nothing
+    assert_eq!(count(&device.mr_destroys), 1);
+    assert_eq!(pd.destroy().unwrap_err().kind(), ErrorKind::Busy);
+    qp.destroy().unwrap();
+    pd.destroy().unwrap();
+    pd.destroy().unwrap();
+    assert_eq!(count(&device.pd_destroys), 1);
+    // Destroyed: nothing new is made on it.
+    let e = pd.register(64, Access::LOCAL_WRITE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Destroyed);
+    let e = pd.create_qp(&c.1, &c.1, &QpInit::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Destroyed);
+    drop((mr, qp, pd));
+    assert_eq!(
+        count(&device.pd_destroys),
+        1,
+        "released once, not again on drop"
+    );
+    assert_eq!(
+        count(&device.mr_destroys),
+        1,
+        "deregistered once, not again on drop"
+    );
+}
+
+/// The ULP drops the PD's handle while a region and a QP still use it: the device's PD lives
+/// on until the last of them goes (a QP or region of a released PD would be a use after free),
+/// then is released once.
+#[test]
+fn a_dropped_pd_lives_on_in_the_device_until_its_last_user_goes() {
+    let life = DeviceLife::new();
+    let (device, pd) = pd(&life);
+    let c = cq(16, &life);
+    let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+    let qp = pd.create_qp(&c.1, &c.1, &QpInit::default()).unwrap();
+    drop(pd);
+    assert_eq!(count(&device.pd_destroys), 0);
+    mr.write(0, b"still here").unwrap();
+    drop(mr);
+    assert_eq!(
+        count(&device.mr_destroys),
+        1,
+        "a dropped region is deregistered"
+    );
+    assert_eq!(count(&device.pd_destroys), 0, "the QP still uses the PD");
+    drop(qp);
+    assert_eq!(count(&device.pd_destroys), 1);
+}
+
+/// A region's reads and writes are bounds-checked by the kit (nothing copied), fail with
+/// `Destroyed` after `destroy`, and work on a lost device, whose memory is the host's; making
+/// things on a lost device's PD fails with `DeviceLost`, destroying it still works.
+#[test]
+fn a_region_is_bounds_checked_and_readable_after_the_device_is_lost() {
+    let life = DeviceLife::new();
+    let (device, pd) = pd(&life);
+    let c = cq(16, &life);
+    let mr = pd.register(16, Access::LOCAL_WRITE).unwrap();
+    mr.write(8, b"12345678").unwrap();
+    for (offset, n) in [(9, 8), (17, 0), (usize::MAX, 1)] {
+        let e = mr.write(offset, &vec![7; n]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{offset}+{n}: {e}");
+        let e = mr.read(offset, &mut vec![0; n]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{offset}+{n}: {e}");
+    }
+    life.lose(DeviceEvent::DeviceRemoved, "device toy0 was removed");
+    let mut got = [0; 8];
+    mr.read(8, &mut got).unwrap();
+    assert_eq!(
+        &got, b"12345678",
+        "nothing written out of bounds, and readable"
+    );
+    let e = pd.register(16, Access::LOCAL_WRITE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeviceLost);
+    let e = pd.create_qp(&c.1, &c.1, &QpInit::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeviceLost);
+    mr.destroy().unwrap();
+    assert_eq!(
+        mr.read(0, &mut got).unwrap_err().kind(),
+        ErrorKind::Destroyed
+    );
+    pd.destroy().unwrap();
+    assert_eq!(count(&device.pd_destroys), 1);
+}
