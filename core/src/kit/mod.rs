@@ -33,6 +33,13 @@
 //!   ends the streams right behind a device's last event. The provider's
 //!   [`Device::events`](crate::Device::events) is [`DeviceLife::subscribe`].
 //!
+//! What stays the provider's: the connection manager — resolving addresses, listeners, the
+//! connection's own state machine — which is a device primitive (librdmacm's, on rdma-core)
+//! reached through [`RawQp::connect`] and [`RawQp::wait_connected`], with the kit holding off
+//! [`destroy`](crate::QueuePair::destroy) while they run (and, for a listener's accept,
+//! [`KitQp::with_device_qp`]); and the device itself — opening it, its limits, its ports —
+//! which the kit sees only through [`DeviceLife`].
+//!
 //! The in-process mock (`anyverbs-provider-mock`) is a device simulator behind this kit, so the
 //! conformance suite judges, on every mock personality, the provider half that the real
 //! providers run.
