@@ -98,15 +98,14 @@ impl<C: RawCq> CqCore<C> {
         if r.destroyed {
             return Err(Error::destroyed("completion queue"));
         }
-        let mut n = 0;
-        while n < out.len() {
-            match r.held.pop_front() {
-                Some(c) => {
-                    out[n] = c;
-                    n += 1;
-                }
-                None => break,
-            }
+        // What a drain put aside comes first, copied out as whole runs.
+        let mut n = out.len().min(r.held.len());
+        if n > 0 {
+            let (front, back) = r.held.as_slices();
+            let k = front.len().min(n);
+            out[..k].copy_from_slice(&front[..k]);
+            out[k..n].copy_from_slice(&back[..n - k]);
+            r.held.drain(..n);
         }
         while n < out.len() {
             let want = out.len() - n;
