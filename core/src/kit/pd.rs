@@ -2,7 +2,7 @@
 //! handle lifetimes and bounds — over a provider's [`RawPd`] and [`RawMr`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::cq::KitCq;
 use super::life::DeviceLife;
@@ -84,6 +84,15 @@ impl PdUser {
             self.core.release();
         }
     }
+
+    /// For a user that could not be released in the device: it stays counted and the device's
+    /// PD is never released (leaked with it), since releasing it under a region or QP still in
+    /// the device is a use after free (or an assertion in a binding's destructor).
+    pub(crate) fn leak(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            std::mem::forget(Arc::clone(&self.core));
+        }
+    }
 }
 
 impl Drop for PdUser {
@@ -148,7 +157,7 @@ impl<R: RawPd> KitPd<R> {
         let (raw, user) = self.with_new_user(|pd| pd.register(len, access))?;
         Ok(KitMr {
             raw,
-            destroyed: AtomicBool::new(false),
+            destroyed: RwLock::new(false),
             pd: user,
         })
     }
@@ -229,7 +238,9 @@ where
 pub struct KitMr<M: RawMr> {
     // Declared first: deregistered before the hold on the PD is let go.
     raw: M,
-    destroyed: AtomicBool,
+    /// Whether the device's region was deregistered: read-held by `read` and `write` for their
+    /// copy, so that `destroy` never deregisters the region under a copy in progress.
+    destroyed: RwLock<bool>,
     pd: PdUser,
 }
 
@@ -251,11 +262,19 @@ impl<M: RawMr> KitMr<M> {
         &self.raw
     }
 
-    /// `Destroyed` after `destroy`, else whether `n` bytes at `offset` lie in the region.
-    fn check(&self, offset: usize, n: usize) -> Result<()> {
-        if self.destroyed.load(Ordering::Acquire) {
+    /// `Destroyed` after `destroy`, else whether `n` bytes at `offset` lie in the region; runs
+    /// `copy` on the device's region if they do, holding off `destroy` meanwhile.
+    fn copy(&self, offset: usize, n: usize, copy: impl FnOnce(&M) -> Result<()>) -> Result<()> {
+        let destroyed = self.destroyed.read().unwrap_or_else(|e| e.into_inner());
+        if *destroyed {
             return Err(Error::destroyed("memory region"));
         }
+        self.check(offset, n)?;
+        copy(&self.raw)
+    }
+
+    /// Whether `n` bytes at `offset` lie in the region.
+    fn check(&self, offset: usize, n: usize) -> Result<()> {
         let len = self.raw.len();
         match offset.checked_add(n) {
             Some(end) if end <= len => Ok(()),
@@ -288,24 +307,23 @@ impl<M: RawMr> MemoryRegion for KitMr<M> {
     }
 
     fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
-        self.check(offset, src.len())?;
-        self.raw.write(offset, src)
+        self.copy(offset, src.len(), |raw| raw.write(offset, src))
     }
 
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
-        self.check(offset, dst.len())?;
-        self.raw.read(offset, dst)
+        let n = dst.len();
+        self.copy(offset, n, |raw| raw.read(offset, dst))
     }
 
     fn destroy(&self) -> Result<()> {
-        if self.destroyed.swap(true, Ordering::AcqRel) {
+        // Waits for the copies in progress; a second destroy waits for the first.
+        let mut destroyed = self.destroyed.write().unwrap_or_else(|e| e.into_inner());
+        if *destroyed {
             return Ok(());
         }
-        if let Err(e) = self.raw.destroy() {
-            // Still registered: the ULP may try again.
-            self.destroyed.store(false, Ordering::Release);
-            return Err(e);
-        }
+        // On failure the region is still registered: the ULP may try again.
+        self.raw.destroy()?;
+        *destroyed = true;
         self.pd.release();
         Ok(())
     }
@@ -313,8 +331,13 @@ impl<M: RawMr> MemoryRegion for KitMr<M> {
 
 impl<M: RawMr> Drop for KitMr<M> {
     fn drop(&mut self) {
-        if !self.destroyed.swap(true, Ordering::AcqRel) {
-            let _ = self.raw.destroy();
+        let destroyed = self.destroyed.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !*destroyed {
+            *destroyed = true;
+            if self.raw.destroy().is_err() {
+                // Still registered in the device: its PD must never be released under it.
+                self.pd.leak();
+            }
         }
     }
 }

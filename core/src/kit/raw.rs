@@ -130,8 +130,11 @@ pub trait RawPd: Send + Sync + 'static {
 
 /// A memory region of the device, as the kit drives it.
 ///
-/// The kit checks handle state and bounds before it calls `read` and `write`, and calls
-/// [`destroy`](Self::destroy) at most once (when the ULP destroys the region, or drops it).
+/// The kit checks handle state and bounds before it calls `read` and `write`, and never calls
+/// [`destroy`](Self::destroy) while a `read` or `write` is running or after a `destroy` that
+/// succeeded (the ULP destroys the region, and may try again after a failure, or drops it). A
+/// region whose deregistration fails when its handle is dropped stays in the device, and so
+/// does its PD: the kit never releases the PD under it.
 /// Dropping the raw MR must not deregister it again.
 pub trait RawMr: Send + Sync + 'static {
     /// The address of the region's first byte, as the device sees it.

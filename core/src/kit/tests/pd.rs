@@ -1,7 +1,8 @@
 //! Protection domains and memory regions on the kit: who may destroy what when, what keeps the
 //! device's PD alive, and what a region's handle allows.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use std::sync::mpsc;
 
 use super::*;
 use crate::{Access, MemoryRegion};
@@ -14,6 +15,15 @@ struct ToyDevice {
     /// `RawMr::destroy` calls.
     mr_destroys: AtomicUsize,
     next_qpn: AtomicU32,
+    /// Regions registered and not (successfully) deregistered.
+    live_mrs: AtomicUsize,
+    /// `RawMr::destroy` fails (a driver's `EBUSY`: a memory window still bound).
+    mr_destroy_fails: AtomicBool,
+    /// `RawPd::destroy` calls made while a region of the PD was still registered (a use after
+    /// free on a real device; an assertion in a binding such as `sideway`).
+    pd_destroys_under_a_region: AtomicUsize,
+    /// Calls of `RawMr::read`/`write` that reached the region after it was deregistered.
+    copies_after_destroy: AtomicUsize,
 }
 
 struct ToyPd(Arc<ToyDevice>);
@@ -21,6 +31,9 @@ struct ToyPd(Arc<ToyDevice>);
 struct ToyMr {
     memory: Mutex<Vec<u8>>,
     device: Arc<ToyDevice>,
+    deregistered: AtomicBool,
+    /// Runs at the start of the next `read`, before it copies (a reader "descheduled" there).
+    read_hook: Mutex<Option<Hook>>,
 }
 
 impl RawPd for ToyPd {
@@ -28,9 +41,14 @@ impl RawPd for ToyPd {
     type Qp = ToyQp;
 
     fn register(&self, len: usize, _access: Access) -> Result<ToyMr> {
+        self.0
+            .live_mrs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(ToyMr {
             memory: Mutex::new(vec![0; len]),
             device: Arc::clone(&self.0),
+            deregistered: AtomicBool::new(false),
+            read_hook: Mutex::new(None),
         })
     }
 
@@ -44,6 +62,11 @@ impl RawPd for ToyPd {
     }
 
     fn destroy(&self) -> Result<()> {
+        if count(&self.0.live_mrs) > 0 {
+            self.0
+                .pd_destroys_under_a_region
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.0
             .pd_destroys
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -73,11 +96,17 @@ impl RawMr for ToyMr {
     }
 
     fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
+        self.copying();
         lock(&self.memory)[offset..offset + src.len()].copy_from_slice(src);
         Ok(())
     }
 
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let hook = lock(&self.read_hook).take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.copying();
         dst.copy_from_slice(&lock(&self.memory)[offset..offset + dst.len()]);
         Ok(())
     }
@@ -86,7 +115,34 @@ impl RawMr for ToyMr {
         self.device
             .mr_destroys
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self
+            .device
+            .mr_destroy_fails
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(Error::new(ErrorKind::Busy, "toy: a memory window is bound"));
+        }
+        if !self
+            .deregistered
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.device
+                .live_mrs
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
+    }
+}
+
+impl ToyMr {
+    /// Notes a copy; one into a deregistered region is a bug of the kit (its memory may be
+    /// unpinned and freed by then).
+    fn copying(&self) {
+        if self.deregistered.load(std::sync::atomic::Ordering::Relaxed) {
+            self.device
+                .copies_after_destroy
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -196,4 +252,67 @@ fn a_region_is_bounds_checked_and_readable_after_the_device_is_lost() {
     );
     pd.destroy().unwrap();
     assert_eq!(count(&device.pd_destroys), 1);
+}
+
+/// A region whose deregistration fails (a driver's `EBUSY`) is still in the device, however its
+/// handle goes: dropping it must not let the PD be released under it.
+#[test]
+fn a_region_that_could_not_be_deregistered_keeps_its_pd() {
+    let life = DeviceLife::new();
+    let (device, pd) = pd(&life);
+    let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+    device
+        .mr_destroy_fails
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(mr.destroy().unwrap_err().kind(), ErrorKind::Busy);
+    drop(mr); // its deregistration fails again
+    assert_eq!(count(&device.live_mrs), 1);
+    assert_eq!(
+        pd.destroy().unwrap_err().kind(),
+        ErrorKind::Busy,
+        "the region is still registered in the device"
+    );
+    drop(pd);
+    assert_eq!(
+        count(&device.pd_destroys_under_a_region),
+        0,
+        "the device's PD was released under a registered region"
+    );
+}
+
+/// A read that passed the kit's checks when another thread destroys the region: the device's
+/// region is not deregistered under the copy (its memory may be unpinned and freed), and the
+/// read is not told `Destroyed` for a region that is still there either.
+#[test]
+fn a_region_is_not_deregistered_under_a_copy_in_progress() {
+    let life = DeviceLife::new();
+    let (device, pd) = pd(&life);
+    let mr = Arc::new(pd.register(64, Access::LOCAL_WRITE).unwrap());
+    let (in_read, reading) = mpsc::channel();
+    let (destroyed, done) = mpsc::channel::<()>();
+    *lock(&mr.raw().read_hook) = Some(Box::new(move || {
+        in_read.send(()).unwrap();
+        // Give a destroy on another thread every chance to run now.
+        let _ = done.recv_timeout(Duration::from_millis(300));
+    }));
+    let destroyer = {
+        let mr = Arc::clone(&mr);
+        std::thread::spawn(move || {
+            reading.recv().unwrap();
+            mr.destroy().unwrap();
+            let _ = destroyed.send(());
+        })
+    };
+    let mut got = [0; 8];
+    mr.read(0, &mut got).unwrap();
+    destroyer.join().unwrap();
+    assert_eq!(
+        count(&device.copies_after_destroy),
+        0,
+        "a copy reached a deregistered region"
+    );
+    assert_eq!(
+        mr.read(0, &mut got).unwrap_err().kind(),
+        ErrorKind::Destroyed
+    );
 }
