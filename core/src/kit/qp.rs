@@ -53,6 +53,9 @@ pub struct KitQp<Q: RawQp> {
     /// The QP's hold on its [`KitPd`](super::KitPd), if it was created through one: released
     /// once the device QP is destroyed.
     pd: Option<PdUser>,
+    /// Whether the device QP was destroyed; held by `destroy` throughout, so that a second
+    /// `destroy` waits for the first and retries the device's destroy if that failed.
+    device_destroyed: Mutex<bool>,
 }
 
 impl<Q: RawQp> std::fmt::Debug for KitQp<Q> {
@@ -121,6 +124,7 @@ impl<Q: RawQp> KitQp<Q> {
             device_error,
             connecting: RwLock::new(()),
             pd: None,
+            device_destroyed: Mutex::new(false),
         })
     }
 
@@ -357,7 +361,7 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     }
 
     fn destroy(&self) -> Result<()> {
-        {
+        let first = {
             // Nothing may call into the device QP once it is destroyed: a drain that is running
             // is let finish (it ends by its deadline), and posts, transitions and drains check
             // the flag under this lock.
@@ -370,17 +374,23 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
                 };
                 book.drain_waiters -= 1;
             }
-            if self.destroyed.swap(true, Ordering::AcqRel) {
-                return Ok(());
-            }
+            !self.destroyed.swap(true, Ordering::AcqRel)
+        };
+        // A second destroy waits for the first, and tries the device again if it failed there.
+        let mut device_destroyed = lock(&self.device_destroyed);
+        if *device_destroyed {
+            return Ok(());
         }
-        // A connect or a connection wait in progress ends first (by its deadline): the device
-        // QP is not destroyed under it.
-        drop(self.connecting.write().unwrap_or_else(|e| e.into_inner()));
-        // What the device completed stays pollable; then the QP's number routes nowhere.
-        self.pump_both();
-        self.detach();
+        if first {
+            // A connect or a connection wait in progress ends first (by its deadline): the
+            // device QP is not destroyed under it.
+            drop(self.connecting.write().unwrap_or_else(|e| e.into_inner()));
+            // What the device completed stays pollable; then the QP's number routes nowhere.
+            self.pump_both();
+            self.detach();
+        }
         self.raw.destroy()?;
+        *device_destroyed = true;
         if let Some(pd) = &self.pd {
             pd.release();
         }

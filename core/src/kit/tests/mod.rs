@@ -161,6 +161,8 @@ struct ToyQpState {
     destroyed: bool,
     /// `stop` panics (a provider bug).
     panic_on_stop: bool,
+    /// `destroy` fails this many more times (a driver refusing, then relenting).
+    destroy_fails: usize,
     /// Calls the kit made into the device QP after destroying it (a use after free on a real
     /// device).
     after_destroy: Vec<&'static str>,
@@ -189,6 +191,7 @@ impl ToyQp {
                 parked: Vec::new(),
                 destroyed: false,
                 panic_on_stop: false,
+                destroy_fails: 0,
                 after_destroy: Vec::new(),
             }),
         }
@@ -366,7 +369,12 @@ impl RawQp for ToyQp {
     }
     fn destroy(&self) -> Result<()> {
         self.called("destroy");
-        lock(&self.st).destroyed = true;
+        let mut st = lock(&self.st);
+        if st.destroy_fails > 0 {
+            st.destroy_fails -= 1;
+            return Err(Error::new(ErrorKind::Busy, "toy: the device refused"));
+        }
+        st.destroyed = true;
         Ok(())
     }
 }

@@ -316,3 +316,25 @@ fn a_region_is_not_deregistered_under_a_copy_in_progress() {
         ErrorKind::Destroyed
     );
 }
+
+/// The device refuses to destroy a QP once: the QP is still in the device, so its PD stays
+/// `Busy`; destroying the QP again destroys it in the device (not an `Ok` for a QP still there)
+/// and only then lets the PD go.
+#[test]
+fn a_qp_whose_device_destroy_failed_is_destroyed_by_the_next_destroy() {
+    let life = DeviceLife::new();
+    let (device, pd) = pd(&life);
+    let c = cq(16, &life);
+    let qp = pd.create_qp(&c.1, &c.1, &QpInit::default()).unwrap();
+    lock(&qp.raw().st).destroy_fails = 1;
+    assert_eq!(qp.destroy().unwrap_err().kind(), ErrorKind::Busy);
+    assert_eq!(pd.destroy().unwrap_err().kind(), ErrorKind::Busy);
+    qp.destroy().unwrap();
+    assert!(
+        lock(&qp.raw().st).destroyed,
+        "destroy said Ok, but the QP is still in the device"
+    );
+    pd.destroy().unwrap();
+    assert_eq!(count(&device.pd_destroys), 1);
+    qp.destroy().unwrap(); // and a third changes nothing
+}
