@@ -102,7 +102,9 @@ impl DeviceLife {
     /// Tells the kit that the device moved QP `qp_num` to ERROR on its own: an
     /// `IBV_EVENT_QP_FATAL`, `QP_REQ_ERR` or `QP_ACCESS_ERR`, an iWARP connection torn down.
     /// WRs posted to it from now on are known never to succeed, so a drain does not wait for
-    /// what a device that drops posts in ERROR will never complete. (Without it the kit learns
+    /// what a device that drops posts in ERROR will never complete. The kit checks the news
+    /// against the device's [state](super::RawQp::state) at the next post, so a report that
+    /// arrives late (after the ULP reset the QP) dooms nothing. (Without it the kit learns
     /// of the ERROR only from the QP's error completions, when they are polled.) Never blocks;
     /// safe to call from any thread, under the provider's own locks.
     pub fn qp_entered_error(&self, qp_num: u32) {

@@ -199,6 +199,21 @@ impl<Q: RawQp> KitQp<Q> {
         }
     }
 
+    /// Takes the provider's news that the device moved the QP to ERROR
+    /// ([`DeviceLife::qp_entered_error`]), and believes it only if the device's state says
+    /// ERROR: an event thread may report it late, after the ULP reset the QP and brought it
+    /// back, and dooming the WRs of a healthy QP would turn an unsignaled send that ran into a
+    /// flush at the next drain. True if the QP is in ERROR.
+    #[cold]
+    fn confirm_device_error(&self, book: &mut QpBook) -> bool {
+        // Taken before the device is asked: news that arrives meanwhile is looked at next time.
+        self.device_error.store(false, Ordering::Release);
+        if matches!(self.raw.state(), Ok(QpState::Error)) {
+            book.in_error = true;
+        }
+        book.in_error
+    }
+
     /// Admits `wrs` to the ledger, posts what was admitted through `post` under their tokens,
     /// and withdraws what the device refused.
     fn post_through_ledger<W: Copy>(
@@ -214,7 +229,8 @@ impl<Q: RawQp> KitQp<Q> {
         self.check().map_err(|e| PostError::new(0, e))?;
         // Whether the QP is in ERROR is read before the post: a WR is doomed only when it
         // certainly went to a QP in ERROR (a WR that may have run must be waited for).
-        let in_error = book.in_error || self.device_error.load(Ordering::Acquire);
+        let in_error = book.in_error
+            || (self.device_error.load(Ordering::Acquire) && self.confirm_device_error(&mut book));
         if let [wr] = wrs {
             // One WR, the common case: rewritten on the stack, no batch to build.
             let token = admit(&mut book.ledger, wr).map_err(|e| PostError::new(0, e))?;

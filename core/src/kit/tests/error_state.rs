@@ -142,3 +142,56 @@ fn after_a_drain_only_error_is_accepted_and_posts_are_refused() {
 }
 
 // ----- review findings -----
+
+/// The provider's report that the device moved the QP to ERROR comes late — from an event
+/// thread, after the ULP already reset the QP and brought it back. Believed blindly, it would
+/// doom the next WRs: an unsignaled send that ran would be reported flushed by the drain, a
+/// success the ULP takes for a failure. The kit believes it only if the device's state agrees.
+#[test]
+fn a_late_report_of_a_device_error_after_a_reset_dooms_nothing() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = qp(7, InError::Flush, &c, &c, &life);
+    let s = sge();
+    // The device killed the QP; the ULP reset it and brought it back before the provider's
+    // event thread got to the QP_FATAL.
+    a.modify(QpState::Reset).unwrap();
+    lock(&a.raw().st).state = QpState::ReadyToSend;
+    life.qp_entered_error(7);
+    a.post_send(&[SendWr::send(1, &s).with_flags(SendFlags::empty())])
+        .unwrap();
+    a.post_send(&[SendWr::send(2, &s)]).unwrap();
+    a.raw().execute_sends(2);
+    let report = a.drain(soon()).unwrap();
+    assert_eq!(report.synthesized, 0, "{report}");
+    assert_eq!(
+        poll_all(&c.1)
+            .into_iter()
+            .map(|c| (c.0, c.1))
+            .collect::<Vec<_>>(),
+        [(2, WcStatus::Success)],
+        "the unsignaled send that ran is not reported flushed"
+    );
+}
+
+/// A report that is true — the device's state says ERROR — still dooms what is posted after it.
+#[test]
+fn a_report_of_a_device_error_the_device_confirms_dooms_later_posts() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = qp(7, InError::Drop, &c, &c, &life);
+    let s = sge();
+    lock(&a.raw().st).state = QpState::Error;
+    life.qp_entered_error(7);
+    a.post_send(&[SendWr::send(1, &s).with_flags(SendFlags::empty())])
+        .unwrap();
+    let report = a.drain_with(|_| DrainPlan::WaitForFlush, soon()).unwrap();
+    assert_eq!((report.synthesized, report.fallback), (1, None), "{report}");
+    assert_eq!(
+        poll_all(&c.1)
+            .into_iter()
+            .map(|c| (c.0, c.1))
+            .collect::<Vec<_>>(),
+        [(1, WcStatus::WrFlushError)]
+    );
+}
