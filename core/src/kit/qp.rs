@@ -141,7 +141,8 @@ impl<Q: RawQp> KitQp<Q> {
 
     /// Runs `f` on the device QP while holding off [`destroy`](QueuePair::destroy), for the
     /// calls that reach the device QP from outside the kit — a listener accepting a connection
-    /// onto it. Fails with `Destroyed` (or `DeviceLost`) if it is too late.
+    /// onto it. Fails with `Destroyed` (or `DeviceLost`) if it is too late. `f` must not
+    /// destroy this QP: the destroy would wait for `f` to return.
     pub fn with_device_qp<T>(&self, f: impl FnOnce(&Q) -> Result<T>) -> Result<T> {
         let _alive = self.connection_guard()?;
         f(&self.raw)
