@@ -17,6 +17,9 @@
 //!   `n` receives posted) to ERROR with `modify`, which makes the device flush them into the CQ,
 //!   and polls them. Every strategy below moves the QP to ERROR and so pays this flush too; the
 //!   difference to it is what the drain itself (ledger, markers, waits, settling) adds.
+//! - `modify_error_rxe`: the same on `mockrxe0`, whose flushes are asynchronous (delivered
+//!   after the call, as rxe's completer does): the bare work of the plan measured on that
+//!   device.
 //! - one function per drain strategy, each on the mock device that drains with it
 //!   (`Personality::drain_plan`): the timed routine is `a.drain(deadline)` followed by polling
 //!   the `n` flush completions it left in the CQ.
@@ -274,6 +277,15 @@ fn drain(c: &mut Criterion) {
         group.bench_function("modify_error", |b| {
             b.iter_batched_ref(
                 || Fixture::new(FLOOR_DEVICE, n),
+                |f| f.error_and_collect(black_box(&mut out)),
+                BatchSize::PerIteration,
+            )
+        });
+        // rxe's flushes are asynchronous (the simulator delivers them after the call, as rxe's
+        // completer does): the bare work of a drain there is this, not `mock0`'s.
+        group.bench_function("modify_error_rxe", |b| {
+            b.iter_batched_ref(
+                || Fixture::new("mockrxe0", n),
                 |f| f.error_and_collect(black_box(&mut out)),
                 BatchSize::PerIteration,
             )
