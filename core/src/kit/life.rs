@@ -104,7 +104,8 @@ impl DeviceLife {
     /// WRs posted to it from now on are known never to succeed, so a drain does not wait for
     /// what a device that drops posts in ERROR will never complete. The kit checks the news
     /// against the device's [state](super::RawQp::state) at the next post, so a report that
-    /// arrives late (after the ULP reset the QP) dooms nothing. (Without it the kit learns
+    /// arrives late (after the ULP reset the QP) dooms nothing; report it only once that state
+    /// reads ERROR. (Without it the kit learns
     /// of the ERROR only from the QP's error completions, when they are polled.) Never blocks;
     /// safe to call from any thread, under the provider's own locks.
     pub fn qp_entered_error(&self, qp_num: u32) {

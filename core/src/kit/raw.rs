@@ -64,7 +64,11 @@ pub trait RawQp: Send + Sync + 'static {
     /// The QP number.
     fn qp_num(&self) -> u32;
 
-    /// The QP's current state, as the device reports it.
+    /// The QP's current state, as the device reports it. It must read ERROR by the time the
+    /// provider reports that the device moved the QP there
+    /// ([`DeviceLife::qp_entered_error`](super::DeviceLife::qp_entered_error)): the kit checks
+    /// the report against it. A device whose query does not say (siw answers RESET) needs the
+    /// provider to track the state itself and record ERROR before it reports.
     fn state(&self) -> Result<QpState>;
 
     /// Moves the QP to `to` (a transition the ULP asked for; the kit has checked nothing about

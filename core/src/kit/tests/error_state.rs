@@ -183,15 +183,18 @@ fn a_report_of_a_device_error_the_device_confirms_dooms_later_posts() {
     let s = sge();
     lock(&a.raw().st).state = QpState::Error;
     life.qp_entered_error(7);
-    a.post_send(&[SendWr::send(1, &s).with_flags(SendFlags::empty())])
-        .unwrap();
+    // The first post takes the news, the second relies on what the kit made of it.
+    for id in [1, 2] {
+        a.post_send(&[SendWr::send(id, &s).with_flags(SendFlags::empty())])
+            .unwrap();
+    }
     let report = a.drain_with(|_| DrainPlan::WaitForFlush, soon()).unwrap();
-    assert_eq!((report.synthesized, report.fallback), (1, None), "{report}");
+    assert_eq!((report.synthesized, report.fallback), (2, None), "{report}");
     assert_eq!(
         poll_all(&c.1)
             .into_iter()
             .map(|c| (c.0, c.1))
             .collect::<Vec<_>>(),
-        [(1, WcStatus::WrFlushError)]
+        [(1, WcStatus::WrFlushError), (2, WcStatus::WrFlushError)]
     );
 }
