@@ -12,6 +12,7 @@ use super::life::DeviceLife;
 use super::raw::RawCq;
 use super::{QpBook, SharedBook, lock};
 use crate::cq::CompletionQueue;
+use crate::drain::DrainPhase;
 use crate::error::{Error, ErrorKind, Result};
 use crate::wr::{Completion, WcStatus};
 
@@ -39,12 +40,14 @@ struct Router {
 
 impl Router {
     /// Resolves the raw completions in `buf` in place: what the ULP must see is moved to the
-    /// front, in order; returns how many. Consecutive completions of one QP take its lock once.
-    fn resolve_in_place(&mut self, buf: &mut [Completion]) -> usize {
+    /// front, in order; returns how many, and whether any of them belonged to a QP being
+    /// drained. Consecutive completions of one QP take its lock once.
+    fn resolve_in_place(&mut self, buf: &mut [Completion]) -> (usize, bool) {
         let Router {
             routes, unrouted, ..
         } = self;
         let mut kept = 0;
+        let mut for_a_drain = false;
         let mut current: Option<(u32, MutexGuard<'_, QpBook>)> = None;
         for i in 0..buf.len() {
             let raw = buf[i];
@@ -59,6 +62,7 @@ impl Router {
                 }
             }
             let (_, book) = current.as_mut().expect("set above");
+            for_a_drain |= book.ledger.phase() == DrainPhase::Draining;
             if let Some(ulp) = book.ledger.resolve(&raw) {
                 // An error completion of one of its WRs means the device moved the QP to
                 // ERROR. A stale one says nothing about it: a late flush of a destroyed QP
@@ -75,7 +79,7 @@ impl Router {
                 kept += 1;
             }
         }
-        kept
+        (kept, for_a_drain)
     }
 }
 
@@ -107,6 +111,7 @@ impl<C: RawCq> CqCore<C> {
             out[k..n].copy_from_slice(&back[..n - k]);
             r.held.drain(..n);
         }
+        let mut for_a_drain = false;
         while n < out.len() {
             let want = out.len() - n;
             let got = match self.raw.poll(&mut out[n..]) {
@@ -118,10 +123,19 @@ impl<C: RawCq> CqCore<C> {
                     return if n > 0 { Ok(n) } else { Err(e) };
                 }
             };
-            n += r.resolve_in_place(&mut out[n..n + got]);
+            let (kept, drained) = r.resolve_in_place(&mut out[n..n + got]);
+            n += kept;
+            for_a_drain |= drained;
             if got < want {
                 break;
             }
+        }
+        drop(r);
+        if for_a_drain {
+            // This poll took completions a drain of their QP may be waiting for (its marker, the
+            // last flush): the drain's wait on this CQ is woken to look, rather than sleep out
+            // its slice.
+            self.raw.wake();
         }
         Ok(n)
     }
@@ -162,7 +176,7 @@ impl<C: RawCq> CqCore<C> {
                     return Err((e, moved));
                 }
             };
-            let kept = r.resolve_in_place(&mut buf[..got]);
+            let (kept, _) = r.resolve_in_place(&mut buf[..got]);
             r.held.extend(&buf[..kept]);
             moved |= kept > 0;
             if got < buf.len() {

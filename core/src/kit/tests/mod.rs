@@ -51,6 +51,8 @@ struct CqHooks {
     /// Calls the kit made into the device CQ after destroying it (a use after free on a real
     /// device).
     after_destroy: Vec<&'static str>,
+    /// How many times the kit called `wake`.
+    wakes: usize,
 }
 
 impl ToyCq {
@@ -124,6 +126,7 @@ impl RawCq for ToyCq {
         }
     }
     fn wake(&self) {
+        lock(&self.1).wakes += 1;
         lock(&self.0.0).wake = true;
         self.0.1.notify_all();
     }

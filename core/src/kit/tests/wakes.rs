@@ -111,3 +111,46 @@ fn every_waiter_wakes_when_a_drain_delivers_several_completions() {
     ids.sort_unstable();
     assert_eq!(ids, [1, 2]);
 }
+
+/// A ULP thread polls the CQ while a drain waits on it, and its poll takes what the drain waits
+/// for (the flush, and the marker, which the poll swallows). The poll wakes the drain's wait on
+/// the CQ, which would otherwise sleep out its slice before it looks again — per QP, when a
+/// target tears down thousands.
+#[test]
+fn a_ulp_poll_that_takes_a_draining_qps_completions_wakes_the_drain() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = Arc::new(qp(7, InError::Park, &c, &c, &life));
+    let s = sge();
+    a.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    let (raw, kcq) = (c.0.clone(), Arc::new(c.1));
+    let (polled_tx, polled) = std::sync::mpsc::channel();
+    // In the drain's wait, the device delivers the flushes, and the ULP polls them away.
+    lock(&raw.1).wait = Some({
+        let (a, kcq) = (Arc::clone(&a), Arc::clone(&kcq));
+        Box::new(move || {
+            a.raw().release_parked();
+            let mut out = [Completion::default(); 4];
+            let n = kcq.poll(&mut out).unwrap();
+            polled_tx
+                .send(
+                    out[..n]
+                        .iter()
+                        .map(|c| (c.wr_id, c.status))
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap();
+        })
+    });
+    let report = a.drain(soon()).unwrap();
+    assert_eq!(
+        polled.recv().unwrap(),
+        [(1, WcStatus::WrFlushError)],
+        "the ULP gets the flush; the marker is swallowed"
+    );
+    assert_eq!(report.completed_by_device, 1, "{report}");
+    assert!(
+        lock(&raw.1).wakes >= 1,
+        "the ULP's poll woke the drain's wait on the CQ"
+    );
+}
