@@ -54,7 +54,8 @@ impl DeviceLife {
     /// ([`qp_entered_error`](Self::qp_entered_error)); `DeviceRemoved` and `DeviceFatal` mark
     /// the device [lost](Self::lose). So a ULP that reacts to the event (drains the QP, drops
     /// the device) finds the kit knowing it already. Events after the device's last event are
-    /// dropped (its hub is closed). Never blocks; safe to call from any thread, under the provider's own locks.
+    /// dropped (its hub is closed). Never blocks; safe to call from any thread, under the
+    /// provider's own locks.
     pub fn report(&self, event: DeviceEvent) {
         match event {
             DeviceEvent::DeviceRemoved | DeviceEvent::DeviceFatal => {

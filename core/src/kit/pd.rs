@@ -149,9 +149,7 @@ impl<R: RawPd> KitPd<R> {
         };
         Ok((made, user))
     }
-}
 
-impl<R: RawPd> KitPd<R> {
     /// [`ProtectionDomain::register`]: the device's region, counted among the PD's users.
     pub fn register(&self, len: usize, access: Access) -> Result<KitMr<R::Mr>> {
         let (raw, user) = self.with_new_user(|pd| pd.register(len, access))?;

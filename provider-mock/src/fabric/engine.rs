@@ -487,21 +487,20 @@ impl State {
                 true
             }
             SendOp::Read(ra) => {
-                let len = total;
                 let Some((lkey, off)) =
-                    self.resolve_remote(peer_pd, ra.addr, ra.rkey, len, Access::REMOTE_READ)
+                    self.resolve_remote(peer_pd, ra.addr, ra.rkey, total, Access::REMOTE_READ)
                 else {
                     self.fail_head(qpn, WcStatus::RemoteAccessError);
                     self.responder_error(peer);
                     return true;
                 };
-                let remote = self.mrs[&lkey].buf[off..off + len as usize].to_vec();
+                let remote = self.mrs[&lkey].buf[off..off + total as usize].to_vec();
                 let local = self.qps[&qpn].sq.front().expect("non-empty").wr.sgl.clone();
                 if self.scatter(pd, &local, &remote).is_err() {
                     self.fail_head(qpn, WcStatus::LocalProtectionError);
                     return true;
                 }
-                self.complete_head(qpn, len as u32);
+                self.complete_head(qpn, sent_len);
                 true
             }
         }
