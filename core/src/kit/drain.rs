@@ -17,6 +17,7 @@ use crate::drain::{DrainStart, Ledger, WorkQueue};
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::QpState;
 use crate::wr::{RecvWr, RemoteAddr, SendOp, SendWr};
+use std::sync::MutexGuard;
 
 /// The longest a drain sleeps in the device's wait before it looks at its ledger again.
 const WAIT_SLICE: Duration = Duration::from_millis(1);
@@ -30,7 +31,7 @@ impl<Q: RawQp> KitQp<Q> {
         plan_for: impl FnOnce(QpState) -> DrainPlan,
         deadline: Instant,
     ) -> Result<DrainReport> {
-        self.run_drain(|| Ok(plan_for(self.raw.state()?)), deadline)
+        self.run_drain(|_| Ok(plan_for(self.raw.state()?)), deadline)
     }
 
     /// Drains with the profile's plan, asking the device for the QP's state only where the
@@ -42,16 +43,16 @@ impl<Q: RawQp> KitQp<Q> {
     /// outstanding and the send queue still takes WRs that run or flush in order (RTS, SQD), the
     /// drain posts a signaled marker behind it first and moves to ERROR after
     /// ([`DrainPlan::MarkerThenError`]): the marker's completion settles the question.
+    ///
+    /// The choice is made once the drain has started, when posts are refused: an unsignaled
+    /// send posted between a look before and the start would be taken for a silent success.
     pub(crate) fn drain_by_profile(&self, deadline: Instant) -> Result<DrainReport> {
         let profile = self.profile;
         match profile.plan {
             DrainPlan::MarkerThenError => self.drain_with(|s| profile.plan_for(s), deadline),
-            // Decided once the drain has started, when posts are refused: an unsignaled send
-            // posted between a look before and the start would be taken for a silent success.
             DrainPlan::WaitForFlush => self.run_drain(
-                || {
-                    let unsure = lock(&self.book).ledger.has_unsure_sends();
-                    if !unsure {
+                |began| {
+                    if !began.unsure_sends {
                         return Ok(DrainPlan::WaitForFlush);
                     }
                     Ok(match self.raw.state()? {
@@ -63,44 +64,103 @@ impl<Q: RawQp> KitQp<Q> {
                 },
                 deadline,
             ),
-            plan => self.run_drain(|| Ok(plan), deadline),
+            plan => self.run_drain(|_| Ok(plan), deadline),
         }
     }
 
     /// The drain: starts it in the ledger (or waits for another caller's), runs the plan
-    /// `choose` picks, and reports.
+    /// `choose` picks (which must not take the QP's lock: a drain with nothing outstanding
+    /// chooses under it), and reports.
     fn run_drain(
         &self,
-        choose: impl FnOnce() -> Result<DrainPlan>,
+        choose: impl FnOnce(&Began) -> Result<DrainPlan>,
         deadline: Instant,
     ) -> Result<DrainReport> {
         self.check()?;
         let start = Instant::now();
-        let Some((idle, began)) = self.begin_drain(deadline, start)? else {
+        let Some((book, began)) = self.begin_drain(deadline, start)? else {
             return Ok(DrainReport::already_drained(start.elapsed()));
         };
         let _unwind = EndOnUnwind(self);
-        let drainer = Drainer { qp: self, idle };
-        let outcome = choose()
-            .and_then(|plan| {
-                engine::run_since(&drainer, plan, deadline, began).map(|fallback| (plan, fallback))
-            })
+        let plan = if began.idle == [true; 2] {
+            let held = DrainLock { qp: self, book };
+            let plan = match choose(&began) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    held.interrupt();
+                    return Err(e);
+                }
+            };
+            if let Some(done) = self.drain_idle(held, plan) {
+                return done.and_then(|counts| self.report(plan, counts, None, start));
+            }
+            plan
+        } else {
+            drop(book);
+            match choose(&began) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    DrainLock::take(self).interrupt();
+                    return Err(e);
+                }
+            }
+        };
+        let drainer = Drainer {
+            qp: self,
+            idle: began.idle,
+        };
+        let outcome = engine::run_since(&drainer, plan, deadline, began.at)
             .and_then(|r| self.check().map(|()| r));
-        let (plan, fallback) = match outcome {
-            Ok(r) => r,
+        let fallback = match outcome {
+            Ok(fallback) => fallback,
             Err(e) => {
-                let mut book = lock(&self.book);
-                book.ledger.interrupt_drain();
-                self.end_drain(&book);
+                DrainLock::take(self).interrupt();
                 return Err(e);
             }
         };
-        let (at_start, synthesized) = {
+        let counts = {
             let mut book = lock(&self.book);
             let counts = book.ledger.finish_drain();
             self.end_drain(&book);
             counts
         };
+        self.report(plan, counts, fallback, start)
+    }
+
+    /// The drain of a QP with nothing outstanding on either queue: the move to ERROR is all
+    /// there is to do, and it is done under the lock that began the drain (the general path
+    /// would take it twice more to find nothing to wait for). `None`, with the lock released
+    /// and the drain still running, where the general path must go on: a dead device's plan,
+    /// or a move to ERROR that failed (the general path falls back to stopping the QP). Else the
+    /// ledger's counts, as [`Ledger::finish_drain`] gives them (a drain that an interrupted one
+    /// left has them from its start).
+    fn drain_idle(
+        &self,
+        mut held: DrainLock<'_, Q>,
+        plan: DrainPlan,
+    ) -> Option<Result<(usize, usize)>> {
+        if plan == DrainPlan::Synthesize || self.raw.enter_error().is_err() {
+            return None;
+        }
+        if let Err(e) = self.check() {
+            held.interrupt();
+            return Some(Err(e));
+        }
+        held.book.in_error = true;
+        let counts = held.book.ledger.finish_drain();
+        self.end_drain(&held.book);
+        Some(Ok(counts))
+    }
+
+    /// The report of a drain that finished: `counts` are the WRs outstanding at its start and
+    /// how many of them were synthesized.
+    fn report(
+        &self,
+        plan: DrainPlan,
+        (at_start, synthesized): (usize, usize),
+        fallback: Option<crate::drain::Fallback>,
+        start: Instant,
+    ) -> Result<DrainReport> {
         if self.send_cq.overflowed() || self.recv_cq.overflowed() {
             // Completions were lost before they could be delivered: "every WR completes exactly
             // once" does not hold, though the QP is drained.
@@ -119,15 +179,14 @@ impl<Q: RawQp> KitQp<Q> {
     }
 
     /// Starts the drain in the ledger, waiting for another caller's drain to end first; `None`
-    /// when the QP is drained already, else which queues have nothing outstanding (send,
-    /// receive) and when the drain began (`start`, unless it waited for another drain). Posts
-    /// are refused from here on, so such a queue stays idle: its drain is ERROR alone, with no
-    /// marker and no wait.
+    /// when the QP is drained already, else the QP's lock, still held, and what the plan may
+    /// depend on. Posts are refused from here on, so a queue idle now stays idle: its drain is
+    /// ERROR alone, with no marker and no wait.
     fn begin_drain(
         &self,
         deadline: Instant,
         start: Instant,
-    ) -> Result<Option<([bool; 2], Instant)>> {
+    ) -> Result<Option<(MutexGuard<'_, QpBook>, Began)>> {
         let mut book = lock(&self.book);
         let mut waited = false;
         loop {
@@ -136,10 +195,16 @@ impl<Q: RawQp> KitQp<Q> {
             match book.ledger.begin_drain() {
                 DrainStart::Start => {
                     let idle = WorkQueue::BOTH.map(|q| book.ledger.outstanding(q) == 0);
-                    // After a wait for another drain (one that ended without finishing), the
-                    // time left is what is left now: the fallback's reserve is a share of it.
-                    let began = if waited { Instant::now() } else { start };
-                    return Ok(Some((idle, began)));
+                    let began = Began {
+                        idle,
+                        unsure_sends: !idle[WorkQueue::Send.index()]
+                            && book.ledger.has_unsure_sends(),
+                        // After a wait for another drain (one that ended without finishing),
+                        // the time left is what is left now: the fallback's reserve is a share
+                        // of it.
+                        at: if waited { Instant::now() } else { start },
+                    };
+                    return Ok(Some((book, began)));
                 }
                 DrainStart::Done => return Ok(None),
                 DrainStart::InProgress => {}
@@ -202,6 +267,38 @@ fn holds_in(book: &QpBook, what: WaitFor) -> bool {
     match what {
         WaitFor::Marker(queue) => !book.ledger.marker_pending(queue),
         WaitFor::DeviceIdle(queue) => book.ledger.awaiting(queue) == 0,
+    }
+}
+
+/// What a drain's plan may depend on, read from the ledger as the drain began.
+pub(crate) struct Began {
+    /// The queues with nothing outstanding (send, receive).
+    pub(crate) idle: [bool; 2],
+    /// An unsignaled send is outstanding ([`Ledger::has_unsure_sends`]).
+    pub(crate) unsure_sends: bool,
+    /// When the drain began.
+    pub(crate) at: Instant,
+}
+
+/// The QP's lock, held by a drain.
+struct DrainLock<'a, Q: RawQp> {
+    qp: &'a KitQp<Q>,
+    book: MutexGuard<'a, QpBook>,
+}
+
+impl<'a, Q: RawQp> DrainLock<'a, Q> {
+    /// Takes the QP's lock.
+    fn take(qp: &'a KitQp<Q>) -> Self {
+        DrainLock {
+            qp,
+            book: lock(&qp.book),
+        }
+    }
+
+    /// Ends the drain as interrupted: the next drain starts over, posts stay refused.
+    fn interrupt(mut self) {
+        self.book.ledger.interrupt_drain();
+        self.qp.end_drain(&self.book);
     }
 }
 

@@ -246,3 +246,74 @@ fn a_drain_that_waited_for_another_reserves_from_when_it_starts() {
         );
     });
 }
+
+/// A QP with nothing outstanding drains by its move to ERROR alone: no marker reaches the
+/// device, the report accounts for nothing, and the QP is drained for good.
+#[test]
+fn a_drain_with_nothing_outstanding_moves_the_qp_to_error_and_nothing_else() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    let report = q.drain(soon()).unwrap();
+    assert_eq!(
+        (report.strategy, report.fallback, report.accounted()),
+        (crate::DrainStrategy::ErrorThenMarker, None, 0),
+        "{report}"
+    );
+    assert_eq!(lock(&q.raw().st).state, QpState::Error);
+    // A marker posted in ERROR on this device would sit flushed in the CQ.
+    assert!(lock(&c.0.0.0).entries.is_empty(), "a marker was posted");
+    let s = sge();
+    let refused = q.post_recv(&[RecvWr::new(1, &s)]).unwrap_err();
+    assert_eq!(refused.error.kind(), ErrorKind::InvalidState, "{refused:?}");
+    assert_eq!(
+        q.drain(soon()).unwrap().strategy,
+        crate::DrainStrategy::AlreadyDrained
+    );
+}
+
+/// With nothing outstanding, a device that refuses the move to ERROR gets what any drain gets:
+/// the QP is stopped, and the report says why.
+#[test]
+fn an_idle_drain_whose_move_to_error_fails_stops_the_qp() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    lock(&q.raw().st).enter_error_fails = true;
+    let report = q.drain(soon()).unwrap();
+    assert_eq!(
+        report.fallback,
+        Some(crate::Fallback::StepFailed(ErrorKind::Other)),
+        "{report}"
+    );
+    assert!(lock(&q.raw().st).stopped, "the device QP was not stopped");
+    assert_eq!(report.accounted(), 0, "{report}");
+}
+
+/// A drain that ended without finishing counted the WRs outstanding at its start; the drain
+/// that finishes after them, with nothing left outstanding, reports them as the device's.
+#[test]
+fn an_idle_drain_after_an_interrupted_one_reports_what_the_first_found() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    let s = sge();
+    q.post_send(&[SendWr::send(1, &s)]).unwrap();
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        q.drain_with(|_| panic!("the first drain's provider panics"), soon())
+    }));
+    assert!(first.is_err());
+    q.raw().execute_sends(1);
+    assert_eq!(poll_all(&c.1), [(1, WcStatus::Success, WcOpcode::Send, 7)]);
+    let report = q.drain(soon()).unwrap();
+    assert_eq!(
+        (
+            report.completed_by_device,
+            report.synthesized,
+            report.fallback
+        ),
+        (1, 0, None),
+        "{report}"
+    );
+    assert_eq!(lock(&q.raw().st).state, QpState::Error);
+}

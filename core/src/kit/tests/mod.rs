@@ -166,6 +166,8 @@ struct ToyQpState {
     panic_on_stop: bool,
     /// `destroy` fails this many more times (a driver refusing, then relenting).
     destroy_fails: usize,
+    /// `enter_error` fails (a device that refuses the move).
+    enter_error_fails: bool,
     /// Calls the kit made into the device QP after destroying it (a use after free on a real
     /// device).
     after_destroy: Vec<&'static str>,
@@ -195,6 +197,7 @@ impl ToyQp {
                 destroyed: false,
                 panic_on_stop: false,
                 destroy_fails: 0,
+                enter_error_fails: false,
                 after_destroy: Vec::new(),
             }),
         }
@@ -316,6 +319,12 @@ impl RawQp for ToyQp {
         Ok(())
     }
     fn enter_error(&self) -> Result<()> {
+        if lock(&self.st).enter_error_fails {
+            return Err(Error::new(
+                ErrorKind::Other,
+                "toy: the device refused ERROR",
+            ));
+        }
         self.modify(QpState::Error)
     }
     fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
