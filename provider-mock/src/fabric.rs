@@ -23,16 +23,19 @@
 mod cm;
 mod drain;
 mod engine;
+mod express;
 mod faults;
 pub(crate) mod lifecycle;
 mod qp;
 mod resources;
+mod table;
 
 use std::collections::{BTreeSet, VecDeque};
 
-/// The fabric's tables, keyed by numbers the mock hands out itself (or by addresses): a fast
-/// non-cryptographic hash; SipHash was close to half of a data-path round.
+/// The fabric's other tables, keyed by numbers the mock hands out itself (or by addresses): a
+/// fast non-cryptographic hash; SipHash was close to half of a data-path round.
 type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -40,12 +43,19 @@ use std::time::{Duration, Instant};
 use anyverbs::drain::WorkQueue;
 use anyverbs::{
     Access, Completion, ConnParams, Connection, EventHub, MonitorEvent, QpInit, QpState, RecvWr,
-    SendFlags, SendOp, SendWr, SgList, Sge, StateModel, WcOpcode, WcStatus,
+    SendFlags, SendOp, SendWr, Sge, StateModel, WcOpcode, WcStatus,
 };
 
 use crate::config::{FabricConfig, Personality};
 use crate::error::{MockError, MockResult};
 use lifecycle::{Incarnation, Shutdown, Slot};
+use table::Table;
+
+/// The largest QP number: they are 24 bits (0 and 1, InfiniBand's SMI and GSI, are never
+/// handed out: numbers start at 2^16).
+const MAX_QPN: u32 = 0x00ff_ffff;
+/// The largest lkey: rkeys are lkeys with the top bit set, so the two never collide.
+const MAX_LKEY: u32 = 0x7fff_ffff;
 
 /// Ports handed out to `listen(.., 0)` and to the active side of connections.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 40000..=65000;
@@ -87,17 +97,14 @@ impl Fabric {
                 stalled_devices: 0,
                 timers: Vec::new(),
                 pds: HashMap::default(),
-                mrs: HashMap::default(),
+                mrs: Table::new(MAX_LKEY),
                 rkeys: HashMap::default(),
-                cqs: HashMap::default(),
-                qps: HashMap::default(),
+                cqs: Table::new(u32::MAX),
+                qps: Table::new(MAX_QPN),
                 listeners: HashMap::default(),
                 requests: HashMap::default(),
                 stalled: BTreeSet::new(),
                 next_pd: 1,
-                next_cq: 1,
-                next_lkey: 1,
-                next_qpn: 1,
                 pending_cq_errors: Vec::new(),
                 next_request: 1,
                 next_port: *EPHEMERAL_PORTS.start(),
@@ -279,12 +286,16 @@ fn total_length(sgl: &[Sge]) -> u64 {
     sgl.iter().map(|s| u64::from(s.length)).sum()
 }
 
+/// A WR's scatter list as the simulated device holds it: one SGE in place (the common case,
+/// which keeps queue entries small), more on the heap.
+type DeviceSgl = smallvec::SmallVec<[Sge; 1]>;
+
 /// A send WR as the simulated device holds it: its own copy (a posted WR only borrows its
 /// scatter list), under the provider's token.
 struct DeviceSend {
     wr_id: u64,
     op: SendOp,
-    sgl: SgList,
+    sgl: DeviceSgl,
     flags: SendFlags,
 }
 
@@ -293,7 +304,7 @@ impl DeviceSend {
         DeviceSend {
             wr_id,
             op: wr.op(),
-            sgl: SgList::from_slice(wr.sgl()),
+            sgl: DeviceSgl::from_slice(wr.sgl()),
             flags: wr.flags,
         }
     }
@@ -306,14 +317,14 @@ impl DeviceSend {
 /// A receive WR as the simulated device holds it, under the provider's token.
 struct DeviceRecv {
     wr_id: u64,
-    sgl: SgList,
+    sgl: DeviceSgl,
 }
 
 impl DeviceRecv {
     fn new(wr_id: u64, wr: &RecvWr) -> Self {
         DeviceRecv {
             wr_id,
-            sgl: SgList::from_slice(wr.sgl()),
+            sgl: DeviceSgl::from_slice(wr.sgl()),
         }
     }
 
@@ -410,18 +421,15 @@ pub(crate) struct State {
     /// Progress steps asked for at these instants, not yet armed.
     timers: Vec<Instant>,
     pds: HashMap<u32, PdRec>,
-    mrs: HashMap<u32, MrRec>,
+    mrs: Table<MrRec>,
     rkeys: HashMap<u32, u32>,
-    cqs: HashMap<u32, CqRec>,
-    qps: HashMap<u32, QpRec>,
+    cqs: Table<CqRec>,
+    qps: Table<QpRec>,
     listeners: HashMap<SocketAddr, ListenerRec>,
     requests: HashMap<u64, RequestRec>,
     /// QPs whose send-queue head is waiting for a retry.
     stalled: BTreeSet<u32>,
     next_pd: u32,
-    next_cq: u32,
-    next_lkey: u32,
-    next_qpn: u32,
     /// CQs that overflowed since the last progress step: their QPs go to ERROR.
     pending_cq_errors: Vec<u32>,
     next_request: u64,

@@ -224,6 +224,9 @@ impl State {
     /// (reading it costs as much as executing a WR).
     pub(super) fn run_sq(&mut self, qpn: u32, now: Option<Instant>) {
         loop {
+            if self.execute_express(qpn) {
+                continue;
+            }
             let Some(q) = self.qps.get(&qpn) else {
                 self.stalled.remove(&qpn);
                 return;

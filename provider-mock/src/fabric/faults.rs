@@ -170,7 +170,7 @@ impl State {
         self.qps
             .iter()
             .filter(|(_, q)| q.device == dev)
-            .map(|(n, _)| *n)
+            .map(|(n, _)| n)
             .collect()
     }
 

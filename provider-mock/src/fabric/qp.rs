@@ -6,9 +6,7 @@ use std::time::Instant;
 use anyverbs::drain::WorkQueue;
 use anyverbs::{Cause, Completion, ConnParams, QpInit, QpState, StateModel, WcOpcode};
 
-use super::{
-    Conn, Delayed, DeviceRecv, QpRec, Refusal, State, flush_completion, next_free, size_check,
-};
+use super::{Conn, Delayed, DeviceRecv, QpRec, Refusal, State, flush_completion, size_check};
 use crate::config::Personality;
 use crate::error::{MockError, MockResult};
 
@@ -52,16 +50,10 @@ impl State {
         if self.inc(device).live.qps >= limits.max_qp {
             return Err(MockError::TableFull("queue pair"));
         }
-        // QP numbers are 24 bits; 0 and 1 are special in InfiniBand (SMI, GSI).
-        let qpn = next_free(&mut self.next_qpn, 2, 0x00ff_ffff, &self.qps);
-        self.inc_mut(device).live.qps += 1;
-        self.pds.get_mut(&pd).expect("live").qps += 1;
-        self.cqs.get_mut(&send_cq).expect("live").users += 1;
-        self.cqs.get_mut(&recv_cq).expect("live").users += 1;
         let model = personality.state_model();
-        self.qps.insert(
-            qpn,
-            QpRec {
+        let qpn = self
+            .qps
+            .insert_with(|_| QpRec {
                 device,
                 pd,
                 send_cq,
@@ -83,8 +75,12 @@ impl State {
                 peer_lost: false,
                 disconnect_reported: false,
                 held: Vec::new(),
-            },
-        );
+            })
+            .ok_or(MockError::TableFull("queue pair"))?;
+        self.inc_mut(device).live.qps += 1;
+        self.pds.get_mut(&pd).expect("live").qps += 1;
+        self.cqs.get_mut(&send_cq).expect("live").users += 1;
+        self.cqs.get_mut(&recv_cq).expect("live").users += 1;
         Ok(qpn)
     }
 

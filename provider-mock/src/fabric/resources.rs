@@ -71,22 +71,21 @@ impl State {
         if self.inc(device).live.mrs >= limits.max_mr {
             return Err(MockError::TableFull("memory region"));
         }
-        // lkeys stay below 2^31 so that rkeys (lkey with the top bit set) never collide.
-        let lkey = next_free(&mut self.next_lkey, 1, 0x7fff_ffff, &self.mrs);
-        let rkey = lkey ^ 0x8000_0000;
         let buf = vec![0u8; len];
         let addr = buf.as_ptr() as u64;
-        self.mrs.insert(
-            lkey,
-            MrRec {
+        // rkeys are lkeys with the top bit set (lkeys stay below 2^31): the two never collide.
+        let lkey = self
+            .mrs
+            .insert_with(|lkey| MrRec {
                 device,
                 pd,
                 buf,
                 addr,
                 access,
-                rkey,
-            },
-        );
+                rkey: lkey ^ 0x8000_0000,
+            })
+            .ok_or(MockError::TableFull("memory region"))?;
+        let rkey = lkey ^ 0x8000_0000;
         self.rkeys.insert(rkey, lkey);
         self.inc_mut(device).live.mrs += 1;
         if let Some(p) = self.pds.get_mut(&pd) {
@@ -135,7 +134,8 @@ impl State {
             .mrs
             .get(&sge.lkey)
             .ok_or_else(|| format!("unknown lkey {:#x}", sge.lkey))?;
-        Ok((mr, local_offset(mr, pd, sge, need_write)?))
+        let off = local_offset(mr, pd, sge, need_write).map_err(|f| f.describe(mr, sge))?;
+        Ok((mr, off))
     }
 
     pub(super) fn gather(&self, pd: u32, sgl: &[Sge]) -> Result<Vec<u8>, String> {
@@ -167,7 +167,7 @@ impl State {
                 .mrs
                 .get_mut(&sge.lkey)
                 .ok_or_else(|| format!("unknown lkey {:#x}", sge.lkey))?;
-            let off = local_offset(mr, pd, sge, true)?;
+            let off = local_offset(mr, pd, sge, true).map_err(|f| f.describe(mr, sge))?;
             let n = data.len().min(sge.length as usize);
             mr.buf[off..off + n].copy_from_slice(&data[..n]);
             return Ok(());
@@ -219,11 +219,9 @@ impl State {
         if inc.live.cqs >= limits.max_cq {
             return Err(MockError::TableFull("completion queue"));
         }
-        let id = next_free(&mut self.next_cq, 1, u32::MAX, &self.cqs);
-        self.inc_mut(device).live.cqs += 1;
-        self.cqs.insert(
-            id,
-            CqRec {
+        let id = self
+            .cqs
+            .insert_with(|_| CqRec {
                 device,
                 capacity: depth,
                 reserved: 0,
@@ -232,8 +230,9 @@ impl State {
                 wake_pending: false,
                 users: 0,
                 dropped: false,
-            },
-        );
+            })
+            .ok_or(MockError::TableFull("completion queue"))?;
+        self.inc_mut(device).live.cqs += 1;
         Ok(id)
     }
 
@@ -293,16 +292,8 @@ impl State {
         let Some(cq) = self.cqs.get_mut(&id) else {
             return;
         };
-        let room = (cq.capacity + cq.reserved) as usize;
         for c in completions {
-            if cq.entries.len() >= room {
-                if !cq.overflowed {
-                    self.pending_cq_errors.push(id);
-                }
-                cq.overflowed = true;
-            } else {
-                cq.entries.push_back(c);
-            }
+            cq.push(id, c, &mut self.pending_cq_errors);
         }
     }
 
@@ -348,7 +339,7 @@ impl State {
             .filter(|(_, q)| {
                 q.state != QpState::Error && (cqs.contains(&q.send_cq) || cqs.contains(&q.recv_cq))
             })
-            .map(|(n, _)| *n)
+            .map(|(n, _)| n)
             .collect();
         for qpn in victims {
             self.enter_error(qpn);
@@ -383,34 +374,75 @@ impl State {
     }
 }
 
-/// The offset in `mr` of a local SGE, checking PD, bounds and write access.
-fn local_offset(mr: &MrRec, pd: u32, sge: &Sge, need_write: bool) -> Result<usize, String> {
-    if mr.pd != pd {
-        return Err(format!(
-            "lkey {:#x} belongs to a region of another protection domain",
-            sge.lkey
-        ));
+/// Why a local SGE is refused (see [`local_offset`]); the message is made only when needed.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum SgeFault {
+    OtherPd,
+    OutOfBounds,
+    NoLocalWrite,
+}
+
+impl SgeFault {
+    /// What is wrong with `sge` in region `mr`.
+    #[cold]
+    fn describe(self, mr: &MrRec, sge: &Sge) -> String {
+        match self {
+            SgeFault::OtherPd => format!(
+                "lkey {:#x} belongs to a region of another protection domain",
+                sge.lkey
+            ),
+            SgeFault::OutOfBounds => format!(
+                "{} bytes at {:#x} are outside the region [{:#x}, {:#x})",
+                sge.length,
+                sge.addr,
+                mr.addr,
+                mr.addr + mr.buf.len() as u64
+            ),
+            SgeFault::NoLocalWrite => format!(
+                "lkey {:#x} was registered without local write access",
+                sge.lkey
+            ),
+        }
     }
-    let len = mr.buf.len() as u64;
+}
+
+/// The offset in `mr` of a local SGE, checking PD, bounds and write access.
+#[inline]
+pub(super) fn local_offset(
+    mr: &MrRec,
+    pd: u32,
+    sge: &Sge,
+    need_write: bool,
+) -> Result<usize, SgeFault> {
+    if mr.pd != pd {
+        return Err(SgeFault::OtherPd);
+    }
     let start = sge.addr.wrapping_sub(mr.addr);
     let fits = sge.addr >= mr.addr
         && start
             .checked_add(u64::from(sge.length))
-            .is_some_and(|end| end <= len);
+            .is_some_and(|end| end <= mr.buf.len() as u64);
     if !fits {
-        return Err(format!(
-            "{} bytes at {:#x} are outside the region [{:#x}, {:#x})",
-            sge.length,
-            sge.addr,
-            mr.addr,
-            mr.addr + len
-        ));
+        return Err(SgeFault::OutOfBounds);
     }
     if need_write && !mr.access.contains(Access::LOCAL_WRITE) {
-        return Err(format!(
-            "lkey {:#x} was registered without local write access",
-            sge.lkey
-        ));
+        return Err(SgeFault::NoLocalWrite);
     }
     Ok(start as usize)
+}
+
+impl CqRec {
+    /// Queues completion `c` in the ring of CQ `id`; a full ring overflows (see
+    /// [`State::push_cqe`]), and the CQ joins `pending` the first time.
+    #[inline]
+    pub(super) fn push(&mut self, id: u32, c: Completion, pending: &mut Vec<u32>) {
+        if self.entries.len() >= (self.capacity + self.reserved) as usize {
+            if !self.overflowed {
+                pending.push(id);
+            }
+            self.overflowed = true;
+        } else {
+            self.entries.push_back(c);
+        }
+    }
 }
