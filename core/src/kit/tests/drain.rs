@@ -1,5 +1,7 @@
 //! Drains on the toy device: idle from completions, overflow, fallbacks, a panicking provider, a ULP polling meanwhile.
 
+use std::sync::mpsc;
+
 use super::*;
 
 #[test]
@@ -279,7 +281,7 @@ fn an_idle_drain_whose_move_to_error_fails_stops_the_qp() {
     let life = DeviceLife::new();
     let c = cq(16, &life);
     let q = qp(7, InError::Flush, &c, &c, &life);
-    lock(&q.raw().st).enter_error_fails = true;
+    lock(&q.raw().st).enter_error_fails = usize::MAX;
     let report = q.drain(soon()).unwrap();
     assert_eq!(
         report.fallback,
@@ -316,4 +318,202 @@ fn an_idle_drain_after_an_interrupted_one_reports_what_the_first_found() {
         "{report}"
     );
     assert_eq!(lock(&q.raw().st).state, QpState::Error);
+}
+
+/// Holds `q`'s device in its next `enter_error` (a slow device: a firmware command in flight)
+/// until the returned sender sends or is dropped, or 5 s pass; the receiver hears when it got
+/// there.
+fn hold_enter_error(q: &KitQp<ToyQp>) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    lock(&q.raw().st).enter_error_hook = Some(Box::new(move || {
+        let _ = entered_tx.send(());
+        let _ = released.recv_timeout(Duration::from_secs(5));
+    }));
+    (entered, release)
+}
+
+/// A second caller's drain waits for the first by its own deadline, and fails with `TimedOut`
+/// then: it does not wait for the device to finish moving an idle QP to ERROR.
+#[test]
+fn a_second_drain_returns_by_its_deadline_while_an_idle_drain_is_in_the_device() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    let (entered, release) = hold_enter_error(&q);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| q.drain(soon()));
+        entered.recv().unwrap();
+        let (done, second) = mpsc::channel();
+        let q = &q;
+        s.spawn(move || {
+            let _ = done.send(q.drain(Instant::now() + Duration::from_millis(50)));
+        });
+        let second = second.recv_timeout(Duration::from_secs(2));
+        drop(release);
+        let second = second.expect("the second drain blocked past its deadline");
+        assert_eq!(
+            second.map(|r| r.strategy).unwrap_err().kind(),
+            ErrorKind::TimedOut
+        );
+        let first = first.join().unwrap().unwrap();
+        assert_eq!((first.fallback, first.accounted()), (None, 0), "{first}");
+    });
+}
+
+/// A post that races a drain is refused at once ("fails synchronously with `InvalidState`"),
+/// not held until the device has moved the QP to ERROR.
+#[test]
+fn a_post_racing_an_idle_drain_is_refused_without_waiting_for_the_device() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    let (entered, release) = hold_enter_error(&q);
+    std::thread::scope(|s| {
+        let drain = s.spawn(|| q.drain(soon()));
+        entered.recv().unwrap();
+        let (done, posted) = mpsc::channel();
+        let q = &q;
+        s.spawn(move || {
+            let sg = sge();
+            let _ = done.send(q.post_recv(&[RecvWr::new(1, &sg)]).map_err(|e| e.kind()));
+        });
+        let posted = posted.recv_timeout(Duration::from_secs(2));
+        drop(release);
+        assert_eq!(
+            posted.expect("the post waited for the device's move to ERROR"),
+            Err(ErrorKind::InvalidState)
+        );
+        assert_eq!(drain.join().unwrap().unwrap().accounted(), 0);
+    });
+}
+
+/// A late completion of a destroyed QP whose number an idle QP now has is routed to that QP's
+/// ledger (and dropped there). While the idle QP's drain waits for the device to move it to
+/// ERROR, a ULP polling the shared CQ must still get the other QPs' completions: the poll
+/// holds the CQ's lock, and every other drain pumping that CQ waits for it.
+#[test]
+fn a_poll_of_a_shared_cq_does_not_wait_for_an_idle_drains_move_to_error() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let a = qp(7, InError::Flush, &c, &c, &life);
+    let sg = sge();
+    let late = {
+        let old = qp(8, InError::Flush, &c, &c, &life);
+        old.post_recv(&[RecvWr::new(1, &sg)]).unwrap();
+        let late = {
+            let st = lock(&old.raw().st);
+            old.raw().completion(st.rq[0], WcStatus::WrFlushError)
+        };
+        old.destroy().unwrap();
+        late
+    };
+    let b = qp(8, InError::Flush, &c, &c, &life);
+    a.post_recv(&[RecvWr::new(2, &sg)]).unwrap();
+    c.0.push(late);
+    a.raw().receive();
+    let (entered, release) = hold_enter_error(&b);
+    std::thread::scope(|s| {
+        let drain = s.spawn(|| b.drain(soon()));
+        entered.recv().unwrap();
+        let (done, polled) = mpsc::channel();
+        let kcq = &c.1;
+        s.spawn(move || {
+            let _ = done.send(poll_all(kcq));
+        });
+        let polled = polled.recv_timeout(Duration::from_secs(2));
+        drop(release);
+        assert_eq!(
+            polled.expect("the poll waited for another QP's move to ERROR"),
+            [(2, WcStatus::Success, WcOpcode::Recv, 7)]
+        );
+        assert_eq!(drain.join().unwrap().unwrap().fallback, None);
+    });
+}
+
+/// `drain_with`'s `plan_for` is the caller's code: one that looks at the QP (its state, say)
+/// must not deadlock a drain because the QP happens to have nothing outstanding.
+#[test]
+fn a_plan_that_looks_at_the_qp_does_not_deadlock_an_idle_drain() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Flush, &c, &c, &life));
+    let (done, drained) = mpsc::channel();
+    {
+        let q = Arc::clone(&q);
+        // Not scoped: a deadlocked drain is left behind rather than hanging the test.
+        std::thread::spawn(move || {
+            let report = q.drain_with(
+                |s| {
+                    assert_eq!(q.state().unwrap(), s);
+                    DrainPlan::WaitForFlush
+                },
+                soon(),
+            );
+            let _ = done.send(report.map(|r| r.fallback));
+        });
+    }
+    assert_eq!(
+        drained
+            .recv_timeout(Duration::from_secs(2))
+            .expect("the drain deadlocked")
+            .unwrap(),
+        None
+    );
+}
+
+/// A move to ERROR the device refuses (once) is a failed step of any drain: the QP is stopped,
+/// the report says why, and the device is not asked again — whether or not the QP had anything
+/// outstanding.
+#[test]
+fn a_refused_move_to_error_is_a_failed_step_for_an_idle_drain_too() {
+    for busy in [true, false] {
+        let life = DeviceLife::new();
+        let c = cq(16, &life);
+        let q = qp(7, InError::Flush, &c, &c, &life);
+        if busy {
+            let sg = sge();
+            q.post_recv(&[RecvWr::new(1, &sg)]).unwrap();
+        }
+        lock(&q.raw().st).enter_error_fails = 1;
+        let report = q.drain(soon()).unwrap();
+        let st = lock(&q.raw().st);
+        assert_eq!(
+            (report.fallback, st.stopped, st.enter_error_calls),
+            (Some(crate::Fallback::StepFailed(ErrorKind::Other)), true, 1),
+            "busy: {busy}: {report}"
+        );
+        assert_eq!(report.synthesized, usize::from(busy), "{report}");
+    }
+}
+
+/// A provider that panics while an idle QP's drain moves it to ERROR leaves the QP neither
+/// draining nor unusable: the next drain finishes, and destroy does not hang.
+#[test]
+fn an_idle_drain_whose_move_to_error_panicked_does_not_leave_the_qp_draining() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Flush, &c, &c, &life));
+    lock(&q.raw().st).enter_error_hook = Some(Box::new(|| panic!("the toy's ERROR panics")));
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.drain(soon())));
+    assert!(first.is_err(), "the toy's enter_error panicked");
+    let sg = sge();
+    assert_eq!(
+        q.post_recv(&[RecvWr::new(1, &sg)]).unwrap_err().kind(),
+        ErrorKind::InvalidState,
+        "posts stay refused after an interrupted drain"
+    );
+    let report = q.drain(soon()).unwrap();
+    assert_eq!((report.fallback, report.accounted()), (None, 0), "{report}");
+    let (done, destroyed) = mpsc::channel();
+    {
+        let q = Arc::clone(&q);
+        std::thread::spawn(move || {
+            let _ = done.send(q.destroy());
+        });
+    }
+    destroyed
+        .recv_timeout(Duration::from_secs(2))
+        .expect("destroy hung")
+        .unwrap();
 }

@@ -166,8 +166,13 @@ struct ToyQpState {
     panic_on_stop: bool,
     /// `destroy` fails this many more times (a driver refusing, then relenting).
     destroy_fails: usize,
-    /// `enter_error` fails (a device that refuses the move).
-    enter_error_fails: bool,
+    /// `enter_error` fails this many more times (a device that refuses the move).
+    enter_error_fails: usize,
+    /// How many times the kit called `enter_error`.
+    enter_error_calls: usize,
+    /// Runs inside the next `enter_error`, before the device moves the QP (a slow device, a
+    /// thread descheduled there).
+    enter_error_hook: Option<Hook>,
     /// Calls the kit made into the device QP after destroying it (a use after free on a real
     /// device).
     after_destroy: Vec<&'static str>,
@@ -197,7 +202,9 @@ impl ToyQp {
                 destroyed: false,
                 panic_on_stop: false,
                 destroy_fails: 0,
-                enter_error_fails: false,
+                enter_error_fails: 0,
+                enter_error_calls: 0,
+                enter_error_hook: None,
                 after_destroy: Vec::new(),
             }),
         }
@@ -319,11 +326,23 @@ impl RawQp for ToyQp {
         Ok(())
     }
     fn enter_error(&self) -> Result<()> {
-        if lock(&self.st).enter_error_fails {
-            return Err(Error::new(
-                ErrorKind::Other,
-                "toy: the device refused ERROR",
-            ));
+        let hook = {
+            let mut st = lock(&self.st);
+            st.enter_error_calls += 1;
+            st.enter_error_hook.take()
+        };
+        if let Some(hook) = hook {
+            hook();
+        }
+        {
+            let mut st = lock(&self.st);
+            if st.enter_error_fails > 0 {
+                st.enter_error_fails -= 1;
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    "toy: the device refused ERROR",
+                ));
+            }
         }
         self.modify(QpState::Error)
     }
