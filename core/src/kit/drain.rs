@@ -17,7 +17,6 @@ use crate::drain::{DrainStart, Ledger, WorkQueue};
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::QpState;
 use crate::wr::{RecvWr, RemoteAddr, SendOp, SendWr};
-use std::sync::MutexGuard;
 
 /// The longest a drain sleeps in the device's wait before it looks at its ledger again.
 const WAIT_SLICE: Duration = Duration::from_millis(1);
@@ -69,8 +68,12 @@ impl<Q: RawQp> KitQp<Q> {
     }
 
     /// The drain: starts it in the ledger (or waits for another caller's), runs the plan
-    /// `choose` picks (which must not take the QP's lock: a drain with nothing outstanding
-    /// chooses under it), and reports.
+    /// `choose` picks, and reports.
+    ///
+    /// Nothing of the provider's, nor `choose` (a caller's `plan_for`), runs under the QP's
+    /// lock: the device may take its time to move the QP to ERROR, and meanwhile a second
+    /// drain waits by its own deadline, a racing post is refused at once, and a poll of a CQ
+    /// the QP shares resolves what it finds for the QP without waiting for the device.
     fn run_drain(
         &self,
         choose: impl FnOnce(&Began) -> Result<DrainPlan>,
@@ -78,78 +81,41 @@ impl<Q: RawQp> KitQp<Q> {
     ) -> Result<DrainReport> {
         self.check()?;
         let start = Instant::now();
-        let Some((book, began)) = self.begin_drain(deadline, start)? else {
+        let Some(began) = self.begin_drain(deadline, start)? else {
             return Ok(DrainReport::already_drained(start.elapsed()));
         };
         let _unwind = EndOnUnwind(self);
-        let plan = if began.idle == [true; 2] {
-            let held = DrainLock { qp: self, book };
-            let plan = match choose(&began) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    held.interrupt();
-                    return Err(e);
-                }
-            };
-            if let Some(done) = self.drain_idle(held, plan) {
-                return done.and_then(|counts| self.report(plan, counts, None, start));
-            }
-            plan
-        } else {
-            drop(book);
-            match choose(&began) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    DrainLock::take(self).interrupt();
-                    return Err(e);
-                }
-            }
-        };
         let drainer = Drainer {
             qp: self,
             idle: began.idle,
         };
-        let outcome = engine::run_since(&drainer, plan, deadline, began.at)
-            .and_then(|r| self.check().map(|()| r));
-        let fallback = match outcome {
-            Ok(fallback) => fallback,
+        let idle = began.idle == [true; 2];
+        let outcome = choose(&began).and_then(|plan| {
+            let ran = if idle && plan != DrainPlan::Synthesize {
+                drainer.drain_idle()
+            } else {
+                engine::run_since(&drainer, plan, deadline, began.at)
+            };
+            ran.map(|fallback| (plan, fallback))
+        });
+        // Checked and finished under one lock.
+        let mut book = lock(&self.book);
+        let (plan, fallback) = match outcome.and_then(|r| self.check().map(|()| r)) {
+            Ok(r) => r,
             Err(e) => {
-                DrainLock::take(self).interrupt();
+                book.ledger.interrupt_drain();
+                self.end_drain(&book);
                 return Err(e);
             }
         };
-        let counts = {
-            let mut book = lock(&self.book);
-            let counts = book.ledger.finish_drain();
-            self.end_drain(&book);
-            counts
-        };
+        if idle && plan != DrainPlan::Synthesize && fallback.is_none() {
+            // `drain_idle` moved the QP to ERROR.
+            book.in_error = true;
+        }
+        let counts = book.ledger.finish_drain();
+        self.end_drain(&book);
+        drop(book);
         self.report(plan, counts, fallback, start)
-    }
-
-    /// The drain of a QP with nothing outstanding on either queue: the move to ERROR is all
-    /// there is to do, and it is done under the lock that began the drain (the general path
-    /// would take it twice more to find nothing to wait for). `None`, with the lock released
-    /// and the drain still running, where the general path must go on: a dead device's plan,
-    /// or a move to ERROR that failed (the general path falls back to stopping the QP). Else the
-    /// ledger's counts, as [`Ledger::finish_drain`] gives them (a drain that an interrupted one
-    /// left has them from its start).
-    fn drain_idle(
-        &self,
-        mut held: DrainLock<'_, Q>,
-        plan: DrainPlan,
-    ) -> Option<Result<(usize, usize)>> {
-        if plan == DrainPlan::Synthesize || self.raw.enter_error().is_err() {
-            return None;
-        }
-        if let Err(e) = self.check() {
-            held.interrupt();
-            return Some(Err(e));
-        }
-        held.book.in_error = true;
-        let counts = held.book.ledger.finish_drain();
-        self.end_drain(&held.book);
-        Some(Ok(counts))
     }
 
     /// The report of a drain that finished: `counts` are the WRs outstanding at its start and
@@ -179,14 +145,10 @@ impl<Q: RawQp> KitQp<Q> {
     }
 
     /// Starts the drain in the ledger, waiting for another caller's drain to end first; `None`
-    /// when the QP is drained already, else the QP's lock, still held, and what the plan may
-    /// depend on. Posts are refused from here on, so a queue idle now stays idle: its drain is
-    /// ERROR alone, with no marker and no wait.
-    fn begin_drain(
-        &self,
-        deadline: Instant,
-        start: Instant,
-    ) -> Result<Option<(MutexGuard<'_, QpBook>, Began)>> {
+    /// when the QP is drained already, else what the plan may depend on. Posts are refused from
+    /// here on, so a queue idle now stays idle: its drain is ERROR alone, with no marker and no
+    /// wait.
+    fn begin_drain(&self, deadline: Instant, start: Instant) -> Result<Option<Began>> {
         let mut book = lock(&self.book);
         let mut waited = false;
         loop {
@@ -204,7 +166,7 @@ impl<Q: RawQp> KitQp<Q> {
                         // of it.
                         at: if waited { Instant::now() } else { start },
                     };
-                    return Ok(Some((book, began)));
+                    return Ok(Some(began));
                 }
                 DrainStart::Done => return Ok(None),
                 DrainStart::InProgress => {}
@@ -280,28 +242,6 @@ pub(crate) struct Began {
     pub(crate) at: Instant,
 }
 
-/// The QP's lock, held by a drain.
-struct DrainLock<'a, Q: RawQp> {
-    qp: &'a KitQp<Q>,
-    book: MutexGuard<'a, QpBook>,
-}
-
-impl<'a, Q: RawQp> DrainLock<'a, Q> {
-    /// Takes the QP's lock.
-    fn take(qp: &'a KitQp<Q>) -> Self {
-        DrainLock {
-            qp,
-            book: lock(&qp.book),
-        }
-    }
-
-    /// Ends the drain as interrupted: the next drain starts over, posts stay refused.
-    fn interrupt(mut self) {
-        self.book.ledger.interrupt_drain();
-        self.qp.end_drain(&self.book);
-    }
-}
-
 /// Ends the drain as interrupted if the provider panics in the middle of it: a QP left
 /// "draining" would make `destroy` (which waits for a running drain) hang, and every later drain
 /// time out.
@@ -327,6 +267,21 @@ struct Drainer<'a, Q: RawQp> {
 impl<Q: RawQp> Drainer<'_, Q> {
     fn idle(&self, queue: WorkQueue) -> bool {
         self.idle[queue.index()]
+    }
+
+    /// The drain of a QP with nothing outstanding on either queue: the move to ERROR is all
+    /// there is to do (nothing can complete: no marker, no wait, nothing to settle), which the
+    /// caller records when it finishes the drain. A move the device refuses is a failed step,
+    /// as in [`engine::run`]: the QP is stopped, and the device is not asked again.
+    fn drain_idle(&self) -> Result<Option<crate::drain::Fallback>> {
+        match self.qp.raw.enter_error() {
+            Ok(()) => Ok(None),
+            Err(e) => {
+                self.stop_hardware()?;
+                self.synthesize_rest()?;
+                Ok(Some(crate::drain::Fallback::StepFailed(e.kind())))
+            }
+        }
     }
 }
 
