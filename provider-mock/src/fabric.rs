@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use anyverbs::drain::WorkQueue;
 use anyverbs::{
-    Access, Completion, ConnParams, Connection, EventHub, MonitorEvent, QpInit, QpState, RecvWr,
-    SendFlags, SendOp, SendWr, Sge, StateModel, WcOpcode, WcStatus,
+    Access, Completion, ConnParams, Connection, EventHub, MonitorEvent, QpInit, QpState, SendFlags,
+    SendOp, Sge, StateModel, WcOpcode, WcStatus,
 };
 
 use crate::config::{FabricConfig, Personality};
@@ -299,12 +299,21 @@ struct DeviceSend {
     flags: SendFlags,
 }
 
+/// A posted send WR decoded once, under the provider's token `wr_id`.
+#[derive(Clone, Copy)]
+struct DeviceSendRef<'a> {
+    wr_id: u64,
+    op: SendOp,
+    sgl: &'a [Sge],
+    flags: SendFlags,
+}
+
 impl DeviceSend {
-    fn new(wr_id: u64, wr: &SendWr) -> Self {
+    fn new(wr: &DeviceSendRef<'_>) -> Self {
         DeviceSend {
-            wr_id,
-            op: wr.op(),
-            sgl: DeviceSgl::from_slice(wr.sgl()),
+            wr_id: wr.wr_id,
+            op: wr.op,
+            sgl: DeviceSgl::from_slice(wr.sgl),
             flags: wr.flags,
         }
     }
@@ -321,10 +330,10 @@ struct DeviceRecv {
 }
 
 impl DeviceRecv {
-    fn new(wr_id: u64, wr: &RecvWr) -> Self {
+    fn new(wr_id: u64, sgl: &[Sge]) -> Self {
         DeviceRecv {
             wr_id,
-            sgl: DeviceSgl::from_slice(wr.sgl()),
+            sgl: DeviceSgl::from_slice(sgl),
         }
     }
 

@@ -400,16 +400,24 @@ impl Ledger {
     /// Turns a completion from the device into the ULP's completion, or `None` when the ULP must
     /// not see it (a marker, or a completion for nothing outstanding, e.g. after the drain).
     pub fn resolve(&mut self, device: &Completion) -> Option<Completion> {
+        let mut c = *device;
+        self.resolve_in_place(&mut c).then_some(c)
+    }
+
+    /// [`resolve`](Self::resolve) in place: rewrites the device's completion `c` into the ULP's
+    /// and returns true, or returns false, leaving `c` as it was, when the ULP must not see it.
+    #[inline]
+    pub fn resolve_in_place(&mut self, c: &mut Completion) -> bool {
         if self.phase == DrainPhase::Drained {
             self.stale += 1;
-            return None;
+            return false;
         }
-        let token = Token::from_wr_id(device.wr_id);
+        let token = Token::from_wr_id(c.wr_id);
         if token.generation() != self.generation {
             // Another ledger's WR: a late completion of a destroyed QP whose number this QP
             // now has.
             self.stale += 1;
-            return None;
+            return false;
         }
         let queue = token.queue();
         let q = &mut self.queues[queue.index()];
@@ -420,11 +428,11 @@ impl Ledger {
             } else {
                 self.stale += 1;
             }
-            return None;
+            return false;
         }
         let Some(i) = q.position(token.seq()) else {
             self.stale += 1;
-            return None;
+            return false;
         };
         // In posting order the match is the head: no shifting.
         let entry = if i == 0 {
@@ -436,16 +444,13 @@ impl Ledger {
         if queue == WorkQueue::Send {
             q.retire_silent_before(entry.seq);
         }
-        let opcode = match queue {
-            WorkQueue::Send => entry.opcode,
-            WorkQueue::Recv if device.status == WcStatus::Success => device.opcode,
-            WorkQueue::Recv => WcOpcode::Recv,
-        };
-        Some(Completion {
-            wr_id: entry.wr_id,
-            opcode,
-            ..*device
-        })
+        c.wr_id = entry.wr_id;
+        match queue {
+            WorkQueue::Send => c.opcode = entry.opcode,
+            WorkQueue::Recv if c.status == WcStatus::Success => {}
+            WorkQueue::Recv => c.opcode = WcOpcode::Recv,
+        }
+        true
     }
 
     fn flush_of(&self, e: &Entry) -> Completion {

@@ -50,11 +50,11 @@ impl Router {
         let mut for_a_drain = false;
         let mut current: Option<(u32, MutexGuard<'_, QpBook>)> = None;
         for i in 0..buf.len() {
-            let raw = buf[i];
-            if current.as_ref().map(|(n, _)| *n) != Some(raw.qp_num) {
+            let qp_num = buf[i].qp_num;
+            if current.as_ref().map(|(n, _)| *n) != Some(qp_num) {
                 current = None;
-                match routes.get(&raw.qp_num) {
-                    Some(book) => current = Some((raw.qp_num, lock(book))),
+                match routes.get(&qp_num) {
+                    Some(book) => current = Some((qp_num, lock(book))),
                     None => {
                         *unrouted += 1;
                         continue;
@@ -63,19 +63,19 @@ impl Router {
             }
             let (_, book) = current.as_mut().expect("set above");
             for_a_drain |= book.ledger.phase() == DrainPhase::Draining;
-            if let Some(ulp) = book.ledger.resolve(&raw) {
-                // An error completion of one of its WRs means the device moved the QP to
-                // ERROR. A stale one says nothing about it: a late flush of a destroyed QP
-                // whose number this QP now has, or of a WR posted before a RESET (moved aside
-                // while the RESET is under way, or discarded by it).
-                if ulp.status != WcStatus::Success
-                    && !book
-                        .resetting
-                        .is_some_and(|mark| book.ledger.posted_before(&raw, mark))
-                {
+            // An error completion of one of its WRs means the device moved the QP to ERROR. A
+            // stale one says nothing about it: a late flush of a destroyed QP whose number this
+            // QP now has, or of a WR posted before a RESET (moved aside while the RESET is under
+            // way, or discarded by it). Told apart by its token, before it is resolved.
+            let stale_error = buf[i].status != WcStatus::Success
+                && book
+                    .resetting
+                    .is_some_and(|mark| book.ledger.posted_before(&buf[i], mark));
+            if book.ledger.resolve_in_place(&mut buf[i]) {
+                if buf[i].status != WcStatus::Success && !stale_error {
                     book.in_error = true;
                 }
-                buf[kept] = ulp;
+                buf[kept] = buf[i];
                 kept += 1;
             }
         }

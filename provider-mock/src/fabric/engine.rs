@@ -9,7 +9,10 @@ use anyverbs::{
     StateModel, WcOpcode, WcStatus,
 };
 
-use super::{DeviceRecv, DeviceSend, QpRec, RNR_RETRY_FOREVER, SendEntry, Stall, StallKind, State};
+use super::{
+    DeviceRecv, DeviceSend, DeviceSendRef, QpRec, RNR_RETRY_FOREVER, SendEntry, Stall, StallKind,
+    State, total_length,
+};
 use crate::config::Personality;
 use crate::error::{MockError, MockResult};
 
@@ -19,28 +22,29 @@ impl State {
         &self,
         q: &QpRec,
         caps: anyverbs::Caps,
-        wr: &SendWr,
+        wr: &DeviceSendRef<'_>,
     ) -> MockResult<Option<Vec<u8>>> {
-        if wr.sgl().len() > q.init.max_send_sge as usize {
+        let DeviceSendRef { sgl, op, flags, .. } = *wr;
+        if sgl.len() > q.init.max_send_sge as usize {
             return Err(MockError::BadArgument(format!(
                 "{} SGEs in a WR; the QP allows {}",
-                wr.sgl().len(),
+                sgl.len(),
                 q.init.max_send_sge
             )));
         }
-        let imm = matches!(wr.op(), SendOp::SendWithImm(_) | SendOp::WriteWithImm(..));
+        let imm = matches!(op, SendOp::SendWithImm(_) | SendOp::WriteWithImm(..));
         if imm && !caps.contains(anyverbs::Caps::IMMEDIATE_DATA) {
             return Err(MockError::Unsupported("immediate data"));
         }
-        let total = wr.total_length();
+        let total = total_length(sgl);
         if total > u64::from(q.max_msg_size) {
             return Err(MockError::BadArgument(format!(
                 "a {total}-byte message; the device allows {}",
                 q.max_msg_size
             )));
         }
-        let is_read = matches!(wr.op(), SendOp::Read(_));
-        if wr.flags.contains(SendFlags::INLINE) {
+        let is_read = matches!(op, SendOp::Read(_));
+        if flags.contains(SendFlags::INLINE) {
             if is_read {
                 return Err(MockError::BadArgument(
                     "an RDMA READ cannot be inline".into(),
@@ -53,14 +57,13 @@ impl State {
                 )));
             }
         }
-        for (i, sge) in wr.sgl().iter().enumerate() {
+        for (i, sge) in sgl.iter().enumerate() {
             self.resolve_local(q.pd, sge, is_read)
                 .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
         }
-        if wr.flags.contains(SendFlags::INLINE) {
+        if flags.contains(SendFlags::INLINE) {
             return Ok(Some(
-                self.gather(q.pd, wr.sgl())
-                    .map_err(MockError::BadArgument)?,
+                self.gather(q.pd, sgl).map_err(MockError::BadArgument)?,
             ));
         }
         Ok(None)
@@ -99,9 +102,16 @@ impl State {
                 state: q.state,
             });
         }
-        let inline = self.validate_send(q, caps, wr)?;
+        // Decoded once: each accessor of a posted WR decodes it.
+        let wr = DeviceSendRef {
+            wr_id,
+            op: wr.op(),
+            sgl: wr.sgl(),
+            flags: wr.flags,
+        };
+        let inline = self.validate_send(q, caps, &wr)?;
         if q.state == QpState::Error {
-            let opcode = wr.completion_opcode();
+            let opcode = wr.op.completion_opcode();
             return self.post_in_error(qpn, WorkQueue::Send, wr_id, opcode);
         }
         if q.sq.len() + q.unsignaled_done as usize >= q.init.max_send_wr as usize {
@@ -111,7 +121,7 @@ impl State {
             });
         }
         self.qp_mut(qpn)?.sq.push_back(SendEntry {
-            wr: DeviceSend::new(wr_id, wr),
+            wr: DeviceSend::new(&wr),
             inline,
             stall: None,
         });
@@ -145,14 +155,15 @@ impl State {
                 state: q.state,
             });
         }
-        if wr.sgl().len() > q.init.max_recv_sge as usize {
+        let sgl = wr.sgl();
+        if sgl.len() > q.init.max_recv_sge as usize {
             return Err(MockError::BadArgument(format!(
                 "{} SGEs in a WR; the QP allows {}",
-                wr.sgl().len(),
+                sgl.len(),
                 q.init.max_recv_sge
             )));
         }
-        for (i, sge) in wr.sgl().iter().enumerate() {
+        for (i, sge) in sgl.iter().enumerate() {
             self.resolve_local(q.pd, sge, true)
                 .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
         }
@@ -165,7 +176,7 @@ impl State {
                 depth: q.init.max_recv_wr,
             });
         }
-        self.qp_mut(qpn)?.rq.push_back(DeviceRecv::new(wr_id, wr));
+        self.qp_mut(qpn)?.rq.push_back(DeviceRecv::new(wr_id, sgl));
         Ok(())
     }
 

@@ -362,14 +362,20 @@ impl State {
         if cq.overflowed {
             return Err(MockError::CqOverflow);
         }
-        let mut n = 0;
-        while n < out.len() {
-            let Some(c) = cq.entries.pop_front() else {
-                break;
-            };
-            out[n] = c;
-            n += 1;
+        let n = out.len().min(cq.entries.len());
+        if n <= 1 {
+            // The common single completion, or none.
+            if let (Some(slot), Some(c)) = (out.first_mut(), cq.entries.pop_front()) {
+                *slot = c;
+            }
+            return Ok(n);
         }
+        // More: copied out as the ring's two runs.
+        let (front, back) = cq.entries.as_slices();
+        let k = front.len().min(n);
+        out[..k].copy_from_slice(&front[..k]);
+        out[k..n].copy_from_slice(&back[..n - k]);
+        cq.entries.drain(..n);
         Ok(n)
     }
 }
