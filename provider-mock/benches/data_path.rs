@@ -29,9 +29,16 @@
 //! So the baseline copies the same bytes and does the same queue operations the mock does
 //! conceptually (post recv, post send, copy, two completions, two polls); the difference is the
 //! cost of the abstraction: validation, locking, key lookups, WR copies and the like.
+//!
+//! - `floor/locks_unbatched`: the unbatched baseline plus the uncontended `Mutex` lock/unlock
+//!   pairs a round through the kit and the simulator takes, and nothing else: two per post (the
+//!   QP's ledger, the simulator), three per poll (the CQ's router, the simulator, the QP's
+//!   ledger). No thread-safe provider on this design gets below it; the mock's unbatched ratio
+//!   reads against it.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyverbs::{Completion, MemoryRegion};
@@ -107,9 +114,18 @@ impl Baseline {
     }
 
     /// `n` messages: post `n` recvs, post `n` sends, execute them (copy + two completions
-    /// each), then poll both completion queues in batches of up to `out.len()`.
-    fn round(&mut self, n: usize, out: &mut [Cqe]) {
+    /// each), then poll both completion queues in batches of up to `out.len()`. With `locks`,
+    /// each call also takes and releases the locks the mock's call takes.
+    fn round(&mut self, n: usize, out: &mut [Cqe], locks: Option<&[Mutex<()>; 3]>) {
+        let sync = |k: usize| {
+            if let Some(locks) = locks {
+                for m in &locks[..k] {
+                    drop(black_box(m.lock().expect("uncontended")));
+                }
+            }
+        };
         // post_recv
+        sync(2);
         for i in 0..n {
             self.rq.push_back(Wr {
                 wr_id: i as u64,
@@ -117,6 +133,7 @@ impl Baseline {
             });
         }
         // post_send
+        sync(2);
         for i in 0..n {
             self.sq.push_back(Wr {
                 wr_id: i as u64,
@@ -148,6 +165,7 @@ impl Baseline {
         let (mut got_a, mut got_b) = (0, 0);
         while got_a < n || got_b < n {
             if got_a < n {
+                sync(3);
                 let k = pop_into(&mut self.cq_a, &mut out[..(n - got_a).min(BATCH)]);
                 for c in &out[..k] {
                     assert!(
@@ -158,6 +176,7 @@ impl Baseline {
                 }
             }
             if got_b < n {
+                sync(3);
                 let k = pop_into(&mut self.cq_b, &mut out[..(n - got_b).min(BATCH)]);
                 for c in &out[..k] {
                     assert!(
@@ -180,11 +199,11 @@ fn pop_into(q: &mut VecDeque<Cqe>, out: &mut [Cqe]) -> usize {
     n
 }
 
-/// Times `n` messages per iteration through the baseline.
-fn bench_baseline(b: &mut criterion::Bencher<'_>, n: usize) {
+/// Times `n` messages per iteration through the baseline, taking `locks` as the mock does.
+fn bench_baseline(b: &mut criterion::Bencher<'_>, n: usize, locks: Option<&[Mutex<()>; 3]>) {
     let mut base = Baseline::new();
     let mut out = [Cqe::default(); BATCH];
-    b.iter(|| black_box(&mut base).round(black_box(n), black_box(&mut out)));
+    b.iter(|| black_box(&mut base).round(black_box(n), black_box(&mut out), locks));
     assert_eq!(
         base.src[..n],
         base.dst[..n],
@@ -204,11 +223,19 @@ fn send_recv_64b(c: &mut Criterion) {
     let pair = Bed::new(MockProvider::new());
     group.throughput(Throughput::Elements(1));
     group.bench_function("mock/unbatched", |b| bench_mock(b, &pair, 1));
-    group.bench_function("baseline/vecdeque_unbatched", |b| bench_baseline(b, 1));
+    group.bench_function("baseline/vecdeque_unbatched", |b| {
+        bench_baseline(b, 1, None)
+    });
+    let locks = [Mutex::new(()), Mutex::new(()), Mutex::new(())];
+    group.bench_function("floor/locks_unbatched", |b| {
+        bench_baseline(b, 1, Some(&locks))
+    });
 
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("mock/batched_16", |b| bench_mock(b, &pair, BATCH));
-    group.bench_function("baseline/vecdeque_batched_16", |b| bench_baseline(b, BATCH));
+    group.bench_function("baseline/vecdeque_batched_16", |b| {
+        bench_baseline(b, BATCH, None)
+    });
 
     group.finish();
 }

@@ -123,6 +123,10 @@ impl<C: RawCq> CqCore<C> {
                     return if n > 0 { Ok(n) } else { Err(e) };
                 }
             };
+            if got == 0 {
+                // Nothing new: the common poll of a busy-polling ULP.
+                break;
+            }
             let (kept, drained) = r.resolve_in_place(&mut out[n..n + got]);
             n += kept;
             for_a_drain |= drained;
