@@ -17,8 +17,9 @@
 //!
 //! This module holds the fabric, its lock and the records of every object; the [`State`]'s
 //! operations are split by concept: [`resources`] (PDs, MRs, CQs), [`qp`] (QPs, their states
-//! and flushes), [`engine`] (posting and executing WRs), [`drain`] (the drain's primitives) and
-//! [`cm`] (the connection manager).
+//! and flushes), [`engine`] (posting and executing WRs), [`express`] (the common SEND in one
+//! pass), [`drain`] (the drain's primitives) and [`cm`] (the connection manager). QPs, regions
+//! and CQs are kept in [`table`]s indexed by the numbers the device hands out.
 
 mod cm;
 mod drain;
