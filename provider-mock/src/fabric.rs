@@ -22,6 +22,8 @@
 //! and CQs are kept in [`table`]s indexed by the numbers the device hands out.
 
 mod cm;
+#[cfg(test)]
+mod differential;
 mod drain;
 mod engine;
 mod express;
@@ -115,6 +117,10 @@ impl Fabric {
                 rnr_timer: config.rnr_timer,
                 ack_timeout: config.ack_timeout,
                 flush_delay: config.flush_delay,
+                #[cfg(test)]
+                express: true,
+                #[cfg(test)]
+                express_taken: 0,
             }),
             config,
             cond: Condvar::new(),
@@ -453,6 +459,12 @@ pub(crate) struct State {
     rnr_timer: Duration,
     ack_timeout: Duration,
     flush_delay: Duration,
+    /// Whether [`State::run_sq`] tries the express path (tests compare it with the general one).
+    #[cfg(test)]
+    express: bool,
+    /// How many WRs the express path executed.
+    #[cfg(test)]
+    express_taken: usize,
 }
 
 /// The next number from `counter` in `min..=max` (`min` ≥ 1) that `live` does not use. The

@@ -236,6 +236,10 @@ impl State {
     pub(super) fn run_sq(&mut self, qpn: u32, now: Option<Instant>) {
         loop {
             if self.execute_express(qpn) {
+                #[cfg(test)]
+                {
+                    self.express_taken += 1;
+                }
                 continue;
             }
             let Some(q) = self.qps.get(&qpn) else {
