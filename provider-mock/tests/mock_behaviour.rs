@@ -402,3 +402,20 @@ fn a_wr_in_progress_finishes_in_sqd() {
     assert_eq!(wc[0].status, WcStatus::RnrRetryExceeded);
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn a_raw_poll_with_no_room_takes_nothing() {
+    use anyverbs::kit::RawCq;
+    let p = MockProvider::new();
+    let a = end(&p, "mock0", 16);
+    let mr = a.pd.register(64, Access::LOCAL_WRITE).unwrap();
+    a.qp.modify(QpState::Init).unwrap();
+    a.qp.post_recv(&[RecvWr::single(7, mr.sge(0, 8))]).unwrap();
+    a.qp.modify(QpState::Error).unwrap(); // one flush in the ring
+    // The device's poll of an empty buffer (RawCq, which KitCq::raw hands out) moves nothing:
+    // the completion stays in the ring for the next poll.
+    assert_eq!(a.cq.raw().poll(&mut []).unwrap(), 0);
+    let mut wc = [Completion::default(); 4];
+    assert_eq!(a.cq.poll(&mut wc).unwrap(), 1, "the flush was lost");
+    assert_eq!((wc[0].wr_id, wc[0].status), (7, WcStatus::WrFlushError));
+}

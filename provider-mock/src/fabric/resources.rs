@@ -364,9 +364,13 @@ impl State {
         }
         let n = out.len().min(cq.entries.len());
         if n <= 1 {
-            // The common single completion, or none.
-            if let (Some(slot), Some(c)) = (out.first_mut(), cq.entries.pop_front()) {
-                *slot = c;
+            // The common single completion, or none (an empty ring, or no room in `out`: then
+            // nothing leaves the ring).
+            if let Some(slot) = out.first_mut().filter(|_| n == 1) {
+                *slot = cq
+                    .entries
+                    .pop_front()
+                    .expect("n is at most the ring's length");
             }
             return Ok(n);
         }
