@@ -419,3 +419,29 @@ fn a_raw_poll_with_no_room_takes_nothing() {
     assert_eq!(a.cq.poll(&mut wc).unwrap(), 1, "the flush was lost");
     assert_eq!((wc[0].wr_id, wc[0].status), (7, WcStatus::WrFlushError));
 }
+
+#[test]
+fn a_device_holds_as_many_regions_as_its_limit_says() {
+    use anyverbs_provider_mock::{DEFAULT_LIMITS, DeviceConfig, FabricConfig};
+    let mut device = DeviceConfig::infiniband("big0", 1);
+    device.limits = anyverbs::DeviceLimits {
+        max_mr: 70_000,
+        ..DEFAULT_LIMITS
+    };
+    let p = MockProvider::with_config(FabricConfig {
+        devices: vec![device],
+        ..FabricConfig::default()
+    });
+    let dev = p.open("big0").unwrap();
+    assert_eq!(dev.info().limits.max_mr, 70_000);
+    let pd = dev.alloc_pd().unwrap();
+    let mrs: Vec<_> = (0..70_000)
+        .map(|i| {
+            pd.register(1, Access::LOCAL_WRITE)
+                .unwrap_or_else(|e| panic!("region {i} of the 70000 the device allows: {e}"))
+        })
+        .collect();
+    let e = pd.register(1, Access::LOCAL_WRITE).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+    drop(mrs);
+}

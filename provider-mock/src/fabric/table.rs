@@ -11,20 +11,27 @@
 
 use std::collections::VecDeque;
 
-/// Bits of a number that name the slot.
+/// Bits of a number that name the slot, at least: as many as the numbers allow beyond
+/// [`MIN_GENERATION_BITS`] of generation, up to [`MAX_SLOT_BITS`].
 const SLOT_BITS: u32 = 16;
-/// Slots in a table: the most objects of one kind live at once on the fabric.
-const SLOTS: usize = 1 << SLOT_BITS;
+/// Bits of slot at most: a table holds at most 2^20 objects at once.
+const MAX_SLOT_BITS: u32 = 20;
+/// Bits of generation that a table with more than [`SLOT_BITS`] of slot keeps.
+const MIN_GENERATION_BITS: u32 = 8;
 /// Free slots a table keeps in reserve before it takes a freed one again.
 const MIN_FREE: usize = 64;
 
-/// A table of `T`s whose numbers are at most `max` (and at least `1 << 16`).
+/// A table of `T`s whose numbers are at most `max` (and at least `1 << 16`). Its slots are the
+/// most objects of one kind live at once on the fabric, over all its devices: 2^16 for numbers
+/// of 24 bits (QP numbers), 2^20 for numbers of 28 bits or more (lkeys, CQ numbers).
 pub(super) struct Table<T> {
     /// Grows as slots are first taken; boxed, so that a free slot costs a pointer.
     slots: Vec<Slot<T>>,
     /// Free slots, the longest free first.
     free: VecDeque<usize>,
-    /// The largest generation a number can carry (`max >> 16`).
+    /// Bits of a number that name the slot.
+    slot_bits: u32,
+    /// The largest generation a number can carry (`max >> slot_bits`).
     max_generation: u32,
 }
 
@@ -37,7 +44,11 @@ struct Slot<T> {
 impl<T> Table<T> {
     /// An empty table whose numbers are at most `max`.
     pub(super) fn new(max: u32) -> Self {
-        let max_generation = max >> SLOT_BITS;
+        let bits = u32::BITS - max.leading_zeros();
+        let slot_bits = bits
+            .saturating_sub(MIN_GENERATION_BITS)
+            .clamp(SLOT_BITS, MAX_SLOT_BITS);
+        let max_generation = max >> slot_bits;
         assert!(
             max_generation >= 1,
             "a table needs numbers of 17 bits or more"
@@ -45,16 +56,25 @@ impl<T> Table<T> {
         Table {
             slots: Vec::new(),
             free: VecDeque::new(),
+            slot_bits,
             max_generation,
         }
     }
 
-    fn split(number: u32) -> (usize, u32) {
-        ((number & (SLOTS as u32 - 1)) as usize, number >> SLOT_BITS)
+    /// How many slots the table has.
+    fn capacity(&self) -> usize {
+        1 << self.slot_bits
+    }
+
+    fn split(&self, number: u32) -> (usize, u32) {
+        (
+            (number & ((1 << self.slot_bits) - 1)) as usize,
+            number >> self.slot_bits,
+        )
     }
 
     fn slot(&self, number: u32) -> Option<&Slot<T>> {
-        let (i, generation) = Self::split(number);
+        let (i, generation) = self.split(number);
         self.slots.get(i).filter(|s| s.generation == generation)
     }
 
@@ -67,7 +87,7 @@ impl<T> Table<T> {
     /// [`get`](Self::get), mutable.
     #[inline]
     pub(super) fn get_mut(&mut self, number: &u32) -> Option<&mut T> {
-        let (i, generation) = Self::split(*number);
+        let (i, generation) = self.split(*number);
         self.slots
             .get_mut(i)
             .filter(|s| s.generation == generation)?
@@ -78,7 +98,7 @@ impl<T> Table<T> {
     /// The objects two different numbers name, both mutable; `None` for a number that names
     /// nothing live, or if the two are the same.
     pub(super) fn get_pair_mut(&mut self, a: &u32, b: &u32) -> [Option<&mut T>; 2] {
-        let ((i, ga), (j, gb)) = (Self::split(*a), Self::split(*b));
+        let ((i, ga), (j, gb)) = (self.split(*a), self.split(*b));
         if i == j || i >= self.slots.len() || j >= self.slots.len() {
             return [None, None];
         }
@@ -99,7 +119,7 @@ impl<T> Table<T> {
     /// Takes a free slot for the object `make` builds from its number: a new one while fewer than
     /// [`MIN_FREE`] are free, else the one free the longest; `None` when every slot is taken.
     pub(super) fn insert_with(&mut self, make: impl FnOnce(u32) -> T) -> Option<u32> {
-        let i = if self.free.len() < MIN_FREE && self.slots.len() < SLOTS {
+        let i = if self.free.len() < MIN_FREE && self.slots.len() < self.capacity() {
             self.slots.push(Slot {
                 generation: 0,
                 value: None,
@@ -114,14 +134,14 @@ impl<T> Table<T> {
         } else {
             slot.generation + 1
         };
-        let number = (slot.generation << SLOT_BITS) | i as u32;
+        let number = (slot.generation << self.slot_bits) | i as u32;
         slot.value = Some(Box::new(make(number)));
         Some(number)
     }
 
     /// Removes the object `number` names, if it is live.
     pub(super) fn remove(&mut self, number: &u32) -> Option<T> {
-        let (i, generation) = Self::split(*number);
+        let (i, generation) = self.split(*number);
         let slot = self
             .slots
             .get_mut(i)
@@ -133,9 +153,10 @@ impl<T> Table<T> {
 
     /// The live objects with their numbers, in slot order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| {
+        let bits = self.slot_bits;
+        self.slots.iter().enumerate().filter_map(move |(i, s)| {
             let value = s.value.as_deref()?;
-            Some(((s.generation << SLOT_BITS) | i as u32, value))
+            Some(((s.generation << bits) | i as u32, value))
         })
     }
 }
@@ -189,7 +210,7 @@ mod tests {
         while let Some(n) = t.insert_with(|_| ()) {
             numbers.push(n);
         }
-        assert_eq!(numbers.len(), SLOTS, "every slot is taken once");
+        assert_eq!(numbers.len(), 1 << SLOT_BITS, "every slot is taken once");
         let again = *numbers.last().unwrap();
         assert_eq!(again & 0xffff, first & 0xffff, "the freed slot went last");
         assert_eq!(again >> SLOT_BITS, 2, "under its second generation");
@@ -213,5 +234,28 @@ mod tests {
         }
         assert_eq!(t.slots.len(), live.len() + MIN_FREE);
         assert!(live.iter().all(|n| t.get(n).is_some()));
+    }
+
+    #[test]
+    fn wide_numbers_name_more_slots() {
+        // lkeys (31 bits) and CQ numbers (32): 2^20 slots; QP numbers (24 bits): 2^16.
+        for (max, slots) in [
+            (0x7fff_ffff, 1 << 20),
+            (u32::MAX, 1 << 20),
+            (0x00ff_ffff, 1 << 16),
+        ] {
+            let mut t = Table::new(max);
+            let numbers: Vec<u32> = (0..=1 << 16).map_while(|_| t.insert_with(|_| ())).collect();
+            if slots > 1 << 16 {
+                assert_eq!(
+                    numbers.len(),
+                    (1 << 16) + 1,
+                    "{max:#x}: more than 2^16 live"
+                );
+                assert!(numbers.iter().all(|&n| n <= max && t.get(&n).is_some()));
+            } else {
+                assert_eq!(numbers.len(), slots, "{max:#x}");
+            }
+        }
     }
 }
