@@ -198,3 +198,47 @@ fn a_report_of_a_device_error_the_device_confirms_dooms_later_posts() {
         [(1, WcStatus::WrFlushError), (2, WcStatus::WrFlushError)]
     );
 }
+
+/// The other side of a reset's stale errors (`resetting`): while a RESET moves aside what
+/// completed before it, another thread brings the QP back and posts, and the device fails that
+/// new WR (moving the QP to ERROR). Its error completion is not stale — the WR came after the
+/// reset — so it tells the kit the QP is in ERROR, and the next post is doomed. A WR posted
+/// before the reset whose error arrives in the same poll stays stale.
+#[test]
+fn an_error_of_a_wr_posted_during_a_reset_still_tells_the_kit_of_error() {
+    let life = DeviceLife::new();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Drop, &c, &c, &life));
+    let s = sge();
+    q.post_recv(&[RecvWr::new(1, &s)]).unwrap();
+    let before = {
+        let st = lock(&q.raw().st);
+        q.raw().completion(st.rq[0], WcStatus::WrFlushError)
+    };
+    lock(&c.0.1).poll = Some({
+        let q = Arc::clone(&q);
+        Box::new(move || {
+            // The device had failed receive 1 before the RESET: its error is stale.
+            q.raw().scq.push(before);
+            q.modify(QpState::Init).unwrap();
+            q.post_recv(&[RecvWr::new(2, &sge())]).unwrap();
+            // The device fails receive 2 and moves the QP to ERROR on its own.
+            let mut st = lock(&q.raw().st);
+            st.state = QpState::Error;
+            q.raw().flush_all(&mut st);
+        })
+    });
+    q.modify(QpState::Reset).unwrap();
+    // Both are delivered: what completed before the RESET, and the new receive's flush.
+    assert_eq!(
+        poll_all(&c.1),
+        [
+            (1, WcStatus::WrFlushError, WcOpcode::Recv, 7),
+            (2, WcStatus::WrFlushError, WcOpcode::Recv, 7)
+        ]
+    );
+    // The kit knows the QP is in ERROR: receive 3, which the device drops, is doomed.
+    q.post_recv(&[RecvWr::new(3, &s)]).unwrap();
+    let report = q.drain_with(|_| DrainPlan::WaitForFlush, soon()).unwrap();
+    assert_eq!((report.synthesized, report.fallback), (1, None), "{report}");
+}
