@@ -17,13 +17,14 @@ const SLOT_BITS: u32 = 16;
 /// Bits of slot at most: a table holds at most 2^20 objects at once.
 const MAX_SLOT_BITS: u32 = 20;
 /// Bits of generation that a table with more than [`SLOT_BITS`] of slot keeps.
-const MIN_GENERATION_BITS: u32 = 8;
-/// Free slots a table keeps in reserve before it takes a freed one again.
-const MIN_FREE: usize = 64;
+const MIN_GENERATION_BITS: u32 = 6;
+/// Free slots a table keeps in reserve before it takes a freed one again: with the fewest
+/// generations, a number returns after 63 × 256 others at the soonest.
+const MIN_FREE: usize = 256;
 
 /// A table of `T`s whose numbers are at most `max` (and at least `1 << 16`). Its slots are the
-/// most objects of one kind live at once on the fabric, over all its devices: 2^16 for numbers
-/// of 24 bits (QP numbers), 2^20 for numbers of 28 bits or more (lkeys, CQ numbers).
+/// most objects of one kind live at once on the fabric, over all its devices: 2^18 for numbers
+/// of 24 bits (QP numbers), 2^20 for numbers of 26 bits or more (lkeys, CQ numbers).
 pub(super) struct Table<T> {
     /// Grows as slots are first taken; boxed, so that a free slot costs a pointer.
     slots: Vec<Slot<T>>,
@@ -185,15 +186,12 @@ mod tests {
         assert_eq!(t.get(&a), None, "a removed number names nothing");
         assert_eq!(t.remove(&a), None);
         let mut seen = std::collections::HashSet::from([a, b]);
-        // A slot's number returns after MIN_FREE * 255 others, with 24-bit numbers.
-        for _ in 0..10_000 {
+        // A slot's number returns after MIN_FREE * 63 others, with 24-bit numbers.
+        for _ in 0..15_000 {
             let n = t.insert_with(|n| (n, 'x')).unwrap();
-            assert!((1 << SLOT_BITS..=0x00ff_ffff).contains(&n));
+            assert!((1 << 18..=0x00ff_ffff).contains(&n));
             assert_ne!(n, b, "a live number is never handed out again");
-            assert!(
-                seen.insert(n),
-                "{n:#x} came back within three rounds of the table"
-            );
+            assert!(seen.insert(n), "{n:#x} came back within 60,000 numbers");
             assert_eq!(t.remove(&n).map(|v| v.0), Some(n));
         }
         assert_eq!(t.get(&a), None, "a stale number finds nothing");
@@ -238,11 +236,11 @@ mod tests {
 
     #[test]
     fn wide_numbers_name_more_slots() {
-        // lkeys (31 bits) and CQ numbers (32): 2^20 slots; QP numbers (24 bits): 2^16.
+        // lkeys (31 bits) and CQ numbers (32): 2^20 slots; QP numbers (24 bits): 2^18.
         for (max, slots) in [
             (0x7fff_ffff, 1 << 20),
             (u32::MAX, 1 << 20),
-            (0x00ff_ffff, 1 << 16),
+            (0x00ff_ffff, 1 << 18),
         ] {
             let mut t = Table::new(max);
             let numbers: Vec<u32> = (0..=1 << 16).map_while(|_| t.insert_with(|_| ())).collect();
