@@ -52,7 +52,7 @@ use anyverbs::{
 use crate::config::{FabricConfig, Personality};
 use crate::error::{MockError, MockResult};
 use lifecycle::{Incarnation, Shutdown, Slot};
-use table::Table;
+use table::{KEY_SLOT_BITS, QPN_SLOT_BITS, Table};
 
 /// The largest QP number: they are 24 bits (0 and 1, InfiniBand's SMI and GSI, are never
 /// handed out: numbers start at 2^16).
@@ -437,10 +437,10 @@ pub(crate) struct State {
     /// Progress steps asked for at these instants, not yet armed.
     timers: Vec<Instant>,
     pds: HashMap<u32, PdRec>,
-    mrs: Table<MrRec>,
+    mrs: Table<MrRec, KEY_SLOT_BITS>,
     rkeys: HashMap<u32, u32>,
-    cqs: Table<CqRec>,
-    qps: Table<QpRec>,
+    cqs: Table<CqRec, KEY_SLOT_BITS>,
+    qps: Table<QpRec, QPN_SLOT_BITS>,
     listeners: HashMap<SocketAddr, ListenerRec>,
     requests: HashMap<u64, RequestRec>,
     /// QPs whose send-queue head is waiting for a retry.

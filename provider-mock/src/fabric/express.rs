@@ -8,7 +8,7 @@
 use anyverbs::{Completion, QpState, SendFlags, SendOp, WcOpcode, WcStatus};
 
 use super::resources::local_offset;
-use super::table::Table;
+use super::table::{KEY_SLOT_BITS, Table};
 use super::{CqRec, State};
 use crate::config::Personality;
 
@@ -106,7 +106,7 @@ impl State {
 /// Copies the bytes of SGE `src` (of PD `src_pd`) into SGE `dst` (of PD `dst_pd`, which needs
 /// local write access), if both are valid; false, having copied nothing, if either is not.
 fn copy(
-    mrs: &mut Table<super::MrRec>,
+    mrs: &mut Table<super::MrRec, KEY_SLOT_BITS>,
     (src_pd, src): (u32, &anyverbs::Sge),
     (dst_pd, dst): (u32, &anyverbs::Sge),
 ) -> bool {
@@ -139,7 +139,7 @@ fn copy(
 
 /// [`State::push_cqe`] on the table itself.
 #[inline]
-fn push(cqs: &mut Table<CqRec>, pending: &mut Vec<u32>, id: u32, c: Completion) {
+fn push(cqs: &mut Table<CqRec, KEY_SLOT_BITS>, pending: &mut Vec<u32>, id: u32, c: Completion) {
     if let Some(cq) = cqs.get_mut(&id) {
         cq.push(id, c, pending);
     }
