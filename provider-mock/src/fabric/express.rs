@@ -4,6 +4,10 @@
 //! operations, longer scatter lists. For the WRs it takes, this does exactly what the general
 //! path does — the same checks, the same bytes, the same completions in the same order — with
 //! each record looked up once and no copy through the fabric's payload buffer.
+//!
+//! A change to how the general path executes a SEND must be made here too, or this must refuse
+//! the case: the differential test (`differential.rs`) runs random scenarios with this path and
+//! without it and compares everything the two leave behind.
 
 use anyverbs::{Completion, QpState, SendFlags, SendOp, WcOpcode, WcStatus};
 
