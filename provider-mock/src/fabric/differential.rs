@@ -742,6 +742,8 @@ fn compare(seed: u64, steps: usize) -> usize {
     express.fabric.lock().express_taken
 }
 
+/// A difference panics with the seed and both traces; `EXPRESS_FIRST_SEED=n EXPRESS_SEEDS=1`
+/// runs that seed alone.
 #[test]
 fn the_express_path_does_what_the_general_path_does() {
     let seeds: u64 = std::env::var("EXPRESS_SEEDS")
@@ -761,24 +763,4 @@ fn the_express_path_does_what_the_general_path_does() {
     }
     eprintln!("express path: {taken} WRs in {scenarios} of {seeds} scenarios");
     assert!(scenarios > 0, "no scenario took the express path");
-}
-
-#[test]
-#[ignore = "a debugging aid: EXPRESS_SEED=n"]
-fn debug_trace() {
-    let seed = std::env::var("EXPRESS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let mut rng = Rng::new(seed);
-    let wild = rng.chance(40);
-    let s = setup(&mut rng, wild);
-    let ops: Vec<Op> = (0..60).map(|_| op(&mut rng, wild)).collect();
-    let mut w = World::new(&s, true);
-    eprintln!("{s:?} wild {wild}");
-    for (i, o) in ops.iter().enumerate() {
-        w.run(i, o);
-    }
-    eprintln!("{}", w.trace.join("\n"));
-    eprintln!("express: {}", w.fabric.lock().express_taken);
 }
