@@ -130,9 +130,18 @@ pub fn run_since<T: DrainTarget + ?Sized>(
         Ok(false) => Some(Fallback::DeadlinePassed),
         Err(e) => Some(Fallback::StepFailed(e.kind())),
     };
+    fall_back(target, fallback)
+}
+
+/// The end of a drain that could not finish its plan (or whose plan is to synthesize): stops
+/// the hardware QP and synthesizes what is left; returns `why`.
+pub(crate) fn fall_back<T: DrainTarget + ?Sized>(
+    target: &T,
+    why: Option<Fallback>,
+) -> Result<Option<Fallback>> {
     target.stop_hardware()?;
     target.synthesize_rest()?;
-    Ok(fallback)
+    Ok(why)
 }
 
 /// Runs the plan's steps; `Ok(false)` when the deadline passed first.

@@ -90,17 +90,21 @@ impl<Q: RawQp> KitQp<Q> {
             idle: began.idle,
         };
         let idle = began.idle == [true; 2];
+        // The plan, why it fell back, and whether it moved the QP to ERROR without recording
+        // it (the idle drain leaves that to the lock below).
         let outcome = choose(&began).and_then(|plan| {
-            let ran = if idle && plan != DrainPlan::Synthesize {
-                drainer.drain_idle()
+            if idle && plan != DrainPlan::Synthesize {
+                drainer
+                    .drain_idle()
+                    .map(|fallback| (plan, fallback, fallback.is_none()))
             } else {
                 engine::run_since(&drainer, plan, deadline, began.at)
-            };
-            ran.map(|fallback| (plan, fallback))
+                    .map(|fallback| (plan, fallback, false))
+            }
         });
         // Checked and finished under one lock.
         let mut book = lock(&self.book);
-        let (plan, fallback) = match outcome.and_then(|r| self.check().map(|()| r)) {
+        let (plan, fallback, entered_error) = match outcome.and_then(|r| self.check().map(|()| r)) {
             Ok(r) => r,
             Err(e) => {
                 book.ledger.interrupt_drain();
@@ -108,8 +112,7 @@ impl<Q: RawQp> KitQp<Q> {
                 return Err(e);
             }
         };
-        if idle && plan != DrainPlan::Synthesize && fallback.is_none() {
-            // `drain_idle` moved the QP to ERROR.
+        if entered_error {
             book.in_error = true;
         }
         let counts = book.ledger.finish_drain();
@@ -272,15 +275,12 @@ impl<Q: RawQp> Drainer<'_, Q> {
     /// The drain of a QP with nothing outstanding on either queue: the move to ERROR is all
     /// there is to do (nothing can complete: no marker, no wait, nothing to settle), which the
     /// caller records when it finishes the drain. A move the device refuses is a failed step,
-    /// as in [`engine::run`]: the QP is stopped, and the device is not asked again.
+    /// as in [`engine::run`]: the drain falls back the same way, and the device is not asked
+    /// again.
     fn drain_idle(&self) -> Result<Option<crate::drain::Fallback>> {
         match self.qp.raw.enter_error() {
             Ok(()) => Ok(None),
-            Err(e) => {
-                self.stop_hardware()?;
-                self.synthesize_rest()?;
-                Ok(Some(crate::drain::Fallback::StepFailed(e.kind())))
-            }
+            Err(e) => engine::fall_back(self, Some(crate::drain::Fallback::StepFailed(e.kind()))),
         }
     }
 }

@@ -74,6 +74,7 @@ impl State {
         let buf = vec![0u8; len];
         let addr = buf.as_ptr() as u64;
         // rkeys are lkeys with the top bit set (lkeys stay below 2^31): the two never collide.
+        let rkey_of = |lkey: u32| lkey ^ 0x8000_0000;
         let lkey = self
             .mrs
             .insert_with(|lkey| MrRec {
@@ -82,10 +83,10 @@ impl State {
                 buf,
                 addr,
                 access,
-                rkey: lkey ^ 0x8000_0000,
+                rkey: rkey_of(lkey),
             })
             .ok_or(MockError::TableFull("memory region"))?;
-        let rkey = lkey ^ 0x8000_0000;
+        let rkey = rkey_of(lkey);
         self.rkeys.insert(rkey, lkey);
         self.inc_mut(device).live.mrs += 1;
         if let Some(p) = self.pds.get_mut(&pd) {
