@@ -142,7 +142,7 @@ fn list_shows_plugins_with_their_abi_version_and_the_files_that_cannot_be_loaded
         .lines()
         .find(|l| l.starts_with("anyverbs-provider-mock "))
         .unwrap_or_else(|| panic!("no plugin line:\n{}", show(&o)));
-    assert!(plugin_line.contains("ABI 3.1"), "{plugin_line}");
+    assert!(plugin_line.contains("ABI 4.0"), "{plugin_line}");
     assert!(
         plugin_line.contains("libanyverbs_provider_mock.so"),
         "{plugin_line}"

@@ -149,7 +149,7 @@ fn list_shows_a_plugin_that_crashes_and_goes_on_listing_the_others() {
     );
     assert!(
         out.lines()
-            .any(|l| l.starts_with("anyverbs-provider-mock ") && l.contains("ABI 3.1")),
+            .any(|l| l.starts_with("anyverbs-provider-mock ") && l.contains("ABI 4.0")),
         "{out}"
     );
     assert!(

@@ -57,7 +57,7 @@ fn instantiate(name: &str) -> LoadedProvider {
 fn a_library_without_an_entry_symbol_is_missing_entry_naming_the_symbol() {
     let path = fixture("no_entry");
     let e = load_err(&path);
-    let symbol = "anyverbs_provider_v3_anyverbs_fixture_no_entry";
+    let symbol = "anyverbs_provider_v4_anyverbs_fixture_no_entry";
     assert!(
         matches!(&e, LoadError::MissingEntry { path: p, symbol: s } if *p == path && s == symbol),
         "{e:?}"
@@ -78,20 +78,20 @@ fn assert_abi_mismatch(name: &str, plugin: (u16, u16)) {
         ),
         "{e:?}"
     );
-    assert_eq!((ABI_MAJOR, ABI_MINOR), (3, 1));
+    assert_eq!((ABI_MAJOR, ABI_MINOR), (4, 0));
     assert_eq!(e.kind(), ErrorKind::NotSupported);
     let version = format!("ABI {}.{}", plugin.0, plugin.1);
-    assert_says(&e, &path, &[&version, "ABI 3.1", "rebuild"]);
+    assert_says(&e, &path, &[&version, "ABI 4.0", "rebuild"]);
 }
 
 #[test]
 fn a_plugin_of_a_future_abi_major_is_abi_mismatch_naming_both_versions() {
-    assert_abi_mismatch("abi_future", (4, 1));
+    assert_abi_mismatch("abi_future", (5, 0));
 }
 
 #[test]
 fn a_plugin_built_for_an_earlier_abi_major_is_abi_mismatch_naming_both_versions() {
-    assert_abi_mismatch("abi_past", (2, 0));
+    assert_abi_mismatch("abi_past", (3, 1));
 }
 
 #[test]
@@ -352,14 +352,14 @@ fn a_renamed_plugin_lacks_the_entry_symbol_its_new_name_implies() {
     std::fs::copy(mock_plugin_path(), &path).unwrap();
     let e = load_err(&path);
     assert!(
-        matches!(&e, LoadError::MissingEntry { path: p, symbol } if *p == path && symbol == "anyverbs_provider_v3_mock"),
+        matches!(&e, LoadError::MissingEntry { path: p, symbol } if *p == path && symbol == "anyverbs_provider_v4_mock"),
         "{e:?}"
     );
     assert_says(
         &e,
         &path,
         &[
-            "anyverbs_provider_v3_mock",
+            "anyverbs_provider_v4_mock",
             "keep the file name lib<crate>.so",
         ],
     );
@@ -588,41 +588,4 @@ mod elf {
             );
         }
     }
-}
-
-// ---- A plugin of an earlier minor version ----
-
-#[test]
-fn a_plugin_of_abi_3_0_loads_and_works_lacking_only_what_3_1_added() {
-    use anyverbs::{CompletionQueue, Device};
-    let path = fixture("abi_minor_zero");
-    let plugin = Plugin::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(plugin.abi_version(), (ABI_MAJOR, 0));
-    const {
-        assert!(
-            ABI_MINOR >= 1,
-            "this test is about a plugin of a lower minor"
-        )
-    };
-    let provider = plugin.instantiate().unwrap();
-    let device = provider.open("mock0").unwrap();
-    let cq = device.create_cq(8).unwrap();
-    assert_eq!(cq.poll(&mut [Completion::default(); 2]).unwrap(), 0);
-    // What 3.1 added is not there: the loader did not read past the table's declared end
-    // (where this fixture keeps a function that would report 999 QPs).
-    let e = assert_call_err(
-        provider.held_objects("mock0"),
-        ErrorKind::NotSupported,
-        &["ABI 3.0", "ABI 3.1"],
-    );
-    assert!(e.message().contains(&path.display().to_string()), "{e}");
-    // The current mock, built for 3.1, reports them.
-    let current = Plugin::load(mock_plugin_path())
-        .unwrap()
-        .instantiate()
-        .unwrap();
-    let device = current.open("mock0").unwrap();
-    let _cq = device.create_cq(8).unwrap();
-    let held = current.held_objects("mock0").unwrap();
-    assert_eq!((held.devices, held.cqs, held.qps), (1, 1, 0), "{held}");
 }

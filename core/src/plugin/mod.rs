@@ -62,7 +62,7 @@ pub use loader::{
 /// program makes an instance (an error there reaches the program as
 /// [`LoadError::InitFailed`]).
 ///
-/// It defines the entry symbol `anyverbs_provider_v3_<crate name>`. The crate name is part of
+/// It defines the entry symbol `anyverbs_provider_v4_<crate name>`. The crate name is part of
 /// it so that two providers linked into one program (a test binary linking several provider
 /// crates) do not define the same symbol — the linker would silently keep just one. The loader
 /// derives the name from the file name, `lib<crate name>.so`, which is what cargo produces;
@@ -88,7 +88,7 @@ macro_rules! export_provider {
                     anyverbs_provider_new,
                 );
 
-            #[unsafe(export_name = concat!("anyverbs_provider_v3_", env!("CARGO_CRATE_NAME")))]
+            #[unsafe(export_name = concat!("anyverbs_provider_v4_", env!("CARGO_CRATE_NAME")))]
             extern "C" fn anyverbs_provider_entry() -> *const $crate::plugin::abi::ProviderTable {
                 &ANYVERBS_PROVIDER_TABLE
             }

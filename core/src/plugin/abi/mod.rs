@@ -12,9 +12,11 @@
 //! - **Versions.** The table starts with a [`TableHeader`] whose layout never changes: ABI
 //!   major, ABI minor and the table's size in bytes. A major change may change anything after
 //!   the header; a minor change only appends fields, so a loader reads a field only if the
-//!   plugin's table is long enough to hold it ([`MIN_TABLE_SIZE`] is the size of a 3.0 table),
-//!   and a plugin of a lower minor still loads, lacking what was added since (3.1 added
-//!   `provider_held_objects`).
+//!   plugin's table is long enough to hold it ([`MIN_TABLE_SIZE`] is the size of a 4.0 table),
+//!   and a plugin of a lower minor still loads, lacking what was added since. (4.0 is the
+//!   first version of its major: nothing has been added yet. It changed what crosses on every
+//!   path — a send WR's size, the connection parameters, a device's description — so plugins
+//!   of 3.x are refused.)
 //! - **Plain data only.** Integers, `#[repr(C)]` structs, raw pointers, and enums as integers;
 //!   a value the reader does not know is an error, never undefined behaviour. Strings are UTF-8
 //!   as pointer and length, not NUL-terminated (except the table's two static names).
@@ -70,9 +72,9 @@ use crate::error::ErrorKind;
 pub use crate::wr::Sge;
 
 /// The ABI major version this crate implements. Loader and plugin must agree on it.
-pub const ABI_MAJOR: u16 = 3;
+pub const ABI_MAJOR: u16 = 4;
 /// The ABI minor version this crate implements; a plugin with a lower minor still loads.
-pub const ABI_MINOR: u16 = 1;
+pub const ABI_MINOR: u16 = 0;
 
 /// The prefix of every entry symbol, before the ABI major.
 pub const ENTRY_SYMBOL_PREFIX: &str = "anyverbs_provider_v";
@@ -357,10 +359,10 @@ mod tests {
     fn entry_symbol_names_major_and_crate() {
         assert_eq!(
             entry_symbol(ABI_MAJOR, "anyverbs_provider_mock"),
-            "anyverbs_provider_v3_anyverbs_provider_mock"
+            "anyverbs_provider_v4_anyverbs_provider_mock"
         );
         // `export_provider!` spells the major in a literal (`concat!` takes no constants):
         // change both together.
-        assert!(include_str!("../mod.rs").contains("\"anyverbs_provider_v3_\""));
+        assert!(include_str!("../mod.rs").contains("\"anyverbs_provider_v4_\""));
     }
 }

@@ -1,5 +1,5 @@
-//! The function table: one entry per operation, the entries of ABI 3.0 required and those a
-//! minor version added optional.
+//! The function table: one entry per operation, the entries of the major's first version (4.0)
+//! required and those a minor version added optional.
 
 use std::ffi::c_char;
 
@@ -9,7 +9,7 @@ use super::*;
 type Err = *mut ErrorBuf;
 
 /// Declares the table's fields: every function is optional at the type level (`Option` of a
-/// function pointer is a nullable C function pointer). The functions of ABI 3.0 are required:
+/// function pointer is a nullable C function pointer). The functions of the major's first version (4.0) are required:
 /// the loader refuses a table with one of them null. The functions a minor version added
 /// (`added`, each with the minor that added it) are optional: the loader reads one only if the
 /// plugin's table is long enough to hold it, and a program sees a null or missing one as
@@ -19,7 +19,7 @@ macro_rules! table {
         required { $($(#[$doc:meta])* $field:ident: fn($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)* }
         added { $($(#[$adoc:meta])* $minor:literal $afield:ident: fn($($aarg:ident: $aty:ty),*) $(-> $aret:ty)?;)* }
     ) => {
-        /// The function table of ABI 3.1. See the [ABI documentation](super) for the rules.
+        /// The function table of ABI 4.0. See the [ABI documentation](super) for the rules.
         #[repr(C)]
         pub struct ProviderTable {
             /// Versions and size; its layout never changes.
@@ -52,7 +52,7 @@ macro_rules! table {
             )*
         }
 
-        /// The size of a table of ABI 3.0, the smallest this major allows: the offset of the
+        /// The size of a table of ABI 4.0, the smallest this major allows: the offset of the
         /// first function a minor version added.
         pub const MIN_TABLE_SIZE: u32 = {
             let sizes = [$(std::mem::offset_of!(ProviderTable, $afield),)* size_of::<ProviderTable>()];
@@ -75,6 +75,8 @@ macro_rules! table {
                 // readable as the caller guarantees; each is read through its own place, never
                 // through a reference to the whole (perhaps shorter) table.
                 let ($($field,)*) = unsafe { ($((&raw const (*table).$field).read(),)*) };
+                // Read only by the entries a minor added; 4.0 has none yet.
+                let _ = size;
                 let mut missing = Vec::new();
                 $(
                     if $field.is_none() {
@@ -199,11 +201,11 @@ table! {
     monitor_events_free: fn(s: *mut RawMonitorEvents);
     /// Waits for the next monitor event and hands it to `sink`.
     monitor_events_recv: fn(s: *const RawMonitorEvents, timeout_ns: u64, sink: Sink<MonitorEvent>, err: Err) -> Status;
+    /// The objects of the device named `name` not yet released, into `out` (see
+    /// [`Provider::held_objects`](crate::Provider::held_objects)).
+    provider_held_objects: fn(p: *const RawProvider, name: Bytes, out: *mut HeldObjects, err: Err) -> Status;
     }
     added {
-    /// Since 3.1: the objects of the device named `name` not yet released, into `out` (see
-    /// [`Provider::held_objects`](crate::Provider::held_objects)).
-    1 provider_held_objects: fn(p: *const RawProvider, name: Bytes, out: *mut HeldObjects, err: Err) -> Status;
     }
 }
 

@@ -356,16 +356,8 @@ impl Provider for LoadedProvider {
         )
     }
 
-    /// Through `provider_held_objects`, which ABI 3.1 added: a plugin of ABI 3.0 does not
-    /// have it, and the call fails with [`ErrorKind::NotSupported`].
     fn held_objects(&self, name: &str) -> Result<HeldObjects> {
-        let Some(held_objects) = self.f().provider_held_objects else {
-            let (major, minor) = self.shared.plugin.abi_version();
-            return Err(Error::not_supported(format!(
-                "plugin {} implements ABI {major}.{minor}, which cannot report the objects held                  of a device (ABI 3.1 can)",
-                self.shared.plugin.path().display()
-            )));
-        };
+        let held_objects = self.f().provider_held_objects;
         let mut out = abi::HeldObjects::default();
         let mut err = slots::ErrorSlot::new();
         // SAFETY: the plugin's function, a live provider handle, a name borrowed for the call,
