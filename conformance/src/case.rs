@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use anyverbs::{Caps, Provider, StateModel};
+use anyverbs::{Caps, Faults, Provider, StateModel};
 
 use crate::ctx::Ctx;
 
@@ -73,15 +73,19 @@ macro_rules! ensure_eq {
 /// Built from the constructors and combined with the `and_*` methods, all `const`:
 ///
 /// ```
-/// use anyverbs::{Caps, StateModel};
+/// use anyverbs::{Caps, Faults, StateModel};
 /// use anyverbs_conformance::Needs;
 ///
 /// // Runs only on InfiniBand-model devices with SQD ...
 /// const SQD: Needs = Needs::caps(Caps::SQ_DRAIN_STATE).and_model(StateModel::InfiniBand);
 /// // ... and only on devices whose posts in ERROR are *not* known to be flushed.
 /// const NO_FLUSH: Needs = Needs::lacks(Caps::POST_IN_ERROR_FLUSHED);
-/// assert!(NO_FLUSH.missing(Caps::POST_IN_ERROR_FLUSHED, StateModel::Iwarp).is_some());
-/// assert!(SQD.missing(Caps::SQ_DRAIN_STATE, StateModel::InfiniBand).is_none());
+/// // ... and only on devices that can have a QP killed.
+/// const KILL: Needs = Needs::faults(Faults::KILL_QP);
+/// let none = Faults::empty();
+/// assert!(NO_FLUSH.missing(Caps::POST_IN_ERROR_FLUSHED, none, StateModel::Iwarp).is_some());
+/// assert!(SQD.missing(Caps::SQ_DRAIN_STATE, none, StateModel::InfiniBand).is_none());
+/// assert!(KILL.missing(Caps::empty(), Faults::UNPLUG, StateModel::Iwarp).is_some());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Needs {
@@ -90,6 +94,9 @@ pub struct Needs {
     /// Capabilities the device must *not* have: the case is about how devices without them
     /// behave.
     pub lacks: Caps,
+    /// The faults the case injects: the device must list them all in
+    /// [`DeviceInfo::faults`](anyverbs::DeviceInfo::faults).
+    pub faults: Faults,
     /// The QP state model the case is written for, if it is specific to one.
     pub state_model: Option<StateModel>,
 }
@@ -99,6 +106,7 @@ impl Needs {
     pub const NOTHING: Needs = Needs {
         caps: Caps::empty(),
         lacks: Caps::empty(),
+        faults: Faults::empty(),
         state_model: None,
     };
 
@@ -110,6 +118,11 @@ impl Needs {
     /// Runs only on devices that have none of these capabilities.
     pub const fn lacks(caps: Caps) -> Needs {
         Needs::NOTHING.and_lacks(caps)
+    }
+
+    /// Injects these faults.
+    pub const fn faults(faults: Faults) -> Needs {
+        Needs::NOTHING.and_faults(faults)
     }
 
     /// Needs a device of this state model.
@@ -133,6 +146,14 @@ impl Needs {
         }
     }
 
+    /// These needs, and also a device that can have `faults` injected.
+    pub const fn and_faults(self, faults: Faults) -> Needs {
+        Needs {
+            faults: self.faults.union(faults),
+            ..self
+        }
+    }
+
     /// These needs, on a device of `state_model`.
     pub const fn and_model(self, state_model: StateModel) -> Needs {
         Needs {
@@ -141,23 +162,27 @@ impl Needs {
         }
     }
 
-    /// Why a device with `caps` and `model` cannot run the case, or `None` if it can. Every
-    /// reason is given, separated by `; `.
-    pub fn missing(&self, caps: Caps, model: StateModel) -> Option<String> {
-        fn names(caps: Caps) -> String {
-            caps.iter_names()
-                .map(|(name, _)| name)
-                .collect::<Vec<_>>()
-                .join(", ")
+    /// Why a device with `caps`, that can have `faults` injected, and of `model` cannot run the
+    /// case, or `None` if it can. Every reason is given, separated by `; `.
+    pub fn missing(&self, caps: Caps, faults: Faults, model: StateModel) -> Option<String> {
+        fn names<'a>(names: impl Iterator<Item = (&'a str, impl Sized)>) -> String {
+            names.map(|(name, _)| name).collect::<Vec<_>>().join(", ")
         }
         let mut reasons = Vec::new();
         let lacking = self.caps - caps;
         if !lacking.is_empty() {
-            reasons.push(format!("device lacks {}", names(lacking)));
+            reasons.push(format!("device lacks {}", names(lacking.iter_names())));
         }
         let unwanted = self.lacks & caps;
         if !unwanted.is_empty() {
-            reasons.push(format!("the device has {}", names(unwanted)));
+            reasons.push(format!("the device has {}", names(unwanted.iter_names())));
+        }
+        let uninjectable = self.faults - faults;
+        if !uninjectable.is_empty() {
+            reasons.push(format!(
+                "the device cannot have these faults injected: {}",
+                names(uninjectable.iter_names())
+            ));
         }
         if let Some(m) = self.state_model
             && m != model

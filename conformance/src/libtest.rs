@@ -82,7 +82,8 @@ where
                 .iter()
                 .find(|(pattern, _)| matches_pattern(case.name, pattern))
                 .map(|(_, reason)| reason.to_string());
-            let ignored = skipped.or_else(|| case.needs.missing(info.caps, info.state_model));
+            let ignored =
+                skipped.or_else(|| case.needs.missing(info.caps, info.faults, info.state_model));
             let name = match &ignored {
                 Some(reason) => format!("{device}/{} (not run: {reason})", case.name),
                 None => format!("{device}/{}", case.name),

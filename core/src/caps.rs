@@ -27,8 +27,8 @@ bitflags! {
         /// The QP state machine has a send-queue-drained state (SQD on InfiniBand; CLOSING on
         /// iWARP is its counterpart but also closes the connection).
         const SQ_DRAIN_STATE = 1 << 6;
-        /// The provider can inject faults (device reset, unplug, QP fatal, ...) for tests.
-        const FAULT_INJECTION = 1 << 7;
+        // Bit 7 was FAULT_INJECTION until ABI 4.0; which faults a device can have injected is
+        // now `DeviceInfo::faults`. Not reused.
         /// Zero-length SENDs and RDMA WRITEs are allowed.
         const ZERO_LENGTH = 1 << 8;
         /// Inline data in send WRs.
@@ -37,6 +37,12 @@ bitflags! {
         /// retry count runs out (InfiniBand). Without it (iWARP) the responder terminates the
         /// connection at once and both QPs go to ERROR.
         const RNR_RETRY = 1 << 10;
+        /// The device reports a fatal error, a reset included, as
+        /// [`DeviceEvent::DeviceFatal`](crate::DeviceEvent::DeviceFatal) (drivers that support
+        /// disassociation, such as mlx5). Without it (rxe, siw) no fatal event ever comes: a
+        /// reset is a removal and a return, reported as
+        /// [`DeviceRemoved`](crate::DeviceEvent::DeviceRemoved).
+        const DEVICE_FATAL = 1 << 12;
     }
 }
 
@@ -63,4 +69,12 @@ pub struct DeviceLimits {
     pub max_inline_data: u32,
     /// Largest message, in bytes.
     pub max_msg_size: u32,
+    /// Most RDMA READs (and atomics) a QP may have outstanding as the responder
+    /// (`max_qp_rd_atom`): the most [`ConnParams::responder_resources`](crate::ConnParams)
+    /// may ask for.
+    pub max_responder_resources: u8,
+    /// Most RDMA READs (and atomics) a QP may have outstanding as the initiator
+    /// (`max_qp_init_rd_atom`): the most [`ConnParams::initiator_depth`](crate::ConnParams)
+    /// may ask for.
+    pub max_initiator_depth: u8,
 }

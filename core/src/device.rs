@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::caps::{Caps, DeviceLimits};
 use crate::error::Result;
 use crate::event::{DeviceEvent, EventStream};
+use crate::fault::Faults;
 use crate::identity::DeviceIdentity;
 use crate::provider::{Provider, Transport};
 use crate::state::StateModel;
@@ -20,6 +21,9 @@ pub struct DeviceInfo {
     pub state_model: StateModel,
     /// What the device can do.
     pub caps: Caps,
+    /// The faults it can have injected, for tests ([`Provider::inject`](crate::Provider::inject));
+    /// empty on a device that cannot.
+    pub faults: Faults,
     /// Its numeric limits.
     pub limits: DeviceLimits,
 }

@@ -1,19 +1,57 @@
 //! [`Fault`]: faults a provider can inject into one of its devices, for tests of lifecycle
 //! handling ([`Provider::inject`](crate::Provider::inject)).
 //!
-//! Providers that can inject report [`Caps::FAULT_INJECTION`](crate::Caps::FAULT_INJECTION);
-//! the others fail [`Provider::inject`](crate::Provider::inject) with
-//! [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported). Injection is safe while other
-//! threads post and poll on the device.
+//! A device says which faults it can have injected, one bit each
+//! ([`DeviceInfo::faults`](crate::DeviceInfo::faults), a set of [`Faults`]): a real software
+//! device (rxe, siw) can be deleted and re-added and have its port flapped, but cannot have one QP
+//! killed, a peer lost or its firmware stalled, while the mock can do everything. A fault the
+//! device does not list fails [`Provider::inject`](crate::Provider::inject) with
+//! [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported), and the conformance suite
+//! reports each case that needs it as not run. Injection is safe while other threads post and
+//! poll on the device.
+//!
+//! How a reset shows depends on the device: one that reports fatal errors
+//! ([`Caps::DEVICE_FATAL`](crate::Caps::DEVICE_FATAL), drivers with disassociate such as mlx5)
+//! reports [`DeviceEvent::DeviceFatal`](crate::DeviceEvent::DeviceFatal); one that cannot (rxe,
+//! siw) is reset by removing and re-adding it, and reports
+//! [`DeviceEvent::DeviceRemoved`](crate::DeviceEvent::DeviceRemoved) — a reset is a hot-remove,
+//! and a ULP handles both the same way.
 
 use std::fmt;
 use std::time::Duration;
+
+use bitflags::bitflags;
+
+bitflags! {
+    /// The faults a device can have injected, one bit per kind of [`Fault`]
+    /// ([`Fault::kind`]).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Faults: u32 {
+        /// [`Fault::Reset`].
+        const RESET = 1 << 0;
+        /// [`Fault::Unplug`] and [`Fault::Replug`] (`rdma link delete` and `add` on the same
+        /// netdev).
+        const UNPLUG = 1 << 1;
+        /// [`Fault::ReplugOther`] (`rdma link add` on another netdev).
+        const REPLUG_OTHER = 1 << 2;
+        /// [`Fault::FlapPort`].
+        const FLAP_PORT = 1 << 3;
+        /// [`Fault::KillQp`].
+        const KILL_QP = 1 << 4;
+        /// [`Fault::LosePeer`].
+        const LOSE_PEER = 1 << 5;
+        /// [`Fault::Stall`] and [`Fault::Resume`].
+        const STALL = 1 << 6;
+    }
+}
 
 /// A fault to inject into a device.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Fault {
-    /// The device resets: [`DeviceEvent::DeviceFatal`](crate::DeviceEvent::DeviceFatal), every
+    /// The device resets: [`DeviceEvent::DeviceFatal`](crate::DeviceEvent::DeviceFatal) (or
+    /// [`DeviceRemoved`](crate::DeviceEvent::DeviceRemoved) on a device without
+    /// [`Caps::DEVICE_FATAL`](crate::Caps::DEVICE_FATAL), see the [module docs](self)), every
     /// handle dead, the monitor reports it removed; it is added back with the same identity (and
     /// a new index) once `down_for` has passed **and** every object of the old device has been
     /// released, as the kernel's unregistration waits for them.
@@ -57,6 +95,21 @@ pub enum Fault {
     Stall,
     /// A stalled device works again.
     Resume,
+}
+
+impl Fault {
+    /// The kind of fault this is: the bit of [`Faults`] a device must list to have it injected.
+    pub fn kind(&self) -> Faults {
+        match self {
+            Fault::Reset { .. } => Faults::RESET,
+            Fault::Unplug | Fault::Replug => Faults::UNPLUG,
+            Fault::ReplugOther => Faults::REPLUG_OTHER,
+            Fault::FlapPort { .. } => Faults::FLAP_PORT,
+            Fault::KillQp { .. } => Faults::KILL_QP,
+            Fault::LosePeer { .. } => Faults::LOSE_PEER,
+            Fault::Stall | Fault::Resume => Faults::STALL,
+        }
+    }
 }
 
 impl fmt::Display for Fault {

@@ -142,7 +142,7 @@ pub use device::{Device, DeviceInfo, LinkLayer, PortInfo, PortState};
 pub use drain::{DrainPlan, DrainReport, DrainStrategy, Fallback};
 pub use error::{Error, ErrorKind, PostError, Result};
 pub use event::{DeviceEvent, EventHub, EventStream, MonitorEvent, Wakeup};
-pub use fault::Fault;
+pub use fault::{Fault, Faults};
 pub use held::HeldObjects;
 pub use identity::{DeviceIdentity, Guid, PciAddress};
 pub use mr::{Access, MemoryRegion};

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use anyverbs::drain::{DrainProfile, profiles};
-use anyverbs::{Caps, DeviceLimits, DrainPlan, Guid, PciAddress, QpState, StateModel};
+use anyverbs::{Caps, DeviceLimits, DrainPlan, Faults, Guid, PciAddress, QpState, StateModel};
 
 /// How a mock device behaves where real devices disagree: what happens to WRs posted in ERROR,
 /// whether and when a move to ERROR flushes, and whether the device works at all. Each one
@@ -63,14 +63,15 @@ impl Personality {
         }
     }
 
-    /// The capabilities a device with this personality reports. Every mock device can have
-    /// faults injected ([`Caps::FAULT_INJECTION`], see [`MockProvider`](crate::MockProvider)).
+    /// The capabilities a device with this personality reports. Hardware reports fatal errors
+    /// ([`Caps::DEVICE_FATAL`]); the software devices rxe and siw cannot (no disassociate), and
+    /// neither does the dead device, which stands for a fatal error nobody reported.
     pub fn caps(self) -> Caps {
-        let common = Caps::RDMA_READ
-            | Caps::RDMA_WRITE
-            | Caps::ZERO_LENGTH
-            | Caps::INLINE_DATA
-            | Caps::FAULT_INJECTION;
+        let common = Caps::RDMA_READ | Caps::RDMA_WRITE | Caps::ZERO_LENGTH | Caps::INLINE_DATA;
+        let common = match self {
+            Personality::Rxe | Personality::Siw | Personality::Dead => common,
+            _ => common | Caps::DEVICE_FATAL,
+        };
         let ib = common | Caps::IMMEDIATE_DATA | Caps::SQ_DRAIN_STATE | Caps::RNR_RETRY;
         // Like siw: no immediate data, no RNR retries (a SEND without a receive terminates the
         // connection), and QPs connect only through the CM.
@@ -83,6 +84,19 @@ impl Personality {
             | Personality::Cxgb4
             | Personality::Erdma
             | Personality::LostMarker => iwarp,
+        }
+    }
+
+    /// The faults a device with this personality can have injected by default
+    /// ([`DeviceConfig::faults`]): every one, except on rxe and siw, which can have only what the
+    /// real software devices can — deleted and re-added on the same netdev or another
+    /// (`rdma link`), and their port flapped — and are reset by removing and re-adding them.
+    pub fn faults(self) -> Faults {
+        match self {
+            Personality::Rxe | Personality::Siw => {
+                Faults::RESET | Faults::UNPLUG | Faults::REPLUG_OTHER | Faults::FLAP_PORT
+            }
+            _ => Faults::all(),
         }
     }
 
@@ -130,6 +144,9 @@ pub struct DeviceConfig {
     pub pci_address: Option<PciAddress>,
     /// How the device behaves; decides its state model and capabilities.
     pub personality: Personality,
+    /// The faults it can have injected ([`Personality::faults`] unless changed): a fault it
+    /// cannot fails [`Provider::inject`](anyverbs::Provider::inject) with `NotSupported`.
+    pub faults: Faults,
     /// The device's IP address, through which the connection manager reaches it.
     pub address: IpAddr,
     /// Limits.
@@ -154,6 +171,7 @@ impl DeviceConfig {
                 function: 0,
             }),
             personality,
+            faults: personality.faults(),
             address: IpAddr::V4(Ipv4Addr::new(10, 0, net, n)),
             limits: DEFAULT_LIMITS,
         }
@@ -192,6 +210,8 @@ pub const DEFAULT_LIMITS: DeviceLimits = DeviceLimits {
     max_pd: 256,
     max_inline_data: 256,
     max_msg_size: 1 << 30,
+    max_responder_resources: 16,
+    max_initiator_depth: 16,
 };
 
 /// A whole fabric: devices that can reach each other, and the wire's timers.

@@ -94,6 +94,17 @@ pub enum MockError {
     /// The operation is not supported by this device.
     #[error("{0} is not supported by this device")]
     Unsupported(&'static str),
+    /// The device cannot have this kind of fault injected (see its
+    /// [`DeviceInfo::faults`](anyverbs::DeviceInfo::faults)).
+    #[error("{device} cannot have this fault injected: {fault} (it can: {can})")]
+    CannotInject {
+        /// The device.
+        device: String,
+        /// The fault asked for.
+        fault: String,
+        /// The faults it can have injected.
+        can: String,
+    },
     /// No listener at that address.
     #[error("nobody listens at {0}")]
     NotListening(SocketAddr),
@@ -134,7 +145,7 @@ impl MockError {
             | MockError::ClosingWithSends(_)
             | MockError::WrongState(_) => ErrorKind::InvalidState,
             MockError::Transition(e) => e.kind(),
-            MockError::Unsupported(_) => ErrorKind::NotSupported,
+            MockError::Unsupported(_) | MockError::CannotInject { .. } => ErrorKind::NotSupported,
             MockError::NotListening(_) | MockError::Rejected => ErrorKind::ConnectionRefused,
             MockError::NoRoute(_) => ErrorKind::Unreachable,
             MockError::AddressInUse(_) => ErrorKind::AddressInUse,

@@ -48,17 +48,22 @@
 //!
 //! ## Lifecycle and fault injection
 //!
-//! Every mock device reports [`Caps::FAULT_INJECTION`](anyverbs::Caps::FAULT_INJECTION), and
-//! [`Provider::inject`] implements every [`Fault`]; injection is safe while other threads post
-//! and poll.
+//! [`Provider::inject`] implements every [`Fault`], and injection is safe while other threads
+//! post and poll. Each device lists what it can have injected in
+//! [`DeviceInfo::faults`](anyverbs::DeviceInfo::faults) ([`Personality::faults`]): everything,
+//! except `mockrxe0` and `mocksiw0`, which can have only what the real rxe and siw can in the
+//! test bed (a reset, an unplug and replug on the same or another netdev, a port flap); a fault a
+//! device does not list fails with `NotSupported`. Those two do not report fatal errors either
+//! (no [`Caps::DEVICE_FATAL`](anyverbs::Caps::DEVICE_FATAL)): their reset ends with
+//! `DeviceRemoved`, as a delete and re-add of the real ones does.
 //!
 //! - **Incarnations.** Each configured device is present or absent; each time it appears it is a
 //!   new device with a new kernel index (never reused; the initial devices are numbered in
 //!   configuration order) and its own [`DeviceInfo`]. [`Provider::devices`] lists the present
 //!   ones, [`Provider::open`] opens the current one (`NotFound` while absent), and every handle
 //!   belongs to the incarnation it was made on.
-//! - **A lost device** (`Reset`, `Unplug`) publishes `DeviceFatal` or `DeviceRemoved` as its
-//!   last [`DeviceEvent`](anyverbs::DeviceEvent), and the monitor reports it `Removed`. Every
+//! - **A lost device** (`Reset`, `Unplug`) publishes `DeviceFatal` (a reset, on a device with
+//!   `DEVICE_FATAL`) or `DeviceRemoved` as its last [`DeviceEvent`](anyverbs::DeviceEvent), and the monitor reports it `Removed`. Every
 //!   call on its handles fails at once with `DeviceLost`, and waits already blocked in it wake
 //!   with `DeviceLost`; `destroy` and drop still work (keeping their usual order: a PD with MRs
 //!   or QPs is still `Busy`), and accessors of fixed data (`info`, `qp_num`, `lkey`, `cq_num`,

@@ -282,8 +282,14 @@ fn a_fallback_keeps_a_success_waiting_in_the_other_cq() {
 #[test]
 fn a_qp_the_device_killed_drains_without_waiting_for_what_it_drops() {
     use anyverbs::Fault;
+    // Real siw kills a QP on its own (CLOSING with sends outstanding) but cannot have one
+    // killed on demand: let the mock's siw do what the real one cannot.
+    let mut config = anyverbs_provider_mock::FabricConfig::default();
+    for d in &mut config.devices {
+        d.faults = anyverbs::Faults::all();
+    }
     for device in ["mocksiw0", "mocklost0"] {
-        let p = MockProvider::new();
+        let p = MockProvider::with_config(config.clone());
         let x = pair(&p, device);
         let mr = x.pd.register(64, Access::LOCAL_WRITE).unwrap();
         p.inject(

@@ -81,6 +81,9 @@ impl DeviceAttributes {
             max_pd: self.max_pd,
             max_inline_data,
             max_msg_size: port.max_msg_size,
+            // The CM carries both as 8-bit values (`struct rdma_conn_param`).
+            max_responder_resources: u8::try_from(self.max_qp_rd_atom).unwrap_or(u8::MAX),
+            max_initiator_depth: u8::try_from(self.max_qp_init_rd_atom).unwrap_or(u8::MAX),
         }
     }
 

@@ -109,7 +109,7 @@ pub fn panic_as_error<T>(
 pub fn run_case<P: Provider>(ctx: &Ctx<'_, P>, case: &Case<P>) -> CaseReport {
     let start = Instant::now();
     let info = ctx.info();
-    let outcome = match case.needs.missing(info.caps, info.state_model) {
+    let outcome = match case.needs.missing(info.caps, info.faults, info.state_model) {
         Some(reason) => Outcome::NotRun(reason),
         None => match panic::catch_unwind(AssertUnwindSafe(|| case.run.call(ctx))) {
             Ok(Ok(())) => Outcome::Passed,

@@ -14,6 +14,19 @@ impl State {
     /// docs).
     pub(crate) fn inject(&mut self, name: &str, fault: &Fault, now: Instant) -> MockResult<()> {
         let slot = self.slot_of(name)?;
+        let can = self.slots[slot].config.faults;
+        if !can.contains(fault.kind()) {
+            let names: Vec<_> = can.iter_names().map(|(n, _)| n.to_lowercase()).collect();
+            return Err(MockError::CannotInject {
+                device: name.to_string(),
+                fault: fault.to_string(),
+                can: if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                },
+            });
+        }
         let Some(dev) = self.slots[slot].present() else {
             return self.inject_absent(slot, fault, now);
         };

@@ -65,10 +65,12 @@ impl Loss {
         }
     }
 
-    fn last_event(self) -> DeviceEvent {
+    /// The event a device with `caps` reports last: a reset is `DeviceFatal` only on a device
+    /// that reports fatal errors; on the others (rxe, siw) it is a removal.
+    fn last_event(self, caps: Caps) -> DeviceEvent {
         match self {
-            Loss::Reset => DeviceEvent::DeviceFatal,
-            Loss::Unplugged => DeviceEvent::DeviceRemoved,
+            Loss::Reset if caps.contains(Caps::DEVICE_FATAL) => DeviceEvent::DeviceFatal,
+            Loss::Reset | Loss::Unplugged => DeviceEvent::DeviceRemoved,
         }
     }
 }
@@ -167,6 +169,7 @@ fn device_info(config: &DeviceConfig, index: u32, node_guid: Guid) -> DeviceInfo
         transport: Transport::Mock,
         state_model: config.state_model(),
         caps: config.caps(),
+        faults: config.faults,
         limits: config.limits,
     }
 }
@@ -408,7 +411,7 @@ impl State {
         // Handles fail with `DeviceLost` from here on, and the device's last event goes out with
         // the end of its streams right behind it.
         inc.life.lose(
-            loss.last_event(),
+            loss.last_event(inc.info.caps),
             MockError::DeviceLost {
                 device: inc.info.identity.name.clone(),
                 reason: loss.reason(),

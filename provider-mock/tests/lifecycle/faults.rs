@@ -53,15 +53,92 @@ pub(super) fn unknown_devices_and_bad_arguments_are_refused() {
 }
 
 #[test]
-pub(super) fn every_mock_device_can_inject_faults() {
+pub(super) fn each_mock_device_lists_the_faults_it_can_have_injected() {
     let provider = MockProvider::new();
     for info in provider.devices().unwrap() {
+        let name = &info.identity.name;
+        let soft = name == "mockrxe0" || name == "mocksiw0";
+        let expected = if soft {
+            Faults::RESET | Faults::UNPLUG | Faults::REPLUG_OTHER | Faults::FLAP_PORT
+        } else {
+            Faults::all()
+        };
+        assert_eq!(info.faults, expected, "{name}");
+        let fatal = !soft && name != "mockdead0";
+        assert_eq!(info.caps.contains(Caps::DEVICE_FATAL), fatal, "{name}");
+    }
+}
+
+#[test]
+pub(super) fn a_fault_the_device_does_not_list_is_not_supported_and_changes_nothing() {
+    let provider = MockProvider::new();
+    let p = pair(&provider, "mockrxe0", "mockrxe0");
+    for fault in [
+        Fault::KillQp {
+            qp_num: p.a.qp_num(),
+        },
+        Fault::LosePeer {
+            qp_num: p.a.qp_num(),
+        },
+        Fault::Stall,
+        Fault::Resume,
+    ] {
+        let e = provider.inject("mockrxe0", &fault).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotSupported, "{fault}: {e}");
+        let text = e.to_string();
         assert!(
-            info.caps.contains(anyverbs::Caps::FAULT_INJECTION),
-            "{}",
-            info.identity.name
+            text.contains("mockrxe0")
+                && text.contains(&fault.to_string())
+                && text.contains("reset"),
+            "{text}"
         );
     }
+    // Nothing happened: the QP is still connected and works.
+    assert_eq!(p.a.state().unwrap(), QpState::ReadyToSend);
+    p.b.post_recv(&[RecvWr::new(1, &[p.mr_b.sge(0, 64)])])
+        .unwrap();
+    p.a.post_send(&[SendWr::send(2, &[p.mr_a.sge(0, 64)])])
+        .unwrap();
+    assert_eq!(wait_for(&p.cq_b, 1), [(1, WcStatus::Success)]);
+    assert_eq!(wait_for(&p.cq_a, 1), [(2, WcStatus::Success)]);
+}
+
+#[test]
+pub(super) fn a_reset_of_a_device_without_fatal_events_is_a_removal_and_a_return() {
+    let provider = MockProvider::new();
+    let monitor = provider.monitor().unwrap();
+    let before = provider.open("mockrxe0").unwrap();
+    let events = before.events().unwrap();
+    let old = before.info().identity.clone();
+    provider
+        .inject(
+            "mockrxe0",
+            &Fault::Reset {
+                down_for: Duration::from_millis(10),
+            },
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    assert_eq!(
+        events.recv(deadline).unwrap(),
+        DeviceEvent::DeviceRemoved,
+        "rxe has no DEVICE_FATAL: its reset is a removal"
+    );
+    drop(before);
+    let mut seen = Vec::new();
+    loop {
+        let e = monitor.recv(deadline).unwrap();
+        let back = matches!(&e, MonitorEvent::Added(info) if info.identity.name == "mockrxe0");
+        seen.push(e);
+        if back {
+            break;
+        }
+    }
+    let Some(MonitorEvent::Added(info)) = seen.last() else {
+        panic!("mockrxe0 did not come back: {seen:?}");
+    };
+    assert!(info.identity.is_same_device(&old), "{info:?}");
+    assert_ne!(info.identity.index, old.index);
 }
 
 #[test]
@@ -97,7 +174,7 @@ pub(super) fn a_port_flap_goes_down_and_comes_back_on_its_own() {
 #[test]
 pub(super) fn kill_qp_fails_that_qp_and_nothing_else() {
     for device in ["mock0", "mockrxe0", "mocksiw0"] {
-        let provider = MockProvider::new();
+        let provider = injecting_everything();
         let victim = pair(&provider, device, device);
         let other = pair(&provider, device, device);
         let events = victim.dev_a.events().unwrap();
@@ -260,7 +337,7 @@ pub(super) fn a_request_to_a_lost_listener_is_unreachable() {
 #[test]
 pub(super) fn stall_holds_everything_until_resume() {
     for device in ["mock0", "mockrxe0", "mockiw0", "mockirdma0"] {
-        let provider = MockProvider::new();
+        let provider = injecting_everything();
         let p = pair(&provider, device, device);
         let spare = p
             .pd_a

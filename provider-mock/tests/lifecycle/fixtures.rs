@@ -52,6 +52,17 @@ pub(super) fn address(dev: &MockDevice) -> SocketAddr {
     SocketAddr::new(dev.ports().unwrap()[0].addresses[0], 0)
 }
 
+/// A provider whose devices can all have every fault injected, `mockrxe0` and `mocksiw0`
+/// included (by default they can have only what the real rxe and siw can): for tests of how
+/// each personality handles a fault the real device could not produce.
+pub(super) fn injecting_everything() -> MockProvider {
+    let mut config = anyverbs_provider_mock::FabricConfig::default();
+    for d in &mut config.devices {
+        d.faults = anyverbs::Faults::all();
+    }
+    MockProvider::with_config(config)
+}
+
 /// `a` on `device_a` connected (actively) to `b` on `device_b`.
 pub(super) fn pair(p: &MockProvider, device_a: &str, device_b: &str) -> Pair {
     let dev_a = p.open(device_a).unwrap();

@@ -10,9 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyverbs::{
-    Access, Completion, CompletionQueue, ConnParams, ConnectRequest, Device, DeviceEvent,
-    ErrorKind, EventStream, Fault, Listener, MemoryRegion, MonitorEvent, PortState, Provider,
-    QpInit, QpState, QueuePair, RecvWr, SendWr, WcStatus,
+    Access, Caps, Completion, CompletionQueue, ConnParams, ConnectRequest, Device, DeviceEvent,
+    ErrorKind, EventStream, Fault, Faults, Listener, MemoryRegion, MonitorEvent, PortState,
+    Provider, QpInit, QpState, QueuePair, RecvWr, SendWr, WcStatus,
 };
 use anyverbs_provider_mock::{
     LiveObjects, MockCq, MockDevice, MockListener, MockMr, MockPd, MockProvider, MockQp,

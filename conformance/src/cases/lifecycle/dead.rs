@@ -104,7 +104,7 @@ fn every_handle_dead<P: Provider>(ctx: &Ctx<'_, P>, fault: Fault) -> CaseResult 
     );
 
     inject(ctx, &fault)?;
-    let lost = loss_event(&fault);
+    let lost = loss_event(&fault, ctx.info().caps);
     await_event(
         &events,
         &format!("{lost} after {fault}"),

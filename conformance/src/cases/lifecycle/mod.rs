@@ -15,15 +15,19 @@
 //! - A connected QP that is destroyed ends its connection, and the peer's device says so
 //!   (`Disconnected`): a ULP learns of it without sending.
 //!
-//! Every case but that last one injects faults with [`Provider::inject`] and so needs
-//! [`Caps::FAULT_INJECTION`]; devices that cannot inject report the cases as not run.
+//! Every case but that last one injects faults with [`Provider::inject`]: each needs the faults
+//! it injects in the device's [`DeviceInfo::faults`](anyverbs::DeviceInfo::faults), and a device
+//! that cannot have them injected reports the case as not run. A reset is reported as
+//! `DeviceFatal` on a device with [`Caps::DEVICE_FATAL`] and as `DeviceRemoved` on one without
+//! (rxe and siw, which are reset by deleting and re-adding them): the cases accept what the
+//! device says a reset is.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyverbs::{
-    Caps, DeviceEvent, ErrorKind, EventStream, Fault, MemoryRegion, Provider, QueuePair, RecvWr,
-    SendWr, WcStatus,
+    Caps, DeviceEvent, ErrorKind, EventStream, Fault, Faults, MemoryRegion, Provider, QueuePair,
+    RecvWr, SendWr, WcStatus,
 };
 
 use crate::case::{Case, CaseError, CaseFn, CaseResult, Needs};
@@ -36,9 +40,6 @@ mod faults;
 mod presence;
 mod stall;
 
-/// Every case of the group injects faults.
-const FAULTS: Needs = Needs::caps(Caps::FAULT_INJECTION);
-
 /// The cases of this group.
 pub fn cases<P: Provider>() -> Vec<Case<P>> {
     vec![
@@ -48,7 +49,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           MR, CQ, QP, listener) fails with DeviceLost within 100 ms — none waits \
                           for its deadline — accessors keep their values, and destroy succeeds \
                           on every handle, twice.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::RESET),
             run: CaseFn::Row(dead::every_handle_dead_row::<P>, 0),
         },
         Case {
@@ -56,7 +57,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "After an unplug, every call on every handle of the device fails with \
                           DeviceLost within 100 ms, accessors keep their values, and destroy \
                           succeeds on every handle, twice.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::UNPLUG),
             run: CaseFn::Row(dead::every_handle_dead_row::<P>, 1),
         },
         Case {
@@ -64,17 +65,18 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "Threads blocked in cq.wait, listener.next_request and \
                           qp.wait_connected with a deadline seconds away return DeviceLost \
                           within 500 ms of an unplug.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::UNPLUG),
             run: CaseFn::Plain(dead::blocked_calls_wake_on_unplug::<P>),
         },
         Case {
             name: "lifecycle::reset_events",
-            description: "A reset reports DeviceFatal, then the device's event stream ends with \
+            description: "A reset reports DeviceFatal (DeviceRemoved on a device without \
+                          DEVICE_FATAL), then the device's event stream ends with \
                           DeviceLost; the monitor reports the device removed, and added back — \
                           the same device by the identity rule, with a new index — only once \
                           down_for has passed and every object of the old device was released; \
                           the new device opens and works.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::RESET),
             run: CaseFn::Plain(presence::reset_events::<P>),
         },
         Case {
@@ -82,7 +84,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "An unplug reports DeviceRemoved, then the stream ends with DeviceLost; \
                           the monitor reports the device removed, the device is no longer listed \
                           or opened (NotFound), and nothing is added back without a replug.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::UNPLUG),
             run: CaseFn::Plain(presence::unplug_events::<P>),
         },
         Case {
@@ -90,7 +92,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "An unplugged device that is plugged back is added on the monitor once \
                           every object of its previous life was released — not before — as the \
                           same device by the identity rule, with a new index, and opens.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::UNPLUG),
             run: CaseFn::Plain(presence::replug_returns_the_same_device::<P>),
         },
         Case {
@@ -98,14 +100,14 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "A different device plugged in under the unplugged one's name is added \
                           with that name but is not the same device by the identity rule (other \
                           GUIDs), and opening the name gives the new identity.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::UNPLUG.union(Faults::REPLUG_OTHER)),
             run: CaseFn::Plain(presence::replug_other_is_a_different_device::<P>),
         },
         Case {
             name: "lifecycle::flap_port_events",
             description: "A port flap reports PortDown, ports() says Down meanwhile, then \
                           PortActive no earlier than down_for, and the device keeps working.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::FLAP_PORT),
             run: CaseFn::Plain(faults::flap_port_events::<P>),
         },
         Case {
@@ -113,7 +115,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "Killing one QP reports QpFatal for it, moves it to ERROR and flushes \
                           its receives once each; another connected pair on the device still \
                           passes data both ways and no event names it.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::KILL_QP),
             run: CaseFn::Plain(faults::kill_qp_touches_nothing_else::<P>),
         },
         Case {
@@ -121,7 +123,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "When a QP's peer stops answering, a SEND completes with \
                           transport-retry-exceeded, the QP reports Disconnected and is in ERROR, \
                           and the message never reaches the peer.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::LOSE_PEER),
             run: CaseFn::Plain(faults::lose_peer_events::<P>),
         },
         Case {
@@ -138,7 +140,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             name: "lifecycle::event_fd_readable",
             description: "The event stream's file descriptor is readable exactly while an event \
                           (or the end of the stream) is waiting, as an event loop needs.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::KILL_QP.union(Faults::UNPLUG)),
             run: CaseFn::Plain(event_fd::event_fd_readable::<P>),
         },
         Case {
@@ -146,7 +148,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "A stalled device accepts posts but completes nothing and reports \
                           nothing; once resumed, the SEND and its receive complete with the \
                           data.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::STALL),
             run: CaseFn::Plain(stall::stall_completes_nothing_until_resume::<P>),
         },
         Case {
@@ -154,7 +156,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "On a stalled device, drain with a 300 ms deadline returns by the \
                           deadline with a fallback and accounts for every WR exactly once; after \
                           a resume, the drained QP's SEND never reaches its peer.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::STALL),
             run: CaseFn::Plain(stall::drain_on_stalled_device::<P>),
         },
     ]
@@ -304,10 +306,11 @@ pub(crate) fn expect_lost<T>(what: &str, call: impl FnOnce() -> anyverbs::Result
     Ok(())
 }
 
-/// The one event that says the device is gone after `fault`.
-pub(crate) fn loss_event(fault: &Fault) -> DeviceEvent {
+/// The one event that says the device is gone after `fault`, on a device with `caps`: a reset
+/// is `DeviceFatal` where the device reports fatal errors, a removal where it does not.
+pub(crate) fn loss_event(fault: &Fault, caps: Caps) -> DeviceEvent {
     match fault {
-        Fault::Reset { .. } => DeviceEvent::DeviceFatal,
+        Fault::Reset { .. } if caps.contains(Caps::DEVICE_FATAL) => DeviceEvent::DeviceFatal,
         _ => DeviceEvent::DeviceRemoved,
     }
 }

@@ -14,7 +14,7 @@ use crate::ctx::Ctx;
 use crate::{ensure, ensure_eq};
 
 /// After `fault` (a reset or an unplug) of the device `old`: its stream's last event is the loss
-/// event (DeviceFatal for a reset, DeviceRemoved otherwise) with no other loss event before it,
+/// event (DeviceFatal for a reset on a device with DEVICE_FATAL, DeviceRemoved otherwise) with no other loss event before it,
 /// the stream then ends, `events()` fails with DeviceLost, and the monitor reports `old`
 /// removed.
 pub(super) fn expect_loss<P: Provider>(
@@ -25,7 +25,7 @@ pub(super) fn expect_loss<P: Provider>(
     fault: &Fault,
     old: &anyverbs::DeviceIdentity,
 ) -> CaseResult {
-    let last = loss_event(fault);
+    let last = loss_event(fault, ctx.info().caps);
     let what = format!("the {fault}");
     let (_, before) = await_event(
         events,

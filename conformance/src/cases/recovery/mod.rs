@@ -15,15 +15,12 @@ mod probe;
 mod restart;
 mod window;
 
-use anyverbs::{Caps, Provider};
+use anyverbs::{Faults, Provider};
 
 use crate::case::{Case, CaseFn, Needs};
 use connection::*;
 use restart::*;
 use window::*;
-
-/// Cases that inject faults.
-const FAULTS: Needs = Needs::caps(Caps::FAULT_INJECTION);
 
 /// The cases of this group.
 pub fn cases<P: Provider>() -> Vec<Case<P>> {
@@ -34,7 +31,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           Stopped, WaitingForDevice) and restarted on the same device when it \
                           returns (DeviceReturned, Started generation 2, new index); data flows \
                           again, and shutdown stops it.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::RESET),
             run: CaseFn::Plain(restarts_after_reset::<P>),
         },
         Case {
@@ -42,7 +39,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "A supervised service on a device that is unplugged and plugged back \
                           is restarted on it (DeviceReturned, Started generation 2) and data \
                           flows again.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::UNPLUG),
             run: CaseFn::Plain(restarts_after_replug::<P>),
         },
         Case {
@@ -50,7 +47,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "When a different device appears under the lost device's name, the \
                           supervisor (even one that selected the device by name) reports \
                           ForeignDevice, not adopted, and does not restart.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::UNPLUG.union(Faults::REPLUG_OTHER)),
             run: CaseFn::Plain(refuses_a_foreign_device::<P>),
         },
         Case {
@@ -58,7 +55,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "When the service's accept_replacement agrees, a different device \
                           under the lost one's name is adopted: ForeignDevice adopted, Started on \
                           the new identity, and data flows.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::UNPLUG.union(Faults::REPLUG_OTHER)),
             run: CaseFn::Plain(adopts_an_accepted_replacement::<P>),
         },
         Case {
@@ -67,7 +64,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           supervisor give up (WindowExpired) once the 10-minute window has \
                           passed, and not a second before; its thread ends, all in well under 2 s \
                           of real time.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::UNPLUG),
             run: CaseFn::Plain(gives_up_after_the_window::<P>),
         },
         Case {
@@ -77,7 +74,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           (DeviceHeld: 2 QPs, 2 CQs, 2 MRs, 1 PD, 1 listener), not again while \
                           nothing changes, and once more right before it gives up after the \
                           window; released, the objects are no longer counted.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::RESET),
             run: CaseFn::Plain(reports_what_keeps_the_device_away::<P>),
         },
         Case {
@@ -86,7 +83,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           restarts the first after its reconnect delay (ConnectionLost, \
                           RestartScheduled, Started generation 2), while the second reports \
                           nothing, keeps its QPs and still passes data.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::KILL_QP),
             run: CaseFn::Plain(qp_fatal_restarts_only_its_service::<P>),
         },
         Case {
@@ -102,7 +99,7 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "A device unplugged and plugged back while a reconnect is pending \
                           restarts the service as soon as it returns, without waiting for the \
                           reconnect delay.",
-            needs: FAULTS,
+            needs: Needs::faults(Faults::UNPLUG),
             run: CaseFn::Plain(device_return_during_backoff_restarts_at_once::<P>),
         },
     ]

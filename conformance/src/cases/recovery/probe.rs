@@ -364,6 +364,17 @@ pub(super) fn expect_finished<S: Send + 'static>(
 }
 
 /// The lost-device prelude: `cause` reported, the service stopped, the supervisor waiting.
+/// What the supervisor reports as the cause of a reset of the device under test: a fatal error
+/// where the device reports one ([`Caps::DEVICE_FATAL`](anyverbs::Caps::DEVICE_FATAL)), a
+/// removal where a reset is a delete and re-add (rxe, siw).
+pub(super) fn reset_cause<P: Provider>(ctx: &Ctx<'_, P>) -> LossCause {
+    if ctx.info().caps.contains(anyverbs::Caps::DEVICE_FATAL) {
+        LossCause::Fatal
+    } else {
+        LossCause::Removed
+    }
+}
+
 pub(super) fn expect_device_lost(
     ctx: &Ctx<'_, impl Provider>,
     events: &EventStream<SupervisorReport>,

@@ -23,7 +23,7 @@ pub(super) fn restarts_after_reset<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult 
     let old = expect_first_start(ctx, events, &mut seen)?;
 
     inject(ctx, &Fault::Reset { down_for: DOWN_FOR })?;
-    expect_device_lost(ctx, events, &old, LossCause::Fatal, &mut seen)?;
+    expect_device_lost(ctx, events, &old, reset_cause(ctx), &mut seen)?;
     let back = expect_return(ctx, events, &old, 2, &mut seen)?;
     expect_state(&sup, &format!("Running on {back}"), |s| {
         *s == SupervisorState::Running(back.clone())
@@ -34,7 +34,7 @@ pub(super) fn restarts_after_reset<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult 
         ensure_eq!(log.starts.len(), 2, "successful starts");
         ensure_eq!(
             log.stops,
-            vec![StopReason::DeviceLost(LossCause::Fatal)],
+            vec![StopReason::DeviceLost(reset_cause(ctx))],
             "stops"
         );
     }

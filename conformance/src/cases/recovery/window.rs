@@ -133,7 +133,7 @@ pub(super) fn reports_what_keeps_the_device_away<P: Provider>(ctx: &Ctx<'_, P>) 
             down_for: Duration::ZERO,
         },
     )?;
-    expect_device_lost(ctx, events, &old, LossCause::Fatal, &mut seen)?;
+    expect_device_lost(ctx, events, &old, reset_cause(ctx), &mut seen)?;
     let want = HeldObjects {
         qps: 2,
         cqs: 2,

@@ -62,6 +62,8 @@ pub struct Limits {
     pub max_pd: u32,
     pub max_inline_data: u32,
     pub max_msg_size: u32,
+    pub max_responder_resources: u8,
+    pub max_initiator_depth: u8,
 }
 
 /// What a provider says about a device (see [`DeviceInfo`](crate::DeviceInfo)).
@@ -76,6 +78,8 @@ pub struct DeviceInfo {
     pub state_model: u32,
     /// [`Caps`](crate::Caps) bits.
     pub caps: u64,
+    /// [`Faults`](crate::Faults) bits.
+    pub faults: u32,
     /// Limits.
     pub limits: Limits,
 }

@@ -12,7 +12,7 @@ use crate::cm::{
 use crate::device::{DeviceInfo, PortInfo};
 use crate::drain::{DrainReport, Fallback};
 use crate::event::{DeviceEvent, MonitorEvent};
-use crate::fault::Fault;
+use crate::fault::{Fault, Faults};
 use crate::held::HeldObjects;
 use crate::identity::{DeviceIdentity, Guid, PciAddress};
 use crate::mr::Access;
@@ -65,6 +65,7 @@ pub(crate) fn device_info(info: &DeviceInfo) -> abi::DeviceInfo {
         transport: transport_code(info.transport),
         state_model: state_model_code(info.state_model),
         caps: info.caps.bits(),
+        faults: info.faults.bits(),
         limits: abi::Limits {
             max_qp: l.max_qp,
             max_qp_wr: l.max_qp_wr,
@@ -76,12 +77,14 @@ pub(crate) fn device_info(info: &DeviceInfo) -> abi::DeviceInfo {
             max_pd: l.max_pd,
             max_inline_data: l.max_inline_data,
             max_msg_size: l.max_msg_size,
+            max_responder_resources: l.max_responder_resources,
+            max_initiator_depth: l.max_initiator_depth,
         },
     }
 }
 
-/// Device information from ABI form. Capability bits this crate does not know are dropped (a
-/// device claims less, never more).
+/// Device information from ABI form. Capability and fault bits this crate does not know are
+/// dropped (a device claims less, never more).
 ///
 /// # Safety
 /// The identity's name must be valid as for [`slice`].
@@ -96,6 +99,7 @@ pub(crate) unsafe fn device_info_from(
         transport: transport_from(info.transport, kind)?,
         state_model: state_model_from(info.state_model, kind)?,
         caps: Caps::from_bits_truncate(info.caps),
+        faults: Faults::from_bits_truncate(info.faults),
         limits: DeviceLimits {
             max_qp: l.max_qp,
             max_qp_wr: l.max_qp_wr,
@@ -107,6 +111,8 @@ pub(crate) unsafe fn device_info_from(
             max_pd: l.max_pd,
             max_inline_data: l.max_inline_data,
             max_msg_size: l.max_msg_size,
+            max_responder_resources: l.max_responder_resources,
+            max_initiator_depth: l.max_initiator_depth,
         },
     })
 }

@@ -630,6 +630,7 @@ fn blank_info(identity: abi::Identity) -> abi::DeviceInfo {
         transport: 0,
         state_model: 0,
         caps: 0,
+        faults: 0,
         limits: abi::Limits::default(),
     }
 }
