@@ -6,18 +6,34 @@
 //! are boxes that the loader releases with the matching `*_free` function, which drops the
 //! provider's object — and dropping a handle destroys it once nothing depends on it, as the
 //! traits promise.
+//!
+//! One module per handle trait, each with that trait's functions, control path and data path
+//! alike: `provider`, `device`, `pd`, `mr`, `cq`, `qp`, `listener`, and `events` for the event
+//! streams.
 
 use std::ffi::CStr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-mod control;
-mod data_path;
+mod cq;
+mod device;
+mod events;
+mod listener;
+mod mr;
 mod panics;
+mod pd;
+mod provider;
+mod qp;
 
 pub(crate) use panics::LOADER_IN_THIS_COPY;
 
-use control::*;
-use data_path::*;
+use cq::*;
+use device::*;
+use events::*;
+use listener::*;
+use mr::*;
+use pd::*;
+use provider::*;
+use qp::*;
 
 use super::abi::{self, ErrorBuf, ProviderTable, RawProvider, STATUS_OK, Status};
 use super::convert;
@@ -187,6 +203,75 @@ unsafe fn guard(err: *mut ErrorBuf, f: impl FnOnce() -> Result<()>) -> Status {
         Ok(()) => STATUS_OK,
         // SAFETY: forwarded to the caller.
         Err(e) => unsafe { fail(err, &e) },
+    }
+}
+
+/// The data path (polls and posts) runs with panics caught like every call, but its closures
+/// return the ABI's result itself and every error leaves through a cold, out-of-line function:
+/// the happy path then moves no `Error` around, which would cost a post or poll more than the
+/// crossing does.
+///
+/// # Safety
+/// `err` must be null or valid for a write.
+#[inline]
+unsafe fn guard_poll(err: *mut ErrorBuf, f: impl FnOnce() -> abi::PollResult) -> abi::PollResult {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        // SAFETY: forwarded to the caller.
+        Err(payload) => unsafe { poll_failed(err, panicked_on_data_path(payload)) },
+    }
+}
+
+/// As [`guard_poll`], for a post.
+///
+/// # Safety
+/// `fail` must be null or valid for a write.
+#[inline]
+unsafe fn guard_post(fail: *mut abi::PostFailure, f: impl FnOnce() -> Status) -> Status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(status) => status,
+        // SAFETY: forwarded to the caller. After a panic nothing is known about the batch, so
+        // none is reported accepted, which is what the caller must then assume for the WRs it
+        // still owns.
+        Err(payload) => unsafe { post_failed(fail, 0, panicked_on_data_path(payload)) },
+    }
+}
+
+/// The error of a panic on the data path.
+#[cold]
+#[inline(never)]
+fn panicked_on_data_path(payload: Box<dyn std::any::Any + Send>) -> Error {
+    panicked(&*payload)
+}
+
+/// The result of a poll that failed with `e`; the message goes into the caller's buffer.
+///
+/// # Safety
+/// `err` must be null or valid for a write.
+#[cold]
+#[inline(never)]
+unsafe fn poll_failed(err: *mut ErrorBuf, e: Error) -> abi::PollResult {
+    // SAFETY: forwarded to the caller.
+    let status = unsafe { fail(err, &e) };
+    -(status as abi::PollResult)
+}
+
+/// The status of a post that failed with `e` after accepting `n` WRs, which goes into the
+/// caller's `fail` with the message (unless it is null).
+///
+/// # Safety
+/// `fail` must be null or valid for a write (its message bytes may be uninitialised).
+#[cold]
+#[inline(never)]
+unsafe fn post_failed(failure: *mut abi::PostFailure, n: usize, e: Error) -> Status {
+    if failure.is_null() {
+        return abi::error_kind_code(e.kind());
+    }
+    // SAFETY: non-null and writable, as the caller guarantees; written through raw pointers,
+    // as the message bytes may be uninitialised.
+    unsafe {
+        (&raw mut (*failure).accepted).write(n);
+        fail(&raw mut (*failure).error, &e)
     }
 }
 
