@@ -9,7 +9,7 @@
 //!
 //! One module per handle trait, each with that trait's functions, control path and data path
 //! alike: `provider`, `device`, `pd`, `mr`, `cq`, `qp`, `listener`, and `events` for the event
-//! streams.
+//! streams. The loader's side, `plugin/loaded/`, has the same files.
 
 use std::ffi::CStr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
