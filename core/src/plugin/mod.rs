@@ -43,6 +43,7 @@ mod convert;
 pub mod export;
 mod loaded;
 mod loader;
+mod status;
 
 pub use loaded::{
     DeviceListing, LoadedCq, LoadedDevice, LoadedListener, LoadedMr, LoadedPd, LoadedProvider,

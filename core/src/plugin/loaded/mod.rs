@@ -31,7 +31,6 @@ pub use mr::LoadedMr;
 pub use pd::LoadedPd;
 pub use provider::LoadedProvider;
 pub use qp::LoadedQp;
-pub(crate) use slots::{printable, status_error};
 
 use std::collections::HashSet;
 use std::ptr::NonNull;

@@ -15,9 +15,10 @@ use crate::error::{ErrorKind, Result};
 use crate::event::{EventStream, MonitorEvent};
 use crate::fault::Fault;
 use crate::held::HeldObjects;
-use crate::plugin::abi::{self, Functions};
+use crate::plugin::abi::{self, ErrorBuf, Functions};
 use crate::plugin::convert;
-use crate::plugin::loader::Plugin;
+use crate::plugin::loader::{LoadError, Plugin};
+use crate::plugin::status::status_error;
 use crate::provider::{Provider, Transport};
 
 /// A provider loaded from a [`Plugin`]: implements [`Provider`] like a linked one.
@@ -223,5 +224,38 @@ impl Provider for LoadedProvider {
         };
         err.result(status)?;
         Ok(convert::held_objects_from(&out))
+    }
+}
+
+// Here rather than in `loader`, so that the loader does not depend on this module.
+impl Plugin {
+    /// Makes a provider instance. Each call makes a new one.
+    pub fn instantiate(&self) -> Result<LoadedProvider, LoadError> {
+        let f = self.functions();
+        let mut raw = std::ptr::null_mut();
+        let mut err = ErrorBuf::ZERO;
+        // A provider whose exported functions run in this program (a table linked in) must not
+        // install the plugin's quiet panic hook over the program's own.
+        crate::plugin::export::LOADER_IN_THIS_COPY
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `provider_new` is the plugin's, checked non-null at load; both pointers are to
+        // live locals.
+        let status = unsafe { (f.provider_new)(&mut raw, &mut err) };
+        if status != abi::STATUS_OK {
+            return Err(LoadError::InitFailed {
+                path: self.path().to_path_buf(),
+                error: status_error(status, err.bytes()),
+            });
+        }
+        if raw.is_null() {
+            return Err(LoadError::NullHandle {
+                path: self.path().to_path_buf(),
+            });
+        }
+        // SAFETY: `raw` is a fresh provider handle of this plugin.
+        unsafe { LoadedProvider::new(*self, raw) }.map_err(|error| LoadError::Misbehaved {
+            path: self.path().to_path_buf(),
+            error,
+        })
     }
 }

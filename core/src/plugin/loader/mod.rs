@@ -12,8 +12,7 @@ mod table;
 
 pub use error::LoadError;
 
-use super::abi::{self, ABI_MAJOR, ABI_MINOR, EntryFn, ErrorBuf, Functions, ProviderTable};
-use super::loaded::LoadedProvider;
+use super::abi::{self, ABI_MAJOR, ABI_MINOR, EntryFn, Functions, ProviderTable};
 use table::{checked, header};
 
 /// The environment variable naming directories to search for plugins, `:`-separated, before
@@ -247,35 +246,6 @@ impl Plugin {
         self.inner.abi
     }
 
-    /// Makes a provider instance. Each call makes a new one.
-    pub fn instantiate(&self) -> Result<LoadedProvider, LoadError> {
-        let f = &self.inner.functions;
-        let mut raw = std::ptr::null_mut();
-        let mut err = ErrorBuf::ZERO;
-        // A provider whose exported functions run in this program (a table linked in) must not
-        // install the plugin's quiet panic hook over the program's own.
-        super::export::LOADER_IN_THIS_COPY.store(true, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: `provider_new` is the plugin's, checked non-null at load; both pointers are to
-        // live locals.
-        let status = unsafe { (f.provider_new)(&mut raw, &mut err) };
-        if status != abi::STATUS_OK {
-            return Err(LoadError::InitFailed {
-                path: self.inner.path.clone(),
-                error: super::loaded::status_error(status, err.bytes()),
-            });
-        }
-        if raw.is_null() {
-            return Err(LoadError::NullHandle {
-                path: self.inner.path.clone(),
-            });
-        }
-        // SAFETY: `raw` is a fresh provider handle of this plugin.
-        unsafe { LoadedProvider::new(*self, raw) }.map_err(|error| LoadError::Misbehaved {
-            path: self.inner.path.clone(),
-            error,
-        })
-    }
-
     /// The checked function entries.
     pub(crate) fn functions(&self) -> &'static Functions {
         &self.inner.functions
@@ -346,13 +316,13 @@ fn dlopen(path: &Path) -> Result<libloading::Library, String> {
             .map(libloading::Library::from)
             // The dynamic loader's message quotes names from the file (a needed library's):
             // made printable like every text a plugin chooses.
-            .map_err(|e| super::loaded::printable(e.to_string().as_bytes()))
+            .map_err(|e| super::status::printable(e.to_string().as_bytes()))
     }
     #[cfg(not(unix))]
     {
         // SAFETY: as above.
         unsafe { libloading::Library::new(path) }
-            .map_err(|e| super::loaded::printable(e.to_string().as_bytes()))
+            .map_err(|e| super::status::printable(e.to_string().as_bytes()))
     }
 }
 
