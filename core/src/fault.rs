@@ -42,6 +42,8 @@ bitflags! {
         const LOSE_PEER = 1 << 5;
         /// [`Fault::Stall`] and [`Fault::Resume`].
         const STALL = 1 << 6;
+        /// [`Fault::ChangeAddress`].
+        const CHANGE_ADDRESS = 1 << 7;
     }
 }
 
@@ -77,6 +79,13 @@ pub enum Fault {
         /// How long the port stays down.
         down_for: Duration,
     },
+    /// The address of a port changes under its connections, as a bonding failover or an
+    /// `ip address` change does: [`DeviceEvent::AddressChange`](crate::DeviceEvent::AddressChange),
+    /// and nothing else — connections keep running.
+    ChangeAddress {
+        /// Port number, from 1.
+        port: u8,
+    },
     /// One QP fails ([`DeviceEvent::QpFatal`](crate::DeviceEvent::QpFatal)): it goes to ERROR
     /// and its WRs are flushed. Nothing else on the device is touched.
     KillQp {
@@ -108,6 +117,7 @@ impl Fault {
             Fault::KillQp { .. } => Faults::KILL_QP,
             Fault::LosePeer { .. } => Faults::LOSE_PEER,
             Fault::Stall | Fault::Resume => Faults::STALL,
+            Fault::ChangeAddress { .. } => Faults::CHANGE_ADDRESS,
         }
     }
 }
@@ -122,6 +132,7 @@ impl fmt::Display for Fault {
             Fault::FlapPort { port, down_for } => {
                 write!(f, "flap port {port} (down for {down_for:?})")
             }
+            Fault::ChangeAddress { port } => write!(f, "change the address of port {port}"),
             Fault::KillQp { qp_num } => write!(f, "kill QP {qp_num}"),
             Fault::LosePeer { qp_num } => write!(f, "lose the peer of QP {qp_num}"),
             Fault::Stall => f.write_str("stall"),

@@ -36,6 +36,7 @@ fn main() {
                     ("state::error_flushes_outstanding", DEAD),
                     ("state::sqd_pauses_the_send_queue", DEAD),
                     ("state::receives_before_connect", DEAD),
+                    ("lifecycle::address_change_events", DEAD),
                     ("lifecycle::kill_qp_touches_nothing_else", DEAD_FLUSH),
                     ("lifecycle::lose_peer_events", DEAD_SEND),
                     (

@@ -53,6 +53,15 @@ pub enum DeviceEvent {
         /// Port number, from 1.
         port: u8,
     },
+    /// The network address of a port changed, or the hardware address behind it (a bonding
+    /// failover): the connection manager's `RDMA_CM_EVENT_ADDR_CHANGE`, which it reports on
+    /// every connection and listener bound through the port, reported here once per port.
+    /// Connections keep running; a listener whose address went away receives no more requests,
+    /// and a ULP that chose an address (or a path) may want to choose again.
+    AddressChange {
+        /// Port number, from 1.
+        port: u8,
+    },
     /// A QP hit an error that is not tied to one WR and went to ERROR (`IBV_EVENT_QP_FATAL`).
     QpFatal {
         /// The QP's number.
@@ -153,6 +162,7 @@ impl fmt::Display for DeviceEvent {
             DeviceEvent::PortActive { port } => write!(f, "port {port} active"),
             DeviceEvent::PortDown { port } => write!(f, "port {port} down"),
             DeviceEvent::GidChange { port } => write!(f, "GID change on port {port}"),
+            DeviceEvent::AddressChange { port } => write!(f, "address change on port {port}"),
             DeviceEvent::QpFatal { qp_num } => write!(f, "QP {qp_num} fatal"),
             DeviceEvent::QpRequestError { qp_num } => write!(f, "QP {qp_num} request error"),
             DeviceEvent::QpAccessError { qp_num } => write!(f, "QP {qp_num} access error"),

@@ -81,6 +81,15 @@ impl State {
                     }
                 }
             }
+            Fault::ChangeAddress { port } => {
+                if port != 1 {
+                    return Err(MockError::BadArgument(format!(
+                        "{name} has one port, port 1; there is no port {port}"
+                    )));
+                }
+                // A failover behind the same address: the connections and listeners carry on.
+                self.publish(dev, DeviceEvent::AddressChange { port });
+            }
             Fault::KillQp { qp_num } => {
                 self.qp_on(dev, qp_num)?;
                 // The fatal error first, then what follows from it (on iWARP the peer's

@@ -86,6 +86,44 @@ pub(super) fn flap_port_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     Ok(())
 }
 
+pub(super) fn address_change_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let events = pair.device.events()?;
+    let Some(port) = pair
+        .device
+        .ports()?
+        .iter()
+        .find(|p| p.state == PortState::Active)
+        .map(|p| p.number)
+    else {
+        return Err(CaseError::NotRun("the device has no active port".into()));
+    };
+    inject(ctx, &Fault::ChangeAddress { port })?;
+    let (_, before) = await_event(
+        &events,
+        &format!("AddressChange for port {port}"),
+        |e| *e == DeviceEvent::AddressChange { port },
+        ctx.deadline(),
+    )?;
+    let after = expect_no_event(&events, QUIET, "after an address change", |e| {
+        e.is_device_lost() || e.is_qp_failure()
+    })?;
+    let unexpected: Vec<&DeviceEvent> = before
+        .iter()
+        .chain(&after)
+        .filter(|e| e.is_device_lost() || e.is_qp_failure())
+        .collect();
+    ensure!(
+        unexpected.is_empty(),
+        "an address change reported {}",
+        list(&unexpected)
+    );
+    // The connection made before the change still carries data, both ways.
+    exchange(ctx, &pair.pd, (&pair.a, &pair.cq_a), (&pair.b, &pair.cq_b), 1)?;
+    exchange(ctx, &pair.pd, (&pair.b, &pair.cq_b), (&pair.a, &pair.cq_a), 2)?;
+    Ok(())
+}
+
 pub(super) fn kill_qp_touches_nothing_else<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let victim = ctx.pair()?;
     let bystander = ctx.pair()?;

@@ -5,7 +5,7 @@
 //!   `DeviceLost` at once (none waits for its deadline), calls already blocked wake up, and only
 //!   `destroy` succeeds — what the kernel does after disassociation.
 //! - Each fault is announced on the device's event stream (`DeviceFatal`, `DeviceRemoved`,
-//!   `PortDown`/`PortActive`, `QpFatal`, `Disconnected`), which an event loop can also watch
+//!   `PortDown`/`PortActive`, `AddressChange`, `QpFatal`, `Disconnected`), which an event loop can also watch
 //!   through its file descriptor; devices coming and going are announced on the provider's
 //!   monitor, whose identities tell a returning device from a stranger under the same name.
 //! - A fault touches only what it names: a killed QP leaves every other QP alone.
@@ -109,6 +109,15 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           PortActive no earlier than down_for, and the device keeps working.",
             needs: Needs::faults(Faults::FLAP_PORT),
             run: CaseFn::Plain(faults::flap_port_events::<P>),
+        },
+        Case {
+            name: "lifecycle::address_change_events",
+            description: "A change of a port's address (a bonding failover, an ip address \
+                          change) reports AddressChange for that port and nothing that kills a \
+                          QP or the device; a connection made before it still carries data both \
+                          ways.",
+            needs: Needs::faults(Faults::CHANGE_ADDRESS),
+            run: CaseFn::Plain(faults::address_change_events::<P>),
         },
         Case {
             name: "lifecycle::kill_qp_touches_nothing_else",

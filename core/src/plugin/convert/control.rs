@@ -339,6 +339,7 @@ pub(crate) fn device_event(e: &DeviceEvent) -> abi::DeviceEvent {
         DeviceEvent::CqError { cq_num } => (10, 0, cq_num),
         DeviceEvent::DeviceFatal => (11, 0, 0),
         DeviceEvent::DeviceRemoved => (12, 0, 0),
+        DeviceEvent::AddressChange { port } => (13, port, 0),
     };
     abi::DeviceEvent {
         kind,
@@ -352,7 +353,7 @@ pub(crate) fn device_event(e: &DeviceEvent) -> abi::DeviceEvent {
 pub(crate) fn device_event_from(e: &abi::DeviceEvent) -> Result<DeviceEvent> {
     let (port, qp_num) = (e.port, e.number);
     // Ports are numbered from 1, and an RC QP's number is 1 to 2^24 - 1.
-    if matches!(e.kind, 1..=3) && port == 0 {
+    if matches!(e.kind, 1..=3 | 13) && port == 0 {
         return Err(Error::new(
             ErrorKind::Other,
             format!(
@@ -384,6 +385,7 @@ pub(crate) fn device_event_from(e: &abi::DeviceEvent) -> Result<DeviceEvent> {
         10 => DeviceEvent::CqError { cq_num: e.number },
         11 => DeviceEvent::DeviceFatal,
         12 => DeviceEvent::DeviceRemoved,
+        13 => DeviceEvent::AddressChange { port },
         other => return Err(unknown(ErrorKind::Other, "device event", other)),
     })
 }
@@ -419,6 +421,7 @@ pub(crate) fn fault(f: &Fault) -> abi::Fault {
         Fault::LosePeer { qp_num } => (7, 0, qp_num, 0),
         Fault::Stall => (8, 0, 0, 0),
         Fault::Resume => (9, 0, 0, 0),
+        Fault::ChangeAddress { port } => (10, port, 0, 0),
     };
     abi::Fault {
         kind,
@@ -444,6 +447,7 @@ pub(crate) fn fault_from(f: &abi::Fault) -> Result<Fault> {
         7 => Fault::LosePeer { qp_num: f.qp_num },
         8 => Fault::Stall,
         9 => Fault::Resume,
+        10 => Fault::ChangeAddress { port: f.port },
         other => return Err(unknown(ErrorKind::InvalidArgument, "fault", other)),
     })
 }
@@ -500,9 +504,14 @@ mod tests {
             DeviceEvent::QpFatal { qp_num: 9 },
             DeviceEvent::CqError { cq_num: 4 },
             DeviceEvent::DeviceRemoved,
+            DeviceEvent::AddressChange { port: 1 },
         ] {
             assert_eq!(device_event_from(&device_event(&e)).unwrap(), e);
         }
+        // An address change names its port, numbered from 1.
+        let mut zero = device_event(&DeviceEvent::AddressChange { port: 1 });
+        zero.port = 0;
+        assert!(device_event_from(&zero).is_err());
         for f in [
             Fault::Reset {
                 down_for: Duration::from_millis(30),
@@ -513,6 +522,7 @@ mod tests {
             },
             Fault::KillQp { qp_num: 7 },
             Fault::Resume,
+            Fault::ChangeAddress { port: 1 },
         ] {
             assert_eq!(fault_from(&fault(&f)).unwrap(), f);
         }
