@@ -388,7 +388,11 @@ struct QpRec {
     lose_next: [bool; 2],
     peer: Option<u32>,
     conn: Conn,
+    /// The parameters this side connected or accepted with (its timers are used from here).
     params: ConnParams,
+    /// RDMA READs this QP may have outstanding as the requester, once connected: the smaller
+    /// of its initiator depth and the peer's responder resources (0 fails its READs).
+    read_credits: u8,
     local_addr: Option<SocketAddr>,
     /// The device's largest message.
     max_msg_size: u32,
@@ -416,6 +420,9 @@ struct RequestRec {
     client_device: u32,
     client_addr: SocketAddr,
     private_data: Vec<u8>,
+    /// The requester's initiator depth and responder resources.
+    initiator_depth: u8,
+    responder_resources: u8,
 }
 
 /// Everything on the fabric.

@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use anyverbs::{
-    Cause, ConnParams, ConnectRequest, Connection, DeviceEvent, MAX_ACCEPT_PRIVATE_DATA,
-    MAX_CONNECT_PRIVATE_DATA, QpState, StateModel,
+    Cause, ConnParams, ConnectRequest, Connection, DeviceEvent, DeviceLimits,
+    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, QpState, StateModel,
 };
 
 use super::{Conn, EPHEMERAL_PORTS, ListenerRec, QpRec, Refusal, RequestRec, State};
@@ -118,8 +118,9 @@ impl State {
         remote: SocketAddr,
         params: &ConnParams,
     ) -> MockResult<()> {
-        check_params(params, MAX_CONNECT_PRIVATE_DATA)?;
         let q = self.qp(qpn)?;
+        let limits = self.inc(q.device).info.limits;
+        check_params(params, &limits, MAX_CONNECT_PRIVATE_DATA)?;
         if !matches!(q.conn, Conn::Idle) || !is_fresh(q) {
             return Err(MockError::WrongState(format!(
                 "connect needs a fresh, unconnected QP; this one is in {}",
@@ -146,7 +147,9 @@ impl State {
                     client: qpn,
                     client_device: device,
                     client_addr: local,
-                    private_data: params.private_data.clone(),
+                    private_data: padded(own_model, &params.private_data, MAX_CONNECT_PRIVATE_DATA),
+                    initiator_depth: params.initiator_depth_on(&limits),
+                    responder_resources: params.responder_resources_on(&limits),
                 },
             );
             self.listeners
@@ -179,6 +182,8 @@ impl State {
                     id,
                     peer: r.client_addr,
                     private_data: r.private_data.clone(),
+                    initiator_depth: r.initiator_depth,
+                    responder_resources: r.responder_resources,
                 }));
             }
         }
@@ -192,7 +197,6 @@ impl State {
         server: u32,
         params: &ConnParams,
     ) -> MockResult<()> {
-        check_params(params, MAX_ACCEPT_PRIVATE_DATA)?;
         let l = self
             .listeners
             .get(&listener)
@@ -203,6 +207,8 @@ impl State {
             .filter(|r| r.listener == listener)
             .ok_or(MockError::NoSuchRequest(request))?;
         let s = self.qp(server)?;
+        let limits = self.inc(s.device).info.limits;
+        check_params(params, &limits, MAX_ACCEPT_PRIVATE_DATA)?;
         if s.device != l.device {
             return Err(MockError::BadArgument(
                 "the QP belongs to another device than the listener".into(),
@@ -217,6 +223,7 @@ impl State {
         let client = r.client;
         let client_addr = r.client_addr;
         let client_private = r.private_data.clone();
+        let (client_depth, client_resources) = (r.initiator_depth, r.responder_resources);
         let client_waits = self
             .qps
             .get(&client)
@@ -247,19 +254,30 @@ impl State {
             q.state = QpState::ReadyToSend;
             q.peer = Some(peer);
         }
+        // Each direction's READ credits: the smaller of what its requester may have
+        // outstanding and what its responder serves.
+        let server_depth = params.initiator_depth_on(&limits).min(client_resources);
+        let server_resources = params.responder_resources_on(&limits).min(client_depth);
+        let model = self.qps[&server].model;
         let s = self.qps.get_mut(&server).expect("present");
         s.params = params.clone();
+        s.read_credits = server_depth;
         s.local_addr = Some(listener);
         s.conn = Conn::Established(Connection {
             peer: client_addr,
             peer_qp_num: client,
             private_data: client_private,
+            initiator_depth: server_depth,
+            responder_resources: server_resources,
         });
         let c = self.qps.get_mut(&client).expect("present");
+        c.read_credits = server_resources;
         c.conn = Conn::Established(Connection {
             peer: listener,
             peer_qp_num: server,
-            private_data: params.private_data.clone(),
+            private_data: padded(model, &params.private_data, MAX_ACCEPT_PRIVATE_DATA),
+            initiator_depth: server_resources,
+            responder_resources: server_depth,
         });
         Ok(())
     }
@@ -295,19 +313,21 @@ impl State {
     }
 }
 
-fn check_params(params: &ConnParams, max_private: usize) -> MockResult<()> {
-    if params.private_data.len() > max_private {
-        return Err(MockError::BadArgument(format!(
-            "{} bytes of private data; at most {max_private} fit",
-            params.private_data.len()
-        )));
+fn check_params(params: &ConnParams, limits: &DeviceLimits, max_private: usize) -> MockResult<()> {
+    params
+        .check(limits, max_private)
+        .map_err(|e| MockError::BadArgument(e.message().to_string()))
+}
+
+/// Private data as the peer receives it: on InfiniBand the CM carries a fixed-size block, so it
+/// arrives zero-padded to `size` (the receiver cannot learn the length the sender used); iWARP's
+/// MPA carries the exact length.
+fn padded(model: StateModel, data: &[u8], size: usize) -> Vec<u8> {
+    let mut out = data.to_vec();
+    if model == StateModel::InfiniBand {
+        out.resize(size, 0);
     }
-    if params.retry_count > 7 || params.rnr_retry_count > 7 {
-        return Err(MockError::BadArgument(
-            "retry counts are 3-bit values (0..=7)".into(),
-        ));
-    }
-    Ok(())
+    out
 }
 
 /// Whether a QP is still in its initial state (or INIT on InfiniBand) and may be connected.

@@ -281,19 +281,25 @@ impl State {
     /// passed. Returns false (the head did not complete) unless it failed.
     pub(super) fn stall(&mut self, qpn: u32, kind: StallKind, now: Option<Instant>) -> bool {
         let now = now.unwrap_or_else(Instant::now);
-        let (rnr_timer, ack_timeout) = (self.rnr_timer, self.ack_timeout);
+        // The ACK timeout is the requester's; how long an RNR makes it wait is the responder's
+        // minimum RNR timer. Either falls back to the fabric's when the connection set none.
+        let q = &self.qps[&qpn];
+        let ack_timeout = q.params.ack_timeout.unwrap_or(self.ack_timeout);
+        let rnr_timer = q
+            .peer
+            .and_then(|p| self.qps.get(&p))
+            .and_then(|p| p.params.min_rnr_timer)
+            .unwrap_or(self.rnr_timer);
         let q = self.qps.get_mut(&qpn).expect("present");
-        let params = q.params.clone();
+        let params = (q.params.retry_count, q.params.rnr_retry_count);
         let head = q.sq.front_mut().expect("non-empty");
         let stall = match head.stall {
             Some(s) if s.kind == kind => s,
             _ => {
                 let fail_at = match kind {
-                    StallKind::Rnr if params.rnr_retry_count >= RNR_RETRY_FOREVER => None,
-                    StallKind::Rnr => Some(now + rnr_timer * u32::from(params.rnr_retry_count)),
-                    StallKind::NoAck => {
-                        Some(now + ack_timeout * (u32::from(params.retry_count) + 1))
-                    }
+                    StallKind::Rnr if params.1 >= RNR_RETRY_FOREVER => None,
+                    StallKind::Rnr => Some(now + rnr_timer * u32::from(params.1)),
+                    StallKind::NoAck => Some(now + ack_timeout * (u32::from(params.0) + 1)),
                 };
                 let s = Stall { kind, fail_at };
                 head.stall = Some(s);
@@ -445,6 +451,13 @@ impl State {
                 return true;
             }
             return self.stall(qpn, StallKind::Rnr, now);
+        }
+        if matches!(op, SendOp::Read(_)) && q.read_credits == 0 {
+            // No READ credits on this connection (an initiator depth or responder resources of
+            // 0): the responder refuses it as an invalid request, and both QPs go to ERROR.
+            self.fail_head(qpn, WcStatus::RemoteInvalidRequest);
+            self.responder_error(peer);
+            return true;
         }
         let total = head.wr.total_length();
         let sent_len = total as u32;

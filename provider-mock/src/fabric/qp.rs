@@ -69,6 +69,7 @@ impl State {
                 peer: None,
                 conn: Conn::Idle,
                 params: ConnParams::default(),
+                read_credits: 0,
                 local_addr: None,
                 unsignaled_done: 0,
                 max_msg_size: limits.max_msg_size,

@@ -202,6 +202,8 @@ pub(super) fn assert_every_handle_lost(p: &Pair, was: &Before) {
         id: 1,
         peer: p.listener.local_addr(),
         private_data: Vec::new(),
+        initiator_depth: 1,
+        responder_resources: 1,
     };
     lost("listener.next_request", || listener.next_request(soon()));
     lost("listener.accept", || {

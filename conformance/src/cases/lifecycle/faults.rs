@@ -119,8 +119,20 @@ pub(super) fn address_change_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult
         list(&unexpected)
     );
     // The connection made before the change still carries data, both ways.
-    exchange(ctx, &pair.pd, (&pair.a, &pair.cq_a), (&pair.b, &pair.cq_b), 1)?;
-    exchange(ctx, &pair.pd, (&pair.b, &pair.cq_b), (&pair.a, &pair.cq_a), 2)?;
+    exchange(
+        ctx,
+        &pair.pd,
+        (&pair.a, &pair.cq_a),
+        (&pair.b, &pair.cq_b),
+        1,
+    )?;
+    exchange(
+        ctx,
+        &pair.pd,
+        (&pair.b, &pair.cq_b),
+        (&pair.a, &pair.cq_a),
+        2,
+    )?;
     Ok(())
 }
 

@@ -148,7 +148,28 @@ pub struct ConnParams {
     pub retry_count: u8,
     /// RNR retries.
     pub rnr_retry_count: u8,
+    /// Which options below are set: [`CONN_SET_INITIATOR_DEPTH`],
+    /// [`CONN_SET_RESPONDER_RESOURCES`], [`CONN_SET_ACK_TIMEOUT`], [`CONN_SET_MIN_RNR_TIMER`];
+    /// an option not set is `None` (its value is not read). Other bits are refused.
+    pub set: u32,
+    /// Initiator depth.
+    pub initiator_depth: u8,
+    /// Responder resources.
+    pub responder_resources: u8,
+    /// ACK timeout, in nanoseconds.
+    pub ack_timeout_ns: u64,
+    /// Minimum RNR timer, in nanoseconds.
+    pub min_rnr_timer_ns: u64,
 }
+
+/// [`ConnParams::set`]: `initiator_depth` is set.
+pub const CONN_SET_INITIATOR_DEPTH: u32 = 1 << 0;
+/// [`ConnParams::set`]: `responder_resources` is set.
+pub const CONN_SET_RESPONDER_RESOURCES: u32 = 1 << 1;
+/// [`ConnParams::set`]: `ack_timeout_ns` is set.
+pub const CONN_SET_ACK_TIMEOUT: u32 = 1 << 2;
+/// [`ConnParams::set`]: `min_rnr_timer_ns` is set.
+pub const CONN_SET_MIN_RNR_TIMER: u32 = 1 << 3;
 
 /// Most private data bytes the ABI's fixed-size results carry (more than any CM message holds).
 pub const PRIVATE_DATA_MAX: usize = 256;
@@ -162,6 +183,10 @@ pub struct ConnectRequest {
     pub id: u64,
     /// The requester.
     pub peer: SockAddr,
+    /// The requester's initiator depth.
+    pub initiator_depth: u8,
+    /// The requester's responder resources.
+    pub responder_resources: u8,
     /// Bytes of `private_data` in use.
     pub private_len: u32,
     /// Private data.
@@ -176,6 +201,10 @@ pub struct Connection {
     pub peer: SockAddr,
     /// The peer's QP number.
     pub peer_qp_num: u32,
+    /// This side's initiator depth.
+    pub initiator_depth: u8,
+    /// This side's responder resources.
+    pub responder_resources: u8,
     /// Bytes of `private_data` in use.
     pub private_len: u32,
     /// Private data.

@@ -164,10 +164,30 @@ pub(crate) fn access_from(bits: u32) -> Result<Access> {
 
 /// Connection parameters in ABI form, borrowing the private data.
 pub(crate) fn conn_params(p: &ConnParams) -> abi::ConnParams {
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let mut set = 0;
+    for (on, bit) in [
+        (p.initiator_depth.is_some(), abi::CONN_SET_INITIATOR_DEPTH),
+        (
+            p.responder_resources.is_some(),
+            abi::CONN_SET_RESPONDER_RESOURCES,
+        ),
+        (p.ack_timeout.is_some(), abi::CONN_SET_ACK_TIMEOUT),
+        (p.min_rnr_timer.is_some(), abi::CONN_SET_MIN_RNR_TIMER),
+    ] {
+        if on {
+            set |= bit;
+        }
+    }
     abi::ConnParams {
         private_data: bytes(&p.private_data),
         retry_count: p.retry_count,
         rnr_retry_count: p.rnr_retry_count,
+        set,
+        initiator_depth: p.initiator_depth.unwrap_or(0),
+        responder_resources: p.responder_resources.unwrap_or(0),
+        ack_timeout_ns: p.ack_timeout.map_or(0, ns),
+        min_rnr_timer_ns: p.min_rnr_timer.map_or(0, ns),
     }
 }
 
@@ -177,11 +197,24 @@ pub(crate) fn conn_params(p: &ConnParams) -> abi::ConnParams {
 /// # Safety
 /// The private data must be valid as for [`bounded_slice`].
 pub(crate) unsafe fn conn_params_from(p: &abi::ConnParams, kind: ErrorKind) -> Result<ConnParams> {
+    let known = abi::CONN_SET_INITIATOR_DEPTH
+        | abi::CONN_SET_RESPONDER_RESOURCES
+        | abi::CONN_SET_ACK_TIMEOUT
+        | abi::CONN_SET_MIN_RNR_TIMER;
+    if p.set & !known != 0 {
+        return Err(unknown(kind, "connection parameter bits", p.set));
+    }
+    let is = |bit: u32| p.set & bit != 0;
     Ok(ConnParams {
         // SAFETY: forwarded to the caller.
         private_data: unsafe { private_slice(p.private_data, kind) }?.to_vec(),
         retry_count: p.retry_count,
         rnr_retry_count: p.rnr_retry_count,
+        initiator_depth: is(abi::CONN_SET_INITIATOR_DEPTH).then_some(p.initiator_depth),
+        responder_resources: is(abi::CONN_SET_RESPONDER_RESOURCES).then_some(p.responder_resources),
+        ack_timeout: is(abi::CONN_SET_ACK_TIMEOUT).then(|| Duration::from_nanos(p.ack_timeout_ns)),
+        min_rnr_timer: is(abi::CONN_SET_MIN_RNR_TIMER)
+            .then(|| Duration::from_nanos(p.min_rnr_timer_ns)),
     })
 }
 
@@ -233,6 +266,8 @@ pub(crate) fn connect_request(r: &ConnectRequest) -> Result<abi::ConnectRequest>
     let mut out = abi::ConnectRequest {
         id: r.id,
         peer: sock_addr(r.peer),
+        initiator_depth: r.initiator_depth,
+        responder_resources: r.responder_resources,
         private_len: 0,
         private_data: [0; abi::PRIVATE_DATA_MAX],
     };
@@ -254,6 +289,8 @@ pub(crate) fn connect_request_from(
             MAX_CONNECT_PRIVATE_DATA,
             kind,
         )?,
+        initiator_depth: r.initiator_depth,
+        responder_resources: r.responder_resources,
     })
 }
 
@@ -262,6 +299,8 @@ pub(crate) fn connection(c: &Connection) -> Result<abi::Connection> {
     let mut out = abi::Connection {
         peer: sock_addr(c.peer),
         peer_qp_num: c.peer_qp_num,
+        initiator_depth: c.initiator_depth,
+        responder_resources: c.responder_resources,
         private_len: 0,
         private_data: [0; abi::PRIVATE_DATA_MAX],
     };
@@ -283,6 +322,8 @@ pub(crate) fn connection_from(c: &abi::Connection, kind: ErrorKind) -> Result<Co
             MAX_ACCEPT_PRIVATE_DATA,
             kind,
         )?,
+        initiator_depth: c.initiator_depth,
+        responder_resources: c.responder_resources,
     })
 }
 
@@ -537,11 +578,38 @@ mod tests {
     }
 
     #[test]
+    fn connection_parameters_round_trip_with_every_option_set_or_not() {
+        let all = ConnParams {
+            private_data: vec![1, 2, 3],
+            retry_count: 3,
+            rnr_retry_count: 5,
+            initiator_depth: Some(0),
+            responder_resources: Some(9),
+            ack_timeout: Some(Duration::from_micros(300)),
+            min_rnr_timer: Some(Duration::from_micros(640)),
+        };
+        for p in [ConnParams::default(), all] {
+            let raw = conn_params(&p);
+            // SAFETY: the private data is borrowed from `p`, alive for the call.
+            let back = unsafe { conn_params_from(&raw, ErrorKind::InvalidArgument) }.unwrap();
+            assert_eq!(back, p);
+        }
+        // A bit this version does not know is refused, not ignored.
+        let mut raw = conn_params(&ConnParams::default());
+        raw.set |= 1 << 9;
+        // SAFETY: as above.
+        let e = unsafe { conn_params_from(&raw, ErrorKind::InvalidArgument) }.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
     fn private_data_too_long_for_the_abi_is_an_error_not_a_truncation() {
         let c = Connection {
             peer: "10.0.0.1:1".parse().unwrap(),
             peer_qp_num: 1,
             private_data: vec![0; abi::PRIVATE_DATA_MAX + 1],
+            initiator_depth: 1,
+            responder_resources: 1,
         };
         assert!(connection(&c).is_err());
     }
