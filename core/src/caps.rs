@@ -5,8 +5,9 @@ use bitflags::bitflags;
 bitflags! {
     /// What a device can do, or how it behaves where transports differ.
     ///
-    /// A ULP (and the conformance suite) branches on these, never on the provider's name.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    /// A ULP (and the conformance suite) branches on these, never on the provider's name. The
+    /// default is none.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Caps: u64 {
         /// QPs connect only through the connection manager; hand-driven INIT→RTR→RTS is
         /// impossible (iWARP).
@@ -37,6 +38,14 @@ bitflags! {
         /// retry count runs out (InfiniBand). Without it (iWARP) the responder terminates the
         /// connection at once and both QPs go to ERROR.
         const RNR_RETRY = 1 << 10;
+        /// The atomic operations, compare-and-swap and fetch-and-add
+        /// ([`SendOp::CompareSwap`](crate::SendOp::CompareSwap),
+        /// [`SendOp::FetchAdd`](crate::SendOp::FetchAdd)): InfiniBand and RoCE have them, iWARP
+        /// does not. They are atomic with respect to other atomics of the same device only
+        /// (verbs' `IBV_ATOMIC_HCA`), not to the CPU's or other devices' accesses to the same
+        /// memory. Without it, posting an atomic fails with
+        /// [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported).
+        const ATOMICS = 1 << 11;
         /// The device reports a fatal error, a reset included, as
         /// [`DeviceEvent::DeviceFatal`](crate::DeviceEvent::DeviceFatal) (drivers that support
         /// disassociation, such as mlx5). Without it (rxe, siw) no fatal event ever comes: a

@@ -151,6 +151,6 @@ pub use provider::{Provider, Transport};
 pub use qp::{QpInit, QueuePair};
 pub use state::{Cause, QpState, StateModel};
 pub use wr::{
-    Completion, INLINE_SGES, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList, Sge, WcFlags,
-    WcOpcode, WcStatus,
+    ATOMIC_LEN, Completion, INLINE_SGES, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList,
+    Sge, WcFlags, WcOpcode, WcStatus,
 };

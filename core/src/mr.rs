@@ -15,7 +15,10 @@ bitflags! {
         const REMOTE_WRITE = 1 << 1;
         /// Peers may RDMA READ from it.
         const REMOTE_READ = 1 << 2;
-        /// Peers may perform atomics on it. Requires `LOCAL_WRITE`.
+        /// Peers may perform atomic operations on it: compare-and-swap and fetch-and-add
+        /// ([`SendOp::CompareSwap`](crate::SendOp::CompareSwap),
+        /// [`SendOp::FetchAdd`](crate::SendOp::FetchAdd), on devices with
+        /// [`Caps::ATOMICS`](crate::Caps::ATOMICS)). Requires `LOCAL_WRITE`.
         const REMOTE_ATOMIC = 1 << 3;
     }
 }

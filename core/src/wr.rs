@@ -12,6 +12,9 @@ use std::marker::PhantomData;
 use bitflags::bitflags;
 use smallvec::SmallVec;
 
+use crate::caps::Caps;
+use crate::error::{Error, Result};
+
 /// How many SGEs a [`SgList`] holds before it allocates.
 pub const INLINE_SGES: usize = 4;
 
@@ -59,7 +62,34 @@ pub enum SendOp {
     WriteWithImm(RemoteAddr, u32),
     /// RDMA READ from remote memory into the local scatter list.
     Read(RemoteAddr),
+    /// Atomic compare-and-swap (`IBV_WR_ATOMIC_CMP_AND_SWP`) of the 64-bit value at `remote`:
+    /// if it equals `compare` it becomes `swap`. The value found there before is written to the
+    /// local scatter list either way, which must be exactly one SGE of 8 bytes
+    /// ([`ATOMIC_LEN`]); `remote.addr` must be 8-byte aligned, and the remote region registered
+    /// with [`Access::REMOTE_ATOMIC`](crate::Access::REMOTE_ATOMIC). Needs
+    /// [`Caps::ATOMICS`]; values are in host byte order.
+    CompareSwap {
+        /// The 64-bit target.
+        remote: RemoteAddr,
+        /// The value the target must hold for the swap to happen.
+        compare: u64,
+        /// The value the target takes if it held `compare`.
+        swap: u64,
+    },
+    /// Atomic fetch-and-add (`IBV_WR_ATOMIC_FETCH_AND_ADD`): adds `add` to the 64-bit value at
+    /// `remote` (wrapping at 2^64) and writes the value found there before to the local scatter
+    /// list. The rules of [`CompareSwap`](Self::CompareSwap) apply.
+    FetchAdd {
+        /// The 64-bit target.
+        remote: RemoteAddr,
+        /// What is added to it.
+        add: u64,
+    },
 }
+
+/// The length of an atomic operation's operand and of its local scatter list: 8 bytes. The
+/// remote address of an atomic must be aligned to it.
+pub const ATOMIC_LEN: u32 = 8;
 
 impl SendOp {
     /// The completion opcode this operation produces on the requester.
@@ -68,7 +98,24 @@ impl SendOp {
             SendOp::Send | SendOp::SendWithImm(_) => WcOpcode::Send,
             SendOp::Write(_) | SendOp::WriteWithImm(..) => WcOpcode::RdmaWrite,
             SendOp::Read(_) => WcOpcode::RdmaRead,
+            SendOp::CompareSwap { .. } => WcOpcode::CompareSwap,
+            SendOp::FetchAdd { .. } => WcOpcode::FetchAdd,
         }
+    }
+
+    /// Whether this is an atomic operation ([`CompareSwap`](Self::CompareSwap) or
+    /// [`FetchAdd`](Self::FetchAdd)).
+    pub const fn is_atomic(self) -> bool {
+        matches!(self, SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. })
+    }
+
+    /// Whether the device writes the local scatter list (RDMA READ and the atomics): its
+    /// region needs [`Access::LOCAL_WRITE`](crate::Access::LOCAL_WRITE).
+    pub const fn writes_local(self) -> bool {
+        matches!(
+            self,
+            SendOp::Read(_) | SendOp::CompareSwap { .. } | SendOp::FetchAdd { .. }
+        )
     }
 }
 
@@ -82,13 +129,15 @@ pub(crate) enum OpCode {
     Write = 3,
     WriteWithImm = 4,
     Read = 5,
+    CompareSwap = 6,
+    FetchAdd = 7,
 }
 
 impl OpCode {
     /// The codes that are an [`OpCode`]: the plugin ABI checks a WR's against these before it
     /// treats the WR as a [`SendWr`].
     pub(crate) const CODES: std::ops::RangeInclusive<u32> =
-        OpCode::Send as u32..=OpCode::Read as u32;
+        OpCode::Send as u32..=OpCode::FetchAdd as u32;
 }
 
 bitflags! {
@@ -98,7 +147,7 @@ bitflags! {
     pub struct SendFlags: u32 {
         /// Produce a completion on success too (errors always produce one).
         const SIGNALED = 1 << 0;
-        /// Wait for earlier RDMA READs to finish before starting.
+        /// Wait for earlier RDMA READs and atomics to finish before starting.
         const FENCE = 1 << 1;
         /// Ask the peer to raise a solicited event.
         const SOLICITED = 1 << 2;
@@ -198,6 +247,11 @@ pub struct SendWr<'a> {
     pub(crate) opcode: OpCode,
     /// Flags.
     pub flags: SendFlags,
+    /// The compare value of a compare-and-swap, the addend of a fetch-and-add (as verbs'
+    /// `wr.atomic.compare_add`).
+    pub(crate) compare_add: u64,
+    /// The swap value of a compare-and-swap.
+    pub(crate) swap: u64,
 }
 
 impl<'a> SendWr<'a> {
@@ -217,14 +271,51 @@ impl<'a> SendWr<'a> {
         SendWr::with_sgl(wr_id, op, SgRef::single(sge))
     }
 
+    /// A signaled atomic compare-and-swap ([`SendOp::CompareSwap`]) of the 64-bit value at
+    /// `remote`; the value found there lands in `local`, an SGE of 8 bytes.
+    pub const fn compare_swap(
+        wr_id: u64,
+        local: Sge,
+        remote: RemoteAddr,
+        compare: u64,
+        swap: u64,
+    ) -> SendWr<'static> {
+        SendWr::single(
+            wr_id,
+            SendOp::CompareSwap {
+                remote,
+                compare,
+                swap,
+            },
+            local,
+        )
+    }
+
+    /// A signaled atomic fetch-and-add ([`SendOp::FetchAdd`]) of `add` to the 64-bit value at
+    /// `remote`; the value found there lands in `local`, an SGE of 8 bytes.
+    pub const fn fetch_add(
+        wr_id: u64,
+        local: Sge,
+        remote: RemoteAddr,
+        add: u64,
+    ) -> SendWr<'static> {
+        SendWr::single(wr_id, SendOp::FetchAdd { remote, add }, local)
+    }
+
     const fn with_sgl(wr_id: u64, op: SendOp, sgl: SgRef<'a>) -> Self {
         let none = RemoteAddr { addr: 0, rkey: 0 };
-        let (opcode, remote, imm_data) = match op {
-            SendOp::Send => (OpCode::Send, none, 0),
-            SendOp::SendWithImm(imm) => (OpCode::SendWithImm, none, imm),
-            SendOp::Write(r) => (OpCode::Write, r, 0),
-            SendOp::WriteWithImm(r, imm) => (OpCode::WriteWithImm, r, imm),
-            SendOp::Read(r) => (OpCode::Read, r, 0),
+        let (opcode, remote, imm_data, compare_add, swap) = match op {
+            SendOp::Send => (OpCode::Send, none, 0, 0, 0),
+            SendOp::SendWithImm(imm) => (OpCode::SendWithImm, none, imm, 0, 0),
+            SendOp::Write(r) => (OpCode::Write, r, 0, 0, 0),
+            SendOp::WriteWithImm(r, imm) => (OpCode::WriteWithImm, r, imm, 0, 0),
+            SendOp::Read(r) => (OpCode::Read, r, 0, 0, 0),
+            SendOp::CompareSwap {
+                remote,
+                compare,
+                swap,
+            } => (OpCode::CompareSwap, remote, 0, compare, swap),
+            SendOp::FetchAdd { remote, add } => (OpCode::FetchAdd, remote, 0, add, 0),
         };
         SendWr {
             wr_id,
@@ -234,6 +325,8 @@ impl<'a> SendWr<'a> {
             imm_data,
             opcode,
             flags: SendFlags::SIGNALED,
+            compare_add,
+            swap,
         }
     }
 
@@ -255,7 +348,66 @@ impl<'a> SendWr<'a> {
             OpCode::Write => SendOp::Write(remote),
             OpCode::WriteWithImm => SendOp::WriteWithImm(remote, self.imm_data),
             OpCode::Read => SendOp::Read(remote),
+            OpCode::CompareSwap => SendOp::CompareSwap {
+                remote,
+                compare: self.compare_add,
+                swap: self.swap,
+            },
+            OpCode::FetchAdd => SendOp::FetchAdd {
+                remote,
+                add: self.compare_add,
+            },
         }
+    }
+
+    /// Whether this is an atomic WR ([`SendOp::is_atomic`]), without decoding it.
+    #[inline]
+    pub const fn is_atomic(&self) -> bool {
+        matches!(self.opcode, OpCode::CompareSwap | OpCode::FetchAdd)
+    }
+
+    /// Checks what can be checked of the WR before it is posted to a device with `caps`, as
+    /// every device must: an atomic on a device without [`Caps::ATOMICS`] fails with
+    /// [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported); an atomic whose local
+    /// scatter list is not one SGE of [`ATOMIC_LEN`] bytes, or whose remote address is not
+    /// aligned to 8 bytes, with [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument).
+    /// Other WRs pass. The provider kit calls it for every WR it posts, so a provider on the kit
+    /// refuses these without checking them itself.
+    #[inline]
+    pub fn check_for(&self, caps: Caps) -> Result<()> {
+        if self.is_atomic() {
+            self.check_atomic(caps)
+        } else {
+            Ok(())
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_atomic(&self, caps: Caps) -> Result<()> {
+        if !caps.contains(Caps::ATOMICS) {
+            return Err(Error::not_supported(
+                "the device does not support atomic operations (Caps::ATOMICS)",
+            ));
+        }
+        match self.sgl() {
+            [sge] if sge.length == ATOMIC_LEN => {}
+            sgl => {
+                return Err(Error::invalid_argument(format!(
+                    "an atomic WR needs exactly one local SGE of {ATOMIC_LEN} bytes, not {} SGEs \
+                     of {} bytes",
+                    sgl.len(),
+                    total_length(sgl)
+                )));
+            }
+        }
+        if !self.remote_addr.is_multiple_of(u64::from(ATOMIC_LEN)) {
+            return Err(Error::invalid_argument(format!(
+                "the remote address {:#x} of an atomic WR is not 8-byte aligned",
+                self.remote_addr
+            )));
+        }
+        Ok(())
     }
 
     /// The completion opcode this WR produces on the requester.
@@ -263,7 +415,8 @@ impl<'a> SendWr<'a> {
         self.op().completion_opcode()
     }
 
-    /// Local memory: source of SEND and WRITE, destination of READ.
+    /// Local memory: source of SEND and WRITE, destination of READ and of an atomic's original
+    /// value.
     pub fn sgl(&self) -> &[Sge] {
         self.sgl.get()
     }
@@ -443,6 +596,10 @@ pub enum WcOpcode {
     Recv = 3,
     /// A receive consumed by an RDMA WRITE with immediate.
     RecvRdmaWithImm = 4,
+    /// An atomic compare-and-swap, on the requester.
+    CompareSwap = 5,
+    /// An atomic fetch-and-add, on the requester.
+    FetchAdd = 6,
 }
 
 bitflags! {
@@ -477,7 +634,7 @@ pub struct Completion {
     /// Operation.
     pub opcode: WcOpcode,
     /// Bytes transferred. Meaningful for receives (the incoming message's length, immediate
-    /// data not counted) and RDMA READ; for SEND and RDMA WRITE verbs leaves it undefined
+    /// data not counted), RDMA READ and the atomics (8); for SEND and RDMA WRITE verbs leaves it undefined
     /// (the mock reports the length), so portable code must not rely on it there.
     pub byte_len: u32,
     /// Immediate data, meaningful only with [`WcFlags::WITH_IMM`]; [`imm`](Self::imm) reads

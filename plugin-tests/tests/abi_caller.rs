@@ -192,7 +192,11 @@ fn bad_wrs_from_the_caller_are_refused_with_an_exact_count_and_never_posted() {
 
     // Sends with an opcode or flags no ABI version defines: refused before the QP's state is
     // even looked at.
-    for (opcode, flags, what) in [(77, 1, "send opcode 77"), (1, 1 << 20, "send flags")] {
+    for (opcode, flags, what) in [
+        (8, 1, "send opcode 8"),
+        (77, 1, "send opcode 77"),
+        (1, 1 << 20, "send flags"),
+    ] {
         let wr = SendWr {
             wr_id: 9,
             sgl: null,
@@ -203,6 +207,8 @@ fn bad_wrs_from_the_caller_are_refused_with_an_exact_count_and_never_posted() {
             imm_data: 0,
             opcode,
             flags,
+            compare_add: 0,
+            swap: 0,
         };
         let (status, accepted, message) = bed.post_send(&wr, 1);
         assert_eq!((status, accepted), (invalid(), 0), "{message}");

@@ -72,9 +72,11 @@ impl Personality {
             Personality::Rxe | Personality::Siw | Personality::Dead => common,
             _ => common | Caps::DEVICE_FATAL,
         };
-        let ib = common | Caps::IMMEDIATE_DATA | Caps::SQ_DRAIN_STATE | Caps::RNR_RETRY;
-        // Like siw: no immediate data, no RNR retries (a SEND without a receive terminates the
-        // connection), and QPs connect only through the CM.
+        // Atomics as rxe and mlx5 have them (IBV_ATOMIC_HCA).
+        let ib =
+            common | Caps::IMMEDIATE_DATA | Caps::SQ_DRAIN_STATE | Caps::RNR_RETRY | Caps::ATOMICS;
+        // Like siw: no immediate data, no atomics, no RNR retries (a SEND without a receive
+        // terminates the connection), and QPs connect only through the CM.
         let iwarp = common | Caps::CM_ONLY_CONNECT;
         match self {
             Personality::Ib => ib | Caps::POST_IN_ERROR_FLUSHED,

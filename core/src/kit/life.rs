@@ -8,11 +8,18 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use rustc_hash::FxHashMap;
 
 use super::lock;
+use crate::caps::Caps;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{DeviceEvent, EventHub, EventStream};
 
-/// What the provider and every kit handle of one device share: whether the device is alive,
-/// which of its QPs the device moved to ERROR on its own, and the device's event hub.
+/// What the provider and every kit handle of one device share: the device's capabilities,
+/// whether the device is alive, which of its QPs the device moved to ERROR on its own, and the
+/// device's event hub.
+///
+/// The capabilities ([`with_caps`](Self::with_caps)) are what the kit refuses WRs by, before
+/// they reach the device ([`SendWr::check_for`](crate::SendWr::check_for)): an atomic on a
+/// device without [`Caps::ATOMICS`] fails with `NotSupported`. A device created with
+/// [`new`](Self::new) has none.
 ///
 /// The provider [reports](Self::report) every event its device raises here, and the kit does
 /// what each one implies before the ULP can see it: a QP's fatal error marks that QP in ERROR
@@ -30,6 +37,8 @@ pub struct DeviceLife(Arc<Shared>);
 
 #[derive(Debug, Default)]
 struct Shared {
+    /// What the device reports in its [`DeviceInfo`](crate::DeviceInfo).
+    caps: Caps,
     lost: OnceLock<String>,
     /// The "in ERROR by the device" flag of each live kit QP, by QP number.
     qps: Mutex<FxHashMap<u32, Weak<AtomicBool>>>,
@@ -38,9 +47,26 @@ struct Shared {
 }
 
 impl DeviceLife {
-    /// A live device.
+    /// A live device with no capabilities: the kit refuses the operations that need one
+    /// (atomics). A provider whose device reports capabilities uses
+    /// [`with_caps`](Self::with_caps).
     pub fn new() -> DeviceLife {
         DeviceLife::default()
+    }
+
+    /// A live device with the capabilities `caps`, those its
+    /// [`DeviceInfo::caps`](crate::DeviceInfo::caps) reports.
+    pub fn with_caps(caps: Caps) -> DeviceLife {
+        DeviceLife(Arc::new(Shared {
+            caps,
+            ..Shared::default()
+        }))
+    }
+
+    /// The device's capabilities, as given to [`with_caps`](Self::with_caps).
+    #[inline]
+    pub fn caps(&self) -> Caps {
+        self.0.caps
     }
 
     /// A new stream of the device's events: what [`Device::events`](crate::Device::events)

@@ -11,7 +11,11 @@
 //!   [`Ledger`] and is posted under a [token](crate::drain::Token) in
 //!   its `wr_id`; a WR the device refuses is withdrawn, so `PostError::accepted` stays exact.
 //!   The ULP gets the depths it asked for; the device's queues have one more slot each, for the
-//!   drain's marker ([`device_init`]).
+//!   drain's marker ([`device_init`]). A send WR the device cannot run by its capabilities (an
+//!   atomic without [`Caps::ATOMICS`](crate::Caps::ATOMICS): `NotSupported`), or that no device
+//!   accepts (a malformed atomic: `InvalidArgument`), is refused before it is admitted
+//!   ([`SendWr::check_for`](crate::SendWr::check_for), with the capabilities the provider gave
+//!   its [`DeviceLife`]).
 //! - **Resolution at poll time.** A raw completion is resolved when the CQ is polled, as on
 //!   hardware: routed by QP number to its QP's ledger and matched by its token (generation,
 //!   queue, sequence), never by its position in the CQ. Markers are swallowed; late completions

@@ -337,9 +337,15 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     }
 
     fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
+        let caps = self.life.caps();
         self.post_through_ledger(
             wrs,
-            |ledger, wr| ledger.admit_send(wr),
+            // What every device refuses (an atomic without `Caps::ATOMICS`, a malformed atomic)
+            // is refused here, before the ledger or the device sees it.
+            |ledger, wr| {
+                wr.check_for(caps)?;
+                ledger.admit_send(wr)
+            },
             |wr, token| SendWr {
                 wr_id: token.wr_id(),
                 ..wr

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use anyverbs::drain::WorkQueue;
 use anyverbs::{
-    Access, Completion, DeviceEvent, PostError, QpState, RecvWr, SendFlags, SendOp, SendWr,
-    StateModel, WcOpcode, WcStatus,
+    ATOMIC_LEN, Access, Caps, Completion, DeviceEvent, PostError, QpState, RecvWr, SendFlags,
+    SendOp, SendWr, StateModel, WcOpcode, WcStatus,
 };
 
 use super::{
@@ -33,8 +33,13 @@ impl State {
             )));
         }
         let imm = matches!(op, SendOp::SendWithImm(_) | SendOp::WriteWithImm(..));
-        if imm && !caps.contains(anyverbs::Caps::IMMEDIATE_DATA) {
+        if imm && !caps.contains(Caps::IMMEDIATE_DATA) {
             return Err(MockError::Unsupported("immediate data"));
+        }
+        if op.is_atomic() {
+            // The device's own check, as rxe's post makes it; the kit makes the same one before
+            // the WR gets here (`SendWr::check_for`).
+            Self::validate_atomic(caps, op, sgl)?;
         }
         let total = total_length(sgl);
         if total > u64::from(q.max_msg_size) {
@@ -43,11 +48,11 @@ impl State {
                 q.max_msg_size
             )));
         }
-        let is_read = matches!(op, SendOp::Read(_));
+        let writes_local = op.writes_local();
         if flags.contains(SendFlags::INLINE) {
-            if is_read {
+            if writes_local {
                 return Err(MockError::BadArgument(
-                    "an RDMA READ cannot be inline".into(),
+                    "an RDMA READ or an atomic cannot be inline".into(),
                 ));
             }
             if total > u64::from(q.init.max_inline_data) {
@@ -58,7 +63,7 @@ impl State {
             }
         }
         for (i, sge) in sgl.iter().enumerate() {
-            self.resolve_local(q.pd, sge, is_read)
+            self.resolve_local(q.pd, sge, writes_local)
                 .map_err(|m| MockError::BadArgument(format!("SGE {i}: {m}")))?;
         }
         if flags.contains(SendFlags::INLINE) {
@@ -67,6 +72,33 @@ impl State {
             ));
         }
         Ok(None)
+    }
+
+    /// Checks an atomic WR at post time: the device has atomics, the local list is one SGE of
+    /// 8 bytes, the remote address is 8-byte aligned.
+    fn validate_atomic(caps: Caps, op: SendOp, sgl: &[anyverbs::Sge]) -> MockResult<()> {
+        if !caps.contains(Caps::ATOMICS) {
+            return Err(MockError::Unsupported("atomic operations"));
+        }
+        if !matches!(sgl, [sge] if sge.length == ATOMIC_LEN) {
+            return Err(MockError::BadArgument(format!(
+                "an atomic WR needs exactly one local SGE of {ATOMIC_LEN} bytes, not {} SGEs of \
+                 {} bytes",
+                sgl.len(),
+                total_length(sgl)
+            )));
+        }
+        let remote = match op {
+            SendOp::CompareSwap { remote, .. } | SendOp::FetchAdd { remote, .. } => remote,
+            _ => return Ok(()),
+        };
+        if !remote.addr.is_multiple_of(u64::from(ATOMIC_LEN)) {
+            return Err(MockError::BadArgument(format!(
+                "the remote address {:#x} of an atomic WR is not 8-byte aligned",
+                remote.addr
+            )));
+        }
+        Ok(())
     }
 
     /// Posts send WRs (their `wr_id`s are the provider's tokens) and executes what can run.
@@ -462,7 +494,7 @@ impl State {
         let total = head.wr.total_length();
         let sent_len = total as u32;
         let gathered = match (&head.inline, op) {
-            (_, SendOp::Read(_)) => Ok(()),
+            (_, op) if op.writes_local() => Ok(()),
             (Some(inline), _) => {
                 data.extend_from_slice(inline);
                 Ok(())
@@ -534,7 +566,60 @@ impl State {
                 self.complete_head(qpn, sent_len);
                 true
             }
+            SendOp::CompareSwap { remote, .. } | SendOp::FetchAdd { remote, .. } => {
+                self.execute_atomic(qpn, peer, peer_pd, op, remote)
+            }
         }
+    }
+
+    /// Executes the atomic at the head of `qpn`'s send queue on its responder `peer`: under the
+    /// fabric's one lock, so atomic with respect to every other atomic. The post checked the
+    /// local SGE (one of 8 bytes) and the alignment; the responder checks the rkey, bounds and
+    /// [`Access::REMOTE_ATOMIC`].
+    fn execute_atomic(
+        &mut self,
+        qpn: u32,
+        peer: u32,
+        peer_pd: u32,
+        op: SendOp,
+        remote: anyverbs::RemoteAddr,
+    ) -> bool {
+        let len = u64::from(ATOMIC_LEN);
+        let Some((lkey, off)) = self.resolve_remote(
+            peer_pd,
+            remote.addr,
+            remote.rkey,
+            len,
+            Access::REMOTE_ATOMIC,
+        ) else {
+            self.fail_head(qpn, WcStatus::RemoteAccessError);
+            self.responder_error(peer);
+            return true;
+        };
+        let q = &self.qps[&qpn];
+        let local = q.sq.front().expect("non-empty").wr.sgl.clone();
+        // The region of the result may have been deregistered since the post: the requester
+        // fails before the responder's memory changes.
+        if local
+            .iter()
+            .any(|sge| self.resolve_local(q.pd, sge, true).is_err())
+        {
+            self.fail_head(qpn, WcStatus::LocalProtectionError);
+            return true;
+        }
+        let target = &mut self.mrs.get_mut(&lkey).expect("resolved").buf[off..off + 8];
+        let old = u64::from_ne_bytes(target.try_into().expect("8 bytes"));
+        let new = match op {
+            SendOp::CompareSwap { compare, swap, .. } if old == compare => swap,
+            SendOp::FetchAdd { add, .. } => old.wrapping_add(add),
+            _ => old,
+        };
+        target.copy_from_slice(&new.to_ne_bytes());
+        let pd = self.qps[&qpn].pd;
+        self.scatter(pd, &local, &old.to_ne_bytes())
+            .expect("the local SGE was resolved above");
+        self.complete_head(qpn, ATOMIC_LEN);
+        true
     }
 
     /// Consumes the peer's next receive for an incoming message of `sent_len` bytes: a SEND

@@ -97,6 +97,8 @@ pub(super) struct Incarnation {
 
 impl Incarnation {
     fn new(slot: usize, info: DeviceInfo) -> Incarnation {
+        // The kit refuses by these what the device cannot run (atomics without ATOMICS).
+        let life = DeviceLife::with_caps(info.caps);
         Incarnation {
             slot,
             info,
@@ -104,7 +106,7 @@ impl Incarnation {
             stalled: false,
             port_down_until: None,
             port_timer_at: None,
-            life: DeviceLife::new(),
+            life,
             live: LiveObjects::default(),
         }
     }

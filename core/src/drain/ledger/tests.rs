@@ -251,3 +251,31 @@ fn sequences_wrap_without_confusing_the_order() {
     let m = l.arm_marker(WorkQueue::Send).unwrap();
     assert!(m.is_marker() && m.seq() == d.seq() + 1);
 }
+
+#[test]
+fn atomics_are_tracked_and_synthesized_with_their_own_opcodes() {
+    use crate::wr::RemoteAddr;
+    let mut l = Ledger::new(7, 8, 4);
+    let local = Sge {
+        addr: 0,
+        length: 8,
+        lkey: 1,
+    };
+    let remote = RemoteAddr { addr: 8, rkey: 2 };
+    l.admit_send(&SendWr::compare_swap(1, local, remote, 0, 1))
+        .unwrap();
+    l.admit_send(&SendWr::fetch_add(2, local, remote, 1))
+        .unwrap();
+    assert_eq!(l.outstanding(WorkQueue::Send), 2);
+    l.begin_drain();
+    let mut out = Vec::new();
+    assert_eq!(l.synthesize(WorkQueue::Send, &mut out), 2);
+    let got: Vec<_> = out.iter().map(|c| (c.wr_id, c.status, c.opcode)).collect();
+    assert_eq!(
+        got,
+        [
+            (1, WcStatus::WrFlushError, WcOpcode::CompareSwap),
+            (2, WcStatus::WrFlushError, WcOpcode::FetchAdd),
+        ]
+    );
+}

@@ -448,6 +448,7 @@ fn sge() -> [Sge; 1] {
     }]
 }
 
+mod atomics;
 mod drain;
 mod error_state;
 mod events;

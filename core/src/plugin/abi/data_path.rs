@@ -19,17 +19,22 @@ pub struct SendWr {
     pub sge_count: usize,
     /// The one SGE of a list whose `sgl` is null and `sge_count` 1; otherwise unused.
     pub sge: Sge,
-    /// Remote address of WRITE and READ.
+    /// Remote address of WRITE, READ and the atomics.
     pub remote_addr: u64,
-    /// Remote key of WRITE and READ.
+    /// Remote key of WRITE, READ and the atomics.
     pub rkey: u32,
     /// Immediate data of the `with immediate` operations.
     pub imm_data: u32,
-    /// Operation: 1 SEND, 2 SEND with immediate, 3 WRITE, 4 WRITE with immediate, 5 READ;
-    /// anything else is refused.
+    /// Operation: 1 SEND, 2 SEND with immediate, 3 WRITE, 4 WRITE with immediate, 5 READ,
+    /// 6 atomic compare-and-swap, 7 atomic fetch-and-add; anything else is refused.
     pub opcode: u32,
     /// [`SendFlags`](crate::SendFlags) bits; an unknown bit is refused.
     pub flags: u32,
+    /// The compare value of a compare-and-swap, the addend of a fetch-and-add (verbs'
+    /// `wr.atomic.compare_add`); 0 otherwise.
+    pub compare_add: u64,
+    /// The swap value of a compare-and-swap; 0 otherwise.
+    pub swap: u64,
 }
 
 /// A receive work request: the layout of [`RecvWr`](crate::RecvWr); its scatter list is given
@@ -56,8 +61,8 @@ pub struct Completion {
     pub wr_id: u64,
     /// [`WcStatus`](crate::WcStatus) code: its discriminant, 0 success to 11 general error.
     pub status: u32,
-    /// [`WcOpcode`](crate::WcOpcode) code: its discriminant, 0 SEND to 4 receive of a WRITE
-    /// with immediate.
+    /// [`WcOpcode`](crate::WcOpcode) code: its discriminant, 0 SEND, 1 WRITE, 2 READ,
+    /// 3 receive, 4 receive of a WRITE with immediate, 5 compare-and-swap, 6 fetch-and-add.
     pub opcode: u32,
     /// Bytes transferred.
     pub byte_len: u32,
@@ -104,6 +109,8 @@ const _: () = {
     assert!(offset_of!(SendWr, imm_data) == offset_of!(CoreSend, imm_data));
     assert!(offset_of!(SendWr, opcode) == offset_of!(CoreSend, opcode));
     assert!(offset_of!(SendWr, flags) == offset_of!(CoreSend, flags));
+    assert!(offset_of!(SendWr, compare_add) == offset_of!(CoreSend, compare_add));
+    assert!(offset_of!(SendWr, swap) == offset_of!(CoreSend, swap));
     assert!(size_of::<RecvWr>() == size_of::<CoreRecv>());
     assert!(align_of::<RecvWr>() == align_of::<CoreRecv>());
     assert!(offset_of!(RecvWr, wr_id) == offset_of!(CoreRecv, wr_id));

@@ -104,7 +104,7 @@ pub(crate) fn recv_wrs_abi(wrs: &[RecvWr<'_>]) -> *const abi::RecvWr {
 /// The largest [`WcStatus`] code.
 const LAST_WC_STATUS: u32 = WcStatus::General as u32;
 /// The largest [`WcOpcode`] code.
-const LAST_WC_OPCODE: u32 = WcOpcode::RecvRdmaWithImm as u32;
+const LAST_WC_OPCODE: u32 = WcOpcode::FetchAdd as u32;
 
 /// Makes the `n` completions a plugin just wrote at `out` valid [`Completion`]s, in place.
 ///
@@ -190,6 +190,12 @@ mod tests {
             SendOp::Write(remote),
             SendOp::WriteWithImm(remote, 6),
             SendOp::Read(remote),
+            SendOp::CompareSwap {
+                remote,
+                compare: 11,
+                swap: 12,
+            },
+            SendOp::FetchAdd { remote, add: 13 },
         ]
         .into_iter()
         .map(|op| SendWr::new(42, op, &sge).with_flags(SendFlags::SIGNALED | SendFlags::FENCE))
@@ -200,10 +206,17 @@ mod tests {
         let back = unsafe { send_wrs(raw) };
         assert_eq!(back, &wrs[..]);
         assert_eq!(back[3].op(), SendOp::WriteWithImm(remote, 6));
+        assert_eq!(
+            (raw[5].opcode, raw[5].compare_add, raw[5].swap),
+            (6, 11, 12)
+        );
+        assert_eq!((raw[6].opcode, raw[6].compare_add), (7, 13));
+        assert_eq!(back[6].op(), SendOp::FetchAdd { remote, add: 13 });
         assert_eq!(back[0].sgl(), &sge);
 
         for (field, value, what) in [
             ("opcode", 0, "send opcode 0"),
+            ("opcode", 8, "send opcode 8"),
             ("opcode", 77, "send opcode 77"),
             ("flags", 1 << 9, "send flags 512"),
         ] {
@@ -294,20 +307,31 @@ mod tests {
             qp_num: 12,
             vendor_err: 0x81,
         };
-        let mut raw = [good, good, good];
+        let mut raw = [good; 5];
         raw[1].status = 200;
         raw[2].opcode = 77;
-        // SAFETY: three completions, readable and writable.
-        unsafe { check_completions(raw.as_mut_ptr(), 3) };
-        // SAFETY: `check_completions` made all three valid, and the layouts are the same.
+        // The last opcode this ABI defines (fetch-and-add) passes; the one past it does not.
+        raw[3].opcode = 6;
+        raw[4].opcode = 7;
+        // SAFETY: five completions, readable and writable.
+        unsafe { check_completions(raw.as_mut_ptr(), 5) };
+        // SAFETY: `check_completions` made all five valid, and the layouts are the same.
         let back: &[crate::wr::Completion] =
-            unsafe { std::slice::from_raw_parts(raw.as_ptr().cast(), 3) };
+            unsafe { std::slice::from_raw_parts(raw.as_ptr().cast(), 5) };
         assert_eq!(back[0], wc);
         assert_eq!(back[0].imm(), Some(0xfeed));
         assert_eq!((back[1].wr_id, back[1].status), (3, WcStatus::General));
         assert_eq!(back[1].opcode, WcOpcode::RecvRdmaWithImm);
         assert_eq!(
             (back[2].status, back[2].opcode),
+            (WcStatus::General, WcOpcode::Send)
+        );
+        assert_eq!(
+            (back[3].status, back[3].opcode),
+            (WcStatus::RnrRetryExceeded, WcOpcode::FetchAdd)
+        );
+        assert_eq!(
+            (back[4].status, back[4].opcode),
             (WcStatus::General, WcOpcode::Send)
         );
     }
