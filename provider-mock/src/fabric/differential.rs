@@ -66,6 +66,8 @@ enum SendKind {
     Write(usize, i64),
     WriteImm(usize, i64, u32),
     Read(usize, i64),
+    CompareSwap(usize, i64, u64, u64),
+    FetchAdd(usize, i64, u64),
 }
 
 #[derive(Debug, Clone)]
@@ -241,11 +243,20 @@ fn sgl(rng: &mut Rng, wild: bool) -> Vec<SgeSpec> {
 }
 
 fn send_op(rng: &mut Rng, qp: usize, wild: bool) -> Op {
-    let kind = match rng.below(10) {
+    let kind = match rng.below(11) {
         0..=4 => SendKind::Send,
         5..=7 => SendKind::SendImm(rng.next() as u32),
         8 => SendKind::Write(remote(rng, qp), rng.pick(&[0, 8, 40])),
         9 if rng.chance(50) => SendKind::WriteImm(remote(rng, qp), rng.pick(&[0, 8]), 7),
+        // Atomics, mostly aligned (a misaligned one is refused at post), comparing against
+        // what a fresh region holds or not.
+        10 if rng.chance(50) => SendKind::CompareSwap(
+            remote(rng, qp),
+            rng.pick(&[0, 8, 40, 4]),
+            rng.pick(&[0, 1]),
+            rng.next(),
+        ),
+        10 => SendKind::FetchAdd(remote(rng, qp), rng.pick(&[0, 8, 40, 4]), rng.next()),
         _ => SendKind::Read(remote(rng, qp), rng.pick(&[0, 8, 40])),
     };
     let mut flags = SendFlags::empty();
@@ -405,7 +416,10 @@ impl World {
         let mut regions = Vec::new();
         for pd in [pd0, pd1, other0, other1] {
             for access in [
-                Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ,
+                Access::LOCAL_WRITE
+                    | Access::REMOTE_WRITE
+                    | Access::REMOTE_READ
+                    | Access::REMOTE_ATOMIC,
                 Access::LOCAL_WRITE,
                 Access::empty(),
             ] {
@@ -513,6 +527,17 @@ impl World {
             SendOp::Write(ra) => format!("Write({})", self.rel(ra.rkey, ra.addr)),
             SendOp::WriteWithImm(ra, i) => format!("WriteImm({},{i})", self.rel(ra.rkey, ra.addr)),
             SendOp::Read(ra) => format!("Read({})", self.rel(ra.rkey, ra.addr)),
+            SendOp::CompareSwap {
+                remote,
+                compare,
+                swap,
+            } => format!(
+                "CompareSwap({},{compare},{swap})",
+                self.rel(remote.rkey, remote.addr)
+            ),
+            SendOp::FetchAdd { remote, add } => {
+                format!("FetchAdd({},{add})", self.rel(remote.rkey, remote.addr))
+            }
             op => format!("{op:?}"),
         }
     }
@@ -542,6 +567,15 @@ impl World {
                     SendKind::Write(r, o) => SendOp::Write(self.remote(r, o)),
                     SendKind::WriteImm(r, o, imm) => SendOp::WriteWithImm(self.remote(r, o), imm),
                     SendKind::Read(r, o) => SendOp::Read(self.remote(r, o)),
+                    SendKind::CompareSwap(r, o, compare, swap) => SendOp::CompareSwap {
+                        remote: self.remote(r, o),
+                        compare,
+                        swap,
+                    },
+                    SendKind::FetchAdd(r, o, add) => SendOp::FetchAdd {
+                        remote: self.remote(r, o),
+                        add,
+                    },
                 };
                 let wrs: Vec<SendWr> = (0..*count)
                     .map(|k| SendWr::new((2000 + i * 10 + k) as u64, op, &sgl).with_flags(*flags))
