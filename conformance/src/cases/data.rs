@@ -1,11 +1,11 @@
-//! Data movement: SEND/RECV, RDMA WRITE and READ, immediate data, ordering, zero-length
-//! messages, and the error completions of a reliable connection.
+//! Data movement: SEND/RECV, RDMA WRITE and READ, atomics, immediate data, ordering,
+//! zero-length messages, and the error completions of a reliable connection.
 
 use std::time::Duration;
 
 use anyverbs::{
-    Access, Caps, ConnParams, MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair,
-    RecvWr, SendFlags, SendOp, SendWr, StateModel, WcOpcode, WcStatus,
+    ATOMIC_LEN, Access, Caps, ConnParams, ErrorKind, MemoryRegion, ProtectionDomain, Provider,
+    QpInit, QpState, QueuePair, RecvWr, SendFlags, SendOp, SendWr, StateModel, WcOpcode, WcStatus,
 };
 
 use crate::case::{Case, CaseFn, CaseResult, Needs};
@@ -41,6 +41,30 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             description: "An RDMA READ copies remote memory into the local scatter list.",
             needs: Needs::caps(Caps::RDMA_READ),
             run: CaseFn::Plain(rdma_read::<P>),
+        },
+        Case {
+            name: "data::atomic_compare_swap",
+            description: "A compare-and-swap that finds the compare value swaps the target and \
+                          returns the old value; one that does not returns the value found and \
+                          leaves the target unchanged.",
+            needs: Needs::caps(Caps::ATOMICS),
+            run: CaseFn::Plain(atomic_compare_swap::<P>),
+        },
+        Case {
+            name: "data::atomic_fetch_add",
+            description: "Fetch-and-adds return the value found and add to it, wrapping at 2^64; \
+                          several in one batch apply in order, each returning its predecessor's \
+                          result.",
+            needs: Needs::caps(Caps::ATOMICS),
+            run: CaseFn::Plain(atomic_fetch_add::<P>),
+        },
+        Case {
+            name: "data::atomics_refused_without_the_capability",
+            description: "On a device without atomics, posting one fails with NotSupported: the \
+                          WRs in front of it are posted and complete, it and those behind it \
+                          never do, the target is untouched, and the QP keeps working.",
+            needs: Needs::lacks(Caps::ATOMICS),
+            run: CaseFn::Plain(atomics_refused_without_the_capability::<P>),
         },
         Case {
             name: "data::send_with_immediate",
@@ -216,6 +240,173 @@ fn rdma_read<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         "bytes read into the scatter list"
     );
     ctx.expect_quiet(&pair.cq_b, Duration::from_millis(20))
+}
+
+/// The first offset at or after `at` whose address in `mr` is 8-byte aligned, as an atomic's
+/// remote address must be.
+pub(crate) fn atomic_offset(mr: &impl MemoryRegion, at: usize) -> usize {
+    let addr = mr.addr().wrapping_add(at as u64);
+    at + ((ATOMIC_LEN as u64 - addr % ATOMIC_LEN as u64) % ATOMIC_LEN as u64) as usize
+}
+
+/// The 64-bit value at `offset` of `mr`, in host byte order (as atomics leave it).
+pub(crate) fn read_u64(mr: &impl MemoryRegion, offset: usize) -> anyverbs::Result<u64> {
+    let mut b = [0; 8];
+    mr.read(offset, &mut b)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+fn atomic_compare_swap<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let target = ctx.mr(&pair.pd, 64, Access::LOCAL_WRITE | Access::REMOTE_ATOMIC)?;
+    target.write(0, &[0x77; 64])?;
+    let local = ctx.mr_filled(&pair.pd, 64, 0xee)?;
+    let at = atomic_offset(&target, 16);
+    let (old, new, other) = (0x1111_2222_3333_4444u64, 0xaaaa_bbbb_cccc_ddddu64, 5u64);
+    target.write(at, &old.to_ne_bytes())?;
+    // Equal: swapped, the old value returned.
+    pair.a.post_send(&[SendWr::compare_swap(
+        1,
+        local.sge(0, 8),
+        target.remote(at),
+        old,
+        new,
+    )])?;
+    let s = ctx.completion(&pair.cq_a)?;
+    ctx.expect_status(&s, 1, WcStatus::Success)?;
+    ensure_eq!(s.opcode, WcOpcode::CompareSwap, "opcode");
+    ensure_eq!(s.byte_len, 8, "byte_len of a compare-and-swap");
+    ensure_eq!(
+        read_u64(&local, 0)?,
+        old,
+        "value returned by the swapping CAS"
+    );
+    ensure_eq!(read_u64(&target, at)?, new, "target after the swapping CAS");
+    // Not equal (the compare value is stale now): nothing swapped, the value found returned.
+    pair.a.post_send(&[SendWr::compare_swap(
+        2,
+        local.sge(8, 8),
+        target.remote(at),
+        old,
+        other,
+    )])?;
+    let s = ctx.completion(&pair.cq_a)?;
+    ctx.expect_status(&s, 2, WcStatus::Success)?;
+    ensure_eq!(s.opcode, WcOpcode::CompareSwap, "opcode");
+    ensure_eq!(
+        read_u64(&local, 8)?,
+        new,
+        "value returned by the failing CAS"
+    );
+    ensure_eq!(read_u64(&target, at)?, new, "target after the failing CAS");
+    let got = ctx.contents(&target)?;
+    ensure!(
+        got[..at].iter().chain(&got[at + 8..]).all(|b| *b == 0x77),
+        "bytes around the 8-byte target changed"
+    );
+    ensure!(
+        ctx.contents(&local)?[16..].iter().all(|b| *b == 0xee),
+        "bytes past the results changed"
+    );
+    ctx.expect_quiet(&pair.cq_b, Duration::from_millis(20))
+}
+
+fn atomic_fetch_add<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let target = ctx.mr(&pair.pd, 64, Access::LOCAL_WRITE | Access::REMOTE_ATOMIC)?;
+    let local = ctx.mr_filled(&pair.pd, 64, 0xee)?;
+    let at = atomic_offset(&target, 8);
+    target.write(at, &(u64::MAX - 1).to_ne_bytes())?;
+    let faa = |id: u64, slot: usize, add: u64| {
+        SendWr::fetch_add(id, local.sge(slot * 8, 8), target.remote(at), add)
+    };
+    pair.a.post_send(&[faa(1, 0, 1)])?;
+    let s = ctx.completion(&pair.cq_a)?;
+    ctx.expect_status(&s, 1, WcStatus::Success)?;
+    ensure_eq!(s.opcode, WcOpcode::FetchAdd, "opcode");
+    ensure_eq!(s.byte_len, 8, "byte_len of a fetch-and-add");
+    ensure_eq!(read_u64(&local, 0)?, u64::MAX - 1, "value returned");
+    ensure_eq!(read_u64(&target, at)?, u64::MAX, "target after adding 1");
+    // Past 2^64 - 1 it wraps.
+    pair.a.post_send(&[faa(2, 1, 3)])?;
+    ctx.expect_status(&ctx.completion(&pair.cq_a)?, 2, WcStatus::Success)?;
+    ensure_eq!(read_u64(&local, 8)?, u64::MAX, "value returned");
+    ensure_eq!(read_u64(&target, at)?, 2, "target after wrapping");
+    // Several in a row, one batch: each sees the one before.
+    pair.a
+        .post_send(&[faa(3, 2, 10), faa(4, 3, 10), faa(5, 4, 10), faa(6, 5, 10)])?;
+    let got = ctx.completions(&pair.cq_a, 4)?;
+    for (i, c) in got.iter().enumerate() {
+        let id = 3 + i as u64;
+        ctx.expect_status(c, id, WcStatus::Success)?;
+        ensure_eq!(c.opcode, WcOpcode::FetchAdd, "opcode of {id}");
+        ensure_eq!(
+            read_u64(&local, (2 + i) * 8)?,
+            2 + 10 * i as u64,
+            "value returned by fetch-and-add {id}"
+        );
+    }
+    ensure_eq!(read_u64(&target, at)?, 42, "target after the batch");
+    ctx.expect_quiet(&pair.cq_b, Duration::from_millis(20))
+}
+
+fn atomics_refused_without_the_capability<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    // Registered for plain RDMA only: a device without atomics need not know the right.
+    let target = ctx.mr_filled(&pair.pd, 64, 0x5a)?;
+    let src = ctx.mr_filled(&pair.pd, 64, 0x21)?;
+    let dst = ctx.mr_filled(&pair.pd, 64, 0)?;
+    let at = atomic_offset(&target, 8);
+    let result = ctx.mr_filled(&pair.pd, 64, 0)?;
+    pair.b.post_recv(&[
+        RecvWr::single(10, dst.sge(0, 16)),
+        RecvWr::single(11, dst.sge(16, 16)),
+    ])?;
+    let wrs = [
+        SendWr::single(1, SendOp::Send, src.sge(0, 16)),
+        SendWr::compare_swap(2, result.sge(0, 8), target.remote(at), 0, 1),
+        SendWr::single(3, SendOp::Send, src.sge(16, 16)),
+    ];
+    match pair.a.post_send(&wrs) {
+        Ok(()) => {
+            return Err(crate::CaseError::Failed(
+                "a compare-and-swap was accepted by a device without atomics".into(),
+            ));
+        }
+        Err(e) => {
+            ensure_eq!(e.kind(), ErrorKind::NotSupported, "error kind ({e})");
+            ensure_eq!(e.accepted, 1, "PostError::accepted ({e})");
+        }
+    }
+    let lone = [SendWr::fetch_add(4, result.sge(8, 8), target.remote(at), 1)];
+    match pair.a.post_send(&lone) {
+        Ok(()) => {
+            return Err(crate::CaseError::Failed(
+                "a fetch-and-add was accepted by a device without atomics".into(),
+            ));
+        }
+        Err(e) => {
+            ensure_eq!(e.kind(), ErrorKind::NotSupported, "error kind ({e})");
+            ensure_eq!(e.accepted, 0, "PostError::accepted ({e})");
+        }
+    }
+    ctx.expect_status(&ctx.completion(&pair.cq_a)?, 1, WcStatus::Success)?;
+    ctx.expect_status(&ctx.completion(&pair.cq_b)?, 10, WcStatus::Success)?;
+    // The QP still works, and the refused WRs never complete.
+    pair.a
+        .post_send(&[SendWr::single(5, SendOp::Send, src.sge(16, 16))])?;
+    ctx.expect_status(&ctx.completion(&pair.cq_a)?, 5, WcStatus::Success)?;
+    ctx.expect_status(&ctx.completion(&pair.cq_b)?, 11, WcStatus::Success)?;
+    ctx.expect_quiet(&pair.cq_a, Duration::from_millis(20))?;
+    ensure!(
+        ctx.contents(&target)?.iter().all(|b| *b == 0x5a),
+        "a refused atomic changed the target"
+    );
+    ensure!(
+        ctx.contents(&result)?.iter().all(|b| *b == 0),
+        "a refused atomic wrote its result buffer"
+    );
+    Ok(())
 }
 
 fn send_with_immediate<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {

@@ -54,6 +54,30 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
     }));
     cases.extend([
         case(
+            "bad_input::atomic_without_remote_atomic_access",
+            "A fetch-and-add to a region registered without remote atomic access completes with \
+             a remote access error, after the one before it succeeded, and changes nothing; the \
+             one behind it is flushed.",
+            Needs::caps(Caps::ATOMICS),
+            atomic_without_remote_atomic_access::<P>,
+        ),
+        case(
+            "bad_input::atomic_misaligned",
+            "An atomic whose remote address is not 8-byte aligned is refused with \
+             InvalidArgument; the WR before it completes, it and the one after never do and \
+             change nothing, and the QP keeps working.",
+            Needs::caps(Caps::ATOMICS),
+            atomic_misaligned::<P>,
+        ),
+        case(
+            "bad_input::atomic_wrong_local_length",
+            "An atomic whose local scatter list is not one SGE of 8 bytes (one of 4, or two of \
+             4) is refused with InvalidArgument; the WR before it completes, it and the one \
+             after never do and change nothing, and the QP keeps working.",
+            Needs::caps(Caps::ATOMICS),
+            atomic_wrong_local_length::<P>,
+        ),
+        case(
             "bad_input::recv_queue_overflow",
             "Posting more receives than max_recv_wr is refused with ResourceExhausted after \
              exactly max_recv_wr were posted, and those all complete.",
@@ -167,6 +191,7 @@ fn case<P: Provider>(
     }
 }
 
+mod atomics;
 mod bad_sge;
 mod dead_handles;
 mod fixtures;
@@ -176,6 +201,7 @@ mod sge_count;
 mod sizes;
 mod wrong_state;
 
+use atomics::*;
 use dead_handles::*;
 use fixtures::*;
 use overflow::*;
