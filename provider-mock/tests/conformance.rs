@@ -36,6 +36,8 @@ fn main() {
                     ("state::error_flushes_outstanding", DEAD),
                     ("state::sqd_pauses_the_send_queue", DEAD),
                     ("state::receives_before_connect", DEAD),
+                    ("connect::defaults_are_the_device_maxima", DEAD),
+                    ("connect::read_credits_negotiated", DEAD),
                     ("lifecycle::address_change_events", DEAD),
                     ("lifecycle::kill_qp_touches_nothing_else", DEAD_FLUSH),
                     ("lifecycle::lose_peer_events", DEAD_SEND),

@@ -484,9 +484,10 @@ impl State {
             }
             return self.stall(qpn, StallKind::Rnr, now);
         }
-        if matches!(op, SendOp::Read(_)) && q.read_credits == 0 {
+        if (matches!(op, SendOp::Read(_)) || op.is_atomic()) && q.read_credits == 0 {
             // No READ credits on this connection (an initiator depth or responder resources of
-            // 0): the responder refuses it as an invalid request, and both QPs go to ERROR.
+            // 0), which READs and atomics need: the responder refuses it as an invalid request,
+            // and both QPs go to ERROR.
             self.fail_head(qpn, WcStatus::RemoteInvalidRequest);
             self.responder_error(peer);
             return true;
