@@ -41,6 +41,14 @@ pub trait QueuePair: Send + Sync {
     /// The QP number, unique on its device.
     fn qp_num(&self) -> u32;
 
+    /// The sizes of the QP as created: the WRs it holds as asked for, and the SGEs and inline
+    /// bytes the device granted, which may be more than asked (verbs writes them back into
+    /// `ibv_qp_init_attr.cap`; mlx5 rounds inline data up). A send with
+    /// [`SendFlags::INLINE`](crate::SendFlags::INLINE) may carry up to `max_inline_data`
+    /// bytes; its SGEs must still lie in registered regions the caller owns, so that a safe
+    /// post reads only memory the caller gave the device.
+    fn granted(&self) -> QpInit;
+
     /// The current state, as the provider tracks it (some devices, e.g. siw, cannot report it).
     fn state(&self) -> Result<QpState>;
 

@@ -87,8 +87,21 @@ impl RawQpBed {
             let f = t.device_create_cq.unwrap();
             assert_eq!(f(device, 16, &mut cq, &mut info, &mut err), STATUS_OK);
             let f = t.pd_create_qp.unwrap();
-            let status = f(pd, cq, cq, &init, &mut qp, &mut qp_num, &mut err);
+            let mut granted = QpInit::default();
+            let status = f(
+                pd,
+                cq,
+                cq,
+                &init,
+                &mut qp,
+                &mut qp_num,
+                &mut granted,
+                &mut err,
+            );
             assert_eq!(status, STATUS_OK, "{}", err.text());
+            // A C caller learns the sizes granted, as `ibv_create_qp` writes back `cap`.
+            assert_eq!(granted.max_send_sge, init.max_send_sge);
+            assert_eq!(granted.max_send_wr, init.max_send_wr);
             let status = (t.qp_modify.unwrap())(qp, QP_STATE_INIT, &mut err);
             assert_eq!(status, STATUS_OK, "{}", err.text());
         }

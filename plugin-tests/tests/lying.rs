@@ -133,6 +133,17 @@ fn a_cq_smaller_than_asked_or_a_qp_number_out_of_range_is_refused_and_released()
             &[says],
         );
     }
+    // A QP said to have been granted less than asked is refused too.
+    let init = QpInit {
+        max_inline_data: lying::SHORT_GRANT_INLINE,
+        ..QpInit::default()
+    };
+    refused(
+        pd.create_qp(&cq, &cq, &init),
+        "pd_create_qp",
+        "QP sizes granted",
+        &["max_inline_data 0, less than the 79 asked for"],
+    );
     // The refused QPs were released, not leaked: nothing uses the CQ any more.
     cq.destroy().unwrap();
 }

@@ -108,6 +108,9 @@ pub struct SimQp {
     life: DeviceLife,
     qpn: u32,
     caps: Caps,
+    /// The sizes the simulated device granted: exactly what it was asked for (the ULP's sizes
+    /// and the kit's slot per queue for the drain's markers).
+    granted: QpInit,
 }
 
 impl std::fmt::Debug for SimQp {
@@ -126,6 +129,7 @@ impl SimQp {
         life: DeviceLife,
         qpn: u32,
         caps: Caps,
+        granted: QpInit,
     ) -> Self {
         SimQp {
             fabric,
@@ -133,6 +137,7 @@ impl SimQp {
             life,
             qpn,
             caps,
+            granted,
         }
     }
 
@@ -150,6 +155,10 @@ impl RawQp for SimQp {
 
     fn qp_num(&self) -> u32 {
         self.qpn
+    }
+
+    fn granted(&self) -> QpInit {
+        self.granted
     }
 
     fn state(&self) -> Result<QpState> {
@@ -275,6 +284,7 @@ impl RawPd for SimPd {
             life,
             qpn,
             caps,
+            anyverbs::kit::device_init(init),
         ))
     }
 

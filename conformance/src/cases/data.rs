@@ -8,7 +8,7 @@ use anyverbs::{
     QpInit, QpState, QueuePair, RecvWr, SendFlags, SendOp, SendWr, StateModel, WcOpcode, WcStatus,
 };
 
-use crate::case::{Case, CaseFn, CaseResult, Needs};
+use crate::case::{Case, CaseError, CaseFn, CaseResult, Needs};
 use crate::ctx::Ctx;
 use crate::{ensure, ensure_eq};
 
@@ -21,6 +21,15 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           with success and the receive reports the length.",
             needs: Needs::NOTHING,
             run: CaseFn::Plain(send_recv_one_sge::<P>),
+        },
+        Case {
+            name: "data::inline_send_within_what_was_granted",
+            description: "A QP asked for inline data reports at least that much granted; an \
+                          inline SEND of every granted byte (up to 256) arrives intact, with its \
+                          buffer changed right after the post; one byte more is refused at post \
+                          and nothing is posted.",
+            needs: Needs::caps(Caps::INLINE_DATA),
+            run: CaseFn::Plain(inline_send_within_what_was_granted::<P>),
         },
         Case {
             name: "data::send_recv_many_sges",
@@ -156,6 +165,63 @@ fn send_recv_one_sge<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     ctx.expect_status(&s, 8, WcStatus::Success)?;
     ensure_eq!(s.opcode, WcOpcode::Send, "send opcode");
     ensure_eq!(&ctx.contents(&dst)?[..200], &msg[..], "received bytes");
+    Ok(())
+}
+
+fn inline_send_within_what_was_granted<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let max = ctx.info().limits.max_inline_data;
+    if max == 0 {
+        return Err(CaseError::NotRun(
+            "the device reports INLINE_DATA with a max_inline_data of 0".into(),
+        ));
+    }
+    let asked = max.min(64);
+    let init = QpInit {
+        max_inline_data: asked,
+        ..QpInit::default()
+    };
+    let pair = ctx.pair_with(&init, &ConnParams::default(), 64)?;
+    let granted = pair.a.granted();
+    ensure!(
+        granted.max_inline_data >= asked,
+        "asked for {asked} bytes of inline data, granted {}",
+        granted.max_inline_data
+    );
+    ensure_eq!(granted.max_send_wr, init.max_send_wr, "send WRs granted");
+    let len = granted.max_inline_data.min(256);
+    let src = ctx.mr_filled(&pair.pd, 512, 0)?;
+    let dst = ctx.mr_filled(&pair.pd, 512, 0)?;
+    let msg = pattern(3, len as usize);
+    src.write(0, &msg)?;
+    pair.b.post_recv(&[RecvWr::new(1, &[dst.sge(0, 512)])])?;
+    let inline = SendWr::single(2, SendOp::Send, src.sge(0, len))
+        .with_flags(SendFlags::SIGNALED | SendFlags::INLINE);
+    pair.a.post_send(&[inline])?;
+    // Inline data was copied at post time: the buffer is the caller's again.
+    src.write(0, &vec![0xff; len as usize])?;
+    ctx.expect_status(&ctx.completion(&pair.cq_b)?, 1, WcStatus::Success)?;
+    ctx.expect_status(&ctx.completion(&pair.cq_a)?, 2, WcStatus::Success)?;
+    ensure_eq!(
+        &ctx.contents(&dst)?[..len as usize],
+        &msg[..],
+        "bytes of the inline SEND"
+    );
+    if granted.max_inline_data < 512 {
+        let over = granted.max_inline_data + 1;
+        let too_long = SendWr::single(3, SendOp::Send, src.sge(0, over))
+            .with_flags(SendFlags::SIGNALED | SendFlags::INLINE);
+        match pair.a.post_send(&[too_long]) {
+            Err(e) if e.accepted == 0 => {}
+            other => {
+                return Err(CaseError::Failed(format!(
+                    "an inline SEND of {over} bytes on a QP granted {}: expected a refusal \
+                     with nothing posted, got {other:?}",
+                    granted.max_inline_data
+                )));
+            }
+        }
+        ctx.expect_quiet(&pair.cq_a, Duration::from_millis(20))?;
+    }
     Ok(())
 }
 

@@ -98,6 +98,7 @@
 //! impl RawQp for Queue {
 //!     type Cq = Ring;
 //!     fn qp_num(&self) -> u32 { 7 }
+//!     fn granted(&self) -> QpInit { QpInit { max_send_wr: 1024, max_recv_wr: 1024, ..QpInit::default() } }
 //!     fn state(&self) -> Result<QpState> { Ok(QpState::Init) }
 //!     fn modify(&self, to: QpState) -> Result<()> {
 //!         if to == QpState::Error { self.enter_error()?; }

@@ -16,7 +16,7 @@ use super::{QpBook, SharedBook, lock};
 use crate::DrainReport;
 use crate::cm::{ConnParams, Connection};
 use crate::drain::{DrainPhase, DrainProfile, Ledger, Token, WorkQueue};
-use crate::error::{Error, PostError, Result};
+use crate::error::{Error, ErrorKind, PostError, Result};
 use crate::qp::{QpInit, QueuePair};
 use crate::state::QpState;
 use crate::wr::{RecvWr, SendWr};
@@ -37,6 +37,8 @@ pub struct KitQp<Q: RawQp> {
     // Declared first: dropped (destroyed in the device) before the CQs it uses.
     pub(crate) raw: Q,
     pub(crate) qp_num: u32,
+    /// What [`QueuePair::granted`] reports.
+    granted: QpInit,
     pub(crate) book: SharedBook,
     /// Signalled when a drain ends (for a second caller waiting for it).
     pub(crate) drain_ended: Condvar,
@@ -93,6 +95,28 @@ impl<Q: RawQp> KitQp<Q> {
         send_cq.check()?;
         recv_cq.check()?;
         let qp_num = raw.qp_num();
+        let device = raw.granted();
+        let wanted = device_init(init);
+        if device.max_send_wr < wanted.max_send_wr
+            || device.max_recv_wr < wanted.max_recv_wr
+            || device.max_send_sge < wanted.max_send_sge
+            || device.max_recv_sge < wanted.max_recv_sge
+            || device.max_inline_data < wanted.max_inline_data
+        {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "the device granted QP {qp_num} less than it was asked for: {device:?}, \
+                     asked {wanted:?}"
+                ),
+            ));
+        }
+        // The WRs are the ULP's (the kit holds the queues to them); the rest is the device's.
+        let granted = QpInit {
+            max_send_wr: init.max_send_wr,
+            max_recv_wr: init.max_recv_wr,
+            ..device
+        };
         let book: SharedBook = Arc::new(Mutex::new(QpBook {
             ledger: Ledger::new(qp_num, init.max_send_wr, init.max_recv_wr),
             in_error: false,
@@ -114,6 +138,7 @@ impl<Q: RawQp> KitQp<Q> {
         Ok(KitQp {
             raw,
             qp_num,
+            granted,
             book,
             drain_ended: Condvar::new(),
             send_cq: Arc::clone(&send_cq.core),
@@ -290,6 +315,10 @@ impl<Q: RawQp> KitQp<Q> {
 impl<Q: RawQp> QueuePair for KitQp<Q> {
     fn qp_num(&self) -> u32 {
         self.qp_num
+    }
+
+    fn granted(&self) -> QpInit {
+        self.granted
     }
 
     fn state(&self) -> Result<QpState> {

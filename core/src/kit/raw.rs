@@ -64,6 +64,11 @@ pub trait RawQp: Send + Sync + 'static {
     /// The QP number.
     fn qp_num(&self) -> u32;
 
+    /// The sizes the device granted when it created the QP — at least the
+    /// [`device_init`](super::device_init) it was asked for — as verbs writes them back into
+    /// `ibv_qp_init_attr.cap`: mlx5, for one, grants more inline data than asked.
+    fn granted(&self) -> crate::QpInit;
+
     /// The QP's current state, as the device reports it. It must read ERROR by the time the
     /// provider reports that the device moved the QP there
     /// ([`DeviceLife::qp_entered_error`](super::DeviceLife::qp_entered_error)): the kit checks

@@ -307,6 +307,16 @@ impl RawQp for ToyQp {
     fn qp_num(&self) -> u32 {
         self.num
     }
+    fn granted(&self) -> QpInit {
+        // Generous, as mlx5 is with inline data.
+        QpInit {
+            max_send_wr: 1 << 16,
+            max_recv_wr: 1 << 16,
+            max_send_sge: 8,
+            max_recv_sge: 8,
+            max_inline_data: 512,
+        }
+    }
     fn state(&self) -> Result<QpState> {
         self.called("state");
         Ok(lock(&self.st).state)

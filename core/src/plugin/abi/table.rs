@@ -140,8 +140,9 @@ table! {
     pd_free: fn(pd: *mut RawPd);
     /// Registers memory.
     pd_register: fn(pd: *const RawPd, len: usize, access: u32, out: *mut *mut RawMr, info: *mut MrInfo, err: Err) -> Status;
-    /// Creates a QP; its number goes to `qp_num`.
-    pd_create_qp: fn(pd: *const RawPd, send_cq: *const RawCq, recv_cq: *const RawCq, init: *const QpInit, out: *mut *mut RawQp, qp_num: *mut u32, err: Err) -> Status;
+    /// Creates a QP; its number goes to `qp_num`, the sizes it was granted (at least those
+    /// asked for) to `granted`.
+    pd_create_qp: fn(pd: *const RawPd, send_cq: *const RawCq, recv_cq: *const RawCq, init: *const QpInit, out: *mut *mut RawQp, qp_num: *mut u32, granted: *mut QpInit, err: Err) -> Status;
     /// Destroys a PD.
     pd_destroy: fn(pd: *const RawPd, err: Err) -> Status;
 

@@ -48,6 +48,7 @@ pub(super) unsafe extern "C" fn pd_create_qp<P: Provider>(
     init: *const abi::QpInit,
     out: *mut *mut abi::RawQp,
     qp_num: *mut u32,
+    granted: *mut abi::QpInit,
     err: *mut ErrorBuf,
 ) -> Status {
     // SAFETY: handles and pointers as the ABI documents.
@@ -66,6 +67,17 @@ pub(super) unsafe extern "C" fn pd_create_qp<P: Provider>(
             };
             let qp = pd.create_qp(send_cq, recv_cq, &init)?;
             put(qp_num, qp.qp_num())?;
+            let g = qp.granted();
+            put(
+                granted,
+                abi::QpInit {
+                    max_send_wr: g.max_send_wr,
+                    max_recv_wr: g.max_recv_wr,
+                    max_send_sge: g.max_send_sge,
+                    max_recv_sge: g.max_recv_sge,
+                    max_inline_data: g.max_inline_data,
+                },
+            )?;
             hand_out(out, tag::QP, qp)
         })
     }

@@ -229,6 +229,37 @@ impl<'a> Check<'a> {
         Ok(qp_num)
     }
 
+    /// The sizes a new QP was granted: at least those asked for, in every field.
+    pub(super) fn granted(&self, granted: &abi::QpInit, asked: &QpInit) -> Result<QpInit> {
+        let got = QpInit {
+            max_send_wr: granted.max_send_wr,
+            max_recv_wr: granted.max_recv_wr,
+            max_send_sge: granted.max_send_sge,
+            max_recv_sge: granted.max_recv_sge,
+            max_inline_data: granted.max_inline_data,
+        };
+        let short = [
+            ("max_send_wr", got.max_send_wr, asked.max_send_wr),
+            ("max_recv_wr", got.max_recv_wr, asked.max_recv_wr),
+            ("max_send_sge", got.max_send_sge, asked.max_send_sge),
+            ("max_recv_sge", got.max_recv_sge, asked.max_recv_sge),
+            (
+                "max_inline_data",
+                got.max_inline_data,
+                asked.max_inline_data,
+            ),
+        ]
+        .into_iter()
+        .find(|&(_, got, asked)| got < asked);
+        if let Some((field, got, asked)) = short {
+            return Err(self.fault(
+                "QP sizes granted",
+                format!("{field} {got}, less than the {asked} asked for"),
+            ));
+        }
+        Ok(got)
+    }
+
     /// A new memory region: exactly the length and access asked for, at an address where it
     /// fits.
     pub(super) fn region(&self, info: &abi::MrInfo, len: usize, access: Access) -> Result<()> {

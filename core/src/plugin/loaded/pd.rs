@@ -48,6 +48,7 @@ impl ProtectionDomain<LoadedProvider> for LoadedPd {
         };
         let mut raw = std::ptr::null_mut();
         let mut qp_num = 0;
+        let mut granted = abi::QpInit::default();
         call!(
             shared.f,
             pd_create_qp(
@@ -56,13 +57,16 @@ impl ProtectionDomain<LoadedProvider> for LoadedPd {
                 recv_cq.handle().ptr(),
                 &raw_init,
                 &mut raw,
-                &mut qp_num
+                &mut qp_num,
+                &mut granted
             )
         )?;
         // Adopted first, so that a refused QP is released.
         let handle = shared.adopt("pd_create_qp", raw, shared.f.qp_free)?;
-        let qp_num = shared.check("pd_create_qp").qp_num(qp_num)?;
-        Ok(LoadedQp::new(handle, qp_num, *init))
+        let check = shared.check("pd_create_qp");
+        let qp_num = check.qp_num(qp_num)?;
+        let granted = check.granted(&granted, init)?;
+        Ok(LoadedQp::new(handle, qp_num, *init, granted))
     }
 
     fn destroy(&self) -> Result<()> {

@@ -28,11 +28,18 @@ pub struct LoadedQp {
     qp_num: u32,
     /// The sizes asked for, which bound what a drain may account for.
     init: QpInit,
+    /// The sizes the plugin says it granted (checked to be at least `init`).
+    granted: QpInit,
 }
 
 impl LoadedQp {
-    /// A QP whose number was checked, made with `init`.
-    pub(super) fn new(handle: Handle<abi::RawQp>, qp_num: u32, init: QpInit) -> Self {
+    /// A QP whose number and granted sizes were checked, made with `init`.
+    pub(super) fn new(
+        handle: Handle<abi::RawQp>,
+        qp_num: u32,
+        init: QpInit,
+        granted: QpInit,
+    ) -> Self {
         let f = handle.f();
         LoadedQp {
             post_send: f.qp_post_send,
@@ -40,6 +47,7 @@ impl LoadedQp {
             handle,
             qp_num,
             init,
+            granted,
         }
     }
 
@@ -67,6 +75,10 @@ impl LoadedQp {
 impl QueuePair for LoadedQp {
     fn qp_num(&self) -> u32 {
         self.qp_num
+    }
+
+    fn granted(&self) -> QpInit {
+        self.granted
     }
 
     fn state(&self) -> Result<QpState> {
