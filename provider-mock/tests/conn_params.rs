@@ -27,7 +27,11 @@ struct Pair {
 }
 
 fn pair(p: &MockProvider, client: &ConnParams, server: &ConnParams) -> Pair {
-    let d = p.open("mock0").unwrap();
+    pair_on(p, "mock0", client, server)
+}
+
+fn pair_on(p: &MockProvider, device: &str, client: &ConnParams, server: &ConnParams) -> Pair {
+    let d = p.open(device).unwrap();
     let pd = d.alloc_pd().unwrap();
     let cq = d.create_cq(64).unwrap();
     let a = pd.create_qp(&cq, &cq, &QpInit::default()).unwrap();
@@ -156,4 +160,33 @@ fn the_responders_minimum_rnr_timer_paces_the_requesters_retries() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn iwarp_checks_the_timers_but_keeps_its_own() {
+    // iWARP has no ACK timeout or RNR timer (TCP retransmits on its own): a provider checks
+    // them and ignores them (ConnParams' docs). An hour-long ACK timeout set on the connection
+    // must not keep a send to a silent peer waiting; the fabric's own timer still applies.
+    let p = MockProvider::new();
+    let x = pair_on(
+        &p,
+        "mockiw0",
+        &ConnParams {
+            retry_count: 1,
+            ack_timeout: Some(Duration::from_secs(3600)),
+            ..ConnParams::default()
+        },
+        &ConnParams::default(),
+    );
+    let mr = x.pd.register(64, Access::LOCAL_WRITE).unwrap();
+    p.inject(
+        "mockiw0",
+        &Fault::LosePeer {
+            qp_num: x.a.qp_num(),
+        },
+    )
+    .unwrap();
+    x.a.post_send(&[SendWr::send(4, &[mr.sge(0, 8)])]).unwrap();
+    let c = one(&x.cq);
+    assert_eq!((c.wr_id, c.status), (4, WcStatus::TransportRetryExceeded));
 }

@@ -315,12 +315,20 @@ impl State {
         let now = now.unwrap_or_else(Instant::now);
         // The ACK timeout is the requester's; how long an RNR makes it wait is the responder's
         // minimum RNR timer. Either falls back to the fabric's when the connection set none.
+        // iWARP has neither (its TCP stream retransmits on its own): its connections' timers
+        // were checked and are ignored, as `ConnParams` documents.
         let q = &self.qps[&qpn];
-        let ack_timeout = q.params.ack_timeout.unwrap_or(self.ack_timeout);
+        let own_timers = q.model == StateModel::InfiniBand;
+        let ack_timeout = q
+            .params
+            .ack_timeout
+            .filter(|_| own_timers)
+            .unwrap_or(self.ack_timeout);
         let rnr_timer = q
             .peer
             .and_then(|p| self.qps.get(&p))
             .and_then(|p| p.params.min_rnr_timer)
+            .filter(|_| own_timers)
             .unwrap_or(self.rnr_timer);
         let q = self.qps.get_mut(&qpn).expect("present");
         let params = (q.params.retry_count, q.params.rnr_retry_count);
