@@ -81,7 +81,7 @@ pub const MAX_ACCEPT_PRIVATE_DATA: usize = 196;
 /// (`rdma_set_option`).
 ///
 /// Every option left `None` takes the default a program on librdmacm gets when it passes none:
-/// the device's maxima for the READ credits ([`DeviceLimits`](crate::DeviceLimits)), the
+/// the device's maxima for the READ credits ([`DeviceLimits`]), the
 /// transport's timers. A value beyond the device's limits or the protocol's range fails
 /// `connect` and `accept` with [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
 /// ([`check`](Self::check)).

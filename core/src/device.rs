@@ -21,7 +21,7 @@ pub struct DeviceInfo {
     pub state_model: StateModel,
     /// What the device can do.
     pub caps: Caps,
-    /// The faults it can have injected, for tests ([`Provider::inject`](crate::Provider::inject));
+    /// The faults it can have injected, for tests ([`Provider::inject`]);
     /// empty on a device that cannot.
     pub faults: Faults,
     /// Its numeric limits.

@@ -81,9 +81,10 @@ pub trait Provider: Send + Sync + Sized + 'static {
     /// Subscribe before listing or opening devices, so that nothing happens unseen in between.
     fn monitor(&self) -> Result<EventStream<MonitorEvent>>;
 
-    /// Injects `fault` into the device named `name`, for tests. Providers that can report
-    /// [`Caps::FAULT_INJECTION`](crate::Caps::FAULT_INJECTION); the default fails with
-    /// [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported).
+    /// Injects `fault` into the device named `name`, for tests. A device lists the faults it
+    /// can have injected in [`DeviceInfo::faults`](crate::DeviceInfo::faults); any other fails
+    /// with [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported), as the default does for
+    /// every fault.
     fn inject(&self, name: &str, fault: &Fault) -> Result<()> {
         let _ = fault;
         Err(Error::not_supported(format!(
