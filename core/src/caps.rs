@@ -52,6 +52,11 @@ bitflags! {
         /// reset is a removal and a return, reported as
         /// [`DeviceRemoved`](crate::DeviceEvent::DeviceRemoved).
         const DEVICE_FATAL = 1 << 12;
+        /// An orderly disconnect needs every send completed first (iWARP: CLOSING with sends
+        /// outstanding is fatal — siw raises QP_FATAL and loses them).
+        /// [`QueuePair::disconnect`](crate::QueuePair::disconnect) waits for the sends until its
+        /// deadline, and closes abruptly past it.
+        const CLOSE_NEEDS_QUIET_SENDS = 1 << 13;
     }
 }
 

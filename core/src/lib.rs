@@ -148,7 +148,7 @@ pub use identity::{DeviceIdentity, Guid, PciAddress};
 pub use mr::{Access, MemoryRegion};
 pub use pd::ProtectionDomain;
 pub use provider::{Provider, Transport};
-pub use qp::{QpInit, QueuePair};
+pub use qp::{DisconnectReport, QpInit, QueuePair};
 pub use state::{Cause, QpState, StateModel};
 pub use wr::{
     ATOMIC_LEN, Completion, INLINE_SGES, RecvWr, RemoteAddr, SendFlags, SendOp, SendWr, SgList,

@@ -1,7 +1,8 @@
 //! [`QueuePair`]: a reliable-connected queue pair.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cm::{ConnParams, Connection};
 use crate::drain::DrainReport;
@@ -33,6 +34,32 @@ impl Default for QpInit {
             max_recv_sge: 4,
             max_inline_data: 0,
         }
+    }
+}
+
+/// What [`QueuePair::disconnect`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DisconnectReport {
+    /// Whether the close was orderly: on iWARP, CLOSING (a TCP FIN) with no send outstanding;
+    /// on InfiniBand every disconnect is (the CM's DREQ). An abrupt close moved the QP to ERROR
+    /// (iWARP: a TERMINATE, the stream reset), flushing what was outstanding.
+    pub orderly: bool,
+    /// Sends outstanding when the QP was closed: they complete with flush errors, which a
+    /// [`drain`](QueuePair::drain) collects.
+    pub sends_outstanding: usize,
+    /// How long it took, the wait for quiet sends included.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for DisconnectReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} disconnect with {} send(s) outstanding in {:?}",
+            if self.orderly { "orderly" } else { "abrupt" },
+            self.sends_outstanding,
+            self.elapsed
+        )
     }
 }
 
@@ -86,6 +113,24 @@ pub trait QueuePair: Send + Sync {
     /// ([`ErrorKind::ConnectionRefused`](crate::ErrorKind::ConnectionRefused)), or `deadline`
     /// passes.
     fn wait_connected(&self, deadline: Instant) -> Result<Connection>;
+
+    /// Ends the connection, as the CM's `rdma_disconnect` does, and tells the peer (its device
+    /// reports [`DeviceEvent::Disconnected`](crate::DeviceEvent::Disconnected)); apart from
+    /// [`drain`](Self::drain) and [`destroy`](Self::destroy), which disconnects too.
+    ///
+    /// On a device with [`Caps::CLOSE_NEEDS_QUIET_SENDS`](crate::Caps::CLOSE_NEEDS_QUIET_SENDS)
+    /// (iWARP) it first waits, until `deadline`, for every send to complete, then closes in
+    /// order (CLOSING); with sends still outstanding at the deadline — or an unsignaled send
+    /// whose fate no completion told — it closes abruptly (ERROR), never CLOSING with sends
+    /// outstanding. On InfiniBand it does not wait: the QP moves to ERROR, as librdmacm moves
+    /// it, and what was outstanding is flushed. Either way drain the QP afterwards to collect
+    /// every WR.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidState`](crate::ErrorKind::InvalidState) for a QP that was never connected,
+    /// [`DeviceLost`](crate::ErrorKind::DeviceLost) on a lost device.
+    fn disconnect(&self, deadline: Instant) -> Result<DisconnectReport>;
 
     /// Makes sure every WR posted so far has completed and nothing will complete later; see
     /// [the contract](crate::drain). Never blocks past `deadline`: if the device has not

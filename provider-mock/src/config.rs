@@ -76,8 +76,9 @@ impl Personality {
         let ib =
             common | Caps::IMMEDIATE_DATA | Caps::SQ_DRAIN_STATE | Caps::RNR_RETRY | Caps::ATOMICS;
         // Like siw: no immediate data, no atomics, no RNR retries (a SEND without a receive
-        // terminates the connection), and QPs connect only through the CM.
-        let iwarp = common | Caps::CM_ONLY_CONNECT;
+        // terminates the connection), QPs connect only through the CM, and CLOSING needs the
+        // send queue empty.
+        let iwarp = common | Caps::CM_ONLY_CONNECT | Caps::CLOSE_NEEDS_QUIET_SENDS;
         match self {
             Personality::Ib => ib | Caps::POST_IN_ERROR_FLUSHED,
             Personality::Rxe | Personality::Dead => ib,

@@ -207,6 +207,12 @@ impl RawQp for SimQp {
             })?)
     }
 
+    fn disconnect(&self, orderly: bool) -> Result<QpState> {
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.disconnect(self.qpn, orderly))?)
+    }
+
     fn stop(&self) -> Result<()> {
         Ok(self
             .fabric

@@ -37,6 +37,7 @@ fn main() {
                     ("state::sqd_pauses_the_send_queue", DEAD),
                     ("state::receives_before_connect", DEAD),
                     ("connect::defaults_are_the_device_maxima", DEAD),
+                    ("connect::disconnect_tells_the_peer", DEAD_DREQ),
                     ("connect::read_credits_negotiated", DEAD),
                     ("lifecycle::address_change_events", DEAD),
                     ("lifecycle::kill_qp_touches_nothing_else", DEAD_FLUSH),

@@ -8,10 +8,13 @@
 
 use std::time::Duration;
 
+use std::time::Instant;
+
 use anyverbs::{
-    Caps, ConnParams, Device, ErrorKind, Listener, MAX_ACCEPT_PRIVATE_DATA,
-    MAX_CONNECT_PRIVATE_DATA, MemoryRegion, ProtectionDomain, Provider, QpInit, QueuePair, SendOp,
-    SendWr, StateModel, WcOpcode, WcStatus, ready_for_receives,
+    Caps, ConnParams, Device, DeviceEvent, ErrorKind, Fault, Faults, Listener,
+    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MemoryRegion, ProtectionDomain, Provider,
+    QpInit, QpState, QueuePair, RecvWr, SendOp, SendWr, StateModel, WcOpcode, WcStatus,
+    ready_for_receives,
 };
 
 use crate::case::{Case, CaseError, CaseFn, CaseResult, Needs};
@@ -61,6 +64,29 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           InvalidArgument at connect and at accept, and change nothing.",
             needs: Needs::NOTHING,
             run: CaseFn::Plain(out_of_range_params_refused::<P>),
+        },
+        Case {
+            name: "connect::disconnect_tells_the_peer",
+            description: "A disconnect of a connected QP with nothing outstanding is orderly, \
+                          leaves the QP out of RTS, and the peer's device reports Disconnected \
+                          for the peer; both QPs then drain.",
+            needs: Needs::NOTHING,
+            run: CaseFn::Plain(disconnect_tells_the_peer::<P>),
+        },
+        Case {
+            name: "connect::disconnect_before_connect_refused",
+            description: "Disconnecting a QP that was never connected is InvalidState.",
+            needs: Needs::NOTHING,
+            run: CaseFn::Plain(disconnect_before_connect_refused::<P>),
+        },
+        Case {
+            name: "connect::disconnect_with_a_send_outstanding",
+            description: "With a send held on a stalled device, a disconnect reports it \
+                          outstanding; where an orderly close needs quiet sends (iWARP) it \
+                          waits until its deadline and closes abruptly, never in order; after \
+                          the device resumes, the send completes exactly once, flushed.",
+            needs: Needs::faults(Faults::STALL),
+            run: CaseFn::Plain(disconnect_with_a_send_outstanding::<P>),
         },
     ]
 }
@@ -343,4 +369,74 @@ fn out_of_range_params_refused<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     f.listener.accept(&request, &f.b, &ConnParams::default())?;
     f.a.wait_connected(ctx.deadline())?;
     Ok(())
+}
+
+fn disconnect_tells_the_peer<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let events = pair.device.events()?;
+    let report = pair.a.disconnect(ctx.deadline())?;
+    ensure!(
+        report.orderly,
+        "a disconnect with nothing outstanding: {report}"
+    );
+    ensure_eq!(report.sends_outstanding, 0, "sends outstanding");
+    ensure!(
+        pair.a.state()? != QpState::ReadyToSend,
+        "the QP is still in RTS after its disconnect"
+    );
+    let peer = pair.b.qp_num();
+    crate::cases::lifecycle::await_event(
+        &events,
+        &format!("Disconnected for the peer QP {peer}"),
+        |e| *e == DeviceEvent::Disconnected { qp_num: peer },
+        ctx.deadline(),
+    )?;
+    ctx.drain_pair(&pair)
+}
+
+fn disconnect_before_connect_refused<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let f = fresh(ctx)?;
+    match f.a.disconnect(ctx.deadline()) {
+        Err(e) if e.kind() == ErrorKind::InvalidState => Ok(()),
+        other => Err(CaseError::Failed(format!(
+            "disconnect of a QP never connected: expected InvalidState, got {other:?}"
+        ))),
+    }
+}
+
+fn disconnect_with_a_send_outstanding<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+    let pair = ctx.pair()?;
+    let src = ctx.mr_filled(&pair.pd, 64, 1)?;
+    let dst = ctx.mr_filled(&pair.pd, 64, 0)?;
+    pair.b.post_recv(&[RecvWr::new(1, &[dst.sge(0, 64)])])?;
+    crate::cases::lifecycle::inject(ctx, &Fault::Stall)?;
+    let outcome = (|| -> CaseResult {
+        pair.a.post_send(&[SendWr::send(2, &[src.sge(0, 64)])])?;
+        let start = Instant::now();
+        let report = pair.a.disconnect(start + WAIT)?;
+        ensure_eq!(
+            report.sends_outstanding,
+            1,
+            "sends outstanding at the close ({report})"
+        );
+        if ctx.info().caps.contains(Caps::CLOSE_NEEDS_QUIET_SENDS) {
+            ensure!(
+                !report.orderly,
+                "an orderly close with a send on the device: {report}"
+            );
+            ensure!(
+                start.elapsed() >= WAIT,
+                "it closed abruptly after {:?}, before its deadline",
+                start.elapsed()
+            );
+        }
+        Ok(())
+    })();
+    crate::cases::lifecycle::inject(ctx, &Fault::Resume)?;
+    outcome?;
+    pair.a.drain(ctx.drain_deadline())?;
+    let got = ctx.completions(&pair.cq_a, 1)?;
+    ctx.expect_status(&got[0], 2, WcStatus::WrFlushError)?;
+    ctx.expect_quiet(&pair.cq_a, std::time::Duration::from_millis(20))
 }

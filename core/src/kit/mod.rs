@@ -131,6 +131,9 @@
 //!     fn wait_connected(&self, _: Instant) -> Result<Connection> {
 //!         Err(Error::not_supported("no connection manager"))
 //!     }
+//!     fn disconnect(&self, _: bool) -> Result<QpState> {
+//!         Err(Error::invalid_state("never connected"))
+//!     }
 //!     fn stop(&self) -> Result<()> { self.recvs.lock().unwrap().clear(); Ok(()) }
 //!     fn destroy(&self) -> Result<()> { Ok(()) }
 //! }
@@ -155,6 +158,7 @@
 //! ```
 
 mod cq;
+mod disconnect;
 mod drain;
 mod life;
 mod pd;

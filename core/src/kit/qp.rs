@@ -190,7 +190,7 @@ impl<Q: RawQp> KitQp<Q> {
 
     /// Holds off `destroy` for a connection call: `Destroyed` (or `DeviceLost`) if it is too
     /// late.
-    fn connection_guard(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
+    pub(crate) fn connection_guard(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
         let guard = self.connecting.read().unwrap_or_else(|e| e.into_inner());
         self.check()?;
         Ok(guard)
@@ -406,6 +406,10 @@ impl<Q: RawQp> QueuePair for KitQp<Q> {
     fn wait_connected(&self, deadline: Instant) -> Result<Connection> {
         let _alive = self.connection_guard()?;
         self.raw.wait_connected(deadline)
+    }
+
+    fn disconnect(&self, deadline: Instant) -> Result<crate::qp::DisconnectReport> {
+        self.disconnect_by(deadline)
     }
 
     fn drain(&self, deadline: Instant) -> Result<DrainReport> {

@@ -100,6 +100,14 @@ pub trait RawQp: Send + Sync + 'static {
     /// Waits until the connection is established or refused, or `deadline` passes.
     fn wait_connected(&self, deadline: Instant) -> Result<Connection>;
 
+    /// Ends the connection through the connection manager: in order (`orderly`: iWARP's
+    /// CLOSING, which the kit asks for only once no send is outstanding; InfiniBand's DREQ)
+    /// or abruptly (ERROR); returns the state the QP was left in. Refusing an orderly close
+    /// ([`ErrorKind::InvalidState`](crate::ErrorKind::InvalidState), say because a send is
+    /// still on the device) makes the kit close abruptly. A QP that was never connected is
+    /// `InvalidState`.
+    fn disconnect(&self, orderly: bool) -> Result<QpState>;
+
     /// Stops the QP in the device for good (destroys the hardware QP, keeping this handle):
     /// afterwards the device touches none of its buffers and produces no completion for it.
     fn stop(&self) -> Result<()>;

@@ -282,6 +282,40 @@ impl State {
         Ok(())
     }
 
+    /// Ends a QP's connection (see [`anyverbs::kit::RawQp::disconnect`]); the state it leaves
+    /// the QP in.
+    pub(crate) fn disconnect(&mut self, qpn: u32, orderly: bool) -> MockResult<QpState> {
+        let q = self.qp(qpn)?;
+        if !matches!(q.conn, Conn::Established(_)) {
+            return Err(MockError::WrongState(
+                "disconnect needs a QP that was connected".into(),
+            ));
+        }
+        let (model, state) = (q.model, q.state);
+        match model {
+            // CLOSING (a FIN) once the send queue is empty, which `modify` checks; from a state
+            // past RTS the connection is already closing or gone.
+            StateModel::Iwarp if orderly && state == QpState::ReadyToSend => {
+                self.modify(qpn, QpState::Closing)?;
+            }
+            StateModel::Iwarp if orderly => {}
+            // A TERMINATE: ERROR, the peer torn down with it.
+            StateModel::Iwarp => self.enter_error(qpn),
+            // The CM's DREQ, which the peer's CM reports; librdmacm moves the QP to ERROR. A
+            // dead device sends nothing, as when its QP is destroyed.
+            StateModel::InfiniBand => {
+                let q = self.qp_mut(qpn)?;
+                let peer = q.peer.take().filter(|_| !q.peer_lost);
+                let dead = q.personality == crate::config::Personality::Dead;
+                self.enter_error(qpn);
+                if let Some(peer) = peer.filter(|_| !dead) {
+                    self.hang_up(qpn, peer, StateModel::InfiniBand);
+                }
+            }
+        }
+        Ok(self.qp(qpn)?.state)
+    }
+
     pub(crate) fn reject(&mut self, listener: SocketAddr, request: u64) -> MockResult<()> {
         match self.requests.get(&request) {
             Some(r) if r.listener == listener => {

@@ -176,6 +176,8 @@ struct ToyQpState {
     /// Calls the kit made into the device QP after destroying it (a use after free on a real
     /// device).
     after_destroy: Vec<&'static str>,
+    /// Every `disconnect` the kit asked for: orderly or not, and the sends on the device then.
+    disconnects: Vec<(bool, usize)>,
 }
 
 struct ToyQp {
@@ -206,6 +208,7 @@ impl ToyQp {
                 enter_error_calls: 0,
                 enter_error_hook: None,
                 after_destroy: Vec::new(),
+                disconnects: Vec::new(),
             }),
         }
     }
@@ -398,6 +401,27 @@ impl RawQp for ToyQp {
         self.called("wait_connected");
         Err(Error::timed_out("toy: nobody answered"))
     }
+    fn disconnect(&self, orderly: bool) -> Result<QpState> {
+        self.called(if orderly {
+            "disconnect orderly"
+        } else {
+            "disconnect abrupt"
+        });
+        let mut st = lock(&self.st);
+        let sends = st.sq.len();
+        st.disconnects.push((orderly, sends));
+        if orderly && !st.sq.is_empty() {
+            // As siw would be hurt by CLOSING with sends on the device: refused.
+            return Err(Error::invalid_state("toy: sends on the device"));
+        }
+        if orderly {
+            st.state = QpState::Closing;
+        } else {
+            st.state = QpState::Error;
+            self.flush_all(&mut st);
+        }
+        Ok(st.state)
+    }
     fn stop(&self) -> Result<()> {
         self.called("stop");
         let mut st = lock(&self.st);
@@ -459,6 +483,7 @@ fn sge() -> [Sge; 1] {
 }
 
 mod atomics;
+mod disconnect;
 mod drain;
 mod error_state;
 mod events;

@@ -229,6 +229,18 @@ pub struct DrainReport {
     pub elapsed_ns: u64,
 }
 
+/// What a disconnect did (see [`DisconnectReport`](crate::DisconnectReport)).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DisconnectReport {
+    /// 1 for an orderly close, 0 for an abrupt one; anything else is refused.
+    pub orderly: u32,
+    /// Sends outstanding at the close.
+    pub sends_outstanding: u64,
+    /// How long it took, in nanoseconds.
+    pub elapsed_ns: u64,
+}
+
 /// A device event (see [`DeviceEvent`](crate::DeviceEvent)); `kind` 0 means `missed` events
 /// were dropped.
 #[repr(C)]

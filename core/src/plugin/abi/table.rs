@@ -182,6 +182,8 @@ table! {
     qp_wait_connected: fn(qp: *const RawQp, timeout_ns: u64, out: *mut Connection, err: Err) -> Status;
     /// Drains.
     qp_drain: fn(qp: *const RawQp, timeout_ns: u64, out: *mut DrainReport, err: Err) -> Status;
+    /// Ends the QP's connection (see [`QueuePair::disconnect`](crate::QueuePair::disconnect)).
+    qp_disconnect: fn(qp: *const RawQp, timeout_ns: u64, out: *mut DisconnectReport, err: Err) -> Status;
     /// Destroys a QP.
     qp_destroy: fn(qp: *const RawQp, err: Err) -> Status;
 

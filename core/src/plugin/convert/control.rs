@@ -16,6 +16,7 @@ use crate::fault::{Fault, Faults};
 use crate::held::HeldObjects;
 use crate::identity::{DeviceIdentity, Guid, PciAddress};
 use crate::mr::Access;
+use crate::qp::DisconnectReport;
 
 /// A device identity in ABI form, borrowing the name.
 pub(crate) fn identity(id: &DeviceIdentity) -> abi::Identity {
@@ -361,6 +362,31 @@ pub(crate) fn drain_report_from(r: &abi::DrainReport) -> Result<DrainReport> {
         completed_by_device: count(r.completed_by_device)?,
         synthesized: count(r.synthesized)?,
         fallback,
+        elapsed: Duration::from_nanos(r.elapsed_ns),
+    })
+}
+
+/// A disconnect report in ABI form.
+pub(crate) fn disconnect_report(r: &DisconnectReport) -> abi::DisconnectReport {
+    abi::DisconnectReport {
+        orderly: u32::from(r.orderly),
+        sends_outstanding: r.sends_outstanding as u64,
+        elapsed_ns: u64::try_from(r.elapsed.as_nanos()).unwrap_or(u64::MAX),
+    }
+}
+
+/// A disconnect report from ABI form: `orderly` is 0 or 1, and the count fits this platform
+/// (the caller checks it against the QP's queue).
+pub(crate) fn disconnect_report_from(r: &abi::DisconnectReport) -> Result<DisconnectReport> {
+    let orderly = match r.orderly {
+        0 => false,
+        1 => true,
+        other => return Err(unknown(ErrorKind::Other, "disconnect kind", other)),
+    };
+    Ok(DisconnectReport {
+        orderly,
+        sends_outstanding: usize::try_from(r.sends_outstanding)
+            .map_err(|_| unknown(ErrorKind::Other, "sends outstanding", r.sends_outstanding))?,
         elapsed: Duration::from_nanos(r.elapsed_ns),
     })
 }

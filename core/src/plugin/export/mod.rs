@@ -346,6 +346,7 @@ pub const fn table<P: Provider>(
         qp_connect: Some(qp_connect::<P>),
         qp_wait_connected: Some(qp_wait_connected::<P>),
         qp_drain: Some(qp_drain::<P>),
+        qp_disconnect: Some(qp_disconnect::<P>),
         qp_destroy: Some(qp_destroy::<P>),
         listener_free: Some(listener_free::<P>),
         listener_next_request: Some(listener_next_request::<P>),

@@ -94,6 +94,22 @@ pub(super) unsafe extern "C" fn qp_drain<P: Provider>(
     }
 }
 
+pub(super) unsafe extern "C" fn qp_disconnect<P: Provider>(
+    qp: *const abi::RawQp,
+    timeout_ns: u64,
+    out: *mut abi::DisconnectReport,
+    err: *mut ErrorBuf,
+) -> Status {
+    // SAFETY: handle and pointers as the ABI documents.
+    unsafe {
+        guard(err, || {
+            let qp = object::<P::Qp, _>(qp, tag::QP, "QP")?;
+            let report = qp.disconnect(convert::deadline_in(timeout_ns))?;
+            put(out, convert::disconnect_report(&report))
+        })
+    }
+}
+
 pub(super) unsafe extern "C" fn qp_destroy<P: Provider>(
     qp: *const abi::RawQp,
     err: *mut ErrorBuf,

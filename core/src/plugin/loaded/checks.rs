@@ -13,7 +13,7 @@ use crate::drain::DrainReport;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mr::Access;
 use crate::plugin::abi;
-use crate::qp::QpInit;
+use crate::qp::{DisconnectReport, QpInit};
 
 /// What a loaded plugin returned that breaks the ABI's rules, and that the loader therefore
 /// refused: the [source](std::error::Error::source) of the error (of kind
@@ -306,6 +306,24 @@ impl<'a> Check<'a> {
                 ),
             )),
         }
+    }
+
+    /// A disconnect report: no more sends outstanding than the QP's send queue holds.
+    pub(super) fn disconnect_report(
+        &self,
+        report: DisconnectReport,
+        init: &QpInit,
+    ) -> Result<DisconnectReport> {
+        if report.sends_outstanding as u64 > u64::from(init.max_send_wr) {
+            return Err(self.fault(
+                "disconnect report",
+                format!(
+                    "{} sends outstanding, more than the {} the QP's send queue holds",
+                    report.sends_outstanding, init.max_send_wr
+                ),
+            ));
+        }
+        Ok(report)
     }
 
     /// The address a listener is bound to: the address asked for, with a port chosen if 0 was

@@ -10,7 +10,7 @@ use crate::drain::DrainReport;
 use crate::error::{ErrorKind, PostError, Result};
 use crate::plugin::abi::{self, STATUS_OK, Status};
 use crate::plugin::convert;
-use crate::qp::{QpInit, QueuePair};
+use crate::qp::{DisconnectReport, QpInit, QueuePair};
 use crate::state::QpState;
 use crate::wr::{RecvWr, SendWr};
 
@@ -146,6 +146,18 @@ impl QueuePair for LoadedQp {
         let report =
             convert::drain_report_from(&out).map_err(|e| check.refused("drain report", e))?;
         check.drain_report(report, &self.init)
+    }
+
+    fn disconnect(&self, deadline: Instant) -> Result<DisconnectReport> {
+        let mut out = abi::DisconnectReport::default();
+        call!(
+            self.handle.f(),
+            qp_disconnect(self.handle.ptr(), convert::timeout_ns(deadline), &mut out)
+        )?;
+        let check = self.handle.shared.check("qp_disconnect");
+        let report = convert::disconnect_report_from(&out)
+            .map_err(|e| check.refused("disconnect report", e))?;
+        check.disconnect_report(report, &self.init)
     }
 
     fn destroy(&self) -> Result<()> {
