@@ -74,8 +74,46 @@ use crate::state::StateModel;
 /// Most bytes of private data a connect request may carry (InfiniBand CM REQ limit).
 pub const MAX_CONNECT_PRIVATE_DATA: usize = 56;
 
-/// Most bytes of private data an accept or reject may carry (InfiniBand CM REP limit).
+/// Most bytes of private data an accept may carry (InfiniBand CM REP limit).
 pub const MAX_ACCEPT_PRIVATE_DATA: usize = 196;
+
+/// Most bytes of private data a reject may carry (InfiniBand CM REJ limit).
+pub const MAX_REJECT_PRIVATE_DATA: usize = 148;
+
+/// Why a connection was refused when the peer rejected it: the source of the
+/// [`ConnectionRefused`](crate::ErrorKind::ConnectionRefused) error
+/// [`QueuePair::wait_connected`] returns then ([`Error::rejected`] finds it). NVMe-oF and iSER
+/// put their reject reason here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The private data the peer passed to [`Listener::reject`] (zero-padded to the CM's fixed
+    /// size on InfiniBand/RoCE, as all private data).
+    pub private_data: Vec<u8>,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the peer rejected the connection ({} bytes of private data)",
+            self.private_data.len()
+        )
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+impl Rejected {
+    /// The [`ConnectionRefused`](crate::ErrorKind::ConnectionRefused) error of a rejected
+    /// connection, carrying `self` as its source.
+    pub fn into_error(self) -> Error {
+        Error::new(
+            crate::ErrorKind::ConnectionRefused,
+            "the peer rejected the connection",
+        )
+        .with_source(self)
+    }
+}
 
 /// Parameters of a connection, as in `struct rdma_conn_param` plus the CM's options
 /// (`rdma_set_option`).
@@ -304,8 +342,11 @@ pub trait Listener<P: Provider>: Send + Sync {
     /// [`ready_for_receives`] does what each device needs (see the [module docs](self)).
     fn accept(&self, request: &ConnectRequest, qp: &P::Qp, params: &ConnParams) -> Result<()>;
 
-    /// Rejects `request`; the requester sees
-    /// [`ErrorKind::ConnectionRefused`](crate::ErrorKind::ConnectionRefused).
+    /// Rejects `request` with at most [`MAX_REJECT_PRIVATE_DATA`] bytes of private data (more
+    /// is [`InvalidArgument`](crate::ErrorKind::InvalidArgument)); the requester's
+    /// [`wait_connected`](crate::QueuePair::wait_connected) fails with
+    /// [`ErrorKind::ConnectionRefused`](crate::ErrorKind::ConnectionRefused) whose
+    /// [`Error::rejected`] carries the data.
     fn reject(&self, request: &ConnectRequest, private_data: &[u8]) -> Result<()>;
 }
 

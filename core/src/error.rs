@@ -116,6 +116,14 @@ impl Error {
         &self.message
     }
 
+    /// The peer's rejection, if this error is a connection the peer rejected (see
+    /// [`Listener::reject`](crate::Listener::reject)): its private data says why.
+    pub fn rejected(&self) -> Option<&crate::cm::Rejected> {
+        self.source
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<crate::cm::Rejected>())
+    }
+
     /// Shorthand for [`ErrorKind::InvalidArgument`].
     pub fn invalid_argument(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorKind::InvalidArgument, message)

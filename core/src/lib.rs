@@ -135,7 +135,7 @@ pub mod wr;
 pub use caps::{Caps, DeviceLimits};
 pub use cm::{
     ConnParams, ConnectRequest, Connection, Listener, MAX_ACCEPT_PRIVATE_DATA,
-    MAX_CONNECT_PRIVATE_DATA, ready_for_receives,
+    MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA, Rejected, ready_for_receives,
 };
 pub use cq::CompletionQueue;
 pub use device::{Device, DeviceInfo, LinkLayer, PortInfo, PortState};

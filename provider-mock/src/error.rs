@@ -108,9 +108,9 @@ pub enum MockError {
     /// No listener at that address.
     #[error("nobody listens at {0}")]
     NotListening(SocketAddr),
-    /// The peer rejected the connection.
+    /// The peer rejected the connection, with this private data.
     #[error("the peer rejected the connection")]
-    Rejected,
+    Rejected(Vec<u8>),
     /// No device on the fabric owns that address.
     #[error("no mock device has address {0}")]
     NoRoute(IpAddr),
@@ -146,7 +146,7 @@ impl MockError {
             | MockError::WrongState(_) => ErrorKind::InvalidState,
             MockError::Transition(e) => e.kind(),
             MockError::Unsupported(_) | MockError::CannotInject { .. } => ErrorKind::NotSupported,
-            MockError::NotListening(_) | MockError::Rejected => ErrorKind::ConnectionRefused,
+            MockError::NotListening(_) | MockError::Rejected(_) => ErrorKind::ConnectionRefused,
             MockError::NoRoute(_) => ErrorKind::Unreachable,
             MockError::AddressInUse(_) => ErrorKind::AddressInUse,
             MockError::TimedOut(_) => ErrorKind::TimedOut,
@@ -160,6 +160,8 @@ impl From<MockError> for anyverbs::Error {
         match e {
             // Already an anyverbs error: pass it on unchanged.
             MockError::Transition(inner) => inner,
+            // The rejection itself is the source, where `Error::rejected` finds it.
+            MockError::Rejected(private_data) => anyverbs::Rejected { private_data }.into_error(),
             e => anyverbs::Error::new(e.kind(), e.to_string()).with_source(e),
         }
     }

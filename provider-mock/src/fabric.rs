@@ -255,10 +255,11 @@ struct CqRec {
 }
 
 /// Why a connection attempt failed.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Refusal {
     NotListening(SocketAddr),
-    Rejected,
+    /// With the reject's private data, as the requester receives it.
+    Rejected(Vec<u8>),
     /// The QP left its fresh state (ERROR, RESET) while connecting.
     Abandoned,
     /// The listener's device was lost before the request was answered.

@@ -59,10 +59,10 @@ impl Listener<MockProvider> for MockListener {
         })
     }
 
-    fn reject(&self, request: &ConnectRequest, _private_data: &[u8]) -> Result<()> {
-        Ok(self
-            .fabric
-            .with_live(self.dev, |st| st.reject(self.addr, request.id))?)
+    fn reject(&self, request: &ConnectRequest, private_data: &[u8]) -> Result<()> {
+        Ok(self.fabric.with_live(self.dev, |st| {
+            st.reject(self.addr, request.id, private_data)
+        })?)
     }
 }
 

@@ -6,15 +6,13 @@
 //! a fixed-size block, so the receiver gets the sender's bytes zero-padded to that size; iWARP
 //! (MPA) carries the exact length, which these cases then require.
 
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyverbs::{
     Caps, ConnParams, Device, DeviceEvent, ErrorKind, Fault, Faults, Listener,
-    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MemoryRegion, ProtectionDomain, Provider,
-    QpInit, QpState, QueuePair, RecvWr, SendOp, SendWr, StateModel, WcOpcode, WcStatus,
-    ready_for_receives,
+    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA, MemoryRegion,
+    ProtectionDomain, Provider, QpInit, QpState, QueuePair, RecvWr, SendOp, SendWr, StateModel,
+    WcOpcode, WcStatus, ready_for_receives,
 };
 
 use crate::case::{Case, CaseError, CaseFn, CaseResult, Needs};
@@ -32,6 +30,15 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
                           bytes sent on iWARP.",
             needs: Needs::NOTHING,
             run: CaseFn::Plain(private_data_both_ways::<P>),
+        },
+        Case {
+            name: "connect::reject_carries_private_data",
+            description: "A listener's reject reaches the requester as ConnectionRefused whose \
+                          rejection carries the reject's private data (zero-padded on \
+                          InfiniBand); more than the CM's 148 bytes is InvalidArgument and \
+                          rejects nothing.",
+            needs: Needs::NOTHING,
+            run: CaseFn::Plain(reject_carries_private_data::<P>),
         },
         Case {
             name: "connect::oversized_private_data_refused",
@@ -178,6 +185,44 @@ fn private_data_both_ways<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         "the connection's private data",
     )?;
     Ok(())
+}
+
+fn reject_carries_private_data<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let f = fresh(ctx)?;
+    f.a.connect(f.listener.local_addr(), &ConnParams::default())?;
+    let request = f.listener.next_request(ctx.deadline())?;
+    match f
+        .listener
+        .reject(&request, &vec![1; MAX_REJECT_PRIVATE_DATA + 1])
+    {
+        Err(e) if e.kind() == ErrorKind::InvalidArgument => {}
+        other => {
+            return Err(CaseError::Failed(format!(
+                "reject with {} bytes of private data: expected InvalidArgument, got {other:?}",
+                MAX_REJECT_PRIVATE_DATA + 1
+            )));
+        }
+    }
+    let why: Vec<u8> = (200..230).collect();
+    f.listener.reject(&request, &why)?;
+    match f.a.wait_connected(ctx.deadline()) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            let Some(rejected) = e.rejected() else {
+                return Err(CaseError::Failed(format!(
+                    "the refusal of a rejected connection carries no rejection: {e}"
+                )));
+            };
+            expect_private(
+                ctx,
+                &rejected.private_data,
+                &why,
+                "the reject's private data",
+            )
+        }
+        other => Err(CaseError::Failed(format!(
+            "wait_connected after a reject: expected ConnectionRefused, got {other:?}"
+        ))),
+    }
 }
 
 fn oversized_private_data_refused<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
@@ -405,7 +450,7 @@ fn disconnect_before_connect_refused<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResul
 }
 
 fn disconnect_with_a_send_outstanding<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
-    const WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+    const WAIT: Duration = Duration::from_millis(100);
     let pair = ctx.pair()?;
     let src = ctx.mr_filled(&pair.pd, 64, 1)?;
     let dst = ctx.mr_filled(&pair.pd, 64, 0)?;
@@ -438,5 +483,5 @@ fn disconnect_with_a_send_outstanding<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResu
     pair.a.drain(ctx.drain_deadline())?;
     let got = ctx.completions(&pair.cq_a, 1)?;
     ctx.expect_status(&got[0], 2, WcStatus::WrFlushError)?;
-    ctx.expect_quiet(&pair.cq_a, std::time::Duration::from_millis(20))
+    ctx.expect_quiet(&pair.cq_a, Duration::from_millis(20))
 }

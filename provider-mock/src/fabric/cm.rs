@@ -5,7 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyverbs::{
     Cause, ConnParams, ConnectRequest, Connection, DeviceEvent, DeviceLimits,
-    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, QpState, StateModel,
+    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA, QpState,
+    StateModel,
 };
 
 use super::{Conn, EPHEMERAL_PORTS, ListenerRec, QpRec, Refusal, RequestRec, State};
@@ -99,7 +100,7 @@ impl State {
         if let Some(l) = self.listeners.remove(&addr) {
             self.inc_mut(l.device).live.listeners -= 1;
             for id in l.queue {
-                self.refuse(id, Refusal::Rejected);
+                self.refuse(id, Refusal::Rejected(Vec::new()));
             }
         }
     }
@@ -316,10 +317,23 @@ impl State {
         Ok(self.qp(qpn)?.state)
     }
 
-    pub(crate) fn reject(&mut self, listener: SocketAddr, request: u64) -> MockResult<()> {
+    pub(crate) fn reject(
+        &mut self,
+        listener: SocketAddr,
+        request: u64,
+        private_data: &[u8],
+    ) -> MockResult<()> {
+        if private_data.len() > MAX_REJECT_PRIVATE_DATA {
+            return Err(MockError::BadArgument(format!(
+                "{} bytes of private data in a reject; at most {MAX_REJECT_PRIVATE_DATA} fit",
+                private_data.len()
+            )));
+        }
         match self.requests.get(&request) {
             Some(r) if r.listener == listener => {
-                self.refuse(request, Refusal::Rejected);
+                let model = self.inc(r.client_device).info.state_model;
+                let data = padded(model, private_data, MAX_REJECT_PRIVATE_DATA);
+                self.refuse(request, Refusal::Rejected(data));
                 Ok(())
             }
             _ => Err(MockError::NoSuchRequest(request)),
@@ -338,7 +352,7 @@ impl State {
             Conn::Connecting { .. } => None,
             Conn::Established(c) => Some(Ok(c.clone())),
             Conn::Refused(Refusal::NotListening(a)) => Some(Err(MockError::NotListening(*a))),
-            Conn::Refused(Refusal::Rejected) => Some(Err(MockError::Rejected)),
+            Conn::Refused(Refusal::Rejected(data)) => Some(Err(MockError::Rejected(data.clone()))),
             Conn::Refused(Refusal::Abandoned) => Some(Err(MockError::WrongState(
                 "the connection attempt was abandoned: the QP was moved to ERROR or RESET".into(),
             ))),

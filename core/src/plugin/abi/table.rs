@@ -178,7 +178,9 @@ table! {
     qp_post_recv: fn(qp: *const RawQp, wrs: *const RecvWr, count: usize, fail: *mut PostFailure) -> Status;
     /// Starts connecting.
     qp_connect: fn(qp: *const RawQp, remote: *const SockAddr, params: *const ConnParams, err: Err) -> Status;
-    /// Waits for the connection.
+    /// Waits for the connection. When the peer rejected it (`ConnectionRefused`), `out`'s
+    /// private data holds the reject's, at most
+    /// [`MAX_REJECT_PRIVATE_DATA`](crate::MAX_REJECT_PRIVATE_DATA) bytes.
     qp_wait_connected: fn(qp: *const RawQp, timeout_ns: u64, out: *mut Connection, err: Err) -> Status;
     /// Drains.
     qp_drain: fn(qp: *const RawQp, timeout_ns: u64, out: *mut DrainReport, err: Err) -> Status;

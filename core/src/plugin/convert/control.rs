@@ -8,6 +8,7 @@ use super::*;
 use crate::caps::{Caps, DeviceLimits};
 use crate::cm::{
     ConnParams, ConnectRequest, Connection, MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA,
+    MAX_REJECT_PRIVATE_DATA, Rejected,
 };
 use crate::device::{DeviceInfo, PortInfo};
 use crate::drain::{DrainReport, Fallback};
@@ -325,6 +326,33 @@ pub(crate) fn connection_from(c: &abi::Connection, kind: ErrorKind) -> Result<Co
         )?,
         initiator_depth: c.initiator_depth,
         responder_resources: c.responder_resources,
+    })
+}
+
+/// A rejection in ABI form: its private data where a connection's goes (the ABI documents
+/// that `qp_wait_connected` writes it there when it fails with `ConnectionRefused`).
+pub(crate) fn rejection(r: &Rejected) -> Result<abi::Connection> {
+    let mut out = abi::Connection {
+        peer: sock_addr(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+        peer_qp_num: 0,
+        initiator_depth: 0,
+        responder_resources: 0,
+        private_len: 0,
+        private_data: [0; abi::PRIVATE_DATA_MAX],
+    };
+    out.private_len = private_into(&r.private_data, &mut out.private_data)?;
+    Ok(out)
+}
+
+/// A rejection from ABI form: at most [`MAX_REJECT_PRIVATE_DATA`] bytes of private data.
+pub(crate) fn rejection_from(c: &abi::Connection) -> Result<Rejected> {
+    Ok(Rejected {
+        private_data: private_from(
+            c.private_len,
+            &c.private_data,
+            MAX_REJECT_PRIVATE_DATA,
+            ErrorKind::Other,
+        )?,
     })
 }
 

@@ -72,7 +72,16 @@ pub(super) unsafe extern "C" fn qp_wait_connected<P: Provider>(
     unsafe {
         guard(err, || {
             let qp = object::<P::Qp, _>(qp, tag::QP, "QP")?;
-            let connection = qp.wait_connected(convert::deadline_in(timeout_ns))?;
+            let connection = match qp.wait_connected(convert::deadline_in(timeout_ns)) {
+                Ok(c) => c,
+                Err(e) => {
+                    // A rejection's private data goes where a connection's would.
+                    if let Some(r) = e.rejected() {
+                        put(out, convert::rejection(r)?)?;
+                    }
+                    return Err(e);
+                }
+            };
             put(out, convert::connection(&connection)?)
         })
     }

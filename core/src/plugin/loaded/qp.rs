@@ -118,14 +118,28 @@ impl QueuePair for LoadedQp {
         // Zeroed, not uninitialised: a plugin that reports success without writing it must
         // give a wrong value at worst, never undefined behaviour.
         let mut out = std::mem::MaybeUninit::<abi::Connection>::zeroed();
-        call!(
+        let waited = call!(
             self.handle.f(),
             qp_wait_connected(
                 self.handle.ptr(),
                 convert::timeout_ns(deadline),
                 out.as_mut_ptr()
             )
-        )?;
+        );
+        if let Err(e) = waited {
+            if e.kind() != ErrorKind::ConnectionRefused {
+                return Err(e);
+            }
+            // SAFETY: as below; a refusal may carry a rejection's private data there.
+            let out = unsafe { out.assume_init_ref() };
+            if out.private_len == 0 {
+                return Err(e);
+            }
+            let check = self.handle.shared.check("qp_wait_connected");
+            let rejected =
+                convert::rejection_from(out).map_err(|f| check.refused("rejection", f))?;
+            return Err(rejected.into_error());
+        }
         // SAFETY: all-zero bytes are a valid `abi::Connection` (integers and byte arrays only),
         // and the plugin may only have written a connection over them.
         convert::connection_from(unsafe { out.assume_init_ref() }, ErrorKind::Other).map_err(|e| {
