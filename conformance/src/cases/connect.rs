@@ -193,7 +193,7 @@ fn reject_carries_private_data<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let request = f.listener.next_request(ctx.deadline())?;
     match f
         .listener
-        .reject(&request, &vec![1; MAX_REJECT_PRIVATE_DATA + 1])
+        .reject(&request, &[1; MAX_REJECT_PRIVATE_DATA + 1])
     {
         Err(e) if e.kind() == ErrorKind::InvalidArgument => {}
         other => {
