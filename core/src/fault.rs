@@ -79,9 +79,10 @@ pub enum Fault {
         /// How long the port stays down.
         down_for: Duration,
     },
-    /// The address of a port changes under its connections, as a bonding failover or an
-    /// `ip address` change does: [`DeviceEvent::AddressChange`](crate::DeviceEvent::AddressChange),
-    /// and nothing else — connections keep running.
+    /// The hardware address behind a port changes under its connections, as a bonding failover
+    /// does: [`DeviceEvent::AddressChange`](crate::DeviceEvent::AddressChange), and nothing
+    /// else — connections keep running. (A soft device on a plain interface cannot have it:
+    /// the kernel raises the CM's ADDR_CHANGE only for a bond master's failover.)
     ChangeAddress {
         /// Port number, from 1.
         port: u8,

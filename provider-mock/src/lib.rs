@@ -52,9 +52,10 @@
 //! post and poll. Each device lists what it can have injected in
 //! [`DeviceInfo::faults`](anyverbs::DeviceInfo::faults) ([`Personality::faults`]): everything,
 //! except `mockrxe0` and `mocksiw0`, which can have only what the real rxe and siw can in the
-//! test bed (a reset, an unplug and replug on the same or another netdev, a port flap, an address
-//! change); a fault a device does not list fails with `NotSupported`. Those two do not report fatal errors either
-//! (no [`Caps::DEVICE_FATAL`](anyverbs::Caps::DEVICE_FATAL)): their reset ends with
+//! test bed (a reset, an unplug and replug on the same or another netdev, a port flap — not an
+//! address change, which the kernel's CM raises only for a bonding failover); a fault a device
+//! does not list fails with `NotSupported`. Those two do not report fatal errors either (no
+//! [`Caps::DEVICE_FATAL`](anyverbs::Caps::DEVICE_FATAL)): their reset ends with
 //! `DeviceRemoved`, as a delete and re-add of the real ones does.
 //!
 //! - **Incarnations.** Each configured device is present or absent; each time it appears it is a

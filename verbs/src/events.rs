@@ -67,12 +67,14 @@ pub fn translate(
     }
 }
 
-/// The core's event for a CM event about a connection of QP `qp_num`: `Disconnected` and
-/// `DeviceRemoval` are lifecycle events; the rest belong to connection setup.
-pub fn translate_cm(kind: CmEventKind, qp_num: u32) -> Option<DeviceEvent> {
+/// The core's event for a CM event about a connection of QP `qp_num` through port `port`:
+/// `Disconnected`, `DeviceRemoval` and `AddrChange` are lifecycle events; the rest belong to
+/// connection setup.
+pub fn translate_cm(kind: CmEventKind, qp_num: u32, port: u8) -> Option<DeviceEvent> {
     match kind {
         CmEventKind::Disconnected => Some(DeviceEvent::Disconnected { qp_num }),
         CmEventKind::DeviceRemoval => Some(DeviceEvent::DeviceRemoved),
+        CmEventKind::AddrChange => Some(DeviceEvent::AddressChange { port }),
         _ => None,
     }
 }
@@ -297,13 +299,17 @@ mod tests {
     #[test]
     fn cm_events_become_lifecycle_events_where_they_are_ones() {
         assert_eq!(
-            translate_cm(CmEventKind::Disconnected, 9),
+            translate_cm(CmEventKind::Disconnected, 9, 1),
             Some(DeviceEvent::Disconnected { qp_num: 9 })
         );
         assert_eq!(
-            translate_cm(CmEventKind::DeviceRemoval, 9),
+            translate_cm(CmEventKind::DeviceRemoval, 9, 1),
             Some(DeviceEvent::DeviceRemoved)
         );
-        assert_eq!(translate_cm(CmEventKind::Established, 9), None);
+        assert_eq!(
+            translate_cm(CmEventKind::AddrChange, 9, 2),
+            Some(DeviceEvent::AddressChange { port: 2 })
+        );
+        assert_eq!(translate_cm(CmEventKind::Established, 9, 1), None);
     }
 }

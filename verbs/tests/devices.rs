@@ -302,7 +302,7 @@ fn the_cm_connects_with_private_data_sends_both_ways_and_disconnects() {
             .expect(&server.id, Disconnected, within(10))
             .unwrap();
         assert_eq!(
-            anyverbs_verbs::events::translate_cm(told.kind, server.qp.qp_num()),
+            anyverbs_verbs::events::translate_cm(told.kind, server.qp.qp_num(), 1),
             Some(DeviceEvent::Disconnected {
                 qp_num: server.qp.qp_num()
             }),

@@ -53,11 +53,11 @@ pub enum DeviceEvent {
         /// Port number, from 1.
         port: u8,
     },
-    /// The network address of a port changed, or the hardware address behind it (a bonding
-    /// failover): the connection manager's `RDMA_CM_EVENT_ADDR_CHANGE`, which it reports on
-    /// every connection and listener bound through the port, reported here once per port.
-    /// Connections keep running; a listener whose address went away receives no more requests,
-    /// and a ULP that chose an address (or a path) may want to choose again.
+    /// The hardware address behind a port's network interface changed under its connections:
+    /// the connection manager's `RDMA_CM_EVENT_ADDR_CHANGE`, which the kernel raises on a
+    /// bonding failover that changes the bond's MAC (not on an IP address change) and reports on
+    /// every connection and listener bound through it; reported here once per port.
+    /// Connections keep running; a ULP that chose a path may want to choose again.
     AddressChange {
         /// Port number, from 1.
         port: u8,

@@ -59,11 +59,7 @@ pub(super) fn each_mock_device_lists_the_faults_it_can_have_injected() {
         let name = &info.identity.name;
         let soft = name == "mockrxe0" || name == "mocksiw0";
         let expected = if soft {
-            Faults::RESET
-                | Faults::UNPLUG
-                | Faults::REPLUG_OTHER
-                | Faults::FLAP_PORT
-                | Faults::CHANGE_ADDRESS
+            Faults::RESET | Faults::UNPLUG | Faults::REPLUG_OTHER | Faults::FLAP_PORT
         } else {
             Faults::all()
         };
