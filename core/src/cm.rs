@@ -134,7 +134,11 @@ impl Rejected {
 /// [`ConnectRequest`] shows the requester's values. A side with no credits (0) for the
 /// direction a READ or an atomic goes makes it fail (on the mock, with
 /// [`WcStatus::RemoteInvalidRequest`](crate::WcStatus::RemoteInvalidRequest), the QP going to
-/// ERROR); real devices differ — rxe holds the WR forever — so give READs credits.
+/// ERROR); real devices differ — rxe holds the WR forever — so give READs credits. Accept
+/// within what the request shows ([`ConnectRequest::initiator_depth`] and
+/// [`ConnectRequest::responder_resources`]): the mock takes the smaller of the two sides'
+/// values, but the CM on hardware passes an acceptor's values through as they are, and an
+/// acceptor that issues more READs than the requester serves gets them refused.
 ///
 /// ## Timers
 ///
@@ -145,7 +149,9 @@ impl Rejected {
 /// found no receive. Verbs encodes both in 5 bits: the ACK timeout as 4.096 µs × 2^n
 /// ([`ack_timeout_code`]), the RNR timer as one of 32 steps from 10 µs to 655.36 ms
 /// ([`rnr_timer_code`]); a real provider rounds up to the next step, the mock uses the duration
-/// as it is. Neither exists on iWARP, whose TCP stream retransmits on its own: its providers
+/// as it is. librdmacm has no option for the RNR timer of a user-space QP: a real provider sets
+/// it on the QP once the connection is established, so the first messages may meet the CM's
+/// own (the longest step, 655.36 ms, on Linux). Neither exists on iWARP, whose TCP stream retransmits on its own: its providers
 /// check and then ignore them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnParams {
@@ -383,7 +389,7 @@ mod tests {
     fn ack_timeouts_round_up_to_the_next_code() {
         assert_eq!(ack_timeout_code(Duration::from_nanos(8192)), Some(1));
         assert_eq!(ack_timeout_code(Duration::from_nanos(8193)), Some(2));
-        // The CM's default, 14: 67 ms.
+        // 4.096 µs × 2^14 = 67.1 ms.
         assert_eq!(ack_timeout_code(Duration::from_millis(67)), Some(14));
         assert_eq!(ack_timeout_code(MAX_ACK_TIMEOUT), Some(31));
         assert_eq!(ack_timeout_code(Duration::from_nanos(4096)), None);
@@ -398,7 +404,7 @@ mod tests {
     fn rnr_timers_round_up_to_the_next_step() {
         assert_eq!(rnr_timer_code(Duration::from_micros(10)), Some(1));
         assert_eq!(rnr_timer_code(Duration::from_micros(11)), Some(2));
-        // The CM's default, 12: 640 µs.
+        // Step 12 of the IBTA table: 640 µs.
         assert_eq!(rnr_timer_code(Duration::from_micros(640)), Some(12));
         assert_eq!(rnr_timer_code(Duration::from_micros(491_521)), Some(0));
         assert_eq!(rnr_timer_code(Duration::from_micros(655_360)), Some(0));

@@ -370,16 +370,27 @@ impl<'a> SendWr<'a> {
     /// every device must: an atomic on a device without [`Caps::ATOMICS`] fails with
     /// [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported); an atomic whose local
     /// scatter list is not one SGE of [`ATOMIC_LEN`] bytes, or whose remote address is not
-    /// aligned to 8 bytes, with [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument).
+    /// aligned to 8 bytes, with [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument);
+    /// so does a READ or an atomic with [`SendFlags::INLINE`] (they write their local memory).
     /// Other WRs pass. The provider kit calls it for every WR it posts, so a provider on the kit
     /// refuses these without checking them itself.
     #[inline]
     pub fn check_for(&self, caps: Caps) -> Result<()> {
         if self.is_atomic() {
             self.check_atomic(caps)
+        } else if self.opcode == OpCode::Read && self.flags.contains(SendFlags::INLINE) {
+            Err(Self::inline_into_local())
         } else {
             Ok(())
         }
+    }
+
+    /// A READ or an atomic writes its local memory: there is nothing to copy into the WR.
+    #[cold]
+    fn inline_into_local() -> Error {
+        Error::invalid_argument(
+            "an RDMA READ or an atomic cannot be inline: it writes its local memory",
+        )
     }
 
     #[cold]
@@ -389,6 +400,9 @@ impl<'a> SendWr<'a> {
             return Err(Error::not_supported(
                 "the device does not support atomic operations (Caps::ATOMICS)",
             ));
+        }
+        if self.flags.contains(SendFlags::INLINE) {
+            return Err(Self::inline_into_local());
         }
         match self.sgl() {
             [sge] if sge.length == ATOMIC_LEN => {}

@@ -124,3 +124,24 @@ fn posted_atomics_are_tracked_and_flushed_like_reads() {
         ]
     );
 }
+
+#[test]
+fn an_inline_read_or_atomic_is_refused_before_the_device_sees_it() {
+    let life = DeviceLife::with_caps(Caps::ATOMICS);
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    let s = sge();
+    let inline = SendFlags::SIGNALED | SendFlags::INLINE;
+    for wr in [
+        SendWr::new(1, SendOp::Read(REMOTE), &s).with_flags(inline),
+        SendWr::fetch_add(2, s[0], REMOTE, 1).with_flags(inline),
+    ] {
+        let e = q.post_send(&[wr]).unwrap_err();
+        assert_eq!(
+            (e.kind(), e.accepted),
+            (ErrorKind::InvalidArgument, 0),
+            "{e}"
+        );
+    }
+    assert!(lock(&q.raw().st).sq.is_empty());
+}
