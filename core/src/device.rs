@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::caps::{Caps, DeviceLimits};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::{DeviceEvent, EventStream};
 use crate::fault::Faults;
 use crate::identity::DeviceIdentity;
@@ -86,6 +86,29 @@ pub trait Device<P: Provider>: Send + Sync {
 
     /// Creates a completion queue holding at least `depth` completions (`depth` ≥ 1).
     fn create_cq(&self, depth: u32) -> Result<P::Cq>;
+
+    /// Creates a completion channel, for CQs an event loop waits on through a file descriptor
+    /// (see [`cq`](crate::cq)). The default fails with
+    /// [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported): a provider without them.
+    fn create_channel(&self) -> Result<P::Channel> {
+        Err(Error::not_supported(
+            "this provider has no completion channels",
+        ))
+    }
+
+    /// Creates a completion queue as [`create_cq`](Self::create_cq) does, on `channel` if one
+    /// is given (a channel of this device): arming the CQ
+    /// ([`CompletionQueue::arm`](crate::CompletionQueue::arm)) then fires that channel. The
+    /// default creates a CQ without a channel, and refuses one with
+    /// [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported).
+    fn create_cq_with(&self, depth: u32, channel: Option<&P::Channel>) -> Result<P::Cq> {
+        match channel {
+            None => self.create_cq(depth),
+            Some(_) => Err(Error::not_supported(
+                "this provider has no completion channels",
+            )),
+        }
+    }
 
     /// Listens for connection requests at `addr`, which must be one of this device's addresses
     /// (see [`PortInfo::addresses`]); port 0 picks a free port.

@@ -31,6 +31,9 @@
 //!   what happened (device lost, timed out, busy, ...); the provider's own error is kept as the
 //!   source. A batch post that fails says how many WRs were accepted ([`PostError`]), so nothing
 //!   is ever lost silently.
+//! - **Waiting without a thread.** A CQ created on a [`CompletionChannel`] and
+//!   [armed](CompletionQueue::arm) wakes an event loop through a file descriptor, as verbs'
+//!   completion channels do (see [`cq`]).
 //! - **Every wait has a deadline.** [`CompletionQueue::wait`], [`Listener::next_request`],
 //!   [`QueuePair::wait_connected`] and [`QueuePair::drain`] take an [`Instant`](std::time::Instant).
 //! - **Drain is a contract, not a hope.** See [`drain`](mod@drain): deadline-bound, returns a
@@ -137,7 +140,7 @@ pub use cm::{
     ConnParams, ConnectRequest, Connection, Listener, MAX_ACCEPT_PRIVATE_DATA,
     MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA, Rejected, ready_for_receives,
 };
-pub use cq::CompletionQueue;
+pub use cq::{CompletionChannel, CompletionQueue};
 pub use device::{Device, DeviceInfo, LinkLayer, PortInfo, PortState};
 pub use drain::{DrainPlan, DrainReport, DrainStrategy, Fallback};
 pub use error::{Error, ErrorKind, PostError, Result};

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::cm::Listener;
-use crate::cq::CompletionQueue;
+use crate::cq::{CompletionChannel, CompletionQueue};
 use crate::device::{Device, DeviceInfo};
 use crate::error::{Error, Result};
 use crate::event::{EventStream, MonitorEvent};
@@ -59,6 +59,8 @@ pub trait Provider: Send + Sync + Sized + 'static {
     type Mr: MemoryRegion;
     /// A completion queue.
     type Cq: CompletionQueue;
+    /// A completion channel: how an event loop waits for completions (see [`cq`](crate::cq)).
+    type Channel: CompletionChannel;
     /// A reliable-connected queue pair.
     type Qp: QueuePair;
     /// A listening endpoint of the connection manager.

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyverbs::plugin::LoadedProvider;
 use anyverbs::plugin::{LoadError, Plugin, PluginFault};
 use anyverbs::{
-    Access, Completion, CompletionQueue, ConnParams, Device, Error, ErrorKind, Listener,
-    MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair, SendOp, SendWr, Sge,
+    Access, Completion, CompletionChannel, CompletionQueue, ConnParams, Device, Error, ErrorKind,
+    Listener, MemoryRegion, ProtectionDomain, Provider, QpInit, QpState, QueuePair, SendOp, SendWr,
+    Sge,
 };
 use anyverbs_fixture_lying as lying;
 use anyverbs_plugin_tests::fixture;
@@ -365,4 +366,47 @@ fn a_table_whose_header_declares_more_than_there_is_is_refused() {
         "address",
         "4294967295 bytes from",
     );
+}
+
+#[test]
+fn a_channel_fd_not_open_or_a_cq_number_not_on_the_channel_is_refused() {
+    let provider = provider();
+    refused(
+        provider.open("mock1").unwrap().create_channel(),
+        "device_create_channel",
+        "file descriptor",
+        &["1000000: not an open descriptor"],
+    );
+    let device = provider.open("mock0").unwrap();
+    let channel = device.create_channel().unwrap();
+    let cq = device.create_cq_with(16, Some(&channel)).unwrap();
+    let pd = device.alloc_pd().unwrap();
+    let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+    let qp = pd.create_qp(&cq, &cq, &QpInit::default()).unwrap();
+    qp.modify(QpState::Init).unwrap();
+    qp.post_recv(&[anyverbs::RecvWr::new(1, &[mr.sge(0, 64)])])
+        .unwrap();
+    cq.arm(false).unwrap();
+    // The receive is flushed into the armed CQ: the channel fires, and the plugin lies about
+    // which CQ it was.
+    qp.modify(QpState::Error).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match channel.next() {
+            Err(e) => {
+                assert_refused(
+                    &e,
+                    "channel_next",
+                    "CQ number",
+                    &["no CQ created on this channel"],
+                );
+                break;
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            other => panic!("channel_next said {other:?}, and the loader took it"),
+        }
+    }
+    // The CQ itself is fine: the flushed receive is there.
+    let mut wc = [Completion::default(); 2];
+    assert_eq!(cq.poll(&mut wc).unwrap(), 1);
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyverbs::{Device, DeviceEvent, DeviceInfo, EventStream, PortInfo, Result};
 
 use crate::fabric::Fabric;
-use crate::sim::{SimCq, SimPd};
-use crate::{MockCq, MockListener, MockPd, MockProvider};
+use crate::sim::{SimChannel, SimCq, SimPd};
+use crate::{MockChannel, MockCq, MockListener, MockPd, MockProvider};
 
 /// An open mock device: one incarnation of a configured device. Once that incarnation is lost
 /// (reset, unplugged) every call fails with `DeviceLost`, also after the device came back as a
@@ -60,12 +60,36 @@ impl Device<MockProvider> for MockDevice {
     }
 
     fn create_cq(&self, depth: u32) -> Result<MockCq> {
+        self.create_cq_with(depth, None)
+    }
+
+    fn create_channel(&self) -> Result<MockChannel> {
+        let (id, core, life) = self.fabric.with_live(self.dev, |st| {
+            let (id, core) = st.create_channel(self.dev)?;
+            Ok((id, core, st.life(self.dev)))
+        })?;
+        let raw = SimChannel::new(Arc::clone(&self.fabric), life.clone(), id, core);
+        Ok(MockChannel::new(raw, life))
+    }
+
+    fn create_cq_with(&self, depth: u32, channel: Option<&MockChannel>) -> Result<MockCq> {
+        if let Some(ch) = channel
+            && !Arc::ptr_eq(&self.fabric, ch.raw().fabric())
+        {
+            return Err(anyverbs::Error::invalid_argument(
+                "the completion channel belongs to another mock fabric",
+            ));
+        }
+        let on = channel.map(|ch| ch.raw().id());
         let id = self
             .fabric
-            .with_live(self.dev, |st| st.create_cq(self.dev, depth))?;
+            .with_live(self.dev, |st| st.create_cq(self.dev, depth, on))?;
         let life = self.fabric.lock().life(self.dev);
         let raw = SimCq::new(Arc::clone(&self.fabric), self.dev, life.clone(), id);
-        Ok(MockCq::new(raw, depth, life))
+        match channel {
+            None => Ok(MockCq::new(raw, depth, life)),
+            Some(ch) => MockCq::with_channel(raw, depth, life, ch),
+        }
     }
 
     fn listen(&self, addr: SocketAddr) -> Result<MockListener> {

@@ -11,6 +11,10 @@
 //! deadline. A retry deadline that has passed fails the WR with RNR-retry-exceeded or
 //! transport-retry-exceeded and moves the QP to ERROR.
 //!
+//! While a completion channel exists, a ULP may sleep in `poll(2)` on its fd without calling
+//! the fabric, so each progress step also arms a timer for the next time-bound change (a retry
+//! deadline, a delayed completion's due time): see [`channels`].
+//!
 //! Device lifecycle (incarnations, loss and return, injected faults) lives in [`lifecycle`];
 //! the engine consults it where a device may not work: a lost or stalled device executes and
 //! completes nothing, and a QP whose connection was cut gets no ACKs.
@@ -21,6 +25,7 @@
 //! pass), [`drain`] (the drain's primitives) and [`cm`] (the connection manager). QPs, regions
 //! and CQs are kept in [`table`]s indexed by the numbers the device hands out.
 
+pub(crate) mod channels;
 mod cm;
 #[cfg(test)]
 mod differential;
@@ -99,6 +104,9 @@ impl Fabric {
                 lifecycle_pending: false,
                 stalled_devices: 0,
                 timers: Vec::new(),
+                channels: HashMap::default(),
+                next_channel: 1,
+                progress_at: None,
                 pds: HashMap::default(),
                 mrs: Table::new(MAX_LKEY),
                 rkeys: HashMap::default(),
@@ -140,6 +148,7 @@ impl Fabric {
         let mut st = self.lock();
         let out = f(&mut st);
         st.step();
+        st.schedule_progress();
         if st.waiters > 0 {
             self.cond.notify_all();
         }
@@ -194,6 +203,7 @@ impl Fabric {
             if st.progress(now) && st.waiters > 0 {
                 self.cond.notify_all();
             }
+            st.schedule_progress();
             // Rare (a timer a fault's progress step asked for): arm it before waiting.
             self.arm_timers(st.take_timers());
             if let Some(r) = f(&mut st) {
@@ -252,6 +262,10 @@ struct CqRec {
     wake_pending: bool,
     users: u32,
     dropped: bool,
+    /// The completion channel it was created on (the mock's number), and its core to fire.
+    channel: Option<(u32, Arc<channels::ChannelCore>)>,
+    /// Armed ([`State::arm_cq`]): the next completion that qualifies fires the channel.
+    armed: Option<channels::Arm>,
 }
 
 /// Why a connection attempt failed.
@@ -444,6 +458,11 @@ pub(crate) struct State {
     stalled_devices: usize,
     /// Progress steps asked for at these instants, not yet armed.
     timers: Vec<Instant>,
+    /// Completion channels, by the mock's own numbers.
+    channels: HashMap<u32, channels::ChannelRec>,
+    next_channel: u32,
+    /// When the progress timer armed for a channel's sake fires (see [`channels`]).
+    progress_at: Option<Instant>,
     pds: HashMap<u32, PdRec>,
     mrs: Table<MrRec, KEY_SLOT_BITS>,
     rkeys: HashMap<u32, u32>,

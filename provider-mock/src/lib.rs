@@ -141,6 +141,9 @@ pub type MockMr = anyverbs::kit::KitMr<sim::SimMr>;
 pub type MockCq = anyverbs::kit::KitCq<sim::SimCq>;
 /// A mock reliable-connected queue pair: the kit's QP over a simulated one.
 pub type MockQp = anyverbs::kit::KitQp<sim::SimQp>;
+/// A mock completion channel: the kit's channel over a simulated one, whose fd is one end of a
+/// socket pair.
+pub type MockChannel = anyverbs::kit::KitChannel<sim::SimChannel>;
 
 use fabric::Fabric;
 
@@ -197,6 +200,7 @@ impl Provider for MockProvider {
     type Pd = MockPd;
     type Mr = MockMr;
     type Cq = MockCq;
+    type Channel = MockChannel;
     type Qp = MockQp;
     type Listener = MockListener;
 

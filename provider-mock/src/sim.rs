@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyverbs::kit::{DeviceLife, RawCq, RawMr, RawPd, RawQp};
+use anyverbs::kit::{DeviceLife, RawChannel, RawCq, RawMr, RawPd, RawQp};
 use anyverbs::{
     Access, Caps, Completion, ConnParams, Connection, PostError, QpInit, QpState, RecvWr, Result,
     SendWr,
@@ -18,6 +18,7 @@ use anyverbs::{
 
 use crate::error::MockError;
 use crate::fabric::Fabric;
+use crate::fabric::channels::ChannelCore;
 
 /// A completion queue of a simulated device: its ring of raw completions.
 pub struct SimCq {
@@ -83,6 +84,12 @@ impl RawCq for SimCq {
         self.fabric.with(|st| st.wake_cq(self.id));
     }
 
+    fn arm(&self, solicited_only: bool) -> Result<()> {
+        Ok(self
+            .fabric
+            .with_live(self.dev, |st| st.arm_cq(self.id, solicited_only))?)
+    }
+
     fn reserve(&self, extra: u32) -> Result<()> {
         Ok(self.fabric.with(|st| st.reserve_cq(self.id, extra))?)
     }
@@ -95,6 +102,70 @@ impl RawCq for SimCq {
 impl Drop for SimCq {
     fn drop(&mut self) {
         self.fabric.with(|st| st.drop_cq(self.id));
+    }
+}
+
+/// A completion channel of a simulated device: its queue of CQs that fired and the socket whose
+/// readable end a ULP watches.
+pub struct SimChannel {
+    fabric: Arc<Fabric>,
+    life: DeviceLife,
+    id: u32,
+    core: Arc<ChannelCore>,
+}
+
+impl std::fmt::Debug for SimChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimChannel")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimChannel {
+    pub(crate) fn new(
+        fabric: Arc<Fabric>,
+        life: DeviceLife,
+        id: u32,
+        core: Arc<ChannelCore>,
+    ) -> Self {
+        SimChannel {
+            fabric,
+            life,
+            id,
+            core,
+        }
+    }
+
+    pub(crate) fn fabric(&self) -> &Arc<Fabric> {
+        &self.fabric
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl RawChannel for SimChannel {
+    #[cfg(unix)]
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.core.fd()
+    }
+
+    fn next(&self) -> Result<Option<u32>> {
+        // The channel's own lock only: reading it never waits for the fabric.
+        self.life.check()?;
+        Ok(self.core.next())
+    }
+
+    fn destroy(&self) -> Result<()> {
+        Ok(self.fabric.with(|st| st.destroy_channel(self.id))?)
+    }
+}
+
+impl Drop for SimChannel {
+    fn drop(&mut self) {
+        self.fabric.with(|st| st.drop_channel(self.id));
     }
 }
 

@@ -9,9 +9,9 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 
 use super::life::DeviceLife;
-use super::raw::RawCq;
+use super::raw::{RawChannel, RawCq};
 use super::{QpBook, SharedBook, lock};
-use crate::cq::CompletionQueue;
+use crate::cq::{ChannelMembers, ChannelMembership, CompletionChannel, CompletionQueue};
 use crate::drain::DrainPhase;
 use crate::error::{Error, ErrorKind, Result};
 use crate::wr::{Completion, WcStatus};
@@ -93,6 +93,10 @@ pub(crate) struct CqCore<C> {
     waiters: AtomicUsize,
     /// The device said the CQ overflowed: completions were lost.
     overflowed: AtomicBool,
+    /// The CQ's place on its completion channel, if it was created on one: left when the
+    /// device's CQ is destroyed, or when the last holder of this core (the handle, its QPs) is
+    /// gone.
+    channel: Option<ChannelMembership>,
 }
 
 impl<C: RawCq> CqCore<C> {
@@ -280,6 +284,29 @@ impl<C: RawCq> KitCq<C> {
     /// Wraps the device's CQ, created for `capacity` completions (the depth the ULP asked for),
     /// of the device whose liveness is `life`.
     pub fn new(raw: C, capacity: u32, life: DeviceLife) -> KitCq<C> {
+        KitCq::build(raw, capacity, life, None)
+    }
+
+    /// [`new`](Self::new) for a device CQ the provider created on `channel`'s raw channel
+    /// ([`KitChannel::raw`]): the CQ can be [armed](CompletionQueue::arm), and the channel is
+    /// `Busy` while the CQ lives. Fails as a call on the channel does (destroyed, device lost).
+    pub fn with_channel<Ch: RawChannel>(
+        raw: C,
+        capacity: u32,
+        life: DeviceLife,
+        channel: &KitChannel<Ch>,
+    ) -> Result<KitCq<C>> {
+        channel.check()?;
+        let membership = channel.members.join(raw.cq_num());
+        Ok(KitCq::build(raw, capacity, life, Some(membership)))
+    }
+
+    fn build(
+        raw: C,
+        capacity: u32,
+        life: DeviceLife,
+        channel: Option<ChannelMembership>,
+    ) -> KitCq<C> {
         KitCq {
             core: Arc::new(CqCore {
                 raw,
@@ -295,6 +322,7 @@ impl<C: RawCq> KitCq<C> {
                 }),
                 waiters: AtomicUsize::new(0),
                 overflowed: AtomicBool::new(false),
+                channel,
             }),
             destroyed: AtomicBool::new(false),
             destroying: Mutex::new(()),
@@ -399,6 +427,108 @@ impl<C: RawCq> CompletionQueue for KitCq<C> {
         }
         self.core.raw.destroy()?;
         r.destroyed = true;
+        self.destroyed.store(true, Ordering::Release);
+        if let Some(membership) = &self.core.channel {
+            membership.leave();
+        }
+        Ok(())
+    }
+
+    fn arm(&self, solicited_only: bool) -> Result<()> {
+        self.check()?;
+        if self.core.channel.is_none() {
+            return Err(Error::invalid_state(
+                "the completion queue was created without a completion channel",
+            ));
+        }
+        // Completions a drain already moved aside are in `held`, found by the ULP's poll after
+        // the arm, as verbs' arm-then-poll finds those already in the ring.
+        self.core.raw.arm(solicited_only)
+    }
+}
+
+/// A completion channel built on the kit: a provider's [`RawChannel`] below, the ULP's
+/// [`CompletionChannel`] above.
+///
+/// The kit keeps the CQs created on it ([`KitCq::with_channel`]): destroying the channel is
+/// `Busy` while any is alive, and a notification that names a CQ no longer on it (a late event
+/// of a destroyed CQ) is dropped. Every call but `destroy` fails with `DeviceLost` once the
+/// device is lost, and with `Destroyed` after a destroy.
+pub struct KitChannel<Ch: RawChannel> {
+    raw: Ch,
+    life: DeviceLife,
+    members: Arc<ChannelMembers>,
+    destroyed: AtomicBool,
+    /// Held while the device's channel is being destroyed.
+    destroying: Mutex<()>,
+}
+
+impl<Ch: RawChannel> std::fmt::Debug for KitChannel<Ch> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KitChannel")
+            .field("cqs", &self.members.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Ch: RawChannel> KitChannel<Ch> {
+    /// Wraps the device's channel, of the device whose liveness is `life`.
+    pub fn new(raw: Ch, life: DeviceLife) -> KitChannel<Ch> {
+        KitChannel {
+            raw,
+            life,
+            members: Arc::default(),
+            destroyed: AtomicBool::new(false),
+            destroying: Mutex::new(()),
+        }
+    }
+
+    /// The device's channel, to create CQs on.
+    pub fn raw(&self) -> &Ch {
+        &self.raw
+    }
+
+    /// `DeviceLost` once the device is lost, else `Destroyed` once the handle was destroyed.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.life.check()?;
+        if self.destroyed.load(Ordering::Acquire) {
+            return Err(Error::destroyed("completion channel"));
+        }
+        Ok(())
+    }
+}
+
+impl<Ch: RawChannel> CompletionChannel for KitChannel<Ch> {
+    #[cfg(unix)]
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.raw.fd()
+    }
+
+    fn next(&self) -> Result<Option<u32>> {
+        self.check()?;
+        loop {
+            match self.raw.next()? {
+                None => return Ok(None),
+                Some(cq_num) if self.members.contains(cq_num) => return Ok(Some(cq_num)),
+                // A CQ that left the channel since it fired: nothing of it to poll.
+                Some(_) => continue,
+            }
+        }
+    }
+
+    fn destroy(&self) -> Result<()> {
+        let _destroying = lock(&self.destroying);
+        if self.destroyed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let cqs = self.members.count();
+        if cqs > 0 {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!("the completion channel is in use by {cqs} completion queue(s)"),
+            ));
+        }
+        self.raw.destroy()?;
         self.destroyed.store(true, Ordering::Release);
         Ok(())
     }

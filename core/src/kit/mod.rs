@@ -37,6 +37,11 @@
 //!   ends the streams right behind a device's last event. The provider's
 //!   [`Device::events`](crate::Device::events) is [`DeviceLife::subscribe`].
 //!
+//! - **Completion channels.** A provider that has them supplies a [`RawChannel`] and
+//!   [`RawCq::arm`]; the kit's [`KitChannel`] and [`KitCq::with_channel`] keep the channel's
+//!   CQs (`Busy` while any is left; notifications of CQs no longer on it dropped). A wakeup may
+//!   find nothing for the ULP: the kit swallows the drain's markers that fired it.
+//!
 //! What stays the provider's: the connection manager — resolving addresses, listeners, the
 //! connection's own state machine — which is a device primitive (librdmacm's, on rdma-core)
 //! reached through [`RawQp::connect`] and [`RawQp::wait_connected`], with the kit holding off
@@ -169,11 +174,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::drain::Ledger;
 
-pub use cq::KitCq;
+pub use cq::{KitChannel, KitCq};
 pub use life::DeviceLife;
 pub use pd::{KitMr, KitPd};
 pub use qp::{KitQp, device_init};
-pub use raw::{RawCq, RawMr, RawPd, RawQp};
+pub use raw::{RawChannel, RawCq, RawMr, RawPd, RawQp};
 
 /// What the kit knows about one QP, shared by the QP and the routers of its CQs.
 pub(crate) struct QpBook {

@@ -36,7 +36,25 @@ pub trait RawCq: Send + Sync + 'static {
     /// [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost) — a wait already blocked included,
     /// which the provider wakes when it learns of the loss (marking the
     /// [`DeviceLife`](super::DeviceLife) lost wakes nobody by itself).
+    ///
+    /// On a CQ created on the ULP's [`RawChannel`], the device's notification is the ULP's (a
+    /// verbs CQ has one channel): the wait must neither [`arm`](Self::arm) the CQ nor read that
+    /// channel, and must work the same whether the ULP armed it or not (a verbs provider waits
+    /// on its private channel only for CQs it created on it, and polls the others with a
+    /// backoff).
     fn wait(&self, deadline: Instant) -> Result<bool>;
+
+    /// Arms the CQ for the ULP (`ibv_req_notify_cq`): the next completion that enters the
+    /// device's ring fires the CQ's channel once; with `solicited_only`, only a solicited
+    /// receive or an error completion does. Called only on a CQ created on a channel. The
+    /// default fails with [`ErrorKind::NotSupported`](crate::ErrorKind::NotSupported), for a
+    /// provider without channels.
+    fn arm(&self, solicited_only: bool) -> Result<()> {
+        let _ = solicited_only;
+        Err(crate::Error::not_supported(
+            "this provider has no completion channels",
+        ))
+    }
 
     /// Makes the current [`wait`](Self::wait), or the next one if none is running, return now.
     /// The kit calls it when it put completions aside for the ULP while a ULP was waiting.
@@ -50,6 +68,29 @@ pub trait RawCq: Send + Sync + 'static {
 
     /// Destroys the CQ in the device now. Fails with [`ErrorKind::Busy`](crate::ErrorKind::Busy)
     /// while QPs use it, changing nothing. Dropping the raw CQ afterwards must be harmless.
+    fn destroy(&self) -> Result<()>;
+}
+
+/// A completion channel of the device (`ibv_comp_channel`), as the kit reads it for the ULP.
+///
+/// The provider creates its CQs on it when the ULP asks
+/// ([`Device::create_cq_with`](crate::Device::create_cq_with)) and wraps it in a
+/// [`KitChannel`](super::KitChannel), which checks handle state and liveness, refuses to
+/// destroy it while CQs use it, and drops notifications of CQs no longer on it.
+pub trait RawChannel: Send + Sync + 'static {
+    /// The channel's file descriptor, readable while [`next`](Self::next) has a notification
+    /// (and once the device is lost); it stays open as long as the raw channel lives.
+    #[cfg(unix)]
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_>;
+
+    /// The number of a CQ that fired, without blocking, acknowledged (`ibv_get_cq_event` on
+    /// the non-blocking fd, then `ibv_ack_cq_events`); `Ok(None)` when none did. A lost device
+    /// fails with [`ErrorKind::DeviceLost`](crate::ErrorKind::DeviceLost).
+    fn next(&self) -> Result<Option<u32>>;
+
+    /// Destroys the channel in the device. The kit calls it only with no CQ of it left; a
+    /// device that still counts one fails with [`ErrorKind::Busy`](crate::ErrorKind::Busy).
+    /// Dropping the raw channel afterwards must be harmless.
     fn destroy(&self) -> Result<()>;
 }
 

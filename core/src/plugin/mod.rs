@@ -46,8 +46,8 @@ mod loader;
 mod status;
 
 pub use loaded::{
-    DeviceListing, LoadedCq, LoadedDevice, LoadedListener, LoadedMr, LoadedPd, LoadedProvider,
-    LoadedQp, PluginFault,
+    DeviceListing, LoadedChannel, LoadedCq, LoadedDevice, LoadedListener, LoadedMr, LoadedPd,
+    LoadedProvider, LoadedQp, PluginFault,
 };
 pub use loader::{
     DEFAULT_PROVIDER_PATH, Found, LoadError, PROVIDER_PATH_ENV, Plugin, is_privileged,

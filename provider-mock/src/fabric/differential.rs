@@ -403,7 +403,7 @@ impl World {
             .cq_depth
             .iter()
             .enumerate()
-            .map(|(i, &d)| st.create_cq(devs[i % 2], d).unwrap())
+            .map(|(i, &d)| st.create_cq(devs[i % 2], d, None).unwrap())
             .collect();
         let pd0 = st.alloc_pd(devs[0]).unwrap();
         let pd1 = if s.shared_pd {

@@ -682,6 +682,14 @@ impl State {
             }
         }
         self.push_cqe(peer_rcq, recv_completion);
+        // The message asked the responder for a solicited event: a solicited-only arm fires.
+        if self.qps[&qpn]
+            .sq
+            .front()
+            .is_some_and(|e| e.wr.flags.contains(SendFlags::SOLICITED))
+        {
+            self.solicited_event(peer_rcq);
+        }
         self.complete_head(qpn, sent_len);
     }
 }

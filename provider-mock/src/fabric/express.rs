@@ -89,6 +89,11 @@ impl State {
         received.set_imm(imm);
         push(cqs, pending_cq_errors, pq.recv_cq, received);
         let sent = q.sq.pop_front().expect("looked at above");
+        if sent.wr.flags.contains(SendFlags::SOLICITED)
+            && let Some(cq) = cqs.get_mut(&pq.recv_cq)
+        {
+            cq.fire(pq.recv_cq, true);
+        }
         if !sent.wr.flags.contains(SendFlags::SIGNALED) {
             q.unsignaled_done += 1;
         } else {

@@ -26,7 +26,9 @@
 //! fabric (every call, every release); time-bound changes (a return, a port coming back, a send
 //! to a lost peer failing) also ask for a timer ([`State::wake_at`]): a short-lived thread that
 //! sleeps until then and runs one progress step, so events arrive without anyone polling. Timer
-//! threads hold only a `Weak` fabric and end at once when the fabric is dropped.
+//! threads hold only a `Weak` fabric and end at once when the fabric is dropped. While a
+//! completion channel exists, the same timers also run the engine's time-bound changes (retries
+//! running out, delayed flushes), so a ULP asleep on the channel's fd wakes (see `channels`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -252,7 +254,7 @@ impl Fabric {
                     if shutdown.sleep_until(at)
                         && let Some(fabric) = fabric.upgrade()
                     {
-                        fabric.with(|_| ());
+                        fabric.with(|st| st.progress_timer_ran(at));
                     }
                 });
         }
@@ -424,6 +426,8 @@ impl State {
             inc.stalled = false;
             self.stalled_devices -= 1;
         }
+        // A loop asleep on a completion channel's fd wakes, and learns of the loss.
+        self.lose_channels(dev);
         // Connections: the peers on other devices stop hearing from this one (both ends are
         // marked, so destroying the dead end does not tear the survivor down either); requests
         // this device's QPs made are withdrawn.

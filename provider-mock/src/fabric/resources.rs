@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use anyverbs::{Access, Completion, DeviceEvent, QpState, Sge};
+use anyverbs::{Access, Completion, DeviceEvent, QpState, Sge, WcStatus};
 
 use super::{CqRec, MrRec, PdRec, State, byte_range, next_free, size_check, total_length};
 use crate::error::{MockError, MockResult};
@@ -213,26 +213,40 @@ impl State {
 
     // ----- completion queues -----
 
-    pub(crate) fn create_cq(&mut self, device: u32, depth: u32) -> MockResult<u32> {
+    /// Creates a CQ on incarnation `device`, on the completion channel `channel` if given.
+    pub(crate) fn create_cq(
+        &mut self,
+        device: u32,
+        depth: u32,
+        channel: Option<u32>,
+    ) -> MockResult<u32> {
         let inc = self.inc(device);
         let limits = inc.info.limits;
         size_check("CQ depth", u64::from(depth), u64::from(limits.max_cqe))?;
         if inc.live.cqs >= limits.max_cq {
             return Err(MockError::TableFull("completion queue"));
         }
-        let id = self
-            .cqs
-            .insert_with(|_| CqRec {
-                device,
-                capacity: depth,
-                reserved: 0,
-                entries: VecDeque::with_capacity(depth as usize),
-                overflowed: false,
-                wake_pending: false,
-                users: 0,
-                dropped: false,
-            })
-            .ok_or(MockError::TableFull("completion queue"))?;
+        let channel = match channel {
+            Some(ch) => Some((ch, self.join_channel(ch, device)?)),
+            None => None,
+        };
+        let Some(id) = self.cqs.insert_with(|_| CqRec {
+            device,
+            capacity: depth,
+            reserved: 0,
+            entries: VecDeque::with_capacity(depth as usize),
+            overflowed: false,
+            wake_pending: false,
+            users: 0,
+            dropped: false,
+            channel: channel.clone(),
+            armed: None,
+        }) else {
+            if let Some((ch, _)) = channel {
+                self.leave_channel(ch);
+            }
+            return Err(MockError::TableFull("completion queue"));
+        };
         self.inc_mut(device).live.cqs += 1;
         Ok(id)
     }
@@ -248,8 +262,12 @@ impl State {
             });
         }
         let device = cq.device;
+        let channel = cq.channel.as_ref().map(|(ch, _)| *ch);
         self.cqs.remove(&id);
         self.inc_mut(device).live.cqs -= 1;
+        if let Some(ch) = channel {
+            self.leave_channel(ch);
+        }
         Ok(())
     }
 
@@ -452,8 +470,30 @@ impl CqRec {
                 pending.push(id);
             }
             self.overflowed = true;
+            // A CQ error fires an armed CQ whatever the arm asked for.
+            self.fire(id, true);
         } else {
+            if self.armed.is_some() {
+                self.fire(id, c.status != WcStatus::Success);
+            }
             self.entries.push_back(c);
+        }
+    }
+
+    /// Fires the CQ's channel if it is armed for this completion (`solicited`: one a
+    /// solicited-only arm fires for too), and disarms it.
+    #[cold]
+    pub(super) fn fire(&mut self, id: u32, solicited: bool) {
+        let fires = match self.armed {
+            Some(super::channels::Arm::Any) => true,
+            Some(super::channels::Arm::Solicited) => solicited,
+            None => false,
+        };
+        if fires {
+            self.armed = None;
+            if let Some((_, core)) = &self.channel {
+                core.fire(id);
+            }
         }
     }
 }

@@ -37,6 +37,10 @@
 //!   error of kind [`ErrorKind::Other`].
 //! - **Deadlines** cross as nanoseconds from the call (`timeout_ns`), since an `Instant` means
 //!   nothing outside the program that made it.
+//! - **File descriptors** cross as integers: an fd is the process's, so a completion channel's
+//!   is handed to the program as it is. The plugin owns it (it stays open until the channel's
+//!   handle is released); the loader checks that it is an open descriptor, and that every CQ
+//!   number a channel reports is one of a CQ created on that channel.
 //! - **Limits.** Every pointer and length a plugin returns is checked against a documented limit
 //!   before it is read, and every value against what was asked: a device name is 1 to
 //!   [`DEVICE_NAME_MAX`] bytes of UTF-8 without control characters, a provider name at most
@@ -302,6 +306,8 @@ opaque! {
     RawQp;
     /// A listener.
     RawListener;
+    /// A completion channel.
+    RawChannel;
     /// A stream of device events.
     RawDeviceEvents;
     /// A stream of monitor events.

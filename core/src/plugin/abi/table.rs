@@ -209,6 +209,24 @@ table! {
     /// The objects of the device named `name` not yet released, into `out` (see
     /// [`Provider::held_objects`](crate::Provider::held_objects)).
     provider_held_objects: fn(p: *const RawProvider, name: Bytes, out: *mut HeldObjects, err: Err) -> Status;
+
+    /// Creates a completion channel (see [`CompletionChannel`](crate::CompletionChannel)); its
+    /// file descriptor goes to `fd`: open, and the same, as long as the channel's handle is
+    /// not released. The program only watches it (never reads it, never closes it); the loader
+    /// checks that it is open.
+    device_create_channel: fn(d: *const RawDevice, out: *mut *mut RawChannel, fd: *mut i32, err: Err) -> Status;
+    /// Creates a CQ as `device_create_cq` does, on `channel` (a channel of the same device).
+    device_create_cq_on: fn(d: *const RawDevice, depth: u32, channel: *const RawChannel, out: *mut *mut RawCq, info: *mut CqInfo, err: Err) -> Status;
+    /// Arms a CQ (see [`CompletionQueue::arm`](crate::CompletionQueue::arm));
+    /// `solicited_only` is 0 or 1.
+    cq_arm: fn(cq: *const RawCq, solicited_only: u32, err: Err) -> Status;
+    /// Releases a completion channel.
+    channel_free: fn(ch: *mut RawChannel);
+    /// The channel's next notification, without blocking: `fired` 1 and the number of the CQ
+    /// (one created on this channel) in `cq_num`, or `fired` 0 when there is none.
+    channel_next: fn(ch: *const RawChannel, fired: *mut u32, cq_num: *mut u32, err: Err) -> Status;
+    /// Destroys a completion channel.
+    channel_destroy: fn(ch: *const RawChannel, err: Err) -> Status;
     }
     added {
     }

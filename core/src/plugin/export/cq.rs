@@ -22,6 +22,29 @@ pub(super) unsafe extern "C" fn cq_destroy<P: Provider>(
     unsafe { guard(err, || object::<P::Cq, _>(cq, tag::CQ, "CQ")?.destroy()) }
 }
 
+pub(super) unsafe extern "C" fn cq_arm<P: Provider>(
+    cq: *const abi::RawCq,
+    solicited_only: u32,
+    err: *mut ErrorBuf,
+) -> Status {
+    // SAFETY: handle and buffer as the ABI documents.
+    unsafe {
+        guard(err, || {
+            let cq = object::<P::Cq, _>(cq, tag::CQ, "CQ")?;
+            let solicited_only = match solicited_only {
+                0 => false,
+                1 => true,
+                other => {
+                    return Err(Error::invalid_argument(format!(
+                        "solicited_only is {other}, not 0 or 1"
+                    )));
+                }
+            };
+            cq.arm(solicited_only)
+        })
+    }
+}
+
 /// The most completions one poll through the ABI returns: the plugin clears that much of the
 /// caller's buffer first.
 const POLL_MAX: usize = 64;

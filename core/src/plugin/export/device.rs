@@ -4,7 +4,7 @@ use smallvec::SmallVec;
 
 use super::*;
 use crate::cm::Listener;
-use crate::cq::CompletionQueue;
+use crate::cq::{CompletionChannel, CompletionQueue};
 use crate::device::Device;
 
 // Every function below is called by the loader with handles this module handed out and with
@@ -70,6 +70,56 @@ pub(super) unsafe extern "C" fn device_create_cq<P: Provider>(
         guard(err, || {
             let d = object::<P::Device, _>(d, tag::DEVICE, "device")?;
             let cq = d.create_cq(depth)?;
+            put(
+                info,
+                abi::CqInfo {
+                    cq_num: cq.cq_num(),
+                    capacity: cq.capacity(),
+                },
+            )?;
+            hand_out(out, tag::CQ, cq)
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn device_create_channel<P: Provider>(
+    d: *const abi::RawDevice,
+    out: *mut *mut abi::RawChannel,
+    fd: *mut i32,
+    err: *mut ErrorBuf,
+) -> Status {
+    // SAFETY: handle and pointers as the ABI documents.
+    unsafe {
+        guard(err, || {
+            let d = object::<P::Device, _>(d, tag::DEVICE, "device")?;
+            let channel = d.create_channel()?;
+            #[cfg(unix)]
+            let raw_fd = {
+                use std::os::fd::AsRawFd;
+                channel.fd().as_raw_fd()
+            };
+            #[cfg(not(unix))]
+            let raw_fd = -1;
+            put(fd, raw_fd)?;
+            hand_out(out, tag::CHANNEL, channel)
+        })
+    }
+}
+
+pub(super) unsafe extern "C" fn device_create_cq_on<P: Provider>(
+    d: *const abi::RawDevice,
+    depth: u32,
+    channel: *const abi::RawChannel,
+    out: *mut *mut abi::RawCq,
+    info: *mut abi::CqInfo,
+    err: *mut ErrorBuf,
+) -> Status {
+    // SAFETY: handles and pointers as the ABI documents.
+    unsafe {
+        guard(err, || {
+            let d = object::<P::Device, _>(d, tag::DEVICE, "device")?;
+            let channel = object::<P::Channel, _>(channel, tag::CHANNEL, "completion channel")?;
+            let cq = d.create_cq_with(depth, Some(channel))?;
             put(
                 info,
                 abi::CqInfo {

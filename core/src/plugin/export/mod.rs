@@ -8,12 +8,13 @@
 //! traits promise.
 //!
 //! One module per handle trait, each with that trait's functions, control path and data path
-//! alike: `provider`, `device`, `pd`, `mr`, `cq`, `qp`, `listener`, and `events` for the event
-//! streams. The loader's side, `plugin/loaded/`, has the same files.
+//! alike: `provider`, `device`, `pd`, `mr`, `cq`, `channel`, `qp`, `listener`, and `events` for
+//! the event streams. The loader's side, `plugin/loaded/`, has the same files.
 
 use std::ffi::CStr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+mod channel;
 mod cq;
 mod device;
 mod events;
@@ -26,6 +27,7 @@ mod qp;
 
 pub(crate) use panics::LOADER_IN_THIS_COPY;
 
+use channel::*;
 use cq::*;
 use device::*;
 use events::*;
@@ -71,6 +73,7 @@ mod tag {
     pub const LISTENER: u64 = 0x616e_7976_6572_6207;
     pub const DEVICE_EVENTS: u64 = 0x616e_7976_6572_6208;
     pub const MONITOR_EVENTS: u64 = 0x616e_7976_6572_6209;
+    pub const CHANNEL: u64 = 0x616e_7976_6572_620a;
     /// Written into a handle as it is released.
     pub const RELEASED: u64 = 0;
 }
@@ -357,6 +360,12 @@ pub const fn table<P: Provider>(
         monitor_events_free: Some(monitor_events_free),
         monitor_events_recv: Some(monitor_events_recv),
         provider_held_objects: Some(provider_held_objects::<P>),
+        device_create_channel: Some(device_create_channel::<P>),
+        device_create_cq_on: Some(device_create_cq_on::<P>),
+        cq_arm: Some(cq_arm::<P>),
+        channel_free: Some(channel_free::<P>),
+        channel_next: Some(channel_next::<P>),
+        channel_destroy: Some(channel_destroy::<P>),
     }
 }
 

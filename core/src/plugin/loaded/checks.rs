@@ -229,6 +229,45 @@ impl<'a> Check<'a> {
         Ok(qp_num)
     }
 
+    /// A completion channel's file descriptor: not negative, and open in this process
+    /// (`fcntl(F_GETFD)` succeeds on it).
+    #[cfg(unix)]
+    pub(super) fn channel_fd(&self, fd: i32) -> Result<i32> {
+        if fd < 0 {
+            return Err(self.fault("file descriptor", format!("{fd}: negative")));
+        }
+        // SAFETY: F_GETFD only reads the descriptor's flags; any integer is a valid argument.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            let e = std::io::Error::last_os_error();
+            return Err(self.fault(
+                "file descriptor",
+                format!("{fd}: not an open descriptor of this process ({e})"),
+            ));
+        }
+        Ok(fd)
+    }
+
+    /// What `channel_next` said: `fired` 0 (nothing), or 1 with the number of a CQ that was
+    /// created on the channel (`on_channel`) or has left it (`departed`: dropped, `None`).
+    pub(super) fn notification(
+        &self,
+        fired: u32,
+        cq_num: u32,
+        on_channel: bool,
+        departed: bool,
+    ) -> Result<Option<Option<u32>>> {
+        match fired {
+            0 => Ok(None),
+            1 if on_channel => Ok(Some(Some(cq_num))),
+            1 if departed => Ok(Some(None)),
+            1 => Err(self.fault(
+                "CQ number",
+                format!("{cq_num}, which is no CQ created on this channel"),
+            )),
+            other => Err(self.fault("fired", format!("{other}, where 0 or 1 was due"))),
+        }
+    }
+
     /// The sizes a new QP was granted: at least those asked for, in every field.
     pub(super) fn granted(&self, granted: &abi::QpInit, asked: &QpInit) -> Result<QpInit> {
         let got = QpInit {

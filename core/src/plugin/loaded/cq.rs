@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::slots::DataPathSlot;
 use super::{Handle, call};
-use crate::cq::CompletionQueue;
+use crate::cq::{ChannelMembership, CompletionQueue};
 use crate::error::{Error, Result};
 use crate::plugin::abi::{self, ErrorBuf, Status};
 use crate::plugin::convert;
@@ -35,17 +35,25 @@ pub struct LoadedCq {
     poll: PollFn,
     wait: WaitFn,
     info: abi::CqInfo,
+    /// Its place on the channel it was created on, if any: left once it is destroyed (or
+    /// dropped).
+    channel: Option<ChannelMembership>,
 }
 
 impl LoadedCq {
     /// A CQ whose `info` was checked.
-    pub(super) fn new(handle: Handle<abi::RawCq>, info: abi::CqInfo) -> Self {
+    pub(super) fn new(
+        handle: Handle<abi::RawCq>,
+        info: abi::CqInfo,
+        channel: Option<ChannelMembership>,
+    ) -> Self {
         let f = handle.f();
         LoadedCq {
             poll: f.cq_poll,
             wait: f.cq_wait,
             handle,
             info,
+            channel,
         }
     }
 
@@ -131,8 +139,19 @@ impl CompletionQueue for LoadedCq {
         self.poll_with(out, Some(convert::timeout_ns(deadline)))
     }
 
+    fn arm(&self, solicited_only: bool) -> Result<()> {
+        call!(
+            self.handle.f(),
+            cq_arm(self.handle.ptr(), u32::from(solicited_only))
+        )
+    }
+
     fn destroy(&self) -> Result<()> {
-        call!(self.handle.f(), cq_destroy(self.handle.ptr()))
+        call!(self.handle.f(), cq_destroy(self.handle.ptr()))?;
+        if let Some(membership) = &self.channel {
+            membership.leave();
+        }
+        Ok(())
     }
 }
 

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 
 use super::events::{self, Pumped};
 use super::sink::Collect;
-use super::{Handle, LoadedCq, LoadedListener, LoadedPd, LoadedProvider, call};
+use super::{
+    Handle, LoadedChannel, LoadedCq, LoadedListener, LoadedPd, LoadedProvider, call, same_provider,
+};
 use crate::device::{Device, DeviceInfo, PortInfo};
 use crate::error::{ErrorKind, Result};
 use crate::event::{DeviceEvent, EventStream};
@@ -89,7 +91,49 @@ impl Device<LoadedProvider> for LoadedDevice {
         shared
             .check("device_create_cq")
             .cq_capacity(info.capacity, depth)?;
-        Ok(LoadedCq::new(handle, info))
+        Ok(LoadedCq::new(handle, info, None))
+    }
+
+    fn create_channel(&self) -> Result<LoadedChannel> {
+        let mut raw = std::ptr::null_mut();
+        let mut fd = -1;
+        call!(
+            self.handle.f(),
+            device_create_channel(self.handle.ptr(), &mut raw, &mut fd)
+        )?;
+        let shared = &self.handle.shared;
+        // Adopted first, so that a refused channel is released.
+        let handle = shared.adopt("device_create_channel", raw, self.handle.f().channel_free)?;
+        #[cfg(unix)]
+        let fd = shared.check("device_create_channel").channel_fd(fd)?;
+        Ok(LoadedChannel::new(handle, fd))
+    }
+
+    fn create_cq_with(&self, depth: u32, channel: Option<&LoadedChannel>) -> Result<LoadedCq> {
+        let Some(channel) = channel else {
+            return self.create_cq(depth);
+        };
+        let shared = &self.handle.shared;
+        same_provider(shared, channel.handle(), "completion channel")?;
+        let mut raw = std::ptr::null_mut();
+        let mut info = abi::CqInfo::default();
+        call!(
+            self.handle.f(),
+            device_create_cq_on(
+                self.handle.ptr(),
+                depth,
+                channel.handle().ptr(),
+                &mut raw,
+                &mut info
+            )
+        )?;
+        // Adopted first, so that a refused CQ is released.
+        let handle = shared.adopt("device_create_cq_on", raw, self.handle.f().cq_free)?;
+        shared
+            .check("device_create_cq_on")
+            .cq_capacity(info.capacity, depth)?;
+        let membership = channel.members.join(info.cq_num);
+        Ok(LoadedCq::new(handle, info, Some(membership)))
     }
 
     fn listen(&self, addr: SocketAddr) -> Result<LoadedListener> {

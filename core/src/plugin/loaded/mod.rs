@@ -8,9 +8,10 @@
 //! source is a [`PluginFault`] naming the plugin, the call and the field.
 //!
 //! One module per handle trait, with the same names as the plugin side's in `plugin/export/`:
-//! `provider`, `device`, `pd`, `mr`, `cq`, `qp`, `listener`, and `events` (relaying a plugin's
-//! event streams).
+//! `provider`, `device`, `pd`, `mr`, `cq`, `channel`, `qp`, `listener`, and `events` (relaying a
+//! plugin's event streams).
 
+mod channel;
 mod checks;
 mod cq;
 mod device;
@@ -23,6 +24,7 @@ mod qp;
 mod sink;
 mod slots;
 
+pub use channel::LoadedChannel;
 pub use checks::{DeviceListing, PluginFault};
 pub use cq::LoadedCq;
 pub use device::LoadedDevice;

@@ -8,7 +8,8 @@ use super::checks::{Check, DeviceListing};
 use super::events::{self, Pumped};
 use super::sink::Collect;
 use super::{
-    LoadedCq, LoadedDevice, LoadedListener, LoadedMr, LoadedPd, LoadedQp, Raw, Shared, call, slots,
+    LoadedChannel, LoadedCq, LoadedDevice, LoadedListener, LoadedMr, LoadedPd, LoadedQp, Raw,
+    Shared, call, slots,
 };
 use crate::device::DeviceInfo;
 use crate::error::{ErrorKind, Result};
@@ -121,6 +122,7 @@ impl Provider for LoadedProvider {
     type Pd = LoadedPd;
     type Mr = LoadedMr;
     type Cq = LoadedCq;
+    type Channel = LoadedChannel;
     type Qp = LoadedQp;
     type Listener = LoadedListener;
 
