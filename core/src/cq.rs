@@ -25,7 +25,7 @@
 //! fn serve<P: Provider>(
 //!     channel: &P::Channel,
 //!     cq: &P::Cq,
-//!     mut handle: impl FnMut(&Completion) -> bool,
+//!     handle: &mut dyn FnMut(&Completion) -> bool,
 //! ) -> Result<()> {
 //!     let mut wc = [Completion::default(); 16];
 //!     loop {
