@@ -32,6 +32,10 @@ fn main() {
                 device: "mockdead0",
                 skip: &[
                     ("data::*", DEAD),
+                    ("channel::fd_wakes_a_poll_loop", DEAD),
+                    ("channel::one_channel_two_cqs", DEAD),
+                    ("channel::arm_then_poll", DEAD),
+                    ("channel::time_wakes_a_sleeping_loop", DEAD),
                     ("bad_input::*", DEAD),
                     ("state::error_flushes_outstanding", DEAD),
                     ("state::sqd_pauses_the_send_queue", DEAD),

@@ -5,6 +5,7 @@ use anyverbs::Provider;
 use crate::case::Case;
 
 pub mod bad_input;
+pub mod channel;
 pub mod connect;
 pub mod data;
 pub mod device;
@@ -22,6 +23,7 @@ pub fn all_cases<P: Provider>() -> Vec<Case<P>> {
     cases.extend(state::cases::<P>());
     cases.extend(connect::cases::<P>());
     cases.extend(data::cases::<P>());
+    cases.extend(channel::cases::<P>());
     cases.extend(bad_input::cases::<P>());
     cases.extend(drain::cases::<P>());
     cases.extend(lifecycle::cases::<P>());
