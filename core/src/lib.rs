@@ -124,6 +124,9 @@ pub mod fault;
 pub mod held;
 pub mod identity;
 pub mod kit;
+// A buffer lent to a device: the raw pointer behind `register_buffer`.
+#[allow(unsafe_code)]
+mod lent;
 pub mod mr;
 pub mod pd;
 // The C ABI, its export macro and the loader are the only unsafe code of the crate.

@@ -165,8 +165,49 @@ fn a_region_other_than_asked_is_refused() {
         "access flags",
         &["was asked for"],
     );
+    refused(
+        pd.register(lying::WRAPPING_POINTER_LEN, Access::LOCAL_WRITE),
+        "pd_register",
+        "region pointer",
+        &["would pass the end of the address space"],
+    );
     let mr = pd.register(4096, Access::LOCAL_WRITE).unwrap();
     assert_eq!(mr.len(), 4096);
+}
+
+/// A region of the program's memory must be exactly where it was registered: the loader refuses
+/// one reported at another address or pointer (direct access through it would reach memory the
+/// program never lent), deregisters it, and hands a lent buffer to no one but the program.
+#[test]
+fn a_region_of_the_programs_memory_elsewhere_is_refused() {
+    let provider = provider();
+    let pd = provider.open("mock0").unwrap().alloc_pd().unwrap();
+    for (len, field) in [
+        (lying::OTHER_ADDRESS_LEN, "region address"),
+        (lying::OTHER_POINTER_LEN, "region pointer"),
+    ] {
+        refused(
+            pd.register_buffer(vec![0; len].into_boxed_slice(), Access::LOCAL_WRITE),
+            "pd_register_memory",
+            field,
+            &["though", "were registered"],
+        );
+        let mut memory = vec![0u8; len];
+        refused(
+            // SAFETY: `memory` outlives the region, refused and deregistered at once.
+            unsafe { pd.register_memory(memory.as_mut_ptr(), len, Access::LOCAL_WRITE) },
+            "pd_register_memory",
+            field,
+            &["though"],
+        );
+    }
+    // An honest one is where it was registered.
+    let mr = pd
+        .register_buffer(vec![3; 64].into_boxed_slice(), Access::LOCAL_WRITE)
+        .unwrap();
+    let ptr = mr.as_ptr().unwrap();
+    assert_eq!(mr.addr(), ptr as u64);
+    assert_eq!(&*mr.take_buffer().unwrap(), &[3; 64]);
 }
 
 #[test]

@@ -22,7 +22,8 @@
 //! This module holds the fabric, its lock and the records of every object; the [`State`]'s
 //! operations are split by concept: [`resources`] (PDs, MRs, CQs), [`qp`] (QPs, their states
 //! and flushes), [`engine`] (posting and executing WRs), [`express`] (the common SEND in one
-//! pass), [`drain`] (the drain's primitives) and [`cm`] (the connection manager). QPs, regions
+//! pass), [`drain`] (the drain's primitives) and [`cm`] (the connection manager); a region's
+//! bytes — the fabric's memory or a caller's — are reached only through [`memory`]. QPs, regions
 //! and CQs are kept in [`table`]s indexed by the numbers the device hands out.
 
 pub(crate) mod channels;
@@ -34,6 +35,7 @@ mod engine;
 mod express;
 mod faults;
 pub(crate) mod lifecycle;
+pub(crate) mod memory;
 mod qp;
 mod resources;
 mod table;
@@ -242,7 +244,8 @@ struct PdRec {
 struct MrRec {
     device: u32,
     pd: u32,
-    buf: Vec<u8>,
+    /// The region's bytes: the fabric's own, or a caller's.
+    mem: memory::Memory,
     addr: u64,
     access: Access,
     rkey: u32,

@@ -19,6 +19,7 @@ use anyverbs::{
 use crate::error::MockError;
 use crate::fabric::Fabric;
 use crate::fabric::channels::ChannelCore;
+use crate::fabric::memory::{HostPtr, Memory};
 
 /// A completion queue of a simulated device: its ring of raw completions.
 pub struct SimCq {
@@ -330,7 +331,7 @@ impl RawPd for SimPd {
     type Qp = SimQp;
 
     fn register(&self, len: usize, access: Access) -> Result<SimMr> {
-        let (lkey, rkey, addr) = self
+        let (lkey, rkey, addr, host) = self
             .fabric
             .with_live(self.dev, |st| st.register(self.id, len, access))?;
         Ok(SimMr {
@@ -340,6 +341,28 @@ impl RawPd for SimPd {
             addr,
             len,
             access,
+            host,
+        })
+    }
+
+    #[allow(unsafe_code)]
+    unsafe fn register_memory(&self, addr: *mut u8, len: usize, access: Access) -> Result<SimMr> {
+        let ptr = std::ptr::NonNull::new(addr)
+            .ok_or_else(|| anyverbs::Error::invalid_argument("a null address"))?;
+        // SAFETY: the caller's contract (`register_memory`'s) is `Memory::caller`'s: the memory
+        // stays valid until the region is deregistered, which drops the record holding it.
+        let mem = unsafe { Memory::caller(ptr, len) };
+        let (lkey, rkey, addr, host) = self
+            .fabric
+            .with_live(self.dev, |st| st.register_memory(self.id, mem, access))?;
+        Ok(SimMr {
+            fabric: Arc::clone(&self.fabric),
+            lkey,
+            rkey,
+            addr,
+            len,
+            access,
+            host,
         })
     }
 
@@ -370,7 +393,8 @@ impl RawPd for SimPd {
     }
 }
 
-/// A memory region of a simulated device: zeroed memory the fabric owns.
+/// A memory region of a simulated device: zeroed memory the fabric owns, or a caller's
+/// memory; either way host memory the program may reach directly.
 pub struct SimMr {
     fabric: Arc<Fabric>,
     lkey: u32,
@@ -378,6 +402,7 @@ pub struct SimMr {
     addr: u64,
     len: usize,
     access: Access,
+    host: HostPtr,
 }
 
 impl std::fmt::Debug for SimMr {
@@ -415,6 +440,10 @@ impl RawMr for SimMr {
 
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         Ok(self.fabric.lock().mr_copy_out(self.lkey, offset, dst)?)
+    }
+
+    fn host_ptr(&self) -> Option<std::ptr::NonNull<u8>> {
+        Some(self.host.get())
     }
 
     fn destroy(&self) -> Result<()> {

@@ -1,6 +1,7 @@
 //! [`KitPd`] and [`KitMr`]: a protection domain and its memory regions built on the kit —
 //! handle lifetimes and bounds — over a provider's [`RawPd`] and [`RawMr`].
 
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -12,7 +13,8 @@ use super::raw::{RawMr, RawPd, RawQp};
 use crate::Access;
 use crate::drain::DrainProfile;
 use crate::error::{Error, ErrorKind, Result};
-use crate::mr::MemoryRegion;
+use crate::lent::{Lent, LentBuffer};
+use crate::mr::{MemoryRegion, check_memory, check_range};
 use crate::pd::ProtectionDomain;
 use crate::provider::Provider;
 use crate::qp::QpInit;
@@ -153,11 +155,49 @@ impl<R: RawPd> KitPd<R> {
     /// [`ProtectionDomain::register`]: the device's region, counted among the PD's users.
     pub fn register(&self, len: usize, access: Access) -> Result<KitMr<R::Mr>> {
         let (raw, user) = self.with_new_user(|pd| pd.register(len, access))?;
-        Ok(KitMr {
-            raw,
-            destroyed: RwLock::new(false),
-            pd: user,
-        })
+        Ok(KitMr::new(raw, user, Lent::None))
+    }
+
+    /// [`ProtectionDomain::register_memory`]: the device's region over the caller's memory,
+    /// counted among the PD's users. The kit refuses a null or wrapping range before the device
+    /// sees it, and a region the device reports at another address or length.
+    ///
+    /// # Safety
+    /// As [`ProtectionDomain::register_memory`].
+    #[allow(unsafe_code)]
+    pub unsafe fn register_memory(
+        &self,
+        addr: *mut u8,
+        len: usize,
+        access: Access,
+    ) -> Result<KitMr<R::Mr>> {
+        check_memory(addr, len)?;
+        // SAFETY: the caller upholds `register_memory`'s contract, which is the raw one's.
+        let (raw, user) =
+            self.with_new_user(|pd| unsafe { pd.register_memory(addr, len, access) })?;
+        KitMr::new(raw, user, Lent::None).reporting(addr, len)
+    }
+
+    /// [`ProtectionDomain::register_buffer`], once for every provider on the kit: the buffer
+    /// registered as caller memory ([`RawPd::register_memory`]), lent to the region, which hands
+    /// it back only once deregistered.
+    #[allow(unsafe_code)]
+    pub fn register_buffer(&self, buf: Box<[u8]>, access: Access) -> Result<KitMr<R::Mr>> {
+        let lent = LentBuffer::new(buf);
+        let (addr, len) = (lent.as_ptr(), lent.len());
+        // SAFETY: the region owns the buffer from here on (`Lent::Held`): nothing frees or
+        // moves it until the region is deregistered — `take_buffer` and the drop hand it back
+        // or free it only after `RawMr::destroy` succeeded, and leak it otherwise — and the
+        // program reaches it only through the region, under its contracts.
+        let made = self.with_new_user(|pd| unsafe { pd.register_memory(addr, len, access) });
+        match made {
+            Ok((raw, user)) => KitMr::new(raw, user, Lent::Held(lent)).reporting(addr, len),
+            Err(e) => {
+                // SAFETY: the registration failed: the device never had the buffer.
+                drop(unsafe { lent.into_box() });
+                Err(e)
+            }
+        }
     }
 
     /// [`ProtectionDomain::create_qp`]: the device's QP, built on the kit and counted among the
@@ -214,6 +254,21 @@ where
         KitPd::register(self, len, access)
     }
 
+    #[allow(unsafe_code)]
+    unsafe fn register_memory(
+        &self,
+        addr: *mut u8,
+        len: usize,
+        access: Access,
+    ) -> Result<KitMr<R::Mr>> {
+        // SAFETY: the caller upholds the same contract.
+        unsafe { KitPd::register_memory(self, addr, len, access) }
+    }
+
+    fn register_buffer(&self, buf: Box<[u8]>, access: Access) -> Result<KitMr<R::Mr>> {
+        KitPd::register_buffer(self, buf, access)
+    }
+
     fn create_qp(
         &self,
         send_cq: &KitCq<<R::Qp as RawQp>::Cq>,
@@ -233,12 +288,20 @@ where
 /// (`Destroyed` after [`destroy`](MemoryRegion::destroy)); reading and writing work on a lost
 /// device, whose regions' memory is the host's. Destroying or dropping it releases its hold on
 /// its PD.
+///
+/// A buffer lent to it ([`KitPd::register_buffer`]) is handed back by
+/// [`take_buffer`](MemoryRegion::take_buffer), or freed when the handle is dropped, only after
+/// the device's region was deregistered ([`RawMr::destroy`] returned `Ok`: the device never
+/// touches it again, whatever WRs are still posted); if deregistering fails when the handle is
+/// dropped, the buffer is leaked with the region.
 pub struct KitMr<M: RawMr> {
     // Declared first: deregistered before the hold on the PD is let go.
     raw: M,
     /// Whether the device's region was deregistered: read-held by `read` and `write` for their
     /// copy, so that `destroy` never deregisters the region under a copy in progress.
     destroyed: RwLock<bool>,
+    /// The buffer lent to the region, if it was registered from one. Locked after `destroyed`.
+    lent: Mutex<Lent>,
     pd: PdUser,
 }
 
@@ -255,6 +318,31 @@ impl<M: RawMr> std::fmt::Debug for KitMr<M> {
 }
 
 impl<M: RawMr> KitMr<M> {
+    fn new(raw: M, pd: PdUser, lent: Lent) -> KitMr<M> {
+        KitMr {
+            raw,
+            destroyed: RwLock::new(false),
+            lent: Mutex::new(lent),
+            pd,
+        }
+    }
+
+    /// The region, if the device reports the memory it was given (`addr`, `len`); else an
+    /// error, the region deregistered as it is dropped.
+    fn reporting(self, addr: *mut u8, len: usize) -> Result<KitMr<M>> {
+        if self.raw.host_ptr() == NonNull::new(addr) && self.raw.len() == len {
+            return Ok(self);
+        }
+        Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "the provider registered {len} bytes at {addr:p} but reports {} bytes at {:?}",
+                self.raw.len(),
+                self.raw.host_ptr()
+            ),
+        ))
+    }
+
     /// The device's region.
     pub fn raw(&self) -> &M {
         &self.raw
@@ -267,19 +355,8 @@ impl<M: RawMr> KitMr<M> {
         if *destroyed {
             return Err(Error::destroyed("memory region"));
         }
-        self.check(offset, n)?;
+        check_range(self.raw.len(), offset, n)?;
         copy(&self.raw)
-    }
-
-    /// Whether `n` bytes at `offset` lie in the region.
-    fn check(&self, offset: usize, n: usize) -> Result<()> {
-        let len = self.raw.len();
-        match offset.checked_add(n) {
-            Some(end) if end <= len => Ok(()),
-            _ => Err(Error::invalid_argument(format!(
-                "{n} bytes at offset {offset} do not fit in a region of {len} bytes"
-            ))),
-        }
     }
 }
 
@@ -325,17 +402,50 @@ impl<M: RawMr> MemoryRegion for KitMr<M> {
         self.pd.release();
         Ok(())
     }
+
+    #[allow(unsafe_code)]
+    fn take_buffer(&self) -> Result<Box<[u8]>> {
+        let mut destroyed = self.destroyed.write().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: `destroyed` is set only once `RawMr::destroy` succeeded (here and in
+        // `destroy`), after which the device never touches the memory (its contract); the
+        // kit's own copies hold `destroyed` for reading and refuse a destroyed region; slices
+        // must not outlive the registration (their callers' contract).
+        unsafe {
+            lock(&self.lent).take(&mut destroyed, || {
+                self.raw.destroy()?;
+                self.pd.release();
+                Ok(())
+            })
+        }
+    }
+
+    fn as_ptr(&self) -> Result<*mut u8> {
+        if *self.destroyed.read().unwrap_or_else(|e| e.into_inner()) {
+            return Err(Error::destroyed("memory region"));
+        }
+        self.raw.host_ptr().map(NonNull::as_ptr).ok_or_else(|| {
+            Error::not_supported("the region's memory is not host memory the program can reach")
+        })
+    }
 }
 
 impl<M: RawMr> Drop for KitMr<M> {
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
         let destroyed = self.destroyed.get_mut().unwrap_or_else(|e| e.into_inner());
         if !*destroyed {
-            *destroyed = true;
             if self.raw.destroy().is_err() {
-                // Still registered in the device: its PD must never be released under it.
+                // Still registered in the device: its PD must never be released under it, and
+                // a lent buffer is leaked with it (dropping a `LentBuffer` does not free it).
                 self.pd.leak();
+                return;
             }
+            *destroyed = true;
         }
+        let lent = self.lent.get_mut().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the device's region is deregistered (above, or by an earlier `destroy`), so
+        // the device never touches the buffer again; no slice of it lives, since slices borrow
+        // the handle being dropped.
+        unsafe { lent.release(true) };
     }
 }

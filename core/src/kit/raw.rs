@@ -173,6 +173,25 @@ pub trait RawPd: Send + Sync + 'static {
     /// check).
     fn register(&self, len: usize, access: crate::Access) -> Result<Self::Mr>;
 
+    /// Registers `len` bytes of the caller's memory at `addr` with `access` (`ibv_reg_mr`): the
+    /// device reads and writes that memory itself, under the fabric's or hardware's own rules.
+    /// The region's [`RawMr::host_ptr`] must be `addr`, its length `len`. The kit checked that
+    /// `addr` is not null and that the range fits the address space; the access rules are the
+    /// device's to check, as for [`register`](Self::register). The kit builds
+    /// [`ProtectionDomain::register_buffer`](crate::ProtectionDomain::register_buffer) on this.
+    ///
+    /// # Safety
+    /// As [`ProtectionDomain::register_memory`](crate::ProtectionDomain::register_memory): the
+    /// memory stays valid, allocated and in place until the region is deregistered, and the
+    /// caller keeps out of the device's way.
+    #[allow(unsafe_code)]
+    unsafe fn register_memory(
+        &self,
+        addr: *mut u8,
+        len: usize,
+        access: crate::Access,
+    ) -> Result<Self::Mr>;
+
     /// Creates the device's RC QP on `send_cq` and `recv_cq` for a ULP that asked for `init`,
     /// with one more slot per work queue ([`device_init`](super::device_init)).
     fn create_qp(
@@ -223,6 +242,16 @@ pub trait RawMr: Send + Sync + 'static {
     /// lost device.
     fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()>;
 
-    /// Deregisters the region.
+    /// The region's memory in the program's address space, valid for reads and writes of
+    /// [`len`](Self::len) bytes while the region is registered; `None` where the program cannot
+    /// reach it. For a region of [`RawPd::register_memory`], the address it was given. The kit
+    /// hands it to the ULP ([`MemoryRegion::as_ptr`](crate::MemoryRegion::as_ptr)), whose
+    /// unsafe code relies on it.
+    fn host_ptr(&self) -> Option<std::ptr::NonNull<u8>>;
+
+    /// Deregisters the region. Once it returned `Ok` the device never reads or writes the
+    /// region's memory again — a WR still posted with its keys fails instead, as after
+    /// `ibv_dereg_mr` — because the kit then hands a lent buffer back to the program, and a
+    /// caller's memory is the caller's again.
     fn destroy(&self) -> Result<()>;
 }

@@ -13,6 +13,7 @@ use anyverbs::{
     SendFlags, SendOp, SendWr, Sge,
 };
 
+use super::memory::Memory;
 use super::{Fabric, State};
 use crate::config::FabricConfig;
 
@@ -377,9 +378,22 @@ struct World {
     listener: SocketAddr,
     params: ConnParams,
     shared_pd: bool,
+    /// Every other region is registered over "caller" memory, kept here: deregistered when the
+    /// world goes (see `Drop`), before the memory is freed.
+    caller_memory: Vec<(u32, Memory)>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let mut st = self.fabric.lock();
+        for (lkey, _) in &self.caller_memory {
+            st.destroy_mr(*lkey);
+        }
+    }
 }
 
 impl World {
+    #[allow(unsafe_code)]
     fn new(s: &Setup, express: bool) -> World {
         let config = FabricConfig {
             rnr_timer: Duration::from_secs(3600),
@@ -414,6 +428,7 @@ impl World {
         let other0 = st.alloc_pd(devs[0]).unwrap();
         let other1 = st.alloc_pd(devs[1]).unwrap();
         let mut regions = Vec::new();
+        let mut caller_memory = Vec::new();
         for pd in [pd0, pd1, other0, other1] {
             for access in [
                 Access::LOCAL_WRITE
@@ -423,7 +438,17 @@ impl World {
                 Access::LOCAL_WRITE,
                 Access::empty(),
             ] {
-                let (lkey, rkey, addr) = st.register(pd, REGION, access).unwrap();
+                let (lkey, rkey, addr, _) = if regions.len() % 2 == 1 {
+                    let mem = Memory::alloc(REGION);
+                    // SAFETY: `mem` stays allocated until the world's `Drop` deregistered the
+                    // region, and nothing but the fabric touches it.
+                    let caller = unsafe { Memory::caller(mem.host_ptr().get(), REGION) };
+                    let made = st.register_memory(pd, caller, access).unwrap();
+                    caller_memory.push((made.0, mem));
+                    made
+                } else {
+                    st.register(pd, REGION, access).unwrap()
+                };
                 regions.push((lkey, rkey, addr, REGION));
             }
         }
@@ -466,6 +491,7 @@ impl World {
             listener,
             params,
             shared_pd: s.shared_pd,
+            caller_memory,
         };
         w.connect(&mut fabric.lock()).unwrap();
         w
@@ -717,7 +743,7 @@ impl World {
             );
         }
         for (n, mr) in st.mrs.iter() {
-            let _ = writeln!(s, "mr {n:#x} {:?}", mr.buf);
+            let _ = writeln!(s, "mr {n:#x} {:?}", mr.mem.to_vec());
         }
         let _ = writeln!(
             s,

@@ -536,7 +536,7 @@ impl State {
                     ) {
                         Some((lkey, off)) => {
                             let mr = self.mrs.get_mut(&lkey).expect("resolved");
-                            mr.buf[off..off + data.len()].copy_from_slice(data);
+                            mr.mem.write(off, data);
                         }
                         None => {
                             self.fail_head(qpn, WcStatus::RemoteAccessError);
@@ -566,7 +566,10 @@ impl State {
                     self.responder_error(peer);
                     return true;
                 };
-                let remote = self.mrs[&lkey].buf[off..off + total as usize].to_vec();
+                let mut remote = Vec::with_capacity(total as usize);
+                self.mrs[&lkey]
+                    .mem
+                    .extend_into(off, total as usize, &mut remote);
                 let local = self.qps[&qpn].sq.front().expect("non-empty").wr.sgl.clone();
                 if self.scatter(pd, &local, &remote).is_err() {
                     self.fail_head(qpn, WcStatus::LocalProtectionError);
@@ -616,14 +619,16 @@ impl State {
             self.fail_head(qpn, WcStatus::LocalProtectionError);
             return true;
         }
-        let target = &mut self.mrs.get_mut(&lkey).expect("resolved").buf[off..off + 8];
-        let old = u64::from_ne_bytes(target.try_into().expect("8 bytes"));
+        let target = &mut self.mrs.get_mut(&lkey).expect("resolved").mem;
+        let mut bytes = [0; 8];
+        target.read(off, &mut bytes);
+        let old = u64::from_ne_bytes(bytes);
         let new = match op {
             SendOp::CompareSwap { compare, swap, .. } if old == compare => swap,
             SendOp::FetchAdd { add, .. } => old.wrapping_add(add),
             _ => old,
         };
-        target.copy_from_slice(&new.to_ne_bytes());
+        target.write(off, &new.to_ne_bytes());
         let pd = self.qps[&qpn].pd;
         self.scatter(pd, &local, &old.to_ne_bytes())
             .expect("the local SGE was resolved above");

@@ -130,7 +130,7 @@ fn copy(
         ) else {
             return false;
         };
-        mr.buf.copy_within(from..from + n, to);
+        mr.mem.copy_within(from, to, n);
         return true;
     }
     let [Some(from_mr), Some(to_mr)] = mrs.get_pair_mut(&src.lkey, &dst.lkey) else {
@@ -142,7 +142,7 @@ fn copy(
     ) else {
         return false;
     };
-    to_mr.buf[to..to + n].copy_from_slice(&from_mr.buf[from..from + n]);
+    to_mr.mem.copy_from(to, &from_mr.mem, from, n);
     true
 }
 

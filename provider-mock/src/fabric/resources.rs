@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 
 use anyverbs::{Access, Completion, DeviceEvent, QpState, Sge, WcStatus};
 
+use super::memory::{HostPtr, Memory};
 use super::{CqRec, MrRec, PdRec, State, byte_range, next_free, size_check, total_length};
 use crate::error::{MockError, MockResult};
 
@@ -52,12 +53,33 @@ impl State {
 
     // ----- memory regions -----
 
+    /// Registers `len` bytes of memory the fabric allocates; the region's lkey, rkey, address
+    /// and memory.
     pub(crate) fn register(
         &mut self,
         pd: u32,
         len: usize,
         access: Access,
-    ) -> MockResult<(u32, u32, u64)> {
+    ) -> MockResult<(u32, u32, u64, HostPtr)> {
+        self.check_registration(pd, len, access)?;
+        self.insert_mr(pd, Memory::alloc(len), access)
+    }
+
+    /// Registers the caller's memory `mem` (see [`Memory::caller`]); as
+    /// [`register`](Self::register). On failure `mem` is dropped: the device never used it.
+    pub(crate) fn register_memory(
+        &mut self,
+        pd: u32,
+        mem: Memory,
+        access: Access,
+    ) -> MockResult<(u32, u32, u64, HostPtr)> {
+        self.check_registration(pd, mem.len(), access)?;
+        self.insert_mr(pd, mem, access)
+    }
+
+    /// What refuses a registration: a dead PD, a length over the device's limit, remote
+    /// rights without local write, a full table.
+    fn check_registration(&self, pd: u32, len: usize, access: Access) -> MockResult<()> {
         let device = self.live_pd(pd)?.device;
         let limits = self.inc(device).info.limits;
         size_check("memory region length", len as u64, limits.max_mr_size)?;
@@ -71,8 +93,19 @@ impl State {
         if self.inc(device).live.mrs >= limits.max_mr {
             return Err(MockError::TableFull("memory region"));
         }
-        let buf = vec![0u8; len];
-        let addr = buf.as_ptr() as u64;
+        Ok(())
+    }
+
+    /// Enters a region of `mem` into the tables (checked by `check_registration`); a full
+    /// table drops `mem`.
+    fn insert_mr(
+        &mut self,
+        pd: u32,
+        mem: Memory,
+        access: Access,
+    ) -> MockResult<(u32, u32, u64, HostPtr)> {
+        let device = self.pds[&pd].device;
+        let (addr, host) = (mem.addr(), mem.host_ptr());
         // rkeys are lkeys with the top bit set (lkeys stay below 2^31): the two never collide.
         let rkey_of = |lkey: u32| lkey ^ 0x8000_0000;
         let lkey = self
@@ -80,7 +113,7 @@ impl State {
             .insert_with(|lkey| MrRec {
                 device,
                 pd,
-                buf,
+                mem,
                 addr,
                 access,
                 rkey: rkey_of(lkey),
@@ -92,9 +125,11 @@ impl State {
         if let Some(p) = self.pds.get_mut(&pd) {
             p.mrs += 1;
         }
-        Ok((lkey, rkey, addr))
+        Ok((lkey, rkey, addr, host))
     }
 
+    /// Deregisters a region: its keys are unknown from now on, and its memory is never touched
+    /// again (dropped with the record: the fabric's freed, a caller's let go).
     pub(crate) fn destroy_mr(&mut self, lkey: u32) {
         if let Some(mr) = self.mrs.remove(&lkey) {
             self.rkeys.remove(&mr.rkey);
@@ -110,8 +145,8 @@ impl State {
             .mrs
             .get_mut(&lkey)
             .ok_or_else(|| MockError::Destroyed("memory region"))?;
-        let range = byte_range(mr.buf.len(), offset, src.len())?;
-        mr.buf[range].copy_from_slice(src);
+        byte_range(mr.mem.len(), offset, src.len())?;
+        mr.mem.write(offset, src);
         Ok(())
     }
 
@@ -120,7 +155,8 @@ impl State {
             .mrs
             .get(&lkey)
             .ok_or_else(|| MockError::Destroyed("memory region"))?;
-        dst.copy_from_slice(&mr.buf[byte_range(mr.buf.len(), offset, dst.len())?]);
+        byte_range(mr.mem.len(), offset, dst.len())?;
+        mr.mem.read(offset, dst);
         Ok(())
     }
 
@@ -154,7 +190,7 @@ impl State {
     ) -> Result<(), String> {
         for sge in sgl {
             let (mr, off) = self.resolve_local(pd, sge, false)?;
-            data.extend_from_slice(&mr.buf[off..off + sge.length as usize]);
+            mr.mem.extend_into(off, sge.length as usize, data);
         }
         Ok(())
     }
@@ -170,7 +206,7 @@ impl State {
                 .ok_or_else(|| format!("unknown lkey {:#x}", sge.lkey))?;
             let off = local_offset(mr, pd, sge, true).map_err(|f| f.describe(mr, sge))?;
             let n = data.len().min(sge.length as usize);
-            mr.buf[off..off + n].copy_from_slice(&data[..n]);
+            mr.mem.write(off, &data[..n]);
             return Ok(());
         }
         let mut targets: smallvec::SmallVec<[_; 4]> = smallvec::SmallVec::new();
@@ -185,7 +221,7 @@ impl State {
             }
             let n = len.min(rest.len());
             let mr = self.mrs.get_mut(&lkey).expect("resolved above");
-            mr.buf[off..off + n].copy_from_slice(&rest[..n]);
+            mr.mem.write(off, &rest[..n]);
             rest = &rest[n..];
         }
         Ok(())
@@ -207,7 +243,7 @@ impl State {
             && mr.access.contains(need)
             && start
                 .checked_add(len)
-                .is_some_and(|end| end <= mr.buf.len() as u64);
+                .is_some_and(|end| end <= mr.mem.len() as u64);
         ok.then_some((lkey, start as usize))
     }
 
@@ -425,7 +461,7 @@ impl SgeFault {
                 sge.length,
                 sge.addr,
                 mr.addr,
-                mr.addr + mr.buf.len() as u64
+                mr.addr + mr.mem.len() as u64
             ),
             SgeFault::NoLocalWrite => format!(
                 "lkey {:#x} was registered without local write access",
@@ -450,7 +486,7 @@ pub(super) fn local_offset(
     let fits = sge.addr >= mr.addr
         && start
             .checked_add(u64::from(sge.length))
-            .is_some_and(|end| end <= mr.buf.len() as u64);
+            .is_some_and(|end| end <= mr.mem.len() as u64);
     if !fits {
         return Err(SgeFault::OutOfBounds);
     }

@@ -24,6 +24,8 @@ struct ToyDevice {
     pd_destroys_under_a_region: AtomicUsize,
     /// Calls of `RawMr::read`/`write` that reached the region after it was deregistered.
     copies_after_destroy: AtomicUsize,
+    /// `RawMr::host_ptr` of a caller's memory reports one byte past what was registered.
+    misreports: AtomicBool,
 }
 
 struct ToyPd(Arc<ToyDevice>);
@@ -34,6 +36,9 @@ struct ToyMr {
     deregistered: AtomicBool,
     /// Runs at the start of the next `read`, before it copies (a reader "descheduled" there).
     read_hook: Mutex<Option<Hook>>,
+    /// The caller's memory it was registered over (its address); the toy copies into its own
+    /// `memory` all the same, and never touches the caller's.
+    host: Option<usize>,
 }
 
 impl RawPd for ToyPd {
@@ -49,7 +54,16 @@ impl RawPd for ToyPd {
             device: Arc::clone(&self.0),
             deregistered: AtomicBool::new(false),
             read_hook: Mutex::new(None),
+            host: None,
         })
+    }
+
+    #[allow(unsafe_code)]
+    unsafe fn register_memory(&self, addr: *mut u8, len: usize, access: Access) -> Result<ToyMr> {
+        let mut mr = self.register(len, access)?;
+        let skew = usize::from(self.0.misreports.load(std::sync::atomic::Ordering::Relaxed));
+        mr.host = Some(addr as usize + skew);
+        Ok(mr)
     }
 
     fn create_qp(&self, send_cq: &ToyCq, recv_cq: &ToyCq, _init: &QpInit) -> Result<ToyQp> {
@@ -93,6 +107,10 @@ impl RawMr for ToyMr {
 
     fn access(&self) -> Access {
         Access::LOCAL_WRITE
+    }
+
+    fn host_ptr(&self) -> Option<std::ptr::NonNull<u8>> {
+        std::ptr::NonNull::new(self.host? as *mut u8)
     }
 
     fn write(&self, offset: usize, src: &[u8]) -> Result<()> {
@@ -337,4 +355,102 @@ fn a_qp_whose_device_destroy_failed_is_destroyed_by_the_next_destroy() {
     pd.destroy().unwrap();
     assert_eq!(count(&device.pd_destroys), 1);
     qp.destroy().unwrap(); // and a third changes nothing
+}
+
+/// A lent buffer comes back from `take_buffer` with what was written into it directly, once:
+/// the region is deregistered by then, and refuses copies and direct access afterwards.
+#[test]
+#[allow(unsafe_code)]
+fn a_lent_buffer_comes_back_once_the_region_is_deregistered() {
+    let life = DeviceLife::new();
+    let (device, pd) = pd(&life);
+    let mr = pd
+        .register_buffer(vec![7u8; 32].into_boxed_slice(), Access::LOCAL_WRITE)
+        .unwrap();
+    assert_eq!(mr.len(), 32);
+    // SAFETY: no WR uses the region, and nothing else touches these bytes meanwhile.
+    unsafe { mr.slice_mut(4, 4).unwrap() }.copy_from_slice(b"abcd");
+    // SAFETY: as above.
+    assert_eq!(unsafe { mr.slice(0, 8).unwrap() }, b"\x07\x07\x07\x07abcd");
+    // SAFETY: as above: out of bounds is refused before any pointer is made.
+    let e = unsafe { mr.slice(30, 3) }.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(pd.destroy().unwrap_err().kind(), ErrorKind::Busy);
+    let buf = mr.take_buffer().unwrap();
+    assert_eq!(&buf[..8], b"\x07\x07\x07\x07abcd");
+    assert_eq!(count(&device.mr_destroys), 1);
+    assert_eq!(count(&device.live_mrs), 0);
+    assert_eq!(mr.take_buffer().unwrap_err().kind(), ErrorKind::Destroyed);
+    assert_eq!(mr.as_ptr().unwrap_err().kind(), ErrorKind::Destroyed);
+    assert_eq!(
+        mr.read(0, &mut [0; 4]).unwrap_err().kind(),
+        ErrorKind::Destroyed
+    );
+    mr.destroy().unwrap();
+    pd.destroy().unwrap();
+    drop(mr);
+    assert_eq!(count(&device.mr_destroys), 1, "deregistered once");
+}
+
+/// A deregistration that fails leaves the region registered with its buffer: `take_buffer`
+/// hands nothing back until it succeeds, and a destroyed region still holds the buffer for it.
+#[test]
+fn a_lent_buffer_stays_while_deregistering_fails() {
+    let life = DeviceLife::new();
+    let (device, pd) = pd(&life);
+    let mr = pd
+        .register_buffer(vec![1u8; 8].into_boxed_slice(), Access::LOCAL_WRITE)
+        .unwrap();
+    device
+        .mr_destroy_fails
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(mr.take_buffer().unwrap_err().kind(), ErrorKind::Busy);
+    assert!(mr.as_ptr().is_ok(), "still registered");
+    device
+        .mr_destroy_fails
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    mr.destroy().unwrap();
+    assert_eq!(&*mr.take_buffer().unwrap(), &[1u8; 8]);
+    // A region that was not registered from a buffer has none to hand back; the toy's own
+    // memory is not the program's to reach.
+    let plain = pd.register(8, Access::LOCAL_WRITE).unwrap();
+    assert_eq!(
+        plain.take_buffer().unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    assert_eq!(plain.as_ptr().unwrap_err().kind(), ErrorKind::NotSupported);
+}
+
+/// Caller memory: a null or wrapping range is refused before the device sees it; a device that
+/// reports other memory than it was given is refused, its region deregistered.
+#[test]
+#[allow(unsafe_code)]
+fn caller_memory_is_checked_before_and_after_the_device() {
+    let life = DeviceLife::new();
+    let (device, pd) = pd(&life);
+    let mut memory = [0u8; 16];
+    let addr = memory.as_mut_ptr();
+    // SAFETY: refused before anything is registered.
+    let e = unsafe { pd.register_memory(std::ptr::null_mut(), 16, Access::LOCAL_WRITE) };
+    assert_eq!(e.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    // SAFETY: as above.
+    let e = unsafe { pd.register_memory(usize::MAX as *mut u8, 16, Access::LOCAL_WRITE) };
+    assert_eq!(e.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(count(&device.live_mrs), 0);
+    // SAFETY: `memory` outlives the region, which the toy never writes through.
+    let mr = unsafe { pd.register_memory(addr, 16, Access::LOCAL_WRITE) }.unwrap();
+    assert_eq!(mr.as_ptr().unwrap(), addr);
+    mr.destroy().unwrap();
+    device
+        .misreports
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: as above.
+    let e = unsafe { pd.register_memory(addr, 16, Access::LOCAL_WRITE) }.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Other, "{e}");
+    assert_eq!(
+        count(&device.live_mrs),
+        0,
+        "the refused region was deregistered"
+    );
+    pd.destroy().unwrap();
 }

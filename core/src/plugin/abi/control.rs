@@ -126,6 +126,11 @@ pub struct MrInfo {
     pub rkey: u32,
     /// [`Access`](crate::Access) bits.
     pub access: u32,
+    /// The region's memory in the program's address space, for direct access
+    /// ([`MemoryRegion::as_ptr`](crate::MemoryRegion::as_ptr)): `len` bytes there, valid for
+    /// reads and writes until the region is destroyed; 0 where the program cannot reach it.
+    /// For `pd_register_memory`, the address registered.
+    pub ptr: u64,
 }
 
 /// What a new completion queue looks like.

@@ -33,6 +33,13 @@
 //!   `ibv_post_send` points `bad_wr` at the first WR not posted) and writes nothing when it
 //!   succeeds, all WRs being posted then. Nothing is written on the data path's success, so
 //!   nothing is checked then either.
+//! - **Memory.** A region's memory is the plugin's (`pd_register`) or the program's
+//!   (`pd_register_memory`, which also carries the program's buffers lent to regions): either
+//!   way it is host memory both sides may address, reported in [`MrInfo::ptr`], and once
+//!   `mr_destroy` succeeded the plugin never touches it again. The loader checks a region of
+//!   the program's memory to be exactly what was registered — address, pointer, length,
+//!   access — and a pointer the plugin reports for its own memory to be non-null and to fit
+//!   the address space; it cannot check that the plugin's memory is really there.
 //! - **No unwinding.** A panic inside a plugin is caught at the boundary and returned as an
 //!   error of kind [`ErrorKind::Other`].
 //! - **Deadlines** cross as nanoseconds from the call (`timeout_ns`), since an `Instant` means

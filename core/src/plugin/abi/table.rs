@@ -138,7 +138,7 @@ table! {
 
     /// Releases a PD.
     pd_free: fn(pd: *mut RawPd);
-    /// Registers memory.
+    /// Allocates and registers memory; `info.ptr` says where the program may reach it, or 0.
     pd_register: fn(pd: *const RawPd, len: usize, access: u32, out: *mut *mut RawMr, info: *mut MrInfo, err: Err) -> Status;
     /// Creates a QP; its number goes to `qp_num`, the sizes it was granted (at least those
     /// asked for) to `granted`.
@@ -152,7 +152,8 @@ table! {
     mr_write: fn(mr: *const RawMr, offset: usize, src: *const u8, len: usize, err: Err) -> Status;
     /// Copies `len` bytes from the MR at `offset` into `dst`.
     mr_read: fn(mr: *const RawMr, offset: usize, dst: *mut u8, len: usize, err: Err) -> Status;
-    /// Destroys an MR.
+    /// Destroys an MR. Once it returned [`STATUS_OK`] the plugin and its device never touch
+    /// the region's memory again (a WR still posted with its keys fails instead).
     mr_destroy: fn(mr: *const RawMr, err: Err) -> Status;
 
     /// Releases a CQ.
@@ -227,6 +228,12 @@ table! {
     channel_next: fn(ch: *const RawChannel, fired: *mut u32, cq_num: *mut u32, err: Err) -> Status;
     /// Destroys a completion channel.
     channel_destroy: fn(ch: *const RawChannel, err: Err) -> Status;
+    /// Registers `len` bytes of the program's memory at `addr` (see
+    /// [`ProtectionDomain::register_memory`](crate::ProtectionDomain::register_memory)): the
+    /// program keeps it allocated and out of the device's way until `mr_destroy` returned
+    /// [`STATUS_OK`] for the region, after which the plugin and its device never touch it
+    /// again. `info` reports `addr` as both `addr` and `ptr`.
+    pd_register_memory: fn(pd: *const RawPd, addr: *mut u8, len: usize, access: u32, out: *mut *mut RawMr, info: *mut MrInfo, err: Err) -> Status;
     }
     added {
     }

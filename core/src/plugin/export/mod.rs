@@ -366,6 +366,7 @@ pub const fn table<P: Provider>(
         channel_free: Some(channel_free::<P>),
         channel_next: Some(channel_next::<P>),
         channel_destroy: Some(channel_destroy::<P>),
+        pd_register_memory: Some(pd_register_memory::<P>),
     }
 }
 

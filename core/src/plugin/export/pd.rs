@@ -26,18 +26,45 @@ pub(super) unsafe extern "C" fn pd_register<P: Provider>(
         guard(err, || {
             let pd = object::<P::Pd, _>(pd, tag::PD, "PD")?;
             let mr = pd.register(len, convert::access_from(access)?)?;
-            put(
-                info,
-                abi::MrInfo {
-                    addr: mr.addr(),
-                    len: mr.len() as u64,
-                    lkey: mr.lkey(),
-                    rkey: mr.rkey(),
-                    access: mr.access().bits(),
-                },
-            )?;
+            put(info, mr_info(&mr))?;
             hand_out(out, tag::MR, mr)
         })
+    }
+}
+
+pub(super) unsafe extern "C" fn pd_register_memory<P: Provider>(
+    pd: *const abi::RawPd,
+    addr: *mut u8,
+    len: usize,
+    access: u32,
+    out: *mut *mut abi::RawMr,
+    info: *mut abi::MrInfo,
+    err: *mut ErrorBuf,
+) -> Status {
+    // SAFETY: handle and pointers as the ABI documents.
+    unsafe {
+        guard(err, || {
+            let pd = object::<P::Pd, _>(pd, tag::PD, "PD")?;
+            let access = convert::access_from(access)?;
+            // SAFETY: the loader keeps the memory allocated and out of the device's way until
+            // `mr_destroy` succeeds, as `pd_register_memory`'s contract (the ABI's) says: the
+            // contract of `register_memory`.
+            let mr = pd.register_memory(addr, len, access)?;
+            put(info, mr_info(&mr))?;
+            hand_out(out, tag::MR, mr)
+        })
+    }
+}
+
+/// What the loader learns of a new region.
+fn mr_info(mr: &impl MemoryRegion) -> abi::MrInfo {
+    abi::MrInfo {
+        addr: mr.addr(),
+        len: mr.len() as u64,
+        lkey: mr.lkey(),
+        rkey: mr.rkey(),
+        access: mr.access().bits(),
+        ptr: mr.as_ptr().map_or(0, |p| p as u64),
     }
 }
 

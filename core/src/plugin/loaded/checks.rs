@@ -299,8 +299,29 @@ impl<'a> Check<'a> {
         Ok(got)
     }
 
+    /// A new region of the program's memory (`pd_register_memory`): as [`region`](Self::region),
+    /// and at exactly the address registered, reached at exactly that pointer.
+    pub(super) fn caller_region(
+        &self,
+        info: &abi::MrInfo,
+        addr: *mut u8,
+        len: usize,
+        access: Access,
+    ) -> Result<()> {
+        self.region(info, len, access)?;
+        for (field, got) in [("region address", info.addr), ("region pointer", info.ptr)] {
+            if got != addr as u64 {
+                return Err(self.fault(
+                    field,
+                    format!("{got:#x}, though {len} bytes at {addr:p} were registered"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A new memory region: exactly the length and access asked for, at an address where it
-    /// fits.
+    /// fits, and reached (if at all) at a pointer where it fits.
     pub(super) fn region(&self, info: &abi::MrInfo, len: usize, access: Access) -> Result<()> {
         if info.len != len as u64 {
             return Err(self.fault(
@@ -324,6 +345,19 @@ impl<'a> Check<'a> {
                 format!(
                     "{:#x}: {} bytes there would pass the end of the address space",
                     info.addr, info.len
+                ),
+            ));
+        }
+        let fits = usize::try_from(info.ptr)
+            .ok()
+            .and_then(|p| p.checked_add(len))
+            .is_some();
+        if info.ptr != 0 && !fits {
+            return Err(self.fault(
+                "region pointer",
+                format!(
+                    "{:#x}: {len} bytes there would pass the end of the address space",
+                    info.ptr
                 ),
             ));
         }
