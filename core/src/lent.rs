@@ -117,12 +117,12 @@ impl Lent {
     /// `deregistered` is true only if the region is deregistered in the device; no slice of
     /// the buffer lives.
     pub(crate) unsafe fn release(&mut self, deregistered: bool) {
-        if let Lent::Held(buf) = std::mem::replace(self, Lent::Taken) {
-            if deregistered {
-                // SAFETY: as the caller guarantees: nothing touches the buffer any more.
-                drop(unsafe { buf.into_box() });
-            }
-            // Else dropping the `LentBuffer` leaks it.
+        // Not deregistered: dropping the `LentBuffer` leaks it.
+        if let Lent::Held(buf) = std::mem::replace(self, Lent::Taken)
+            && deregistered
+        {
+            // SAFETY: as the caller guarantees: nothing touches the buffer any more.
+            drop(unsafe { buf.into_box() });
         }
     }
 }
