@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod drain;
 pub mod lifecycle;
+pub mod memory;
 pub mod recovery;
 pub mod resources;
 pub mod state;
@@ -24,6 +25,7 @@ pub fn all_cases<P: Provider>() -> Vec<Case<P>> {
     cases.extend(connect::cases::<P>());
     cases.extend(data::cases::<P>());
     cases.extend(channel::cases::<P>());
+    cases.extend(memory::cases::<P>());
     cases.extend(bad_input::cases::<P>());
     cases.extend(drain::cases::<P>());
     cases.extend(lifecycle::cases::<P>());
