@@ -1,5 +1,6 @@
 //! Behaviour specific to the mock that the provider-agnostic conformance suite does not cover:
-//! CQ overflow, connections across devices, RNR resolved by a late receive, and concurrent use.
+//! CQ overflow, connections across devices, RNR resolved by a late receive, concurrent use, and
+//! direct access to the mock's own regions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -444,4 +445,37 @@ fn a_device_holds_as_many_regions_as_its_limit_says() {
     let e = pd.register(1, Access::LOCAL_WRITE).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
     drop(mrs);
+}
+
+/// The mock allocates its regions in host memory whose address never moves: a ULP may reach a
+/// region it did not register itself directly, and what it writes there is what `read` returns
+/// and what a SEND sends; the address is the region's, and it is refused once destroyed.
+#[test]
+#[allow(unsafe_code)]
+fn the_mocks_own_regions_can_be_reached_directly() {
+    let p = MockProvider::new();
+    let a = end(&p, "mock0", 16);
+    let b = end(&p, "mock1", 16);
+    connect(&a, &b, &ConnParams::default());
+    let src = a.pd.register(64, Access::LOCAL_WRITE).unwrap();
+    let dst = b.pd.register(64, Access::LOCAL_WRITE).unwrap();
+    assert_eq!(src.as_ptr().unwrap() as u64, src.addr());
+    // SAFETY: no WR uses the region yet, and nothing else touches it while the slice lives.
+    unsafe { src.slice_mut(8, 6) }
+        .unwrap()
+        .copy_from_slice(b"direct");
+    let mut copied = [0; 6];
+    src.read(8, &mut copied).unwrap();
+    assert_eq!(&copied, b"direct");
+    b.qp.post_recv(&[RecvWr::new(1, &[dst.sge(0, 64)])])
+        .unwrap();
+    a.qp.post_send(&[SendWr::send(2, &[src.sge(8, 6)])])
+        .unwrap();
+    let mut wc = [Completion::default(); 1];
+    assert_eq!(b.cq.wait(&mut wc, soon()).unwrap(), 1);
+    assert_eq!(wc[0].status, WcStatus::Success);
+    // SAFETY: the receive completed; nothing writes the region any more.
+    assert_eq!(unsafe { dst.slice(0, 6) }.unwrap(), b"direct");
+    dst.destroy().unwrap();
+    assert_eq!(dst.as_ptr().unwrap_err().kind(), ErrorKind::Destroyed);
 }

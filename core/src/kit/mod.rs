@@ -31,6 +31,11 @@
 //!   with `DeviceLost` ([`DeviceLife`]). A PD is `Busy` while regions or QPs of it are left, and
 //!   lives on in the device until the last of them goes if its handle is dropped first; a
 //!   region's reads and writes are bounds-checked, and work on a lost device.
+//! - **Zero-copy memory.** The provider registers the caller's memory
+//!   ([`RawPd::register_memory`]); the kit builds
+//!   [`register_buffer`](crate::ProtectionDomain::register_buffer) on it once for every
+//!   provider, and hands a lent buffer back (or frees it) only once [`RawMr::destroy`]
+//!   succeeded, after which the device never touches the memory.
 //! - **Events.** The provider's event threads [report](DeviceLife::report) every event of the
 //!   device to its [`DeviceLife`], which does what the event implies (a QP's fatal error marks
 //!   it in ERROR; a removal or fatal error loses the device) before it publishes the event, and

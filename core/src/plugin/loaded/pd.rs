@@ -108,10 +108,11 @@ impl LoadedPd {
         addr: *mut u8,
         len: usize,
         access: Access,
-        mut lent: Lent,
+        lent: Lent,
     ) -> Result<LoadedMr> {
         let refused = |mut lent: Lent, e| {
-            // SAFETY: no region of the plugin has the memory: the call failed.
+            // SAFETY: no region of the plugin holds the memory: the loader refused it before
+            // the call, or the plugin failed the call, which leaves nothing behind (the ABI).
             unsafe { lent.release(true) };
             Err(e)
         };
@@ -142,12 +143,12 @@ impl LoadedPd {
             // A null or duplicate handle: nothing the loader can deregister; the plugin may
             // hold the memory, so a lent buffer is leaked.
             Err(e) => {
+                let mut lent = lent;
                 // SAFETY: not deregistered: a lent buffer is leaked, not freed.
                 unsafe { lent.release(false) };
                 return Err(e);
             }
         };
-        let lent = std::mem::replace(&mut lent, Lent::None);
         // The program's memory: reached through the program's own pointer.
         let mr = LoadedMr::new(handle, &info, (len, access), NonNull::new(addr), lent);
         shared
