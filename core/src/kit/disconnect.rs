@@ -36,7 +36,19 @@ impl<Q: RawQp> KitQp<Q> {
         if self.life.caps().contains(Caps::CLOSE_NEEDS_QUIET_SENDS) {
             orderly = self.wait_for_quiet_sends(deadline)?;
         }
-        let sends_outstanding = lock(&self.book).ledger.outstanding(WorkQueue::Send);
+        // Under the QP's lock, which every post takes across the device's post: no send can
+        // reach the device between this look at the send queue and the close. One posted since
+        // the wait found the queue quiet makes the close abrupt: never CLOSING with it on the
+        // device.
+        let book = lock(&self.book);
+        let sends_outstanding = book.ledger.outstanding(WorkQueue::Send);
+        if orderly
+            && self.life.caps().contains(Caps::CLOSE_NEEDS_QUIET_SENDS)
+            && book.ledger.phase() == DrainPhase::Open
+            && (book.ledger.awaiting(WorkQueue::Send) > 0 || book.ledger.has_unsure_sends())
+        {
+            orderly = false;
+        }
         let state = match self.raw.disconnect(orderly) {
             Err(e) if orderly && e.kind() == ErrorKind::InvalidState && sends_outstanding > 0 => {
                 // The device still holds a send the ledger could not see complete (an
@@ -46,9 +58,11 @@ impl<Q: RawQp> KitQp<Q> {
             }
             other => other?,
         };
+        let mut book = book;
         if state == QpState::Error {
-            lock(&self.book).in_error = true;
+            book.in_error = true;
         }
+        drop(book);
         Ok(DisconnectReport {
             orderly,
             sends_outstanding,

@@ -104,3 +104,32 @@ fn a_destroyed_qp_is_not_disconnected() {
     let e = q.disconnect(soon()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Destroyed);
 }
+
+#[test]
+fn a_send_posted_while_the_close_is_decided_never_meets_an_orderly_close() {
+    // The wait finds the send queue quiet; another thread posts before the device closes.
+    // The post must not reach the device between the kit's verdict and the close: CLOSING
+    // with a send on the device is what the wait exists to prevent (and a device refusing it
+    // must not turn into a failed disconnect).
+    let life = iwarp();
+    let c = cq(16, &life);
+    let q = Arc::new(qp(7, InError::Flush, &c, &c, &life));
+    let poster = Arc::clone(&q);
+    let posted = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&posted);
+    lock(&q.raw().st).disconnect_hook = Some(Box::new(move || {
+        let t = thread::spawn(move || {
+            let s = sge();
+            // Refused or flushed once the QP is closed: either way it never met CLOSING.
+            let _ = poster.post_send(&[SendWr::send(1, &s)]);
+        });
+        // Time for the post to reach the device, unless the kit holds it off.
+        thread::sleep(Duration::from_millis(50));
+        *lock(&slot) = Some(t);
+    }));
+    let report = q.disconnect(soon());
+    lock(&posted).take().unwrap().join().unwrap();
+    let report = report.unwrap();
+    assert!(report.orderly, "{report}");
+    assert_eq!(lock(&q.raw().st).disconnects, [(true, 0)]);
+}

@@ -178,6 +178,9 @@ struct ToyQpState {
     after_destroy: Vec<&'static str>,
     /// Every `disconnect` the kit asked for: orderly or not, and the sends on the device then.
     disconnects: Vec<(bool, usize)>,
+    /// Runs at the start of the next `disconnect`, before the device looks at its send queue
+    /// (another thread's post racing the close).
+    disconnect_hook: Option<Hook>,
 }
 
 struct ToyQp {
@@ -209,6 +212,7 @@ impl ToyQp {
                 enter_error_hook: None,
                 after_destroy: Vec::new(),
                 disconnects: Vec::new(),
+                disconnect_hook: None,
             }),
         }
     }
@@ -407,6 +411,10 @@ impl RawQp for ToyQp {
         } else {
             "disconnect abrupt"
         });
+        let hook = lock(&self.st).disconnect_hook.take();
+        if let Some(hook) = hook {
+            hook();
+        }
         let mut st = lock(&self.st);
         let sends = st.sq.len();
         st.disconnects.push((orderly, sends));
