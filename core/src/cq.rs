@@ -73,6 +73,12 @@
 //! the [`kit`](crate::kit) routes completions to QPs and swallows the drain's markers, and a
 //! drain may have moved completions aside before the ULP polls; both fire the channel all the
 //! same.
+//!
+//! Only what the device completes fires a channel. The flush completions a drain makes up when
+//! it falls back (a stalled or dead device: [`DrainReport::synthesized`](crate::DrainReport))
+//! fire nothing — the kernel's channel cannot be poked — so the drain's caller polls the CQ
+//! once the drain returns, or wakes its event loop itself. A lost device makes the channel's
+//! fd readable, so a loop asleep on it wakes then.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -35,8 +35,8 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             name: "connect::reject_carries_private_data",
             description: "A listener's reject reaches the requester as ConnectionRefused whose \
                           rejection carries the reject's private data (zero-padded on \
-                          InfiniBand); more than the CM's 148 bytes is InvalidArgument and \
-                          rejects nothing.",
+                          InfiniBand), none included; more than the CM's 148 bytes is \
+                          InvalidArgument and rejects nothing.",
             needs: Needs::NOTHING,
             run: CaseFn::Plain(reject_carries_private_data::<P>),
         },

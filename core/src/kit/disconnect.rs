@@ -61,6 +61,11 @@ impl<Q: RawQp> KitQp<Q> {
         let mut book = book;
         if state == QpState::Error {
             book.in_error = true;
+            // Where an orderly close is CLOSING, a QP left in ERROR (drained before, or its
+            // peer gone first) was not closed in order.
+            if self.life.caps().contains(Caps::CLOSE_NEEDS_QUIET_SENDS) {
+                orderly = false;
+            }
         }
         drop(book);
         Ok(DisconnectReport {

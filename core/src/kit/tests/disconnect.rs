@@ -133,3 +133,13 @@ fn a_send_posted_while_the_close_is_decided_never_meets_an_orderly_close() {
     assert!(report.orderly, "{report}");
     assert_eq!(lock(&q.raw().st).disconnects, [(true, 0)]);
 }
+
+#[test]
+fn a_drained_qp_left_in_error_is_not_reported_closed_in_order() {
+    let life = iwarp();
+    let c = cq(16, &life);
+    let q = qp(7, InError::Flush, &c, &c, &life);
+    q.drain(soon()).unwrap();
+    let report = q.disconnect(soon()).unwrap();
+    assert!(!report.orderly, "{report}");
+}

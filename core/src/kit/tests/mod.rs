@@ -423,7 +423,10 @@ impl RawQp for ToyQp {
             return Err(Error::invalid_state("toy: sends on the device"));
         }
         if orderly {
-            st.state = QpState::Closing;
+            // From ERROR there is nothing left to close in order.
+            if st.state != QpState::Error {
+                st.state = QpState::Closing;
+            }
         } else {
             st.state = QpState::Error;
             self.flush_all(&mut st);

@@ -179,9 +179,11 @@ table! {
     qp_post_recv: fn(qp: *const RawQp, wrs: *const RecvWr, count: usize, fail: *mut PostFailure) -> Status;
     /// Starts connecting.
     qp_connect: fn(qp: *const RawQp, remote: *const SockAddr, params: *const ConnParams, err: Err) -> Status;
-    /// Waits for the connection. When the peer rejected it (`ConnectionRefused`), `out`'s
-    /// private data holds the reject's, at most
-    /// [`MAX_REJECT_PRIVATE_DATA`](crate::MAX_REJECT_PRIVATE_DATA) bytes.
+    /// Waits for the connection. When the peer rejected it (`ConnectionRefused`), `out` holds
+    /// the reject's private data, at most
+    /// [`MAX_REJECT_PRIVATE_DATA`](crate::MAX_REJECT_PRIVATE_DATA) bytes — written whenever
+    /// the peer rejected, with 0 bytes too; a refusal without a rejection (nobody listening)
+    /// leaves `out` untouched.
     qp_wait_connected: fn(qp: *const RawQp, timeout_ns: u64, out: *mut Connection, err: Err) -> Status;
     /// Drains.
     qp_drain: fn(qp: *const RawQp, timeout_ns: u64, out: *mut DrainReport, err: Err) -> Status;
@@ -213,8 +215,8 @@ table! {
 
     /// Creates a completion channel (see [`CompletionChannel`](crate::CompletionChannel)); its
     /// file descriptor goes to `fd`: open, and the same, as long as the channel's handle is
-    /// not released. The program only watches it (never reads it, never closes it); the loader
-    /// checks that it is open.
+    /// not released. The program never reads or closes it: the loader duplicates it (which proves
+    /// it open) and watches its own copy.
     device_create_channel: fn(d: *const RawDevice, out: *mut *mut RawChannel, fd: *mut i32, err: Err) -> Status;
     /// Creates a CQ as `device_create_cq` does, on `channel` (a channel of the same device).
     device_create_cq_on: fn(d: *const RawDevice, depth: u32, channel: *const RawChannel, out: *mut *mut RawCq, info: *mut CqInfo, err: Err) -> Status;

@@ -7,22 +7,32 @@ use crate::cq::{ChannelMembers, CompletionChannel};
 use crate::error::Result;
 use crate::plugin::abi;
 
-/// A completion channel of a loaded provider. Its file descriptor is the plugin's (an fd is
-/// the process's), checked to be open when the channel was made; the numbers it reports are
-/// checked to be of CQs created on it.
+/// A completion channel of a loaded provider. Its file descriptor is the loader's duplicate of
+/// the plugin's (an fd is the process's), made when the channel was: the same open file, owned
+/// by the program. The numbers it reports are checked to be of CQs created on it, and a plugin
+/// that reports only departed CQs cannot keep [`next`](CompletionChannel::next) looping.
 pub struct LoadedChannel {
     handle: Handle<abi::RawChannel>,
-    /// The plugin's descriptor: open as long as the handle is (the ABI's rule).
-    #[cfg_attr(not(unix), allow(dead_code))]
-    fd: i32,
+    /// The loader's duplicate of the plugin's descriptor.
+    #[cfg(unix)]
+    fd: std::os::fd::OwnedFd,
     /// The CQs created on it through this loader.
     pub(super) members: Arc<ChannelMembers>,
 }
 
+/// How many notifications of departed CQs one [`next`](CompletionChannel::next) skips before it
+/// calls the plugin a liar: each departed CQ fires at most once per arm, and far fewer CQs than
+/// this leave a channel between two calls.
+const DEPARTED_SKIPS_MAX: usize = 1 << 16;
+
 impl LoadedChannel {
-    pub(super) fn new(handle: Handle<abi::RawChannel>, fd: i32) -> Self {
+    pub(super) fn new(
+        handle: Handle<abi::RawChannel>,
+        #[cfg(unix)] fd: std::os::fd::OwnedFd,
+    ) -> Self {
         LoadedChannel {
             handle,
+            #[cfg(unix)]
             fd,
             members: Arc::default(),
         }
@@ -36,13 +46,12 @@ impl LoadedChannel {
 impl CompletionChannel for LoadedChannel {
     #[cfg(unix)]
     fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        // SAFETY: the descriptor was checked open when the channel was made, and the ABI
-        // keeps it open until the handle, which `self` owns, is released.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) }
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
     }
 
     fn next(&self) -> Result<Option<u32>> {
-        loop {
+        for _ in 0..DEPARTED_SKIPS_MAX {
             let mut fired = 0;
             let mut cq_num = 0;
             call!(
@@ -62,6 +71,13 @@ impl CompletionChannel for LoadedChannel {
                 Some(None) => continue,
             }
         }
+        Err(self.handle.shared.check("channel_next").fault(
+            "CQ number",
+            format!(
+                "{DEPARTED_SKIPS_MAX} notifications in a row of CQs that left the channel; a \
+                 departed CQ fires at most once"
+            ),
+        ))
     }
 
     fn destroy(&self) -> Result<()> {
@@ -71,8 +87,9 @@ impl CompletionChannel for LoadedChannel {
 
 impl std::fmt::Debug for LoadedChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedChannel")
-            .field("fd", &self.fd)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("LoadedChannel");
+        #[cfg(unix)]
+        d.field("fd", &self.fd);
+        d.finish_non_exhaustive()
     }
 }

@@ -229,22 +229,30 @@ impl<'a> Check<'a> {
         Ok(qp_num)
     }
 
-    /// A completion channel's file descriptor: not negative, and open in this process
-    /// (`fcntl(F_GETFD)` succeeds on it).
+    /// A completion channel's file descriptor: not negative, and open in this process — proved
+    /// by duplicating it. The loader watches its own duplicate, which shares the plugin's open
+    /// file (and so its readiness) but stays this program's: a plugin that closes its
+    /// descriptor, and a process that reuses the number, cannot make the program watch an
+    /// unrelated file.
     #[cfg(unix)]
-    pub(super) fn channel_fd(&self, fd: i32) -> Result<i32> {
+    pub(super) fn channel_fd(&self, fd: i32) -> Result<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd;
         if fd < 0 {
             return Err(self.fault("file descriptor", format!("{fd}: negative")));
         }
-        // SAFETY: F_GETFD only reads the descriptor's flags; any integer is a valid argument.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates the descriptor if it is open and fails otherwise;
+        // any integer is a valid argument.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if copy == -1 {
             let e = std::io::Error::last_os_error();
             return Err(self.fault(
                 "file descriptor",
                 format!("{fd}: not an open descriptor of this process ({e})"),
             ));
         }
-        Ok(fd)
+        // SAFETY: `copy` is a descriptor fcntl just opened for this process; nothing else owns
+        // it.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(copy) })
     }
 
     /// What `channel_next` said: `fired` 0 (nothing), or 1 with the number of a CQ that was

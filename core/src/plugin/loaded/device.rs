@@ -106,7 +106,13 @@ impl Device<LoadedProvider> for LoadedDevice {
         let handle = shared.adopt("device_create_channel", raw, self.handle.f().channel_free)?;
         #[cfg(unix)]
         let fd = shared.check("device_create_channel").channel_fd(fd)?;
-        Ok(LoadedChannel::new(handle, fd))
+        #[cfg(not(unix))]
+        let _ = fd;
+        Ok(LoadedChannel::new(
+            handle,
+            #[cfg(unix)]
+            fd,
+        ))
     }
 
     fn create_cq_with(&self, depth: u32, channel: Option<&LoadedChannel>) -> Result<LoadedCq> {

@@ -115,39 +115,31 @@ impl QueuePair for LoadedQp {
     }
 
     fn wait_connected(&self, deadline: Instant) -> Result<Connection> {
-        // Zeroed, not uninitialised: a plugin that reports success without writing it must
-        // give a wrong value at worst, never undefined behaviour.
-        let mut out = std::mem::MaybeUninit::<abi::Connection>::zeroed();
+        // A length no plugin may write: whether the record was written at all (a rejection
+        // with no private data writes 0).
+        const UNWRITTEN: u32 = u32::MAX;
+        // SAFETY: all-zero bytes are a valid `abi::Connection` (integers and byte arrays only).
+        let mut out: abi::Connection =
+            unsafe { std::mem::MaybeUninit::<abi::Connection>::zeroed().assume_init() };
+        out.private_len = UNWRITTEN;
         let waited = call!(
             self.handle.f(),
-            qp_wait_connected(
-                self.handle.ptr(),
-                convert::timeout_ns(deadline),
-                out.as_mut_ptr()
-            )
+            qp_wait_connected(self.handle.ptr(), convert::timeout_ns(deadline), &mut out)
         );
+        let check = || self.handle.shared.check("qp_wait_connected");
         if let Err(e) = waited {
-            if e.kind() != ErrorKind::ConnectionRefused {
+            // A refusal carries the rejection's record where the peer rejected.
+            if e.kind() != ErrorKind::ConnectionRefused || out.private_len == UNWRITTEN {
                 return Err(e);
             }
-            // SAFETY: as below; a refusal may carry a rejection's private data there.
-            let out = unsafe { out.assume_init_ref() };
-            if out.private_len == 0 {
-                return Err(e);
-            }
-            let check = self.handle.shared.check("qp_wait_connected");
             let rejected =
-                convert::rejection_from(out).map_err(|f| check.refused("rejection", f))?;
+                convert::rejection_from(&out).map_err(|f| check().refused("rejection", f))?;
             return Err(rejected.into_error());
         }
-        // SAFETY: all-zero bytes are a valid `abi::Connection` (integers and byte arrays only),
-        // and the plugin may only have written a connection over them.
-        convert::connection_from(unsafe { out.assume_init_ref() }, ErrorKind::Other).map_err(|e| {
-            self.handle
-                .shared
-                .check("qp_wait_connected")
-                .refused("connection", e)
-        })
+        // A plugin that reports success without writing the connection leaves `UNWRITTEN`,
+        // which the length check refuses.
+        convert::connection_from(&out, ErrorKind::Other)
+            .map_err(|e| check().refused("connection", e))
     }
 
     fn drain(&self, deadline: Instant) -> Result<DrainReport> {
