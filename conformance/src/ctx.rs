@@ -649,3 +649,38 @@ impl Expected {
         Err(CaseError::Failed(msg))
     }
 }
+
+/// Asks `poll(2)`, as an event loop would, whether `fd` becomes readable within `wait`; an
+/// error condition or a hang-up counts, as it wakes a loop as well.
+#[cfg(unix)]
+#[allow(unsafe_code)] // one poll(2) call, on a borrowed (so open) descriptor
+pub(crate) fn fd_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    wait: Duration,
+) -> Result<bool, CaseError> {
+    use std::os::fd::AsRawFd;
+    let until = Instant::now() + wait;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `pfd` is one initialised pollfd that lives across the call, the count says
+        // one, and its fd is open for the call's duration: it is borrowed.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(CaseError::Failed(format!(
+                "poll(2) on fd {} failed: {err}",
+                fd.as_raw_fd()
+            )));
+        }
+        return Ok(n == 1 && pfd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0);
+    }
+}

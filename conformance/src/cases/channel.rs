@@ -16,9 +16,6 @@
 //! `NotSupported`) reports every case as not run. Every wakeup is treated as a hint, as a ULP
 //! must: a CQ named by `next` may have nothing to poll.
 
-// poll(2) on the channel's fd, as an event loop would.
-#![allow(unsafe_code)]
-
 use std::time::{Duration, Instant};
 
 use anyverbs::{
@@ -138,31 +135,7 @@ fn on_channel<P: Provider>(
 /// `wait` (an error condition counts: it wakes a loop as well).
 #[cfg(unix)]
 fn readable<C: CompletionChannel>(channel: &C, wait: Duration) -> Result<bool, CaseError> {
-    use std::os::fd::AsRawFd;
-    let fd = channel.fd().as_raw_fd();
-    let until = Instant::now() + wait;
-    loop {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let left = until.saturating_duration_since(Instant::now());
-        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: `pfd` is one initialised pollfd that lives across the call, the count says
-        // one, and its fd is open for the call's duration: it is borrowed from a live channel.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(CaseError::Failed(format!(
-                "poll on the channel's fd failed: {err}"
-            )));
-        }
-        return Ok(n == 1 && pfd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0);
-    }
+    crate::ctx::fd_readable(channel.fd(), wait)
 }
 
 #[cfg(not(unix))]

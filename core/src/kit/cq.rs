@@ -208,6 +208,25 @@ impl<C: RawCq> CqCore<C> {
         }
     }
 
+    /// Waits for the device until `until` (a short slice of a longer wait) for a kit-internal
+    /// waiter — a drain, a disconnect waiting for quiet sends — that is not the CQ's only
+    /// reader: a ULP polling it may resolve what the waiter looks for without waking it, and a
+    /// ULP waiting on it may consume the device's wake. So the waiter sleeps in short slices,
+    /// leaves the device's wake alone while a waiting ULP has completions put aside, and gives
+    /// back a wake it consumed that was the ULP's.
+    pub(crate) fn nap(&self, now: Instant, until: Instant) -> Result<()> {
+        if self.ulp_has_pending() {
+            self.raw.wake();
+            std::thread::sleep(until.saturating_duration_since(now));
+        } else {
+            self.raw.wait(until)?;
+            if self.ulp_has_pending() {
+                self.raw.wake();
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a ULP thread waits on the CQ while completions are put aside for it: the device's
     /// wake is then the waiter's, and a drain must not consume it in its own wait.
     pub(crate) fn ulp_has_pending(&self) -> bool {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::lock;
 use super::qp::KitQp;
-use super::raw::{RawCq, RawQp};
+use super::raw::RawQp;
 use crate::caps::Caps;
 use crate::drain::{DrainPhase, WorkQueue};
 use crate::error::{ErrorKind, Result};
@@ -104,17 +104,8 @@ impl<Q: RawQp> KitQp<Q> {
             if now >= deadline {
                 return Ok(false);
             }
-            // As a drain waits: in short slices, leaving the device's wake to a waiting ULP.
-            let until = deadline.min(now + WAIT_SLICE);
-            if cq.ulp_has_pending() {
-                cq.raw.wake();
-                std::thread::sleep(until.saturating_duration_since(now));
-            } else {
-                cq.raw.wait(until)?;
-                if cq.ulp_has_pending() {
-                    cq.raw.wake();
-                }
-            }
+            // As a drain waits: in short slices.
+            cq.nap(now, deadline.min(now + WAIT_SLICE))?;
             self.life.check()?;
         }
     }

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::qp::KitQp;
-use super::raw::{RawCq, RawQp};
+use super::raw::RawQp;
 use super::{QpBook, lock};
 use crate::DrainReport;
 use crate::drain::engine::{self, DrainPlan, DrainTarget, WaitFor};
@@ -344,22 +344,9 @@ impl<Q: RawQp> DrainTarget for Drainer<'_, Q> {
             if now >= deadline {
                 return Ok(false);
             }
-            // The drain is not the CQ's only reader: a ULP polling it may resolve what the drain
-            // waits for (its marker, the last flush) without waking the drain, and a ULP waiting
-            // on it may consume the device's wake. So the drain waits in short slices, and
-            // leaves the device's wake alone while a waiting ULP has completions put aside.
-            let until = deadline.min(now + WAIT_SLICE);
-            if cq.ulp_has_pending() {
-                cq.raw.wake();
-                std::thread::sleep(until.saturating_duration_since(now));
-            } else {
-                cq.raw.wait(until)?;
-                // The wake this wait consumed may have been a waiting ULP's, for completions
-                // another drain put aside meanwhile: give it back.
-                if cq.ulp_has_pending() {
-                    cq.raw.wake();
-                }
-            }
+            // A ULP polling the CQ may resolve what the drain waits for (its marker, the last
+            // flush) without waking it: the drain naps in short slices.
+            cq.nap(now, deadline.min(now + WAIT_SLICE))?;
             self.qp.life.check()?;
         }
     }

@@ -1,8 +1,5 @@
 //! The event stream's file descriptor, as an event loop watches it.
 
-// poll(2) on the stream's fd, as an event loop would.
-#![allow(unsafe_code)]
-
 use std::time::{Duration, Instant};
 
 use anyverbs::{Device, DeviceEvent, ErrorKind, Fault, Provider, QueuePair};
@@ -19,13 +16,13 @@ pub(super) fn event_fd_readable<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let fd = events.fd()?;
     let wait = ctx.timeout().min(Duration::from_secs(2));
     ensure!(
-        !readable(fd, Duration::ZERO)?,
+        !crate::ctx::fd_readable(fd, Duration::ZERO)?,
         "the event fd is readable with no event waiting"
     );
     let qp_num = pair.a.qp_num();
     inject(ctx, &Fault::KillQp { qp_num })?;
     ensure!(
-        readable(fd, wait)?,
+        crate::ctx::fd_readable(fd, wait)?,
         "the event fd did not become readable within {wait:?} of a QP fatal error"
     );
     let got = events.try_recv()?;
@@ -47,12 +44,12 @@ pub(super) fn event_fd_readable<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         }
     }
     ensure!(
-        !readable(fd, Duration::ZERO)?,
+        !crate::ctx::fd_readable(fd, Duration::ZERO)?,
         "the event fd stays readable after every event was read"
     );
     inject(ctx, &Fault::Unplug)?;
     ensure!(
-        readable(fd, wait)?,
+        crate::ctx::fd_readable(fd, wait)?,
         "the event fd did not become readable within {wait:?} of an unplug"
     );
     // A QP event of the kill may still arrive first; the device's removal must follow.
@@ -76,7 +73,7 @@ pub(super) fn event_fd_readable<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         }
     }
     ensure!(
-        readable(fd, Duration::ZERO)?,
+        crate::ctx::fd_readable(fd, Duration::ZERO)?,
         "the event fd is not readable once the stream has ended: an event loop would never \
          learn of the end"
     );
@@ -95,32 +92,3 @@ pub(super) fn event_fd_readable<P: Provider>(_ctx: &Ctx<'_, P>) -> CaseResult {
 /// a relay thread).
 #[cfg(unix)]
 const EVENTS_QUIET: Duration = Duration::from_millis(200);
-
-/// Asks `poll(2)`, as an event loop would, whether `fd` becomes readable within `wait`.
-#[cfg(unix)]
-fn readable(fd: std::os::fd::BorrowedFd<'_>, wait: Duration) -> Result<bool, CaseError> {
-    use std::os::fd::AsRawFd;
-    let until = Instant::now() + wait;
-    loop {
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let left = until.saturating_duration_since(Instant::now());
-        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: `pfd` is one initialised pollfd that lives across the call, the count says
-        // one, and its fd is open for the call's duration: it is borrowed from a live stream.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(CaseError::Failed(format!(
-                "poll on the event fd failed: {err}"
-            )));
-        }
-        return Ok(n == 1 && pfd.revents & libc::POLLIN != 0);
-    }
-}
