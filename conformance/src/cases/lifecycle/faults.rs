@@ -8,7 +8,7 @@ use anyverbs::{
     QueuePair, RecvWr, SendWr, WcStatus,
 };
 
-use super::{QUIET, await_event, exchange, expect_no_event, inject, list};
+use super::{QUIET, await_event, exchange_both_ways, expect_no_event, inject, list};
 use crate::case::{CaseError, CaseResult};
 use crate::ctx::{Ctx, Expected, FLUSHED};
 use crate::{ensure, ensure_eq};
@@ -119,20 +119,7 @@ pub(super) fn address_change_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult
         list(&unexpected)
     );
     // The connection made before the change still carries data, both ways.
-    exchange(
-        ctx,
-        &pair.pd,
-        (&pair.a, &pair.cq_a),
-        (&pair.b, &pair.cq_b),
-        1,
-    )?;
-    exchange(
-        ctx,
-        &pair.pd,
-        (&pair.b, &pair.cq_b),
-        (&pair.a, &pair.cq_a),
-        2,
-    )?;
+    exchange_both_ways(ctx, &pair)?;
     Ok(())
 }
 
@@ -167,20 +154,7 @@ pub(super) fn kill_qp_touches_nothing_else<P: Provider>(ctx: &Ctx<'_, P>) -> Cas
         &Expected::new().must([1, 2], FLUSHED).on_qp(killed),
     )?;
 
-    exchange(
-        ctx,
-        &bystander.pd,
-        (&bystander.a, &bystander.cq_a),
-        (&bystander.b, &bystander.cq_b),
-        1,
-    )?;
-    exchange(
-        ctx,
-        &bystander.pd,
-        (&bystander.b, &bystander.cq_b),
-        (&bystander.a, &bystander.cq_a),
-        2,
-    )?;
+    exchange_both_ways(ctx, &bystander)?;
     ensure_eq!(
         bystander.a.state()?,
         QpState::ReadyToSend,

@@ -324,6 +324,27 @@ pub(crate) fn loss_event(fault: &Fault, caps: Caps) -> DeviceEvent {
     }
 }
 
+/// One message each way on a connected pair (tags 1 and 2): the connection carries data.
+pub(crate) fn exchange_both_ways<P: Provider>(
+    ctx: &Ctx<'_, P>,
+    pair: &crate::ctx::Pair<P>,
+) -> CaseResult {
+    exchange(
+        ctx,
+        &pair.pd,
+        (&pair.a, &pair.cq_a),
+        (&pair.b, &pair.cq_b),
+        1,
+    )?;
+    exchange(
+        ctx,
+        &pair.pd,
+        (&pair.b, &pair.cq_b),
+        (&pair.a, &pair.cq_a),
+        2,
+    )
+}
+
 /// Sends one 64-byte message from `from` to `to` (each with its CQ) and checks that it arrives.
 pub(crate) fn exchange<P: Provider>(
     ctx: &Ctx<'_, P>,
