@@ -64,8 +64,8 @@ fn write_doc(out: &mut dyn Write, doc: &ProbeDoc) -> io::Result<()> {
     if doc.devices.is_empty() {
         writeln!(out, "    (no devices)")?;
     } else {
-        let header = ["DEVICE", "TRANSPORT", "STATE MODEL", "NODE GUID"];
-        let rows: Vec<[&str; 4]> = doc
+        let header = ["DEVICE", "TRANSPORT", "STATE MODEL", "NODE GUID", "FAULTS"];
+        let rows: Vec<[&str; 5]> = doc
             .devices
             .iter()
             .map(|d| {
@@ -74,6 +74,7 @@ fn write_doc(out: &mut dyn Write, doc: &ProbeDoc) -> io::Result<()> {
                     d.transport.as_str(),
                     d.state_model.as_str(),
                     d.node_guid.as_str(),
+                    d.faults.as_str(),
                 ]
             })
             .collect();
@@ -83,17 +84,19 @@ fn write_doc(out: &mut dyn Write, doc: &ProbeDoc) -> io::Result<()> {
                 *w = (*w).max(cell.len());
             }
         }
-        let line = |out: &mut dyn Write, cells: [&str; 4]| {
+        let line = |out: &mut dyn Write, cells: [&str; 5]| {
             writeln!(
                 out,
-                "    {:<w0$}  {:<w1$}  {:<w2$}  {}",
+                "    {:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
                 cells[0],
                 cells[1],
                 cells[2],
                 cells[3],
+                cells[4],
                 w0 = widths[0],
                 w1 = widths[1],
                 w2 = widths[2],
+                w3 = widths[3],
             )
         };
         line(out, header)?;

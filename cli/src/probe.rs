@@ -39,6 +39,9 @@ pub struct DeviceRow {
     pub state_model: String,
     /// Its node GUID, as `ibv_devinfo` prints it.
     pub node_guid: String,
+    /// The faults it can have injected, for the lifecycle and recovery cases: `all`, `none`,
+    /// or their names, lower case, comma-separated.
+    pub faults: String,
     /// What `list` says of it beyond that (a device that demonstrates failure, and the
     /// expectations file that goes with it).
     pub note: Option<String>,
@@ -78,6 +81,7 @@ pub fn describe<P: Provider>(
                     transport: d.transport.to_string(),
                     state_model: format!("{:?}", d.state_model).to_lowercase(),
                     node_guid: d.identity.node_guid.to_string(),
+                    faults: fault_names(d.faults),
                     note: note(&d.identity.name),
                 })
                 .collect();
@@ -120,4 +124,19 @@ pub fn in_child(exe: &Path, spec: &str, limit: Duration) -> Result<ProbeDoc, Pro
         },
     };
     Err(ProbeDied(format!("{how}{tail}")))
+}
+
+/// How `list` shows the faults a device can have injected.
+fn fault_names(faults: anyverbs::Faults) -> String {
+    if faults == anyverbs::Faults::all() {
+        return "all".into();
+    }
+    if faults.is_empty() {
+        return "none".into();
+    }
+    faults
+        .iter_names()
+        .map(|(name, _)| name.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -16,20 +16,28 @@ fn list_shows_mock_and_its_devices() {
             .any(|l| l.starts_with("mock (built in): transport ")),
         "{out}"
     );
-    for (device, model) in [
-        ("mock0", "infiniband"),
-        ("mock1", "infiniband"),
-        ("mockiw0", "iwarp"),
+    for (device, model, faults) in [
+        ("mock0", "infiniband", "all"),
+        ("mock1", "infiniband", "all"),
+        ("mockiw0", "iwarp", "all"),
+        // The soft devices can have only what the real rxe and siw can.
+        (
+            "mockrxe0",
+            "infiniband",
+            "reset,unplug,replug_other,flap_port",
+        ),
+        ("mocksiw0", "iwarp", "reset,unplug,replug_other,flap_port"),
     ] {
         let row = out
             .lines()
             .find(|l| l.split_whitespace().next() == Some(device))
             .unwrap_or_else(|| panic!("no row for {device} in:\n{out}"));
         let cells: Vec<&str> = row.split_whitespace().collect();
-        // DEVICE TRANSPORT STATE MODEL NODE GUID
-        assert_eq!(cells.len(), 4, "{row}");
+        // DEVICE TRANSPORT STATE MODEL NODE GUID FAULTS
+        assert_eq!(cells.len(), 5, "{row}");
         assert_eq!(cells[2], model, "{row}");
         assert_eq!(cells[3].matches(':').count(), 3, "not a GUID: {row}");
+        assert_eq!(cells[4], faults, "{row}");
     }
 }
 
