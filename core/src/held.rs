@@ -24,6 +24,8 @@ pub struct HeldObjects {
     pub qps: u32,
     /// Listeners.
     pub listeners: u32,
+    /// Completion channels (each an open file of the device, which the kernel waits for too).
+    pub channels: u32,
 }
 
 impl HeldObjects {
@@ -35,6 +37,7 @@ impl HeldObjects {
         cqs: 0,
         qps: 0,
         listeners: 0,
+        channels: 0,
     };
 
     /// How many objects of every kind together (saturating).
@@ -46,6 +49,7 @@ impl HeldObjects {
             self.cqs,
             self.qps,
             self.listeners,
+            self.channels,
         ]
         .into_iter()
         .fold(0u32, u32::saturating_add)
@@ -65,6 +69,7 @@ impl HeldObjects {
             cqs: self.cqs.saturating_add(other.cqs),
             qps: self.qps.saturating_add(other.qps),
             listeners: self.listeners.saturating_add(other.listeners),
+            channels: self.channels.saturating_add(other.channels),
         }
     }
 }
@@ -78,6 +83,7 @@ impl fmt::Display for HeldObjects {
             (self.mrs, "MR", "MRs"),
             (self.pds, "PD", "PDs"),
             (self.listeners, "listener", "listeners"),
+            (self.channels, "completion channel", "completion channels"),
             (self.devices, "device handle", "device handles"),
         ];
         let parts: Vec<String> = kinds
@@ -110,6 +116,12 @@ mod tests {
         assert_eq!(HeldObjects::NONE.to_string(), "nothing");
         assert!(HeldObjects::NONE.is_empty());
         assert_eq!(held.plus(&held).mrs, 4);
+        let channel = HeldObjects {
+            channels: 1,
+            ..HeldObjects::NONE
+        };
+        assert_eq!(channel.total(), 1);
+        assert_eq!(channel.to_string(), "1 completion channel");
         let full = HeldObjects {
             devices: u32::MAX,
             pds: 1,

@@ -168,6 +168,8 @@ impl State {
                 dropped: false,
             },
         );
+        // An open file of the device, as the kernel counts it: a reset device waits for it.
+        self.inc_mut(device).live.channels += 1;
         Ok((id, core))
     }
 
@@ -183,7 +185,7 @@ impl State {
             });
         }
         ch.core.clear();
-        self.channels.remove(&id);
+        self.remove_channel(id);
         Ok(())
     }
 
@@ -222,7 +224,14 @@ impl State {
             None => false,
         };
         if reap {
-            self.channels.remove(&id);
+            self.remove_channel(id);
+        }
+    }
+
+    /// Forgets channel `id`, which its device no longer counts.
+    fn remove_channel(&mut self, id: u32) {
+        if let Some(ch) = self.channels.remove(&id) {
+            self.inc_mut(ch.device).live.channels -= 1;
         }
     }
 

@@ -427,6 +427,7 @@ pub(super) fn live_objects_count_every_kind_and_return_to_zero() {
     let provider = MockProvider::new();
     assert_eq!(provider.live_objects("mock0").unwrap().total(), 0);
     let p = pair(&provider, "mock0", "mock0");
+    let channel = p.dev_a.create_channel().unwrap();
     assert_eq!(
         provider.live_objects("mock0").unwrap(),
         LiveObjects {
@@ -436,12 +437,18 @@ pub(super) fn live_objects_count_every_kind_and_return_to_zero() {
             cqs: 2,
             qps: 2,
             listeners: 1,
+            channels: 1,
         }
     );
     // Objects of a lost incarnation still count until released.
     provider.inject("mock0", &reset_now()).unwrap();
-    assert_eq!(provider.live_objects("mock0").unwrap().total(), 11);
+    assert_eq!(provider.live_objects("mock0").unwrap().total(), 12);
     drop(p);
+    // A completion channel is an open file of the device too: the device waits for it.
+    let held = provider.live_objects("mock0").unwrap();
+    assert_eq!((held.total(), held.channels), (1, 1), "{held}");
+    assert_eq!(open_error(&provider, "mock0"), ErrorKind::NotFound);
+    drop(channel);
     assert_eq!(provider.live_objects("mock0").unwrap().total(), 0);
     // ... and the device is back.
     provider.open("mock0").unwrap();

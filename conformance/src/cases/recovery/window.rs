@@ -141,6 +141,7 @@ pub(super) fn reports_what_keeps_the_device_away<P: Provider>(ctx: &Ctx<'_, P>) 
         pds: 1,
         listeners: 1,
         devices: 0,
+        channels: 0,
     };
     let is_held = |e: &SupervisorEvent| {
         matches!(e, SupervisorEvent::DeviceHeld { device, held }

@@ -299,4 +299,5 @@ pub struct HeldObjects {
     pub cqs: u32,
     pub qps: u32,
     pub listeners: u32,
+    pub channels: u32,
 }

@@ -556,6 +556,7 @@ pub(crate) fn held_objects(h: &HeldObjects) -> abi::HeldObjects {
         cqs: h.cqs,
         qps: h.qps,
         listeners: h.listeners,
+        channels: h.channels,
     }
 }
 
@@ -568,6 +569,7 @@ pub(crate) fn held_objects_from(h: &abi::HeldObjects) -> HeldObjects {
         cqs: h.cqs,
         qps: h.qps,
         listeners: h.listeners,
+        channels: h.channels,
     }
 }
 
