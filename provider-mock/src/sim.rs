@@ -324,17 +324,16 @@ impl SimPd {
     pub(crate) fn new(fabric: Arc<Fabric>, dev: u32, id: u32) -> Self {
         SimPd { fabric, dev, id }
     }
-}
 
-impl RawPd for SimPd {
-    type Mr = SimMr;
-    type Qp = SimQp;
-
-    fn register(&self, len: usize, access: Access) -> Result<SimMr> {
-        let (lkey, rkey, addr, host) = self
-            .fabric
-            .with_live(self.dev, |st| st.register(self.id, len, access))?;
-        Ok(SimMr {
+    /// The handle of a region the fabric registered: its keys, address and host memory as
+    /// the fabric returned them, with the length and access asked for.
+    fn region(
+        &self,
+        (lkey, rkey, addr, host): (u32, u32, u64, HostPtr),
+        len: usize,
+        access: Access,
+    ) -> SimMr {
+        SimMr {
             fabric: Arc::clone(&self.fabric),
             lkey,
             rkey,
@@ -342,7 +341,19 @@ impl RawPd for SimPd {
             len,
             access,
             host,
-        })
+        }
+    }
+}
+
+impl RawPd for SimPd {
+    type Mr = SimMr;
+    type Qp = SimQp;
+
+    fn register(&self, len: usize, access: Access) -> Result<SimMr> {
+        let keys = self
+            .fabric
+            .with_live(self.dev, |st| st.register(self.id, len, access))?;
+        Ok(self.region(keys, len, access))
     }
 
     #[allow(unsafe_code)]
@@ -352,18 +363,10 @@ impl RawPd for SimPd {
         // SAFETY: the caller's contract (`register_memory`'s) is `Memory::caller`'s: the memory
         // stays valid until the region is deregistered, which drops the record holding it.
         let mem = unsafe { Memory::caller(ptr, len) };
-        let (lkey, rkey, addr, host) = self
+        let keys = self
             .fabric
             .with_live(self.dev, |st| st.register_memory(self.id, mem, access))?;
-        Ok(SimMr {
-            fabric: Arc::clone(&self.fabric),
-            lkey,
-            rkey,
-            addr,
-            len,
-            access,
-            host,
-        })
+        Ok(self.region(keys, len, access))
     }
 
     fn create_qp(&self, send_cq: &SimCq, recv_cq: &SimCq, init: &QpInit) -> Result<SimQp> {
