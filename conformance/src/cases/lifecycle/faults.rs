@@ -13,6 +13,16 @@ use crate::case::{CaseError, CaseResult};
 use crate::ctx::{Ctx, Expected, FLUSHED};
 use crate::{ensure, ensure_eq};
 
+/// The number of an active port of `device`; the case is not run on a device without one.
+fn active_port<P: Provider>(device: &P::Device) -> Result<u8, CaseError> {
+    device
+        .ports()?
+        .iter()
+        .find(|p| p.state == PortState::Active)
+        .map(|p| p.number)
+        .ok_or_else(|| CaseError::NotRun("the device has no active port".into()))
+}
+
 pub(super) fn flap_port_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     const DOWN: Duration = Duration::from_millis(150);
     let device = ctx.open()?;
@@ -25,14 +35,7 @@ pub(super) fn flap_port_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
             .map(|p| p.state)
             .ok_or_else(|| CaseError::Failed(format!("port {port} vanished from ports()")))
     };
-    let Some(port) = device
-        .ports()?
-        .iter()
-        .find(|p| p.state == PortState::Active)
-        .map(|p| p.number)
-    else {
-        return Err(CaseError::NotRun("the device has no active port".into()));
-    };
+    let port = active_port::<P>(&device)?;
 
     let injected = Instant::now();
     inject(
@@ -89,15 +92,7 @@ pub(super) fn flap_port_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
 pub(super) fn address_change_events<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let pair = ctx.pair()?;
     let events = pair.device.events()?;
-    let Some(port) = pair
-        .device
-        .ports()?
-        .iter()
-        .find(|p| p.state == PortState::Active)
-        .map(|p| p.number)
-    else {
-        return Err(CaseError::NotRun("the device has no active port".into()));
-    };
+    let port = active_port::<P>(&pair.device)?;
     inject(ctx, &Fault::ChangeAddress { port })?;
     let (_, before) = await_event(
         &events,
