@@ -95,6 +95,8 @@ pub struct CmEvent {
     pub token: u64,
     /// For a connect request: the new ID, owned by the receiver, to accept or reject.
     pub new_id: Option<CmId>,
+    /// For a connect request: the token of the listening ID it arrived on.
+    pub listener: Option<u64>,
     /// The peer's private data (connect request, response, established, rejected). On
     /// InfiniBand/RoCE the CM delivers a fixed-size zero-padded block, not the length sent.
     pub private_data: Vec<u8>,
@@ -254,6 +256,7 @@ impl CmChannel {
 
     fn own(self: &Arc<Self>, e: raw::RawCmEvent) -> CmEvent {
         let kind = CmEventKind::from_raw(e.event);
+        let listener = (e.event == raw::EVENT_CONNECT_REQUEST).then_some(e.token);
         let (token, new_id) = if e.event == raw::EVENT_CONNECT_REQUEST {
             // A connect request's ID is new and inherited the listener's context: give it a
             // token of its own and an owner.
@@ -279,6 +282,7 @@ impl CmChannel {
             status: e.status,
             token,
             new_id,
+            listener,
             private_data: e.private_data,
             peer: e.peer,
         }
@@ -495,6 +499,7 @@ mod tests {
             status: 28,
             token: 1,
             new_id: None,
+            listener: None,
             private_data: Vec::new(),
             peer: ConnParam::default(),
         };

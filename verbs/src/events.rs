@@ -88,7 +88,11 @@ impl Stopper {
     fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // A thread that drops its own handle (it held the last reference to its owner)
+            // cannot wait for itself: it sees the flag and ends on its own.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -118,6 +122,17 @@ impl AsyncEventThread {
         life: DeviceLife,
         cq_num: Arc<dyn Fn(usize) -> Option<u32> + Send + Sync>,
     ) -> Result<AsyncEventThread, Error> {
+        Self::spawn_with(context, move |event| life.report(event), cq_num)
+    }
+
+    /// [`spawn`](Self::spawn), handing each event to `sink` instead: a provider that tracks
+    /// state the event changes (a QP's fatal error puts it in ERROR) records that first, then
+    /// reports the event to its [`DeviceLife`].
+    pub fn spawn_with(
+        context: Arc<DeviceContext>,
+        sink: impl Fn(DeviceEvent) + Send + 'static,
+        cq_num: Arc<dyn Fn(usize) -> Option<u32> + Send + Sync>,
+    ) -> Result<AsyncEventThread, Error> {
         // SAFETY: the context is live (we hold it).
         let fd = unsafe { async_events::set_nonblocking(context.context()) }
             .map_err(|e| crate::error::io_failed("fcntl(O_NONBLOCK) on the async fd", e))?;
@@ -139,7 +154,7 @@ impl AsyncEventThread {
                             Ok(Some(raw)) => {
                                 tracing::debug!(?raw, "verbs async event");
                                 if let Some(event) = translate(raw, &*cq_num) {
-                                    life.report(event);
+                                    sink(event);
                                 }
                             }
                             Ok(None) => break,
@@ -192,6 +207,16 @@ impl RemovalWatch {
         netdev: &str,
         life: DeviceLife,
     ) -> Result<Option<RemovalWatch>, Error> {
+        Self::start_with(device, node_guid, netdev, move |event| life.report(event))
+    }
+
+    /// [`start`](Self::start), handing the removal to `sink` instead.
+    pub fn start_with(
+        device: &str,
+        node_guid: u64,
+        netdev: &str,
+        sink: impl Fn(DeviceEvent) + Send + 'static,
+    ) -> Result<Option<RemovalWatch>, Error> {
         let Some(address) = crate::netdev::addresses(netdev)?.into_iter().next() else {
             return Ok(None);
         };
@@ -213,7 +238,7 @@ impl RemovalWatch {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("anyverbs-removal".into())
-            .spawn(move || watch(channel, id, life, flag))
+            .spawn(move || watch(channel, id, sink, flag))
             .map_err(|e| crate::error::io_failed("spawning the removal watch", e))?;
         Ok(Some(RemovalWatch {
             stopper: Stopper {
@@ -230,7 +255,12 @@ impl RemovalWatch {
     }
 }
 
-fn watch(channel: Arc<CmChannel>, id: CmId, life: DeviceLife, stop: Arc<AtomicBool>) {
+fn watch(
+    channel: Arc<CmChannel>,
+    id: CmId,
+    sink: impl Fn(DeviceEvent),
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::Relaxed) {
         match channel.next_event(Instant::now() + POLL_INTERVAL) {
             Ok(Some(e)) if e.kind == CmEventKind::DeviceRemoval => {
@@ -239,7 +269,7 @@ fn watch(channel: Arc<CmChannel>, id: CmId, life: DeviceLife, stop: Arc<AtomicBo
                 drop(id);
                 drop(channel);
                 crate::cm::forget_removed_devices();
-                life.report(DeviceEvent::DeviceRemoved);
+                sink(DeviceEvent::DeviceRemoved);
                 return;
             }
             Ok(Some(e)) => tracing::debug!(kind = ?e.kind, "removal watch: ignoring a CM event"),

@@ -72,6 +72,8 @@ pub mod netlink;
 #[allow(unsafe_code)]
 pub mod objects;
 #[allow(unsafe_code)]
+pub mod provider;
+#[allow(unsafe_code)]
 pub mod raw;
 #[allow(unsafe_code)]
 pub mod uevent;

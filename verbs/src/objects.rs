@@ -116,7 +116,11 @@ impl Drop for Buffer {
 pub struct Mr {
     // Field order matters: the registration is dropped (ibv_dereg_mr) before the memory is freed.
     inner: Arc<SwMr>,
-    buffer: Buffer,
+    /// The memory, when the region owns it ([`Mr::alloc`]); `None` for the caller's memory
+    /// ([`Mr::register`]).
+    _buffer: Option<Buffer>,
+    /// The first byte.
+    ptr: NonNull<u8>,
     len: usize,
     access: Access,
     _pd: Pd,
@@ -161,7 +165,37 @@ impl Mr {
             .map_err(|e| sideway_failed("ibv_reg_mr", &e))?;
         Ok(Mr {
             inner,
-            buffer,
+            _buffer: Some(buffer),
+            ptr,
+            len,
+            access,
+            _pd: pd.clone(),
+        })
+    }
+
+    /// Registers `len` bytes of the caller's memory at `addr` with `access` (`ibv_reg_mr`).
+    ///
+    /// # Safety
+    /// The memory must stay valid, allocated and in place until the region is dropped, and the
+    /// caller must not touch it through references while the device may read or write it.
+    pub unsafe fn register(
+        pd: &Pd,
+        addr: NonNull<u8>,
+        len: usize,
+        access: Access,
+    ) -> Result<Mr, Error> {
+        if len == 0 {
+            return Err(Error::invalid_argument(
+                "a memory region needs at least one byte",
+            ));
+        }
+        // SAFETY: the caller guarantees the memory for the life of the registration.
+        let inner = unsafe { pd.inner.reg_mr(addr.as_ptr() as usize, len, access.flags()) }
+            .map_err(|e| sideway_failed("ibv_reg_mr", &e))?;
+        Ok(Mr {
+            inner,
+            _buffer: None,
+            ptr: addr,
             len,
             access,
             _pd: pd.clone(),
@@ -170,7 +204,12 @@ impl Mr {
 
     /// The virtual address of the first byte (what SGEs and peers use).
     pub fn addr(&self) -> u64 {
-        self.buffer.ptr.as_ptr() as u64
+        self.ptr.as_ptr() as u64
+    }
+
+    /// The first byte, in this process's address space.
+    pub fn host_ptr(&self) -> NonNull<u8> {
+        self.ptr
     }
 
     /// The length in bytes.
@@ -225,7 +264,7 @@ impl Mr {
         // Rust reference, and no reference to the buffer is ever handed out).
         unsafe {
             std::ptr::copy_nonoverlapping(
-                self.buffer.ptr.as_ptr().add(offset),
+                self.ptr.as_ptr().add(offset),
                 out.as_mut_ptr(),
                 out.len(),
             )
@@ -240,7 +279,7 @@ impl Mr {
         unsafe {
             std::ptr::copy_nonoverlapping(
                 data.as_ptr(),
-                self.buffer.ptr.as_ptr().add(offset),
+                self.ptr.as_ptr().add(offset),
                 data.len(),
             )
         };
@@ -585,6 +624,26 @@ impl Qp {
     /// The state, as tracked by this process.
     pub fn state(&self) -> QpState {
         self.state
+    }
+
+    /// The state the kernel reports (`ibv_query_qp`), recorded as the tracked one. siw answers
+    /// RESET whatever the state is: use [`state`](Qp::state) on devices whose query does not say.
+    pub fn query_state(&mut self) -> Result<QpState, Error> {
+        let (attr, _) = self
+            .inner
+            .query(QueuePairAttributeMask::State)
+            .map_err(|e| sideway_failed(&format!("ibv_query_qp(QP {})", self.qp_num), &e))?;
+        let state = match attr.state() {
+            QueuePairState::Reset => QpState::Reset,
+            QueuePairState::Init => QpState::Init,
+            QueuePairState::ReadyToReceive => QpState::Rtr,
+            QueuePairState::ReadyToSend => QpState::Rts,
+            QueuePairState::SendQueueDrain => QpState::Sqd,
+            QueuePairState::SendQueueError => QpState::Sqe,
+            _ => QpState::Error,
+        };
+        self.state = state;
+        Ok(state)
     }
 
     /// Records a state the kernel moved the QP to on its own (an iWARP connect to RTS, a fatal

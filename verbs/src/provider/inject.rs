@@ -1,0 +1,163 @@
+//! Faults for software devices, as the core's [`Fault`]s: through [`crate::fault`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyverbs::{Error, ErrorKind, Fault, Faults as FaultSet, Result};
+
+use super::{Flavor, VerbsProvider};
+use crate::device::DeviceEntry;
+use crate::fault::{FaultInjector, Injection, Replug};
+
+/// The environment variable naming each software device's spare netdev, for
+/// [`Fault::ReplugOther`]: `rxe0=dummy2,siw0=dummy3`.
+pub const SPARE_NETDEVS: &str = "ANYVERBS_SPARE_NETDEVS";
+
+/// How long an unplug may take to become visible.
+const UNPLUG_VISIBLE: Duration = Duration::from_secs(10);
+
+/// The faults in progress and where devices may be replugged; shared by a provider's clones.
+#[derive(Clone, Default)]
+pub(crate) struct Faults {
+    /// Unplugged devices waiting for a replug, by name.
+    unplugged: Arc<Mutex<HashMap<String, Injection>>>,
+    /// Deletes under way whose device goes back once they complete.
+    returning: Arc<Mutex<Vec<Injection>>>,
+}
+
+/// How long a provider that goes away waits for the devices it took away to be back.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The spare netdev configured for `device`, if it exists.
+fn spare_for(device: &str) -> Option<String> {
+    std::env::var(SPARE_NETDEVS)
+        .ok()?
+        .split(',')
+        .find_map(|pair| {
+            let (d, n) = pair.split_once('=')?;
+            (d.trim() == device).then(|| n.trim().to_owned())
+        })
+        .filter(|n| std::path::Path::new("/sys/class/net").join(n).exists())
+}
+
+impl Faults {
+    /// What `entry`'s device can have injected: nothing unless it is a software device and this
+    /// process may change RDMA links; a replug elsewhere only with a spare netdev.
+    pub(crate) fn available_for(&self, entry: &DeviceEntry) -> FaultSet {
+        if FaultInjector::for_device(entry).is_err() {
+            return FaultSet::empty();
+        }
+        let mut faults = FaultSet::RESET | FaultSet::UNPLUG | FaultSet::FLAP_PORT;
+        if spare_for(&entry.identity.name).is_some() {
+            faults |= FaultSet::REPLUG_OTHER;
+        }
+        faults
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Injection>> {
+        self.unplugged.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn returning(&self, injection: Injection) {
+        self.returning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(injection);
+    }
+
+    /// Puts back every device this provider took away, on its own netdev unless it was told
+    /// otherwise, and waits (bounded) until they are back: whoever injects restores, so one
+    /// case cannot leave the device missing for the next. The deletes complete once the
+    /// device's objects are released — by the time the provider goes, they are.
+    pub(crate) fn restore(&self) {
+        let deadline = Instant::now() + RESTORE_TIMEOUT;
+        let unplugged: Vec<Injection> = self.lock().drain().map(|(_, i)| i).collect();
+        for i in &unplugged {
+            i.replug(Replug::SameNetdev);
+        }
+        let returning = std::mem::take(
+            &mut *self.returning.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+        for mut injection in unplugged.into_iter().chain(returning) {
+            if let Err(e) = injection.wait(deadline) {
+                tracing::warn!(%e, "a device taken away by a fault is not back");
+            }
+        }
+    }
+
+    pub(crate) fn inject(
+        &self,
+        flavor: &'static Flavor,
+        provider: &VerbsProvider,
+        name: &str,
+        fault: &Fault,
+    ) -> Result<()> {
+        let _ = flavor;
+        match fault {
+            Fault::Replug | Fault::ReplugOther => {
+                let mut unplugged = self.lock();
+                let Some(injection) = unplugged.remove(name) else {
+                    return Err(Error::invalid_state(format!(
+                        "{name} was not unplugged by this provider"
+                    )));
+                };
+                let to = match fault {
+                    Fault::Replug => Replug::SameNetdev,
+                    _ => Replug::OtherNetdev(spare_for(name).ok_or_else(|| {
+                        Error::not_supported(format!(
+                            "no spare netdev for {name} (set {SPARE_NETDEVS})"
+                        ))
+                    })?),
+                };
+                injection.replug(to);
+                // The worker adds it back once the delete completes; the injection is kept
+                // until then (dropping it early would put it back on its own netdev).
+                drop(unplugged);
+                self.returning(injection);
+                Ok(())
+            }
+            _ => {
+                let entry = provider.entry(name)?;
+                let injector = FaultInjector::for_device(&entry)?;
+                let missing = |what: &str| {
+                    Err(Error::not_supported(format!("{name} cannot have {what} injected")))
+                };
+                match fault {
+                    Fault::Reset { .. } => {
+                        let injection =
+                            injector.unplug(Replug::SameNetdev, Instant::now() + UNPLUG_VISIBLE)?;
+                        self.returning(injection);
+                        Ok(())
+                    }
+                    Fault::Unplug => {
+                        let injection =
+                            injector.unplug(Replug::Later, Instant::now() + UNPLUG_VISIBLE)?;
+                        self.lock().insert(name.to_owned(), injection);
+                        Ok(())
+                    }
+                    Fault::FlapPort { port, down_for } => {
+                        if *port != 1 {
+                            return Err(Error::new(
+                                ErrorKind::InvalidArgument,
+                                format!("{name} has no port {port} with a netdev"),
+                            ));
+                        }
+                        let down = *down_for;
+                        std::thread::spawn(move || {
+                            if let Err(e) = injector.port_flap(down) {
+                                tracing::warn!(%e, "port flap failed");
+                            }
+                        });
+                        Ok(())
+                    }
+                    Fault::ChangeAddress { .. } => missing("an address change"),
+                    Fault::KillQp { .. } => missing("a QP's fatal error"),
+                    Fault::LosePeer { .. } => missing("a lost peer"),
+                    Fault::Stall | Fault::Resume => missing("a stall"),
+                    _ => missing("this fault"),
+                }
+            }
+        }
+    }
+}
