@@ -17,7 +17,7 @@
 //! injects restores: an [`Injection`] dropped before its replug puts the device back on its own
 //! netdev as soon as the delete completes, so one failed case cannot break the ones after it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,8 @@ pub struct FaultInjector {
     entry: DeviceEntry,
     link_type: &'static str,
     netdev: String,
+    /// Who injects, as [`wait_for_restore`] tells owners apart: the process id by default.
+    owner: String,
 }
 
 impl FaultInjector {
@@ -120,7 +122,14 @@ impl FaultInjector {
             entry: entry.clone(),
             link_type,
             netdev,
+            owner: std::process::id().to_string(),
         })
+    }
+
+    /// The same injector, injecting as `owner` (see [`wait_for_restore`]).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> FaultInjector {
+        self.owner = owner.into();
+        self
     }
 
     /// Whether `kind` can be injected; replugging elsewhere also needs `spare`, a netdev that
@@ -163,11 +172,21 @@ impl FaultInjector {
                 ),
             ));
         }
-        let shared = Arc::new(Mutex::new(Shared {
-            replug,
-            outcome: None,
-            delete_failed: None,
-        }));
+        let shared = Arc::new((
+            Mutex::new(Shared {
+                replug,
+                abandoned: false,
+                restorer: Some(Restorer::spawn(
+                    &name,
+                    self.link_type,
+                    &self.netdev,
+                    &self.owner,
+                )),
+                outcome: None,
+                delete_failed: None,
+            }),
+            Condvar::new(),
+        ));
         let (worker_shared, link_type, home) =
             (shared.clone(), self.link_type, self.netdev.clone());
         let thread = std::thread::Builder::new()
@@ -176,37 +195,55 @@ impl FaultInjector {
                 let started = Instant::now();
                 let deleted = crate::netlink::delete_link(index, DELETE_TIMEOUT);
                 let deleted_after = started.elapsed();
-                let replug = lock(&worker_shared).replug.clone();
+                let (state, changed) = &*worker_shared;
                 let outcome = match deleted {
                     Err(e) => {
                         let m = format!("rdma link delete {name} (index {index}) failed: {e}");
-                        lock(&worker_shared).delete_failed = Some(m.clone());
+                        lock(state).delete_failed = Some(m.clone());
                         Err(m)
                     }
                     Ok(()) => {
-                        let netdev = match &replug {
-                            Replug::OtherNetdev(n) => Some(n.clone()),
-                            Replug::SameNetdev => Some(home.clone()),
-                            Replug::Later => None,
+                        // Back where it was asked to go, once asked (a replug may come after
+                        // the delete completed), and home once the injection is given up.
+                        let mut st = lock(state);
+                        let netdev = loop {
+                            match &st.replug {
+                                Replug::OtherNetdev(n) => break n.clone(),
+                                Replug::SameNetdev => break home.clone(),
+                                Replug::Later if st.abandoned => break home.clone(),
+                                Replug::Later => {
+                                    // Recorded as deleted meanwhile, for `wait`.
+                                    st.outcome.get_or_insert(Ok((deleted_after, None)));
+                                    st = changed
+                                        .wait_timeout(st, Duration::from_millis(100))
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .0;
+                                }
+                            }
                         };
-                        match netdev {
-                            None => Ok((deleted_after, None)),
-                            Some(n) => crate::netlink::add_link(
-                                &name,
-                                link_type,
-                                &n,
-                                Duration::from_secs(10),
-                            )
-                            .map(|()| (deleted_after, Some(n.clone())))
+                        st.outcome = None;
+                        drop(st);
+                        crate::netlink::add_link(&name, link_type, &netdev, Duration::from_secs(10))
+                            .map(|()| (deleted_after, Some(netdev.clone())))
                             .map_err(|e| {
                                 format!(
-                                    "rdma link add {name} type {link_type} netdev {n} failed: {e}"
+                                    "rdma link add {name} type {link_type} netdev {netdev} failed: {e}"
                                 )
-                            }),
-                        }
+                            })
                     }
                 };
-                lock(&worker_shared).outcome = Some(outcome);
+                let mut st = lock(state);
+                // Home again, or never gone (a failed delete): the restorer has nothing to do.
+                let home_again = match &outcome {
+                    Ok((_, back)) => back.as_deref() == Some(home.as_str()),
+                    Err(_) => st.delete_failed.is_some(),
+                };
+                if home_again && let Some(r) = st.restorer.take() {
+                    r.done();
+                }
+                st.outcome = Some(outcome);
+                drop(st);
+                changed.notify_all();
             })
             .map_err(|e| crate::error::io_failed("spawning the unplug thread", e))?;
         let injection = Injection {
@@ -223,7 +260,7 @@ impl FaultInjector {
             // A delete that failed (a stale index: the device was re-added since the injector
             // was made; a device already being deleted; no privilege) removed nothing: say so
             // now, not as an Injection whose loss was never there.
-            if let Some(m) = lock(&injection.shared).delete_failed.clone() {
+            if let Some(m) = lock(&injection.shared.0).delete_failed.clone() {
                 return Err(Error::new(ErrorKind::Other, m));
             }
             if !listed || injection.finished() {
@@ -250,6 +287,10 @@ impl FaultInjector {
 
 struct Shared {
     replug: Replug,
+    /// The injection was given up (dropped): a device not yet put back goes home.
+    abandoned: bool,
+    /// The restorer, until the device is back on its own netdev.
+    restorer: Option<Restorer>,
     /// What the worker did: how long the delete took and where the device was added back.
     outcome: Option<Result<(Duration, Option<String>), String>>,
     /// Why the delete itself failed, if it did (then nothing was removed).
@@ -263,7 +304,7 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 /// An unplug in progress: the kernel's delete waits for the process to let go.
 pub struct Injection {
     injector: FaultInjector,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<(Mutex<Shared>, Condvar)>,
     thread: Option<JoinHandle<()>>,
     started: Instant,
 }
@@ -287,7 +328,7 @@ pub struct Unplugged {
 
 impl Injection {
     fn finished(&self) -> bool {
-        lock(&self.shared).outcome.is_some()
+        lock(&self.shared.0).outcome.is_some()
     }
 
     /// When the delete was asked for.
@@ -298,7 +339,15 @@ impl Injection {
     /// Waits until the delete (and the replug asked for) completed, or `deadline`.
     pub fn wait(&mut self, deadline: Instant) -> Result<Unplugged, Error> {
         loop {
-            if let Some(outcome) = lock(&self.shared).outcome.clone() {
+            let outcome = lock(&self.shared.0).outcome.clone();
+            if let Some(outcome) = outcome {
+                // Deleted, and still waiting for a replug: that is not done.
+                let waiting = outcome.as_ref().is_ok_and(|(_, back)| back.is_none())
+                    && !self.thread.as_ref().is_none_or(|t| t.is_finished());
+                if waiting && lock(&self.shared.0).replug != Replug::Later {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 if let Some(t) = self.thread.take() {
                     let _ = t.join();
                 }
@@ -310,7 +359,7 @@ impl Injection {
                     .map_err(|m| Error::new(ErrorKind::Other, m));
             }
             if self.thread.as_ref().is_some_and(|t| t.is_finished())
-                && lock(&self.shared).outcome.is_none()
+                && lock(&self.shared.0).outcome.is_none()
             {
                 return Err(Error::new(
                     ErrorKind::Other,
@@ -330,41 +379,178 @@ impl Injection {
         }
     }
 
-    /// Changes where the device goes back (effective if the delete has not completed yet).
+    /// Puts a device that was added back on another netdev back on its own (a delete of the
+    /// device there, which waits until its objects are released, then an add), within
+    /// `deadline`; nothing for a device already home.
+    pub fn go_home(&mut self, deadline: Instant) -> Result<(), Error> {
+        let unplugged = self.wait(deadline)?;
+        let home = &self.injector.netdev;
+        if unplugged.replugged_on.as_deref() == Some(home.as_str()) {
+            return Ok(());
+        }
+        let name = &self.injector.entry.identity.name;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let listed = crate::netlink::list_devices(left.min(Duration::from_secs(2)))
+            .map_err(|e| crate::error::io_failed("listing the RDMA devices", e))?;
+        if let Some(d) = listed.iter().find(|d| &d.name == name) {
+            crate::netlink::delete_link(d.index, left)
+                .map_err(|e| crate::error::io_failed(&format!("rdma link delete {name}"), e))?;
+        }
+        crate::netlink::add_link(name, self.injector.link_type, home, Duration::from_secs(10))
+            .map_err(|e| crate::error::io_failed(&format!("rdma link add {name}"), e))?;
+        if let Some(r) = lock(&self.shared.0).restorer.take() {
+            r.done();
+        }
+        Ok(())
+    }
+
+    /// Changes where the device goes back: at once if the delete already completed, else when
+    /// it does. No effect once the device was put back.
     pub fn replug(&self, replug: Replug) {
-        lock(&self.shared).replug = replug;
+        lock(&self.shared.0).replug = replug;
+        self.shared.1.notify_all();
     }
 }
 
 impl Drop for Injection {
     fn drop(&mut self) {
-        // Restore: a device not put back goes back on its own netdev once the delete completes.
-        let mut shared = lock(&self.shared);
-        if shared.outcome.is_none() && shared.replug == Replug::Later {
-            shared.replug = Replug::SameNetdev;
-            return; // the worker re-adds it when the delete completes
-        }
-        let done_without_replug = matches!(&shared.outcome, Some(Ok((_, None))));
-        drop(shared);
-        if done_without_replug {
-            let name = &self.injector.entry.identity.name;
-            let present = crate::netlink::list_devices(Duration::from_secs(2))
-                .map(|l| l.iter().any(|d| &d.name == name))
-                .unwrap_or(false);
-            if !present {
-                let _ = crate::netlink::add_link(
-                    name,
-                    self.injector.link_type,
-                    &self.injector.netdev,
-                    Duration::from_secs(10),
-                );
-            }
-        }
+        // Restore: a device not put back goes back on its own netdev once the delete completes
+        // (the worker does it, on its own, whenever that is).
+        lock(&self.shared.0).abandoned = true;
+        self.shared.1.notify_all();
         if let Some(t) = self.thread.take()
             && t.is_finished()
         {
             let _ = t.join();
         }
+    }
+}
+
+/// The script of the process that puts a device back on its own netdev if whoever took it away
+/// does not (a crash, an exit before the delete completed, a replug elsewhere never undone): it
+/// waits on a pipe from that process; `done` means the device is home, end of file means the
+/// injection was given up. Then, for a minute at most, it puts the device home as soon as the
+/// kernel lets it — deleting it where it is elsewhere, adding it once it is gone (a delete
+/// completes once the objects of the device are released). Arguments: name, link type, netdev,
+/// the `rdma` tool, the marker file to remove when done.
+const RESTORER: &str = r#"
+read -r word
+if [ "$word" != done ]; then
+  i=0
+  while [ $i -lt 600 ]; do
+    where=$("$4" link show "$1/1" 2>/dev/null)
+    case "$where" in
+      *"netdev $3 "*|*"netdev $3") break ;;
+      "") "$4" link add "$1" type "$2" netdev "$3" >/dev/null 2>&1 && break ;;
+      *) "$4" link delete "$1" >/dev/null 2>&1 ;;
+    esac
+    sleep 0.1
+    i=$((i+1))
+  done
+fi
+rm -f "$5"
+"#;
+
+/// The marker file that says a device of this name is away because of a fault and will be put
+/// back (by its injector or by a restorer); it holds the injector's owner.
+fn restore_marker(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("anyverbs-restoring-{name}"))
+}
+
+/// Waits, until `deadline` at most, while the device called `name` is away because of a fault
+/// injected by someone other than `owner` (an earlier test's provider, a process that ended)
+/// and is being put back. A device the caller took away itself is not waited for.
+pub fn wait_for_restore(name: &str, owner: &str, deadline: Instant) {
+    let marker = restore_marker(name);
+    while let Ok(holder) = std::fs::read_to_string(&marker) {
+        if holder == owner || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// [`wait_for_restore`] for every device being put back.
+pub fn wait_for_restores(owner: &str, deadline: Instant) {
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        if let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("anyverbs-restoring-"))
+        {
+            wait_for_restore(name, owner, deadline);
+        }
+    }
+}
+
+/// The restorer of one injection: a process outside this one (see [`RESTORER`]), told through
+/// a pipe when the device is back. Without the `rdma` tool there is none, and a device whose
+/// taker dies before putting it back stays away.
+struct Restorer {
+    pipe: Option<std::fs::File>,
+    marker: std::path::PathBuf,
+}
+
+impl Restorer {
+    fn spawn(name: &str, link_type: &str, netdev: &str, owner: &str) -> Restorer {
+        let marker = restore_marker(name);
+        let _ = std::fs::write(&marker, owner);
+        let pipe = Self::start(name, link_type, netdev, &marker)
+            .map_err(|e| tracing::warn!(%e, "no restorer process: a crash would leave {name} away"))
+            .ok();
+        Restorer { pipe, marker }
+    }
+
+    fn start(
+        name: &str,
+        link_type: &str,
+        netdev: &str,
+        marker: &std::path::Path,
+    ) -> std::io::Result<std::fs::File> {
+        use std::os::unix::process::CommandExt;
+        let rdma = ["/usr/bin/rdma", "/sbin/rdma", "/usr/sbin/rdma", "/bin/rdma"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no rdma tool"))?;
+        let (read, write) = std::io::pipe()?;
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(RESTORER)
+            .arg("anyverbs-restore")
+            .args([name, link_type, netdev, rdma])
+            .arg(marker)
+            .stdin(read)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: runs in the child between fork and exec, calling only async-signal-safe
+        // system calls: a session of its own (a signal to this process's group does not reach
+        // it) and no inherited descriptor beyond stdio (an inherited verbs or CM descriptor
+        // would keep the very device it waits for from being deleted).
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        // Reaped by nobody on purpose: it outlives this process if it must. A zombie is left
+        // only until this process exits.
+        drop(child);
+        Ok(std::fs::File::from(std::os::fd::OwnedFd::from(write)))
+    }
+
+    /// The device is back: the restorer ends without touching anything.
+    fn done(mut self) {
+        if let Some(mut pipe) = self.pipe.take() {
+            use std::io::Write;
+            let _ = pipe.write_all(b"done\n");
+        }
+        let _ = std::fs::remove_file(&self.marker);
     }
 }
 

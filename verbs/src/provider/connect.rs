@@ -159,7 +159,7 @@ fn move_with_cm(qp: &QpShared, id: &CmId, state: VState, params: &ConnParams) ->
 }
 
 /// Whether `qp` may start a connection: in its initial state or INIT, with none in progress.
-fn check_unconnected(qp: &RawVerbsQp) -> Result<()> {
+pub(crate) fn check_unconnected(qp: &RawVerbsQp) -> Result<()> {
     let state = qp.verbs_state()?;
     if !matches!(state, VState::Reset | VState::Init) {
         return Err(Error::invalid_state(format!(

@@ -184,6 +184,9 @@ impl DeviceCore {
 /// what lets the kernel finish the removal.
 pub struct VerbsDevice {
     core: Arc<DeviceCore>,
+    /// The handle itself counts among the objects the device's delete waits for (it holds the
+    /// device's context, as long as its objects do).
+    _held: Held,
 }
 
 impl std::fmt::Debug for VerbsDevice {
@@ -255,7 +258,7 @@ impl VerbsDevice {
         };
         let core = Arc::new(DeviceCore {
             flavor,
-            held: held.hold(&name, Kind::Device),
+            held: held.hold(&name, Kind::Device).another_quiet(),
             context,
             info,
             life,
@@ -271,7 +274,10 @@ impl VerbsDevice {
             _watchers: (Some(async_thread), watch),
         });
         let _ = cell.set(Arc::downgrade(&core));
-        Ok(VerbsDevice { core })
+        Ok(VerbsDevice {
+            _held: core.held.another(Kind::Device),
+            core,
+        })
     }
 }
 

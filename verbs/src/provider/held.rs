@@ -15,10 +15,12 @@ pub(crate) enum Kind {
     Qp,
     Listener,
     Channel,
+    /// Not counted.
+    None,
 }
 
-fn field(counts: &mut HeldObjects, kind: Kind) -> &mut u32 {
-    match kind {
+fn field(counts: &mut HeldObjects, kind: Kind) -> Option<&mut u32> {
+    Some(match kind {
         Kind::Device => &mut counts.devices,
         Kind::Pd => &mut counts.pds,
         Kind::Mr => &mut counts.mrs,
@@ -26,7 +28,8 @@ fn field(counts: &mut HeldObjects, kind: Kind) -> &mut u32 {
         Kind::Qp => &mut counts.qps,
         Kind::Listener => &mut counts.listeners,
         Kind::Channel => &mut counts.channels,
-    }
+        Kind::None => return None,
+    })
 }
 
 /// The counts of every device name, shared by a provider and its clones.
@@ -45,7 +48,9 @@ impl HeldBook {
     /// Counts one object of `kind` on the device `name` until the guard is dropped.
     pub(crate) fn hold(&self, name: &str, kind: Kind) -> Held {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        *field(counts.entry(name.to_owned()).or_insert(HeldObjects::NONE), kind) += 1;
+        if let Some(n) = field(counts.entry(name.to_owned()).or_insert(HeldObjects::NONE), kind) {
+            *n += 1;
+        }
         Held {
             book: self.clone(),
             name: name.to_owned(),
@@ -63,6 +68,19 @@ pub(crate) struct Held {
 }
 
 impl Held {
+    /// A guard that counts nothing, for the same device: what [`another`](Self::another) is
+    /// called on by objects that are not themselves counted (the device's shared core).
+    pub(crate) fn another_quiet(self) -> Held {
+        let name = self.name.clone();
+        let book = self.book.clone();
+        drop(self);
+        Held {
+            book,
+            name,
+            kind: Kind::None,
+        }
+    }
+
     /// Another object of `kind` on the same device.
     pub(crate) fn another(&self, kind: Kind) -> Held {
         self.book.hold(&self.name, kind)
@@ -72,8 +90,7 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         let mut counts = self.book.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = counts.get_mut(&self.name) {
-            let n = field(c, self.kind);
+        if let Some(n) = counts.get_mut(&self.name).and_then(|c| field(c, self.kind)) {
             *n = n.saturating_sub(1);
         }
     }

@@ -29,25 +29,24 @@ impl Inbox {
         self.arrived.notify_all();
     }
 
-    /// The next event, waiting until `deadline` (`None` then).
+    /// The next event, waiting until `deadline` but no longer than one [`POLL_INTERVAL`]
+    /// (`None` then): the caller looks whether its device was lost between the slices.
     pub(crate) fn pop(&self, deadline: Instant) -> Option<CmEvent> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(e) = queue.pop_front() {
-                return Some(e);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            // Short slices: a device lost meanwhile is noticed by the caller between them.
-            let slice = (deadline - now).min(POLL_INTERVAL);
-            queue = self
-                .arrived
-                .wait_timeout(queue, slice)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        if let Some(e) = queue.pop_front() {
+            return Some(e);
         }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        let slice = (deadline - now).min(POLL_INTERVAL);
+        queue = self
+            .arrived
+            .wait_timeout(queue, slice)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        queue.pop_front()
     }
 }
 

@@ -18,13 +18,35 @@ pub const SPARE_NETDEVS: &str = "ANYVERBS_SPARE_NETDEVS";
 const UNPLUG_VISIBLE: Duration = Duration::from_secs(10);
 
 /// The faults in progress and where devices may be replugged; shared by a provider's clones.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Faults {
+    /// Who this provider injects as: devices it took away itself are not waited for.
+    pub(crate) owner: String,
     /// Unplugged devices waiting for a replug, by name.
     unplugged: Arc<Mutex<HashMap<String, Injection>>>,
     /// Deletes under way whose device goes back once they complete.
     returning: Arc<Mutex<Vec<Injection>>>,
 }
+
+impl Default for Faults {
+    fn default() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Faults {
+            owner: format!(
+                "{}:{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ),
+            unplugged: Arc::default(),
+            returning: Arc::default(),
+        }
+    }
+}
+
+/// How long a provider waits for a device an earlier provider or process took away to be put
+/// back before it looks at the devices.
+pub(crate) const RESTORE_WAIT: Duration = Duration::from_secs(15);
 
 /// How long a provider that goes away waits for the devices it took away to be back.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,8 +102,8 @@ impl Faults {
             &mut *self.returning.lock().unwrap_or_else(|e| e.into_inner()),
         );
         for mut injection in unplugged.into_iter().chain(returning) {
-            if let Err(e) = injection.wait(deadline) {
-                tracing::warn!(%e, "a device taken away by a fault is not back");
+            if let Err(e) = injection.go_home(deadline) {
+                tracing::warn!(%e, "a device taken away by a fault is not back home");
             }
         }
     }
@@ -119,7 +141,7 @@ impl Faults {
             }
             _ => {
                 let entry = provider.entry(name)?;
-                let injector = FaultInjector::for_device(&entry)?;
+                let injector = FaultInjector::for_device(&entry)?.with_owner(self.owner.clone());
                 let missing = |what: &str| {
                     Err(Error::not_supported(format!("{name} cannot have {what} injected")))
                 };

@@ -138,6 +138,12 @@ impl VerbsProvider {
 
     /// The entries of this flavor's devices, as discovery found them.
     fn entries(&self) -> Result<Vec<crate::device::DeviceEntry>> {
+        // A device an earlier provider (a finished test, a process that ended) took away is put
+        // back first: what it left must not look like the device's absence.
+        crate::fault::wait_for_restores(
+            &self.shared.faults.owner,
+            std::time::Instant::now() + inject::RESTORE_WAIT,
+        );
         Ok(crate::device::devices()?
             .into_iter()
             .filter(|e| e.transport == self.flavor.takes)

@@ -67,6 +67,12 @@ impl RawVerbsQp {
         recv_cq: &RawVerbsCq,
         init: &QpInit,
     ) -> Result<RawVerbsQp> {
+        if init.max_send_wr == 0 || init.max_recv_wr == 0 {
+            return Err(Error::invalid_argument(format!(
+                "a QP needs room for at least one WR per queue (asked for {} send, {} receive)",
+                init.max_send_wr, init.max_recv_wr
+            )));
+        }
         let want = device_init(init);
         let caps = QpCaps {
             max_send_wr: want.max_send_wr,
@@ -137,8 +143,12 @@ impl RawVerbsQp {
         f(qp.as_mut().ok_or_else(stopped)?)
     }
 
-    /// The tracked verbs state (or the kernel's, where the flavor says its query tells).
+    /// The tracked verbs state (or the kernel's, where the flavor says its query tells). A QP
+    /// whose device QP was stopped (destroyed by a drain's fallback) is in ERROR for good.
     pub(crate) fn verbs_state(&self) -> Result<VState> {
+        if self.shared.qp.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return Ok(VState::Error);
+        }
         self.with_qp(|qp| {
             if self.core.flavor.query_tells_state {
                 qp.query_state()
@@ -150,6 +160,29 @@ impl RawVerbsQp {
 
     fn current(&self) -> Result<QpState> {
         Ok(self.core.state_of(self.verbs_state()?))
+    }
+
+    /// Refuses, before the driver sees them, posts the QP's tracked state does not allow: some
+    /// drivers queue such WRs and only then fail the doorbell (rxe in RESET and INIT), leaving
+    /// WRs in the ring that would run after a later move to RTS. The kernel moves a QP on its
+    /// own only to states that take posts (ERROR, SQE), so the tracked state is never too
+    /// permissive.
+    fn check_postable(&self, qp: &Qp, send: bool) -> std::result::Result<(), PostError> {
+        let model = self.core.flavor.state_model;
+        let state = self.core.state_of(qp.state());
+        let allowed = if send {
+            model.can_post_send(state)
+        } else {
+            model.can_post_recv(state)
+        };
+        if allowed {
+            return Ok(());
+        }
+        let what = if send { "a send" } else { "a receive" };
+        Err(PostError::new(
+            0,
+            Error::invalid_state(format!("{what} cannot be posted to a QP in {state}")),
+        ))
     }
 
     /// Why a post the device refused was refused: a state that does not allow it is
@@ -287,7 +320,12 @@ impl RawQp for RawVerbsQp {
     }
 
     fn enter_error(&self) -> Result<()> {
-        self.with_qp(|qp| qp.to_state(VState::Error))
+        let mut guard = self.shared.qp.write().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            Some(qp) => qp.to_state(VState::Error),
+            // Stopped: there is no device QP left to flush anything.
+            None => Ok(()),
+        }
     }
 
     fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
@@ -341,6 +379,7 @@ impl RawQp for RawVerbsQp {
         let Some(qp) = guard.as_ref() else {
             return Err(PostError::new(0, stopped()));
         };
+        self.check_postable(qp, true)?;
         // SAFETY: every SGE the device reads or writes by DMA is checked by the device against
         // the region its lkey names (bounds and rights); such memory stays valid while it is
         // registered, and the device stops using it once deregistered. Inline SGEs, which the
@@ -367,6 +406,7 @@ impl RawQp for RawVerbsQp {
         let Some(qp) = guard.as_ref() else {
             return Err(PostError::new(0, stopped()));
         };
+        self.check_postable(qp, false)?;
         // SAFETY: the device checks every SGE against the region its lkey names, as for sends.
         let posted = unsafe { qp.post_recv(&raw) };
         drop(guard);
