@@ -255,12 +255,7 @@ impl RemovalWatch {
     }
 }
 
-fn watch(
-    channel: Arc<CmChannel>,
-    id: CmId,
-    sink: impl Fn(DeviceEvent),
-    stop: Arc<AtomicBool>,
-) {
+fn watch(channel: Arc<CmChannel>, id: CmId, sink: impl Fn(DeviceEvent), stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match channel.next_event(Instant::now() + POLL_INTERVAL) {
             Ok(Some(e)) if e.kind == CmEventKind::DeviceRemoval => {

@@ -608,6 +608,7 @@ mod tests {
             entry: stale,
             link_type: "rxe",
             netdev: "dummy0".into(),
+            owner: "test".into(),
         };
         let asked = Instant::now();
         let e = injector

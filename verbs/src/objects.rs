@@ -277,11 +277,7 @@ impl Mr {
         self.check(offset, data.len())?;
         // SAFETY: as in `read`.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                self.ptr.as_ptr().add(offset),
-                data.len(),
-            )
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len())
         };
         Ok(())
     }

@@ -338,7 +338,10 @@ fn step(
         )),
         (CmEventKind::Disconnected, _) => Err(conn.fail(
             ErrorKind::ConnectionRefused,
-            format!("{} ended the connection while it was being set up", conn.remote),
+            format!(
+                "{} ended the connection while it was being set up",
+                conn.remote
+            ),
         )),
         // Nothing else moves an active connection forward.
         _ => Ok(()),
@@ -441,10 +444,14 @@ pub(crate) fn accept(qp: &RawVerbsQp, request: Request, params: &ConnParams) -> 
     let deadline = Instant::now() + ESTABLISH_TIMEOUT;
     loop {
         core.check()?;
-        let conn = guard.as_mut().expect("the connection stays while accepting");
+        let conn = guard
+            .as_mut()
+            .expect("the connection stays while accepting");
         match &conn.phase {
             Phase::Established(_) => return Ok(()),
-            Phase::Failed(kind, message, rejected) => return Err(failure(*kind, message, rejected)),
+            Phase::Failed(kind, message, rejected) => {
+                return Err(failure(*kind, message, rejected));
+            }
             _ => {}
         }
         let now = Instant::now();
@@ -470,7 +477,10 @@ pub(crate) fn accept(qp: &RawVerbsQp, request: Request, params: &ConnParams) -> 
 pub(crate) fn disconnect(qp: &RawVerbsQp, orderly: bool) -> Result<QpState> {
     qp.core.check()?;
     let conn = qp.conn.lock();
-    let Some(conn) = conn.as_ref().filter(|c| matches!(c.phase, Phase::Established(_))) else {
+    let Some(conn) = conn
+        .as_ref()
+        .filter(|c| matches!(c.phase, Phase::Established(_)))
+    else {
         return Err(Error::invalid_state(
             "disconnect needs a QP that was connected",
         ));

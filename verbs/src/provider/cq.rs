@@ -125,7 +125,10 @@ impl RawVerbsCq {
         let entries = depth.saturating_add(MARKER_ROOM).min(max.max(depth));
         let (private, on) = match channel {
             Some(ch) => (None, Some(ch.channel()?)),
-            None => (Some(CompletionChannel::create(core.context.sideway())?), None),
+            None => (
+                Some(CompletionChannel::create(core.context.sideway())?),
+                None,
+            ),
         };
         let cq = Arc::new(Cq::create(
             core.context.sideway(),
@@ -291,7 +294,7 @@ impl RawCq for RawVerbsCq {
         if self.private.is_some() {
             return Err(Error::invalid_state("the CQ was created without a channel"));
         }
-        Ok(self.cq()?.arm(solicited_only)?)
+        self.cq()?.arm(solicited_only)
     }
 
     fn wake(&self) {

@@ -122,9 +122,8 @@ impl DeviceCore {
         let lost = event.is_device_lost();
         self.life.report(event);
         if lost {
-            let signals = std::mem::take(
-                &mut *self.loss_signals.lock().unwrap_or_else(|e| e.into_inner()),
-            );
+            let signals =
+                std::mem::take(&mut *self.loss_signals.lock().unwrap_or_else(|e| e.into_inner()));
             for signal in signals.iter().filter_map(Weak::upgrade) {
                 signal.ring();
             }

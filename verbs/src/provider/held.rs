@@ -48,7 +48,10 @@ impl HeldBook {
     /// Counts one object of `kind` on the device `name` until the guard is dropped.
     pub(crate) fn hold(&self, name: &str, kind: Kind) -> Held {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = field(counts.entry(name.to_owned()).or_insert(HeldObjects::NONE), kind) {
+        if let Some(n) = field(
+            counts.entry(name.to_owned()).or_insert(HeldObjects::NONE),
+            kind,
+        ) {
             *n += 1;
         }
         Held {

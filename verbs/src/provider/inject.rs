@@ -98,9 +98,8 @@ impl Faults {
         for i in &unplugged {
             i.replug(Replug::SameNetdev);
         }
-        let returning = std::mem::take(
-            &mut *self.returning.lock().unwrap_or_else(|e| e.into_inner()),
-        );
+        let returning =
+            std::mem::take(&mut *self.returning.lock().unwrap_or_else(|e| e.into_inner()));
         for mut injection in unplugged.into_iter().chain(returning) {
             if let Err(e) = injection.go_home(deadline) {
                 tracing::warn!(%e, "a device taken away by a fault is not back home");
@@ -143,7 +142,9 @@ impl Faults {
                 let entry = provider.entry(name)?;
                 let injector = FaultInjector::for_device(&entry)?.with_owner(self.owner.clone());
                 let missing = |what: &str| {
-                    Err(Error::not_supported(format!("{name} cannot have {what} injected")))
+                    Err(Error::not_supported(format!(
+                        "{name} cannot have {what} injected"
+                    )))
                 };
                 match fault {
                     Fault::Reset { .. } => {

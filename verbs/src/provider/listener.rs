@@ -150,7 +150,10 @@ impl Listener<VerbsProvider> for VerbsListener {
             }
             // What can be refused without answering the requester leaves the request pending:
             // the ULP may accept it again with good parameters, or reject it.
-            params.check(&self.core.info.limits, anyverbs::cm::MAX_ACCEPT_PRIVATE_DATA)?;
+            params.check(
+                &self.core.info.limits,
+                anyverbs::cm::MAX_ACCEPT_PRIVATE_DATA,
+            )?;
             super::connect::check_unconnected(raw)?;
             let pending = self.take(request)?;
             super::connect::accept(raw, pending, params)

@@ -26,12 +26,7 @@ pub(crate) struct QpShared {
 impl QpShared {
     /// Records a state the device moved the QP to on its own.
     pub(crate) fn record(&self, state: VState) {
-        if let Some(qp) = self
-            .qp
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
+        if let Some(qp) = self.qp.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
             qp.record_state(state);
         }
     }
@@ -146,7 +141,13 @@ impl RawVerbsQp {
     /// The tracked verbs state (or the kernel's, where the flavor says its query tells). A QP
     /// whose device QP was stopped (destroyed by a drain's fallback) is in ERROR for good.
     pub(crate) fn verbs_state(&self) -> Result<VState> {
-        if self.shared.qp.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+        if self
+            .shared
+            .qp
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
             return Ok(VState::Error);
         }
         self.with_qp(|qp| {
@@ -268,7 +269,9 @@ fn flags(f: SendFlags) -> data_path::SendFlags {
 }
 
 /// The SGEs of `wrs`, in order, and where each WR's begin.
-fn gather<'w>(sgls: impl Iterator<Item = &'w [anyverbs::Sge]>) -> (SmallVec<[Sge; 16]>, SmallVec<[usize; 17]>) {
+fn gather<'w>(
+    sgls: impl Iterator<Item = &'w [anyverbs::Sge]>,
+) -> (SmallVec<[Sge; 16]>, SmallVec<[usize; 17]>) {
     let mut all = SmallVec::new();
     let mut starts = SmallVec::new();
     starts.push(0);
@@ -344,12 +347,7 @@ impl RawQp for RawVerbsQp {
         // that stays registered for the whole post (regions leave the table, under the write
         // lock, before they are deregistered and freed).
         let inline = wrs.iter().any(|w| w.flags.contains(SendFlags::INLINE));
-        let regions = inline.then(|| {
-            self.core
-                .regions
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-        });
+        let regions = inline.then(|| self.core.regions.read().unwrap_or_else(|e| e.into_inner()));
         if let Some(regions) = &regions {
             for (i, w) in wrs.iter().enumerate() {
                 if !w.flags.contains(SendFlags::INLINE) {
