@@ -315,6 +315,47 @@ impl<P: Provider> EchoPair<P> {
         }
     }
 
+    /// The generation of the last start of `role` read (see [`Supervised::generation`]).
+    pub fn generation(&self, role: Role) -> u64 {
+        match role {
+            Role::Server => self.server.generation,
+            Role::Client => self.client.generation,
+        }
+    }
+
+    /// Reads `role`'s decisions until one satisfies `want`, or `deadline` (`what` names it in
+    /// the error); every decision read goes to the observer. A supervisor that gives up fails
+    /// the wait at once.
+    pub fn wait_for(
+        &mut self,
+        role: Role,
+        what: &str,
+        deadline: Instant,
+        want: impl FnMut(&SupervisorEvent) -> bool,
+    ) -> Result<SupervisorReport> {
+        match role {
+            Role::Server => self
+                .server
+                .wait_for(what, deadline, &mut self.observe, want),
+            Role::Client => self
+                .client
+                .wait_for(what, deadline, &mut self.observe, want),
+        }
+    }
+
+    /// Waits until `role`'s service has started after start number `after`; returns the
+    /// generation of that start.
+    pub fn wait_started_after(&mut self, role: Role, after: u64, deadline: Instant) -> Result<u64> {
+        match role {
+            Role::Server => self
+                .server
+                .wait_started_after(after, deadline, &mut self.observe),
+            Role::Client => self
+                .client
+                .wait_started_after(after, deadline, &mut self.observe),
+        }
+    }
+
     /// Reads the decisions waiting on both supervisors, without blocking.
     pub fn poll_events(&mut self) -> Result<()> {
         self.server.poll(&mut self.observe)?;

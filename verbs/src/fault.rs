@@ -98,6 +98,8 @@ pub struct FaultInjector {
     netdev: String,
     /// Who injects, as [`wait_for_restore`] tells owners apart: the process id by default.
     owner: String,
+    /// Where the device goes back: its netdev by default.
+    home: String,
 }
 
 impl FaultInjector {
@@ -121,9 +123,17 @@ impl FaultInjector {
         Ok(FaultInjector {
             entry: entry.clone(),
             link_type,
+            home: netdev.clone(),
             netdev,
             owner: std::process::id().to_string(),
         })
+    }
+
+    /// The same injector, putting the device back on `netdev` rather than the one it is on now
+    /// (the device's home, when it is on a spare netdev at the moment).
+    pub fn with_home(mut self, netdev: impl Into<String>) -> FaultInjector {
+        self.home = netdev.into();
+        self
     }
 
     /// The same injector, injecting as `owner` (see [`wait_for_restore`]).
@@ -179,7 +189,7 @@ impl FaultInjector {
                 restorer: Some(Restorer::spawn(
                     &name,
                     self.link_type,
-                    &self.netdev,
+                    &self.home,
                     &self.owner,
                 )),
                 outcome: None,
@@ -187,8 +197,7 @@ impl FaultInjector {
             }),
             Condvar::new(),
         ));
-        let (worker_shared, link_type, home) =
-            (shared.clone(), self.link_type, self.netdev.clone());
+        let (worker_shared, link_type, home) = (shared.clone(), self.link_type, self.home.clone());
         let thread = std::thread::Builder::new()
             .name("anyverbs-unplug".into())
             .spawn(move || {
@@ -384,7 +393,7 @@ impl Injection {
     /// `deadline`; nothing for a device already home.
     pub fn go_home(&mut self, deadline: Instant) -> Result<(), Error> {
         let unplugged = self.wait(deadline)?;
-        let home = &self.injector.netdev;
+        let home = &self.injector.home;
         if unplugged.replugged_on.as_deref() == Some(home.as_str()) {
             return Ok(());
         }
@@ -414,22 +423,28 @@ impl Injection {
 
 impl Drop for Injection {
     fn drop(&mut self) {
-        // Restore: a device not put back goes back on its own netdev once the delete completes
-        // (the worker does it, on its own, whenever that is).
-        lock(&self.shared.0).abandoned = true;
+        // Restore: a device not put back goes back on its own netdev. If the delete already
+        // completed, that happens now (the worker adds it and ends; this waits for it, so the
+        // device is back when the drop returns); if the delete still waits for the device's
+        // objects, the worker adds it back whenever that is.
+        let deleted = {
+            let mut st = lock(&self.shared.0);
+            st.abandoned = true;
+            st.outcome.is_some()
+        };
         self.shared.1.notify_all();
         if let Some(t) = self.thread.take()
-            && t.is_finished()
+            && (deleted || t.is_finished())
         {
             let _ = t.join();
         }
     }
 }
 
-/// The script of the process that puts a device back on its own netdev if whoever took it away
-/// does not (a crash, an exit before the delete completed, a replug elsewhere never undone): it
-/// waits on a pipe from that process; `done` means the device is home, end of file means the
-/// injection was given up. Then, for a minute at most, it puts the device home as soon as the
+/// The script of the process that puts a device back on its own netdev if the process that took
+/// it away ends first (a crash, a kill, an exit before the delete completed): it waits on a pipe
+/// from that process; `done` means that process let go of the injection alive (the device is
+/// home, or where it wants it), end of file means it ended without doing so. Then, for a minute at most, it puts the device home as soon as the
 /// kernel lets it — deleting it where it is elsewhere, adding it once it is gone (a delete
 /// completes once the objects of the device are released). Arguments: name, link type, netdev,
 /// the `rdma` tool, the marker file to remove when done.
@@ -544,8 +559,17 @@ impl Restorer {
         Ok(std::fs::File::from(std::os::fd::OwnedFd::from(write)))
     }
 
-    /// The device is back: the restorer ends without touching anything.
-    fn done(mut self) {
+    /// The device is back, or left where this process wants it: the restorer ends without
+    /// touching anything.
+    fn done(self) {
+        drop(self);
+    }
+}
+
+/// Dropped in a live process, the restorer is told it is done: only the end of the process
+/// without it (a crash, a kill) leaves the device to the restorer process.
+impl Drop for Restorer {
+    fn drop(&mut self) {
         if let Some(mut pipe) = self.pipe.take() {
             use std::io::Write;
             let _ = pipe.write_all(b"done\n");
@@ -609,6 +633,7 @@ mod tests {
             link_type: "rxe",
             netdev: "dummy0".into(),
             owner: "test".into(),
+            home: "dummy0".into(),
         };
         let asked = Instant::now();
         let e = injector

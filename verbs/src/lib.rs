@@ -38,7 +38,10 @@
 //! - [`events`]: the async event thread and the removal watch, publishing the core's
 //!   [`DeviceEvent`](anyverbs::DeviceEvent)s.
 //! - [`monitor`]: devices added and removed, with identities.
-//! - [`fault`]: unplug, replug, reset and port flap for rxe and siw.
+//! - [`fault`]: unplug, replug, reset and port flap for rxe and siw, restored even when the
+//!   injecting process dies.
+//! - [`provider`]: the core's provider kit on all of the above — what the real providers are,
+//!   given their transport's rules as data.
 //! - [`netlink`], [`uevent`], [`netdev`]: the Linux interfaces those use.
 //! - [`raw`]: the calls made directly on rdma-mummy-sys; [`error`]: errno to
 //!   [`ErrorKind`](anyverbs::ErrorKind); [`wait`]: waiting on an fd with a deadline.
@@ -51,8 +54,9 @@
 
 #![deny(unsafe_code)]
 // Unsafe code is allowed only in the modules below that call rdma-core (through the raw
-// bindings and sideway's raw handles) or Linux (sockets, ioctls, poll); `fault` and `monitor`
-// have none.
+// bindings and sideway's raw handles) or Linux (sockets, ioctls, poll, eventfd, epoll);
+// `monitor` has none, and `fault` one block (the restorer process's setup between fork and
+// exec).
 
 #[allow(unsafe_code)]
 pub mod cm;

@@ -118,6 +118,30 @@ pub(crate) fn info_of(
     })
 }
 
+/// The [`DeviceInfo`] of a device that just appeared. Opening it can fail for a moment after
+/// the kernel added it (its verbs device file is created after it is listed): it is tried
+/// again for a while, and `None` means it went away again (its removal follows) or never
+/// opened.
+fn describe_new(
+    flavor: &'static Flavor,
+    entry: &DeviceEntry,
+    faults: &super::inject::Faults,
+    stop: &AtomicBool,
+) -> Option<DeviceInfo> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match describe(flavor, entry, faults) {
+            Ok(info) if info.identity.is_same_device(&entry.identity) => return Some(info),
+            Ok(_) => return None,
+            Err(e) if Instant::now() >= deadline || stop.load(Ordering::Relaxed) => {
+                tracing::warn!(%e, device = %entry.identity.name, "a device that appeared cannot be opened");
+                return None;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// The device monitor's changes, as the core's events, for every subscriber of a provider:
 /// devices of other transports are left out; an added device is described as
 /// [`Provider::devices`](anyverbs::Provider::devices) describes it.
@@ -152,10 +176,10 @@ impl MonitorForwarder {
                     };
                     let event = match change {
                         DeviceChange::Added(entry) if entry.transport == flavor.takes => {
-                            match describe(flavor, &entry, &faults) {
-                                Ok(info) => MonitorEvent::Added(info),
+                            match describe_new(flavor, &entry, &faults, &stop2) {
+                                Some(info) => MonitorEvent::Added(info),
                                 // Gone again already: its removal follows.
-                                Err(_) => continue,
+                                None => continue,
                             }
                         }
                         DeviceChange::Removed(entry) if entry.transport == flavor.takes => {

@@ -26,6 +26,9 @@ pub(crate) struct Faults {
     unplugged: Arc<Mutex<HashMap<String, Injection>>>,
     /// Deletes under way whose device goes back once they complete.
     returning: Arc<Mutex<Vec<Injection>>>,
+    /// Each device's own netdev, as it was when this provider first injected into it: where
+    /// [`Fault::Replug`] puts it back, even from a spare netdev.
+    homes: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Default for Faults {
@@ -40,6 +43,7 @@ impl Default for Faults {
             ),
             unplugged: Arc::default(),
             returning: Arc::default(),
+            homes: Arc::default(),
         }
     }
 }
@@ -140,7 +144,18 @@ impl Faults {
             }
             _ => {
                 let entry = provider.entry(name)?;
-                let injector = FaultInjector::for_device(&entry)?.with_owner(self.owner.clone());
+                let mut injector =
+                    FaultInjector::for_device(&entry)?.with_owner(self.owner.clone());
+                if let Some(netdev) = &entry.netdev {
+                    let home = self
+                        .homes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(name.to_owned())
+                        .or_insert_with(|| netdev.clone())
+                        .clone();
+                    injector = injector.with_home(home);
+                }
                 let missing = |what: &str| {
                     Err(Error::not_supported(format!(
                         "{name} cannot have {what} injected"

@@ -1,0 +1,143 @@
+//! The echo service under the recovery supervisor over a real device, through `N` delete and
+//! re-add cycles of that device, then one re-add on another netdev:
+//!
+//! ```sh
+//! echo_cycles [CYCLES] [DEVICE]      # default: 100 rxe0; as root, in the test bed
+//! ```
+//!
+//! The echo server and client both run on `DEVICE`, each under its own supervisor. Each cycle
+//! deletes the device (`rdma link delete`, through the provider's fault injection): both
+//! services must drop everything, which is what lets the kernel's delete complete; the device is
+//! then added back on its own netdev — the same device by identity, under a new index — and both
+//! must restart and echo again. At the end the device is added back under the same name on its
+//! spare netdev (`ANYVERBS_SPARE_NETDEVS`): a different device, which neither supervisor may
+//! restart on; then it goes home, and they restart. Exits 0 only if every message was echoed
+//! exactly once and in order; prints the time of each recovery and their median.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyverbs::supervisor::{SupervisorConfig, SupervisorEvent, SystemClock};
+use anyverbs::{Error, ErrorKind, Fault, Provider};
+use anyverbs_examples::echo::ClientConfig;
+use anyverbs_examples::harness::{Disruption, EchoPair, PairConfig, Role};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let cycles = match args.next().map(|a| a.parse::<u32>()) {
+        None => 100,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            eprintln!("usage: echo_cycles [CYCLES] [DEVICE]");
+            return ExitCode::from(2);
+        }
+    };
+    let device = args.next().unwrap_or_else(|| "rxe0".into());
+    match run(cycles, &device) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Settings for a software device under emulation: generous timeouts, quick retries.
+fn config(device: &str) -> PairConfig {
+    let mut client = ClientConfig::new(([0, 0, 0, 0], 0).into());
+    client.echo_timeout = Duration::from_secs(5);
+    client.poll_interval = Duration::from_millis(2);
+    let mut server = anyverbs_examples::echo::ServerConfig::default();
+    server.poll_interval = Duration::from_millis(2);
+    PairConfig {
+        server_device: device.into(),
+        client_device: device.into(),
+        server,
+        client,
+        supervisor: SupervisorConfig {
+            return_window: Some(Duration::from_secs(60)),
+            stop_deadline: Duration::from_secs(5),
+            reconnect_delay: Duration::from_millis(20),
+            max_reconnect_delay: Duration::from_millis(200),
+            loss_timeout: Some(Duration::from_secs(60)),
+            held_check_interval: Duration::from_millis(100),
+            clock: Arc::new(SystemClock),
+        },
+        reset_down_for: Duration::from_millis(1),
+        progress: 5,
+    }
+}
+
+fn run(cycles: u32, device: &str) -> anyverbs::Result<()> {
+    let t0 = Instant::now();
+    let provider = Arc::new(anyverbs_provider_ib::provider());
+    let before = provider
+        .devices()?
+        .into_iter()
+        .find(|d| d.identity.name == device)
+        .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no device {device}")))?;
+    println!(
+        "echo server and client on {device} ({}), {cycles} delete/add cycles to come",
+        before.identity.node_guid
+    );
+    let quiet = Box::new(|_: Role, _: &anyverbs::supervisor::SupervisorReport| {});
+    let deadline = |secs| Instant::now() + Duration::from_secs(secs);
+    let mut pair = EchoPair::spawn(Arc::clone(&provider), config(device), quiet, deadline(60))?;
+    let mut took = Vec::new();
+    for i in 0..cycles {
+        let recovery = pair.disrupt(Disruption::Replug(Role::Server), deadline(60))?;
+        took.push(recovery.took);
+        if i % 10 == 9 || i + 1 == cycles {
+            println!(
+                "cycle {:>3}: recovered in {:>6.1} ms; {} messages echoed, every one once and in \
+                 order",
+                i + 1,
+                recovery.took.as_secs_f64() * 1e3,
+                recovery.summary.echoed
+            );
+        }
+    }
+    // The same name on another netdev: another device, which nobody may restart on.
+    println!("{device} added back on its spare netdev: a different device under the same name");
+    let (server_gen, client_gen) = (pair.generation(Role::Server), pair.generation(Role::Client));
+    provider.inject(device, &Fault::Unplug)?;
+    provider.inject(device, &Fault::ReplugOther)?;
+    let foreign = pair.wait_for(Role::Server, "the foreign device", deadline(60), |e| {
+        matches!(e, SupervisorEvent::ForeignDevice { .. })
+    })?;
+    println!("  server's supervisor: {}", foreign.event);
+    let generations = (pair.generation(Role::Server), pair.generation(Role::Client));
+    std::thread::sleep(Duration::from_secs(2));
+    pair.poll_events()?;
+    if (pair.generation(Role::Server), pair.generation(Role::Client)) != generations {
+        return Err(Error::new(
+            ErrorKind::Other,
+            "a service restarted on the foreign device",
+        ));
+    }
+    println!("  no restart on it in 2 s; {device} goes home");
+    provider.inject(device, &Fault::Unplug)?;
+    provider.inject(device, &Fault::Replug)?;
+    pair.wait_started_after(Role::Server, server_gen, deadline(60))?;
+    pair.wait_started_after(Role::Client, client_gen, deadline(60))?;
+    let more = pair.log().next() + 20;
+    pair.log().wait_for(more, deadline(60))?;
+    let summary = pair.shutdown(deadline(30))?;
+    took.sort();
+    let median = took.get(took.len() / 2).copied().unwrap_or_default();
+    println!(
+        "{summary}; {cycles} cycles, median recovery {:.1} ms (slowest {:.1} ms), {:.1} s in all",
+        median.as_secs_f64() * 1e3,
+        took.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        t0.elapsed().as_secs_f64()
+    );
+    if !summary.is_clean() || summary.echoed < more {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!("messages were lost, duplicated or corrupted: {summary}"),
+        ));
+    }
+    println!("OK: every message was echoed exactly once and in order");
+    Ok(())
+}
