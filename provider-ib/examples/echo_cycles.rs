@@ -48,8 +48,10 @@ fn config(device: &str) -> PairConfig {
     let mut client = ClientConfig::new(([0, 0, 0, 0], 0).into());
     client.echo_timeout = Duration::from_secs(5);
     client.poll_interval = Duration::from_millis(2);
-    let mut server = anyverbs_examples::echo::ServerConfig::default();
-    server.poll_interval = Duration::from_millis(2);
+    let server = anyverbs_examples::echo::ServerConfig {
+        poll_interval: Duration::from_millis(2),
+        ..Default::default()
+    };
     PairConfig {
         server_device: device.into(),
         client_device: device.into(),
