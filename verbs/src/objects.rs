@@ -430,6 +430,13 @@ impl Cq {
         unsafe { self.inner.cq() }
     }
 
+    /// The `ibv_cq` itself, for code that calls rdma-core directly (a benchmark's raw-verbs
+    /// baseline). Valid while this `Cq` lives; poll it from one thread at a time, and not while
+    /// [`poll`](Cq::poll) runs.
+    pub fn as_ptr(&self) -> NonNull<ibv_cq> {
+        self.raw()
+    }
+
     /// Which verbs created it.
     pub fn kind(&self) -> CqKind {
         self.kind
@@ -609,6 +616,12 @@ impl Qp {
     /// The QP number.
     pub fn qp_num(&self) -> u32 {
         self.qp_num
+    }
+
+    /// The `ibv_qp` itself, for code that calls rdma-core directly (a benchmark's raw-verbs
+    /// baseline). Valid while this `Qp` lives; state moves made through it are not tracked.
+    pub fn as_ptr(&self) -> NonNull<ibv_qp> {
+        self.raw()
     }
 
     /// What the driver granted (`ibv_query_qp`'s capabilities; what was asked where the driver

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyverbs::kit::{RawChannel, RawCq};
-use anyverbs::{Completion, Error, ErrorKind, Result, WcFlags, WcOpcode, WcStatus};
+use anyverbs::{Completion, Error, ErrorKind, Result};
 
 use super::device::DeviceCore;
 use super::held::{Held, Kind};
 use crate::objects::{CompletionChannel, Cq};
-use crate::raw::data_path::RawCompletion;
+use crate::raw::core_path;
 
 /// Completions a CQ holds beyond the depth the ULP asked for: the drain's markers (one per work
 /// queue attached, [`RawCq::reserve`]). The device's CQ is made this much larger at once:
@@ -80,7 +80,6 @@ fn poll_fds(fds: &[RawFd], timeout: Duration) -> Result<Vec<bool>> {
 
 struct CqState {
     cq: Option<Arc<Cq>>,
-    scratch: Vec<RawCompletion>,
 }
 
 /// A completion queue of the device: `ibv_cq`, with the notification the kit's waits use.
@@ -139,15 +138,19 @@ impl RawVerbsCq {
         Ok(RawVerbsCq {
             num: core.number_cq(key),
             key,
-            state: Mutex::new(CqState {
-                cq: Some(cq),
-                scratch: Vec::new(),
-            }),
+            state: Mutex::new(CqState { cq: Some(cq) }),
             private: private.map(|p| (p, Mutex::new(false))),
             wake: Wake::new()?,
             _held: core.held.another(Kind::Cq),
             core: core.clone(),
         })
+    }
+
+    /// The verbs CQ itself, for measurements against raw verbs (see
+    /// [`RawVerbsQp::with_verbs_qp`](super::RawVerbsQp::with_verbs_qp)); completions polled
+    /// from it never reach the kit.
+    pub fn verbs_cq(&self) -> Result<Arc<Cq>> {
+        self.cq()
     }
 
     /// The verbs CQ, while it is not destroyed.
@@ -178,71 +181,20 @@ impl RawVerbsCq {
     }
 }
 
-/// The core's status for an `ibv_wc_status`.
-fn status(n: u32) -> WcStatus {
-    match n {
-        0 => WcStatus::Success,
-        1 => WcStatus::LocalLengthError,
-        2 => WcStatus::LocalQpOperationError,
-        4 | 8 => WcStatus::LocalProtectionError,
-        5 => WcStatus::WrFlushError,
-        9 | 15 => WcStatus::RemoteInvalidRequest,
-        10 => WcStatus::RemoteAccessError,
-        11 | 16 => WcStatus::RemoteOperationError,
-        12 | 20 => WcStatus::TransportRetryExceeded,
-        13 => WcStatus::RnrRetryExceeded,
-        19 => WcStatus::Fatal,
-        _ => WcStatus::General,
-    }
-}
-
-/// The core's opcode for an `ibv_wc_opcode` (meaningful on success only).
-fn opcode(n: u32) -> WcOpcode {
-    match n {
-        1 => WcOpcode::RdmaWrite,
-        2 => WcOpcode::RdmaRead,
-        3 => WcOpcode::CompareSwap,
-        4 => WcOpcode::FetchAdd,
-        128 => WcOpcode::Recv,
-        129 => WcOpcode::RecvRdmaWithImm,
-        _ => WcOpcode::Send,
-    }
-}
-
-/// The core's completion for a raw one.
-pub(crate) fn completion(c: &RawCompletion) -> Completion {
-    let mut out = Completion {
-        wr_id: c.wr_id,
-        status: status(c.status),
-        opcode: opcode(c.opcode),
-        byte_len: c.byte_len,
-        qp_num: c.qp_num,
-        vendor_err: c.vendor_err,
-        ..Completion::default()
-    };
-    if let Some(imm) = c.imm_data {
-        out.imm_data = imm;
-        out.flags = WcFlags::WITH_IMM;
-    }
-    out
-}
-
 impl RawCq for RawVerbsCq {
     fn cq_num(&self) -> u32 {
         self.num
     }
 
     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let CqState { cq, scratch } = &mut *st;
-        let Some(cq) = cq else {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(cq) = &st.cq else {
             return Err(Error::destroyed("completion queue"));
         };
-        scratch.clear();
-        let n = cq.poll(out.len(), scratch)?;
-        for (slot, c) in out.iter_mut().zip(scratch.iter()) {
-            *slot = completion(c);
-        }
+        // SAFETY: the CQ is live (held under the lock) and this lock makes this the only poller
+        // (the verbs CQ's own poll is used by nobody but a benchmark's raw baseline).
+        let n = unsafe { core_path::poll_cq(cq.as_ptr(), out)? };
+        drop(st);
         if n == 0 && self.core.overflowed(self.num) {
             return Err(Error::new(
                 ErrorKind::Overflow,

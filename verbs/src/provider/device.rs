@@ -47,6 +47,7 @@ pub(crate) struct DeviceCore {
     pub(crate) loss_signals: Mutex<Vec<Weak<super::cq::Wake>>>,
     /// The CQs an overflow was reported for (`IBV_EVENT_CQ_ERR`).
     overflowed: Mutex<std::collections::HashSet<u32>>,
+    any_overflow: std::sync::atomic::AtomicBool,
     pub(crate) hub: Hub,
     pub(crate) held: Held,
     /// The async event thread and the removal watch; stopped (and the context released) when
@@ -82,12 +83,14 @@ impl DeviceCore {
             .copied()
     }
 
-    /// Whether an overflow of the CQ `num` was reported.
+    /// Whether an overflow of the CQ `num` was reported (a lock is taken only once any was).
     pub(crate) fn overflowed(&self, num: u32) -> bool {
-        self.overflowed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&num)
+        self.any_overflow.load(Ordering::Acquire)
+            && self
+                .overflowed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&num)
     }
 
     /// Records what an event says happened to a QP, then reports it to the kit: a QP the
@@ -106,6 +109,7 @@ impl DeviceCore {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(cq_num);
+            self.any_overflow.store(true, Ordering::Release);
         }
         if let Some(qp_num) = errored {
             let qp = self
@@ -268,6 +272,7 @@ impl VerbsDevice {
             next_cq: AtomicU32::new(1),
             qps: Mutex::default(),
             overflowed: Mutex::default(),
+            any_overflow: std::sync::atomic::AtomicBool::new(false),
             loss_signals: Mutex::default(),
             hub,
             _watchers: (Some(async_thread), watch),

@@ -6,16 +6,15 @@ use anyverbs::kit::{RawQp, device_init};
 use anyverbs::state::Cause;
 use anyverbs::{
     Caps, ConnParams, Connection, Error, ErrorKind, PostError, QpInit, QpState, RecvWr, Result,
-    SendFlags, SendOp, SendWr,
+    SendFlags, SendWr,
 };
-use smallvec::SmallVec;
 
 use super::connect::ConnCell;
 use super::cq::RawVerbsCq;
 use super::device::DeviceCore;
 use super::held::{Held, Kind};
 use crate::objects::{Pd, Qp, QpCaps, QpState as VState};
-use crate::raw::data_path::{self, Sge};
+use crate::raw::core_path;
 
 /// What the device's event threads reach of a QP: its verbs object and its tracked state.
 pub(crate) struct QpShared {
@@ -127,6 +126,16 @@ impl RawVerbsQp {
         })
     }
 
+    /// Runs `f` on the verbs QP itself, for measurements against raw verbs on the same QP
+    /// (the provider's benchmarks). WRs posted through it bypass the kit, which never learns of
+    /// them (a drain does not account for them): whoever posts them polls every one of their
+    /// completions from [`RawVerbsCq::verbs_cq`] before the QP is used through the kit again.
+    /// `Destroyed` once the device's QP is gone.
+    pub fn with_verbs_qp<T>(&self, f: impl FnOnce(&Qp) -> T) -> Result<T> {
+        let guard = self.shared.qp.read().unwrap_or_else(|e| e.into_inner());
+        Ok(f(guard.as_ref().ok_or_else(stopped)?))
+    }
+
     /// The QP number.
     pub(crate) fn shared_num(&self) -> u32 {
         self.num
@@ -216,72 +225,6 @@ pub(crate) fn remote_access(caps: Caps) -> anyverbs::Access {
     a
 }
 
-fn sge(s: &anyverbs::Sge) -> Sge {
-    Sge {
-        addr: s.addr,
-        length: s.length,
-        lkey: s.lkey,
-    }
-}
-
-fn op(wr: &SendWr<'_>) -> data_path::SendOp {
-    match wr.op() {
-        SendOp::Send => data_path::SendOp::Send,
-        SendOp::SendWithImm(imm) => data_path::SendOp::SendWithImm(imm),
-        SendOp::Write(r) => data_path::SendOp::Write {
-            remote_addr: r.addr,
-            rkey: r.rkey,
-        },
-        SendOp::WriteWithImm(r, imm) => data_path::SendOp::WriteWithImm {
-            remote_addr: r.addr,
-            rkey: r.rkey,
-            imm,
-        },
-        SendOp::Read(r) => data_path::SendOp::Read {
-            remote_addr: r.addr,
-            rkey: r.rkey,
-        },
-        SendOp::CompareSwap {
-            remote,
-            compare,
-            swap,
-        } => data_path::SendOp::CompareSwap {
-            remote_addr: remote.addr,
-            rkey: remote.rkey,
-            compare,
-            swap,
-        },
-        SendOp::FetchAdd { remote, add } => data_path::SendOp::FetchAdd {
-            remote_addr: remote.addr,
-            rkey: remote.rkey,
-            add,
-        },
-    }
-}
-
-fn flags(f: SendFlags) -> data_path::SendFlags {
-    data_path::SendFlags {
-        signaled: f.contains(SendFlags::SIGNALED),
-        inline: f.contains(SendFlags::INLINE),
-        fence: f.contains(SendFlags::FENCE),
-        solicited: f.contains(SendFlags::SOLICITED),
-    }
-}
-
-/// The SGEs of `wrs`, in order, and where each WR's begin.
-fn gather<'w>(
-    sgls: impl Iterator<Item = &'w [anyverbs::Sge]>,
-) -> (SmallVec<[Sge; 16]>, SmallVec<[usize; 17]>) {
-    let mut all = SmallVec::new();
-    let mut starts = SmallVec::new();
-    starts.push(0);
-    for sgl in sgls {
-        all.extend(sgl.iter().map(sge));
-        starts.push(all.len());
-    }
-    (all, starts)
-}
-
 impl RawQp for RawVerbsQp {
     type Cq = RawVerbsCq;
 
@@ -332,17 +275,6 @@ impl RawQp for RawVerbsQp {
     }
 
     fn post_send(&self, wrs: &[SendWr]) -> std::result::Result<(), PostError> {
-        let (sges, starts) = gather(wrs.iter().map(|w| w.sgl()));
-        let raw: SmallVec<[data_path::SendWr<'_>; 16]> = wrs
-            .iter()
-            .enumerate()
-            .map(|(i, w)| data_path::SendWr {
-                wr_id: w.wr_id,
-                op: op(w),
-                sges: &sges[starts[i]..starts[i + 1]],
-                flags: flags(w.flags),
-            })
-            .collect();
         // An inline SGE is read by the CPU at post time: it must lie in a region of the process
         // that stays registered for the whole post (regions leave the table, under the write
         // lock, before they are deregistered and freed).
@@ -378,12 +310,13 @@ impl RawQp for RawVerbsQp {
             return Err(PostError::new(0, stopped()));
         };
         self.check_postable(qp, true)?;
-        // SAFETY: every SGE the device reads or writes by DMA is checked by the device against
-        // the region its lkey names (bounds and rights); such memory stays valid while it is
-        // registered, and the device stops using it once deregistered. Inline SGEs, which the
-        // CPU reads, were checked above to lie in a registered region that cannot be
-        // deregistered before the post returns (the table's read lock is held).
-        let posted = unsafe { qp.post_send(&raw) };
+        // SAFETY: the QP is live (the read lock keeps it from being destroyed). Every SGE the
+        // device reads or writes by DMA is checked by the device against the region its lkey
+        // names (bounds and rights); such memory stays valid while it is registered, and the
+        // device stops using it once deregistered. Inline SGEs, which the CPU reads, were
+        // checked above to lie in a registered region that cannot be deregistered before the
+        // post returns (the table's read lock is held).
+        let posted = unsafe { core_path::post_send(qp.as_ptr(), wrs) };
         drop(regions);
         // The QP's lock is let go before a refused post is explained (that reads the state).
         drop(guard);
@@ -391,22 +324,14 @@ impl RawQp for RawVerbsQp {
     }
 
     fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
-        let (sges, starts) = gather(wrs.iter().map(|w| w.sgl()));
-        let raw: SmallVec<[data_path::RecvWr<'_>; 16]> = wrs
-            .iter()
-            .enumerate()
-            .map(|(i, w)| data_path::RecvWr {
-                wr_id: w.wr_id,
-                sges: &sges[starts[i]..starts[i + 1]],
-            })
-            .collect();
         let guard = self.shared.qp.read().unwrap_or_else(|e| e.into_inner());
         let Some(qp) = guard.as_ref() else {
             return Err(PostError::new(0, stopped()));
         };
         self.check_postable(qp, false)?;
-        // SAFETY: the device checks every SGE against the region its lkey names, as for sends.
-        let posted = unsafe { qp.post_recv(&raw) };
+        // SAFETY: the QP is live (read lock); the device checks every SGE against the region
+        // its lkey names, as for sends.
+        let posted = unsafe { core_path::post_recv(qp.as_ptr(), wrs) };
         drop(guard);
         posted.map_err(|e| self.refine(e, false))
     }

@@ -234,7 +234,7 @@ fn sg_list(base: *mut ibv_sge, len: usize, start: usize, n: usize) -> *mut ibv_s
 }
 
 /// A verbs WR struct that chains to the next through its `next` field.
-trait Chained: Sized {
+pub(crate) trait Chained: Sized {
     fn set_next(&mut self, next: *mut Self);
 }
 
@@ -252,7 +252,7 @@ impl Chained for ibv_recv_wr {
 
 /// Links `raw` into a null-terminated list (only now: the vector does not move any more), posts
 /// it with `post`, and says how many were posted if it failed.
-fn post_list<W: Chained>(
+pub(crate) fn post_list<W: Chained>(
     call: &str,
     raw: &mut [W],
     post: impl FnOnce(*mut W, &mut *mut W) -> libc::c_int,

@@ -6,6 +6,8 @@
 //! - [`data_path`]: sideway's post guards drop `ibv_post_send`'s `bad_wr`, so after a failed
 //!   batch nobody knows which WRs were posted — and a provider must never lose a WR. Its basic
 //!   poller polls a batch into its own buffer and loses whatever the caller does not iterate.
+//! - [`core_path`]: the same two calls in the core's types, building nothing but the verbs WR
+//!   structs (the core's SGE is an `ibv_sge`): what the provider posts and polls with.
 //! - [`async_events`]: sideway has no wrapper for `ibv_get_async_event`; and rdma-mummy-sys
 //!   declares the event's type as a Rust enum, which an event type newer than the bindings
 //!   would make undefined behaviour, so the event is read into a struct of our own with a plain
@@ -20,5 +22,6 @@
 
 pub mod async_events;
 pub mod cm;
+pub mod core_path;
 pub mod data_path;
 pub mod query;
