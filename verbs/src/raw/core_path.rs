@@ -190,18 +190,15 @@ pub fn opcode(n: u32) -> WcOpcode {
 
 fn completion(wc: &ibv_wc) -> Completion {
     let with_imm = wc.wc_flags & WC_WITH_IMM != 0;
+    // SAFETY: both members of the union are a u32, so reading either is sound; with
+    // IBV_WC_WITH_IMM set the member is the immediate data, in network order.
+    let imm = u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data });
     Completion {
         wr_id: wc.wr_id,
         status: status(wc.status),
         opcode: opcode(wc.opcode),
         byte_len: wc.byte_len,
-        // SAFETY: both members of the union are a u32; with IBV_WC_WITH_IMM set the member is
-        // the immediate data, in network order.
-        imm_data: if with_imm {
-            u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data })
-        } else {
-            0
-        },
+        imm_data: if with_imm { imm } else { 0 },
         flags: if with_imm {
             WcFlags::WITH_IMM
         } else {
