@@ -388,29 +388,30 @@ impl Injection {
         }
     }
 
-    /// Puts a device that was added back on another netdev back on its own (a delete of the
-    /// device there, which waits until its objects are released, then an add), within
-    /// `deadline`; nothing for a device already home.
+    /// Sends a device that was added back on another netdev home, within `deadline` for its
+    /// replug to finish; nothing for a device already home. The move itself — a delete where it
+    /// is, which waits until every process released the device's objects, then an add at home
+    /// — is made by the restorer process, never by this one: a process that deleted a device
+    /// it still held would wait for itself, uninterruptibly, and could not even exit. A fresh
+    /// provider waits (bounded) for the move ([`wait_for_restore`]).
     pub fn go_home(&mut self, deadline: Instant) -> Result<(), Error> {
         let unplugged = self.wait(deadline)?;
-        let home = &self.injector.home;
-        if unplugged.replugged_on.as_deref() == Some(home.as_str()) {
+        if unplugged.replugged_on.as_deref() == Some(self.injector.home.as_str()) {
             return Ok(());
         }
-        let name = &self.injector.entry.identity.name;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let listed = crate::netlink::list_devices(left.min(Duration::from_secs(2)))
-            .map_err(|e| crate::error::io_failed("listing the RDMA devices", e))?;
-        if let Some(d) = listed.iter().find(|d| &d.name == name) {
-            crate::netlink::delete_link(d.index, left)
-                .map_err(|e| crate::error::io_failed(&format!("rdma link delete {name}"), e))?;
+        match lock(&self.shared.0).restorer.take() {
+            Some(r) => {
+                r.send_home();
+                Ok(())
+            }
+            None => Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "{} is on {:?}, not home on {}, and no restorer process can move it",
+                    self.injector.entry.identity.name, unplugged.replugged_on, self.injector.home
+                ),
+            )),
         }
-        crate::netlink::add_link(name, self.injector.link_type, home, Duration::from_secs(10))
-            .map_err(|e| crate::error::io_failed(&format!("rdma link add {name}"), e))?;
-        if let Some(r) = lock(&self.shared.0).restorer.take() {
-            r.done();
-        }
-        Ok(())
     }
 
     /// Changes where the device goes back: at once if the delete already completed, else when
@@ -442,9 +443,10 @@ impl Drop for Injection {
 }
 
 /// The script of the process that puts a device back on its own netdev if the process that took
-/// it away ends first (a crash, a kill, an exit before the delete completed): it waits on a pipe
-/// from that process; `done` means that process let go of the injection alive (the device is
-/// home, or where it wants it), end of file means it ended without doing so. Then, for a minute at most, it puts the device home as soon as the
+/// it away ends first (a crash, a kill, an exit before the delete completed), or asks it to: it
+/// waits on a pipe from that process; `done` means that process let go of the injection alive
+/// (the device is home, or where it wants it), `home` asks for the move, end of file means the
+/// process ended without saying. Then, for a minute at most, it puts the device home as soon as the
 /// kernel lets it — deleting it where it is elsewhere, adding it once it is gone (a delete
 /// completes once the objects of the device are released). Arguments: name, link type, netdev,
 /// the `rdma` tool, the marker file to remove when done.
@@ -506,7 +508,8 @@ pub fn wait_for_restores(owner: &str, deadline: Instant) {
 /// taker dies before putting it back stays away.
 struct Restorer {
     pipe: Option<std::fs::File>,
-    marker: std::path::PathBuf,
+    /// Removed when the restorer is dropped, unless the restorer process removes it itself.
+    marker: Option<std::path::PathBuf>,
 }
 
 impl Restorer {
@@ -516,7 +519,10 @@ impl Restorer {
         let pipe = Self::start(name, link_type, netdev, &marker)
             .map_err(|e| tracing::warn!(%e, "no restorer process: a crash would leave {name} away"))
             .ok();
-        Restorer { pipe, marker }
+        Restorer {
+            pipe,
+            marker: Some(marker),
+        }
     }
 
     fn start(
@@ -564,6 +570,20 @@ impl Restorer {
     fn done(self) {
         drop(self);
     }
+
+    /// The restorer moves the device home now (and removes the marker once it is there).
+    fn send_home(mut self) {
+        if let Some(mut pipe) = self.pipe.take() {
+            use std::io::Write;
+            if pipe.write_all(b"home\n").is_ok() {
+                // The marker stays until the restorer process removes it: a fresh provider
+                // waits for the move.
+                self.marker = None;
+            }
+        }
+        // Without a restorer process nothing will move it: the drop removes the marker, so
+        // nobody waits for a move that will not come.
+    }
 }
 
 /// Dropped in a live process, the restorer is told it is done: only the end of the process
@@ -574,7 +594,9 @@ impl Drop for Restorer {
             use std::io::Write;
             let _ = pipe.write_all(b"done\n");
         }
-        let _ = std::fs::remove_file(&self.marker);
+        if let Some(marker) = self.marker.take() {
+            let _ = std::fs::remove_file(marker);
+        }
     }
 }
 
