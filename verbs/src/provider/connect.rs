@@ -44,6 +44,9 @@ enum Phase {
 pub(crate) struct Conn {
     id: CmId,
     phase: Phase,
+    /// The peer (or the network) ended the established connection: the CM reported it
+    /// disconnected.
+    peer_closed: bool,
     remote: SocketAddr,
     params: ConnParams,
 }
@@ -189,6 +192,7 @@ pub(crate) fn start(qp: &RawVerbsQp, remote: SocketAddr, params: &ConnParams) ->
     // In place before the first event can arrive.
     *qp.conn.lock() = Some(Conn {
         id,
+        peer_closed: false,
         phase: Phase::ResolvingAddress,
         remote,
         params: params.clone(),
@@ -247,6 +251,13 @@ fn step(
     event: CmEvent,
 ) -> Result<()> {
     match (event.kind, &conn.phase) {
+        // An established connection stays what it was: its end is an event of the device
+        // (reported by the hub), and the QP's state is the device's to change.
+        (CmEventKind::Disconnected, Phase::Established(_)) => {
+            conn.peer_closed = true;
+            Ok(())
+        }
+        (_, Phase::Established(_)) => Ok(()),
         (CmEventKind::AddrResolved, Phase::ResolvingAddress) => {
             let here = &core.info.identity;
             match conn.id.device() {
@@ -409,6 +420,7 @@ pub(crate) fn accept(qp: &RawVerbsQp, request: Request, params: &ConnParams) -> 
     // The connection is in place (and routed) before the CM can report on it.
     *qp.conn.lock() = Some(Conn {
         id,
+        peer_closed: false,
         phase: Phase::Requested,
         remote: peer,
         params: params_owned,
@@ -488,6 +500,12 @@ pub(crate) fn disconnect(qp: &RawVerbsQp, orderly: bool) -> Result<QpState> {
     if qp.core.flavor.app_moves_to_rts || !orderly {
         qp.with_qp(|q| q.to_state(VState::Error))?;
     }
-    conn.id.disconnect()?;
+    // Once the peer disconnected, the CM has answered it already; this side's request may be
+    // refused, and there is nothing left to tell.
+    if let Err(e) = conn.id.disconnect()
+        && !conn.peer_closed
+    {
+        return Err(e);
+    }
     Ok(qp.core.state_of(qp.verbs_state()?))
 }

@@ -1,0 +1,16 @@
+# In the test bed (scripts/test-all, step 5): provider-ib against rdma-core's own librdmacm
+# programs on rxe0, both ways. Each side is bounded; the script fails if either exchange does.
+A=10.11.12.13
+T=/usr/bin/timeout
+$T 60 rdma_server -s $A -p 7471 >/tmp/rdma_server.log 2>&1 &
+server=$!
+sleep 1
+$T 60 interop client $A 7471 rxe0 || { echo "interop: anyverbs client against rdma_server failed"; exit 1; }
+wait $server || { echo "interop: rdma_server failed:"; cat /tmp/rdma_server.log; exit 1; }
+echo "interop: anyverbs client against rdma_server: ok"
+$T 60 interop server $A 7472 rxe0 &
+server=$!
+sleep 2
+$T 60 rdma_client -s $A -p 7472 || { echo "interop: rdma_client against the anyverbs server failed"; exit 1; }
+wait $server || { echo "interop: the anyverbs server failed"; exit 1; }
+echo "interop: rdma_client against the anyverbs server: ok"
