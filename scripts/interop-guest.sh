@@ -14,3 +14,17 @@ sleep 2
 $T 60 rdma_client -s $A -p 7472 || { echo "interop: rdma_client against the anyverbs server failed"; exit 1; }
 wait $server || { echo "interop: the anyverbs server failed"; exit 1; }
 echo "interop: rdma_client against the anyverbs server: ok"
+# rping: the real one against anyverbs speaking its protocol (RDMA READ of the client's source,
+# RDMA WRITE into its sink, checked), both ways.
+$T 60 /usr/bin/rping -s -a $A -p 7474 -C 3 -S 64 -V >/tmp/rping_server.log 2>&1 &
+server=$!
+sleep 1
+$T 60 /opt/anyverbs/bin/rping client $A 7474 3 64 || { echo "interop: anyverbs rping client failed:"; cat /tmp/rping_server.log; exit 1; }
+wait $server
+echo "interop: anyverbs rping client against rping -s: ok"
+$T 60 /opt/anyverbs/bin/rping server $A 7475 &
+server=$!
+sleep 2
+$T 60 /usr/bin/rping -c -a $A -p 7475 -C 3 -S 64 -V || { echo "interop: rping -c against the anyverbs server failed"; exit 1; }
+wait $server || { echo "interop: the anyverbs rping server failed"; exit 1; }
+echo "interop: rping -c -V against the anyverbs rping server: ok"

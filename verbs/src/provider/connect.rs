@@ -300,6 +300,10 @@ fn step(
             Ok(())
         }
         (CmEventKind::ConnectResponse, Phase::Requested) if core.flavor.app_moves_to_rts => {
+            // INIT again first, as librdmacm does: before the connection existed, the CM's INIT
+            // attributes granted the peer no remote access; now they carry the negotiated
+            // rights (RDMA READ and atomics where responder resources were granted).
+            move_with_cm(qp, &conn.id, VState::Init, &conn.params)?;
             move_with_cm(qp, &conn.id, VState::Rtr, &conn.params)?;
             move_with_cm(qp, &conn.id, VState::Rts, &conn.params)?;
             conn.id.establish()?;
