@@ -19,10 +19,10 @@ echo "interop: rdma_client against the anyverbs server: ok"
 $T 60 /usr/bin/rping -s -a $A -p 7474 -C 3 -S 64 -V >/tmp/rping_server.log 2>&1 &
 server=$!
 sleep 1
-$T 60 /opt/anyverbs/bin/rping client $A 7474 3 64 || { echo "interop: anyverbs rping client failed:"; cat /tmp/rping_server.log; exit 1; }
+$T 60 /opt/anyverbs/bin/rping_peer client $A 7474 3 64 || { echo "interop: anyverbs rping_peer client failed:"; cat /tmp/rping_server.log; exit 1; }
 wait $server
 echo "interop: anyverbs rping client against rping -s: ok"
-$T 60 /opt/anyverbs/bin/rping server $A 7475 &
+$T 60 /opt/anyverbs/bin/rping_peer server $A 7475 &
 server=$!
 sleep 2
 $T 60 /usr/bin/rping -c -a $A -p 7475 -C 3 -S 64 -V || { echo "interop: rping -c against the anyverbs server failed"; exit 1; }

@@ -2,8 +2,8 @@
 //! real `rping` on the other side:
 //!
 //! ```sh
-//! rping server ADDR PORT          # for `rping -c -a ADDR -p PORT -C N -S SIZE -V`
-//! rping client ADDR PORT N SIZE   # against `rping -s -a ADDR -p PORT -C N -S SIZE -V`
+//! rping_peer server ADDR PORT          # for `rping -c -a ADDR -p PORT -C N -S SIZE -V`
+//! rping_peer client ADDR PORT N SIZE   # against `rping -s -a ADDR -p PORT -C N -S SIZE -V`
 //! ```
 //!
 //! Each ping: the client advertises its source buffer (address, rkey, length: 16 bytes,
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         args.get(1).and_then(|a| a.parse::<IpAddr>().ok()),
         args.get(2).and_then(|a| a.parse::<u16>().ok()),
     ) else {
-        eprintln!("usage: rping server ADDR PORT | rping client ADDR PORT COUNT SIZE");
+        eprintln!("usage: rping_peer server ADDR PORT | rping_peer client ADDR PORT COUNT SIZE");
         return ExitCode::from(2);
     };
     let count = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3);
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     match run(role, SocketAddr::new(ip, port), count, size) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rping {role}: {e}");
+            eprintln!("rping_peer {role}: {e}");
             ExitCode::FAILURE
         }
     }
