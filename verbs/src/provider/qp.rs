@@ -281,7 +281,7 @@ impl RawQp for RawVerbsQp {
         let inline = wrs.iter().any(|w| w.flags.contains(SendFlags::INLINE));
         let regions = inline.then(|| self.core.regions.read().unwrap_or_else(|e| e.into_inner()));
         if let Some(regions) = &regions {
-            for (i, w) in wrs.iter().enumerate() {
+            for w in wrs {
                 if !w.flags.contains(SendFlags::INLINE) {
                     continue;
                 }
@@ -293,8 +293,9 @@ impl RawQp for RawVerbsQp {
                                 .is_some_and(|end| end <= len as u64)
                     });
                     if !inside {
+                        // Nothing of the batch was posted yet: none of it was accepted.
                         return Err(PostError::new(
-                            i,
+                            0,
                             Error::invalid_argument(format!(
                                 "an inline SGE ({} bytes at {:#x}, lkey {:#x}) does not lie in a \
                                  region of this device",
