@@ -52,6 +52,15 @@ pub fn cases<P: Provider>() -> Vec<Case<P>> {
             run: CaseFn::Plain(rdma_read::<P>),
         },
         Case {
+            name: "data::remote_access_both_ways",
+            description: "The passive side's RDMA READ (and atomic, where the device has them) on \
+                          the active side's memory works as the active side's does: both QPs grant \
+                          the remote rights the connection negotiated (librdmacm re-applies INIT \
+                          once connected; a provider that does not leaves the active QP with none).",
+            needs: Needs::caps(Caps::RDMA_READ),
+            run: CaseFn::Plain(remote_access_both_ways::<P>),
+        },
+        Case {
             name: "data::atomic_compare_swap",
             description: "A compare-and-swap that finds the compare value swaps the target and \
                           returns the old value; one that does not returns the value found and \
@@ -306,6 +315,38 @@ fn rdma_read<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         "bytes read into the scatter list"
     );
     ctx.expect_quiet(&pair.cq_b, Duration::from_millis(20))
+}
+
+fn remote_access_both_ways<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
+    let pair = ctx.pair()?;
+    let access = Access::LOCAL_WRITE | Access::REMOTE_READ | Access::REMOTE_ATOMIC;
+    let at_a = ctx.mr(&pair.pd, 1024, access)?;
+    let local = ctx.mr_filled(&pair.pd, 512, 0)?;
+    let msg = pattern(9, 128);
+    at_a.write(300, &msg)?;
+    // The passive side reads the active side's memory: the target is QP a.
+    let sgl = [local.sge(0, 128)];
+    pair.b
+        .post_send(&[SendWr::new(7, SendOp::Read(at_a.remote(300)), &sgl)])?;
+    let s = ctx.completion(&pair.cq_b)?;
+    ctx.expect_status(&s, 7, WcStatus::Success)?;
+    ensure_eq!(s.opcode, WcOpcode::RdmaRead, "opcode of b's READ");
+    ensure_eq!(&ctx.contents(&local)?[..128], &msg[..], "bytes b read from a");
+    if ctx.info().caps.contains(Caps::ATOMICS) {
+        let at = atomic_offset(&at_a, 16);
+        at_a.write(at, &40u64.to_ne_bytes())?;
+        pair.b.post_send(&[SendWr::fetch_add(
+            8,
+            local.sge(256, ATOMIC_LEN),
+            at_a.remote(at),
+            2,
+        )])?;
+        let s = ctx.completion(&pair.cq_b)?;
+        ctx.expect_status(&s, 8, WcStatus::Success)?;
+        ensure_eq!(read_u64(&at_a, at)?, 42, "a's value after b's fetch-and-add");
+        ensure_eq!(read_u64(&local, 256)?, 40, "the value b fetched");
+    }
+    ctx.expect_quiet(&pair.cq_a, Duration::from_millis(20))
 }
 
 /// The first offset at or after `at` whose address in `mr` is 8-byte aligned, as an atomic's
