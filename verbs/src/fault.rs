@@ -192,6 +192,7 @@ impl FaultInjector {
                     &self.home,
                     &self.owner,
                 )),
+                home_when_added: false,
                 outcome: None,
                 delete_failed: None,
             }),
@@ -249,6 +250,11 @@ impl FaultInjector {
                 };
                 if home_again && let Some(r) = st.restorer.take() {
                     r.done();
+                } else if st.home_when_added
+                    && outcome.is_ok()
+                    && let Some(r) = st.restorer.take()
+                {
+                    r.send_home();
                 }
                 st.outcome = Some(outcome);
                 drop(st);
@@ -300,6 +306,8 @@ struct Shared {
     abandoned: bool,
     /// The restorer, until the device is back on its own netdev.
     restorer: Option<Restorer>,
+    /// Send the device home once it was added back elsewhere ([`Injection::go_home_later`]).
+    home_when_added: bool,
     /// What the worker did: how long the delete took and where the device was added back.
     outcome: Option<Result<(Duration, Option<String>), String>>,
     /// Why the delete itself failed, if it did (then nothing was removed).
@@ -414,6 +422,29 @@ impl Injection {
         }
     }
 
+    /// [`go_home`](Self::go_home) without waiting: the device is sent home by the restorer
+    /// process as soon as it was added back elsewhere, now if it already was; a device going
+    /// home anyway is left to it.
+    pub fn go_home_later(&self) {
+        let mut st = lock(&self.shared.0);
+        st.home_when_added = true;
+        let elsewhere = matches!(&st.outcome, Some(Ok((_, Some(n)))) if *n != self.injector.home);
+        if elsewhere && let Some(r) = st.restorer.take() {
+            r.send_home();
+        }
+    }
+
+    /// The name of the device it took away.
+    pub fn device_name(&self) -> &str {
+        &self.injector.entry.identity.name
+    }
+
+    /// Whether the injection is over: the device is back home, or the delete failed.
+    pub fn is_settled(&self) -> bool {
+        let st = lock(&self.shared.0);
+        st.restorer.is_none() && st.outcome.is_some()
+    }
+
     /// Changes where the device goes back: at once if the delete already completed, else when
     /// it does. No effect once the device was put back.
     pub fn replug(&self, replug: Replug) {
@@ -474,13 +505,69 @@ fn restore_marker(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("anyverbs-restoring-{name}"))
 }
 
+/// The owners of live injectors in this process ([`register_owner`]).
+static LIVE_OWNERS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records `owner` as a live injector of this process: a device it took away is away on
+/// purpose, and nobody waits for it ([`wait_for_restore`]) until [`unregister_owner`].
+pub fn register_owner(owner: &str) {
+    LIVE_OWNERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(owner.to_owned());
+}
+
+/// `owner` is gone: a device it left away is being put back, and is waited for.
+pub fn unregister_owner(owner: &str) {
+    LIVE_OWNERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|o| o != owner);
+}
+
+/// Whether the process `pid` is running (not gone, not a zombie).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which is in parentheses and may hold any byte.
+            let after = stat.rsplit_once(')')?.1;
+            after
+                .split_whitespace()
+                .next()
+                .map(|s| !matches!(s, "Z" | "X"))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether the injector `holder` of a marker is still at work: a live injector of this
+/// process, or any injector of another running process (its fault is on purpose). A holder of
+/// this process that is no longer registered, or of a process that ended, left the device to
+/// be put back.
+fn holder_at_work(holder: &str) -> bool {
+    let pid = holder.split(':').next().and_then(|p| p.parse::<u32>().ok());
+    match pid {
+        Some(pid) if pid == std::process::id() => {
+            !holder.contains(':')
+                || LIVE_OWNERS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .any(|o| o == holder)
+        }
+        Some(pid) => process_alive(pid),
+        None => false,
+    }
+}
+
 /// Waits, until `deadline` at most, while the device called `name` is away because of a fault
-/// injected by someone other than `owner` (an earlier test's provider, a process that ended)
-/// and is being put back. A device the caller took away itself is not waited for.
+/// whose injector is gone — an earlier test's provider, a process that ended — and is being put
+/// back. A device taken away on purpose by an injector still at work (this caller, another
+/// live provider, another running process) is not waited for.
 pub fn wait_for_restore(name: &str, owner: &str, deadline: Instant) {
     let marker = restore_marker(name);
     while let Ok(holder) = std::fs::read_to_string(&marker) {
-        if holder == owner || Instant::now() >= deadline {
+        if holder == owner || holder_at_work(&holder) || Instant::now() >= deadline {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -331,7 +331,11 @@ fn remote_access_both_ways<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
     let s = ctx.completion(&pair.cq_b)?;
     ctx.expect_status(&s, 7, WcStatus::Success)?;
     ensure_eq!(s.opcode, WcOpcode::RdmaRead, "opcode of b's READ");
-    ensure_eq!(&ctx.contents(&local)?[..128], &msg[..], "bytes b read from a");
+    ensure_eq!(
+        &ctx.contents(&local)?[..128],
+        &msg[..],
+        "bytes b read from a"
+    );
     if ctx.info().caps.contains(Caps::ATOMICS) {
         let at = atomic_offset(&at_a, 16);
         at_a.write(at, &40u64.to_ne_bytes())?;
@@ -343,7 +347,11 @@ fn remote_access_both_ways<P: Provider>(ctx: &Ctx<'_, P>) -> CaseResult {
         )])?;
         let s = ctx.completion(&pair.cq_b)?;
         ctx.expect_status(&s, 8, WcStatus::Success)?;
-        ensure_eq!(read_u64(&at_a, at)?, 42, "a's value after b's fetch-and-add");
+        ensure_eq!(
+            read_u64(&at_a, at)?,
+            42,
+            "a's value after b's fetch-and-add"
+        );
         ensure_eq!(read_u64(&local, 256)?, 40, "the value b fetched");
     }
     ctx.expect_quiet(&pair.cq_a, Duration::from_millis(20))

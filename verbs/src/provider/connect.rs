@@ -163,6 +163,17 @@ fn move_with_cm(qp: &QpShared, id: &CmId, state: VState, params: &ConnParams) ->
 
 /// Whether `qp` may start a connection: in its initial state or INIT, with none in progress.
 pub(crate) fn check_unconnected(qp: &RawVerbsQp) -> Result<()> {
+    let guard = qp.conn.lock();
+    check_unconnected_locked(qp, &guard)
+}
+
+/// [`check_unconnected`] with the connection's lock held (`conn` is what it guards).
+fn check_unconnected_locked(qp: &RawVerbsQp, conn: &Option<Conn>) -> Result<()> {
+    if conn.is_some() {
+        return Err(Error::invalid_state(
+            "the QP already has a connection (in progress, made or failed): reset it first",
+        ));
+    }
     let state = qp.verbs_state()?;
     if !matches!(state, VState::Reset | VState::Init) {
         return Err(Error::invalid_state(format!(
@@ -170,11 +181,6 @@ pub(crate) fn check_unconnected(qp: &RawVerbsQp) -> Result<()> {
             qp.shared_num(),
             qp.core.state_of(state)
         )));
-    }
-    if qp.conn.lock().is_some() {
-        return Err(Error::invalid_state(
-            "the QP already has a connection (in progress, made or failed): reset it first",
-        ));
     }
     Ok(())
 }
@@ -185,19 +191,21 @@ pub(crate) fn start(qp: &RawVerbsQp, remote: SocketAddr, params: &ConnParams) ->
     let core = &qp.core;
     core.check()?;
     params.check(&core.info.limits, MAX_CONNECT_PRIVATE_DATA)?;
-    check_unconnected(qp)?;
     let source = SocketAddr::new(core.address()?, 0);
+    // Checked and installed under one hold of the connection's lock: of two connects racing on
+    // one QP, one starts and the other is refused.
+    let mut guard = qp.conn.lock();
+    check_unconnected_locked(qp, &guard)?;
     let id = core.hub.create_id()?;
     let token = id.token();
     // In place before the first event can arrive.
-    *qp.conn.lock() = Some(Conn {
+    *guard = Some(Conn {
         id,
         peer_closed: false,
         phase: Phase::ResolvingAddress,
         remote,
         params: params.clone(),
     });
-    let mut guard = qp.conn.lock();
     let conn = guard.as_mut().expect("just put there");
     qp.route(&conn.id);
     if let Err(e) = conn.id.resolve_addr(Some(source), remote, RESOLVE_TIMEOUT) {
@@ -388,13 +396,13 @@ pub(crate) struct Request {
 }
 
 /// Accepts `request` onto `qp`: the QP is moved with the CM's attributes (to RTS on
-/// InfiniBand/RoCE; on iWARP the kernel does it once the MPA exchange is done, which is waited
-/// for), then the CM answers the requester.
+/// InfiniBand/RoCE; on iWARP the kernel does it once the MPA exchange is done), the CM answers
+/// the requester, and the accept returns once the CM reports the connection established
+/// (bounded).
 pub(crate) fn accept(qp: &RawVerbsQp, request: Request, params: &ConnParams) -> Result<()> {
     let core: &Arc<DeviceCore> = &qp.core;
     core.check()?;
     params.check(&core.info.limits, MAX_ACCEPT_PRIVATE_DATA)?;
-    check_unconnected(qp)?;
     let Request {
         id,
         peer,
@@ -420,16 +428,17 @@ pub(crate) fn accept(qp: &RawVerbsQp, request: Request, params: &ConnParams) -> 
         ),
     };
     let token = id.token();
-    let params_owned = params.clone();
-    // The connection is in place (and routed) before the CM can report on it.
-    *qp.conn.lock() = Some(Conn {
+    // Checked again and installed under one hold of the lock; in place (and routed) before
+    // the CM can report on it.
+    let mut guard = qp.conn.lock();
+    check_unconnected_locked(qp, &guard)?;
+    *guard = Some(Conn {
         id,
         peer_closed: false,
         phase: Phase::Requested,
         remote: peer,
-        params: params_owned,
+        params: params.clone(),
     });
-    let mut guard = qp.conn.lock();
     let conn = guard.as_mut().expect("just put there");
     qp.route(&conn.id);
     let run = |conn: &Conn| -> Result<()> {
@@ -452,10 +461,9 @@ pub(crate) fn accept(qp: &RawVerbsQp, request: Request, params: &ConnParams) -> 
         core.hub.unroute(token);
         return Err(e);
     }
-    if core.flavor.app_moves_to_rts {
-        conn.phase = Phase::Established(mine);
-        return Ok(());
-    }
+    // Established once the CM says so (the requester's RTU on InfiniBand/RoCE, the end of the
+    // MPA exchange on iWARP): until then the kernel would not send a DREQ for a disconnect,
+    // and the requester would never hear of it.
     conn.phase = Phase::Accepting(mine);
     let deadline = Instant::now() + ESTABLISH_TIMEOUT;
     loop {

@@ -162,10 +162,13 @@ fn read(
         match to {
             To::Inbox(inbox) => inbox.push(event),
             To::Driver(driver, qp_num) => {
-                if event.kind == CmEventKind::Disconnected {
+                // The connection learns of its end before the ULP does: a ULP that reacts to
+                // the event (disconnects, waits) finds the connection already knowing it.
+                let ended = event.kind == CmEventKind::Disconnected;
+                driver.on_event(event);
+                if ended {
                     sink(DeviceEvent::Disconnected { qp_num });
                 }
-                driver.on_event(event);
             }
             // A request on a listener already gone: dropping its ID rejects it.
             To::Nobody => {}

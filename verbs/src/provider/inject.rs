@@ -35,12 +35,14 @@ impl Default for Faults {
     fn default() -> Self {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(1);
+        let owner = format!(
+            "{}:{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        crate::fault::register_owner(&owner);
         Faults {
-            owner: format!(
-                "{}:{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ),
+            owner,
             unplugged: Arc::default(),
             returning: Arc::default(),
             homes: Arc::default(),
@@ -48,12 +50,13 @@ impl Default for Faults {
     }
 }
 
+/// How long a provider that goes away waits for a delete it caused to complete (see
+/// [`Faults::restore`]).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a provider waits for a device an earlier provider or process took away to be put
 /// back before it looks at the devices.
 pub(crate) const RESTORE_WAIT: Duration = Duration::from_secs(15);
-
-/// How long a provider that goes away waits for the devices it took away to be back.
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The spare netdev configured for `device`, if it exists.
 fn spare_for(device: &str) -> Option<String> {
@@ -86,29 +89,44 @@ impl Faults {
     }
 
     fn returning(&self, injection: Injection) {
-        self.returning
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(injection);
+        let mut returning = self.returning.lock().unwrap_or_else(|e| e.into_inner());
+        // Those that are over are let go (a long-lived provider resets many times).
+        returning.retain(|i| !i.is_settled());
+        returning.push(injection);
     }
 
-    /// Puts back every device this provider took away, on its own netdev unless it was told
-    /// otherwise, and waits (bounded) until they are back: whoever injects restores, so one
-    /// case cannot leave the device missing for the next. The deletes complete once the
-    /// device's objects are released — by the time the provider goes, they are.
-    pub(crate) fn restore(&self) {
+    /// Puts back every device this provider took away, on its own netdev: an unplugged device
+    /// is replugged when its delete completes, one on a spare netdev is sent home by its
+    /// restorer process. Whoever injects restores, so one case cannot leave the device away
+    /// for the next; a fresh provider waits (bounded) while a device is being put back
+    /// ([`crate::fault::wait_for_restores`]).
+    ///
+    /// A delete still under way is waited for (at most [`RESTORE_TIMEOUT`]) when this process
+    /// holds nothing of the device any more (`held`): it completes in a moment, once librdmacm
+    /// let go, and a process must not exit with it pending — the deleting thread would wait,
+    /// uninterruptibly, for this very process's files, which close only once every thread has
+    /// ended. While the ULP still holds objects of the device (it dropped the provider first),
+    /// nothing is waited for: the delete completes, and the device comes back, when it lets go.
+    pub(crate) fn restore(&self, held: &super::held::HeldBook) {
         let deadline = Instant::now() + RESTORE_TIMEOUT;
-        let unplugged: Vec<Injection> = self.lock().drain().map(|(_, i)| i).collect();
-        for i in &unplugged {
+        let unplugged: Vec<(String, Injection)> = self.lock().drain().collect();
+        for (_, i) in &unplugged {
             i.replug(Replug::SameNetdev);
         }
         let returning =
             std::mem::take(&mut *self.returning.lock().unwrap_or_else(|e| e.into_inner()));
-        for mut injection in unplugged.into_iter().chain(returning) {
-            if let Err(e) = injection.go_home(deadline) {
-                tracing::warn!(%e, "a device taken away by a fault is not back home");
+        for (name, mut injection) in unplugged
+            .into_iter()
+            .chain(returning.into_iter().map(|i| (i.device_name().to_owned(), i)))
+        {
+            if held.of(&name).is_empty()
+                && let Err(e) = injection.wait(deadline)
+            {
+                tracing::warn!(%e, "a device taken away by a fault is not back");
             }
+            injection.go_home_later();
         }
+        crate::fault::unregister_owner(&self.owner);
     }
 
     pub(crate) fn inject(

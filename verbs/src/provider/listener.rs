@@ -36,6 +36,14 @@ impl std::fmt::Debug for VerbsListener {
 
 impl VerbsListener {
     pub(crate) fn listen(core: &Arc<DeviceCore>, addr: SocketAddr) -> Result<VerbsListener> {
+        // A wildcard address would take the requests of every device, which this device's
+        // QPs cannot accept.
+        if addr.ip().is_unspecified() {
+            return Err(Error::invalid_argument(format!(
+                "{addr}: a listener listens on one of its device's addresses (see \
+                 Device::ports), not on a wildcard"
+            )));
+        }
         let id = core.hub.create_id()?;
         let inbox = Arc::new(Inbox::default());
         core.hub.route(id.token(), Route::Listener(inbox.clone()));
@@ -50,7 +58,6 @@ impl VerbsListener {
                         here.name
                     )));
                 }
-                None if addr.ip().is_unspecified() => {}
                 None => {
                     return Err(Error::invalid_argument(format!(
                         "{addr} is not an address of an RDMA device"

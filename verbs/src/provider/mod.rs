@@ -105,7 +105,7 @@ struct ProviderShared {
 
 impl Drop for ProviderShared {
     fn drop(&mut self) {
-        self.faults.restore();
+        self.faults.restore(&self.held);
     }
 }
 

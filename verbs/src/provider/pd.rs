@@ -182,13 +182,16 @@ impl RawMr for RawVerbsMr {
     fn destroy(&self) -> Result<()> {
         // Out of the inline check first (a post reading it holds the read lock), then
         // deregistered (ibv_dereg_mr), then — for memory the region owns — freed.
-        self.core
-            .regions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.lkey);
-        let mr = self.mr.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(mr);
+        let mut mr = self.mr.lock().unwrap_or_else(|e| e.into_inner());
+        if mr.is_some() {
+            // Only while registered: after that the lkey may belong to a newer region.
+            self.core
+                .regions
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.lkey);
+        }
+        drop(mr.take());
         Ok(())
     }
 }
