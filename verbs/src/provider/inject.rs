@@ -101,12 +101,13 @@ impl Faults {
     /// for the next; a fresh provider waits (bounded) while a device is being put back
     /// ([`crate::fault::wait_for_restores`]).
     ///
-    /// A delete still under way is waited for (at most [`RESTORE_TIMEOUT`]) when this process
-    /// holds nothing of the device any more (`held`): it completes in a moment, once librdmacm
-    /// let go, and a process must not exit with it pending — the deleting thread would wait,
-    /// uninterruptibly, for this very process's files, which close only once every thread has
-    /// ended. While the ULP still holds objects of the device (it dropped the provider first),
-    /// nothing is waited for: the delete completes, and the device comes back, when it lets go.
+    /// A delete still under way is waited for, at most [`RESTORE_TIMEOUT`]: a process must not
+    /// exit with one pending — the deleting thread waits, uninterruptibly, for this very
+    /// process's files, which close only once every thread has ended, so the process could
+    /// never end and the device never return. Normally it completes in a moment (the ULP
+    /// released its objects, librdmacm lets go within 200 ms). A ULP that drops the provider
+    /// while it still holds objects of the device makes this wait the whole timeout (`held`
+    /// says so in the log); the out-of-process delete that would spare it is not built yet.
     pub(crate) fn restore(&self, held: &super::held::HeldBook) {
         let deadline = Instant::now() + RESTORE_TIMEOUT;
         let unplugged: Vec<(String, Injection)> = self.lock().drain().collect();
@@ -115,14 +116,17 @@ impl Faults {
         }
         let returning =
             std::mem::take(&mut *self.returning.lock().unwrap_or_else(|e| e.into_inner()));
-        for (name, mut injection) in unplugged
-            .into_iter()
-            .chain(returning.into_iter().map(|i| (i.device_name().to_owned(), i)))
-        {
-            if held.of(&name).is_empty()
-                && let Err(e) = injection.wait(deadline)
-            {
-                tracing::warn!(%e, "a device taken away by a fault is not back");
+        for (name, mut injection) in unplugged.into_iter().chain(
+            returning
+                .into_iter()
+                .map(|i| (i.device_name().to_owned(), i)),
+        ) {
+            if let Err(e) = injection.wait(deadline) {
+                tracing::warn!(
+                    %e,
+                    held = ?held.of(&name),
+                    "a device taken away by a fault is not back"
+                );
             }
             injection.go_home_later();
         }
