@@ -16,7 +16,7 @@ pub(super) enum Pumped<E> {
 }
 
 /// How long the pump waits in the plugin before it checks whether anyone still listens.
-const PUMP_POLL: Duration = Duration::from_millis(50);
+pub(super) const PUMP_POLL: Duration = Duration::from_millis(50);
 
 /// Relays a plugin's event stream into a stream of this program: a thread waits in the plugin
 /// and publishes what it gets, so the stream offers everything a provider's own does

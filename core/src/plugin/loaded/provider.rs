@@ -43,6 +43,25 @@ impl std::fmt::Debug for LoadedProvider {
     }
 }
 
+/// Released where it is dropped, as a linked provider is: when this was the program's last hold
+/// on the provider (no device or other handle of it left), the event relays — which watch that
+/// hold and let go of the provider within one poll — are waited for, briefly, so that the
+/// provider's own teardown (a real provider puts back the devices its faults took away) runs
+/// before this drop returns, not on a relay thread a moment later, when the program may be
+/// exiting.
+impl Drop for LoadedProvider {
+    fn drop(&mut self) {
+        self._user = Arc::new(());
+        if self.shared.users.strong_count() > 0 {
+            return;
+        }
+        let deadline = std::time::Instant::now() + 20 * super::events::PUMP_POLL;
+        while Arc::strong_count(&self.shared) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
 impl LoadedProvider {
     /// Wraps a fresh provider handle, checking the name and transport it reports; on an error
     /// the handle is released.
