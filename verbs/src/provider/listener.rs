@@ -19,7 +19,8 @@ use crate::cm::CmId;
 /// rejects the requests not yet accepted.
 pub struct VerbsListener {
     core: Arc<DeviceCore>,
-    id: CmId,
+    /// The listening ID; taken (destroyed) first when the listener is dropped.
+    id: Option<CmId>,
     inbox: Arc<Inbox>,
     addr: SocketAddr,
     pending: Mutex<HashMap<u64, Request>>,
@@ -71,7 +72,7 @@ impl VerbsListener {
             Ok(bound) => Ok(VerbsListener {
                 _held: core.held.another(Kind::Listener),
                 core: core.clone(),
-                id,
+                id: Some(id),
                 inbox,
                 addr: bound,
                 pending: Mutex::default(),
@@ -182,7 +183,9 @@ impl Listener<VerbsProvider> for VerbsListener {
 
 impl Drop for VerbsListener {
     fn drop(&mut self) {
-        self.core.hub.unroute(self.id.token());
+        if let Some(id) = &self.id {
+            self.core.hub.unroute(id.token());
+        }
         let pending: Vec<Request> = self
             .pending
             .lock()
@@ -192,6 +195,11 @@ impl Drop for VerbsListener {
             .collect();
         for r in pending {
             let _ = r.id.reject(&[]);
+        }
+        drop(self.id.take());
+        if self.core.life.is_lost() {
+            // See RawVerbsQp::end_connection: the last ID on a removed device.
+            crate::cm::forget_removed_devices();
         }
     }
 }
