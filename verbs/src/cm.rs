@@ -138,11 +138,8 @@ impl Drop for CmChannel {
 pub const JANITOR_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How many looks in a row, after a removal, the janitor has librdmacm forget removed devices
-/// (30 seconds' worth): librdmacm closes its context on a removed device only once no ID of
-/// the process uses it any more, and a ULP may take a while to release its connections (a
-/// supervisor stopping a service waits up to its stop deadline), so the janitor keeps asking
-/// for as long as a delete plausibly waits on this process.
-const JANITOR_REPEATS: u32 = 150;
+/// (one second's worth).
+const JANITOR_REPEATS: u32 = 5;
 
 /// Starts, once per process, the thread that keeps librdmacm from holding removed devices open:
 /// it lists the kernel's devices every [`JANITOR_INTERVAL`] (RDMA netlink: cheap, opens nothing)

@@ -114,12 +114,6 @@ impl RawVerbsQp {
         let conn = self.conn.lock().take();
         if let Some(conn) = conn {
             self.core.hub.unroute(conn.id.token());
-            drop(conn);
-            // The last ID on a removed device lets librdmacm close its context on it, which
-            // the kernel's delete waits for: have it look now.
-            if self.core.life.is_lost() {
-                crate::cm::forget_removed_devices();
-            }
         }
     }
 

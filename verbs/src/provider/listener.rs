@@ -19,8 +19,7 @@ use crate::cm::CmId;
 /// rejects the requests not yet accepted.
 pub struct VerbsListener {
     core: Arc<DeviceCore>,
-    /// The listening ID; taken (destroyed) first when the listener is dropped.
-    id: Option<CmId>,
+    id: CmId,
     inbox: Arc<Inbox>,
     addr: SocketAddr,
     pending: Mutex<HashMap<u64, Request>>,
@@ -72,7 +71,7 @@ impl VerbsListener {
             Ok(bound) => Ok(VerbsListener {
                 _held: core.held.another(Kind::Listener),
                 core: core.clone(),
-                id: Some(id),
+                id,
                 inbox,
                 addr: bound,
                 pending: Mutex::default(),
@@ -183,9 +182,7 @@ impl Listener<VerbsProvider> for VerbsListener {
 
 impl Drop for VerbsListener {
     fn drop(&mut self) {
-        if let Some(id) = &self.id {
-            self.core.hub.unroute(id.token());
-        }
+        self.core.hub.unroute(self.id.token());
         let pending: Vec<Request> = self
             .pending
             .lock()
@@ -195,11 +192,6 @@ impl Drop for VerbsListener {
             .collect();
         for r in pending {
             let _ = r.id.reject(&[]);
-        }
-        drop(self.id.take());
-        if self.core.life.is_lost() {
-            // See RawVerbsQp::end_connection: the last ID on a removed device.
-            crate::cm::forget_removed_devices();
         }
     }
 }
