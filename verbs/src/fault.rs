@@ -396,35 +396,13 @@ impl Injection {
         }
     }
 
-    /// Sends a device that was added back on another netdev home, within `deadline` for its
-    /// replug to finish; nothing for a device already home. The move itself — a delete where it
-    /// is, which waits until every process released the device's objects, then an add at home
-    /// — is made by the restorer process, never by this one: a process that deleted a device
-    /// it still held would wait for itself, uninterruptibly, and could not even exit. A fresh
-    /// provider waits (bounded) for the move ([`wait_for_restore`]).
-    pub fn go_home(&mut self, deadline: Instant) -> Result<(), Error> {
-        let unplugged = self.wait(deadline)?;
-        if unplugged.replugged_on.as_deref() == Some(self.injector.home.as_str()) {
-            return Ok(());
-        }
-        match lock(&self.shared.0).restorer.take() {
-            Some(r) => {
-                r.send_home();
-                Ok(())
-            }
-            None => Err(Error::new(
-                ErrorKind::Other,
-                format!(
-                    "{} is on {:?}, not home on {}, and no restorer process can move it",
-                    self.injector.entry.identity.name, unplugged.replugged_on, self.injector.home
-                ),
-            )),
-        }
-    }
-
-    /// [`go_home`](Self::go_home) without waiting: the device is sent home by the restorer
-    /// process as soon as it was added back elsewhere, now if it already was; a device going
-    /// home anyway is left to it.
+    /// Sends a device that was (or will be) added back on another netdev home: the move — a
+    /// delete where it is, which waits until every process released the device's objects, then
+    /// an add at home — is made by the restorer process, never by this one (a process that
+    /// deleted a device it still held would wait for itself, uninterruptibly). It happens as
+    /// soon as the device was added back elsewhere, now if it already was; a device going home
+    /// anyway is left to it. A fresh provider waits (bounded) for the move
+    /// ([`wait_for_restore`]).
     pub fn go_home_later(&self) {
         let mut st = lock(&self.shared.0);
         st.home_when_added = true;

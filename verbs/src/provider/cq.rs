@@ -78,10 +78,6 @@ fn poll_fds(fds: &[RawFd], timeout: Duration) -> Result<Vec<bool>> {
     Ok(pfds.iter().map(|p| p.revents != 0).collect())
 }
 
-struct CqState {
-    cq: Option<Arc<Cq>>,
-}
-
 /// A completion queue of the device: `ibv_cq`, with the notification the kit's waits use.
 ///
 /// A CQ the ULP created on its own channel is armed and read by the ULP only; a wait on it polls
@@ -89,7 +85,8 @@ struct CqState {
 /// once more (what arrived before the arm fires nothing), then sleeps on the channel.
 pub struct RawVerbsCq {
     core: Arc<DeviceCore>,
-    state: Mutex<CqState>,
+    /// The verbs CQ; `None` once destroyed.
+    state: Mutex<Option<Arc<Cq>>>,
     num: u32,
     key: usize,
     /// The private channel, and whether the CQ is armed on it.
@@ -138,7 +135,7 @@ impl RawVerbsCq {
         Ok(RawVerbsCq {
             num: core.number_cq(key),
             key,
-            state: Mutex::new(CqState { cq: Some(cq) }),
+            state: Mutex::new(Some(cq)),
             private: private.map(|p| (p, Mutex::new(false))),
             wake: Wake::new()?,
             _held: core.held.another(Kind::Cq),
@@ -158,7 +155,6 @@ impl RawVerbsCq {
         self.state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .cq
             .clone()
             .ok_or_else(|| Error::destroyed("completion queue"))
     }
@@ -188,7 +184,7 @@ impl RawCq for RawVerbsCq {
 
     fn poll(&self, out: &mut [Completion]) -> Result<usize> {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(cq) = &st.cq else {
+        let Some(cq) = &*st else {
             return Err(Error::destroyed("completion queue"));
         };
         // SAFETY: the CQ is live (held under the lock) and this lock makes this the only poller
@@ -267,12 +263,7 @@ impl RawCq for RawVerbsCq {
     }
 
     fn destroy(&self) -> Result<()> {
-        let cq = self
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cq
-            .take();
+        let cq = self.state.lock().unwrap_or_else(|e| e.into_inner()).take();
         if cq.is_some() {
             self.core.forget_cq(self.key);
         }
