@@ -4,6 +4,9 @@
 //!
 //! - `raw_verbs`: `ibv_post_recv`, `ibv_post_send` and `ibv_poll_cq` called directly on the
 //!   pair's own QPs and CQs, with WRs built once (what a C program does): the baseline;
+//! - `provider_raw`: the same QPs through the provider's raw objects (`RawQp`, `RawCq`: the core's
+//!   WRs converted, the tracked state checked, no kit), to tell the provider's cost from the
+//!   kit's;
 //! - `anyverbs`: the same QPs through the provider (the kit's admission, tokens and resolution);
 //! - `plugin`: a second pair, through the provider's plugin (`libanyverbs_provider_ib.so`,
 //!   `ANYVERBS_BENCH_PLUGIN`) loaded as the CLI loads it.
@@ -66,6 +69,30 @@ fn one_through<P: Provider>(bed: &Bed<P>) {
     while p.cq_a.poll(&mut wc).unwrap() == 0 {}
     assert!(wc[0].status.is_success(), "{:?}", wc[0]);
     while p.cq_b.poll(&mut wc).unwrap() == 0 {}
+    assert!(wc[0].status.is_success(), "{:?}", wc[0]);
+}
+
+/// One message through the provider's raw objects, below the kit.
+fn one_below_kit(bed: &Bed<anyverbs_provider_ib::IbProvider>) {
+    use anyverbs::kit::{RawCq, RawQp};
+    let send = Sge {
+        addr: bed.mr.addr(),
+        length: SIZE,
+        lkey: bed.mr.lkey(),
+    };
+    let recv = Sge {
+        addr: bed.mr.addr() + 2048,
+        ..send
+    };
+    let p = &bed.pair;
+    p.b.raw().post_recv(&[RecvWr::single(1, recv)]).unwrap();
+    p.a.raw()
+        .post_send(&[SendWr::single(2, SendOp::Send, send).with_flags(SendFlags::SIGNALED)])
+        .unwrap();
+    let mut wc = [anyverbs::Completion::default(); 1];
+    while p.cq_a.raw().poll(&mut wc).unwrap() == 0 {}
+    assert!(wc[0].status.is_success(), "{:?}", wc[0]);
+    while p.cq_b.raw().poll(&mut wc).unwrap() == 0 {}
     assert!(wc[0].status.is_success(), "{:?}", wc[0]);
 }
 
@@ -165,6 +192,9 @@ fn data_path(c: &mut Criterion) {
     let mut raw = raw::Raw::of(&linked);
     let mut group = c.benchmark_group(format!("send_{SIZE}B_{device}"));
     group.bench_function("raw_verbs", |b| b.iter(|| raw.one()));
+    group.bench_function("provider_raw", |b| {
+        b.iter(|| one_below_kit(black_box(&linked)))
+    });
     group.bench_function("anyverbs", |b| b.iter(|| one_through(black_box(&linked))));
     if let Ok(path) = std::env::var("ANYVERBS_BENCH_PLUGIN") {
         let plugin = anyverbs::plugin::Plugin::load(&path).expect("load the plugin");

@@ -13,6 +13,7 @@
 //! spare netdev (`ANYVERBS_SPARE_NETDEVS`): a different device, which neither supervisor may
 //! restart on; then it goes home, and they restart. Exits 0 only if every message was echoed
 //! exactly once and in order; prints the time of each recovery and their median.
+//! `ANYVERBS_ECHO_VERBOSE=1` prints every decision of both supervisors as it is read.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -83,9 +84,18 @@ fn run(cycles: u32, device: &str) -> anyverbs::Result<()> {
         "echo server and client on {device} ({}), {cycles} delete/add cycles to come",
         before.identity.node_guid
     );
-    let quiet = Box::new(|_: Role, _: &anyverbs::supervisor::SupervisorReport| {});
+    // ANYVERBS_ECHO_VERBOSE=1 prints every decision of both supervisors, for a failure's
+    // diagnosis.
+    let verbose = std::env::var_os("ANYVERBS_ECHO_VERBOSE").is_some();
+    let observe = Box::new(
+        move |role: Role, report: &anyverbs::supervisor::SupervisorReport| {
+            if verbose {
+                println!("  [{:>8.3} s] {role}: {}", t0.elapsed().as_secs_f64(), report.event);
+            }
+        },
+    );
     let deadline = |secs| Instant::now() + Duration::from_secs(secs);
-    let mut pair = EchoPair::spawn(Arc::clone(&provider), config(device), quiet, deadline(60))?;
+    let mut pair = EchoPair::spawn(Arc::clone(&provider), config(device), observe, deadline(60))?;
     let mut took = Vec::new();
     for i in 0..cycles {
         let recovery = pair.disrupt(Disruption::Replug(Role::Server), deadline(60))?;

@@ -101,16 +101,32 @@ fn wait_n(cq: &<P as Provider>::Cq, n: usize, secs: u64) -> Vec<Completion> {
     got
 }
 
-fn spawn(cmd: &str, args: &[&str]) -> Child {
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+/// A peer process, killed if a failed test leaves it running (it would hold the device, and a
+/// later test's delete of it would wait for it).
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
-fn wait_child(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
+fn spawn(cmd: &str, args: &[&str]) -> Peer {
+    Peer(
+        Command::new(cmd)
+            .args(args)
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}")),
+    )
+}
+
+fn wait_child(peer: &mut Peer, secs: u64) -> Option<std::process::ExitStatus> {
+    let child = &mut peer.0;
     let deadline = within(secs);
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -226,11 +242,12 @@ fn anyverbs_client_talks_to_rdma_server() {
     let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
     mr.write(0, b"anyverbs-to-srv!").unwrap();
     qp.post_recv(&[RecvWr::new(1, &[mr.sge(32, 16)])]).unwrap();
+    // Subscribed before anything can happen: rdma_server disconnects as soon as it has sent.
+    let events = device.events().unwrap();
     qp.connect(addr(7603), &ConnParams::default()).unwrap();
     let c = qp.wait_connected(within(10));
     assert!(c.is_ok(), "connecting to rdma_server: {:?}", c.err());
     qp.post_send(&[SendWr::send(2, &[mr.sge(0, 16)])]).unwrap();
-    let events = device.events().unwrap();
     let got = wait_n(&cq, 2, 10);
     assert!(got.iter().all(|c| c.status.is_success()), "{got:?}");
     // rdma_server disconnects and waits for the answer: the ULP answers with its own
@@ -270,13 +287,15 @@ fn rdma_client_talks_to_an_anyverbs_server() {
     mr.write(0, b"anyverbs-to-cli!").unwrap();
     qp.post_recv(&[RecvWr::new(1, &[mr.sge(32, 16)])]).unwrap();
     let listener = device.listen(addr(7604)).unwrap();
+    // Subscribed before anything can happen: rdma_client disconnects as soon as it has what
+    // it waits for.
+    let events = device.events().unwrap();
     let mut client = spawn("rdma_client", &["-s", ADDR, "-p", "7604"]);
     let req = listener.next_request(within(10)).unwrap();
     listener.accept(&req, &qp, &ConnParams::default()).unwrap();
     let got = wait_n(&cq, 1, 10);
     assert!(got[0].status.is_success(), "{got:?}");
     qp.post_send(&[SendWr::send(2, &[mr.sge(0, 16)])]).unwrap();
-    let events = device.events().unwrap();
     let got = wait_n(&cq, 1, 10);
     assert!(got[0].status.is_success(), "{got:?}");
     let deadline = within(10);

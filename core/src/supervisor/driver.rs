@@ -28,11 +28,17 @@ enum Phase<P: Provider> {
     /// a stop and the next decision.
     Idle,
     /// The device is absent (never seen yet, or lost); give up at `give_up_at`, ask what is
-    /// held of it at `check_held_at`; `held` is what was reported last.
+    /// held of it at `check_held_at`; `held` is what was reported last. The monitor's news is a
+    /// hint, the listing the truth: the supervisor also looks for the device itself at
+    /// `look_at`, its `looks`-th look (backing off as restarts do), so that a return whose
+    /// announcement it missed, or whose start failed while the device settled (it was announced
+    /// once and never will be again), still restarts the service.
     Waiting {
         give_up_at: Option<Instant>,
         check_held_at: Option<Instant>,
         held: HeldObjects,
+        look_at: Option<Instant>,
+        looks: u32,
     },
     /// The service runs on `device`, whose events arrive on `events`.
     Running {
@@ -230,6 +236,9 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
                 check_held_at: Some(at),
                 ..
             } if now >= at => self.check_held(),
+            Phase::Waiting {
+                look_at: Some(at), ..
+            } if now >= at => self.try_start(None),
             Phase::Backoff {
                 retry_at,
                 attempt,
@@ -244,11 +253,9 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
             Phase::Waiting {
                 give_up_at,
                 check_held_at,
+                look_at,
                 ..
-            } => match (give_up_at, check_held_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            } => [give_up_at, check_held_at, look_at].into_iter().flatten().min(),
             Phase::Backoff { retry_at, .. } => Some(retry_at),
             _ => None,
         }
@@ -409,18 +416,22 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
 
     /// Waits for the device, within the return window from now (unless already waiting: a
     /// failed attempt to start on a returning device does not extend the window).
+    /// Already waiting (a look that did not find it, a start on a returned device that
+    /// failed), it schedules its next look for the device.
     fn wait_for_device(&mut self) {
-        if let Phase::Waiting { .. } = self.phase {
+        let now = self.config.clock.now();
+        if let Phase::Waiting { look_at, looks, .. } = &mut self.phase {
+            *looks = looks.saturating_add(1);
+            *look_at = now.checked_add(self.config.reconnect_delay_for(*looks));
             return;
         }
-        let give_up_at = self
-            .config
-            .return_window
-            .and_then(|w| self.config.clock.now().checked_add(w));
+        let give_up_at = self.config.return_window.and_then(|w| now.checked_add(w));
         self.phase = Phase::Waiting {
             give_up_at,
             check_held_at: None,
             held: HeldObjects::NONE,
+            look_at: now.checked_add(self.config.reconnect_delay_for(0)),
+            looks: 0,
         };
         self.set_state(SupervisorState::WaitingForDevice);
         let device = self
