@@ -90,7 +90,8 @@ fn run(cycles: u32, device: &str) -> anyverbs::Result<()> {
     let observe = Box::new(
         move |role: Role, report: &anyverbs::supervisor::SupervisorReport| {
             if verbose {
-                println!("  [{:>8.3} s] {role}: {}", t0.elapsed().as_secs_f64(), report.event);
+                let at = report.at.saturating_duration_since(t0);
+                println!("  [{:>8.3} s] {role}: {}", at.as_secs_f64(), report.event);
             }
         },
     );
@@ -98,7 +99,20 @@ fn run(cycles: u32, device: &str) -> anyverbs::Result<()> {
     let mut pair = EchoPair::spawn(Arc::clone(&provider), config(device), observe, deadline(60))?;
     let mut took = Vec::new();
     for i in 0..cycles {
-        let recovery = pair.disrupt(Disruption::Replug(Role::Server), deadline(60))?;
+        let recovery = match pair.disrupt(Disruption::Replug(Role::Server), deadline(60)) {
+            Ok(recovery) => recovery,
+            Err(e) => {
+                // What the other side decided meanwhile (printed when verbose), and what the
+                // process still holds of the device: why it did not come back, if it did not.
+                let _ = pair.poll_events();
+                eprintln!(
+                    "cycle {}: the process holds {:?} of {device}",
+                    i + 1,
+                    provider.held_objects(device)
+                );
+                return Err(e);
+            }
+        };
         took.push(recovery.took);
         if i % 10 == 9 || i + 1 == cycles {
             println!(

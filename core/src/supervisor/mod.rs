@@ -109,10 +109,13 @@ pub struct SupervisorConfig {
     /// Default: 1 s.
     pub stop_deadline: Duration,
     /// Delay before the first restart after a connection failure or a failed start. Default:
-    /// 10 s, the kernel's NVMe-oF `reconnect_delay`.
+    /// 10 s, the kernel's NVMe-oF `reconnect_delay`. It also paces the supervisor's own looks
+    /// for a lost device while it waits: the provider's monitor announces a return once, and a
+    /// return whose news was lost (or whose start failed while the device settled) is found by
+    /// a look instead.
     pub reconnect_delay: Duration,
-    /// Longest delay between restarts: the delay doubles after each failed attempt up to this.
-    /// Default: 10 s (a fixed delay, as the kernel's).
+    /// Longest delay between restarts, and between looks for a lost device: the delay doubles
+    /// after each failed attempt up to this. Default: 10 s (a fixed delay, as the kernel's).
     pub max_reconnect_delay: Duration,
     /// How long after a connection failure to keep trying before giving up; `None` tries
     /// forever (so does a duration too large to add to an `Instant`). The clock restarts at
