@@ -110,7 +110,10 @@ impl RawQp for Loop {
         Ok(())
     }
     fn post_recv(&self, wrs: &[RecvWr]) -> std::result::Result<(), PostError> {
-        self.recvs.lock().unwrap().extend(wrs.iter().map(|w| w.wr_id));
+        self.recvs
+            .lock()
+            .unwrap()
+            .extend(wrs.iter().map(|w| w.wr_id));
         Ok(())
     }
     fn connect(&self, _: SocketAddr, _: &ConnParams) -> Result<()> {
@@ -188,9 +191,7 @@ fn rounds(c: &mut Criterion) {
     };
     let profile = profile_named("mlx5").expect("the mlx5 profile");
     let qp = KitQp::new(raw, &scq, &rcq, &init, profile, life).expect("a kit QP");
-    group.bench_function("kit", |b| {
-        b.iter(|| kit_round(black_box(&qp), &scq, &rcq))
-    });
+    group.bench_function("kit", |b| b.iter(|| kit_round(black_box(&qp), &scq, &rcq)));
     group.finish();
 }
 

@@ -106,9 +106,10 @@ fn run(cycles: u32, device: &str) -> anyverbs::Result<()> {
                 // process still holds of the device: why it did not come back, if it did not.
                 let _ = pair.poll_events();
                 eprintln!(
-                    "cycle {}: the process holds {:?} of {device}",
+                    "cycle {}: the process holds {:?} of {device}; its verbs files: {:?}",
                     i + 1,
-                    provider.held_objects(device)
+                    provider.held_objects(device),
+                    verbs_files()
                 );
                 return Err(e);
             }
@@ -166,4 +167,18 @@ fn run(cycles: u32, device: &str) -> anyverbs::Result<()> {
     }
     println!("OK: every message was echoed exactly once and in order");
     Ok(())
+}
+
+/// The verbs device files the process has open (`/dev/infiniband/uverbsN`): a device's delete
+/// waits for every one of them, those librdmacm opens for itself included, which the provider's
+/// count of objects does not see.
+fn verbs_files() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|target| target.display().to_string())
+                .filter(|t| t.contains("uverbs"))
+                .collect()
+        })
+        .unwrap_or_default()
 }

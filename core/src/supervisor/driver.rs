@@ -255,7 +255,10 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
                 check_held_at,
                 look_at,
                 ..
-            } => [give_up_at, check_held_at, look_at].into_iter().flatten().min(),
+            } => [give_up_at, check_held_at, look_at]
+                .into_iter()
+                .flatten()
+                .min(),
             Phase::Backoff { retry_at, .. } => Some(retry_at),
             _ => None,
         }
