@@ -610,3 +610,91 @@ fn data_received_before_a_reset_stays_readable() {
         "the delivered message is unreadable after the reset: {r:?}"
     );
 }
+
+// --- Looks for a lost device with a tiny reconnect delay ------------------------------------
+//
+// While waiting, the supervisor looks for the device itself at `reconnect_delay_for(looks)`.
+// With a zero reconnect delay every look was due at once: the thread spun, listing the devices
+// (which opens every device on a real provider) as fast as it could for the whole return
+// window, and forever on a manual clock that nobody advances. With 1 ms (and a 1 ms maximum) it
+// listed them a thousand times a second.
+
+/// A clock that counts the supervisor's waits (one per turn of its loop).
+struct Counting<C> {
+    inner: C,
+    waits: AtomicU32,
+}
+
+impl<C: Clock> Clock for Counting<C> {
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+    fn wait(&self, wakeup: &Arc<anyverbs::Wakeup>, seen: u64, until: Option<Instant>) {
+        self.waits.fetch_add(1, Ordering::SeqCst);
+        self.inner.wait(wakeup, seen, until)
+    }
+}
+
+/// Unplugs the device under a supervisor with `delay` as its reconnect delay and maximum, and
+/// returns how often its loop turned during `watch` of real time spent waiting for the device.
+fn turns_while_waiting<C: Clock>(clock: Arc<Counting<C>>, delay: Duration, watch: Duration) -> u32 {
+    let p = Arc::new(MockProvider::new());
+    let sup = Supervisor::spawn(
+        Arc::clone(&p),
+        DeviceSelector::Identity(identity(&p, "mock0")),
+        Flaky {
+            fails: 0,
+            kind: ErrorKind::Other,
+            starts: Arc::new(AtomicU32::new(0)),
+        },
+        SupervisorConfig {
+            reconnect_delay: delay,
+            max_reconnect_delay: delay,
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            ..SupervisorConfig::default()
+        },
+    )
+    .unwrap();
+    let _ = sup.events().recv(soon()); // Started
+    p.inject("mock0", &Fault::Unplug).unwrap();
+    loop {
+        match sup.events().recv(soon()) {
+            Ok(r) if matches!(r.event, SupervisorEvent::WaitingForDevice { .. }) => break,
+            Ok(_) => {}
+            Err(e) => panic!("no WaitingForDevice after the unplug: {e}"),
+        }
+    }
+    let before = clock.waits.load(Ordering::SeqCst);
+    thread::sleep(watch);
+    let turns = clock.waits.load(Ordering::SeqCst) - before;
+    // The device still comes back, found by the monitor or by a look.
+    p.inject("mock0", &Fault::Replug).unwrap();
+    let seen = collect_until(sup.events(), Instant::now() + Duration::from_millis(500));
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, SupervisorEvent::Started { .. })),
+        "not restarted after the replug: {seen:?}"
+    );
+    sup.shutdown(soon()).unwrap();
+    turns
+}
+
+#[test]
+fn a_zero_reconnect_delay_does_not_spin_while_waiting() {
+    let clock = Arc::new(Counting {
+        inner: ManualClock::new(),
+        waits: AtomicU32::new(0),
+    });
+    let turns = turns_while_waiting(clock, Duration::ZERO, Duration::from_millis(300));
+    assert!(turns < 20, "the supervisor spun: {turns} turns in 300 ms");
+}
+
+#[test]
+fn a_one_ms_reconnect_delay_looks_at_a_sane_pace() {
+    let clock = Arc::new(Counting {
+        inner: anyverbs::supervisor::SystemClock,
+        waits: AtomicU32::new(0),
+    });
+    let turns = turns_while_waiting(clock, Duration::from_millis(1), Duration::from_millis(500));
+    assert!(turns < 20, "{turns} looks in 500 ms");
+}

@@ -22,6 +22,11 @@ use crate::supervisor::DeviceSelector;
 /// say how it was lost.
 const LOSS_CAUSE_GRACE: Duration = Duration::from_millis(200);
 
+/// The shortest time between two looks for a lost device, whatever the reconnect delay: a look
+/// lists the devices (which opens every one of them on a real provider), and a zero delay would
+/// otherwise make every look due at once, the thread spinning for the whole return window.
+const MIN_LOOK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Where the service is, with what each phase holds.
 enum Phase<P: Provider> {
     /// Nothing runs and nothing is scheduled: before the first start, and for a moment between
@@ -425,7 +430,11 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         let now = self.config.clock.now();
         if let Phase::Waiting { look_at, looks, .. } = &mut self.phase {
             *looks = looks.saturating_add(1);
-            *look_at = now.checked_add(self.config.reconnect_delay_for(*looks));
+            *look_at = now.checked_add(
+                self.config
+                    .reconnect_delay_for(*looks)
+                    .max(MIN_LOOK_INTERVAL),
+            );
             return;
         }
         let give_up_at = self.config.return_window.and_then(|w| now.checked_add(w));
@@ -433,7 +442,7 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
             give_up_at,
             check_held_at: None,
             held: HeldObjects::NONE,
-            look_at: now.checked_add(self.config.reconnect_delay_for(0)),
+            look_at: now.checked_add(self.config.reconnect_delay_for(0).max(MIN_LOOK_INTERVAL)),
             looks: 0,
         };
         self.set_state(SupervisorState::WaitingForDevice);

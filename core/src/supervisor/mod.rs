@@ -112,7 +112,7 @@ pub struct SupervisorConfig {
     /// 10 s, the kernel's NVMe-oF `reconnect_delay`. It also paces the supervisor's own looks
     /// for a lost device while it waits: the provider's monitor announces a return once, and a
     /// return whose news was lost (or whose start failed while the device settled) is found by
-    /// a look instead.
+    /// a look instead. Looks are never less than 100 ms apart, however short the delay.
     pub reconnect_delay: Duration,
     /// Longest delay between restarts, and between looks for a lost device: the delay doubles
     /// after each failed attempt up to this. Default: 10 s (a fixed delay, as the kernel's).
