@@ -698,3 +698,181 @@ fn a_one_ms_reconnect_delay_looks_at_a_sane_pace() {
     let turns = turns_while_waiting(clock, Duration::from_millis(1), Duration::from_millis(500));
     assert!(turns < 20, "{turns} looks in 500 ms");
 }
+
+// --- Looks and the other timers of the wait ---------------------------------------------------
+//
+// Looks every reconnect delay must not move the return window, report a foreign device again at
+// every look, or stop the reports of what is held.
+
+#[test]
+fn looks_keep_the_window_and_report_foreign_and_held_once() {
+    let p = Arc::new(MockProvider::new());
+    let clock = ManualClock::new();
+    let sup = Supervisor::spawn(
+        Arc::clone(&p),
+        DeviceSelector::Identity(identity(&p, "mock0")),
+        Flaky {
+            fails: 0,
+            kind: ErrorKind::Other,
+            starts: Arc::new(AtomicU32::new(0)),
+        },
+        manual(&clock),
+    )
+    .unwrap();
+    let _ = sup.events().recv(soon()); // Started
+    // The test holds the device: it cannot come back, and that is reported.
+    let held = p.open("mock0").unwrap();
+    p.inject("mock0", &Fault::Unplug).unwrap();
+    let first = collect_until(sup.events(), Instant::now() + Duration::from_millis(200));
+    let count = |evs: &[SupervisorEvent], f: fn(&SupervisorEvent) -> bool| {
+        evs.iter().filter(|e| f(e)).count()
+    };
+    assert_eq!(
+        count(&first, |e| matches!(e, SupervisorEvent::DeviceHeld { .. })),
+        1,
+        "{first:?}"
+    );
+    drop(held);
+    p.inject("mock0", &Fault::ReplugOther).unwrap();
+    let mut seen = Vec::new();
+    // 59 looks (one each 10 s) and held checks, just short of the 600 s window.
+    for _ in 0..59 {
+        clock.advance(Duration::from_secs(10));
+        seen.extend(collect_until(
+            sup.events(),
+            Instant::now() + Duration::from_millis(20),
+        ));
+    }
+    clock.advance(Duration::from_secs(9));
+    seen.extend(collect_until(
+        sup.events(),
+        Instant::now() + Duration::from_millis(100),
+    ));
+    assert_eq!(
+        count(&seen, |e| matches!(
+            e,
+            SupervisorEvent::ForeignDevice { .. }
+        )),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        count(&seen, |e| matches!(
+            e,
+            SupervisorEvent::Started { .. } | SupervisorEvent::GaveUp { .. }
+        )),
+        0,
+        "{seen:?}"
+    );
+    // The device released, and the holding it gone: reported as changed, once.
+    assert_eq!(
+        count(&seen, |e| matches!(e, SupervisorEvent::DeviceHeld { .. })),
+        1,
+        "{seen:?}"
+    );
+    clock.advance(Duration::from_secs(1));
+    let end = collect_until(sup.events(), soon());
+    assert!(
+        matches!(
+            end.as_slice(),
+            [SupervisorEvent::GaveUp {
+                reason: GiveUp::WindowExpired
+            }]
+        ),
+        "{end:?}"
+    );
+}
+
+// --- A return found by a look is reported as one ----------------------------------------------
+//
+// When the monitor's announcement of the return was lost (here: dropped from a full monitor
+// queue while the supervisor sat in the service's `accept_replacement`), a look finds the
+// device and restarts the service. It said only `Started`, without the `DeviceReturned` that
+// the docs, the conformance probe and the recovery bench expect before a restart on a
+// returned device.
+
+/// Holds nothing; blocks in its first `accept_replacement` until told to go on, and refuses.
+struct SlowToRefuse {
+    entered: mpsc::Sender<()>,
+    go_on: Mutex<mpsc::Receiver<()>>,
+}
+
+impl Service<MockProvider> for SlowToRefuse {
+    fn start(
+        &mut self,
+        _device: &MockDevice,
+        _link: &anyverbs::supervisor::Link,
+    ) -> anyverbs::Result<()> {
+        Ok(())
+    }
+    fn stop(&mut self, _reason: &StopReason, _deadline: Instant) {}
+    fn on_failure(&mut self, _event: &DeviceEvent) -> FailureAction {
+        FailureAction::Ignore
+    }
+    fn accept_replacement(
+        &mut self,
+        _expected: &anyverbs::DeviceIdentity,
+        _found: &anyverbs::DeviceInfo,
+    ) -> bool {
+        let _ = self.entered.send(());
+        let _ = self
+            .go_on
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(5));
+        false
+    }
+}
+
+#[test]
+fn a_return_found_by_a_look_is_reported_as_a_return() {
+    let p = Arc::new(MockProvider::new());
+    let (entered_tx, entered) = mpsc::channel();
+    let (go_on, go_on_rx) = mpsc::channel();
+    let sup = Supervisor::spawn(
+        Arc::clone(&p),
+        DeviceSelector::Identity(identity(&p, "mock0")),
+        SlowToRefuse {
+            entered: entered_tx,
+            go_on: Mutex::new(go_on_rx),
+        },
+        SupervisorConfig {
+            reconnect_delay: Duration::from_millis(100),
+            max_reconnect_delay: Duration::from_millis(100),
+            ..SupervisorConfig::default()
+        },
+    )
+    .unwrap();
+    let _ = sup.events().recv(soon()); // Started
+    p.inject("mock0", &Fault::Unplug).unwrap();
+    p.inject("mock0", &Fault::ReplugOther).unwrap();
+    entered
+        .recv_timeout(Duration::from_secs(5))
+        .expect("accept_replacement was not asked");
+    // The real device comes back while the supervisor is busy, and its announcement is pushed
+    // out of the monitor's queue.
+    p.inject("mock0", &Fault::Unplug).unwrap();
+    p.inject("mock0", &Fault::Replug).unwrap();
+    for _ in 0..anyverbs::event::EVENT_QUEUE_CAPACITY {
+        p.inject("mock1", &Fault::Unplug).unwrap();
+        p.inject("mock1", &Fault::Replug).unwrap();
+    }
+    go_on.send(()).unwrap();
+    let mut seen = Vec::new();
+    let deadline = soon();
+    while let Ok(r) = sup.events().recv(deadline) {
+        let started = matches!(r.event, SupervisorEvent::Started { .. });
+        seen.push(r.event);
+        if started {
+            break;
+        }
+    }
+    let n = seen.len();
+    assert!(
+        n >= 2
+            && matches!(seen[n - 1], SupervisorEvent::Started { generation: 2, .. })
+            && matches!(seen[n - 2], SupervisorEvent::DeviceReturned { .. }),
+        "{seen:?}"
+    );
+    sup.shutdown(soon()).unwrap();
+}

@@ -243,7 +243,7 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
             } if now >= at => self.check_held(),
             Phase::Waiting {
                 look_at: Some(at), ..
-            } if now >= at => self.try_start(None),
+            } if now >= at => self.look(),
             Phase::Backoff {
                 retry_at,
                 attempt,
@@ -356,6 +356,19 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         self.pinned
             .as_ref()
             .is_some_and(|p| p.is_same_device(identity))
+    }
+
+    /// While waiting: looks for the device itself. A followed device found there is back (its
+    /// announcement was missed, or a start on it failed): reported as a return, as the
+    /// monitor's would be, then started on.
+    fn look(&mut self) {
+        if self.pinned.is_some()
+            && let Some(identity) = self.find_device()
+        {
+            self.returned(identity);
+        } else {
+            self.try_start(None);
+        }
     }
 
     fn returned(&mut self, identity: DeviceIdentity) {
