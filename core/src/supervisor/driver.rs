@@ -480,9 +480,12 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
         let held = match self.provider.held_objects(&name) {
             Ok(held) => held,
             Err(e) => {
-                // A provider that does not count its objects: nothing to report, nothing to
-                // check again.
+                // A provider that does not count its objects (or stopped answering): nothing
+                // to report, nothing to check again — a check left due would be due forever.
                 info!(error = %e, "what the process holds of the device is not known");
+                if let Phase::Waiting { check_held_at, .. } = &mut self.phase {
+                    *check_held_at = None;
+                }
                 return;
             }
         };
