@@ -111,6 +111,7 @@ fn run(cycles: u32, device: &str) -> anyverbs::Result<()> {
                     provider.held_objects(device),
                     verbs_files()
                 );
+                eprintln!("its threads:\n{}", threads());
                 return Err(e);
             }
         };
@@ -181,4 +182,70 @@ fn verbs_files() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Each thread of the process with where the kernel has it wait (`wchan`, and the top of its
+/// kernel stack where readable): a device's delete blocked in the kernel shows here.
+fn threads() -> String {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for task in dir.flatten() {
+        let path = task.path();
+        let read = |f: &str| std::fs::read_to_string(path.join(f)).unwrap_or_default();
+        let stack: Vec<String> = read("stack").lines().take(3).map(str::to_owned).collect();
+        // A thread in futex(2): the lock's address, and the mapping it lies in (a library's
+        // data, or the heap), which tells whose lock it is.
+        let syscall = read("syscall");
+        let mut fields = syscall.split_whitespace();
+        let lock = match (fields.next(), fields.next()) {
+            (Some("202"), Some(addr)) => {
+                let at = u64::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap_or(0);
+                format!(
+                    "futex {addr} in {}; as a glibc mutex, held by thread {}",
+                    mapping_of(at),
+                    mutex_owner(at)
+                )
+            }
+            _ => syscall.trim().to_owned(),
+        };
+        out += &format!(
+            "  {} {}: {} [{lock}] {}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan").trim(),
+            stack.join(" <- ")
+        );
+    }
+    out
+}
+
+/// The line of `/proc/self/maps` whose range holds `addr`.
+fn mapping_of(addr: u64) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .find(|line| {
+            let range = line.split_whitespace().next().unwrap_or("");
+            let (lo, hi) = range.split_once('-').unwrap_or(("0", "0"));
+            let lo = u64::from_str_radix(lo, 16).unwrap_or(0);
+            let hi = u64::from_str_radix(hi, 16).unwrap_or(0);
+            (lo..hi).contains(&addr)
+        })
+        .map_or_else(|| "no mapping".to_owned(), str::to_owned)
+}
+
+/// The holder's thread id of the glibc mutex at `addr` (its `__owner`, 8 bytes in), read through
+/// `/proc/self/mem`; 0 when free, -1 when it cannot be read.
+fn mutex_owner(addr: u64) -> i32 {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut buf = [0u8; 4];
+    let read = std::fs::File::open("/proc/self/mem").and_then(|mut mem| {
+        mem.seek(SeekFrom::Start(addr + 8))?;
+        mem.read_exact(&mut buf)
+    });
+    match read {
+        Ok(()) => i32::from_ne_bytes(buf),
+        Err(_) => -1,
+    }
 }
