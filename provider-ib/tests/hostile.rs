@@ -703,3 +703,30 @@ fn dropping_the_provider_before_its_devices_does_not_block() {
         "drop(provider) took {took:?}"
     );
 }
+
+/// A reset keeps the device away for its `down_for` at least, as the core's `Fault::Reset`
+/// promises (and as the mock does): the provider used to add it back as soon as the delete
+/// completed, so a ULP's code path for a slow reset was never exercised on rxe.
+#[test]
+fn a_reset_keeps_the_device_away_for_down_for() {
+    if !on_device("a_reset_keeps_the_device_away_for_down_for") {
+        return;
+    }
+    let provider = anyverbs_provider_ib::provider();
+    let down_for = Duration::from_secs(2);
+    let t = Instant::now();
+    provider
+        .inject(DEV, &anyverbs::Fault::Reset { down_for })
+        .unwrap();
+    let listed = |p: &P| p.devices().unwrap().iter().any(|d| d.identity.name == DEV);
+    let deadline = within(30);
+    while !listed(&provider) {
+        assert!(Instant::now() < deadline, "{DEV} never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let away = t.elapsed();
+    assert!(
+        away >= down_for,
+        "{DEV} came back after {away:?}, before its down_for of {down_for:?}"
+    );
+}

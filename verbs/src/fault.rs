@@ -195,6 +195,7 @@ impl FaultInjector {
                 home_when_added: false,
                 outcome: None,
                 delete_failed: None,
+                not_before: None,
             }),
             Condvar::new(),
         ));
@@ -217,6 +218,18 @@ impl FaultInjector {
                         // the delete completed), and home once the injection is given up.
                         let mut st = lock(state);
                         let netdev = loop {
+                            let held = st.not_before.filter(|&t| !st.abandoned && Instant::now() < t);
+                            if let (Some(until), false) = (held, st.replug == Replug::Later) {
+                                st.outcome.get_or_insert(Ok((deleted_after, None)));
+                                let nap = until
+                                    .saturating_duration_since(Instant::now())
+                                    .min(Duration::from_millis(100));
+                                st = changed
+                                    .wait_timeout(st, nap)
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .0;
+                                continue;
+                            }
                             match &st.replug {
                                 Replug::OtherNetdev(n) => break n.clone(),
                                 Replug::SameNetdev => break home.clone(),
@@ -312,6 +325,9 @@ struct Shared {
     outcome: Option<Result<(Duration, Option<String>), String>>,
     /// Why the delete itself failed, if it did (then nothing was removed).
     delete_failed: Option<String>,
+    /// The device is not added back before this ([`Injection::away_until`]), unless the
+    /// injection is given up.
+    not_before: Option<Instant>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -421,6 +437,14 @@ impl Injection {
     pub fn is_settled(&self) -> bool {
         let st = lock(&self.shared.0);
         st.restorer.is_none() && st.outcome.is_some()
+    }
+
+    /// Keeps the device away until `until` at least (a reset's `down_for`): it is added back
+    /// no earlier, wherever it goes, unless the injection is given up first. Set it before the
+    /// [`replug`](Self::replug) it applies to.
+    pub fn away_until(&self, until: Instant) {
+        lock(&self.shared.0).not_before = Some(until);
+        self.shared.1.notify_all();
     }
 
     /// Changes where the device goes back: at once if the delete already completed, else when

@@ -184,9 +184,15 @@ impl Faults {
                     )))
                 };
                 match fault {
-                    Fault::Reset { .. } => {
-                        let injection =
-                            injector.unplug(Replug::SameNetdev, Instant::now() + UNPLUG_VISIBLE)?;
+                    Fault::Reset { down_for } => {
+                        // Away for `down_for` at least (a reset takes its time), then back on
+                        // its own netdev once the delete completed. A `down_for` past the end
+                        // of time keeps it away until the provider is dropped.
+                        let started = Instant::now();
+                        let injection = injector.unplug(Replug::Later, started + UNPLUG_VISIBLE)?;
+                        let far = started + Duration::from_secs(86_400 * 365);
+                        injection.away_until(started.checked_add(*down_for).unwrap_or(far));
+                        injection.replug(Replug::SameNetdev);
                         self.returning(injection);
                         Ok(())
                     }
