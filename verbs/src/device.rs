@@ -74,16 +74,82 @@ fn device_list() -> Result<DeviceList, Error> {
     })
 }
 
+/// How long a caller waits for the device-list thread ([`on_lister`]).
+const LISTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+std::thread_local! {
+    static ON_LISTER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` — everything that makes libibverbs list the devices — on one thread of the process,
+/// and waits for it (at most [`LISTER_TIMEOUT`]).
+///
+/// Why one thread: libibverbs allocates a device's struct in the thread that first lists it,
+/// so in that thread's malloc arena, and librdmacm up to rdma-core 51 sorts its device lists by
+/// the *difference* of those pointers truncated to an `int` (fixed upstream in c4a5ac8, "Fix an
+/// overflow bug in qsort comparison function"). One struct in the main thread's heap and one in
+/// a thread's arena are terabytes apart, the sort goes wrong, and librdmacm's merge of the old
+/// and new lists drops devices that are still there. Once its list is empty while the devices
+/// are unchanged, its next initialisation takes its global lock and calls itself again: the
+/// process deadlocks in librdmacm (seen in the test bed: the CM janitor and both supervisors of
+/// the echo cycles waiting on the lock the janitor held). Listing on one thread keeps every
+/// device's struct in one arena.
+fn on_lister<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    type Job = Box<dyn FnOnce() + Send>;
+    static LISTER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    if ON_LISTER.with(|on| on.get()) {
+        return Ok(f());
+    }
+    let lister = LISTER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("anyverbs-device-list".into())
+            .spawn(move || {
+                ON_LISTER.with(|on| on.set(true));
+                for job in rx {
+                    job();
+                }
+            })
+            .map_err(|e| tracing::warn!(%e, "no device-list thread: listing where asked"))
+            .ok()
+            .map(|_| tx)
+    });
+    let Some(lister) = lister else {
+        return Ok(f());
+    };
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    let job: Job = Box::new(move || {
+        let _ = reply.send(f());
+    });
+    if lister.send(job).is_err() {
+        return Err(Error::new(
+            ErrorKind::Other,
+            "the device-list thread is gone",
+        ));
+    }
+    answer.recv_timeout(LISTER_TIMEOUT).map_err(|_| {
+        Error::new(
+            ErrorKind::TimedOut,
+            format!("listing the RDMA devices took longer than {LISTER_TIMEOUT:?}"),
+        )
+    })
+}
+
 /// Whether this machine can do RDMA at all: `Ok(())`, or the "RDMA is not available here"
 /// error with its cause (no kernel RDMA: `ENOSYS`; no rdma-core: `EOPNOTSUPP`).
 pub fn availability() -> Result<(), Error> {
-    device_list().map(|_| ())
+    on_lister(|| device_list().map(|_| ()))?
 }
 
 /// Every RDMA device of the machine, each with its identity. Empty, not an error, where the
 /// machine has no RDMA ([`availability`] says why). A device that vanishes while it is being
 /// looked at is left out.
 pub fn devices() -> Result<Vec<DeviceEntry>, Error> {
+    on_lister(devices_here)?
+}
+
+fn devices_here() -> Result<Vec<DeviceEntry>, Error> {
     let list = match device_list() {
         Ok(list) => list,
         Err(e) if e.message().starts_with(crate::error::UNAVAILABLE) => return Ok(Vec::new()),
@@ -101,6 +167,11 @@ pub fn devices() -> Result<Vec<DeviceEntry>, Error> {
 /// Errors: "RDMA is not available here: ..." ([`ErrorKind::NotSupported`]) on a machine without
 /// RDMA; [`ErrorKind::NotFound`] when no device has that name.
 pub fn open(name: &str) -> Result<(DeviceEntry, Arc<DeviceContext>), Error> {
+    let name = name.to_owned();
+    on_lister(move || open_here(&name))?
+}
+
+fn open_here(name: &str) -> Result<(DeviceEntry, Arc<DeviceContext>), Error> {
     let list = device_list()?;
     let links = crate::netlink::list_devices(Duration::from_secs(2)).unwrap_or_default();
     let device = list
