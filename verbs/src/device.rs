@@ -96,31 +96,49 @@ std::thread_local! {
 /// device's struct in one arena.
 fn on_lister<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
     type Job = Box<dyn FnOnce() + Send>;
-    static LISTER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
-        std::sync::OnceLock::new();
+    /// The device-list thread's channel and the process that started it: a forked child has
+    /// its parent's channel but not the thread behind it, and starts its own.
+    static LISTER: std::sync::Mutex<Option<(u32, std::sync::mpsc::Sender<Job>)>> =
+        std::sync::Mutex::new(None);
     if ON_LISTER.with(|on| on.get()) {
         return Ok(f());
     }
-    let lister = LISTER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("anyverbs-device-list".into())
-            .spawn(move || {
-                ON_LISTER.with(|on| on.set(true));
-                for job in rx {
-                    job();
+    let pid = std::process::id();
+    let lister = {
+        let mut lister = LISTER.lock().unwrap_or_else(|p| p.into_inner());
+        match &*lister {
+            Some((owner, tx)) if *owner == pid => Some(tx.clone()),
+            _ => {
+                let (tx, rx) = std::sync::mpsc::channel::<Job>();
+                let spawned = std::thread::Builder::new()
+                    .name("anyverbs-device-list".into())
+                    .spawn(move || {
+                        ON_LISTER.with(|on| on.set(true));
+                        for job in rx {
+                            job();
+                        }
+                    });
+                match spawned {
+                    Ok(_) => {
+                        *lister = Some((pid, tx.clone()));
+                        Some(tx)
+                    }
+                    // Tried again at the next listing.
+                    Err(e) => {
+                        tracing::warn!(%e, "no device-list thread: listing where asked");
+                        None
+                    }
                 }
-            })
-            .map_err(|e| tracing::warn!(%e, "no device-list thread: listing where asked"))
-            .ok()
-            .map(|_| tx)
-    });
+            }
+        }
+    };
     let Some(lister) = lister else {
         return Ok(f());
     };
     let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    // A panic in `f` goes to its caller, as it would have listing in place; the thread lives on.
     let job: Job = Box::new(move || {
-        let _ = reply.send(f());
+        let _ = reply.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
     });
     if lister.send(job).is_err() {
         return Err(Error::new(
@@ -128,12 +146,18 @@ fn on_lister<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Resul
             "the device-list thread is gone",
         ));
     }
-    answer.recv_timeout(LISTER_TIMEOUT).map_err(|_| {
-        Error::new(
+    match answer.recv_timeout(LISTER_TIMEOUT) {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::new(
             ErrorKind::TimedOut,
             format!("listing the RDMA devices took longer than {LISTER_TIMEOUT:?}"),
-        )
-    })
+        )),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(Error::new(
+            ErrorKind::Other,
+            "the device-list thread ended without an answer",
+        )),
+    }
 }
 
 /// Whether this machine can do RDMA at all: `Ok(())`, or the "RDMA is not available here"
@@ -290,6 +314,55 @@ pub fn sysfs_guids(entry: &DeviceEntry) -> Option<(Guid, Guid)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_in_a_listing_reaches_its_caller_and_the_lister_lives_on() {
+        // A panic in a job (sideway's conversions panic on values they do not know) must not
+        // kill the one listing thread: every later listing of the process would fail.
+        let panicked = std::panic::catch_unwind(|| on_lister(|| -> u32 { panic!("in a job") }));
+        assert!(panicked.is_err(), "the caller did not see the job's panic");
+        for _ in 0..2 {
+            assert_eq!(on_lister(|| 7).unwrap(), 7);
+        }
+    }
+
+    #[test]
+    fn a_forked_child_lists_without_waiting_for_the_parents_thread() {
+        // A forked child has the parent's channel but not its thread: a listing there must
+        // not wait LISTER_TIMEOUT for a thread that does not exist.
+        assert_eq!(on_lister(|| 1).unwrap(), 1);
+        // SAFETY: the child only lists (through on_lister) and ends with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let t = std::time::Instant::now();
+            let ok = on_lister(|| 7).ok() == Some(7) && t.elapsed() < Duration::from_secs(5);
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut status = 0;
+        loop {
+            // SAFETY: our own child, status is a valid out-pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                // SAFETY: our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                panic!("the forked child's listing did not return within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the forked child's listing failed or was slow (status {status})"
+        );
+    }
 
     #[test]
     fn a_device_on_a_pci_function_has_its_address_and_driver() {
