@@ -169,7 +169,7 @@ fn start_janitor() {
                         again = JANITOR_REPEATS;
                     }
                     if again > 0 {
-                        raw::forget_removed_devices();
+                        forget_removed_devices();
                         again -= 1;
                     }
                     last = now;
@@ -185,13 +185,21 @@ fn start_janitor() {
 /// [`raw::forget_removed_devices`]. Called by the removal watch once it let go of its device, and
 /// every [`JANITOR_INTERVAL`] after a device disappears.
 pub fn forget_removed_devices() {
-    raw::forget_removed_devices();
+    // rdma_get_devices lists the devices through libibverbs, which allocates a device it sees
+    // for the first time (one re-added after a reset) in the calling thread's arena: done on
+    // the device-list thread like every other listing (see crate::device's on_lister).
+    if let Err(e) = crate::device::on_lister(raw::forget_removed_devices) {
+        tracing::warn!(%e, "could not have librdmacm forget removed devices");
+    }
 }
 
 impl CmChannel {
     /// A new channel (its fd non-blocking and close-on-exec).
     pub fn new() -> Result<Arc<CmChannel>, Error> {
         start_janitor();
+        // librdmacm's first init lists the devices on this thread: the device-list thread
+        // lists them first, so their structs are its (see crate::device's on_lister).
+        let _ = crate::device::availability();
         let raw = raw::create_channel()
             .map_err(|errno| call_failed("rdma_create_event_channel", errno))?;
         Ok(Arc::new(CmChannel {

@@ -94,7 +94,9 @@ std::thread_local! {
 /// process deadlocks in librdmacm (seen in the test bed: the CM janitor and both supervisors of
 /// the echo cycles waiting on the lock the janitor held). Listing on one thread keeps every
 /// device's struct in one arena.
-fn on_lister<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+pub(crate) fn on_lister<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
     type Job = Box<dyn FnOnce() + Send>;
     /// The device-list thread's channel and the process that started it: a forked child has
     /// its parent's channel but not the thread behind it, and starts its own.
