@@ -378,6 +378,13 @@ impl Injection {
                 let waiting = outcome.as_ref().is_ok_and(|(_, back)| back.is_none())
                     && !self.thread.as_ref().is_none_or(|t| t.is_finished());
                 if waiting && lock(&self.shared.0).replug != Replug::Later {
+                    // Held away (a reset's down_for) or being added back: bounded like the rest.
+                    if Instant::now() >= deadline {
+                        return Err(Error::timed_out(format!(
+                            "{} was deleted but is not back yet",
+                            self.injector.entry.identity.name
+                        )));
+                    }
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
@@ -710,6 +717,65 @@ mod tests {
             kernel_driver: None,
             sysfs_path: "/nonexistent".into(),
         }
+    }
+
+    /// An injection whose delete completed and whose device is held away (a reset's long
+    /// `down_for`), with a stand-in worker that holds until the injection is given up or the
+    /// hold ends.
+    fn held_injection(until: Instant) -> Injection {
+        let shared = Arc::new((
+            Mutex::new(Shared {
+                replug: Replug::SameNetdev,
+                abandoned: false,
+                restorer: None,
+                home_when_added: false,
+                outcome: Some(Ok((Duration::ZERO, None))),
+                delete_failed: None,
+                not_before: Some(until),
+            }),
+            Condvar::new(),
+        ));
+        let worker = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let (state, changed) = &*worker;
+            let mut st = lock(state);
+            while !st.abandoned && st.not_before.is_some_and(|t| Instant::now() < t) {
+                st = changed
+                    .wait_timeout(st, Duration::from_millis(20))
+                    .unwrap()
+                    .0;
+            }
+            st.outcome = Some(Ok((Duration::ZERO, Some("dummy0".into()))));
+        });
+        Injection {
+            injector: FaultInjector {
+                entry: entry(Transport::InfiniBand, 0xff_ffff, None),
+                link_type: "rxe",
+                netdev: "dummy0".into(),
+                owner: "test".into(),
+                home: "dummy0".into(),
+            },
+            shared,
+            thread: Some(thread),
+            started: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn waiting_for_a_held_device_keeps_to_its_deadline() {
+        // What a provider's drop (Faults::restore) does with a reset's injection: wait for it,
+        // bounded. A long down_for must not make that wait unbounded.
+        let mut injection = held_injection(Instant::now() + Duration::from_secs(3600));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = injection.wait(Instant::now() + Duration::from_millis(200));
+            let _ = tx.send(r.is_err());
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(true),
+            "wait() ran past its deadline (or did not fail) while the device was held away"
+        );
     }
 
     #[test]

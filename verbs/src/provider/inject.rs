@@ -121,6 +121,8 @@ impl Faults {
                 .into_iter()
                 .map(|i| (i.device_name().to_owned(), i)),
         ) {
+            // A reset's down_for ends with the provider: the device goes back now.
+            injection.away_until(Instant::now());
             if let Err(e) = injection.wait(deadline) {
                 tracing::warn!(
                     %e,
