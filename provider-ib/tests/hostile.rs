@@ -713,14 +713,22 @@ fn a_reset_keeps_the_device_away_for_down_for() {
         return;
     }
     let provider = anyverbs_provider_ib::provider();
+    let index = |p: &P| {
+        p.devices()
+            .unwrap()
+            .iter()
+            .find(|d| d.identity.name == DEV)
+            .map(|d| d.identity.index)
+    };
+    let before = index(&provider).expect("rxe0 is there");
     let down_for = Duration::from_secs(2);
     let t = Instant::now();
     provider
         .inject(DEV, &anyverbs::Fault::Reset { down_for })
         .unwrap();
-    let listed = |p: &P| p.devices().unwrap().iter().any(|d| d.identity.name == DEV);
+    // Back means listed under a new index: the old one may linger in a listing for a moment.
     let deadline = within(30);
-    while !listed(&provider) {
+    while index(&provider).is_none_or(|i| i == before) {
         assert!(Instant::now() < deadline, "{DEV} never came back");
         std::thread::sleep(Duration::from_millis(20));
     }
