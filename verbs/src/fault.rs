@@ -204,9 +204,25 @@ impl FaultInjector {
             .name("anyverbs-unplug".into())
             .spawn(move || {
                 let started = Instant::now();
-                let deleted = crate::netlink::delete_link(index, DELETE_TIMEOUT);
-                let deleted_after = started.elapsed();
                 let (state, changed) = &*worker_shared;
+                let Some(deleted) = delete_elsewhere(index, state, changed) else {
+                    // Given up while the delete waits for the device's objects: the restorer
+                    // process puts the device home once the delete completes, whatever
+                    // becomes of this process meanwhile; this thread is done.
+                    let mut st = lock(state);
+                    if let Some(r) = st.restorer.take() {
+                        r.send_home();
+                    }
+                    st.outcome = Some(Err(format!(
+                        "the delete of {name} did not complete here (given up, or over \
+                         {DELETE_TIMEOUT:?}); the restorer process puts it back on {home} once \
+                         it does"
+                    )));
+                    drop(st);
+                    changed.notify_all();
+                    return;
+                };
+                let deleted_after = started.elapsed();
                 let outcome = match deleted {
                     Err(e) => {
                         let m = format!("rdma link delete {name} (index {index}) failed: {e}");
@@ -467,18 +483,53 @@ impl Drop for Injection {
         // Restore: a device not put back goes back on its own netdev. If the delete already
         // completed, that happens now (the worker adds it and ends; this waits for it, so the
         // device is back when the drop returns); if the delete still waits for the device's
-        // objects, the worker adds it back whenever that is.
-        let deleted = {
-            let mut st = lock(&self.shared.0);
-            st.abandoned = true;
-            st.outcome.is_some()
-        };
+        // objects, the worker hands the device to the restorer process, which adds it back
+        // once the delete completes, and ends at once. Either way no thread of this process is
+        // left behind (a provider loaded as a plugin may be unloaded right after).
+        lock(&self.shared.0).abandoned = true;
         self.shared.1.notify_all();
-        if let Some(t) = self.thread.take()
-            && (deleted || t.is_finished())
-        {
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Deletes the device with kernel index `index` from a child process
+/// ([`crate::netlink::delete_link_elsewhere`]: never from a thread of this one, which could then
+/// never end) and waits for the outcome, at most [`DELETE_TIMEOUT`]. `None` if the injection was
+/// given up first (`abandoned`) or the wait timed out: the child goes on alone.
+fn delete_elsewhere(
+    index: u32,
+    state: &Mutex<Shared>,
+    changed: &Condvar,
+) -> Option<std::io::Result<()>> {
+    let mut child = match crate::netlink::delete_link_elsewhere(index) {
+        Ok(child) => child,
+        Err(e) => return Some(Err(e)),
+    };
+    let deadline = Instant::now() + DELETE_TIMEOUT;
+    let mut st = lock(state);
+    loop {
+        if let Some(outcome) = child.poll() {
+            return Some(outcome);
+        }
+        if st.abandoned {
+            child.leave();
+            return None;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                "the delete of device index {index} did not complete within \
+                 {DELETE_TIMEOUT:?}: something still holds the device; its restorer process \
+                 puts it back once it does"
+            );
+            child.leave();
+            return None;
+        }
+        st = changed
+            .wait_timeout(st, Duration::from_millis(10))
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
 }
 

@@ -23,8 +23,11 @@ fn child_takes_the_device_away_and_aborts() {
     };
     let (how, name) = what.split_once(':').expect("how:device");
     let entry = find(name).expect("the device is present");
+    // "held": the device is open when the delete is asked for, so the delete is still waiting
+    // for this very process when it aborts.
+    let _held = (how == "held").then(|| anyverbs_verbs::device::open(name).expect("open"));
     let replug = match how {
-        "later" => Replug::Later,
+        "later" | "held" => Replug::Later,
         _ => Replug::OtherNetdev(spare_for(name).expect("a spare netdev")),
     };
     let mut injection = FaultInjector::for_device(&entry)
@@ -40,7 +43,7 @@ fn child_takes_the_device_away_and_aborts() {
 
 fn crash_and_check(how: &str, name: &str) {
     let before = find(name).expect("the device is present");
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "child_takes_the_device_away_and_aborts",
@@ -48,8 +51,21 @@ fn crash_and_check(how: &str, name: &str) {
             "--test-threads=1",
         ])
         .env(CHILD, format!("{how}:{name}"))
-        .status()
+        .spawn()
         .unwrap();
+    // A process that asked for the delete of a device it holds, from a thread of its own,
+    // could never end: the delete waits for its files, which close only once it has ended.
+    let deadline = within(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the child that took {name} away ({how}) has not ended 30 s after its abort"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(!status.success(), "the child was to abort");
     let started = Instant::now();
     let deadline = started + Duration::from_secs(30);
@@ -85,6 +101,19 @@ fn a_device_unplugged_by_a_process_that_died_comes_back_home() {
     let _turn = turn();
     for name in &names {
         crash_and_check("later", name);
+    }
+}
+
+/// The taker dies while its own delete still waits for it (it holds the device): it must end
+/// all the same, and the device come back once it has.
+#[test]
+fn a_device_held_by_a_process_that_died_during_its_delete_comes_back_home() {
+    let Some(names) = devices_under_test("restore after a crash") else {
+        return;
+    };
+    let _turn = turn();
+    for name in &names {
+        crash_and_check("held", name);
     }
 }
 

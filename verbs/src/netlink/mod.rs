@@ -16,7 +16,9 @@
 //! device waits, uninterruptibly, until every process has released the device's objects, and
 //! adding one may load a module. So each call runs its socket I/O on a short-lived worker
 //! thread and the caller waits for that thread's answer only until the timeout; the worker
-//! itself uses the same deadline for every receive.
+//! itself uses the same deadline for every receive. A process that may still hold the device
+//! it deletes uses [`delete_link_elsewhere`] instead: the request is sent by a child process,
+//! as a thread of the holder could never end.
 //!
 //! Reply parsing is pure code over byte slices: every length is checked, and malformed or
 //! truncated replies give an [`io::ErrorKind::InvalidData`] error, never a panic.
@@ -281,10 +283,13 @@ fn check_name(what: &str, value: &str, max: usize) -> io::Result<()> {
     Ok(())
 }
 
+mod elsewhere;
 mod message;
 mod socket;
 #[cfg(test)]
 mod tests;
+
+pub use elsewhere::{DeleteChild, delete_link_elsewhere};
 
 use message::*;
 use socket::*;

@@ -50,10 +50,6 @@ impl Default for Faults {
     }
 }
 
-/// How long a provider that goes away waits for a delete it caused to complete (see
-/// [`Faults::restore`]).
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long a provider waits for a device an earlier provider or process took away to be put
 /// back before it looks at the devices.
 pub(crate) const RESTORE_WAIT: Duration = Duration::from_secs(15);
@@ -101,36 +97,35 @@ impl Faults {
     /// for the next; a fresh provider waits (bounded) while a device is being put back
     /// ([`crate::fault::wait_for_restores`]).
     ///
-    /// A delete still under way is waited for, at most [`RESTORE_TIMEOUT`]: a process must not
-    /// exit with one pending — the deleting thread waits, uninterruptibly, for this very
-    /// process's files, which close only once every thread has ended, so the process could
-    /// never end and the device never return. Normally it completes in a moment (the ULP
-    /// released its objects, librdmacm lets go within 200 ms). A ULP that drops the provider
-    /// while it still holds objects of the device makes this wait the whole timeout (`held`
-    /// says so in the log); the out-of-process delete that would spare it is not built yet.
+    /// Nothing is waited for but a device whose delete already completed being added back. A
+    /// delete still under way (the ULP still holds objects of the device) runs in a child
+    /// process ([`crate::netlink::delete_link_elsewhere`]), so this process may end whenever it
+    /// likes; the device's restorer process adds it back once the delete completes.
     pub(crate) fn restore(&self, held: &super::held::HeldBook) {
-        let deadline = Instant::now() + RESTORE_TIMEOUT;
         let unplugged: Vec<(String, Injection)> = self.lock().drain().collect();
         for (_, i) in &unplugged {
             i.replug(Replug::SameNetdev);
         }
         let returning =
             std::mem::take(&mut *self.returning.lock().unwrap_or_else(|e| e.into_inner()));
-        for (name, mut injection) in unplugged.into_iter().chain(
+        for (name, injection) in unplugged.into_iter().chain(
             returning
                 .into_iter()
                 .map(|i| (i.device_name().to_owned(), i)),
         ) {
             // A reset's down_for ends with the provider: the device goes back now.
             injection.away_until(Instant::now());
-            if let Err(e) = injection.wait(deadline) {
-                tracing::warn!(
-                    %e,
+            if !injection.is_settled() {
+                tracing::info!(
+                    device = %name,
                     held = ?held.of(&name),
-                    "a device taken away by a fault is not back"
+                    "a device taken away by a fault goes back once its delete completes"
                 );
             }
             injection.go_home_later();
+            // Its drop puts the device back now if its delete completed, else leaves that to
+            // the restorer process; no thread of the injection outlives it.
+            drop(injection);
         }
         crate::fault::unregister_owner(&self.owner);
     }

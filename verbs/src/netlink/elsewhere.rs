@@ -1,0 +1,218 @@
+//! Deleting a device from a process of its own.
+//!
+//! The kernel's delete blocks, uninterruptibly, inside the sender's `sendto` until every
+//! process has closed the device's verbs files. A thread of the process that holds some of
+//! those files and asks for the delete itself can then never let the process end: the files
+//! close only once every thread has ended, and the asking thread ends only once they are
+//! closed. A crash, a kill or an exit with such a delete pending hangs the process forever,
+//! and the device never comes back. So the request is sent by a child forked for it, which
+//! holds none of this process's descriptors and lives in a session of its own: it waits in the
+//! kernel instead, and ends by itself once the delete completed, whatever became of this
+//! process.
+
+use super::*;
+
+/// How the child says what happened: its exit status is 0 for a completed delete, else the
+/// errno (1..=[`MAX_ERRNO_STATUS`]), or one of the codes below.
+const MAX_ERRNO_STATUS: i32 = 200;
+/// The kernel's reply made no sense.
+const STATUS_MALFORMED: i32 = 201;
+
+/// The child's code, between fork and (never) exec: only system calls on memory prepared before
+/// the fork, no allocation, no lock — what a child of a multithreaded process may do.
+fn delete_in_child(request: &[u8], reply: &mut [u8], maps: &mut [u8]) -> ! {
+    // SAFETY: every call below takes integers or pointers into `request` and `reply`, which
+    // are valid for their lengths for the whole child's life, and the kernel address `kernel`,
+    // a live local; `_exit` ends the child without running anything of the parent's.
+    unsafe {
+        let errno = || *libc::__errno_location();
+        // A session of its own (a signal to the parent's group does not reach it), and none of
+        // the parent's descriptors or mappings of RDMA device files (a verbs file it inherited
+        // — a provider maps its queues from it — would hold the very device it deletes).
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        unmap_device_files(maps);
+        let fd = libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_RDMA,
+        );
+        if fd < 0 {
+            libc::_exit(errno().clamp(1, MAX_ERRNO_STATUS));
+        }
+        let kernel = SockaddrNl {
+            nl_family: libc::AF_NETLINK as libc::sa_family_t,
+            ..SockaddrNl::default()
+        };
+        loop {
+            let sent = libc::sendto(
+                fd,
+                request.as_ptr().cast(),
+                request.len(),
+                0,
+                (&raw const kernel).cast(),
+                SOCKADDR_NL_LEN,
+            );
+            if sent >= 0 {
+                break;
+            }
+            if errno() != libc::EINTR {
+                libc::_exit(errno().clamp(1, MAX_ERRNO_STATUS));
+            }
+        }
+        loop {
+            let got = libc::recv(fd, reply.as_mut_ptr().cast(), reply.len(), 0);
+            if got < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                libc::_exit(errno().clamp(1, MAX_ERRNO_STATUS));
+            }
+            // The ack: NLMSG_ERROR, its errno right behind the 16-byte header (0: deleted).
+            let datagram = &reply[..(got as usize).min(reply.len())];
+            if read_u16(datagram, 4) == Some(NLMSG_ERROR) {
+                match read_i32(datagram, 16) {
+                    Some(0) => libc::_exit(0),
+                    Some(e) if e < 0 => libc::_exit((-e).clamp(1, MAX_ERRNO_STATUS)),
+                    _ => libc::_exit(STATUS_MALFORMED),
+                }
+            }
+        }
+    }
+}
+
+/// Unmaps, in the child, every mapping of a file under `/dev/infiniband/` (a user-space
+/// provider's queues, mapped from its verbs file): a mapping holds its file as a descriptor does.
+/// Reads `/proc/self/maps` through `buf`, a line at a time, with system calls only.
+fn unmap_device_files(buf: &mut [u8]) {
+    const MAPS: &[u8] = b"/proc/self/maps\0";
+    const DEVICES: &[u8] = b"/dev/infiniband/";
+    // SAFETY: `MAPS` is a NUL-terminated path; `buf` is valid for writes of its length.
+    let fd = unsafe { libc::open(MAPS.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return;
+    }
+    let mut kept = 0;
+    loop {
+        // SAFETY: writes at most `buf.len() - kept` bytes into `buf[kept..]`.
+        let got = unsafe { libc::read(fd, buf[kept..].as_mut_ptr().cast(), buf.len() - kept) };
+        if got <= 0 {
+            break;
+        }
+        let filled = kept + got as usize;
+        // Every whole line: a mapping of a device file is unmapped.
+        let mut start = 0;
+        while let Some(end) = buf[start..filled].iter().position(|&b| b == b'\n') {
+            let line = &buf[start..start + end];
+            if line.windows(DEVICES.len()).any(|w| w == DEVICES)
+                && let Some((from, to)) = mapping_range(line)
+            {
+                // SAFETY: unmapping a range the kernel just listed as mapped; nothing in the
+                // child uses device mappings.
+                unsafe { libc::munmap(from as *mut libc::c_void, to - from) };
+            }
+            start += end + 1;
+        }
+        // The unfinished line moves to the front (a line longer than the buffer is dropped).
+        kept = if start == 0 && filled == buf.len() {
+            0
+        } else {
+            buf.copy_within(start..filled, 0);
+            filled - start
+        };
+    }
+    // SAFETY: `fd` was opened above and is closed once.
+    unsafe { libc::close(fd) };
+}
+
+/// The address range at the start of a `/proc/self/maps` line (`start-end ...`, hexadecimal).
+fn mapping_range(line: &[u8]) -> Option<(usize, usize)> {
+    let hex = |s: &[u8]| -> Option<usize> {
+        s.iter().try_fold(0usize, |v, &b| {
+            let d = (b as char).to_digit(16)? as usize;
+            v.checked_mul(16)?.checked_add(d)
+        })
+    };
+    let dash = line.iter().position(|&b| b == b'-')?;
+    let space = line.iter().position(|&b| b == b' ')?;
+    let (from, to) = (hex(&line[..dash])?, hex(line.get(dash + 1..space)?)?);
+    (from < to).then_some((from, to))
+}
+
+/// A delete of the RDMA device with kernel index `index` under way in a child process (see the
+/// module docs): [`DeleteChild::poll`] says when it is over.
+pub struct DeleteChild {
+    child: std::process::Child,
+}
+
+/// Starts deleting the RDMA device with kernel index `index` from a child process; returns at
+/// once. Like [`delete_link`], it completes once every process released the device.
+pub fn delete_link_elsewhere(index: u32) -> io::Result<DeleteChild> {
+    use std::os::unix::process::CommandExt;
+    let request = encode_request(
+        CMD_DELLINK,
+        NLM_F_ACK,
+        1,
+        &[(ATTR_DEV_INDEX, AttrValue::U32(index))],
+    );
+    let mut reply = vec![0u8; RECV_BUF];
+    let mut maps = vec![0u8; 64 * 1024];
+    let mut cmd = std::process::Command::new("/bin/true");
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and only makes system calls
+    // on buffers allocated before the fork (`delete_in_child`); it never returns, so the child
+    // never reaches exec (closing every descriptor also closed the one through which the
+    // standard library learns of a failed exec: the parent's spawn returns at once).
+    unsafe {
+        cmd.pre_exec(move || delete_in_child(&request, &mut reply, &mut maps));
+    }
+    Ok(DeleteChild {
+        child: cmd.spawn()?,
+    })
+}
+
+impl DeleteChild {
+    /// `None` while the delete waits; then its outcome (the child is reaped).
+    pub fn poll(&mut self) -> Option<io::Result<()>> {
+        let status = match self.child.try_wait() {
+            Ok(None) => return None,
+            Ok(Some(status)) => status,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match status.code() {
+            Some(0) => Ok(()),
+            Some(STATUS_MALFORMED) => Err(malformed("the kernel's reply to the delete")),
+            Some(errno) if errno <= MAX_ERRNO_STATUS => Err(io::Error::from_raw_os_error(errno)),
+            _ => Err(io::Error::other(format!(
+                "the process deleting the device ended with {status}"
+            ))),
+        })
+    }
+
+    /// Stops waiting for the delete: the child goes on alone and ends when the delete does.
+    /// (It is not killed: the delete it waits for cannot be taken back.)
+    pub fn leave(self) {
+        // Dropping a `Child` neither kills nor waits: it is reaped by init once this process
+        // is gone, or stays a zombie until then.
+        drop(self.child);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mapping_range;
+
+    #[test]
+    fn a_maps_line_gives_its_range() {
+        let line = b"7f0c1a000000-7f0c1a021000 rw-s 00000000 00:06 123   /dev/infiniband/uverbs0";
+        assert_eq!(
+            mapping_range(line),
+            Some((0x7f0c_1a00_0000, 0x7f0c_1a02_1000))
+        );
+        assert_eq!(mapping_range(b"garbage"), None);
+        assert_eq!(mapping_range(b"10-5 r--p"), None);
+        assert_eq!(mapping_range(b"zz-10 r--p"), None);
+    }
+}
