@@ -4,7 +4,7 @@
 //!
 //! - `raw_verbs`: `ibv_post_recv`, `ibv_post_send` and `ibv_poll_cq` called directly on the
 //!   pair's own QPs and CQs, with WRs built once (what a C program does): the baseline;
-//! - `provider_raw`: the same QPs through the provider's raw objects (`RawQp`, `RawCq`: the core's
+//! - `provider`: the same QPs through the provider's raw objects (`RawQp`, `RawCq`: the core's
 //!   WRs converted, the tracked state checked, no kit), to tell the provider's cost from the
 //!   kit's;
 //! - `anyverbs`: the same QPs through the provider (the kit's admission, tokens and resolution);
@@ -192,7 +192,7 @@ fn data_path(c: &mut Criterion) {
     let mut raw = raw::Raw::of(&linked);
     let mut group = c.benchmark_group(format!("send_{SIZE}B_{device}"));
     group.bench_function("raw_verbs", |b| b.iter(|| raw.one()));
-    group.bench_function("provider_raw", |b| {
+    group.bench_function("provider", |b| {
         b.iter(|| one_below_kit(black_box(&linked)))
     });
     group.bench_function("anyverbs", |b| b.iter(|| one_through(black_box(&linked))));
