@@ -30,7 +30,7 @@ fn delete_in_child(request: &[u8], reply: &mut [u8], maps: &mut [u8]) -> ! {
         // the parent's descriptors or mappings of RDMA device files (a verbs file it inherited
         // — a provider maps its queues from it — would hold the very device it deletes).
         libc::setsid();
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        close_every_descriptor(maps);
         unmap_device_files(maps);
         let fd = libc::socket(
             libc::AF_NETLINK,
@@ -73,12 +73,82 @@ fn delete_in_child(request: &[u8], reply: &mut [u8], maps: &mut [u8]) -> ! {
             if read_u16(datagram, 4) == Some(NLMSG_ERROR) {
                 match read_i32(datagram, 16) {
                     Some(0) => libc::_exit(0),
-                    Some(e) if e < 0 => libc::_exit((-e).clamp(1, MAX_ERRNO_STATUS)),
+                    Some(e) if e < 0 => libc::_exit(
+                        e.checked_neg()
+                            .map_or(MAX_ERRNO_STATUS, |e| e.clamp(1, MAX_ERRNO_STATUS)),
+                    ),
                     _ => libc::_exit(STATUS_MALFORMED),
                 }
             }
         }
     }
+}
+
+/// Closes, in the child, every descriptor it inherited: `close_range`, or where the kernel
+/// has none (before 5.9) or a seccomp filter refuses it, one `close` for each entry of
+/// `/proc/self/fd`, read through `buf` with `getdents64`. A descriptor left open would be a
+/// verbs file holding the very device the child deletes (the delete then waits for the child
+/// forever), and the standard library's pipe, open, keeps the parent's spawn from returning.
+fn close_every_descriptor(buf: &mut [u8]) {
+    // SAFETY: system calls on integers.
+    if unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) } == 0 {
+        return;
+    }
+    close_listed_descriptors(buf);
+}
+
+/// The fallback of [`close_every_descriptor`]: closes every descriptor `/proc/self/fd` lists,
+/// with system calls only (`buf` holds the directory entries).
+fn close_listed_descriptors(buf: &mut [u8]) {
+    const FDS: &[u8] = b"/proc/self/fd\0";
+    // SAFETY: `FDS` is a NUL-terminated path.
+    let dir = unsafe {
+        libc::open(
+            FDS.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        return;
+    }
+    loop {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+        let got = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir,
+                buf.as_mut_ptr().cast::<libc::c_void>(),
+                buf.len(),
+            )
+        };
+        if got <= 0 {
+            break;
+        }
+        // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, NUL-terminated name.
+        let entries = &buf[..(got as usize).min(buf.len())];
+        let mut at = 0;
+        while let Some(reclen) = read_u16(entries, at + 16) {
+            let reclen = reclen as usize;
+            let Some(name) = entries.get(at + 19..at + reclen) else {
+                break;
+            };
+            let digits = name.iter().take_while(|&&b| b != 0);
+            let fd = digits.clone().try_fold(0i32, |v, &b| {
+                let d = (b as char).to_digit(10)? as i32;
+                v.checked_mul(10)?.checked_add(d)
+            });
+            if let Some(fd) = fd.filter(|&fd| fd != dir && digits.count() > 0) {
+                // SAFETY: closing a descriptor number; nothing in the child uses it.
+                unsafe { libc::close(fd) };
+            }
+            if reclen == 0 {
+                break;
+            }
+            at += reclen;
+        }
+    }
+    // SAFETY: `dir` was opened above and is closed once.
+    unsafe { libc::close(dir) };
 }
 
 /// Unmaps, in the child, every mapping of a file under `/dev/infiniband/` (a user-space
@@ -143,6 +213,9 @@ fn mapping_range(line: &[u8]) -> Option<(usize, usize)> {
 /// module docs): [`DeleteChild::poll`] says when it is over.
 pub struct DeleteChild {
     child: std::process::Child,
+    /// Its status can no longer be had (`waitpid` failed: this process ignores `SIGCHLD`, or
+    /// something else reaped it): what the delete did is unknown.
+    lost: bool,
 }
 
 /// Starts deleting the RDMA device with kernel index `index` from a child process; returns at
@@ -170,6 +243,7 @@ pub fn delete_link_elsewhere(index: u32) -> io::Result<DeleteChild> {
     }
     Ok(DeleteChild {
         child: cmd.spawn()?,
+        lost: false,
     })
 }
 
@@ -179,7 +253,11 @@ impl DeleteChild {
         let status = match self.child.try_wait() {
             Ok(None) => return None,
             Ok(Some(status)) => status,
-            Err(e) => return Some(Err(e)),
+            Err(_) => {
+                // Not a failed delete: the delete may well be under way, or done.
+                self.lost = true;
+                return None;
+            }
         };
         Some(match status.code() {
             Some(0) => Ok(()),
@@ -189,6 +267,18 @@ impl DeleteChild {
                 "the process deleting the device ended with {status}"
             ))),
         })
+    }
+
+    /// Whether the child's status can no longer be had ([`poll`](Self::poll) says `None`
+    /// forever): the outcome of the delete is unknown, and is to be left to whoever puts the
+    /// device home.
+    pub fn lost(&self) -> bool {
+        self.lost
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops waiting for the delete: the child goes on alone and ends when the delete does.
@@ -202,7 +292,31 @@ impl DeleteChild {
 
 #[cfg(test)]
 mod tests {
-    use super::mapping_range;
+    use super::{close_listed_descriptors, mapping_range};
+
+    /// Where `close_range` is missing (kernels before 5.9) or refused (a seccomp filter), the
+    /// child must still close every inherited descriptor: a verbs file left open holds the
+    /// device it deletes, and the standard library's pipe left open keeps `spawn` waiting.
+    #[test]
+    fn the_fallback_closes_every_inherited_descriptor() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let (read, write) = std::io::pipe().unwrap();
+        let (kept_r, kept_w) = (read.as_raw_fd(), write.as_raw_fd());
+        let mut buf = vec![0u8; 4096];
+        let mut cmd = std::process::Command::new("/bin/true");
+        // SAFETY: only system calls on memory prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                close_listed_descriptors(&mut buf);
+                let open = |fd| libc::fcntl(fd, libc::F_GETFD) >= 0;
+                let left = [0, 1, 2, kept_r, kept_w].into_iter().any(open);
+                libc::_exit(if left { 1 } else { 0 })
+            });
+        }
+        let status = cmd.spawn().unwrap().wait().unwrap();
+        assert_eq!(status.code(), Some(0), "a descriptor survived the fallback");
+    }
 
     #[test]
     fn a_maps_line_gives_its_range() {
