@@ -205,13 +205,16 @@ impl FaultInjector {
             .spawn(move || {
                 let started = Instant::now();
                 let (state, changed) = &*worker_shared;
-                let Some(deleted) = delete_elsewhere(index, state, changed) else {
+                let deleted = match delete_elsewhere(index, state, changed) {
+                    Ok(deleted) => deleted,
+                    Err(deleter) => {
                     // Given up while the delete waits for the device's objects: the restorer
-                    // process puts the device home once the delete completes, whatever
-                    // becomes of this process meanwhile; this thread is done.
+                    // process puts the device home once the delete completes (it waits for the
+                    // process `deleter` to end first), whatever becomes of this process
+                    // meanwhile; this thread is done.
                     let mut st = lock(state);
                     if let Some(r) = st.restorer.take() {
-                        r.send_home();
+                        r.send_home_after(Some(deleter));
                     }
                     st.outcome = Some(Err(format!(
                         "the delete of {name} did not complete here (given up, or over \
@@ -221,6 +224,7 @@ impl FaultInjector {
                     drop(st);
                     changed.notify_all();
                     return;
+                    }
                 };
                 let deleted_after = started.elapsed();
                 let outcome = match deleted {
@@ -496,26 +500,28 @@ impl Drop for Injection {
 
 /// Deletes the device with kernel index `index` from a child process
 /// ([`crate::netlink::delete_link_elsewhere`]: never from a thread of this one, which could then
-/// never end) and waits for the outcome, at most [`DELETE_TIMEOUT`]. `None` if the injection was
-/// given up first (`abandoned`) or the wait timed out: the child goes on alone.
+/// never end) and waits for the outcome, at most [`DELETE_TIMEOUT`]. `Err` with the child's
+/// process id if the injection was given up first (`abandoned`), the wait timed out, or the
+/// child's status was lost: the child goes on alone.
 fn delete_elsewhere(
     index: u32,
     state: &Mutex<Shared>,
     changed: &Condvar,
-) -> Option<std::io::Result<()>> {
+) -> Result<std::io::Result<()>, u32> {
     let mut child = match crate::netlink::delete_link_elsewhere(index) {
         Ok(child) => child,
-        Err(e) => return Some(Err(e)),
+        Err(e) => return Ok(Err(e)),
     };
     let deadline = Instant::now() + DELETE_TIMEOUT;
     let mut st = lock(state);
     loop {
         if let Some(outcome) = child.poll() {
-            return Some(outcome);
+            return Ok(outcome);
         }
-        if st.abandoned {
+        let pid = child.id();
+        if st.abandoned || child.lost() {
             child.leave();
-            return None;
+            return Err(pid);
         }
         if Instant::now() >= deadline {
             tracing::warn!(
@@ -524,7 +530,7 @@ fn delete_elsewhere(
                  puts it back once it does"
             );
             child.leave();
-            return None;
+            return Err(pid);
         }
         st = changed
             .wait_timeout(st, Duration::from_millis(10))
@@ -536,14 +542,21 @@ fn delete_elsewhere(
 /// The script of the process that puts a device back on its own netdev if the process that took
 /// it away ends first (a crash, a kill, an exit before the delete completed), or asks it to: it
 /// waits on a pipe from that process; `done` means that process let go of the injection alive
-/// (the device is home, or where it wants it), `home` asks for the move, end of file means the
+/// (the device is home, or where it wants it), `home` asks for the move (`home PID`: once the
+/// process PID, the one deleting the device, has ended), end of file means the
 /// process ended without saying. Then, for a minute at most, it puts the device home as soon as the
 /// kernel lets it — deleting it where it is elsewhere, adding it once it is gone (a delete
 /// completes once the objects of the device are released). Arguments: name, link type, netdev,
 /// the `rdma` tool, the marker file to remove when done.
 const RESTORER: &str = r#"
-read -r word
+read -r word deleter
 if [ "$word" != done ]; then
+  # A delete still under way in the process `deleter` (it may not even have been sent yet):
+  # the device is not where it is listed, and the minute starts once the delete is over.
+  while [ -n "$deleter" ] && state=$(cat "/proc/$deleter/stat" 2>/dev/null); do
+    case "${state##*") "}" in Z*|X*) break ;; esac
+    sleep 0.1
+  done
   i=0
   while [ $i -lt 600 ]; do
     where=$("$4" link show "$1/1" 2>/dev/null)
@@ -719,10 +732,20 @@ impl Restorer {
     }
 
     /// The restorer moves the device home now (and removes the marker once it is there).
-    fn send_home(mut self) {
+    fn send_home(self) {
+        self.send_home_after(None);
+    }
+
+    /// The restorer moves the device home once the process `deleter` (deleting it) has ended,
+    /// now without one.
+    fn send_home_after(mut self, deleter: Option<u32>) {
         if let Some(mut pipe) = self.pipe.take() {
             use std::io::Write;
-            if pipe.write_all(b"home\n").is_ok() {
+            let word = match deleter {
+                Some(pid) => format!("home {pid}\n"),
+                None => "home\n".to_owned(),
+            };
+            if pipe.write_all(word.as_bytes()).is_ok() {
                 // The marker stays until the restorer process removes it: a fresh provider
                 // waits for the move.
                 self.marker = None;
@@ -826,6 +849,70 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(5)),
             Ok(true),
             "wait() ran past its deadline (or did not fail) while the device was held away"
+        );
+    }
+
+    /// A delete given up before it completed (an unplug that timed out, a drop while the
+    /// delete waits) is handed to the restorer while the device may still be listed on its home
+    /// netdev — the child may not even have sent the delete yet. The restorer must not take
+    /// that listing for "home" and end: the delete then completes and the device stays away.
+    #[test]
+    fn the_restorer_waits_for_the_deleting_process_before_it_looks() {
+        use std::io::Write;
+        let dir =
+            std::env::temp_dir().join(format!("anyverbs-restorer-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let rdma = dir.join("rdma");
+        std::fs::write(
+            &rdma,
+            format!(
+                "#!/bin/sh\nD={d}\ncase \"$1 $2\" in\n\
+                 \"link show\") [ -e $D/listed ] && echo \"link x0/1 state ACTIVE netdev dummy0\" ;;\n\
+                 \"link add\") touch $D/listed $D/added ;;\n\
+                 \"link delete\") rm -f $D/listed ;;\n\
+                 esac\nexit 0\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&rdma, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Listed at home: the delete has not been sent yet.
+        std::fs::write(dir.join("listed"), "").unwrap();
+        let marker = dir.join("marker");
+        std::fs::write(&marker, "test").unwrap();
+        let mut deleter = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("sleep 0.5; rm -f {}/listed", dir.display()))
+            .spawn()
+            .unwrap();
+        let mut restorer = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(RESTORER)
+            .arg("anyverbs-restore")
+            .args(["x0", "rxe", "dummy0"])
+            .arg(&rdma)
+            .arg(&marker)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = restorer.stdin.take().unwrap();
+        writeln!(pipe, "home {}", deleter.id()).unwrap();
+        drop(pipe);
+        let limit = Instant::now() + Duration::from_secs(20);
+        while !dir.join("added").exists() && Instant::now() < limit {
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = deleter.try_wait();
+        }
+        let added = dir.join("added").exists();
+        let _ = restorer.kill();
+        let _ = restorer.wait();
+        let _ = deleter.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            added,
+            "the restorer ended on a listing made before the delete completed; the device stayed away"
         );
     }
 
