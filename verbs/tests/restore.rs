@@ -131,3 +131,57 @@ fn a_device_moved_by_a_process_that_died_comes_back_home() {
         crash_and_check("other", name);
     }
 }
+
+/// An unplug given up at once — its deadline already passed, or its injection dropped while
+/// the delete waits for this very process — hands the delete to the restorer, which may be told
+/// while the device is still listed at home (the child may not have sent the delete yet). It
+/// must wait for the deleting child to end, then put the device home, not take the listing for
+/// "home" and leave the device deleted for good.
+#[test]
+fn a_device_whose_unplug_was_given_up_at_once_comes_back_home() {
+    let Some(names) = devices_under_test("restore after an unplug given up") else {
+        return;
+    };
+    let _turn = turn();
+    for name in &names {
+        let before = find(name).expect("the device is present");
+        let held = anyverbs_verbs::device::open(name).expect("open");
+        let given_up = FaultInjector::for_device(&before)
+            .unwrap()
+            .unplug(Replug::Later, Instant::now());
+        let how = if given_up.is_ok() {
+            "dropped"
+        } else {
+            "deadline"
+        };
+        drop(given_up);
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            if let Some(now) = find(name)
+                && now.netdev == before.netdev
+                && now.identity.is_same_device(&before.identity)
+                // Deleted and added again (a new index), not seen before its delete.
+                && now.identity.index != before.identity.index
+            {
+                record(
+                    "restore.txt",
+                    &format!(
+                        "{name}: home {:.2} s after its unplug was given up ({how})",
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is not back on {:?} 30 s after its unplug was given up ({how}): {:?}",
+                before.netdev,
+                find(name).map(|e| e.netdev)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
