@@ -11,11 +11,13 @@
 //! | port flap | the netdev down, then up (`SIOCSIFFLAGS`) | `CAP_NET_ADMIN`, a netdev |
 //!
 //! The kernel's delete blocks until every process has released every object of the device, so
-//! it runs on a thread of its own: [`FaultInjector::unplug`] returns once the loss is visible —
+//! it is sent by a child process forked for it ([`crate::netlink::delete_link_elsewhere`]),
+//! watched by a thread of its own: [`FaultInjector::unplug`] returns once the loss is visible —
 //! the device is off the kernel's list, and the CM has told every ID bound to it — within its
 //! deadline, and the [`Injection`] it returns finishes the job once the process lets go. Whoever
 //! injects restores: an [`Injection`] dropped before its replug puts the device back on its own
-//! netdev as soon as the delete completes, so one failed case cannot break the ones after it.
+//! netdev — before its drop returns if the delete completed, else its restorer process does it
+//! once the delete completes — so one failed case cannot break the ones after it.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -460,7 +462,9 @@ impl Injection {
         &self.injector.entry.identity.name
     }
 
-    /// Whether the injection is over: the device is back home, or the delete failed.
+    /// Whether the injection is over here: the device is back home, the delete failed, or a
+    /// delete given up was handed to the restorer process (the device may still be away: it is
+    /// put back by that process, which a fresh provider waits for).
     pub fn is_settled(&self) -> bool {
         let st = lock(&self.shared.0);
         st.restorer.is_none() && st.outcome.is_some()
