@@ -259,19 +259,26 @@ impl DeleteChild {
                 return None;
             }
         };
-        Some(match status.code() {
-            Some(0) => Ok(()),
-            Some(STATUS_MALFORMED) => Err(malformed("the kernel's reply to the delete")),
-            Some(errno) if errno <= MAX_ERRNO_STATUS => Err(io::Error::from_raw_os_error(errno)),
+        let Some(code) = status.code() else {
+            // Killed by a signal: perhaps once its delete completed (a task blocked in the
+            // delete dies only on its way out of it). Not a failed delete: unknown.
+            self.lost = true;
+            return None;
+        };
+        Some(match code {
+            0 => Ok(()),
+            STATUS_MALFORMED => Err(malformed("the kernel's reply to the delete")),
+            errno if errno <= MAX_ERRNO_STATUS => Err(io::Error::from_raw_os_error(errno)),
             _ => Err(io::Error::other(format!(
                 "the process deleting the device ended with {status}"
             ))),
         })
     }
 
-    /// Whether the child's status can no longer be had ([`poll`](Self::poll) says `None`
-    /// forever): the outcome of the delete is unknown, and is to be left to whoever puts the
-    /// device home.
+    /// Whether the outcome of the delete can no longer be known ([`poll`](Self::poll) says
+    /// `None` forever): the child's status cannot be had, or a signal killed it. It is to be
+    /// left to whoever puts the device home (a delete taken for failed would leave the device
+    /// deleted for good).
     pub fn lost(&self) -> bool {
         self.lost
     }
@@ -316,6 +323,29 @@ mod tests {
         }
         let status = cmd.spawn().unwrap().wait().unwrap();
         assert_eq!(status.code(), Some(0), "a descriptor survived the fallback");
+    }
+
+    /// A child killed by a signal may have been killed on its way out of a completed delete:
+    /// its outcome is unknown, not a failed delete (which would tell the restorer that nothing
+    /// was removed, and leave the device deleted for good).
+    #[test]
+    fn a_child_killed_by_a_signal_is_lost_not_failed() {
+        let mut child = super::DeleteChild {
+            child: std::process::Command::new("/bin/sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+            lost: false,
+        };
+        child.child.kill().unwrap();
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !child.lost() && std::time::Instant::now() < limit {
+            if let Some(outcome) = child.poll() {
+                panic!("a killed child was taken for an outcome: {outcome:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(child.lost(), "the killed child was never reported lost");
     }
 
     #[test]
