@@ -192,9 +192,7 @@ fn data_path(c: &mut Criterion) {
     let mut raw = raw::Raw::of(&linked);
     let mut group = c.benchmark_group(format!("send_{SIZE}B_{device}"));
     group.bench_function("raw_verbs", |b| b.iter(|| raw.one()));
-    group.bench_function("provider", |b| {
-        b.iter(|| one_below_kit(black_box(&linked)))
-    });
+    group.bench_function("provider", |b| b.iter(|| one_below_kit(black_box(&linked))));
     group.bench_function("anyverbs", |b| b.iter(|| one_through(black_box(&linked))));
     if let Ok(path) = std::env::var("ANYVERBS_BENCH_PLUGIN") {
         let plugin = anyverbs::plugin::Plugin::load(&path).expect("load the plugin");
