@@ -50,8 +50,8 @@ fn bed<P: Provider>(provider: &P, device: &str) -> Bed<P> {
     Bed { pair, mr }
 }
 
-/// One message through the provider's own calls.
-fn one_through<P: Provider>(bed: &Bed<P>) {
+/// The message's SGEs in `bed`'s region: the send's, then the receive's.
+fn sges<P: Provider>(bed: &Bed<P>) -> (Sge, Sge) {
     let send = Sge {
         addr: bed.mr.addr(),
         length: SIZE,
@@ -61,6 +61,12 @@ fn one_through<P: Provider>(bed: &Bed<P>) {
         addr: bed.mr.addr() + 2048,
         ..send
     };
+    (send, recv)
+}
+
+/// One message through the provider's own calls.
+fn one_through<P: Provider>(bed: &Bed<P>) {
+    let (send, recv) = sges(bed);
     let p = &bed.pair;
     p.b.post_recv(&[RecvWr::single(1, recv)]).unwrap();
     p.a.post_send(&[SendWr::single(2, SendOp::Send, send).with_flags(SendFlags::SIGNALED)])
@@ -75,15 +81,7 @@ fn one_through<P: Provider>(bed: &Bed<P>) {
 /// One message through the provider's raw objects, below the kit.
 fn one_below_kit(bed: &Bed<anyverbs_provider_ib::IbProvider>) {
     use anyverbs::kit::{RawCq, RawQp};
-    let send = Sge {
-        addr: bed.mr.addr(),
-        length: SIZE,
-        lkey: bed.mr.lkey(),
-    };
-    let recv = Sge {
-        addr: bed.mr.addr() + 2048,
-        ..send
-    };
+    let (send, recv) = sges(bed);
     let p = &bed.pair;
     p.b.raw().post_recv(&[RecvWr::single(1, recv)]).unwrap();
     p.a.raw()
