@@ -441,13 +441,16 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
     /// failed), it schedules its next look for the device.
     fn wait_for_device(&mut self) {
         let now = self.config.clock.now();
+        let look_after = |looks| {
+            now.checked_add(
+                self.config
+                    .reconnect_delay_for(looks)
+                    .max(MIN_LOOK_INTERVAL),
+            )
+        };
         if let Phase::Waiting { look_at, looks, .. } = &mut self.phase {
             *looks = looks.saturating_add(1);
-            *look_at = now.checked_add(
-                self.config
-                    .reconnect_delay_for(*looks)
-                    .max(MIN_LOOK_INTERVAL),
-            );
+            *look_at = look_after(*looks);
             return;
         }
         let give_up_at = self.config.return_window.and_then(|w| now.checked_add(w));
@@ -455,7 +458,7 @@ impl<P: Provider, S: Service<P>> Driver<P, S> {
             give_up_at,
             check_held_at: None,
             held: HeldObjects::NONE,
-            look_at: now.checked_add(self.config.reconnect_delay_for(0).max(MIN_LOOK_INTERVAL)),
+            look_at: look_after(0),
             looks: 0,
         };
         self.set_state(SupervisorState::WaitingForDevice);

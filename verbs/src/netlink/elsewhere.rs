@@ -132,12 +132,9 @@ fn close_listed_descriptors(buf: &mut [u8]) {
             let Some(name) = entries.get(at + 19..at + reclen) else {
                 break;
             };
-            let digits = name.iter().take_while(|&&b| b != 0);
-            let fd = digits.clone().try_fold(0i32, |v, &b| {
-                let d = (b as char).to_digit(10)? as i32;
-                v.checked_mul(10)?.checked_add(d)
-            });
-            if let Some(fd) = fd.filter(|&fd| fd != dir && digits.count() > 0) {
+            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            let fd = number(&name[..len], 10).and_then(|fd| i32::try_from(fd).ok());
+            if let Some(fd) = fd.filter(|&fd| fd != dir && len > 0) {
                 // SAFETY: closing a descriptor number; nothing in the child uses it.
                 unsafe { libc::close(fd) };
             }
@@ -197,16 +194,22 @@ fn unmap_device_files(buf: &mut [u8]) {
 
 /// The address range at the start of a `/proc/self/maps` line (`start-end ...`, hexadecimal).
 fn mapping_range(line: &[u8]) -> Option<(usize, usize)> {
-    let hex = |s: &[u8]| -> Option<usize> {
-        s.iter().try_fold(0usize, |v, &b| {
-            let d = (b as char).to_digit(16)? as usize;
-            v.checked_mul(16)?.checked_add(d)
-        })
-    };
     let dash = line.iter().position(|&b| b == b'-')?;
     let space = line.iter().position(|&b| b == b' ')?;
-    let (from, to) = (hex(&line[..dash])?, hex(line.get(dash + 1..space)?)?);
+    let (from, to) = (
+        number(&line[..dash], 16)?,
+        number(line.get(dash + 1..space)?, 16)?,
+    );
     (from < to).then_some((from, to))
+}
+
+/// The number `digits` spell in `radix`, without allocating (the child parses with it); `None`
+/// for a stray character or an overflow. An empty slice is 0.
+fn number(digits: &[u8], radix: u32) -> Option<usize> {
+    digits.iter().try_fold(0usize, |v, &b| {
+        let d = (b as char).to_digit(radix)? as usize;
+        v.checked_mul(radix as usize)?.checked_add(d)
+    })
 }
 
 /// A delete of the RDMA device with kernel index `index` under way in a child process (see the
